@@ -1,0 +1,32 @@
+# SPDX-License-Identifier: Apache-2.0
+# Thin wrapper over scripts/install-deps.sh, CMake presets and ctest.
+# `make run` and `make test` each do the whole set-up (deps + build) on a fresh Debian 12 machine.
+# The `cuda` preset is used when the CUDA toolkit is installed (it compiles without a GPU).
+
+NVCC ?= /usr/local/cuda/bin/nvcc
+PRESET ?= $(if $(wildcard $(NVCC)),cuda,cpu)
+JOBS ?= $(shell nproc)
+PROMPT ?= Once upon a time
+MAX_TOKENS ?= 200
+
+.PHONY: all deps build test run format clean
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@cmake --preset $(PRESET) >/dev/null
+	@cmake --build --preset $(PRESET) -j $(JOBS)
+
+test: build
+	@ctest --preset $(PRESET) -j $(JOBS)
+
+run: build
+	build/bin/lychee-generate --model models/stories260K --prompt "$(PROMPT)" --max-tokens $(MAX_TOKENS)
+
+format:
+	@git ls-files '*.cc' '*.h' '*.cu' '*.cuh' | xargs clang-format -i
+
+clean:
+	rm -rf build
