@@ -57,8 +57,68 @@ def find_model_dir(npm_dir, package, overrides):
     raise SystemExit(f"no tokenizer_config.json for package {package!r} under {npm_dir} (tried {candidates})")
 
 
+class Jinja2Renderer:
+    """Interim stand-in for a transformers tokenizer where transformers is not installed.
+
+    Renders exactly as transformers' `render_jinja_template` does: jinja2's
+    ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, loopcontrols), its tojson
+    (json.dumps with ensure_ascii=False), raise_exception and strftime_now globals, and the
+    special-tokens map of tokenizer_config.json passed as variables (call kwargs win).
+    """
+
+    SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
+                    "mask_token")
+
+    def __init__(self, model_dir):
+        with open(os.path.join(model_dir, "tokenizer_config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+        self.chat_template = cfg.get("chat_template")
+        self.special_tokens_map = {}
+        for key in self.SPECIAL_KEYS:
+            value = cfg.get(key)
+            if isinstance(value, dict):
+                value = value.get("content")
+            if value is not None:
+                self.special_tokens_map[key] = value
+        if cfg.get("additional_special_tokens"):
+            self.special_tokens_map["additional_special_tokens"] = cfg["additional_special_tokens"]
+
+    def apply_chat_template(self, messages, tools=None, add_generation_prompt=False, tokenize=False,
+                            chat_template=None, **kwargs):
+        from datetime import datetime
+
+        import jinja2
+        import jinja2.ext
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise jinja2.exceptions.TemplateError(message)
+
+        def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+            return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                              sort_keys=sort_keys)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                            extensions=[jinja2.ext.loopcontrols])
+        env.filters["tojson"] = tojson
+        env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        template = chat_template or self.chat_template
+        if isinstance(template, list):
+            template = {t["name"]: t["template"] for t in template}.get("default")
+        if template is None:
+            raise ValueError("Cannot use chat template functions because tokenizer.chat_template is not set")
+        variables = {**self.special_tokens_map, **kwargs}
+        return env.from_string(template).render(messages=messages, tools=tools, documents=None,
+                                                add_generation_prompt=add_generation_prompt, **variables)
+
+
 def load_tokenizer(model_dir):
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    try:
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    except ImportError:
+        print(f"  transformers is not installed: rendering {model_dir} with jinja2 (interim)", file=sys.stderr)
+        return Jinja2Renderer(model_dir)
 
     try:
         return AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
@@ -115,7 +175,12 @@ def main():
     ap.add_argument("--model", action="append", default=[], help="PACKAGE=DIR override, e.g. qwen3=/x/models")
     args = ap.parse_args()
 
-    import transformers
+    try:
+        import transformers
+        renderer_version = "transformers " + transformers.__version__
+    except ImportError:
+        import jinja2
+        renderer_version = "jinja2 " + jinja2.__version__ + " (interim, transformers run owed)"
 
     overrides = dict(m.split("=", 1) for m in args.model)
     with open(args.conversations, encoding="utf-8") as f:
@@ -152,7 +217,7 @@ def main():
             "name": name,
             "origin": origin,
             "tokenizer_package": package,
-            "transformers_version": transformers.__version__,
+            "renderer": renderer_version,
             "template": src if src is not None else own,
             "special_tokens": jsonable(dict(tok.special_tokens_map)),
         }
