@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -23,6 +24,10 @@ enum class DType { kF32, kF16, kBF16, kI32, kI64 };
 
 std::string_view DTypeName(DType dtype);  // safetensors spelling: "F32", "BF16", ...
 size_t DTypeSize(DType dtype);
+
+// IEEE half / bfloat16 bits → fp32, exact (subnormals, ±inf and NaN payloads preserved).
+float HalfToFloat(uint16_t bits);
+float BFloat16ToFloat(uint16_t bits);
 
 struct TensorView {
   std::string name;

@@ -16,11 +16,12 @@
 namespace lychee {
 
 struct LayerWeights {
-  std::vector<float> input_norm;           // [hidden]
-  std::vector<float> wq, wk, wv;           // [heads*head_dim, hidden], [kv_heads*head_dim, hidden] x2
-  std::vector<float> bq, bk, bv;           // [heads*head_dim], [kv_heads*head_dim] (attention_bias)
-  std::vector<float> q_norm, k_norm;       // [head_dim] (qk_norm)
-  std::vector<float> wo;                   // [hidden, heads*head_dim]
+  std::vector<float> input_norm;      // [hidden]
+  std::vector<float> wq, wk, wv;      // [heads*head_dim, hidden], [kv_heads*head_dim, hidden] x2
+  std::vector<float> bq, bk, bv;      // [heads*head_dim], [kv_heads*head_dim] (attention_bias)
+  std::vector<float> q_norm, k_norm;  // [head_dim] (qk_norm)
+  std::vector<float> wo;              // [hidden, heads*head_dim]
+  std::vector<float> bo;              // [hidden] (o_proj_bias: llama/qwen3 attention_bias)
   std::vector<float> post_attention_norm;  // [hidden]
   std::vector<float> w_gate, w_up;         // [intermediate, hidden]
   std::vector<float> w_down;               // [hidden, intermediate]
@@ -29,8 +30,8 @@ struct LayerWeights {
 struct ModelWeights {
   std::vector<float> embed_tokens;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
-  std::vector<float> final_norm;    // [hidden]
-  std::vector<float> lm_head;       // [vocab, hidden]; empty when tied: use embed_tokens
+  std::vector<float> final_norm;  // [hidden]
+  std::vector<float> lm_head;     // [vocab, hidden]; empty when tied: use embed_tokens
   const std::vector<float>& LmHead() const { return lm_head.empty() ? embed_tokens : lm_head; }
 };
 
