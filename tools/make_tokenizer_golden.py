@@ -144,6 +144,10 @@ def main():
     parser.add_argument("--corpus", default=None,
                         help="corpus.json (default: <out>/corpus.json)")
     parser.add_argument("--out", required=True, help="output folder (tests/golden/tokenizer)")
+    parser.add_argument("--only", action="append", default=[],
+                        help="make only these goldens (repeatable), e.g. --only llama2-spm where "
+                             "Python tokenizers is missing (tools/make_tokenizer_golden_js.mjs "
+                             "makes the tokenizer.json ones in the interim)")
     args = parser.parse_args()
 
     corpus_path = args.corpus or os.path.join(args.out, "corpus.json")
@@ -161,6 +165,8 @@ def main():
     }
     os.makedirs(args.out, exist_ok=True)
     for name, job in jobs.items():
+        if args.only and name not in args.only:
+            continue
         result = job()
         path = os.path.join(args.out, f"{name}.json")
         with open(path, "w", encoding="utf-8") as f:
