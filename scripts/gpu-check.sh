@@ -30,7 +30,7 @@ case "${1:-}" in
       start=$(date +%s.%N)
       if "$bundle/bin/$t" >"$bundle/$t.log" 2>&1; then result=PASS; else result=FAIL; failed=1; fi
       grep -q '\[  SKIPPED \]' "$bundle/$t.log" && [ "$result" = PASS ] && result=SKIP
-      printf '%-40s %-8s %8.2f\n' "$t" "$result" "$(echo "$(date +%s.%N) - $start" | bc)"
+      printf '%-40s %-8s %8.2f\n' "$t" "$result" "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{print b - a}')"
       [ "$result" = PASS ] || tail -n 30 "$bundle/$t.log"
     done <"$bundle/tests.txt"
     exit $failed
