@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+// What a front end (gRPC service, HTTP gateway, lychee-generate) hands the engine, and what the
+// engine streams back. Plain value types: front ends never touch engine state.
+//
+// Flow: front end tokenizes and validates its wire format → GenerationRequest → EngineClient::
+// Submit → TokenStream of GenerationOutput events (one per engine step that produced tokens for
+// the request, coalesced when the reader is slow) → the last event has finished == true.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "engine/sampler.h"
+
+namespace lychee {
+
+// Which KV blocks each attention head reads (sparsity/). Only "dense" exists yet; the field
+// travels with every request so that policies plug in without changing the front ends.
+struct PolicySpec {
+  std::string name = "dense";
+  int64_t budget_tokens = 2048;    // sparse policies: KV tokens read per head and step
+  double max_dropped_mass = 1.0;   // prhs: bound on the softmax mass of skipped keys
+};
+
+enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
+
+// OpenAI spelling: "stop", "length", "abort", "error" ("" for kNone).
+std::string_view FinishReasonName(FinishReason reason);
+
+struct GenerationRequest {
+  std::string request_id;            // unique among live requests; empty: the engine assigns one
+  std::vector<int32_t> prompt;       // token ids; front ends tokenize
+  SamplingParams sampling;
+  int64_t max_tokens = 16;           // generated tokens at most (the engine also caps by context)
+  int64_t min_tokens = 0;            // EOS and stop ids are ignored before this many
+  std::vector<std::string> stop;     // stop strings, matched on the detokenized output
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  bool include_stop_str_in_output = false;
+  bool skip_special_tokens = true;   // for the text deltas
+  int32_t top_logprobs = 0;          // 0: no logprobs; k > 0: the k best per generated token
+  PolicySpec policy;
+  int32_t priority = 0;              // lower is scheduled sooner (as vLLM); FCFS among equals
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct TokenLogprob {
+  int32_t token_id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // the top_logprobs best (id, logprob)
+};
+
+struct RequestTimings {
+  double queue_seconds = 0;         // arrival → first scheduled
+  double first_token_seconds = 0;   // arrival → first generated token (TTFT)
+  double e2e_seconds = 0;           // arrival → finished
+};
+
+struct GenerationOutput {
+  std::vector<int32_t> token_ids;      // tokens generated since the previous event
+  std::string text;                    // their text (UTF-8 complete; never half a character)
+  std::vector<TokenLogprob> logprobs;  // one per token_ids entry when top_logprobs > 0
+  int64_t prompt_tokens = 0;           // cumulative counts
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;           // prompt tokens served from the prefix cache
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  std::string matched_stop;            // the stop string, or the stop token's text
+  absl::Status error;                  // set when finish_reason == kError
+  RequestTimings timings;              // filled on the last event
+};
+
+}  // namespace lychee

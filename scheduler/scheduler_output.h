@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: Apache-2.0
+// The contract between the scheduler and the model runner: what one engine step computes.
+//
+// Engine step: out = scheduler.Schedule(); result = runner.Execute(out); scheduler.Update(out,
+// result sampled tokens). The scheduler owns requests and block tables; the runner owns the KV
+// pool's contents and only reads the block tables through the spans below, which stay valid
+// until the next Schedule call.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+
+namespace lychee {
+
+using SeqId = int64_t;  // the engine's internal id of a live request
+
+struct ScheduledChunk {
+  SeqId seq_id = 0;
+  // Tokens whose K/V this step computes and writes: a prefill chunk (prompt tokens, or prompt +
+  // generated tokens when recomputing after preemption) or the one token of a decode step.
+  absl::Span<const int32_t> token_ids;
+  int64_t start_position = 0;             // position of token_ids[0] in the sequence
+  absl::Span<const int32_t> block_table;  // the sequence's blocks, covering start_position +
+                                          // token_ids.size() tokens
+  // True when the chunk ends at the sequence's last known token, so its last row's logits are
+  // needed to sample the next token. False for all but the final chunk of a chunked prefill.
+  bool needs_logits = false;
+};
+
+struct SchedulerOutput {
+  std::vector<ScheduledChunk> chunks;  // decode chunks first, then prefill chunks
+  int64_t num_batched_tokens = 0;      // Σ token_ids.size()
+  std::vector<SeqId> preempted;        // requests whose blocks were freed this step (recompute)
+  bool empty() const { return chunks.empty(); }
+};
+
+}  // namespace lychee
