@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+// Engine: the in-process EngineClient. One step-loop thread owns the scheduler, the KV cache and
+// the model runner; Submit/Abort/Stats are thread-safe and only exchange messages with it.
+//
+//   front ends ──Submit──► inbox ──► [engine thread: Schedule → Execute → sample → Update
+//                                      → push GenerationOutput to each request's TokenStream]
+//
+// The loop is deterministic for a given arrival order (seeded sampling), which makes tests exact.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/engine_client.h"
+#include "engine/engine_observer.h"
+
+namespace lychee {
+
+struct EngineConfig {
+  std::string model_dir;
+  std::string served_model_name;         // default: the model folder's name
+  std::string device = "cpu";            // "cpu" (the CUDA backend plugs in here later)
+  int64_t block_size = 16;               // KV cache tokens per block
+  int64_t kv_cache_bytes = 0;            // KV pool size; 0: enough for max_num_seqs full contexts
+  int64_t max_num_seqs = 16;             // requests in one step at most
+  int64_t max_num_batched_tokens = 1024; // tokens in one step at most (prefill chunks + decodes)
+  int64_t max_model_len = 0;             // prompt + output per request; 0: the model's limit
+  int64_t max_queue_len = 256;           // waiting requests beyond this get ResourceExhausted
+  bool enable_prefix_caching = true;
+  uint64_t seed = 0;                     // seeds requests that give no seed of their own
+};
+
+class Engine final : public EngineClient {
+ public:
+  // Loads model and tokenizer, sizes the KV pool, and starts the step thread.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineConfig& config,
+                                                        EngineObserver* maybe_observer = nullptr);
+  ~Engine() override;  // Shutdown(absl::ZeroDuration()) if still running
+
+  absl::StatusOr<TokenStreamPtr> Submit(GenerationRequest request) override;
+  void Abort(const std::string& request_id) override;
+  EngineStats Stats() const override;
+  const ModelInfo& model_info() const override;
+  const Tokenizer& tokenizer() const override;
+
+  // Stops accepting requests (Submit → Unavailable), lets live ones finish for up to `grace`,
+  // aborts the rest, and joins the step thread. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  class Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lychee
