@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -49,10 +48,11 @@ struct GenerationRequest {
   absl::Time deadline = absl::InfiniteFuture();
 };
 
-struct TokenLogprob {
+// A generated token's log-probability under the model's raw distribution, and the best others.
+struct OutputLogprob {
   int32_t token_id = 0;
   float logprob = 0;
-  std::vector<std::pair<int32_t, float>> top;  // the top_logprobs best (id, logprob)
+  std::vector<TokenLogprob> top;  // the top_logprobs best, best first (engine/sampler.h)
 };
 
 struct RequestTimings {
@@ -64,7 +64,7 @@ struct RequestTimings {
 struct GenerationOutput {
   std::vector<int32_t> token_ids;      // tokens generated since the previous event
   std::string text;                    // their text (UTF-8 complete; never half a character)
-  std::vector<TokenLogprob> logprobs;  // one per token_ids entry when top_logprobs > 0
+  std::vector<OutputLogprob> logprobs;  // one per token_ids entry when top_logprobs > 0
   int64_t prompt_tokens = 0;           // cumulative counts
   int64_t completion_tokens = 0;
   int64_t cached_tokens = 0;           // prompt tokens served from the prefix cache
