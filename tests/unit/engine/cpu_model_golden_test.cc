@@ -103,6 +103,42 @@ TEST_P(GoldenModelTest, PrefillGreedyAndDecodeMatchTransformers) {
             << max_prefill_err << ", decode " << max_decode_err << "\n";
 }
 
+// The same prefill logits when the prompt arrives in small chunks or one token at a time: K/V
+// written by earlier calls, RoPE positions and the sliding window across chunk boundaries.
+TEST_P(GoldenModelTest, ChunkedAndTokenByTokenPrefillMatchTransformers) {
+  auto chunked_or = CpuModel::Load(Dir(), CpuModelOptions{.max_context = 0, .prefill_chunk = 3});
+  ASSERT_TRUE(chunked_or.ok()) << chunked_or.status();
+  auto single_or = CpuModel::Load(Dir());
+  ASSERT_TRUE(single_or.ok()) << single_or.status();
+  auto ref_or = SafetensorsArchive::Open(Dir() + "/reference.safetensors");
+  ASSERT_TRUE(ref_or.ok()) << ref_or.status();
+  const int64_t vocab = (*single_or)->vocab_size();
+  for (int i = 0; ref_or->Contains("prompt" + std::to_string(i) + ".ids"); ++i) {
+    const std::string p = "prompt" + std::to_string(i);
+    SCOPED_TRACE(GetParam() + " " + p);
+    auto ids64 = ref_or->ReadI64(p + ".ids");
+    ASSERT_TRUE(ids64.ok()) << ids64.status();
+    const std::vector<int32_t> ids(ids64->begin(), ids64->end());
+    const int64_t t_len = static_cast<int64_t>(ids.size());
+    auto want = ref_or->ReadF32(p + ".logits", {t_len, vocab});
+    ASSERT_TRUE(want.ok()) << want.status();
+
+    (*chunked_or)->Reset();
+    auto chunked = (*chunked_or)->Prefill(ids, LogitsMode::kAll);
+    ASSERT_TRUE(chunked.ok()) << chunked.status();
+    (*single_or)->Reset();
+    for (int64_t r = 0; r < t_len; ++r) {
+      EXPECT_LT(testing::RelativeL2(chunked->data() + r * vocab, want->data() + r * vocab, vocab),
+                kTol)
+          << "chunked row " << r;
+      auto step = (*single_or)->Decode(ids[r]);
+      ASSERT_TRUE(step.ok()) << step.status();
+      EXPECT_LT(testing::RelativeL2(step->data(), want->data() + r * vocab, vocab), kTol)
+          << "token-by-token row " << r;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllGoldenModels, GoldenModelTest, ::testing::ValuesIn(DiscoverModels()),
                          [](const ::testing::TestParamInfo<std::string>& param_info) {
                            std::string name = param_info.param;
