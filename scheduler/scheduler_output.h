@@ -27,12 +27,16 @@ struct ScheduledChunk {
   // True when the chunk ends at the sequence's last known token, so its last row's logits are
   // needed to sample the next token. False for all but the final chunk of a chunked prefill.
   bool needs_logits = false;
+  // Prompt tokens this request took from the prefix cache when it was first admitted (the
+  // engine's `cached_tokens`); the same value on every chunk of the request.
+  int64_t num_cached_tokens = 0;
 };
 
 struct SchedulerOutput {
   std::vector<ScheduledChunk> chunks;  // decode chunks first, then prefill chunks
   int64_t num_batched_tokens = 0;      // Σ token_ids.size()
   std::vector<SeqId> preempted;        // requests whose blocks were freed this step (recompute)
+  std::vector<SeqId> aborted;          // aborted requests whose blocks were freed this step
   bool empty() const { return chunks.empty(); }
 };
 

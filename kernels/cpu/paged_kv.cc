@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+// Paged K/V scatter with incremental key summaries, and causal GQA attention through a block
+// table: the paged counterpart of attention.cc (same loop order, so results match it closely).
+#include "kernels/cpu/paged_kv.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace lychee::cpu {
+namespace {
+
+// Same four-way split as attention.cc's Dot, so paged and contiguous scores agree bit for bit.
+inline float Dot(const float* a, const float* b, int64_t n) {
+  float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; ++i) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+}  // namespace
+
+void WritePagedKv(const WritePagedKvParams& p) {
+  const PagedKvView& c = p.cache;
+  const int64_t d = c.head_dim;
+  const int64_t row = c.num_kv_heads * d;
+  const int64_t k_stride = p.k_row_stride > 0 ? p.k_row_stride : row;
+  const int64_t v_stride = p.v_row_stride > 0 ? p.v_row_stride : row;
+  for (int64_t t = 0; t < p.num_tokens; ++t) {
+    const int64_t pos = p.start_position + t;
+    const int64_t block = p.block_table[pos / c.block_size];
+    const int64_t slot = pos % c.block_size;
+    for (int64_t h = 0; h < c.num_kv_heads; ++h) {
+      const float* k = p.k + t * k_stride + h * d;
+      const float* v = p.v + t * v_stride + h * d;
+      std::memcpy(c.K(block, h) + slot * d, k, d * sizeof(float));
+      std::memcpy(c.V(block, h) + slot * d, v, d * sizeof(float));
+      float* lo = c.KeyMin(block, h);
+      float* hi = c.KeyMax(block, h);
+      if (slot == 0) {
+        // A block's first slot starts its summary: whatever the block held before belongs to a
+        // freed sequence.
+        std::memcpy(lo, k, d * sizeof(float));
+        std::memcpy(hi, k, d * sizeof(float));
+      } else {
+        for (int64_t e = 0; e < d; ++e) {
+          lo[e] = std::min(lo[e], k[e]);
+          hi[e] = std::max(hi[e], k[e]);
+        }
+      }
+    }
+  }
+}
+
+void PagedAttention(const PagedAttentionParams& p) {
+  const PagedKvView& c = p.cache;
+  const int64_t d = c.head_dim;
+  const int64_t bs = c.block_size;
+  const int64_t group = p.num_heads / c.num_kv_heads;
+  const int64_t q_row = p.num_heads * d;
+  for (int64_t t = 0; t < p.num_queries; ++t) {
+    const int64_t pos = p.query_start + t;
+    const int64_t first =
+        p.sliding_window > 0 ? std::max<int64_t>(0, pos - p.sliding_window + 1) : 0;
+    const int64_t n_keys = pos - first + 1;
+    for (int64_t h = 0; h < p.num_heads; ++h) {
+      const float* q = p.q + t * q_row + h * d;
+      const int64_t kvh = h / group;
+      float* scores = p.scratch;
+      float max_score = -std::numeric_limits<float>::infinity();
+      // Walk block by block: within a block the keys of one head are contiguous rows.
+      for (int64_t j = first; j <= pos;) {
+        const int64_t block = p.block_table[j / bs];
+        const int64_t slot = j % bs;
+        const int64_t run = std::min(bs - slot, pos - j + 1);
+        const float* k = c.K(block, kvh) + slot * d;
+        for (int64_t r = 0; r < run; ++r) {
+          const float sc = Dot(q, k + r * d, d) * p.scale;
+          scores[j - first + r] = sc;
+          max_score = std::max(max_score, sc);
+        }
+        j += run;
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < n_keys; ++j) {
+        scores[j] = std::exp(scores[j] - max_score);
+        sum += scores[j];
+      }
+      float* out = p.out + t * q_row + h * d;
+      std::fill(out, out + d, 0.0f);
+      for (int64_t j = first; j <= pos;) {
+        const int64_t block = p.block_table[j / bs];
+        const int64_t slot = j % bs;
+        const int64_t run = std::min(bs - slot, pos - j + 1);
+        const float* v = c.V(block, kvh) + slot * d;
+        for (int64_t r = 0; r < run; ++r) {
+          const float w = scores[j - first + r];
+          const float* vj = v + r * d;
+          for (int64_t e = 0; e < d; ++e) out[e] += w * vj[e];
+        }
+        j += run;
+      }
+      const float inv_sum = 1.0f / sum;
+      for (int64_t e = 0; e < d; ++e) out[e] *= inv_sum;
+    }
+  }
+}
+
+}  // namespace lychee::cpu

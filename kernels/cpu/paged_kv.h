@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+// fp32 CPU kernels over the paged KV layout (kvcache/paged_kv_view.h): scattering a chunk's new
+// K/V rows into its blocks, and causal GQA attention through a block table.
+//
+// Like cpu_kernels.h: raw pointers, sizes and the POD PagedKvView only; no allocation, the caller
+// owns every buffer (scratch included); synchronous on the calling thread. Block tables are the
+// sequence's block ids in order: position p lives in block block_table[p / block_size] at slot
+// p % block_size.
+#pragma once
+
+#include <cstdint>
+
+#include "kvcache/paged_kv_view.h"
+
+namespace lychee::cpu {
+
+// Writes K/V of `num_tokens` tokens at positions start_position .. start_position + num_tokens - 1
+// into one layer of the paged cache, and updates each touched block's key summary: a block's
+// min/max are reset to the key written into its slot 0, and widened by every later slot.
+struct WritePagedKvParams {
+  // Pointers.
+  PagedKvView cache;                     // one layer
+  const float* k = nullptr;              // [num_tokens, num_kv_heads, head_dim] (row stride below)
+  const float* v = nullptr;              // [num_tokens, num_kv_heads, head_dim] (row stride below)
+  const int32_t* block_table = nullptr;  // [num_table_blocks]
+  // Sizes.
+  int64_t num_tokens = 0;
+  int64_t num_table_blocks = 0;  // must cover start_position + num_tokens positions
+  int64_t start_position = 0;
+  // Strides in floats between consecutive tokens of k / v; 0 means num_kv_heads * head_dim
+  // (contiguous). A fused QKV buffer passes its row width here.
+  int64_t k_row_stride = 0;
+  int64_t v_row_stride = 0;
+};
+void WritePagedKv(const WritePagedKvParams& params);
+
+// Causal grouped-query attention of `num_queries` new tokens over a sequence's paged K/V, which
+// already holds their own keys and values (WritePagedKv first). Same semantics as Attention in
+// cpu_kernels.h: query i at position query_start + i reads keys j with
+// max(0, pos - sliding_window + 1) <= j <= pos (no lower bound when sliding_window is 0); query
+// head h reads kv head h / (num_heads / cache.num_kv_heads); fp32 softmax with the max
+// subtracted; scores scaled by `scale`.
+struct PagedAttentionParams {
+  // Pointers.
+  const float* q = nullptr;              // [num_queries, num_heads, head_dim]
+  PagedKvView cache;                     // one layer
+  const int32_t* block_table = nullptr;  // [num_table_blocks]
+  float* out = nullptr;                  // [num_queries, num_heads, head_dim]; must not alias q
+  float* scratch = nullptr;              // [query_start + num_queries] scores
+  // Sizes.
+  int64_t num_queries = 0;
+  int64_t num_heads = 0;
+  int64_t num_table_blocks = 0;  // must cover query_start + num_queries positions
+  int64_t query_start = 0;       // position of query 0
+  // Scalars.
+  int64_t sliding_window = 0;  // 0 = unlimited
+  float scale = 1.0f;
+};
+void PagedAttention(const PagedAttentionParams& params);
+
+}  // namespace lychee::cpu

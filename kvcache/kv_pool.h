@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+// KvPool: the storage of the paged KV cache (every layer's K/V blocks and key summaries), and the
+// arithmetic that sizes it from a memory budget.
+//
+// Ownership: the engine creates one KvPool next to the KvCacheManager (which only does the block
+// bookkeeping) and lends views of it to the model runner. Contents are written and read only on
+// the engine thread, by kernels through PagedKvView; the pool itself never changes its size or
+// moves its buffers after construction, so views stay valid for its lifetime.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kvcache/paged_kv_view.h"
+
+namespace lychee {
+
+// Model-side shape of the cache: what one block stores.
+struct KvCacheShape {
+  int64_t num_layers = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t block_size = 16;  // tokens per block
+};
+
+// Bytes one block takes across all layers: K and V (2 × kv_heads × block_size × head_dim fp32)
+// plus the key summaries (kv_heads × 2 × head_dim fp32), times the layers.
+int64_t KvBytesPerBlock(const KvCacheShape& shape);
+
+// How many blocks `kv_cache_bytes` holds: floor(kv_cache_bytes / KvBytesPerBlock(shape)).
+// InvalidArgument when the shape is degenerate or the budget holds no block at all.
+[[nodiscard]] absl::StatusOr<int64_t> NumKvBlocksForBudget(const KvCacheShape& shape,
+                                                           int64_t kv_cache_bytes);
+
+class KvPool {
+ public:
+  // Allocates (and zero-fills) every layer up front: nothing is allocated afterwards.
+  KvPool(const KvCacheShape& shape, int64_t num_blocks);
+
+  KvPool(const KvPool&) = delete;
+  KvPool& operator=(const KvPool&) = delete;
+
+  const KvCacheShape& shape() const { return shape_; }
+  int64_t num_blocks() const { return num_blocks_; }
+  int64_t num_layers() const { return shape_.num_layers; }
+  int64_t bytes() const;
+
+  // The POD view of `layer` that kernels take.
+  PagedKvView View(int64_t layer);
+
+  // Convenience accessors (same as View(layer).K(...)): [block_size][head_dim] runs.
+  float* KPtr(int64_t layer, int64_t block, int64_t kv_head) {
+    return View(layer).K(block, kv_head);
+  }
+  float* VPtr(int64_t layer, int64_t block, int64_t kv_head) {
+    return View(layer).V(block, kv_head);
+  }
+  float* KeyMinPtr(int64_t layer, int64_t block, int64_t kv_head) {
+    return View(layer).KeyMin(block, kv_head);
+  }
+  float* KeyMaxPtr(int64_t layer, int64_t block, int64_t kv_head) {
+    return View(layer).KeyMax(block, kv_head);
+  }
+
+ private:
+  int64_t LayerKvFloats() const;
+  int64_t LayerSummaryFloats() const;
+
+  KvCacheShape shape_;
+  int64_t num_blocks_ = 0;
+  std::vector<float> kv_;           // [num_layers] × layer kv
+  std::vector<float> key_summary_;  // [num_layers] × layer summaries
+};
+
+}  // namespace lychee

@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: Apache-2.0
+// PagedKvView: the plain view of one layer's paged KV pool that kernels read and write.
+//
+// Header-only and dependency-free on purpose: kernels (kernels/cpu, later kernels/cuda) include
+// it without linking kvcache/, so they see base pointers and sizes, never the KvPool or the
+// KvCacheManager (STYLE habit 7). A view is trivially copyable and does not own memory; it stays
+// valid as long as the KvPool that produced it.
+//
+// Layout of one layer (fp32 on CPU; bf16 on GPU later):
+//   kv           [num_blocks][2 (K, V)][num_kv_heads][block_size][head_dim]
+//   key_summary  [num_blocks][num_kv_heads][2 (min, max)][head_dim]
+// One head's block of keys (or values) is one contiguous run of block_size * head_dim floats,
+// so a sparse head gathers a selected block with one copy. The key summary holds the
+// element-wise min and max over the keys written into the block so far (Quest-style bounds).
+#pragma once
+
+#include <cstdint>
+
+namespace lychee {
+
+struct PagedKvView {
+  // Pointers.
+  float* kv = nullptr;           // [num_blocks][2][num_kv_heads][block_size][head_dim]
+  float* key_summary = nullptr;  // [num_blocks][num_kv_heads][2][head_dim]
+  // Sizes.
+  int64_t num_blocks = 0;
+  int64_t num_kv_heads = 0;
+  int64_t block_size = 0;  // tokens per block
+  int64_t head_dim = 0;
+
+  // Strides in floats.
+  int64_t head_stride() const { return block_size * head_dim; }       // one head's block
+  int64_t kv_stride() const { return num_kv_heads * head_stride(); }  // K half → V half
+  int64_t block_stride() const { return 2 * kv_stride(); }
+  int64_t summary_block_stride() const { return num_kv_heads * 2 * head_dim; }
+
+  // [block_size][head_dim] keys / values of (block, kv_head).
+  float* K(int64_t block, int64_t kv_head) const {
+    return kv + block * block_stride() + kv_head * head_stride();
+  }
+  float* V(int64_t block, int64_t kv_head) const { return K(block, kv_head) + kv_stride(); }
+  // [head_dim] element-wise min / max of the keys written into (block, kv_head).
+  float* KeyMin(int64_t block, int64_t kv_head) const {
+    return key_summary + block * summary_block_stride() + kv_head * 2 * head_dim;
+  }
+  float* KeyMax(int64_t block, int64_t kv_head) const { return KeyMin(block, kv_head) + head_dim; }
+};
+
+}  // namespace lychee
