@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: Apache-2.0
+// EngineMetrics: the engine's Prometheus metrics, named and bucketed after vLLM's (ANCHORS.md
+// section 4.1/4.7) with the prefix "lychee_" and labels `model` (every series) and `policy` (the
+// sparse-attention policy, on per-request series).
+//
+//   events  ── EngineObserver callbacks (engine thread) ──► counters and histograms
+//   gauges  ── collect hook at scrape time (HTTP thread) ──► stats_source() → running, waiting,
+//                                                            KV usage
+//
+// The engine is created with this object as its observer, so the stats source is bound later
+// (SetStatsSource) once the engine exists; tests bind a plain function instead of an engine.
+//
+// Threading: the observer callbacks are cheap and never block on a scrape (atomics, and a short
+// lock for the first use of a new policy name). SetStatsSource/SetCacheConfig may be called from
+// any thread. The registry must outlive this object... and this object the registry's scrapes
+// (it registers a collect hook that refers to it): keep both for the life of the server.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "engine/engine_client.h"
+#include "engine/engine_observer.h"
+#include "server/metrics/registry.h"
+
+namespace lychee {
+
+struct EngineMetricsOptions {
+  std::string model_name;          // the `model` label (served model name)
+  int64_t max_model_len = 131072;  // top of the token-count histograms (1-2-5 buckets up to it)
+};
+
+class EngineMetrics final : public EngineObserver {
+ public:
+  EngineMetrics(metrics::MetricsRegistry* registry, EngineMetricsOptions options);
+  ~EngineMetrics() override;
+
+  // The gauges (running, waiting, KV usage) call `stats` once per scrape. Empty: gauges stay at
+  // their last values.
+  void SetStatsSource(std::function<EngineStats()> stats);
+
+  // vLLM's cache_config_info: one series fixed at 1 whose labels carry the static cache config
+  // (routers read block_size and num_gpu_blocks from it). Call once the KV pool is sized.
+  void SetCacheConfig(int64_t block_size, int64_t num_gpu_blocks);
+
+  // The certified dropped-mass bound of one sparse-attention step (0..1), per policy. No
+  // sparse policy records yet; the family is registered so dashboards can be built now.
+  void RecordDroppedMass(std::string_view policy, double dropped_mass);
+
+  // EngineObserver (engine thread).
+  void OnRequestFinished(const GenerationRequest& request,
+                         const GenerationOutput& final_event) override;
+  void OnStep(int64_t prompt_tokens, int64_t generated_tokens, double step_seconds) override;
+  void OnInterTokenLatency(std::string_view policy, double seconds) override;
+  void OnPrefixCacheLookup(int64_t queried_tokens, int64_t hit_tokens) override;
+  void OnPreemption() override;
+
+  // The label value of a finish reason: stop, length, abort, error.
+  static std::string_view FinishedReasonLabel(FinishReason reason);
+
+ private:
+  // The per-policy histogram children, resolved once per policy name.
+  struct PolicySeries;
+  PolicySeries& ForPolicy(std::string_view policy);
+  void Collect();
+  struct CollectState;
+
+  metrics::MetricsRegistry* const registry_;
+  const EngineMetricsOptions options_;
+
+  // Gauges set from the stats snapshot at scrape time.
+  metrics::Gauge* running_;
+  metrics::Gauge* waiting_;
+  metrics::Gauge* kv_usage_;
+  // Counters (model label only).
+  metrics::Counter* prompt_tokens_;
+  metrics::Counter* generation_tokens_;
+  metrics::Counter* preemptions_;
+  metrics::Counter* prefix_queries_;
+  metrics::Counter* prefix_hits_;
+  metrics::Histogram* iteration_tokens_;
+  // Families with a policy label.
+  metrics::Family<metrics::Counter>* request_success_;
+  metrics::Family<metrics::Histogram>* ttft_;
+  metrics::Family<metrics::Histogram>* itl_;
+  metrics::Family<metrics::Histogram>* e2e_;
+  metrics::Family<metrics::Histogram>* queue_time_;
+  metrics::Family<metrics::Histogram>* prompt_len_;
+  metrics::Family<metrics::Histogram>* generation_len_;
+  metrics::Family<metrics::Histogram>* dropped_mass_;
+  metrics::Family<metrics::Gauge>* cache_config_;
+
+  std::mutex mu_;  // guards the two members below
+  std::map<std::string, std::unique_ptr<PolicySeries>, std::less<>> policies_;
+  std::function<EngineStats()> stats_;
+  std::shared_ptr<CollectState> collect_state_;  // shared with the registry's hook
+  std::mutex cache_config_mu_;
+  metrics::Gauge* maybe_cache_config_child_ = nullptr;  // guarded by cache_config_mu_
+};
+
+}  // namespace lychee
