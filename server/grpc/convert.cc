@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "server/grpc/convert.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <string>
+#include <utility>
+
+#include "model/tokenizer/tokenizer.h"
+
+namespace lychee::grpc_server {
+namespace {
+
+absl::Status Invalid(std::string message) { return absl::InvalidArgumentError(std::move(message)); }
+
+absl::Status CheckRange(const char* field, double value, double lo, double hi, bool lo_open) {
+  const bool ok = std::isfinite(value) && (lo_open ? value > lo : value >= lo) && value <= hi;
+  if (ok) return absl::OkStatus();
+  return Invalid(
+      fmt::format("{} is {}, must be in {}{}, {}]", field, value, lo_open ? "(" : "[", lo, hi));
+}
+
+absl::Status CheckTokenIds(const char* field, const google::protobuf::RepeatedField<int32_t>& ids,
+                           int64_t vocab_size) {
+  for (int i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab_size) {
+      return Invalid(fmt::format("{}[{}] is {}, must be in [0, {})", field, i, ids[i], vocab_size));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRequestId(const std::string& id) {
+  if (id.size() > kMaxRequestIdLength) {
+    return Invalid(
+        fmt::format("request_id is {} bytes, at most {} allowed", id.size(), kMaxRequestIdLength));
+  }
+  for (const char c : id) {
+    if (c < 0x21 || c > 0x7e) return Invalid("request_id must be printable ASCII without spaces");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FillSampling(const v1::SamplingParams& p, int64_t vocab_size, GenerationRequest& r) {
+  SamplingParams& s = r.sampling;
+  s.temperature = p.has_temperature() ? p.temperature() : 1.0f;
+  s.top_p = p.has_top_p() ? p.top_p() : 1.0f;
+  s.top_k = p.top_k() < 0 ? 0 : p.top_k();
+  s.min_p = p.min_p();
+  s.repetition_penalty = p.has_repetition_penalty() ? p.repetition_penalty() : 1.0f;
+  s.presence_penalty = p.presence_penalty();
+  s.frequency_penalty = p.frequency_penalty();
+  s.has_seed = p.has_seed();
+  s.seed = p.seed();
+  if (auto st = CheckRange("sampling_params.temperature", s.temperature, 0, 100, false); !st.ok()) {
+    return st;
+  }
+  if (auto st = CheckRange("sampling_params.top_p", s.top_p, 0, 1, true); !st.ok()) return st;
+  if (p.top_k() < -1) return Invalid("sampling_params.top_k must be >= -1 (0 or -1: off)");
+  if (auto st = CheckRange("sampling_params.min_p", s.min_p, 0, 1, false); !st.ok()) return st;
+  if (auto st =
+          CheckRange("sampling_params.repetition_penalty", s.repetition_penalty, 0, 100, true);
+      !st.ok()) {
+    return st;
+  }
+  if (auto st = CheckRange("sampling_params.presence_penalty", s.presence_penalty, -2, 2, false);
+      !st.ok()) {
+    return st;
+  }
+  if (auto st = CheckRange("sampling_params.frequency_penalty", s.frequency_penalty, -2, 2, false);
+      !st.ok()) {
+    return st;
+  }
+  r.max_tokens = p.has_max_tokens() ? p.max_tokens() : 16;
+  if (r.max_tokens < 1) {
+    return Invalid(fmt::format("sampling_params.max_tokens is {}, must be >= 1", r.max_tokens));
+  }
+  r.min_tokens = p.min_tokens();
+  if (r.min_tokens < 0 || r.min_tokens > r.max_tokens) {
+    return Invalid(fmt::format("sampling_params.min_tokens is {}, must be in [0, max_tokens={}]",
+                               r.min_tokens, r.max_tokens));
+  }
+  for (int i = 0; i < p.stop_size(); ++i) {
+    if (p.stop(i).empty()) return Invalid(fmt::format("sampling_params.stop[{}] is empty", i));
+  }
+  r.stop.assign(p.stop().begin(), p.stop().end());
+  if (auto st = CheckTokenIds("sampling_params.stop_token_ids", p.stop_token_ids(), vocab_size);
+      !st.ok()) {
+    return st;
+  }
+  r.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
+  r.ignore_eos = p.ignore_eos();
+  r.skip_special_tokens = p.has_skip_special_tokens() ? p.skip_special_tokens() : true;
+  r.include_stop_str_in_output = p.include_stop_str_in_output();
+  if (p.top_logprobs() < 0 || p.top_logprobs() > kMaxTopLogprobs) {
+    return Invalid(fmt::format("sampling_params.top_logprobs is {}, must be in [0, {}]",
+                               p.top_logprobs(), kMaxTopLogprobs));
+  }
+  r.top_logprobs = p.top_logprobs();
+  return absl::OkStatus();
+}
+
+absl::Status FillPolicy(const v1::SparsityPolicy& p, PolicySpec& policy) {
+  if (!p.name().empty()) policy.name = p.name();
+  if (p.budget_tokens() < 0) {
+    return Invalid(fmt::format("policy.budget_tokens is {}, must be >= 0", p.budget_tokens()));
+  }
+  if (p.budget_tokens() > 0) policy.budget_tokens = p.budget_tokens();
+  if (p.has_max_dropped_mass()) {
+    if (auto st = CheckRange("policy.max_dropped_mass", p.max_dropped_mass(), 0, 1, true);
+        !st.ok()) {
+      return st;
+    }
+    policy.max_dropped_mass = p.max_dropped_mass();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest& request,
+                                                      const Tokenizer& tokenizer,
+                                                      int64_t vocab_size, int64_t max_model_len) {
+  GenerationRequest out;
+  if (auto st = CheckRequestId(request.request_id()); !st.ok()) return st;
+  out.request_id = request.request_id();
+  switch (request.input_case()) {
+    case v1::GenerateRequest::kText:
+      if (request.text().empty()) return Invalid("text is empty");
+      out.prompt = tokenizer.Encode(
+          request.text(), request.has_add_special_tokens() ? request.add_special_tokens() : true);
+      if (out.prompt.empty()) return Invalid("text encodes to no tokens");
+      break;
+    case v1::GenerateRequest::kTokenIds:
+      if (request.token_ids().ids().empty()) return Invalid("token_ids is empty");
+      if (auto st = CheckTokenIds("token_ids", request.token_ids().ids(), vocab_size); !st.ok()) {
+        return st;
+      }
+      out.prompt.assign(request.token_ids().ids().begin(), request.token_ids().ids().end());
+      break;
+    case v1::GenerateRequest::INPUT_NOT_SET:
+      return Invalid("input is missing: set text or token_ids");
+  }
+  if (max_model_len > 0 && static_cast<int64_t>(out.prompt.size()) >= max_model_len) {
+    return Invalid(fmt::format("prompt is {} tokens, must be below max_model_len={}",
+                               out.prompt.size(), max_model_len));
+  }
+  if (auto st = FillSampling(request.sampling_params(), vocab_size, out); !st.ok()) return st;
+  if (auto st = FillPolicy(request.policy(), out.policy); !st.ok()) return st;
+  out.priority = request.priority();
+  return out;
+}
+
+bool HasOutput(const GenerationOutput& event) {
+  return !event.token_ids.empty() || !event.text.empty() || !event.logprobs.empty();
+}
+
+void ToChunk(const GenerationOutput& event, v1::GenerateStreamChunk* chunk) {
+  chunk->mutable_token_ids()->Add(event.token_ids.begin(), event.token_ids.end());
+  chunk->set_text(event.text);
+  for (const OutputLogprob& lp : event.logprobs) {
+    v1::TokenLogprob* out = chunk->add_logprobs();
+    out->set_token_id(lp.token_id);
+    out->set_logprob(lp.logprob);
+    for (const TokenLogprob& candidate : lp.top) {
+      v1::TopLogprob* top = out->add_top_logprobs();
+      top->set_token_id(candidate.token);
+      top->set_logprob(candidate.logprob);
+    }
+  }
+  chunk->set_prompt_tokens(static_cast<int32_t>(event.prompt_tokens));
+  chunk->set_completion_tokens(static_cast<int32_t>(event.completion_tokens));
+  chunk->set_cached_tokens(static_cast<int32_t>(event.cached_tokens));
+}
+
+void ToComplete(const GenerationOutput& event, v1::GenerateComplete* complete) {
+  complete->set_finish_reason(std::string(FinishReasonName(event.finish_reason)));
+  complete->set_matched_stop(event.matched_stop);
+  complete->set_prompt_tokens(static_cast<int32_t>(event.prompt_tokens));
+  complete->set_completion_tokens(static_cast<int32_t>(event.completion_tokens));
+  complete->set_cached_tokens(static_cast<int32_t>(event.cached_tokens));
+  complete->set_queue_seconds(event.timings.queue_seconds);
+  complete->set_ttft_seconds(event.timings.first_token_seconds);
+  complete->set_e2e_seconds(event.timings.e2e_seconds);
+}
+
+void ToError(const absl::Status& status, v1::GenerateError* error) {
+  error->set_message(std::string(status.message()));
+  error->set_http_status_code(HttpStatusFor(status.code()));
+  error->set_code(absl::StatusCodeToString(status.code()));
+}
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code numbering (0..16).
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+int HttpStatusFor(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+      return 400;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted:
+      return 409;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kCancelled:
+      return 499;
+    case absl::StatusCode::kUnimplemented:
+      return 501;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kDataLoss:
+      return 500;
+    default:
+      return 500;
+  }
+}
+
+}  // namespace lychee::grpc_server

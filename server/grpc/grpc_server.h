@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+// GrpcServer: owns the grpc::Server that serves lychee.v1.LycheeService, grpc.health.v1.Health
+// (grpc's default health service: "" and "lychee.v1.LycheeService") and server reflection.
+//
+// Lifecycle (main thread): Start → port() → ... → BeginDrain (Generate answers UNAVAILABLE,
+// health NOT_SERVING) → Shutdown(deadline) (stops listening, waits for live calls until the
+// deadline, then cancels the rest, which aborts their requests) → destroy, then the engine.
+#pragma once
+
+#include <grpcpp/server.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/engine_client.h"
+#include "server/grpc/lychee_service.h"
+
+namespace lychee::grpc_server {
+
+struct GrpcServerOptions {
+  std::string host = "0.0.0.0";
+  int port = 0;  // 0: the kernel picks a free port (see port())
+  std::string server_version;
+};
+
+class GrpcServer {
+ public:
+  // Binds and starts serving. Unavailable when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(EngineClient& engine,
+                                                           const GrpcServerOptions& options);
+  ~GrpcServer();
+
+  int port() const { return port_; }
+  // "host:port" as bound (IPv6 hosts in brackets).
+  std::string address() const;
+  int64_t num_live_streams() const { return service_->num_live_streams(); }
+
+  void BeginDrain();
+  // Idempotent. Returns when every call has ended.
+  void Shutdown(absl::Time deadline);
+
+ private:
+  GrpcServer(std::string host, std::unique_ptr<LycheeService> service);
+
+  const std::string host_;
+  int port_ = 0;
+  std::unique_ptr<LycheeService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  bool shut_down_ = false;
+};
+
+// "host:port", with IPv6 literals bracketed.
+std::string JoinHostPort(const std::string& host, int port);
+
+}  // namespace lychee::grpc_server

@@ -1,0 +1,186 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "server/main/config.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "common/file.h"
+#include "common/status.h"
+
+namespace lychee {
+namespace {
+
+template <typename T>
+absl::Status Read(const YAML::Node& node, const std::string& key, T& out) {
+  try {
+    out = node.as<T>();
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        fmt::format("config key `{}`: cannot read `{}` as the expected type", key,
+                    node.IsScalar() ? node.Scalar() : std::string("<non-scalar>")));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyKey(const std::string& key, const YAML::Node& v, ServerConfig& c) {
+  EngineConfig& e = c.engine;
+  if (key == "model") return Read(v, key, e.model_dir);
+  if (key == "served_model_name") return Read(v, key, e.served_model_name);
+  if (key == "host") return Read(v, key, c.host);
+  if (key == "grpc_port") return Read(v, key, c.grpc_port);
+  if (key == "http_port") return Read(v, key, c.http_port);
+  if (key == "device") return Read(v, key, e.device);
+  if (key == "block_size") return Read(v, key, e.block_size);
+  if (key == "kv_cache_bytes") return Read(v, key, e.kv_cache_bytes);
+  if (key == "max_num_seqs") return Read(v, key, e.max_num_seqs);
+  if (key == "max_num_batched_tokens") return Read(v, key, e.max_num_batched_tokens);
+  if (key == "max_model_len") return Read(v, key, e.max_model_len);
+  if (key == "max_queue_len") return Read(v, key, e.max_queue_len);
+  if (key == "enable_prefix_caching") return Read(v, key, e.enable_prefix_caching);
+  if (key == "seed") return Read(v, key, e.seed);
+  if (key == "shutdown_grace_seconds") return Read(v, key, c.shutdown_grace_seconds);
+  if (key == "log_level") return Read(v, key, c.log_level);
+  return absl::InvalidArgumentError(fmt::format("unknown config key `{}`", key));
+}
+
+absl::Status CheckAtLeast(const char* key, int64_t value, int64_t lo) {
+  if (value >= lo) return absl::OkStatus();
+  return absl::InvalidArgumentError(fmt::format("{} is {}, must be >= {}", key, value, lo));
+}
+
+}  // namespace
+
+absl::Status ApplyYamlConfig(std::string_view yaml_text, ServerConfig& config) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml_text));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(fmt::format("config: YAML syntax error: {}", e.what()));
+  }
+  if (root.IsNull()) return absl::OkStatus();  // an empty file
+  if (!root.IsMap()) return absl::InvalidArgumentError("config: the top level must be a mapping");
+  for (const auto& entry : root) {
+    std::string key;
+    try {
+      key = entry.first.as<std::string>();
+    } catch (const YAML::Exception&) {
+      return absl::InvalidArgumentError("config: keys must be strings");
+    }
+    if (entry.second.IsNull()) continue;  // `key:` with no value keeps the default
+    LY_RETURN_IF_ERROR(ApplyKey(key, entry.second, config));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateServerConfig(const ServerConfig& c) {
+  const EngineConfig& e = c.engine;
+  if (e.model_dir.empty()) return absl::InvalidArgumentError("model is required (--model DIR)");
+  if (e.device != "cpu" && e.device != "cuda") {
+    return absl::InvalidArgumentError(fmt::format("device is `{}`, must be cpu or cuda", e.device));
+  }
+  for (const auto& [key, port] :
+       {std::pair{"grpc_port", c.grpc_port}, {"http_port", c.http_port}}) {
+    if (port < 0 || port > 65535) {
+      return absl::InvalidArgumentError(fmt::format("{} is {}, must be in [0, 65535]", key, port));
+    }
+  }
+  LY_RETURN_IF_ERROR(CheckAtLeast("block_size", e.block_size, 1));
+  LY_RETURN_IF_ERROR(CheckAtLeast("kv_cache_bytes", e.kv_cache_bytes, 0));
+  LY_RETURN_IF_ERROR(CheckAtLeast("max_num_seqs", e.max_num_seqs, 1));
+  LY_RETURN_IF_ERROR(CheckAtLeast("max_num_batched_tokens", e.max_num_batched_tokens, 1));
+  LY_RETURN_IF_ERROR(CheckAtLeast("max_model_len", e.max_model_len, 0));
+  LY_RETURN_IF_ERROR(CheckAtLeast("max_queue_len", e.max_queue_len, 0));
+  if (!(c.shutdown_grace_seconds >= 0 && c.shutdown_grace_seconds <= 86400)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "shutdown_grace_seconds is {}, must be in [0, 86400]", c.shutdown_grace_seconds));
+  }
+  static constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
+                                                 "error", "critical", "off"};
+  bool known_level = false;
+  for (std::string_view level : kLevels) known_level |= (c.log_level == level);
+  if (!known_level) {
+    return absl::InvalidArgumentError(
+        fmt::format("log_level is `{}`, must be trace, debug, info, warn, error, critical or off",
+                    c.log_level));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* argv) {
+  CLI::App app{"lychee-server: LLM inference over gRPC (lychee.v1) with /metrics on HTTP"};
+  std::string config_path;
+  ServerConfig flags;  // values of the given flags; only those given override the file
+  app.add_option("--config", config_path, "YAML config file (see configs/default.yaml)");
+  app.add_option("--model", flags.engine.model_dir,
+                 "model folder (config.json, safetensors, "
+                 "tokenizer)");
+  app.add_option("--served-model-name", flags.engine.served_model_name, "name reported to clients");
+  app.add_option("--host", flags.host, "address to listen on (gRPC and HTTP)");
+  app.add_option("--grpc-port", flags.grpc_port, "gRPC port; 0 picks a free one");
+  app.add_option("--http-port", flags.http_port, "HTTP port (/metrics, /health); 0 picks one");
+  app.add_option("--device", flags.engine.device, "cpu or cuda");
+  app.add_option("--block-size", flags.engine.block_size, "KV cache tokens per block");
+  app.add_option("--kv-cache-bytes", flags.engine.kv_cache_bytes, "KV pool bytes; 0: automatic");
+  app.add_option("--max-num-seqs", flags.engine.max_num_seqs, "requests per step at most");
+  app.add_option("--max-num-batched-tokens", flags.engine.max_num_batched_tokens,
+                 "tokens per step at most");
+  app.add_option("--max-model-len", flags.engine.max_model_len, "context per request; 0: model's");
+  app.add_option("--max-queue-len", flags.engine.max_queue_len, "waiting requests at most");
+  app.add_option("--enable-prefix-caching", flags.engine.enable_prefix_caching,
+                 "share KV blocks of equal prompt prefixes (true/false)");
+  app.add_option("--seed", flags.engine.seed, "seed for requests without their own");
+  app.add_option("--shutdown-grace-seconds", flags.shutdown_grace_seconds,
+                 "SIGTERM: time live requests get to finish");
+  app.add_option("--log-level", flags.log_level, "trace|debug|info|warn|error|critical|off");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(app.help().c_str(), stdout);
+    return ParsedServerArgs{.config = {}, .exit_now = true};
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+
+  ParsedServerArgs parsed;
+  ServerConfig& c = parsed.config;
+  c.engine.model_dir = "models/stories260K";
+  if (!config_path.empty()) {
+    LY_ASSIGN_OR_RETURN(const std::string text, ReadFile(config_path));
+    if (absl::Status st = ApplyYamlConfig(text, c); !st.ok()) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}: {}", config_path, std::string(st.message())));
+    }
+  }
+  auto given = [&app](const char* name) { return app.count(name) > 0; };
+  if (given("--model")) c.engine.model_dir = flags.engine.model_dir;
+  if (given("--served-model-name")) c.engine.served_model_name = flags.engine.served_model_name;
+  if (given("--host")) c.host = flags.host;
+  if (given("--grpc-port")) c.grpc_port = flags.grpc_port;
+  if (given("--http-port")) c.http_port = flags.http_port;
+  if (given("--device")) c.engine.device = flags.engine.device;
+  if (given("--block-size")) c.engine.block_size = flags.engine.block_size;
+  if (given("--kv-cache-bytes")) c.engine.kv_cache_bytes = flags.engine.kv_cache_bytes;
+  if (given("--max-num-seqs")) c.engine.max_num_seqs = flags.engine.max_num_seqs;
+  if (given("--max-num-batched-tokens")) {
+    c.engine.max_num_batched_tokens = flags.engine.max_num_batched_tokens;
+  }
+  if (given("--max-model-len")) c.engine.max_model_len = flags.engine.max_model_len;
+  if (given("--max-queue-len")) c.engine.max_queue_len = flags.engine.max_queue_len;
+  if (given("--enable-prefix-caching")) {
+    c.engine.enable_prefix_caching = flags.engine.enable_prefix_caching;
+  }
+  if (given("--seed")) c.engine.seed = flags.engine.seed;
+  if (given("--shutdown-grace-seconds")) c.shutdown_grace_seconds = flags.shutdown_grace_seconds;
+  if (given("--log-level")) c.log_level = flags.log_level;
+  LY_RETURN_IF_ERROR(ValidateServerConfig(c));
+  return parsed;
+}
+
+}  // namespace lychee

@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: Apache-2.0
+// lychee-server: loads the config, the model (Engine::Create), and serves gRPC (lychee.v1,
+// health, reflection) plus HTTP (/metrics, /health, /ready) until SIGTERM or SIGINT.
+//
+//   lychee-server [--config configs/default.yaml] [--model DIR] [--grpc-port N] ...
+//
+// Startup logs one line per port, for humans and tests to parse:
+//   lychee-server: grpc listening on 127.0.0.1:PORT
+//   lychee-server: http listening on 127.0.0.1:PORT
+// Drain: the first SIGTERM/SIGINT marks the server draining (new Generate calls get
+// UNAVAILABLE, health NOT_SERVING, /ready 503), stops listening, lets live requests finish for
+// shutdown_grace_seconds, aborts the rest, stops the engine and exits 0.
+//
+// Threads: the signals are blocked in every thread and taken by sigwait in main; the engine's
+// step thread, gRPC's callback threads and the HTTP I/O threads do the work.
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/logging.h"
+#include "engine/engine.h"
+#include "server/grpc/grpc_server.h"
+#include "server/main/config.h"
+#if LYCHEE_WITH_HTTP
+#include "server/http/http_server.h"
+#include "server/http/side_routes.h"
+#include "server/metrics/engine_metrics.h"
+#include "server/metrics/registry.h"
+#endif
+
+#ifndef LYCHEE_VERSION
+#define LYCHEE_VERSION "dev"
+#endif
+
+namespace lychee {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "lychee-server: %s\n", status.ToString().c_str());
+  return 1;
+}
+
+int Run(int argc, char** argv) {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  // Before any thread starts, so that every thread inherits the mask and only sigwait sees them.
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  absl::StatusOr<ParsedServerArgs> args = ParseServerArgs(argc, argv);
+  if (!args.ok()) return Fail(args.status());
+  if (args->exit_now) return 0;
+  const ServerConfig& config = args->config;
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  spdlog::flush_on(spdlog::level::trace);
+
+#if LYCHEE_WITH_HTTP
+  metrics::MetricsRegistry registry;
+  std::string model_label = config.engine.served_model_name;
+  if (model_label.empty()) model_label = config.engine.model_dir;
+  EngineMetrics engine_metrics(&registry, EngineMetricsOptions{.model_name = model_label});
+  EngineObserver* observer = &engine_metrics;
+#else
+  EngineObserver* observer = nullptr;
+#endif
+
+  LY_LOG_INFO("lychee-server {}: loading {} on {}", LYCHEE_VERSION, config.engine.model_dir,
+              config.engine.device);
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(config.engine, observer);
+  if (!engine.ok()) return Fail(engine.status());
+  Engine& eng = **engine;
+  LY_LOG_INFO("lychee-server: model {} ({}, vocab {}, context {})", eng.model_info().model_id,
+              eng.model_info().model_type, eng.model_info().vocab_size,
+              eng.model_info().max_model_len);
+
+#if LYCHEE_WITH_HTTP
+  engine_metrics.SetStatsSource([&eng] { return eng.Stats(); });
+  http::ServingState serving;
+  serving.SetEngineAliveCheck([] { return true; });
+  http::HttpServer http_server(
+      {.address = config.host, .port = static_cast<uint16_t>(config.http_port)});
+  http::AddSideRoutes(http_server.router(), &registry, &serving);
+  if (absl::Status st = http_server.Start(); !st.ok()) return Fail(st);
+  LY_LOG_INFO("lychee-server: http listening on {}",
+              grpc_server::JoinHostPort(config.host, http_server.port()));
+#endif
+
+  absl::StatusOr<std::unique_ptr<grpc_server::GrpcServer>> grpc = grpc_server::GrpcServer::Start(
+      eng, {.host = config.host, .port = config.grpc_port, .server_version = LYCHEE_VERSION});
+  if (!grpc.ok()) return Fail(grpc.status());
+  LY_LOG_INFO("lychee-server: grpc listening on {}", (*grpc)->address());
+#if LYCHEE_WITH_HTTP
+  serving.SetModelLoaded(true);
+#endif
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  const absl::Duration grace = absl::Seconds(config.shutdown_grace_seconds);
+  LY_LOG_INFO("lychee-server: {} received, draining ({} live streams, grace {})",
+              signal_number == SIGTERM ? "SIGTERM" : "SIGINT", (*grpc)->num_live_streams(),
+              absl::FormatDuration(grace));
+#if LYCHEE_WITH_HTTP
+  serving.SetDraining(true);
+#endif
+  (*grpc)->BeginDrain();
+  // Live calls end as the engine finishes them; at the deadline gRPC cancels the rest, which
+  // aborts their requests. Then nothing is left for the engine.
+  (*grpc)->Shutdown(absl::Now() + grace);
+  grpc->reset();
+  eng.Shutdown(absl::ZeroDuration());
+#if LYCHEE_WITH_HTTP
+  http_server.Shutdown();
+#endif
+  LY_LOG_INFO("lychee-server: stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace lychee
+
+int main(int argc, char** argv) { return lychee::Run(argc, argv); }
