@@ -33,44 +33,48 @@ absl::Status InField(const absl::Status& status, const std::string& path, const 
 
 absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJsonText(const std::string& json_text,
                                                                        const std::string& path) {
-  auto tokenizer = std::unique_ptr<HfTokenizer>(new HfTokenizer());
-  // nlohmann::json reports problems by throwing; they stop here and become a Status.
-  try {
-    const nlohmann::json root = nlohmann::json::parse(json_text);
-    if (!root.is_object()) return absl::InvalidArgumentError(path + ": not a JSON object");
-    for (const char* field : {"model"}) {
-      if (!root.contains(field)) {
-        return absl::InvalidArgumentError(fmt::format("{}: missing field \"{}\"", path, field));
-      }
-    }
-    {
-      auto model = BpeModel::FromJson(root.at("model"));
-      LY_RETURN_IF_ERROR(InField(model.status(), path, "model"));
-      tokenizer->model_ = std::move(model).value();
-    }
-    {
-      auto normalizer = MakeNormalizer(root.value("normalizer", nlohmann::json()));
-      LY_RETURN_IF_ERROR(InField(normalizer.status(), path, "normalizer"));
-      tokenizer->normalizer_ = std::move(normalizer).value();
-    }
-    {
-      auto pre = MakePreTokenizer(root.value("pre_tokenizer", nlohmann::json()));
-      LY_RETURN_IF_ERROR(InField(pre.status(), path, "pre_tokenizer"));
-      tokenizer->pre_tokenizer_ = std::move(pre).value();
-    }
-    {
-      auto decoder = MakeDecoder(root.value("decoder", nlohmann::json()));
-      LY_RETURN_IF_ERROR(InField(decoder.status(), path, "decoder"));
-      tokenizer->decoder_ = std::move(decoder).value();
-    }
-    LY_RETURN_IF_ERROR(tokenizer->Load(root));
-    LY_RETURN_IF_ERROR(
-        InField(tokenizer->LoadPostProcessor(root.value("post_processor", nlohmann::json())), path,
-                "post_processor"));
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(
-        fmt::format("{}: malformed tokenizer.json: {}", path, e.what()));
+  nlohmann::json root = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) {
+    return absl::InvalidArgumentError(fmt::format("{}: malformed JSON", path));
   }
+  if (!root.is_object()) return absl::InvalidArgumentError(path + ": not a JSON object");
+  if (!root.contains("model")) {
+    return absl::InvalidArgumentError(fmt::format("{}: missing field \"model\"", path));
+  }
+  auto tokenizer = std::unique_ptr<HfTokenizer>(new HfTokenizer());
+  // Each stage runs under its own guard so that errors, including nlohmann::json's type errors
+  // (it reports them by throwing), name the tokenizer.json field they come from.
+  auto stage = [&](const char* field, auto&& build) -> absl::Status {
+    try {
+      return InField(build(), path, field);
+    } catch (const nlohmann::json::exception& e) {
+      return absl::InvalidArgumentError(
+          fmt::format("{}: \"{}\": malformed: {}", path, field, e.what()));
+    }
+  };
+  const nlohmann::json kNull;
+  auto field = [&](const char* name) -> const nlohmann::json& {
+    return root.contains(name) ? root.at(name) : kNull;
+  };
+  LY_RETURN_IF_ERROR(stage("model", [&]() -> absl::Status {
+    LY_ASSIGN_OR_RETURN(tokenizer->model_, BpeModel::FromJson(root.at("model")));
+    return absl::OkStatus();
+  }));
+  LY_RETURN_IF_ERROR(stage("normalizer", [&]() -> absl::Status {
+    LY_ASSIGN_OR_RETURN(tokenizer->normalizer_, MakeNormalizer(field("normalizer")));
+    return absl::OkStatus();
+  }));
+  LY_RETURN_IF_ERROR(stage("pre_tokenizer", [&]() -> absl::Status {
+    LY_ASSIGN_OR_RETURN(tokenizer->pre_tokenizer_, MakePreTokenizer(field("pre_tokenizer")));
+    return absl::OkStatus();
+  }));
+  LY_RETURN_IF_ERROR(stage("decoder", [&]() -> absl::Status {
+    LY_ASSIGN_OR_RETURN(tokenizer->decoder_, MakeDecoder(field("decoder")));
+    return absl::OkStatus();
+  }));
+  LY_RETURN_IF_ERROR(stage("added_tokens", [&] { return tokenizer->Load(root); }));
+  LY_RETURN_IF_ERROR(stage("post_processor",
+                           [&] { return tokenizer->LoadPostProcessor(field("post_processor")); }));
   return tokenizer;
 }
 

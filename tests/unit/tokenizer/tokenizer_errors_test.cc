@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: Apache-2.0
+// Loading failures produce a clear absl::Status that names the file and the field, never a crash.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "model/tokenizer/tokenizer.h"
+
+namespace lychee {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh folder per test holding the given files.
+class TokenizerErrorsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           ("lychee_tok_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  void Write(const std::string& name, const std::string& contents) {
+    std::ofstream(dir_ / name, std::ios::binary) << contents;
+  }
+  absl::Status LoadStatus() { return Tokenizer::FromDirectory(dir_.string()).status(); }
+
+  fs::path dir_;
+};
+
+// A minimal valid byte-level BPE tokenizer.json with `model`, `pre` and `extra` spliced in.
+std::string TokenizerJson(const std::string& model, const std::string& pre = "null",
+                          const std::string& extra = "") {
+  return R"({"version": "1.0", "added_tokens": [], "normalizer": null, "pre_tokenizer": )" + pre +
+         R"(, "post_processor": null, "decoder": {"type": "ByteLevel"}, "model": )" + model +
+         extra + "}";
+}
+
+constexpr char kGoodModel[] =
+    R"({"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]})";
+
+void ExpectError(const absl::Status& status, absl::StatusCode code,
+                 std::initializer_list<const char*> needles) {
+  EXPECT_EQ(status.code(), code) << status;
+  for (const char* needle : needles) {
+    EXPECT_NE(std::string(status.message()).find(needle), std::string::npos)
+        << "\"" << needle << "\" missing from: " << status;
+  }
+}
+
+TEST_F(TokenizerErrorsTest, GoodMinimalTokenizerLoads) {
+  Write("tokenizer.json", TokenizerJson(kGoodModel));
+  auto tokenizer = Tokenizer::FromDirectory(dir_.string());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ((*tokenizer)->Encode("abba", false), (std::vector<int32_t>{2, 1, 0}));
+  EXPECT_EQ((*tokenizer)->Decode({2, 1, 0, 7}, false), "abba");
+}
+
+TEST_F(TokenizerErrorsTest, MissingDirectory) {
+  auto status = Tokenizer::FromDirectory((dir_ / "nope").string()).status();
+  ExpectError(status, absl::StatusCode::kNotFound, {"nope", "does not exist"});
+}
+
+TEST_F(TokenizerErrorsTest, NoTokenizerFiles) {
+  ExpectError(LoadStatus(), absl::StatusCode::kNotFound, {"tokenizer.json", "tokenizer.model"});
+}
+
+TEST_F(TokenizerErrorsTest, MalformedJson) {
+  Write("tokenizer.json", "{\"model\": {\"type\": \"BPE\", ");
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument,
+              {"tokenizer.json", "malformed JSON"});
+}
+
+TEST_F(TokenizerErrorsTest, NotAnObject) {
+  Write("tokenizer.json", "[1, 2, 3]");
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument, {"tokenizer.json", "object"});
+}
+
+TEST_F(TokenizerErrorsTest, MissingModel) {
+  Write("tokenizer.json", R"({"version": "1.0"})");
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument, {"tokenizer.json", "\"model\""});
+}
+
+TEST_F(TokenizerErrorsTest, UnsupportedModelType) {
+  Write("tokenizer.json", TokenizerJson(R"({"type": "Unigram", "vocab": []})"));
+  ExpectError(LoadStatus(), absl::StatusCode::kUnimplemented,
+              {"tokenizer.json", "\"model\"", "Unigram"});
+}
+
+TEST_F(TokenizerErrorsTest, MissingVocab) {
+  Write("tokenizer.json", TokenizerJson(R"({"type": "BPE", "merges": []})"));
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument, {"tokenizer.json", "vocab"});
+}
+
+TEST_F(TokenizerErrorsTest, WrongFieldType) {
+  Write("tokenizer.json",
+        TokenizerJson(R"({"type": "BPE", "vocab": {"a": "zero"}, "merges": []})"));
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument,
+              {"tokenizer.json", "\"model\"", "type must be number"});
+}
+
+TEST_F(TokenizerErrorsTest, MergeWithUnknownToken) {
+  Write("tokenizer.json",
+        TokenizerJson(R"({"type": "BPE", "vocab": {"a": 0, "ab": 1}, "merges": ["a b"]})"));
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument,
+              {"tokenizer.json", "merges[0]", "missing from the vocab"});
+}
+
+TEST_F(TokenizerErrorsTest, UnsupportedPreTokenizer) {
+  Write("tokenizer.json", TokenizerJson(kGoodModel, R"({"type": "BertPreTokenizer"})"));
+  ExpectError(LoadStatus(), absl::StatusCode::kUnimplemented,
+              {"tokenizer.json", "pre_tokenizer", "BertPreTokenizer"});
+}
+
+TEST_F(TokenizerErrorsTest, BadRegex) {
+  Write("tokenizer.json",
+        TokenizerJson(kGoodModel, R"({"type": "Split", "pattern": {"Regex": "(unclosed"},
+                                      "behavior": "Isolated", "invert": false})"));
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument,
+              {"tokenizer.json", "pre_tokenizer", "(unclosed"});
+}
+
+TEST_F(TokenizerErrorsTest, UnsupportedPostProcessor) {
+  std::string json = TokenizerJson(kGoodModel);
+  const std::string from = "\"post_processor\": null";
+  json.replace(json.find(from), from.size(), R"("post_processor": {"type": "BertProcessing"})");
+  Write("tokenizer.json", json);
+  ExpectError(LoadStatus(), absl::StatusCode::kUnimplemented,
+              {"tokenizer.json", "post_processor", "BertProcessing"});
+}
+
+TEST_F(TokenizerErrorsTest, MalformedTokenizerConfig) {
+  Write("tokenizer.json", TokenizerJson(kGoodModel));
+  Write("tokenizer_config.json", "{oops");
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument, {"tokenizer_config.json"});
+}
+
+TEST_F(TokenizerErrorsTest, ConfigTokenNotInVocab) {
+  Write("tokenizer.json", TokenizerJson(kGoodModel));
+  Write("tokenizer_config.json", R"({"bos_token": "<s>"})");
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument,
+              {"tokenizer_config.json", "bos_token", "<s>"});
+}
+
+TEST_F(TokenizerErrorsTest, CorruptSentencePieceModel) {
+  Write("tokenizer.model", "definitely not a protobuf");
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument, {"tokenizer.model"});
+}
+
+TEST_F(TokenizerErrorsTest, EmptyTokenizerJson) {
+  Write("tokenizer.json", "");
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument, {"tokenizer.json"});
+}
+
+}  // namespace
+}  // namespace lychee
