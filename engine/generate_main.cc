@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -34,10 +35,7 @@
 #include "engine/cpu_model.h"
 #include "engine/sampler.h"
 #include "engine/stop_strings.h"
-#if __has_include("model/chat_template/chat_template.h")
 #include "model/chat_template/chat_template.h"
-#define LYCHEE_HAVE_CHAT 1
-#endif
 #include "model/tokenizer/tokenizer.h"
 
 namespace lychee {
@@ -95,33 +93,51 @@ absl::StatusOr<std::vector<int32_t>> GenerationConfigEos(const std::string& mode
 
 // The prompt as token ids: plain text (BOS per the tokenizer unless --no-bos) or one chat turn
 // rendered with the model's template (whose text carries its own special tokens).
+// The built-in template that fits a model without one, judged by its special tokens.
+std::string BuiltInTemplateFor(const Tokenizer& tokenizer) {
+  if (tokenizer.TokenToId("<|start_header_id|>")) return "llama3";
+  if (tokenizer.TokenToId("[INST]")) return "mistral";
+  return "chatml";  // also the neutral choice for vocabularies without chat tokens
+}
+
+absl::StatusOr<ChatTemplate> LoadChatTemplate(const Flags& flags, const Tokenizer& tokenizer) {
+  if (!flags.chat_template.empty()) return ChatTemplate::BuiltIn(flags.chat_template);
+  absl::StatusOr<ChatTemplate> tmpl = ChatTemplate::FromModelDirectory(flags.model_dir);
+  if (tmpl.ok() || tmpl.status().code() != absl::StatusCode::kNotFound) return tmpl;
+  const std::string name = BuiltInTemplateFor(tokenizer);
+  std::fprintf(stderr, "[lychee-generate] %s has no chat template; using built-in %s\n",
+               flags.model_dir.c_str(), name.c_str());
+  tmpl = ChatTemplate::BuiltIn(name);
+  if (!tmpl.ok()) return tmpl;
+  // Built-ins refer to bos_token/eos_token, which a model directory would otherwise supply.
+  if (tokenizer.bos_id())
+    tmpl->set_default_variable("bos_token", tokenizer.IdToToken(*tokenizer.bos_id()));
+  if (tokenizer.eos_id())
+    tmpl->set_default_variable("eos_token", tokenizer.IdToToken(*tokenizer.eos_id()));
+  return tmpl;
+}
+
+// The prompt as token ids: plain text (BOS per the tokenizer unless --no-bos) or one chat turn
+// rendered with the chat template. The rendered text carries the template's own special tokens,
+// so it is encoded without adding any (as apply_chat_template does); BOS is prepended only when
+// the tokenizer adds BOS to plain text and the template did not write it.
 absl::StatusOr<std::vector<int32_t>> PromptIds(const Flags& flags, const Tokenizer& tokenizer,
                                                const ModelConfig& config) {
   std::vector<int32_t> ids;
   if (flags.chat) {
-#ifndef LYCHEE_HAVE_CHAT
-    return absl::UnimplementedError("--chat: chat templates are not built yet");
-#else
-    absl::StatusOr<ChatTemplate> tmpl = flags.chat_template.empty()
-                                            ? ChatTemplate::FromModelDirectory(flags.model_dir)
-                                            : ChatTemplate::BuiltIn(flags.chat_template);
-    if (!tmpl.ok() && flags.chat_template.empty()) {
-      // No template in the model: fall back to a built-in one (Llama 2 style for SentencePiece
-      // vocabularies is not provided, so ChatML is the neutral choice).
-      std::fprintf(stderr, "[lychee-generate] no chat template in %s (%s); using built-in chatml\n",
-                   flags.model_dir.c_str(), std::string(tmpl.status().message()).c_str());
-      tmpl = ChatTemplate::BuiltIn("chatml");
-    }
-    if (!tmpl.ok()) return tmpl.status();
+    LY_ASSIGN_OR_RETURN(ChatTemplate tmpl, LoadChatTemplate(flags, tokenizer));
     nlohmann::json messages = nlohmann::json::array();
     if (!flags.system.empty()) {
       messages.push_back({{"role", "system"}, {"content", flags.system}});
     }
     messages.push_back({{"role", "user"}, {"content", flags.prompt}});
-    LY_ASSIGN_OR_RETURN(std::string text, tmpl->Render(messages, /*add_generation_prompt=*/true,
-                                                       nlohmann::json::object()));
+    LY_ASSIGN_OR_RETURN(std::string text, tmpl.Render(messages, /*add_generation_prompt=*/true,
+                                                      nlohmann::json::object()));
     ids = tokenizer.Encode(text, /*add_special_tokens=*/false);
-#endif
+    const std::optional<int32_t> bos = tokenizer.bos_id();
+    if (!flags.no_bos && tokenizer.add_bos() && bos && (ids.empty() || ids[0] != *bos)) {
+      ids.insert(ids.begin(), *bos);
+    }
   } else {
     ids = tokenizer.Encode(flags.prompt, /*add_special_tokens=*/!flags.no_bos);
   }

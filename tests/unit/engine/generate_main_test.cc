@@ -112,6 +112,25 @@ TEST(GenerateMainTest, BadFlagsFail) {
   EXPECT_EQ(Generate(std::string(kModel) + " --top-p 0", true).exit_code, 1);
 }
 
+TEST(GenerateMainTest, ChatFallsBackToABuiltInTemplate) {
+  // stories260K ships no chat template: the prompt is rendered with built-in ChatML.
+  const Outcome o = Generate(std::string(kModel) +
+                                 " --chat --system 'You tell stories.' --prompt 'Tell me a story'"
+                                 " --max-tokens 10",
+                             true);
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_NE(o.out.find("using built-in chatml"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("[lychee-generate] 10 tokens in "), std::string::npos) << o.out;
+  const Outcome named = Generate(
+      std::string(kModel) + " --chat --chat-template mistral --prompt hi --max-tokens 4", true);
+  EXPECT_EQ(named.exit_code, 0) << named.out;
+  EXPECT_EQ(named.out.find("using built-in chatml"), std::string::npos) << named.out;
+  EXPECT_EQ(
+      Generate(std::string(kModel) + " --chat --chat-template nope --prompt hi", true).exit_code,
+      1);
+  EXPECT_EQ(Generate(std::string(kModel) + " --system hi --prompt hi", true).exit_code, 1);
+}
+
 TEST(GenerateMainTest, MaxTokensZeroPrintsNothing) {
   const Outcome o = Generate(std::string(kModel) + " --prompt 'Once' --max-tokens 0");
   EXPECT_EQ(o.exit_code, 0);
