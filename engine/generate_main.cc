@@ -58,6 +58,7 @@ struct Flags {
   bool no_bos = false;
   int64_t max_context = 0;
   int threads = 0;
+  bool verbose = false;
 };
 
 void AddUnique(std::vector<int32_t>& ids, int32_t id) {
@@ -199,6 +200,16 @@ int Run(const Flags& flags) {
     return 1;
   }
   const std::vector<int32_t>& prompt = *prompt_or;
+  if (flags.verbose) {
+    std::string ids;
+    for (int32_t id : prompt) ids += (ids.empty() ? "" : " ") + std::to_string(id);
+    std::fprintf(stderr,
+                 "[lychee-generate] prompt ids (%zu): %s\n[lychee-generate] prompt text: %s\n",
+                 prompt.size(), ids.c_str(), tokenizer.Decode(prompt, false).c_str());
+    std::string stops;
+    for (int32_t id : stop_ids) stops += (stops.empty() ? "" : " ") + std::to_string(id);
+    std::fprintf(stderr, "[lychee-generate] stop ids: %s\n", stops.c_str());
+  }
 
   SamplingParams params;
   params.temperature = flags.temperature;
@@ -311,6 +322,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", flags.threads,
                  "OpenBLAS threads (0: OPENBLAS_NUM_THREADS or all cores; 1 for tiny models)")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--verbose", flags.verbose, "Print the prompt ids/text and stop ids to stderr");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
