@@ -13,15 +13,6 @@
 namespace lychee::tokenizer_internal {
 namespace {
 
-bool IsValidUtf8(std::string_view s) {
-  for (size_t pos = 0; pos < s.size();) {
-    const size_t n = ValidUtf8Length(s, pos);
-    if (n == 0) return false;
-    pos += n;
-  }
-  return true;
-}
-
 // Prefixes a stage's error with the tokenizer.json field it came from.
 absl::Status InField(const absl::Status& status, const std::string& path, const char* field) {
   if (status.ok()) return status;

@@ -51,6 +51,13 @@ absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::
 
 std::vector<int32_t> SentencePieceTokenizer::Encode(std::string_view text,
                                                     bool add_special_tokens) const {
+  // sentencepiece rejects invalid UTF-8 wholesale; repair it first, as the tokenizer.json path
+  // does.
+  std::string repaired;
+  if (!IsValidUtf8(text)) {
+    repaired = Utf8Lossy(text);
+    text = repaired;
+  }
   std::vector<int32_t> ids;
   if (add_special_tokens && special_.add_bos && special_.bos_id.has_value()) {
     ids.push_back(*special_.bos_id);

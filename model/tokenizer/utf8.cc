@@ -54,6 +54,15 @@ size_t ValidUtf8Length(std::string_view s, size_t pos) {
   return n == expected ? n : 0;
 }
 
+bool IsValidUtf8(std::string_view s) {
+  for (size_t pos = 0; pos < s.size();) {
+    const size_t n = ValidUtf8Length(s, pos);
+    if (n == 0) return false;
+    pos += n;
+  }
+  return true;
+}
+
 std::vector<std::string_view> SplitUtf8Chars(std::string_view s) {
   std::vector<std::string_view> chars;
   chars.reserve(s.size());

@@ -13,6 +13,9 @@ namespace lychee::tokenizer_internal {
 // Length of the UTF-8 sequence starting at s[pos] when it is complete and valid, else 0.
 size_t ValidUtf8Length(std::string_view s, size_t pos);
 
+// True when all of `s` is well-formed UTF-8.
+bool IsValidUtf8(std::string_view s);
+
 // Splits `s` into characters; an invalid byte becomes a one-byte "character" so nothing is lost.
 std::vector<std::string_view> SplitUtf8Chars(std::string_view s);
 
