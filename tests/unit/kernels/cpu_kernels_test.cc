@@ -53,7 +53,8 @@ TEST_F(CpuKernelsTest, GemmMatchesNaive) {
     int64_t m, n, k;
   };
   for (const Shape s : {Shape{1, 1, 1}, Shape{1, 37, 19}, Shape{1, 512, 64}, Shape{3, 5, 7},
-                        Shape{17, 33, 65}, Shape{64, 172, 64}, Shape{129, 67, 255}}) {
+                        Shape{17, 33, 65}, Shape{64, 172, 64}, Shape{129, 67, 255},
+                        Shape{256, 512, 384} /* large enough for OpenBLAS to thread */}) {
     for (bool with_bias : {false, true}) {
       SCOPED_TRACE(SeedNote() + " m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
                    " k=" + std::to_string(s.k) + " bias=" + std::to_string(with_bias));
