@@ -168,7 +168,7 @@ bool IsStringMethod(const std::string& name) {
 
 Value PairList(const ValueDict& d) {
   ValueList out;
-  for (const auto& [k, v] : d.items()) out.push_back(Value(ValueList{Value(k), v}));
+  for (const auto& [k, v] : d.items()) out.push_back(Value::Tuple(ValueList{Value(k), v}));
   return Value(std::move(out));
 }
 

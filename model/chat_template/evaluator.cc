@@ -371,6 +371,7 @@ class Evaluator {
           if (!v.ok()) return v;
           items.push_back(std::move(*v));
         }
+        if (e.kind == Expr::Kind::kTuple) return Value::Tuple(std::move(items));
         return Value(std::move(items));
       }
       case Expr::Kind::kDict: {

@@ -288,7 +288,7 @@ absl::StatusOr<Value> DictSort(const Value& input, const CallArgs& args) {
   });
   if (!error.ok()) return error;
   ValueList out;
-  for (auto& [k, v] : items) out.push_back(Value(ValueList{Value(k), v}));
+  for (auto& [k, v] : items) out.push_back(Value::Tuple(ValueList{Value(k), v}));
   return Value(std::move(out));
 }
 
@@ -454,7 +454,8 @@ absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& input,
     if (input.is_undefined()) return Value(ValueList());
     if (!input.is_dict()) return Error(name, "expected a mapping");
     ValueList out;
-    for (const auto& [k, v] : input.dict().items()) out.push_back(Value(ValueList{Value(k), v}));
+    for (const auto& [k, v] : input.dict().items())
+      out.push_back(Value::Tuple(ValueList{Value(k), v}));
     return Value(std::move(out));
   }
   if (name == "dictsort") return DictSort(input, args);

@@ -114,7 +114,7 @@ class Parser {
         --depth_;
         if (end_tags.size() == 0) return absl::OkStatus();
         return ErrorAt(t, absl::StrCat("unexpected end of template, expected '{% ",
-                                       *end_tags.begin(), " %}'"));
+                                       *(end_tags.end() - 1), " %}'"));
       }
       if (t.kind == TK::kText) {
         NodePtr n = NewNode(Node::Kind::kText, t);

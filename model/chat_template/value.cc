@@ -41,6 +41,12 @@ const Value* CallArgs::Get(size_t index, std::string_view name) const {
   return nullptr;
 }
 
+Value Value::Tuple(ValueList items) {
+  Value v(std::move(items));
+  v.tuple_ = true;
+  return v;
+}
+
 Value Value::None() {
   Value v;
   v.kind_ = Kind::kNone;
@@ -235,11 +241,12 @@ std::string Value::Repr() const {
     case Kind::kString:
       return PyStringRepr(str_);
     case Kind::kList: {
-      std::string out = "[";
+      std::string out = tuple_ ? "(" : "[";
       for (size_t i = 0; i < list_->size(); ++i) {
         if (i) out += ", ";
         out += (*list_)[i].Repr();
       }
+      if (tuple_) return out + (list_->size() == 1 ? ",)" : ")");
       return out + "]";
     }
     case Kind::kDict: {

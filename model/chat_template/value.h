@@ -63,6 +63,8 @@ class Value {
   Value(ValueList list)                                               // NOLINT
       : kind_(Kind::kList), list_(std::make_shared<ValueList>(std::move(list))) {}
 
+  // A Python tuple: a list that prints as "(a, b)".
+  static Value Tuple(ValueList items);
   static Value None();
   // An undefined value that remembers the name it came from, for error messages.
   static Value Undefined(std::string hint);
@@ -83,6 +85,7 @@ class Value {
   bool is_list() const { return kind_ == Kind::kList; }
   bool is_dict() const { return kind_ == Kind::kDict; }
   bool is_function() const { return kind_ == Kind::kFunction; }
+  bool is_tuple() const { return is_list() && tuple_; }
 
   bool bool_value() const { return int_ != 0; }
   int64_t int_value() const { return int_; }  // also for bool
@@ -105,6 +108,7 @@ class Value {
 
  private:
   Kind kind_ = Kind::kUndefined;
+  bool tuple_ = false;
   int64_t int_ = 0;
   double float_ = 0;
   std::string str_;
