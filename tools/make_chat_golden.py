@@ -40,6 +40,9 @@ TEMPLATE_TOKENIZER = {
     "llama31": "llama3",
     "chatml": "qwen3",
     "mistral": "llama2",
+    "mistral_tools": "llama2",
+    "qwen25": "qwen3",
+    "gemma": "llama2",
 }
 
 

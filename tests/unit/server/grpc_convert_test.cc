@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: Apache-2.0
+// server/grpc/convert: wire → GenerationRequest (defaults, every field), engine events → wire,
+// and status-code mapping.
+#include <gtest/gtest.h>
+
+#include "model/tokenizer/tokenizer.h"
+#include "server/grpc/convert.h"
+
+namespace lychee::grpc_server {
+namespace {
+
+class ConvertTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto tokenizer = Tokenizer::FromDirectory("models/stories260K");
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    tokenizer_ = *std::move(tokenizer);
+  }
+  absl::StatusOr<GenerationRequest> Convert(const v1::GenerateRequest& r) {
+    return ToGenerationRequest(r, *tokenizer_, tokenizer_->vocab_size(), 512);
+  }
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+TEST_F(ConvertTest, CopiesEveryField) {
+  v1::GenerateRequest r;
+  r.set_request_id("abc");
+  r.set_text("Hello");
+  r.set_add_special_tokens(false);
+  r.set_priority(-3);
+  v1::SamplingParams* p = r.mutable_sampling_params();
+  p->set_temperature(0.7f);
+  p->set_top_p(0.9f);
+  p->set_top_k(40);
+  p->set_min_p(0.05f);
+  p->set_repetition_penalty(1.1f);
+  p->set_presence_penalty(0.5f);
+  p->set_frequency_penalty(-0.5f);
+  p->set_seed(1234);
+  p->set_max_tokens(33);
+  p->set_min_tokens(2);
+  p->add_stop("The end");
+  p->add_stop_token_ids(2);
+  p->set_ignore_eos(true);
+  p->set_skip_special_tokens(false);
+  p->set_include_stop_str_in_output(true);
+  p->set_top_logprobs(5);
+  r.mutable_policy()->set_name("lychee");
+  r.mutable_policy()->set_budget_tokens(512);
+  r.mutable_policy()->set_max_dropped_mass(0.01);
+
+  absl::StatusOr<GenerationRequest> g = Convert(r);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->request_id, "abc");
+  EXPECT_EQ(g->prompt, tokenizer_->Encode("Hello", false));
+  EXPECT_EQ(g->priority, -3);
+  EXPECT_FLOAT_EQ(g->sampling.temperature, 0.7f);
+  EXPECT_FLOAT_EQ(g->sampling.top_p, 0.9f);
+  EXPECT_EQ(g->sampling.top_k, 40);
+  EXPECT_FLOAT_EQ(g->sampling.min_p, 0.05f);
+  EXPECT_FLOAT_EQ(g->sampling.repetition_penalty, 1.1f);
+  EXPECT_FLOAT_EQ(g->sampling.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(g->sampling.frequency_penalty, -0.5f);
+  EXPECT_TRUE(g->sampling.has_seed);
+  EXPECT_EQ(g->sampling.seed, 1234u);
+  EXPECT_EQ(g->max_tokens, 33);
+  EXPECT_EQ(g->min_tokens, 2);
+  EXPECT_EQ(g->stop, std::vector<std::string>{"The end"});
+  EXPECT_EQ(g->stop_token_ids, std::vector<int32_t>{2});
+  EXPECT_TRUE(g->ignore_eos);
+  EXPECT_FALSE(g->skip_special_tokens);
+  EXPECT_TRUE(g->include_stop_str_in_output);
+  EXPECT_EQ(g->top_logprobs, 5);
+  EXPECT_EQ(g->policy.name, "lychee");
+  EXPECT_EQ(g->policy.budget_tokens, 512);
+  EXPECT_DOUBLE_EQ(g->policy.max_dropped_mass, 0.01);
+}
+
+TEST_F(ConvertTest, TextAddsBosByDefault) {
+  v1::GenerateRequest r;
+  r.set_text("Hello");
+  absl::StatusOr<GenerationRequest> g = Convert(r);
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->prompt, tokenizer_->Encode("Hello", true));
+  EXPECT_EQ(g->sampling.top_k, 0);
+  EXPECT_EQ(g->max_tokens, 16);
+}
+
+TEST_F(ConvertTest, TopKMinusOneIsOff) {
+  v1::GenerateRequest r;
+  r.set_text("Hello");
+  r.mutable_sampling_params()->set_top_k(-1);
+  absl::StatusOr<GenerationRequest> g = Convert(r);
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->sampling.top_k, 0);
+}
+
+TEST(ConvertEvents, ChunkAndComplete) {
+  GenerationOutput e;
+  e.token_ids = {5, 6};
+  e.text = "ab";
+  e.logprobs.resize(2);
+  e.logprobs[0].token_id = 5;
+  e.logprobs[0].logprob = -0.5f;
+  e.logprobs[0].top = {{5, -0.5f}, {9, -1.5f}};
+  e.prompt_tokens = 4;
+  e.completion_tokens = 2;
+  e.cached_tokens = 1;
+  e.finished = true;
+  e.finish_reason = FinishReason::kStop;
+  e.matched_stop = "</s>";
+  e.timings = {0.1, 0.2, 0.3};
+  ASSERT_TRUE(HasOutput(e));
+  v1::GenerateStreamChunk chunk;
+  ToChunk(e, &chunk);
+  EXPECT_EQ(chunk.token_ids_size(), 2);
+  EXPECT_EQ(chunk.text(), "ab");
+  ASSERT_EQ(chunk.logprobs_size(), 2);
+  EXPECT_EQ(chunk.logprobs(0).top_logprobs_size(), 2);
+  EXPECT_EQ(chunk.logprobs(0).top_logprobs(1).token_id(), 9);
+  EXPECT_EQ(chunk.cached_tokens(), 1);
+  v1::GenerateComplete complete;
+  ToComplete(e, &complete);
+  EXPECT_EQ(complete.finish_reason(), "stop");
+  EXPECT_EQ(complete.matched_stop(), "</s>");
+  EXPECT_DOUBLE_EQ(complete.ttft_seconds(), 0.2);
+  EXPECT_DOUBLE_EQ(complete.e2e_seconds(), 0.3);
+  EXPECT_FALSE(HasOutput(GenerationOutput{}));
+}
+
+TEST(ConvertStatus, Codes) {
+  EXPECT_EQ(ToGrpcStatus(absl::InvalidArgumentError("x")).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(ToGrpcStatus(absl::ResourceExhaustedError("x")).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(ToGrpcStatus(absl::UnavailableError("x")).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(ToGrpcStatus(absl::AlreadyExistsError("x")).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(ToGrpcStatus(absl::AlreadyExistsError("msg")).error_message(), "msg");
+  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+  EXPECT_EQ(HttpStatusFor(absl::StatusCode::kInvalidArgument), 400);
+  EXPECT_EQ(HttpStatusFor(absl::StatusCode::kResourceExhausted), 429);
+  EXPECT_EQ(HttpStatusFor(absl::StatusCode::kUnavailable), 503);
+  EXPECT_EQ(HttpStatusFor(absl::StatusCode::kInternal), 500);
+}
+
+}  // namespace
+}  // namespace lychee::grpc_server

@@ -1,0 +1,421 @@
+// SPDX-License-Identifier: Apache-2.0
+// LycheeService over loopback with a FakeEngine (grpc_fake_engine.h): streaming, validation and
+// error mapping, Abort RPC, client cancellation and deadlines reaching the engine, slow readers,
+// concurrency, health, draining and shutdown with live streams. No model runs here; the real
+// engine is exercised by tests/integration.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "lychee/v1/generate.grpc.pb.h"
+#include "server/grpc/grpc_server.h"
+#include "tests/unit/server/grpc_fake_engine.h"
+
+namespace lychee::grpc_server {
+namespace {
+
+using testing::FakeEngine;
+
+struct StreamResult {
+  grpc::Status status;
+  std::vector<v1::GenerateResponse> responses;
+  std::string text;
+  int64_t num_tokens = 0;
+  std::string finish_reason;
+};
+
+class GrpcServiceTest : public ::testing::Test {
+ protected:
+  void StartServer(absl::Duration token_interval = absl::Milliseconds(1)) {
+    engine_ = std::make_unique<FakeEngine>(token_interval);
+    auto server =
+        GrpcServer::Start(*engine_, {.host = "127.0.0.1", .port = 0, .server_version = "test"});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::LycheeService::NewStub(channel_);
+  }
+  void SetUp() override { StartServer(); }
+  void TearDown() override {
+    if (server_) server_->Shutdown(absl::Now() + absl::Seconds(5));
+    server_.reset();
+    engine_.reset();
+  }
+
+  static v1::GenerateRequest TextRequest(const std::string& text, int max_tokens,
+                                         const std::string& id = "") {
+    v1::GenerateRequest r;
+    r.set_request_id(id);
+    r.set_text(text);
+    r.mutable_sampling_params()->set_temperature(0);
+    r.mutable_sampling_params()->set_max_tokens(max_tokens);
+    return r;
+  }
+
+  StreamResult RunStream(const v1::GenerateRequest& request,
+                         absl::Duration timeout = absl::Seconds(20)) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    return Drain(context, request);
+  }
+
+  StreamResult Drain(grpc::ClientContext& context, const v1::GenerateRequest& request) {
+    StreamResult result;
+    auto reader = stub_->Generate(&context, request);
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+      if (response.has_chunk()) {
+        result.text += response.chunk().text();
+        result.num_tokens += response.chunk().token_ids_size();
+      }
+      if (response.has_complete()) result.finish_reason = response.complete().finish_reason();
+      result.responses.push_back(response);
+    }
+    result.status = reader->Finish();
+    return result;
+  }
+
+  std::unique_ptr<FakeEngine> engine_;
+  std::unique_ptr<GrpcServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::LycheeService::Stub> stub_;
+};
+
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout = absl::Seconds(5)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (condition()) return true;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return condition();
+}
+
+TEST_F(GrpcServiceTest, StreamsChunksThenComplete) {
+  StreamResult r = RunStream(TextRequest("Once upon a time", 5, "req-1"));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.num_tokens, 5);
+  EXPECT_EQ(r.text, "w0 w1 w2 w3 w4 ");
+  EXPECT_EQ(r.finish_reason, "length");
+  ASSERT_FALSE(r.responses.empty());
+  EXPECT_TRUE(r.responses.back().has_complete());
+  for (const auto& response : r.responses) EXPECT_EQ(response.request_id(), "req-1");
+  const v1::GenerateComplete& complete = r.responses.back().complete();
+  EXPECT_EQ(complete.completion_tokens(), 5);
+  EXPECT_GT(complete.prompt_tokens(), 0);
+  // The engine got the tokenized prompt and the sampling parameters.
+  const auto submitted = engine_->submitted();
+  ASSERT_EQ(submitted.size(), 1u);
+  EXPECT_EQ(submitted[0].prompt, engine_->tokenizer().Encode("Once upon a time", true));
+  EXPECT_EQ(submitted[0].max_tokens, 5);
+  EXPECT_EQ(submitted[0].sampling.temperature, 0.0f);
+  EXPECT_NE(submitted[0].deadline, absl::InfiniteFuture());
+}
+
+TEST_F(GrpcServiceTest, TokenIdsInputAndDefaults) {
+  v1::GenerateRequest request;
+  request.mutable_token_ids()->add_ids(1);
+  request.mutable_token_ids()->add_ids(300);
+  StreamResult r = RunStream(request);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.num_tokens, 16);  // max_tokens default
+  const auto submitted = engine_->submitted();
+  ASSERT_EQ(submitted.size(), 1u);
+  EXPECT_EQ(submitted[0].prompt, (std::vector<int32_t>{1, 300}));
+  EXPECT_EQ(submitted[0].sampling.temperature, 1.0f);
+  EXPECT_EQ(submitted[0].sampling.top_p, 1.0f);
+  EXPECT_FALSE(submitted[0].sampling.has_seed);
+  EXPECT_TRUE(submitted[0].skip_special_tokens);
+  EXPECT_EQ(submitted[0].policy.name, "dense");
+  // The engine assigned an id, and every response carries it.
+  ASSERT_FALSE(r.responses.empty());
+  EXPECT_EQ(r.responses[0].request_id(), "fake-0");
+}
+
+struct BadCase {
+  const char* name;
+  std::function<void(v1::GenerateRequest&)> mutate;
+  const char* field;
+};
+
+TEST_F(GrpcServiceTest, MalformedInputIsInvalidArgumentNamingTheField) {
+  const std::vector<BadCase> cases = {
+      {"no input", [](auto& r) { r.clear_input(); }, "input"},
+      {"empty text", [](auto& r) { r.set_text(""); }, "text"},
+      {"empty ids", [](auto& r) { r.mutable_token_ids(); }, "token_ids"},
+      {"id too big",
+       [](auto& r) { r.mutable_token_ids()->add_ids(1), r.mutable_token_ids()->add_ids(99999); },
+       "token_ids[1]"},
+      {"negative id", [](auto& r) { r.mutable_token_ids()->add_ids(-1); }, "token_ids[0]"},
+      {"temperature", [](auto& r) { r.mutable_sampling_params()->set_temperature(-1); },
+       "sampling_params.temperature"},
+      {"nan temperature",
+       [](auto& r) { r.mutable_sampling_params()->set_temperature(std::nanf("")); },
+       "sampling_params.temperature"},
+      {"top_p", [](auto& r) { r.mutable_sampling_params()->set_top_p(0); },
+       "sampling_params.top_p"},
+      {"top_k", [](auto& r) { r.mutable_sampling_params()->set_top_k(-5); },
+       "sampling_params.top_k"},
+      {"min_p", [](auto& r) { r.mutable_sampling_params()->set_min_p(2); },
+       "sampling_params.min_p"},
+      {"repetition", [](auto& r) { r.mutable_sampling_params()->set_repetition_penalty(0); },
+       "sampling_params.repetition_penalty"},
+      {"presence", [](auto& r) { r.mutable_sampling_params()->set_presence_penalty(3); },
+       "sampling_params.presence_penalty"},
+      {"frequency", [](auto& r) { r.mutable_sampling_params()->set_frequency_penalty(-3); },
+       "sampling_params.frequency_penalty"},
+      {"max_tokens 0", [](auto& r) { r.mutable_sampling_params()->set_max_tokens(0); },
+       "sampling_params.max_tokens"},
+      {"max_tokens <0", [](auto& r) { r.mutable_sampling_params()->set_max_tokens(-7); },
+       "sampling_params.max_tokens"},
+      {"min_tokens", [](auto& r) { r.mutable_sampling_params()->set_min_tokens(100); },
+       "sampling_params.min_tokens"},
+      {"empty stop", [](auto& r) { r.mutable_sampling_params()->add_stop(""); },
+       "sampling_params.stop[0]"},
+      {"stop id", [](auto& r) { r.mutable_sampling_params()->add_stop_token_ids(1 << 20); },
+       "sampling_params.stop_token_ids[0]"},
+      {"logprobs", [](auto& r) { r.mutable_sampling_params()->set_top_logprobs(21); },
+       "sampling_params.top_logprobs"},
+      {"budget", [](auto& r) { r.mutable_policy()->set_budget_tokens(-1); },
+       "policy.budget_tokens"},
+      {"dropped mass", [](auto& r) { r.mutable_policy()->set_max_dropped_mass(1.5); },
+       "policy.max_dropped_mass"},
+      {"request id", [](auto& r) { r.set_request_id("has space"); }, "request_id"},
+      {"long request id", [](auto& r) { r.set_request_id(std::string(300, 'x')); }, "request_id"},
+      {"prompt too long",
+       [](auto& r) {
+         for (int i = 0; i < 300; ++i) r.mutable_token_ids()->add_ids(5);
+       },
+       "max_model_len"},
+  };
+  for (const BadCase& c : cases) {
+    v1::GenerateRequest request = TextRequest("hello", 4);
+    c.mutate(request);
+    StreamResult r = RunStream(request);
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.name;
+    EXPECT_NE(r.status.error_message().find(c.field), std::string::npos)
+        << c.name << ": " << r.status.error_message();
+    EXPECT_TRUE(r.responses.empty()) << c.name;
+  }
+  EXPECT_TRUE(engine_->submitted().empty());
+  // The server still serves.
+  StreamResult ok = RunStream(TextRequest("hello", 3));
+  EXPECT_TRUE(ok.status.ok());
+  EXPECT_EQ(ok.num_tokens, 3);
+}
+
+TEST_F(GrpcServiceTest, EngineErrorsMapToGrpcCodes) {
+  const std::vector<std::pair<absl::StatusCode, grpc::StatusCode>> cases = {
+      {absl::StatusCode::kInvalidArgument, grpc::StatusCode::INVALID_ARGUMENT},
+      {absl::StatusCode::kResourceExhausted, grpc::StatusCode::RESOURCE_EXHAUSTED},
+      {absl::StatusCode::kUnavailable, grpc::StatusCode::UNAVAILABLE},
+      {absl::StatusCode::kAlreadyExists, grpc::StatusCode::ALREADY_EXISTS},
+  };
+  for (const auto& [absl_code, grpc_code] : cases) {
+    const std::string id = "fail-" + std::to_string(static_cast<int>(absl_code));
+    StreamResult r = RunStream(TextRequest("hi", 2, id));
+    EXPECT_EQ(r.status.error_code(), grpc_code) << id;
+    EXPECT_EQ(r.status.error_message(), "fake engine refuses");
+  }
+}
+
+TEST_F(GrpcServiceTest, DuplicateLiveIdIsAlreadyExists) {
+  TearDown();
+  StartServer(absl::Milliseconds(20));
+  grpc::ClientContext first;
+  auto reader = stub_->Generate(&first, TextRequest("a", 1000, "dup"));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  StreamResult second = RunStream(TextRequest("b", 2, "dup"));
+  EXPECT_EQ(second.status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  first.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(GrpcServiceTest, AbortRpcEndsTheStreamWithAbort) {
+  TearDown();
+  StartServer(absl::Milliseconds(10));
+  grpc::ClientContext context;
+  auto reader = stub_->Generate(&context, TextRequest("a", 100000, "to-abort"));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  ASSERT_TRUE(response.has_chunk());
+
+  grpc::ClientContext abort_context;
+  v1::AbortRequest abort;
+  abort.add_request_ids("to-abort");
+  abort.add_request_ids("unknown-id");
+  v1::AbortResponse abort_response;
+  ASSERT_TRUE(stub_->Abort(&abort_context, abort, &abort_response).ok());
+
+  std::string finish_reason;
+  while (reader->Read(&response)) {
+    if (response.has_complete()) finish_reason = response.complete().finish_reason();
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(finish_reason, "abort");
+  EXPECT_TRUE(engine_->WasAborted("to-abort"));
+}
+
+TEST_F(GrpcServiceTest, ClientCancellationAbortsInTheEngine) {
+  TearDown();
+  StartServer(absl::Milliseconds(10));
+  grpc::ClientContext context;
+  auto reader = stub_->Generate(&context, TextRequest("a", 100000, "cancel-me"));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitFor([&] { return engine_->WasAborted("cancel-me"); }));
+  EXPECT_TRUE(WaitFor([&] { return !engine_->IsLive("cancel-me"); }));
+  EXPECT_TRUE(WaitFor([&] { return server_->num_live_streams() == 0; }));
+}
+
+TEST_F(GrpcServiceTest, DeadlineExceededAbortsInTheEngine) {
+  TearDown();
+  StartServer(absl::Milliseconds(10));
+  const absl::Time before = absl::Now();
+  StreamResult r = RunStream(TextRequest("a", 100000, "slow"), absl::Milliseconds(300));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(absl::Now() - before, absl::Seconds(5));
+  EXPECT_FALSE(r.responses.empty());  // it streamed until the deadline
+  const auto submitted = engine_->submitted();
+  ASSERT_EQ(submitted.size(), 1u);
+  EXPECT_LT(submitted[0].deadline, before + absl::Seconds(2));  // the deadline reached the engine
+  EXPECT_TRUE(WaitFor([&] { return !engine_->IsLive("slow"); }));
+}
+
+TEST_F(GrpcServiceTest, SlowReaderGetsEverythingCoalesced) {
+  grpc::ClientContext context;
+  auto reader = stub_->Generate(&context, TextRequest("a", 200, "slow-reader"));
+  v1::GenerateResponse response;
+  int64_t tokens = 0;
+  int messages = 0;
+  std::string finish_reason;
+  while (reader->Read(&response)) {
+    if (++messages < 5) absl::SleepFor(absl::Milliseconds(50));
+    tokens += response.has_chunk() ? response.chunk().token_ids_size() : 0;
+    if (response.has_complete()) finish_reason = response.complete().finish_reason();
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(tokens, 200);
+  EXPECT_EQ(finish_reason, "length");
+  EXPECT_LE(messages, 201);  // at most one chunk per token plus the complete message
+}
+
+TEST_F(GrpcServiceTest, ConcurrentStreams) {
+  constexpr int kStreams = 16;
+  std::vector<StreamResult> results(kStreams);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kStreams; ++i) {
+    threads.emplace_back(
+        [&, i] { results[i] = RunStream(TextRequest("x", 10 + i, "c" + std::to_string(i))); });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kStreams; ++i) {
+    EXPECT_TRUE(results[i].status.ok()) << i;
+    EXPECT_EQ(results[i].num_tokens, 10 + i);
+    EXPECT_EQ(results[i].finish_reason, "length");
+  }
+}
+
+TEST_F(GrpcServiceTest, TokenizeDetokenizeAndInfo) {
+  grpc::ClientContext c1;
+  v1::TokenizeRequest tok;
+  tok.set_text("Once upon a time");
+  v1::TokenizeResponse tok_response;
+  ASSERT_TRUE(stub_->Tokenize(&c1, tok, &tok_response).ok());
+  EXPECT_EQ(std::vector<int32_t>(tok_response.token_ids().begin(), tok_response.token_ids().end()),
+            engine_->tokenizer().Encode("Once upon a time", true));
+  EXPECT_EQ(tok_response.tokens_size(), tok_response.token_ids_size());
+
+  grpc::ClientContext c2;
+  v1::DetokenizeRequest detok;
+  *detok.mutable_token_ids() = tok_response.token_ids();
+  v1::DetokenizeResponse detok_response;
+  ASSERT_TRUE(stub_->Detokenize(&c2, detok, &detok_response).ok());
+  EXPECT_EQ(detok_response.text(), "Once upon a time");
+
+  grpc::ClientContext c3;
+  detok.add_token_ids(1 << 30);
+  grpc::Status bad = stub_->Detokenize(&c3, detok, &detok_response);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad.error_message().find("token_ids["), std::string::npos);
+
+  grpc::ClientContext c4;
+  v1::GetModelInfoResponse model;
+  ASSERT_TRUE(stub_->GetModelInfo(&c4, {}, &model).ok());
+  EXPECT_EQ(model.model_id(), "fake-stories");
+  EXPECT_EQ(model.vocab_size(), 512);
+  EXPECT_EQ(model.max_context_length(), 256);
+
+  grpc::ClientContext c5;
+  v1::GetServerInfoResponse server;
+  ASSERT_TRUE(stub_->GetServerInfo(&c5, {}, &server).ok());
+  EXPECT_EQ(server.server_version(), "test");
+  EXPECT_FALSE(server.is_draining());
+
+  grpc::ClientContext c6;
+  v1::GetLoadsResponse loads;
+  ASSERT_TRUE(stub_->GetLoads(&c6, {}, &loads).ok());
+  EXPECT_EQ(loads.num_kv_blocks_total(), 100);
+  EXPECT_EQ(loads.max_total_num_tokens(), 1600);
+  EXPECT_DOUBLE_EQ(loads.kv_usage(), 0.07);
+}
+
+grpc::health::v1::HealthCheckResponse::ServingStatus Health(grpc::Channel* channel,
+                                                            const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      std::shared_ptr<grpc::Channel>(channel, [](grpc::Channel*) {}));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  return response.status();
+}
+
+TEST_F(GrpcServiceTest, HealthAndDrain) {
+  using HC = grpc::health::v1::HealthCheckResponse;
+  EXPECT_EQ(Health(channel_.get(), ""), HC::SERVING);
+  EXPECT_EQ(Health(channel_.get(), "lychee.v1.LycheeService"), HC::SERVING);
+  server_->BeginDrain();
+  EXPECT_EQ(Health(channel_.get(), ""), HC::NOT_SERVING);
+  StreamResult r = RunStream(TextRequest("hi", 2));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  grpc::ClientContext context;
+  v1::GetServerInfoResponse info;
+  ASSERT_TRUE(stub_->GetServerInfo(&context, {}, &info).ok());
+  EXPECT_TRUE(info.is_draining());
+}
+
+TEST_F(GrpcServiceTest, ShutdownLetsShortStreamsFinishAndCancelsLongOnes) {
+  TearDown();
+  StartServer(absl::Milliseconds(5));
+  StreamResult short_result, long_result;
+  std::thread short_client([&] { short_result = RunStream(TextRequest("a", 20, "short")); });
+  std::thread long_client([&] { long_result = RunStream(TextRequest("a", 100000, "long")); });
+  ASSERT_TRUE(WaitFor([&] { return engine_->IsLive("short") && engine_->IsLive("long"); }));
+  server_->BeginDrain();
+  server_->Shutdown(absl::Now() + absl::Milliseconds(500));
+  short_client.join();
+  long_client.join();
+  EXPECT_TRUE(short_result.status.ok()) << short_result.status.error_message();
+  EXPECT_EQ(short_result.num_tokens, 20);
+  EXPECT_FALSE(long_result.status.ok());
+  EXPECT_TRUE(WaitFor([&] { return engine_->WasAborted("long"); }));
+}
+
+}  // namespace
+}  // namespace lychee::grpc_server
