@@ -69,6 +69,9 @@ absl::Status Scheduler::AddRequest(SeqId seq, std::vector<int32_t> prompt, int64
   r.seq_id = seq;
   r.num_prompt_tokens = static_cast<int64_t>(prompt.size());
   r.tokens = std::move(prompt);
+  // Reserved up front so appending sampled tokens never moves them: the token spans of a
+  // SchedulerOutput stay valid through Update (the total is bounded by the pool check above).
+  r.tokens.reserve(static_cast<size_t>(total));
   r.max_tokens = max_tokens;
   r.priority = priority;
   r.arrival = arrival;

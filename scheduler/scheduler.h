@@ -81,7 +81,7 @@ class Scheduler {
   void AbortRequest(SeqId seq);
 
   // Plans one step. The spans in the output point into scheduler state and stay valid until the
-  // next Schedule or AbortRequest-driven free.
+  // next Schedule, except those of a request that Update finishes (its state is gone then).
   SchedulerOutput Schedule();
 
   // Applies the step's results: appends each sampled token (one per chunk with needs_logits),

@@ -1,0 +1,393 @@
+// SPDX-License-Identifier: Apache-2.0
+// Scheduler traces with exact expected schedules: which requests, which token ranges, which
+// blocks, in which order; chunked-prefill boundaries, decode-first ordering, max_num_seqs,
+// prefix-hit accounting, aborts, priorities, preemption order and victims, and identical
+// continuation after preemption by recompute. Everything is deterministic: no seeds here.
+#include "scheduler/scheduler.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <vector>
+
+#include "tests/unit/scheduler/scheduler_test_utils.h"
+
+namespace lychee {
+namespace {
+
+using ::lychee::testing::MakeConfig;
+using ::lychee::testing::MakePrompts;
+using ::lychee::testing::MakeScheduler;
+using ::lychee::testing::ReferenceStream;
+using ::lychee::testing::Step;
+using ::lychee::testing::StepRecord;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+using Ids = std::vector<SeqId>;
+using Tokens = std::vector<int32_t>;
+
+Tokens Range(int32_t from, int32_t to) {
+  Tokens t;
+  for (int32_t i = from; i < to; ++i) t.push_back(i);
+  return t;
+}
+
+void Add(Scheduler& s, SeqId seq, Tokens prompt, int64_t max_tokens = 16, int32_t priority = 0) {
+  ASSERT_TRUE(s.AddRequest(seq, std::move(prompt), max_tokens, priority, /*arrival=*/seq).ok());
+}
+
+// Collects every request's sampled tokens over steps.
+struct Streams {
+  std::map<SeqId, Tokens> tokens;
+  void Take(const StepRecord& r) {
+    for (const SampledToken& t : r.sampled) tokens[t.seq_id].push_back(t.token_id);
+  }
+};
+
+TEST(SchedulerTest, PrefillsThenDecodesAndGrowsBlockTables) {
+  auto s = MakeScheduler(/*num_blocks=*/10, /*block_size=*/4);
+  const auto prompts = MakePrompts(3, 6);
+  for (int i = 0; i < 3; ++i) Add(*s, i, prompts[i]);
+  EXPECT_EQ(s->num_waiting(), 3);
+
+  StepRecord r = Step(*s);
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0, 1, 2));
+  EXPECT_EQ(r.chunks[0].tokens, prompts[0]);
+  EXPECT_EQ(r.chunks[0].start, 0);
+  EXPECT_EQ(r.chunks[0].blocks, (Tokens{0, 1}));
+  EXPECT_EQ(r.chunks[1].blocks, (Tokens{2, 3}));
+  EXPECT_EQ(r.chunks[2].blocks, (Tokens{4, 5}));
+  EXPECT_TRUE(r.chunks[2].needs_logits);
+  EXPECT_EQ(r.num_batched_tokens, 18);
+  EXPECT_EQ(s->num_running(), 3);
+  EXPECT_EQ(s->num_waiting(), 0);
+
+  for (int64_t pos : {6, 7}) {  // decodes fill the second blocks
+    r = Step(*s);
+    ASSERT_THAT(r.seq_ids(), ElementsAre(0, 1, 2));
+    for (const auto& c : r.chunks) {
+      EXPECT_EQ(c.start, pos);
+      EXPECT_EQ(c.tokens.size(), 1u);
+      EXPECT_TRUE(c.needs_logits);
+      EXPECT_EQ(c.blocks.size(), 2u);
+    }
+  }
+  r = Step(*s);  // position 8: a third block each, in scheduling order
+  EXPECT_EQ(r.chunks[0].blocks, (Tokens{0, 1, 6}));
+  EXPECT_EQ(r.chunks[1].blocks, (Tokens{2, 3, 7}));
+  EXPECT_EQ(r.chunks[2].blocks, (Tokens{4, 5, 8}));
+  EXPECT_EQ(r.num_batched_tokens, 3);
+  // The decode token is the one sampled in the previous step.
+  const SchedRequest* req = s->Find(0);
+  ASSERT_NE(req, nullptr);
+  EXPECT_EQ(r.chunks[0].tokens[0], req->tokens[8]);
+  EXPECT_DOUBLE_EQ(s->kv_usage(), 0.9);
+}
+
+TEST(SchedulerTest, ChunkedPrefillRespectsTheTokenBudget) {
+  auto s = MakeScheduler(20, 4, /*max_num_batched_tokens=*/8);
+  Add(*s, 0, Range(0, 20));
+  Add(*s, 1, Range(100, 103));
+  StepRecord r = Step(*s);
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0));
+  EXPECT_EQ(r.chunks[0].tokens, Range(0, 8));
+  EXPECT_FALSE(r.chunks[0].needs_logits);
+  EXPECT_EQ(r.chunks[0].blocks, (Tokens{0, 1}));
+  EXPECT_THAT(r.sampled, IsEmpty());
+
+  r = Step(*s);
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0));
+  EXPECT_EQ(r.chunks[0].start, 8);
+  EXPECT_EQ(r.chunks[0].tokens, Range(8, 16));
+  EXPECT_FALSE(r.chunks[0].needs_logits);
+
+  r = Step(*s);  // the last 4 prompt tokens, then seq 1 fits in the remaining 4
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0, 1));
+  EXPECT_EQ(r.chunks[0].tokens, Range(16, 20));
+  EXPECT_TRUE(r.chunks[0].needs_logits);
+  EXPECT_EQ(r.chunks[0].blocks, (Tokens{0, 1, 2, 3, 4}));
+  EXPECT_EQ(r.chunks[1].tokens, Range(100, 103));
+  EXPECT_EQ(r.chunks[1].blocks, (Tokens{5}));
+  EXPECT_EQ(r.num_batched_tokens, 7);
+
+  r = Step(*s);
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0, 1));
+  EXPECT_EQ(r.chunks[0].start, 20);
+  EXPECT_EQ(r.chunks[1].start, 3);
+}
+
+TEST(SchedulerTest, DecodesComeBeforePrefillChunksInTheOutput) {
+  SchedulerConfig c = MakeConfig(40, 4, /*max_num_batched_tokens=*/8);
+  c.max_prefill_chunk_tokens = 6;
+  Scheduler s(c);
+  Add(s, 0, Range(0, 20));
+  Add(s, 1, Range(100, 102));
+  StepRecord r = Step(s);
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0, 1));
+  EXPECT_EQ(r.chunks[0].tokens, Range(0, 6));  // capped by max_prefill_chunk_tokens
+  EXPECT_EQ(r.chunks[1].tokens, Range(100, 102));
+
+  r = Step(s);  // running order is 0 then 1, but 1 decodes: it goes first
+  ASSERT_THAT(r.seq_ids(), ElementsAre(1, 0));
+  EXPECT_EQ(r.chunks[0].start, 2);
+  EXPECT_EQ(r.chunks[1].tokens, Range(6, 12));
+  EXPECT_EQ(r.num_batched_tokens, 7);
+}
+
+TEST(SchedulerTest, MaxNumSeqsLimitsRunningRequests) {
+  auto s = MakeScheduler(40, 4, 1024, /*max_num_seqs=*/2);
+  const auto prompts = MakePrompts(3, 5);
+  Add(*s, 0, prompts[0], /*max_tokens=*/2);
+  Add(*s, 1, prompts[1], /*max_tokens=*/10);
+  Add(*s, 2, prompts[2], /*max_tokens=*/10);
+  StepRecord r = Step(*s);
+  EXPECT_THAT(r.seq_ids(), ElementsAre(0, 1));
+  EXPECT_EQ(s->num_waiting(), 1);
+  r = Step(*s);  // seq 0 reaches max_tokens = 2
+  EXPECT_THAT(r.seq_ids(), ElementsAre(0, 1));
+  ASSERT_EQ(r.finished.size(), 1u);
+  EXPECT_EQ(r.finished[0].seq_id, 0);
+  EXPECT_EQ(r.finished[0].status, RequestStatus::kFinishedLength);
+  EXPECT_EQ(s->Find(0), nullptr);
+  r = Step(*s);
+  EXPECT_THAT(r.seq_ids(), ElementsAre(1, 2));
+  EXPECT_EQ(r.chunks[1].start, 0);
+}
+
+TEST(SchedulerTest, EngineFinishedRequestsAreFreed) {
+  auto s = MakeScheduler(10, 4);
+  Add(*s, 7, Range(0, 9));
+  (void)Step(*s);
+  EXPECT_GT(s->kv_usage(), 0.0);
+  const SchedulerOutput out = s->Schedule();
+  const std::vector<SampledToken> sampled = {{7, 3}};
+  const std::vector<SeqId> finished = {7};
+  const auto done = s->Update(out, sampled, finished);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].status, RequestStatus::kFinishedStopped);
+  EXPECT_EQ(s->num_unfinished(), 0);
+  EXPECT_EQ(s->kv_cache_manager().num_used_blocks(), 0);
+  EXPECT_TRUE(s->Schedule().empty());
+}
+
+TEST(SchedulerTest, PrefixHitsSkipCachedBlocksAndAreCounted) {
+  auto s = MakeScheduler(20, 4);
+  Add(*s, 0, Range(0, 10));
+  StepRecord r = Step(*s);
+  EXPECT_EQ(r.chunks[0].num_cached_tokens, 0);
+  // Blocks [0..4) and [4..8) are full and cached now; seq 1 shares the first 9 tokens.
+  Tokens p1 = Range(0, 9);
+  p1.push_back(500);
+  p1.push_back(501);
+  Add(*s, 1, p1);
+  r = Step(*s);
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0, 1));
+  EXPECT_EQ(r.chunks[1].start, 8);
+  EXPECT_EQ(r.chunks[1].tokens, (Tokens{8, 500, 501}));
+  EXPECT_EQ(r.chunks[1].blocks, (Tokens{0, 1, 3}));
+  EXPECT_EQ(r.chunks[1].num_cached_tokens, 8);
+  EXPECT_EQ(r.num_batched_tokens, 1 + 3);
+  EXPECT_EQ(s->prefix_cache_queries(), 10 + 11);
+  EXPECT_EQ(s->prefix_cache_hits(), 8);
+
+  // A prompt made only of cached full blocks still computes its last block.
+  Add(*s, 2, Range(0, 8));
+  r = Step(*s);
+  ASSERT_EQ(r.chunks.back().seq_id, 2);
+  EXPECT_EQ(r.chunks.back().start, 4);
+  EXPECT_EQ(r.chunks.back().num_cached_tokens, 4);
+  EXPECT_EQ(s->prefix_cache_hits(), 12);
+}
+
+TEST(SchedulerTest, PrefixCachingOffComputesEverything) {
+  SchedulerConfig c = MakeConfig(20, 4);
+  c.enable_prefix_caching = false;
+  Scheduler s(c);
+  Add(s, 0, Range(0, 10));
+  (void)Step(s);
+  Add(s, 1, Range(0, 10));
+  const StepRecord r = Step(s);
+  EXPECT_EQ(r.chunks[1].start, 0);
+  EXPECT_EQ(s.prefix_cache_hits(), 0);
+}
+
+TEST(SchedulerTest, AbortFreesBlocksOnTheNextSchedule) {
+  auto s = MakeScheduler(10, 4);
+  const auto prompts = MakePrompts(3, 5);
+  for (int i = 0; i < 2; ++i) Add(*s, i, prompts[i]);
+  (void)Step(*s);
+  Add(*s, 2, prompts[2]);
+  s->AbortRequest(0);
+  s->AbortRequest(2);                                     // still waiting
+  s->AbortRequest(42);                                    // unknown: ignored
+  EXPECT_EQ(s->kv_cache_manager().num_used_blocks(), 4);  // nothing freed before Schedule
+  const StepRecord r = Step(*s);
+  EXPECT_THAT(r.aborted, ElementsAre(0, 2));
+  EXPECT_THAT(r.seq_ids(), ElementsAre(1));
+  EXPECT_EQ(s->kv_cache_manager().num_used_blocks(), 2);
+  EXPECT_EQ(s->num_unfinished(), 1);
+  EXPECT_EQ(s->Find(0), nullptr);
+}
+
+TEST(SchedulerTest, AbortBetweenScheduleAndUpdateSkipsTheChunk) {
+  auto s = MakeScheduler(10, 4);
+  Add(*s, 0, Range(0, 5));
+  const SchedulerOutput out = s->Schedule();
+  s->AbortRequest(0);
+  const std::vector<SampledToken> sampled = {{0, 9}};
+  EXPECT_THAT(s->Update(out, sampled, {}), IsEmpty());
+  EXPECT_EQ(s->Find(0)->num_tokens(), 5);  // nothing appended
+  const SchedulerOutput next = s->Schedule();
+  EXPECT_THAT(next.aborted, ElementsAre(0));
+  EXPECT_TRUE(next.empty());
+  EXPECT_EQ(s->kv_cache_manager().num_used_blocks(), 0);
+}
+
+TEST(SchedulerTest, PriorityPolicyAdmitsLowerValuesFirstThenArrival) {
+  SchedulerConfig c = MakeConfig(20, 4, 1024, /*max_num_seqs=*/1);
+  c.policy = SchedulingPolicy::kPriority;
+  Scheduler s(c);
+  const auto prompts = MakePrompts(4, 3);
+  ASSERT_TRUE(s.AddRequest(0, prompts[0], 1, /*priority=*/5, /*arrival=*/0).ok());
+  ASSERT_TRUE(s.AddRequest(1, prompts[1], 1, 1, 1).ok());
+  ASSERT_TRUE(s.AddRequest(2, prompts[2], 1, 1, 2).ok());
+  ASSERT_TRUE(s.AddRequest(3, prompts[3], 1, 0, 3).ok());
+  Ids order;
+  while (s.has_unfinished()) {
+    const StepRecord r = Step(s);
+    ASSERT_EQ(r.chunks.size(), 1u);
+    order.push_back(r.chunks[0].seq_id);
+  }
+  EXPECT_THAT(order, ElementsAre(3, 1, 2, 0));
+}
+
+TEST(SchedulerTest, FcfsPreemptsTheLatestArrivalAndItContinuesIdentically) {
+  // 4 blocks of 4 tokens. Two prompts of 7 fill all four blocks after one decode each.
+  auto s = MakeScheduler(4, 4);
+  const auto prompts = MakePrompts(2, 7);
+  Add(*s, 0, prompts[0], /*max_tokens=*/3);
+  Add(*s, 1, prompts[1], /*max_tokens=*/8);
+  Streams streams;
+  StepRecord r = Step(*s);
+  streams.Take(r);
+  EXPECT_EQ(r.chunks[0].blocks, (Tokens{0, 1}));
+  EXPECT_EQ(r.chunks[1].blocks, (Tokens{2, 3}));
+  r = Step(*s);  // position 7: the last free slots
+  streams.Take(r);
+  EXPECT_THAT(r.seq_ids(), ElementsAre(0, 1));
+  EXPECT_THAT(r.preempted, IsEmpty());
+
+  r = Step(*s);  // seq 0 needs a fifth block: seq 1 (latest arrival) is preempted
+  streams.Take(r);
+  ASSERT_EQ(r.finished.size(), 1u);  // and seq 0 reaches max_tokens = 3 in the same step
+  EXPECT_THAT(r.preempted, ElementsAre(1));
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0));
+  // seq 1 freed its blocks tail first, so the LRU evicts its block 3 before its block 2.
+  EXPECT_EQ(r.chunks[0].blocks, (Tokens{0, 1, 3}));
+  EXPECT_EQ(s->num_preemptions(), 1);
+  EXPECT_EQ(s->Find(1)->status, RequestStatus::kPreempted);
+  EXPECT_EQ(s->Find(1)->num_computed_tokens, 0);
+  EXPECT_EQ(s->num_waiting(), 1);
+
+  // seq 1 comes back once seq 0 is gone, recomputing prompt + its 2 generated tokens, with its
+  // first block (still cached: only block 3 was evicted) reused.
+  const Tokens generated_before = streams.tokens[1];
+  ASSERT_EQ(generated_before.size(), 2u);
+  bool resumed = false;
+  while (s->has_unfinished()) {
+    r = Step(*s);
+    streams.Take(r);
+    for (const auto& c : r.chunks) {
+      if (c.seq_id != 1 || resumed) continue;
+      resumed = true;
+      EXPECT_EQ(c.start, 4);  // block 2 = prompt tokens [0, 4) came from the prefix cache
+      EXPECT_EQ(c.blocks[0], 2);
+      Tokens expect(prompts[1].begin() + 4, prompts[1].end());
+      expect.insert(expect.end(), generated_before.begin(), generated_before.end());
+      EXPECT_EQ(c.tokens, expect);  // the rest of the prompt, then the 2 generated tokens
+      EXPECT_TRUE(c.needs_logits);
+      EXPECT_EQ(c.num_cached_tokens, 0);  // cached_tokens reports the first admission only
+    }
+    ASSERT_LT(s->num_preemptions(), 10);
+  }
+  EXPECT_TRUE(resumed);
+  EXPECT_EQ(streams.tokens[0], ReferenceStream(prompts[0], 3));
+  EXPECT_EQ(streams.tokens[1], ReferenceStream(prompts[1], 8));
+  EXPECT_EQ(s->kv_cache_manager().num_used_blocks(), 0);
+}
+
+TEST(SchedulerTest, PriorityPreemptsTheLowestPriorityEvenIfAlreadyScheduled) {
+  SchedulerConfig c = MakeConfig(/*num_blocks=*/6, /*block_size=*/2);
+  c.policy = SchedulingPolicy::kPriority;
+  Scheduler s(c);
+  ASSERT_TRUE(s.AddRequest(1, {1, 2}, 5, /*priority=*/5, /*arrival=*/0).ok());
+  StepRecord r = Step(s);
+  ASSERT_THAT(r.seq_ids(), ElementsAre(1));
+  ASSERT_TRUE(s.AddRequest(0, {3, 4, 5}, 3, /*priority=*/0, 1).ok());
+  ASSERT_TRUE(s.AddRequest(2, {7, 7, 7, 7}, 4, /*priority=*/1, 2).ok());
+  r = Step(s);
+  ASSERT_THAT(r.seq_ids(), ElementsAre(1, 0, 2));  // decode first, then admissions by priority
+  EXPECT_EQ(s.kv_cache_manager().num_free_blocks(), 0);
+  // Running order is 1, 0, 2. Seq 1 and 0 decode into their second blocks; seq 2 (position 4)
+  // needs a third block. Seq 1 has the lowest priority: it loses its already planned decode.
+  r = Step(s);
+  EXPECT_THAT(r.preempted, ElementsAre(1));
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0, 2));
+  EXPECT_EQ(r.num_batched_tokens, 2);
+  EXPECT_EQ(r.chunks[1].start, 4);
+  EXPECT_EQ(r.chunks[1].blocks.size(), 3u);
+  EXPECT_THAT(s.RunningIds(), ElementsAre(0, 2));
+  EXPECT_EQ(s.Find(1)->status, RequestStatus::kPreempted);
+}
+
+TEST(SchedulerTest, RequestPreemptsItselfWhenItIsTheVictim) {
+  SchedulerConfig c = MakeConfig(4, 2);
+  c.policy = SchedulingPolicy::kPriority;
+  Scheduler s(c);
+  ASSERT_TRUE(s.AddRequest(0, {1, 2, 3}, 4, /*priority=*/9, 0).ok());  // first, least important
+  ASSERT_TRUE(s.AddRequest(1, {4, 5, 6}, 4, /*priority=*/0, 1).ok());
+  (void)Step(s);
+  (void)Step(s);                 // position 3: both still fit
+  const StepRecord r = Step(s);  // position 4: seq 0 (scheduled first) needs a block, loses
+  EXPECT_THAT(r.preempted, ElementsAre(0));
+  EXPECT_THAT(r.seq_ids(), ElementsAre(1));
+}
+
+TEST(SchedulerTest, RejectsRequestsThatCanNeverFit) {
+  SchedulerConfig c = MakeConfig(4, 4);  // 16 token slots
+  c.max_model_len = 12;
+  c.max_queue_len = 2;
+  Scheduler s(c);
+  EXPECT_EQ(s.AddRequest(0, {}, 1, 0, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.AddRequest(0, {1}, 0, 0, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.AddRequest(0, Range(0, 10), 3, 0, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(s.AddRequest(0, Range(0, 10), 2, 0, 0).ok());
+  EXPECT_EQ(s.AddRequest(0, {1}, 1, 0, 1).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(s.AddRequest(1, {1}, 1, 0, 1).ok());
+  EXPECT_EQ(s.AddRequest(2, {1}, 1, 0, 2).code(), absl::StatusCode::kResourceExhausted);
+
+  SchedulerConfig big = MakeConfig(4, 4);  // no max_model_len: the pool is the limit
+  Scheduler t(big);
+  EXPECT_EQ(t.AddRequest(0, Range(0, 10), 7, 0, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(t.AddRequest(0, Range(0, 10), 6, 0, 0).ok());
+}
+
+TEST(SchedulerTest, LongestRequestThatFitsTheWholePoolCompletesAlone) {
+  auto s = MakeScheduler(4, 4, /*max_num_batched_tokens=*/5);
+  const auto prompts = MakePrompts(3, 10);
+  Streams streams;
+  Add(*s, 0, prompts[0], 6);  // exactly 16 slots
+  Add(*s, 1, prompts[1], 6);
+  Add(*s, 2, prompts[2], 6);
+  int steps = 0;
+  while (s->has_unfinished()) {
+    streams.Take(Step(*s));
+    ASSERT_LT(++steps, 500);
+  }
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(streams.tokens[i], ReferenceStream(prompts[i], 6));
+}
+
+}  // namespace
+}  // namespace lychee
