@@ -27,6 +27,7 @@ class BpeModel {
   std::optional<int32_t> TokenToId(std::string_view token) const;
   // Vocabulary string of `id`, or nullptr when `id` is not in the model's vocabulary.
   const std::string* IdToToken(int32_t id) const;
+  std::optional<int32_t> unk_id() const { return unk_id_; }
   // One past the largest id of the model's vocabulary.
   int32_t size() const { return static_cast<int32_t>(id_to_token_.size()); }
 

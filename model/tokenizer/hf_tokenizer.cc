@@ -71,6 +71,7 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJsonText(const std
 
 absl::Status HfTokenizer::Load(const nlohmann::json& root) {
   vocab_size_ = model_->size();
+  special_.unk_id = model_->unk_id();
   for (const auto& entry : root.value("added_tokens", nlohmann::json::array())) {
     AddedToken token;
     token.id = entry.at("id").get<int32_t>();

@@ -34,9 +34,13 @@ std::vector<std::pair<size_t, size_t>> Regex::FindAll(std::string_view text) con
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t offset = 0;
   while (offset <= text.size()) {
-    const int rc =
-        pcre2_match(code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, data, nullptr);
-    if (rc < 0) break;  // PCRE2_ERROR_NOMATCH, or a resource limit: keep what we have.
+    int rc = pcre2_match(code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, data, nullptr);
+    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+      // The JIT's fixed stack can run out on pathological input; the interpreter uses the heap.
+      rc = pcre2_match(code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, data,
+                       nullptr);
+    }
+    if (rc < 0) break;  // No further match (or a resource limit): the rest stays one piece.
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
     const size_t begin = ovector[0];
     const size_t end = ovector[1];
