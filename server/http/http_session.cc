@@ -158,6 +158,8 @@ void Session::OnHeader(beast::error_code ec) {
   if (ec == bhttp::error::header_limit) {
     return Reject(431, "request header fields too large");
   }
+  // Beast checks a declared Content-Length against the body limit while parsing the header.
+  if (ec == bhttp::error::body_limit) return Reject(413, "request body too large");
   if (ec) {
     // A clean close between requests, a timeout or a reset: nothing to answer. A partial or
     // malformed request gets 400 (if the socket is still writable).

@@ -34,7 +34,7 @@ struct HttpRequest {
   std::string path;    // "/v1/models"
   std::string query;   // "limit=1" (no '?'; not decoded)
   HeaderList headers;  // in arrival order, names as sent
-  std::string body;
+  std::string body = {};
   std::string remote_address;  // "127.0.0.1:53122"
 
   // The first value of header `name` (case-insensitive), or "" when absent.
@@ -44,9 +44,9 @@ struct HttpRequest {
 struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
-  HeaderList
-      headers;  // extra headers (no Content-Length / Transfer-Encoding: the server sets them)
-  std::string body;
+  // Extra headers (not Content-Length / Transfer-Encoding: the server sets those).
+  HeaderList headers = {};
+  std::string body = {};
 };
 
 class ResponseWriter {
