@@ -11,6 +11,7 @@
 #include <string>
 
 #include "model/tokenizer/tokenizer.h"
+#include "model/tokenizer/utf8.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Tokenize stdin with a model's tokenizer (tokenizer.json or tokenizer.model)"};
@@ -32,6 +33,10 @@ int main(int argc, char** argv) {
   const std::string input((std::istreambuf_iterator<char>(std::cin)),
                           std::istreambuf_iterator<char>());
   if (!decode) {
+    if (!lychee::tokenizer_internal::IsValidUtf8(input)) {
+      std::cerr << "lychee-tokenize: stdin is not valid UTF-8\n";
+      return 1;
+    }
     const std::vector<int32_t> ids = (*tokenizer)->Encode(input, !no_special);
     std::cout << nlohmann::json(ids).dump() << "\n";
     return 0;

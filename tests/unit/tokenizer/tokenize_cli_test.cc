@@ -96,6 +96,12 @@ TEST(TokenizeCliTest, BadDecodeInput) {
   }
 }
 
+TEST(TokenizeCliTest, InvalidUtf8Input) {
+  const Result r = RunTool(kMistral, "ok \xFF\xFE");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not valid UTF-8"), std::string::npos) << r.err;
+}
+
 TEST(TokenizeCliTest, MissingModel) {
   const Result r = RunTool("--model /nonexistent/model", "hi");
   EXPECT_EQ(r.exit_code, 1);
