@@ -254,6 +254,20 @@ void Scheduler::Finish(SchedRequest* r, RequestStatus status) {
   requests_.erase(seq);
 }
 
+SchedulerStats Scheduler::Stats() const {
+  SchedulerStats st;
+  st.num_running = num_running();
+  st.num_waiting = num_waiting();
+  st.num_preemptions = num_preemptions_;
+  st.prefix_cache_queries = kv_.prefix_cache_queries();
+  st.prefix_cache_hits = kv_.prefix_cache_hits();
+  st.num_blocks = kv_.num_blocks();
+  st.num_free_blocks = kv_.num_free_blocks();
+  st.block_size = kv_.block_size();
+  st.kv_usage = kv_.usage();
+  return st;
+}
+
 const SchedRequest* Scheduler::Find(SeqId seq) const {
   const auto it = requests_.find(seq);
   return it == requests_.end() ? nullptr : &it->second;

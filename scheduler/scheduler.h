@@ -55,6 +55,19 @@ struct SampledToken {
   int32_t token_id = 0;
 };
 
+// A snapshot for metrics (lychee_num_requests_running, lychee_kv_cache_usage_perc, ...).
+struct SchedulerStats {
+  int64_t num_running = 0;
+  int64_t num_waiting = 0;
+  int64_t num_preemptions = 0;       // cumulative
+  int64_t prefix_cache_queries = 0;  // cumulative, tokens
+  int64_t prefix_cache_hits = 0;     // cumulative, tokens
+  int32_t num_blocks = 0;
+  int32_t num_free_blocks = 0;  // free + evictable cached
+  int32_t block_size = 0;
+  double kv_usage = 0.0;  // used blocks / num_blocks
+};
+
 // A request that left the scheduler in an Update, and why.
 struct FinishedRequest {
   SeqId seq_id = 0;
@@ -101,6 +114,7 @@ class Scheduler {
   int64_t num_preemptions() const { return num_preemptions_; }
   int64_t prefix_cache_queries() const { return kv_.prefix_cache_queries(); }
   int64_t prefix_cache_hits() const { return kv_.prefix_cache_hits(); }
+  SchedulerStats Stats() const;
   const SchedulerConfig& config() const { return config_; }
   const KvCacheManager& kv_cache_manager() const { return kv_; }
 

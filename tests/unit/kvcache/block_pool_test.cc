@@ -7,6 +7,8 @@
 
 #include <vector>
 
+#include "kvcache/block_hash.h"
+
 namespace lychee {
 namespace {
 
@@ -93,6 +95,18 @@ TEST(BlockPoolTest, EvictAllCachedDropsOnlyUnusedBlocks) {
   EXPECT_TRUE(pool.IsCached(1));
   EXPECT_EQ(pool.num_free_blocks(), 2);
   EXPECT_EQ(pool.num_evictable_blocks(), 0);
+}
+
+TEST(BlockHashTest, MatchesTheDocumentedSpec) {
+  // Values from an independent Python transcription of block_hash.h (64-bit wrap-around
+  // arithmetic), so other languages (KV-aware routers) can reproduce our hashes.
+  const BlockHash a = HashBlockTokens(kRootBlockHash, std::vector<int32_t>{1, 2, 3, 4});
+  EXPECT_EQ(a, 0xfa0df52bd073d86bULL);
+  EXPECT_EQ(HashBlockTokens(a, std::vector<int32_t>{5, 6, 7, -1}), 0x6729cf8cf6091966ULL);
+  EXPECT_EQ(HashBlockTokens(kRootBlockHash, std::vector<int32_t>{}), 0x701e54e86bce23ffULL);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, -1, 9};
+  EXPECT_EQ(HashFullBlocks(tokens, 4),
+            (std::vector<BlockHash>{0xfa0df52bd073d86bULL, 0x6729cf8cf6091966ULL}));
 }
 
 }  // namespace

@@ -191,6 +191,12 @@ TEST(SchedulerTest, PrefixHitsSkipCachedBlocksAndAreCounted) {
   EXPECT_EQ(r.num_batched_tokens, 1 + 3);
   EXPECT_EQ(s->prefix_cache_queries(), 10 + 11);
   EXPECT_EQ(s->prefix_cache_hits(), 8);
+  const SchedulerStats st = s->Stats();
+  EXPECT_EQ(st.prefix_cache_hits, 8);
+  EXPECT_EQ(st.num_running, 2);
+  EXPECT_EQ(st.num_blocks, 20);
+  EXPECT_EQ(st.num_free_blocks, 20 - 4);  // seq 0: 3 blocks, seq 1: 1 more (2 shared)
+  EXPECT_DOUBLE_EQ(st.kv_usage, 4.0 / 20.0);
 
   // A prompt made only of cached full blocks still computes its last block.
   Add(*s, 2, Range(0, 8));
