@@ -3,6 +3,7 @@
 #include "model/chat_template/filters.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 
@@ -83,20 +84,19 @@ std::string HtmlEscape(const std::string& s) {
 
 // jinja2's do_title: capitalize each word, words split at whitespace and -({[<.
 std::string JinjaTitle(const std::string& s) {
-  std::string out;
-  bool word_start = true;
+  std::string out, word;
   for (char c : s) {
-    const unsigned char u = static_cast<unsigned char>(c);
-    const bool sep = std::isspace(u) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
-    if (sep) {
-      out.push_back(c);
-      word_start = true;
-    } else {
-      out.push_back(static_cast<char>(word_start ? std::toupper(u) : std::tolower(u)));
-      word_start = false;
+    const bool sep = std::isspace(static_cast<unsigned char>(c)) || c == '-' || c == '(' ||
+                     c == '{' || c == '[' || c == '<';
+    if (!sep) {
+      word.push_back(c);
+      continue;
     }
+    out += PyCapitalize(word);
+    word.clear();
+    out.push_back(c);
   }
-  return out;
+  return out + PyCapitalize(word);
 }
 
 absl::StatusOr<Value> ToJson(const Value& input, const CallArgs& args) {

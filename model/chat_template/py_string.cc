@@ -2,8 +2,6 @@
 // Python str methods over UTF-8 strings (see py_string.h).
 #include "model/chat_template/py_string.h"
 
-#include <cctype>
-
 #include "model/chat_template/utf8.h"
 
 namespace lychee::jinja {
@@ -57,36 +55,78 @@ std::vector<std::string> PySplit(const std::string& s, const std::optional<std::
   return out;
 }
 
-std::string PyUpper(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
+namespace {
+
+// Simple case mapping for ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic: the scripts whose
+// text chat templates are likely to case-convert. Other code points are left unchanged.
+char32_t ToUpperCp(char32_t c) {
+  if (c >= 'a' && c <= 'z') return c - 32;
+  if (c < 0x80) return c;
+  if (c >= 0xE0 && c <= 0xFE && c != 0xF7) return c - 32;
+  if (c == 0xFF) return 0x178;
+  if (c >= 0x100 && c <= 0x17F && c != 0x130 && c != 0x131 && c != 0x138 && c != 0x149 &&
+      c != 0x17F) {
+    const bool odd_is_lower = (c < 0x139) || (c > 0x148 && c < 0x179);
+    if (odd_is_lower ? (c & 1) : !(c & 1)) return c - 1;
+    return c;
+  }
+  if (c >= 0x3B1 && c <= 0x3C9 && c != 0x3C2) return c - 32;
+  if (c == 0x3C2) return 0x3A3;
+  if (c >= 0x430 && c <= 0x44F) return c - 32;
+  if (c >= 0x450 && c <= 0x45F) return c - 80;
+  return c;
 }
 
-std::string PyLower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
+char32_t ToLowerCp(char32_t c) {
+  if (c >= 'A' && c <= 'Z') return c + 32;
+  if (c < 0x80) return c;
+  if (c >= 0xC0 && c <= 0xDE && c != 0xD7) return c + 32;
+  if (c == 0x178) return 0xFF;
+  if (c >= 0x100 && c <= 0x17F && c != 0x130 && c != 0x131 && c != 0x138 && c != 0x149 &&
+      c != 0x17F) {
+    const bool odd_is_lower = (c < 0x139) || (c > 0x148 && c < 0x179);
+    if (odd_is_lower ? !(c & 1) : (c & 1)) return c + 1;
+    return c;
+  }
+  if (c >= 0x391 && c <= 0x3A9 && c != 0x3A2) return c + 32;
+  if (c >= 0x410 && c <= 0x42F) return c + 32;
+  if (c >= 0x400 && c <= 0x40F) return c + 80;
+  return c;
 }
+
+bool IsCased(char32_t c) { return ToUpperCp(c) != c || ToLowerCp(c) != c; }
+
+template <typename F>
+std::string MapCodePoints(const std::string& s, F f) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) AppendUtf8(f(DecodeUtf8(s, &i)), &out);
+  return out;
+}
+
+}  // namespace
+
+std::string PyUpper(std::string s) { return MapCodePoints(s, ToUpperCp); }
+
+std::string PyLower(std::string s) { return MapCodePoints(s, ToLowerCp); }
 
 std::string PyTitle(const std::string& s) {
-  std::string out = s;
-  bool prev_letter = false;
-  for (char& c : out) {
-    const unsigned char u = static_cast<unsigned char>(c);
-    if (std::isalpha(u)) {
-      c = static_cast<char>(prev_letter ? std::tolower(u) : std::toupper(u));
-      prev_letter = true;
-    } else {
-      // Non-ASCII bytes belong to letters more often than not; treat them as cased-neutral letters.
-      prev_letter = u >= 0x80;
-    }
-  }
-  return out;
+  bool prev_cased = false;
+  return MapCodePoints(s, [&](char32_t c) {
+    const char32_t r = prev_cased ? ToLowerCp(c) : ToUpperCp(c);
+    prev_cased = IsCased(c);
+    return r;
+  });
 }
 
 std::string PyCapitalize(const std::string& s) {
-  std::string out = PyLower(s);
-  if (!out.empty()) out[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(out[0])));
-  return out;
+  bool first = true;
+  return MapCodePoints(s, [&](char32_t c) {
+    const char32_t r = first ? ToUpperCp(c) : ToLowerCp(c);
+    first = false;
+    return r;
+  });
 }
 
 std::string PyReplace(const std::string& s, const std::string& from, const std::string& to,

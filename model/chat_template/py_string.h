@@ -14,10 +14,10 @@ std::string PyStrip(const std::string& s, const std::optional<std::string>& char
 // str.split(sep, maxsplit); `sep` unset splits on runs of whitespace. `sep` must not be empty.
 std::vector<std::string> PySplit(const std::string& s, const std::optional<std::string>& sep,
                                  int64_t maxsplit);
-// str.upper/lower: ASCII letters only (non-ASCII text is passed through unchanged).
+// str.upper/lower with simple case mapping for Latin, Greek and Cyrillic letters.
 std::string PyUpper(std::string s);
 std::string PyLower(std::string s);
-// str.title(): upper-case the first letter of every run of letters, lower-case the rest.
+// str.title(): upper-case the first cased character of every run, lower-case the rest.
 std::string PyTitle(const std::string& s);
 // str.capitalize(): first character upper, rest lower.
 std::string PyCapitalize(const std::string& s);

@@ -55,8 +55,13 @@ Value Value::None() {
 
 Value Value::Undefined(std::string hint) {
   Value v;
-  v.str_ = std::move(hint);
+  v.str_ = std::make_shared<const std::string>(std::move(hint));
   return v;
+}
+
+const std::string& Value::EmptyString() {
+  static const std::string* const kEmpty = new std::string();
+  return *kEmpty;
 }
 
 Value Value::NewDict() {
@@ -126,7 +131,7 @@ bool Value::Truthy() const {
     case Kind::kFloat:
       return float_ != 0.0;
     case Kind::kString:
-      return !str_.empty();
+      return !str().empty();
     case Kind::kList:
       return !list_->empty();
     case Kind::kDict:
@@ -220,7 +225,7 @@ std::string Value::Str() const {
     case Kind::kUndefined:
       return "";
     case Kind::kString:
-      return str_;
+      return str();
     default:
       return Repr();
   }
@@ -239,7 +244,7 @@ std::string Value::Repr() const {
     case Kind::kFloat:
       return PyFloatRepr(float_);
     case Kind::kString:
-      return PyStringRepr(str_);
+      return PyStringRepr(str());
     case Kind::kList: {
       std::string out = tuple_ ? "(" : "[";
       for (size_t i = 0; i < list_->size(); ++i) {
@@ -276,7 +281,7 @@ bool Value::Equals(const Value& other) const {
     case Kind::kNone:
       return true;
     case Kind::kString:
-      return str_ == other.str_;
+      return str() == other.str();
     case Kind::kList: {
       if (list_->size() != other.list_->size()) return false;
       for (size_t i = 0; i < list_->size(); ++i) {

@@ -53,14 +53,15 @@ class Value {
  public:
   enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kFunction };
 
-  Value() = default;                                                  // undefined
-  Value(bool b) : kind_(Kind::kBool), int_(b) {}                      // NOLINT
-  Value(int v) : kind_(Kind::kInt), int_(v) {}                        // NOLINT
-  Value(int64_t v) : kind_(Kind::kInt), int_(v) {}                    // NOLINT
-  Value(double v) : kind_(Kind::kFloat), float_(v) {}                 // NOLINT
-  Value(std::string s) : kind_(Kind::kString), str_(std::move(s)) {}  // NOLINT
-  Value(const char* s) : kind_(Kind::kString), str_(s) {}             // NOLINT
-  Value(ValueList list)                                               // NOLINT
+  Value() = default;                                   // undefined
+  Value(bool b) : kind_(Kind::kBool), int_(b) {}       // NOLINT
+  Value(int v) : kind_(Kind::kInt), int_(v) {}         // NOLINT
+  Value(int64_t v) : kind_(Kind::kInt), int_(v) {}     // NOLINT
+  Value(double v) : kind_(Kind::kFloat), float_(v) {}  // NOLINT
+  Value(std::string s)                                 // NOLINT
+      : kind_(Kind::kString), str_(std::make_shared<const std::string>(std::move(s))) {}
+  Value(const char* s) : Value(std::string(s)) {}  // NOLINT
+  Value(ValueList list)                            // NOLINT
       : kind_(Kind::kList), list_(std::make_shared<ValueList>(std::move(list))) {}
 
   // A Python tuple: a list that prints as "(a, b)".
@@ -90,7 +91,8 @@ class Value {
   bool bool_value() const { return int_ != 0; }
   int64_t int_value() const { return int_; }  // also for bool
   double float_value() const { return is_float() ? float_ : static_cast<double>(int_); }
-  const std::string& str() const { return str_; }  // string; undefined: the hint
+  // The string; for undefined, the error message to report when it is used.
+  const std::string& str() const { return str_ ? *str_ : EmptyString(); }
   ValueList& list() const { return *list_; }
   ValueDict& dict() const { return *dict_; }
   const Function& function() const { return *fn_; }
@@ -111,7 +113,10 @@ class Value {
   bool tuple_ = false;
   int64_t int_ = 0;
   double float_ = 0;
-  std::string str_;
+  static const std::string& EmptyString();
+
+  // Shared so that copying values (every variable lookup does) never copies message text.
+  std::shared_ptr<const std::string> str_;
   std::shared_ptr<ValueList> list_;
   std::shared_ptr<ValueDict> dict_;
   std::shared_ptr<const Function> fn_;
