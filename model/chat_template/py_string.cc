@@ -8,19 +8,34 @@ namespace lychee::jinja {
 
 std::string PyStrip(const std::string& s, const std::optional<std::string>& chars, bool left,
                     bool right) {
-  const std::u32string cps = ToCodePoints(s);
+  // Only the ends are decoded: message contents can be large and strip() is called often.
   const std::u32string set = chars ? ToCodePoints(*chars) : std::u32string();
   auto strip_it = [&](char32_t c) {
     return chars ? set.find(c) != std::u32string::npos : IsPyWhitespace(c);
   };
-  size_t b = 0, e = cps.size();
+  size_t b = 0, e = s.size();
   if (left) {
-    while (b < e && strip_it(cps[b])) ++b;
+    while (b < e) {
+      size_t next = b;
+      if (!strip_it(DecodeUtf8(s, &next))) break;
+      b = next;
+    }
   }
   if (right) {
-    while (e > b && strip_it(cps[e - 1])) --e;
+    while (e > b) {
+      size_t start = e - 1;
+      while (start > b && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+      size_t next = start;
+      char32_t c = DecodeUtf8(s, &next);
+      if (next != e) {  // not a valid sequence ending at e: the last byte stands alone
+        start = e - 1;
+        c = static_cast<unsigned char>(s[start]);
+      }
+      if (!strip_it(c)) break;
+      e = start;
+    }
   }
-  return FromCodePoints(std::u32string_view(cps).substr(b, e - b));
+  return s.substr(b, e - b);
 }
 
 std::vector<std::string> PySplit(const std::string& s, const std::optional<std::string>& sep,
