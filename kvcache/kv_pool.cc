@@ -15,6 +15,11 @@ int64_t KvBytesPerBlock(const KvCacheShape& s) {
   return s.num_layers * (kv_floats + summary_floats) * static_cast<int64_t>(sizeof(float));
 }
 
+int64_t KvBytesForTokens(const KvCacheShape& shape, int64_t num_tokens) {
+  const int64_t blocks = (num_tokens + shape.block_size - 1) / shape.block_size;
+  return blocks * KvBytesPerBlock(shape);
+}
+
 absl::StatusOr<int64_t> NumKvBlocksForBudget(const KvCacheShape& shape, int64_t kv_cache_bytes) {
   if (shape.num_layers <= 0 || shape.num_kv_heads <= 0 || shape.head_dim <= 0 ||
       shape.block_size <= 0) {

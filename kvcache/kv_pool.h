@@ -28,6 +28,10 @@ struct KvCacheShape {
 // plus the key summaries (kv_heads × 2 × head_dim fp32), times the layers.
 int64_t KvBytesPerBlock(const KvCacheShape& shape);
 
+// Bytes of the blocks that hold `num_tokens` tokens (rounded up to whole blocks): the budget
+// for, e.g., max_num_seqs full contexts when no kv_cache_bytes is configured.
+int64_t KvBytesForTokens(const KvCacheShape& shape, int64_t num_tokens);
+
 // How many blocks `kv_cache_bytes` holds: floor(kv_cache_bytes / KvBytesPerBlock(shape)).
 // InvalidArgument when the shape is degenerate or the budget holds no block at all.
 [[nodiscard]] absl::StatusOr<int64_t> NumKvBlocksForBudget(const KvCacheShape& shape,

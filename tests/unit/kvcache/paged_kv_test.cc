@@ -201,6 +201,8 @@ TEST(KvPoolSizing, BytesPerBlockAndBudget) {
   EXPECT_EQ(*NumKvBlocksForBudget(shape, per_block * 10 + per_block - 1), 10);
   EXPECT_FALSE(NumKvBlocksForBudget(shape, per_block - 1).ok());
   EXPECT_FALSE(NumKvBlocksForBudget(KvCacheShape{}, 1 << 20).ok());
+  EXPECT_EQ(KvBytesForTokens(shape, 33), 3 * per_block);
+  EXPECT_EQ(*NumKvBlocksForBudget(shape, KvBytesForTokens(shape, 32)), 2);
   KvPool pool(shape, 10);
   EXPECT_EQ(pool.bytes(), per_block * 10);
   // Views of consecutive layers do not overlap and strides follow the documented layout.
