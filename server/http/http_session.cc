@@ -224,7 +224,14 @@ void Session::Dispatch() {
   auto writer =
       std::make_shared<SessionWriter>(shared_from_this(), message.version(), message.keep_alive(),
                                       message.method() == bhttp::verb::head);
-  core_->router->Dispatch(request, std::move(writer));
+  // No exception may unwind into Asio (it would end the I/O thread): a throwing handler gets 500
+  // (ignored if it had already answered).
+  try {
+    core_->router->Dispatch(request, writer);
+  } catch (const std::exception& e) {
+    LY_LOG_ERROR("http: handler for {} {} threw: {}", request.method, request.path, e.what());
+    writer->Send(JsonError(500, "internal_error", "internal server error"));
+  }
 }
 
 void Session::Reject(int status, std::string_view message) {
