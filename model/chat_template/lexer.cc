@@ -47,23 +47,15 @@ class Lexer {
       if (open + 2 < src_.size() && (src_[open + 2] == '-' || src_[open + 2] == '+')) {
         modifier = src_[open + 2];
       }
-      if (modifier == '-') {
-        size_t e = text.size();
-        while (e > 0 && IsSpace(text[e - 1])) --e;
-        text.resize(e);
-      } else if (modifier != '+' && kind != '{') {
-        const size_t nl = text.rfind('\n');
-        const size_t line_begin = nl == std::string::npos ? 0 : nl + 1;
-        if (line_begin > 0 || line_starting) {
-          bool blank = line_begin < text.size();
-          for (size_t i = line_begin; i < text.size() && blank; ++i) blank = IsSpace(text[i]);
-          if (blank) text.resize(line_begin);
-        }
-      }
+      StripBeforeTag(&text, modifier, kind != '{', line_starting);
       EmitText(std::move(text), pos);
       size_t after = 0;
       const size_t inner = open + 2 + (modifier ? 1 : 0);
-      if (kind == '#') {
+      if (kind == '%' && IsRaw(inner)) {
+        absl::StatusOr<size_t> end = LexRaw(open, inner);
+        if (!end.ok()) return end.status();
+        after = *end;
+      } else if (kind == '#') {
         const size_t close = src_.find("#}", inner);
         if (close == std::string::npos) return Error(open, "unterminated comment");
         const char end_mod = close > inner ? src_[close - 1] : 0;
@@ -81,6 +73,64 @@ class Lexer {
   }
 
  private:
+  // Whitespace control on the text before a tag opened with `modifier` ('-', '+' or 0).
+  static void StripBeforeTag(std::string* text, char modifier, bool lstrip, bool line_starting) {
+    if (modifier == '-') {
+      size_t e = text->size();
+      while (e > 0 && IsSpace((*text)[e - 1])) --e;
+      text->resize(e);
+    } else if (modifier != '+' && lstrip) {
+      const size_t nl = text->rfind('\n');
+      const size_t line_begin = nl == std::string::npos ? 0 : nl + 1;
+      if (line_begin > 0 || line_starting) {
+        bool blank = line_begin < text->size();
+        for (size_t i = line_begin; i < text->size() && blank; ++i) blank = IsSpace((*text)[i]);
+        if (blank) text->resize(line_begin);
+      }
+    }
+  }
+
+  // Matches `\s*<word>\s*[-+]?%}` at i; returns the position of the closing `%` (after any
+  // modifier) or npos.
+  size_t MatchWordTag(size_t i, const char* word, char* modifier) const {
+    while (i < src_.size() && IsSpace(src_[i])) ++i;
+    const size_t n = std::strlen(word);
+    if (src_.compare(i, n, word) != 0) return std::string::npos;
+    i += n;
+    while (i < src_.size() && IsSpace(src_[i])) ++i;
+    *modifier = 0;
+    if (i < src_.size() && (src_[i] == '-' || src_[i] == '+')) *modifier = src_[i++];
+    if (src_.compare(i, 2, "%}") != 0) return std::string::npos;
+    return i;
+  }
+
+  bool IsRaw(size_t inner) const {
+    char mod;
+    return MatchWordTag(inner, "raw", &mod) != std::string::npos;
+  }
+
+  // {% raw %}...{% endraw %}: the body is text, verbatim apart from whitespace control.
+  absl::StatusOr<size_t> LexRaw(size_t open, size_t inner) {
+    char begin_mod = 0;
+    size_t body = MatchWordTag(inner, "raw", &begin_mod) + 2;
+    if (begin_mod == '-') {
+      while (body < src_.size() && IsSpace(src_[body])) ++body;
+    }
+    for (size_t p = src_.find("{%", body); p != std::string::npos; p = src_.find("{%", p + 2)) {
+      char open_mod = 0;
+      size_t q = p + 2;
+      if (q < src_.size() && (src_[q] == '-' || src_[q] == '+')) open_mod = src_[q++];
+      char end_mod = 0;
+      const size_t close = MatchWordTag(q, "endraw", &end_mod);
+      if (close == std::string::npos) continue;
+      std::string text = src_.substr(body, p - body);
+      StripBeforeTag(&text, open_mod, true, body > 0 && src_[body - 1] == '\n');
+      EmitText(std::move(text), body);
+      return FinishTag(close + 2, end_mod, /*is_block=*/true);
+    }
+    return Error(open, "missing '{% endraw %}'");
+  }
+
   size_t FindOpener(size_t pos) const {
     while (true) {
       const size_t p = src_.find('{', pos);

@@ -276,6 +276,14 @@ TEST(InterpreterTest, WhitespaceControlLikeHuggingFace) {
             "<x>a\nb\n");
 }
 
+TEST(InterpreterTest, RawBlocks) {
+  EXPECT_EQ(R("a{% raw %}{{ x }}{% if %}{% endraw %}b"), "a{{ x }}{% if %}b");
+  EXPECT_EQ(R("a {%- raw -%}  {{ x }}  {%- endraw -%}  b"), "a{{ x }}b");
+  EXPECT_EQ(R("a\n  {% raw %}\n {{ x }}\n  {% endraw %}\nb"), "a\n\n {{ x }}\nb");
+  EXPECT_EQ(ChatTemplate::Parse("{% raw %}{% endraw").status().message(),
+            "chat template syntax error at 1:1: missing '{% endraw %}'");
+}
+
 TEST(InterpreterTest, RaiseException) {
   absl::StatusOr<std::string> r =
       RenderSource("{{ raise_exception('Roles must alternate: ' ~ 1) }}");
