@@ -324,6 +324,32 @@ TEST(SchedulerTest, FcfsPreemptsTheLatestArrivalAndItContinuesIdentically) {
   EXPECT_EQ(s->kv_cache_manager().num_used_blocks(), 0);
 }
 
+TEST(SchedulerTest, PreemptsLatestArrivalsOneByOneUntilTheChunkFits) {
+  SchedulerConfig c = MakeConfig(/*num_blocks=*/4, /*block_size=*/2, /*max_num_batched_tokens=*/6);
+  c.max_prefill_chunk_tokens = 4;
+  Scheduler s(c);
+  Add(s, 0, Range(0, 7), /*max_tokens=*/1);
+  Add(s, 1, {100}, 3);
+  Add(s, 2, {200}, 3);
+  StepRecord r = Step(s);
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0, 1, 2));
+  EXPECT_EQ(r.chunks[0].tokens, Range(0, 4));
+  EXPECT_EQ(s.kv_cache_manager().num_free_blocks(), 0);
+  // Seq 0's next chunk [4, 7) needs two blocks: seq 2 goes first, then seq 1.
+  r = Step(s);
+  EXPECT_THAT(r.preempted, ElementsAre(2, 1));
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0));
+  EXPECT_EQ(r.chunks[0].tokens, Range(4, 7));
+  EXPECT_EQ(r.chunks[0].blocks, (Tokens{0, 1, 2, 3}));  // most recently freed first
+  EXPECT_EQ(s.num_preemptions(), 2);
+  ASSERT_EQ(r.finished.size(), 1u);  // seq 0 had max_tokens = 1
+  // Back in arrival order: the last preempted (seq 1) is at the front of the queue.
+  r = Step(s);
+  EXPECT_THAT(r.seq_ids(), ElementsAre(1, 2));
+  EXPECT_EQ(r.chunks[0].tokens, (Tokens{100, r.chunks[0].tokens[1]}));
+  EXPECT_EQ(r.chunks[0].start, 0);
+}
+
 TEST(SchedulerTest, PriorityPreemptsTheLowestPriorityEvenIfAlreadyScheduled) {
   SchedulerConfig c = MakeConfig(/*num_blocks=*/6, /*block_size=*/2);
   c.policy = SchedulingPolicy::kPriority;
