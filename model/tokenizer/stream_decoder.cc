@@ -16,6 +16,19 @@ namespace lychee {
 StreamDecoder::StreamDecoder(const Tokenizer& tokenizer, bool skip_special_tokens)
     : tokenizer_(tokenizer), skip_special_tokens_(skip_special_tokens) {}
 
+StreamDecoder::StreamDecoder(const Tokenizer& tokenizer, bool skip_special_tokens,
+                             absl::Span<const int32_t> context)
+    : StreamDecoder(tokenizer, skip_special_tokens) {
+  const absl::Span<const int32_t> tail =
+      context.subspan(context.size() > kContextIds ? context.size() - kContextIds : 0);
+  // A context that ends inside a character would make its text change under the first new
+  // ids; it could then never be a stable prefix, so such a context is not used.
+  const std::string text = tokenizer_.Decode(tail, skip_special_tokens_);
+  if (std::string_view(text).ends_with(tokenizer_internal::kReplacementChar)) return;
+  ids_.assign(tail.begin(), tail.end());
+  read_offset_ = ids_.size();
+}
+
 std::string StreamDecoder::Push(int32_t id) {
   ids_.push_back(id);
   const absl::Span<const int32_t> all(ids_);
@@ -38,11 +51,15 @@ std::string StreamDecoder::Flush() {
       all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_tokens_);
   const std::string new_text = tokenizer_.Decode(all.subspan(prefix_offset_), skip_special_tokens_);
   prefix_offset_ = read_offset_ = ids_.size();
-  if (new_text.size() <= prefix_text.size() ||
-      new_text.compare(0, prefix_text.size(), prefix_text) != 0) {
-    return std::string();
+  // Normally prefix_text is a prefix of new_text; should a decoder ever rewrite earlier text,
+  // return everything after the common prefix rather than drop it.
+  size_t common = 0;
+  while (common < prefix_text.size() && common < new_text.size() &&
+         prefix_text[common] == new_text[common]) {
+    ++common;
   }
-  return new_text.substr(prefix_text.size());
+  while (common > 0 && (static_cast<uint8_t>(new_text[common]) & 0xC0) == 0x80) --common;
+  return new_text.substr(common);
 }
 
 }  // namespace lychee

@@ -78,18 +78,25 @@ class Tokenizer {
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tokenizer, bool skip_special_tokens = true);
+  // `context` (normally the prompt's ids) is left context only: its last few ids are decoded
+  // with the new ones so that the first generated token reads as it does mid-text (with
+  // SentencePiece, "▁time" after "Once upon a" streams as " time", not "time"), as vLLM does.
+  // The context's own text is never returned.
+  StreamDecoder(const Tokenizer& tokenizer, bool skip_special_tokens,
+                absl::Span<const int32_t> context);
 
   // Appends one id; returns the newly completed text (possibly empty).
   std::string Push(int32_t id);
   // Returns whatever is still held back (e.g. an incomplete byte sequence, as U+FFFD).
   std::string Flush();
-  // All ids pushed so far.
-  const std::vector<int32_t>& ids() const { return ids_; }
 
  private:
+  // How many trailing context ids are kept (vLLM's INITIAL_INCREMENTAL_DETOKENIZATION_OFFSET).
+  static constexpr size_t kContextIds = 5;
+
   const Tokenizer& tokenizer_;
   bool skip_special_tokens_;
-  std::vector<int32_t> ids_;
+  std::vector<int32_t> ids_;  // Context tail, then every pushed id.
   size_t prefix_offset_ = 0;  // Start of the decode window.
   size_t read_offset_ = 0;    // End of the ids whose text was already emitted.
 };

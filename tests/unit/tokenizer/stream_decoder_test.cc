@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/file.h"
+#include "model/tokenizer/pre_tokenizers.h"
 #include "model/tokenizer/tokenizer.h"
 #include "model/tokenizer/utf8.h"
 #include "tests/unit/tokenizer/test_paths.h"
@@ -101,6 +102,77 @@ TEST_P(StreamDecoderTest, RandomIds) {
       }
     }
     CheckStream(*tokenizer_, ids, trial % 2 == 0);
+  }
+}
+
+TEST_P(StreamDecoderTest, PromptContext) {
+  const std::vector<int32_t> prompt = tokenizer_->Encode("Once upon a", true);
+  const std::vector<int32_t> generated = tokenizer_->Encode("time, 你好😀 there", false);
+  // What the generated ids add to the prompt's text, in context.
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), generated.begin(), generated.end());
+  const std::string full = tokenizer_->Decode(all, true);
+  const std::string prompt_text = tokenizer_->Decode(prompt, true);
+  ASSERT_EQ(full.substr(0, prompt_text.size()), prompt_text);
+
+  StreamDecoder stream(*tokenizer_, true, prompt);
+  std::string streamed;
+  for (int32_t id : generated) {
+    const std::string chunk = stream.Push(id);
+    EXPECT_TRUE(IsValidUtf8(chunk));
+    streamed += chunk;
+  }
+  streamed += stream.Flush();
+  EXPECT_EQ(streamed, full.substr(prompt_text.size()));
+  // SentencePiece-style tokenizers encode "time" as "▁time": in context it keeps its space.
+  const bool dummy_prefix = tokenizer_->IdToToken(generated[0]).starts_with("▁");
+  EXPECT_EQ(streamed.substr(0, 5), dummy_prefix ? " time" : "time,");
+}
+
+TEST_P(StreamDecoderTest, ContextEndingInsideACharacterIsNotUsed) {
+  // The first byte of "你" alone: as a byte-fallback token or as a byte-level character.
+  std::optional<int32_t> lead = tokenizer_->TokenToId("<0xE4>");
+  if (!lead.has_value()) lead = tokenizer_->TokenToId(tokenizer_internal::ByteToUnicode()[0xE4]);
+  ASSERT_TRUE(lead.has_value());
+  const std::vector<int32_t> generated = tokenizer_->Encode("hello 你好", false);
+  StreamDecoder stream(*tokenizer_, true, std::vector<int32_t>{*lead});
+  std::string text;
+  for (int32_t id : generated) text += stream.Push(id);
+  text += stream.Flush();
+  EXPECT_EQ(text, tokenizer_->Decode(generated, true));
+}
+
+TEST_P(StreamDecoderTest, RandomIdsWithRandomContext) {
+  std::mt19937 rng(99);
+  const uint32_t vocab = static_cast<uint32_t>(tokenizer_->vocab_size());
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<int32_t> context, ids;
+    for (int i = 0, n = static_cast<int>(rng() % 9); i < n; ++i) {
+      context.push_back(static_cast<int32_t>(rng() % vocab));
+    }
+    for (int i = 0, n = 1 + static_cast<int>(rng() % 20); i < n; ++i) {
+      ids.push_back(static_cast<int32_t>(rng() % vocab));
+    }
+    StreamDecoder stream(*tokenizer_, true, context);
+    std::string streamed;
+    for (int32_t id : ids) {
+      const std::string chunk = stream.Push(id);
+      EXPECT_TRUE(IsValidUtf8(chunk));
+      streamed += chunk;
+    }
+    streamed += stream.Flush();
+    // The decoder keeps the last 5 context ids unless their text ends inside a character.
+    std::vector<int32_t> tail(context.size() > 5 ? context.end() - 5 : context.begin(),
+                              context.end());
+    const std::string tail_text = tokenizer_->Decode(tail, true);
+    if (std::string_view(tail_text).ends_with(tokenizer_internal::kReplacementChar)) tail.clear();
+    std::vector<int32_t> all = tail;
+    all.insert(all.end(), ids.begin(), ids.end());
+    const std::string prefix = tokenizer_->Decode(tail, true);
+    const std::string full = tokenizer_->Decode(all, true);
+    ASSERT_EQ(full.substr(0, prefix.size()), prefix);
+    EXPECT_EQ(streamed, full.substr(prefix.size()))
+        << "context " << nlohmann::json(context).dump() << " ids " << nlohmann::json(ids).dump();
   }
 }
 
