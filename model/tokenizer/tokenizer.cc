@@ -37,6 +37,10 @@ absl::StatusOr<nlohmann::json> ReadJsonObject(const std::string& path) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(const std::string& dir) {
+  if (FileExists(dir)) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} is a file; the tokenizer is loaded from the folder that holds it", dir));
+  }
   if (!DirectoryExists(dir)) {
     return absl::NotFoundError(fmt::format("tokenizer directory {} does not exist", dir));
   }

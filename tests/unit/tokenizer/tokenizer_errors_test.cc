@@ -66,6 +66,12 @@ TEST_F(TokenizerErrorsTest, MissingDirectory) {
   ExpectError(status, absl::StatusCode::kNotFound, {"nope", "does not exist"});
 }
 
+TEST_F(TokenizerErrorsTest, FileInsteadOfDirectory) {
+  Write("tokenizer.json", TokenizerJson(kGoodModel));
+  auto status = Tokenizer::FromDirectory((dir_ / "tokenizer.json").string()).status();
+  ExpectError(status, absl::StatusCode::kInvalidArgument, {"tokenizer.json", "folder"});
+}
+
 TEST_F(TokenizerErrorsTest, NoTokenizerFiles) {
   ExpectError(LoadStatus(), absl::StatusCode::kNotFound, {"tokenizer.json", "tokenizer.model"});
 }
