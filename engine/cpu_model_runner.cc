@@ -1,0 +1,306 @@
+// SPDX-License-Identifier: Apache-2.0
+// CpuModelRunner: step validation, the layer loop over a batch of rows (GEMMs over all rows,
+// paged K/V writes and attention per chunk), and the LM head over the rows whose logits are
+// wanted.
+#include "engine/cpu_model_runner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "engine/cpu_packed_weights.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/paged_kv.h"
+
+namespace lychee {
+
+KvCacheShape KvCacheShapeFor(const ModelConfig& config, int64_t block_size) {
+  KvCacheShape shape;
+  shape.num_layers = config.num_layers;
+  shape.num_kv_heads = config.num_kv_heads;
+  shape.head_dim = config.head_dim;
+  shape.block_size = block_size;
+  return shape;
+}
+
+struct CpuModelRunner::Impl {
+  ModelConfig config;
+  CpuModelRunnerOptions options;
+  KvPool* pool = nullptr;
+  PackedWeights w;
+  int64_t max_logit_rows = 0;
+
+  // Scratch for max_num_batched_tokens rows (T), allocated once in Create.
+  std::vector<float> x;            // [T, hidden] residual stream
+  std::vector<float> h;            // [T, max(hidden, q_dim)] normed input / projection output
+  std::vector<float> qkv;          // [T, q_dim + 2 * kv_dim]; K/V normed and rotated in place
+  std::vector<float> q;            // [T, q_dim] contiguous queries (PagedAttention's layout)
+  std::vector<float> attn;         // [T, q_dim]
+  std::vector<float> gate_up;      // [T, 2 * intermediate]
+  std::vector<float> act;          // [T, intermediate]
+  std::vector<int64_t> positions;  // [T]
+  std::vector<float> scores;       // [pool positions]: one query's attention scores
+  std::vector<float> logits;       // [max_logit_rows, vocab]
+
+  absl::Status Validate(const SchedulerOutput& step, bool all_rows, int64_t* num_rows,
+                        int64_t* num_logit_rows) const;
+  void EmbedAndPositions(const SchedulerOutput& step);
+  void Layer(const SchedulerOutput& step, int64_t layer, int64_t n);
+  absl::Status Run(const SchedulerOutput& step, bool all_rows, float* maybe_all_logits,
+                   int64_t all_logits_size, absl::Span<const float>* logits_out);
+};
+
+absl::Status CpuModelRunner::Impl::Validate(const SchedulerOutput& step, bool all_rows,
+                                            int64_t* num_rows, int64_t* num_logit_rows) const {
+  const int64_t bs = pool->shape().block_size;
+  const int64_t vocab = config.vocab_size;
+  int64_t rows = 0, logit_rows = 0;
+  for (size_t c = 0; c < step.chunks.size(); ++c) {
+    const ScheduledChunk& ch = step.chunks[c];
+    const int64_t n = static_cast<int64_t>(ch.token_ids.size());
+    if (n == 0) return absl::InvalidArgumentError(absl::StrCat("chunk ", c, " has no tokens"));
+    if (ch.start_position < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk ", c, " has start_position ", ch.start_position));
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t id = ch.token_ids[static_cast<size_t>(i)];
+      if (id < 0 || id >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("chunk ", c, " (seq ", ch.seq_id,
+                                                       "): token id ", id, " at index ", i,
+                                                       " is outside [0, ", vocab, ")"));
+      }
+    }
+    // The blocks this chunk touches: positions [0, start + n). More than the pool holds would
+    // mean a repeated block (and overflow the scores scratch), so that is rejected too.
+    const int64_t needed = (ch.start_position + n + bs - 1) / bs;
+    if (needed > static_cast<int64_t>(ch.block_table.size()) || needed > pool->num_blocks()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "chunk ", c, " (seq ", ch.seq_id, ") needs ", needed, " blocks for positions up to ",
+          ch.start_position + n, " but its block table has ", ch.block_table.size(),
+          " (pool: ", pool->num_blocks(), ")"));
+    }
+    for (int64_t b = 0; b < needed; ++b) {
+      const int32_t block = ch.block_table[static_cast<size_t>(b)];
+      if (block < 0 || block >= pool->num_blocks()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("chunk ", c, " (seq ", ch.seq_id, "): block table entry ", b, " is ",
+                         block, ", outside the pool's ", pool->num_blocks()));
+      }
+    }
+    rows += n;
+    if (ch.needs_logits) ++logit_rows;
+  }
+  if (rows > options.max_num_batched_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("step has ", rows,
+                                                   " tokens, more than max_num_batched_tokens ",
+                                                   options.max_num_batched_tokens));
+  }
+  if (!all_rows && logit_rows > max_logit_rows) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("step wants logits for ", logit_rows, " chunks, more than ", max_logit_rows));
+  }
+  *num_rows = rows;
+  *num_logit_rows = all_rows ? rows : logit_rows;
+  return absl::OkStatus();
+}
+
+void CpuModelRunner::Impl::EmbedAndPositions(const SchedulerOutput& step) {
+  const int64_t hidden = config.hidden_size;
+  int64_t row = 0;
+  for (const ScheduledChunk& ch : step.chunks) {
+    const int64_t n = static_cast<int64_t>(ch.token_ids.size());
+    cpu::EmbeddingGather(w.embed_tokens.data(), ch.token_ids.data(), x.data() + row * hidden, n,
+                         hidden);
+    for (int64_t i = 0; i < n; ++i) positions[static_cast<size_t>(row + i)] = ch.start_position + i;
+    row += n;
+  }
+}
+
+// One decoder layer over the step's `n` rows.
+void CpuModelRunner::Impl::Layer(const SchedulerOutput& step, int64_t layer, int64_t n) {
+  const ModelConfig& c = config;
+  const PackedLayer& lw = w.layers[static_cast<size_t>(layer)];
+  const int64_t hidden = c.hidden_size;
+  const int64_t inter = c.intermediate_size;
+  const int64_t q_dim = w.q_dim;
+  const int64_t kv_dim = w.kv_dim;
+  const int64_t qkv_dim = q_dim + 2 * kv_dim;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  // Attention block: projections over all rows at once.
+  cpu::RmsNorm(x.data(), lw.input_norm.data(), h.data(), n, hidden, eps);
+  cpu::Gemm(h.data(), lw.w_qkv.data(), lw.b_qkv.empty() ? nullptr : lw.b_qkv.data(), qkv.data(), n,
+            qkv_dim, hidden);
+  float* k_rows = qkv.data() + q_dim;  // row stride qkv_dim
+  for (int64_t t = 0; t < n; ++t) {
+    const float* row = qkv.data() + t * qkv_dim;
+    std::copy(row, row + q_dim, q.data() + t * q_dim);
+  }
+  if (!lw.q_norm.empty()) {
+    cpu::RmsNormPerHead(q.data(), lw.q_norm.data(), n, c.num_heads, c.head_dim, eps);
+    for (int64_t t = 0; t < n; ++t) {
+      cpu::RmsNormPerHead(k_rows + t * qkv_dim, lw.k_norm.data(), 1, c.num_kv_heads, c.head_dim,
+                          eps);
+    }
+  }
+  cpu::ApplyRope(q.data(), n, c.num_heads, c.head_dim, q_dim, positions.data(), w.inv_freq.data());
+  cpu::ApplyRope(k_rows, n, c.num_kv_heads, c.head_dim, qkv_dim, positions.data(),
+                 w.inv_freq.data());
+
+  // Per chunk: K/V into the chunk's blocks, then its queries over its sequence. Every chunk's
+  // K/V is written before any attention reads, so the order of chunks never matters.
+  const PagedKvView view = pool->View(layer);
+  int64_t row = 0;
+  for (const ScheduledChunk& ch : step.chunks) {
+    cpu::WritePagedKvParams wp;
+    wp.cache = view;
+    wp.k = k_rows + row * qkv_dim;
+    wp.v = k_rows + row * qkv_dim + kv_dim;
+    wp.block_table = ch.block_table.data();
+    wp.num_tokens = static_cast<int64_t>(ch.token_ids.size());
+    wp.num_table_blocks = static_cast<int64_t>(ch.block_table.size());
+    wp.start_position = ch.start_position;
+    wp.k_row_stride = qkv_dim;
+    wp.v_row_stride = qkv_dim;
+    cpu::WritePagedKv(wp);
+    row += wp.num_tokens;
+  }
+  cpu::PagedAttentionParams ap;
+  ap.cache = view;
+  ap.scratch = scores.data();
+  ap.num_heads = c.num_heads;
+  ap.sliding_window = c.sliding_window;
+  ap.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  row = 0;
+  for (const ScheduledChunk& ch : step.chunks) {
+    ap.q = q.data() + row * q_dim;
+    ap.out = attn.data() + row * q_dim;
+    ap.block_table = ch.block_table.data();
+    ap.num_queries = static_cast<int64_t>(ch.token_ids.size());
+    ap.num_table_blocks = static_cast<int64_t>(ch.block_table.size());
+    ap.query_start = ch.start_position;
+    cpu::PagedAttention(ap);
+    row += ap.num_queries;
+  }
+  cpu::Gemm(attn.data(), lw.wo.data(), lw.bo.empty() ? nullptr : lw.bo.data(), h.data(), n, hidden,
+            q_dim);
+  cpu::AddInPlace(x.data(), h.data(), n * hidden);
+
+  // MLP block (SwiGLU) over all rows.
+  cpu::RmsNorm(x.data(), lw.post_attention_norm.data(), h.data(), n, hidden, eps);
+  cpu::Gemm(h.data(), lw.w_gate_up.data(), nullptr, gate_up.data(), n, 2 * inter, hidden);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* gu = gate_up.data() + t * 2 * inter;
+    cpu::SiluMul(gu, gu + inter, act.data() + t * inter, inter);
+  }
+  cpu::Gemm(act.data(), lw.w_down.data(), nullptr, h.data(), n, hidden, inter);
+  cpu::AddInPlace(x.data(), h.data(), n * hidden);
+}
+
+absl::Status CpuModelRunner::Impl::Run(const SchedulerOutput& step, bool all_rows,
+                                       float* maybe_all_logits, int64_t all_logits_size,
+                                       absl::Span<const float>* logits_out) {
+  int64_t n = 0, logit_rows = 0;
+  LY_RETURN_IF_ERROR(Validate(step, all_rows, &n, &logit_rows));
+  const int64_t hidden = config.hidden_size;
+  const int64_t vocab = config.vocab_size;
+  if (all_rows && all_logits_size < n * vocab) {
+    return absl::InvalidArgumentError(absl::StrCat("logits buffer holds ", all_logits_size,
+                                                   " floats, the step needs ", n * vocab));
+  }
+  if (n == 0) {
+    *logits_out = {};
+    return absl::OkStatus();
+  }
+
+  EmbedAndPositions(step);
+  for (int64_t l = 0; l < config.num_layers; ++l) Layer(step, l, n);
+
+  // Final norm and LM head only over the rows whose logits are wanted (gathered into h).
+  float* out = all_rows ? maybe_all_logits : logits.data();
+  if (all_rows) {
+    cpu::RmsNorm(x.data(), w.final_norm.data(), h.data(), n, hidden,
+                 static_cast<float>(config.rms_norm_eps));
+  } else {
+    int64_t r = 0, row = 0;
+    for (const ScheduledChunk& ch : step.chunks) {
+      row += static_cast<int64_t>(ch.token_ids.size());
+      if (!ch.needs_logits) continue;
+      cpu::RmsNorm(x.data() + (row - 1) * hidden, w.final_norm.data(), h.data() + r * hidden, 1,
+                   hidden, static_cast<float>(config.rms_norm_eps));
+      ++r;
+    }
+  }
+  if (logit_rows > 0) {
+    cpu::Gemm(h.data(), w.LmHead(), nullptr, out, logit_rows, vocab, hidden);
+  }
+  *logits_out = absl::MakeConstSpan(out, static_cast<size_t>(logit_rows * vocab));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(
+    const ModelConfig& config, ModelWeights weights, KvPool* pool,
+    const CpuModelRunnerOptions& options) {
+  if (pool == nullptr) return absl::InvalidArgumentError("CpuModelRunner needs a KvPool");
+  if (options.max_num_batched_tokens <= 0 || options.max_num_seqs <= 0) {
+    return absl::InvalidArgumentError("max_num_batched_tokens and max_num_seqs must be > 0");
+  }
+  const KvCacheShape& ps = pool->shape();
+  if (ps.num_layers != config.num_layers || ps.num_kv_heads != config.num_kv_heads ||
+      ps.head_dim != config.head_dim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV pool shape (layers ", ps.num_layers, ", kv heads ", ps.num_kv_heads,
+                     ", head_dim ", ps.head_dim, ") does not match the model (", config.num_layers,
+                     ", ", config.num_kv_heads, ", ", config.head_dim, ")"));
+  }
+  auto impl = std::make_unique<Impl>();
+  LY_ASSIGN_OR_RETURN(impl->w, PackWeights(config, std::move(weights)));
+  impl->config = config;
+  impl->options = options;
+  impl->pool = pool;
+  impl->max_logit_rows = std::min(options.max_num_seqs, options.max_num_batched_tokens);
+
+  const int64_t t = options.max_num_batched_tokens;
+  const int64_t hidden = config.hidden_size;
+  const int64_t inter = config.intermediate_size;
+  const int64_t q_dim = impl->w.q_dim;
+  const int64_t kv_dim = impl->w.kv_dim;
+  auto size = [](int64_t n) { return static_cast<size_t>(n); };
+  impl->x.resize(size(t * hidden));
+  impl->h.resize(size(t * std::max(hidden, q_dim)));
+  impl->qkv.resize(size(t * (q_dim + 2 * kv_dim)));
+  impl->q.resize(size(t * q_dim));
+  impl->attn.resize(size(t * q_dim));
+  impl->gate_up.resize(size(t * 2 * inter));
+  impl->act.resize(size(t * inter));
+  impl->positions.resize(size(t));
+  impl->scores.resize(size(pool->num_blocks() * ps.block_size));
+  impl->logits.resize(size(impl->max_logit_rows * config.vocab_size));
+  return std::unique_ptr<CpuModelRunner>(new CpuModelRunner(std::move(impl)));
+}
+
+CpuModelRunner::CpuModelRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CpuModelRunner::~CpuModelRunner() = default;
+
+absl::StatusOr<absl::Span<const float>> CpuModelRunner::Execute(const SchedulerOutput& step) {
+  absl::Span<const float> logits;
+  LY_RETURN_IF_ERROR(impl_->Run(step, /*all_rows=*/false, nullptr, 0, &logits));
+  return logits;
+}
+
+absl::Status CpuModelRunner::ExecuteAllLogits(const SchedulerOutput& step,
+                                              absl::Span<float> logits) {
+  absl::Span<const float> unused;
+  return impl_->Run(step, /*all_rows=*/true, logits.data(), static_cast<int64_t>(logits.size()),
+                    &unused);
+}
+
+const ModelConfig& CpuModelRunner::config() const { return impl_->config; }
+const CpuModelRunnerOptions& CpuModelRunner::options() const { return impl_->options; }
+
+}  // namespace lychee
