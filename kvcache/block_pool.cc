@@ -86,6 +86,9 @@ bool BlockPool::Cache(BlockId block, BlockHash hash, BlockHash parent,
   m.hash = hash;
   m.parent = parent;
   m.tokens.assign(tokens.begin(), tokens.end());
+  if (record_events_) {
+    events_.push_back({KvEvent::Kind::kBlockStored, hash, parent, m.tokens});
+  }
   return true;
 }
 
@@ -138,6 +141,13 @@ void BlockPool::Uncache(BlockId block) {
   cached_.erase(m.hash);
   m.cached = false;
   m.tokens.clear();
+  if (record_events_) events_.push_back({KvEvent::Kind::kBlockRemoved, m.hash, 0, {}});
+}
+
+std::vector<KvEvent> BlockPool::TakeEvents() {
+  std::vector<KvEvent> out;
+  out.swap(events_);
+  return out;
 }
 
 }  // namespace lychee

@@ -20,6 +20,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/types/span.h"
 #include "kvcache/block_hash.h"
+#include "kvcache/kv_events.h"
 
 namespace lychee {
 
@@ -67,6 +68,11 @@ class BlockPool {
   // Drops every cached hash whose block is evictable (refcount 0); in-use blocks stay cached.
   void EvictAllCached();
 
+  // KV events (off by default): every Cache that succeeds records kBlockStored, every dropped
+  // hash kBlockRemoved, in order. TakeEvents returns and clears them.
+  void set_record_events(bool on) { record_events_ = on; }
+  std::vector<KvEvent> TakeEvents();
+
  private:
   struct Meta {
     int32_t ref_count = 0;
@@ -92,6 +98,8 @@ class BlockPool {
   int32_t num_evictable_ = 0;
   int64_t num_evictions_ = 0;
   absl::flat_hash_map<BlockHash, BlockId> cached_;
+  bool record_events_ = false;
+  std::vector<KvEvent> events_;
 };
 
 }  // namespace lychee

@@ -9,7 +9,9 @@
 namespace lychee {
 
 KvCacheManager::KvCacheManager(const KvCacheManagerConfig& config)
-    : config_(config), pool_(config.num_blocks, config.block_size) {}
+    : config_(config), pool_(config.num_blocks, config.block_size) {
+  pool_.set_record_events(config.enable_kv_events && config.enable_prefix_caching);
+}
 
 double KvCacheManager::usage() const {
   return static_cast<double>(num_used_blocks()) / static_cast<double>(num_blocks());

@@ -30,6 +30,7 @@ struct KvCacheManagerConfig {
   int32_t num_blocks = 0;
   int32_t block_size = 16;
   bool enable_prefix_caching = true;
+  bool enable_kv_events = false;  // record KvEvents for TakeEvents
 };
 
 // A cached prefix found by GetComputedBlocks. Valid until the next mutating call on the manager
@@ -94,6 +95,9 @@ class KvCacheManager {
 
   // Forgets every cached block not in use (e.g. after a model reload).
   void ResetPrefixCache() { pool_.EvictAllCached(); }
+
+  // Prefix-cache changes since the last call (empty unless enable_kv_events).
+  std::vector<KvEvent> TakeEvents() { return pool_.TakeEvents(); }
 
   const BlockPool& pool() const { return pool_; }
 

@@ -17,6 +17,7 @@ KvCacheManagerConfig KvConfig(const SchedulerConfig& c) {
   kv.num_blocks = c.num_blocks;
   kv.block_size = c.block_size;
   kv.enable_prefix_caching = c.enable_prefix_caching;
+  kv.enable_kv_events = c.enable_kv_events;
   return kv;
 }
 

@@ -46,6 +46,7 @@ struct SchedulerConfig {
   // long prompt cannot take a whole step from short ones; 0: no cap beyond the budget.
   int64_t max_prefill_chunk_tokens = 0;
   bool enable_prefix_caching = true;
+  bool enable_kv_events = false;  // record prefix-cache KvEvents (TakeKvEvents)
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
 };
 
@@ -115,6 +116,8 @@ class Scheduler {
   int64_t prefix_cache_queries() const { return kv_.prefix_cache_queries(); }
   int64_t prefix_cache_hits() const { return kv_.prefix_cache_hits(); }
   SchedulerStats Stats() const;
+  // Prefix-cache changes since the last call, for KV-aware routers (empty unless enabled).
+  std::vector<KvEvent> TakeKvEvents() { return kv_.TakeEvents(); }
   const SchedulerConfig& config() const { return config_; }
   const KvCacheManager& kv_cache_manager() const { return kv_; }
 

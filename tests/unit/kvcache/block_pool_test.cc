@@ -97,6 +97,27 @@ TEST(BlockPoolTest, EvictAllCachedDropsOnlyUnusedBlocks) {
   EXPECT_EQ(pool.num_evictable_blocks(), 0);
 }
 
+TEST(BlockPoolTest, RecordsStoredAndRemovedEventsWhenEnabled) {
+  BlockPool pool(2, 1);
+  const Blocks b = *pool.Allocate(1);
+  ASSERT_TRUE(pool.Cache(b[0], 10, 0, std::vector<int32_t>{5}));  // not recorded: off
+  EXPECT_TRUE(pool.TakeEvents().empty());
+  pool.set_record_events(true);
+  const Blocks c = *pool.Allocate(1);
+  ASSERT_TRUE(pool.Cache(c[0], 11, 10, std::vector<int32_t>{6}));
+  pool.Unref(b);
+  ASSERT_TRUE(pool.Allocate(1).has_value());  // evicts hash 10
+  const std::vector<KvEvent> events = pool.TakeEvents();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].kind, KvEvent::Kind::kBlockStored);
+  EXPECT_EQ(events[0].hash, 11u);
+  EXPECT_EQ(events[0].parent_hash, 10u);
+  EXPECT_EQ(events[0].token_ids, std::vector<int32_t>{6});
+  EXPECT_EQ(events[1].kind, KvEvent::Kind::kBlockRemoved);
+  EXPECT_EQ(events[1].hash, 10u);
+  EXPECT_TRUE(pool.TakeEvents().empty());
+}
+
 TEST(BlockHashTest, MatchesTheDocumentedSpec) {
   // Values from an independent Python transcription of block_hash.h (64-bit wrap-around
   // arithmetic), so other languages (KV-aware routers) can reproduce our hashes.

@@ -219,6 +219,26 @@ TEST(SchedulerTest, PrefixCachingOffComputesEverything) {
   EXPECT_EQ(s.prefix_cache_hits(), 0);
 }
 
+TEST(SchedulerTest, PublishesKvEventsForCachedBlocks) {
+  SchedulerConfig c = MakeConfig(3, 4);
+  c.enable_kv_events = true;
+  Scheduler s(c);
+  Add(s, 0, Range(0, 9), /*max_tokens=*/1);
+  (void)Step(s);  // caches [0, 4) and [4, 8), then finishes
+  std::vector<KvEvent> events = s.TakeKvEvents();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].kind, KvEvent::Kind::kBlockStored);
+  EXPECT_EQ(events[0].parent_hash, kRootBlockHash);
+  EXPECT_EQ(events[0].token_ids, Range(0, 4));
+  EXPECT_EQ(events[1].parent_hash, events[0].hash);
+  // A different 9-token prompt needs all 3 blocks: one cached block is evicted.
+  Add(s, 1, Range(50, 59), 1);
+  (void)Step(s);
+  events = s.TakeKvEvents();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events[0].kind, KvEvent::Kind::kBlockRemoved);
+}
+
 TEST(SchedulerTest, AbortFreesBlocksOnTheNextSchedule) {
   auto s = MakeScheduler(10, 4);
   const auto prompts = MakePrompts(3, 5);
