@@ -21,16 +21,16 @@ namespace lychee {
 
 struct EngineConfig {
   std::string model_dir;
-  std::string served_model_name;         // default: the model folder's name
-  std::string device = "cpu";            // "cpu" (the CUDA backend plugs in here later)
-  int64_t block_size = 16;               // KV cache tokens per block
-  int64_t kv_cache_bytes = 0;            // KV pool size; 0: enough for max_num_seqs full contexts
-  int64_t max_num_seqs = 16;             // requests in one step at most
-  int64_t max_num_batched_tokens = 1024; // tokens in one step at most (prefill chunks + decodes)
-  int64_t max_model_len = 0;             // prompt + output per request; 0: the model's limit
-  int64_t max_queue_len = 256;           // waiting requests beyond this get ResourceExhausted
+  std::string served_model_name;          // default: the model folder's name
+  std::string device = "cpu";             // "cpu" (the CUDA backend plugs in here later)
+  int64_t block_size = 16;                // KV cache tokens per block
+  int64_t kv_cache_bytes = 0;             // KV pool size; 0: enough for max_num_seqs full contexts
+  int64_t max_num_seqs = 16;              // requests in one step at most
+  int64_t max_num_batched_tokens = 1024;  // tokens in one step at most (prefill chunks + decodes)
+  int64_t max_model_len = 0;              // prompt + output per request; 0: the model's limit
+  int64_t max_queue_len = 256;            // waiting requests beyond this get ResourceExhausted
   bool enable_prefix_caching = true;
-  uint64_t seed = 0;                     // seeds requests that give no seed of their own
+  uint64_t seed = 0;  // seeds requests that give no seed of their own
 };
 
 class Engine final : public EngineClient {

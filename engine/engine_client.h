@@ -19,14 +19,14 @@ namespace lychee {
 class Tokenizer;
 
 struct ModelInfo {
-  std::string model_id;          // served model name (the --served-model-name or folder name)
+  std::string model_id;  // served model name (the --served-model-name or folder name)
   std::string model_path;
-  std::string model_type;        // llama, mistral, qwen2, qwen3
+  std::string model_type;  // llama, mistral, qwen2, qwen3
   int64_t vocab_size = 0;
-  int64_t max_model_len = 0;     // prompt + generated tokens per request
+  int64_t max_model_len = 0;  // prompt + generated tokens per request
   int32_t bos_token_id = -1;
   std::vector<int32_t> eos_token_ids;
-  std::string device;            // "cpu" or "cuda:0 (NVIDIA H100 ...)"
+  std::string device;  // "cpu" or "cuda:0 (NVIDIA H100 ...)"
 };
 
 struct EngineStats {
@@ -35,12 +35,12 @@ struct EngineStats {
   int64_t num_kv_blocks_total = 0;
   int64_t num_kv_blocks_used = 0;
   int64_t block_size = 0;
-  double kv_usage = 0;                    // used / total, in [0, 1]
-  int64_t prefix_cache_queries = 0;       // tokens looked up (cumulative)
-  int64_t prefix_cache_hits = 0;          // tokens found (cumulative)
-  int64_t num_preemptions = 0;            // cumulative
-  int64_t prompt_tokens_total = 0;        // cumulative
-  int64_t generation_tokens_total = 0;    // cumulative
+  double kv_usage = 0;                  // used / total, in [0, 1]
+  int64_t prefix_cache_queries = 0;     // tokens looked up (cumulative)
+  int64_t prefix_cache_hits = 0;        // tokens found (cumulative)
+  int64_t num_preemptions = 0;          // cumulative
+  int64_t prompt_tokens_total = 0;      // cumulative
+  int64_t generation_tokens_total = 0;  // cumulative
   double uptime_seconds = 0;
 };
 

@@ -22,8 +22,8 @@ namespace lychee {
 // travels with every request so that policies plug in without changing the front ends.
 struct PolicySpec {
   std::string name = "dense";
-  int64_t budget_tokens = 2048;    // sparse policies: KV tokens read per head and step
-  double max_dropped_mass = 1.0;   // prhs: bound on the softmax mass of skipped keys
+  int64_t budget_tokens = 2048;   // sparse policies: KV tokens read per head and step
+  double max_dropped_mass = 1.0;  // prhs: bound on the softmax mass of skipped keys
 };
 
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
@@ -32,19 +32,19 @@ enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
 std::string_view FinishReasonName(FinishReason reason);
 
 struct GenerationRequest {
-  std::string request_id;            // unique among live requests; empty: the engine assigns one
-  std::vector<int32_t> prompt;       // token ids; front ends tokenize
+  std::string request_id;       // unique among live requests; empty: the engine assigns one
+  std::vector<int32_t> prompt;  // token ids; front ends tokenize
   SamplingParams sampling;
-  int64_t max_tokens = 16;           // generated tokens at most (the engine also caps by context)
-  int64_t min_tokens = 0;            // EOS and stop ids are ignored before this many
-  std::vector<std::string> stop;     // stop strings, matched on the detokenized output
+  int64_t max_tokens = 16;        // generated tokens at most (the engine also caps by context)
+  int64_t min_tokens = 0;         // EOS and stop ids are ignored before this many
+  std::vector<std::string> stop;  // stop strings, matched on the detokenized output
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   bool include_stop_str_in_output = false;
-  bool skip_special_tokens = true;   // for the text deltas
-  int32_t top_logprobs = 0;          // 0: no logprobs; k > 0: the k best per generated token
+  bool skip_special_tokens = true;  // for the text deltas
+  int32_t top_logprobs = 0;         // 0: no logprobs; k > 0: the k best per generated token
   PolicySpec policy;
-  int32_t priority = 0;              // lower is scheduled sooner (as vLLM); FCFS among equals
+  int32_t priority = 0;  // lower is scheduled sooner (as vLLM); FCFS among equals
   absl::Time deadline = absl::InfiniteFuture();
 };
 
@@ -56,23 +56,23 @@ struct OutputLogprob {
 };
 
 struct RequestTimings {
-  double queue_seconds = 0;         // arrival → first scheduled
-  double first_token_seconds = 0;   // arrival → first generated token (TTFT)
-  double e2e_seconds = 0;           // arrival → finished
+  double queue_seconds = 0;        // arrival → first scheduled
+  double first_token_seconds = 0;  // arrival → first generated token (TTFT)
+  double e2e_seconds = 0;          // arrival → finished
 };
 
 struct GenerationOutput {
-  std::vector<int32_t> token_ids;      // tokens generated since the previous event
-  std::string text;                    // their text (UTF-8 complete; never half a character)
+  std::vector<int32_t> token_ids;       // tokens generated since the previous event
+  std::string text;                     // their text (UTF-8 complete; never half a character)
   std::vector<OutputLogprob> logprobs;  // one per token_ids entry when top_logprobs > 0
-  int64_t prompt_tokens = 0;           // cumulative counts
+  int64_t prompt_tokens = 0;            // cumulative counts
   int64_t completion_tokens = 0;
-  int64_t cached_tokens = 0;           // prompt tokens served from the prefix cache
+  int64_t cached_tokens = 0;  // prompt tokens served from the prefix cache
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
-  std::string matched_stop;            // the stop string, or the stop token's text
-  absl::Status error;                  // set when finish_reason == kError
-  RequestTimings timings;              // filled on the last event
+  std::string matched_stop;  // the stop string, or the stop token's text
+  absl::Status error;        // set when finish_reason == kError
+  RequestTimings timings;    // filled on the last event
 };
 
 }  // namespace lychee

@@ -27,10 +27,18 @@ StopStringMatcher::Result StopStringMatcher::Push(std::string_view piece) {
   // Everything shown so far was checked, so a match must end inside `pending_`; the earliest
   // match over all stop strings wins.
   size_t first = std::string::npos;
-  for (const std::string& s : stops_) first = std::min(first, pending_.find(s));
-  if (first != std::string::npos) {
+  const std::string* matched = nullptr;
+  for (const std::string& s : stops_) {
+    const size_t at = pending_.find(s);
+    if (at < first) {
+      first = at;
+      matched = &s;
+    }
+  }
+  if (matched != nullptr) {
     result.text = pending_.substr(0, first);
     result.stopped = true;
+    result.matched = *matched;
     stopped_ = true;
     pending_.clear();
     return result;

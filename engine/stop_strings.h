@@ -21,6 +21,7 @@ class StopStringMatcher {
   struct Result {
     std::string text;      // safe to show now
     bool stopped = false;  // a stop string matched: `text` ends right before it
+    std::string matched;   // which one (the earliest match; the first listed on a tie)
   };
 
   // Appends a piece of generated text. After a stop, further pushes return nothing.

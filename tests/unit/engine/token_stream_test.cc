@@ -36,7 +36,8 @@ TEST(TokenStreamTest, DeliversEventsInOrderAndEndsAfterTheFinishedOne) {
 
 TEST(TokenStreamTest, ASlowReaderGetsMergedEventsNotALongQueue) {
   TokenStream stream("r2", /*capacity=*/2);
-  for (int i = 1; i <= 5; ++i) stream.Push(Event(i, std::string(1, static_cast<char>('a' + i - 1))));
+  for (int i = 1; i <= 5; ++i)
+    stream.Push(Event(i, std::string(1, static_cast<char>('a' + i - 1))));
   stream.Push(Event(6, "f", /*finished=*/true));
   auto first = stream.Next();
   ASSERT_TRUE(first.has_value());

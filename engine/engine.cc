@@ -1,0 +1,499 @@
+// SPDX-License-Identifier: Apache-2.0
+// Engine: the step loop. Sections: (1) Impl state, (2) loading, (3) Submit/Abort/Stats from any
+// thread, (4) the engine thread: inbox → admission, cancellation → Schedule → Execute → sample →
+// Update → events, (5) shutdown.
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "common/file.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "engine/cpu_model_runner.h"
+#include "engine/eos_tokens.h"
+#include "engine/live_request.h"
+#include "kvcache/kv_pool.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+#include "model/tokenizer/tokenizer.h"
+#include "model/weights.h"
+#include "scheduler/scheduler.h"
+
+namespace lychee {
+namespace {
+
+// Default KV budget when none is configured: every sequence at full length, capped so that a
+// big model on a laptop does not take all memory.
+constexpr int64_t kMaxDefaultKvBytes = int64_t{4} << 30;
+
+std::string FolderName(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const size_t slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------------------------------------
+// (1) State.
+class Engine::Impl {
+ public:
+  Impl(const EngineConfig& config, EngineObserver* observer)
+      : config_(config), observer_(observer), started_(absl::Now()) {}
+  ~Impl() { Shutdown(absl::ZeroDuration()); }
+
+  absl::Status Load();
+  void Start() {
+    thread_ = std::thread([this] { Loop(); });
+  }
+
+  absl::StatusOr<TokenStreamPtr> Submit(GenerationRequest request);
+  void Abort(const std::string& request_id);
+  EngineStats Stats() const;
+  void Shutdown(absl::Duration grace);
+
+  const ModelInfo& model_info() const { return info_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+
+ private:
+  struct Pending {
+    SeqId seq = 0;
+    GenerationRequest request;
+    TokenStreamPtr stream;
+    absl::Time arrival;
+  };
+
+  absl::Status Validate(const GenerationRequest& request) const;
+  void Loop();
+  void Admit(std::vector<Pending>& admitted, absl::Time now);
+  void ApplyAborts(const std::vector<std::string>& ids, absl::Time now);
+  void CheckCancellations(absl::Time now);
+  void RunStep();
+  void FailStep(const SchedulerOutput& out, const absl::Status& error);
+  // Pushes every due event; finished requests leave live_ and live_ids_.
+  void EmitAndRetire();
+  void PublishStats();
+
+  const EngineConfig config_;
+  EngineObserver* const observer_;
+  const absl::Time started_;
+
+  // Immutable after Load().
+  ModelInfo info_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::vector<int32_t> eos_ids_;
+  std::unique_ptr<KvPool> pool_;
+  std::unique_ptr<CpuModelRunner> runner_;
+
+  // Shared with front-end threads, guarded by mu_.
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::vector<Pending> inbox_;
+  std::vector<std::string> abort_inbox_;
+  absl::flat_hash_map<std::string, SeqId> live_ids_;  // request id → seq, until finished
+  SeqId next_seq_ = 1;
+  int64_t num_waiting_estimate_ = 0;  // scheduler's waiting count after the last step
+  bool draining_ = false;
+  bool stop_ = false;
+  EngineStats stats_;
+  std::thread thread_;
+
+  // Engine thread only.
+  std::unique_ptr<Scheduler> scheduler_;
+  absl::flat_hash_map<SeqId, std::unique_ptr<LiveRequest>> live_;
+  int64_t arrival_counter_ = 0;
+  int64_t last_prefix_queries_ = 0;
+  int64_t last_prefix_hits_ = 0;
+  int64_t prompt_tokens_total_ = 0;
+  int64_t generation_tokens_total_ = 0;
+};
+
+// ----------------------------------------------------------------------------------------------
+// (2) Loading.
+absl::Status Engine::Impl::Load() {
+  if (config_.device != "cpu") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "device '", config_.device, "' is not available in this build; use --device cpu"));
+  }
+  if (config_.block_size < 1 || config_.max_num_seqs < 1 || config_.max_num_batched_tokens < 1) {
+    return absl::InvalidArgumentError(
+        "block_size, max_num_seqs and max_num_batched_tokens must be positive");
+  }
+  LY_ASSIGN_OR_RETURN(ModelConfig model_config, LoadModelConfig(config_.model_dir));
+  LY_ASSIGN_OR_RETURN(SafetensorsArchive archive, SafetensorsArchive::Open(config_.model_dir));
+  LY_ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(archive, model_config));
+  LY_ASSIGN_OR_RETURN(tokenizer_, Tokenizer::FromDirectory(config_.model_dir));
+  LY_ASSIGN_OR_RETURN(eos_ids_, CollectEosTokenIds(config_.model_dir, model_config, *tokenizer_));
+
+  int64_t max_model_len = model_config.max_position_embeddings;
+  if (config_.max_model_len > 0) {
+    if (config_.max_model_len > max_model_len) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("max_model_len ", config_.max_model_len,
+                       " exceeds the model's max_position_embeddings ", max_model_len));
+    }
+    max_model_len = config_.max_model_len;
+  }
+
+  const KvCacheShape shape = KvCacheShapeFor(model_config, config_.block_size);
+  int64_t kv_bytes = config_.kv_cache_bytes;
+  if (kv_bytes <= 0) {
+    const int64_t blocks_per_seq = (max_model_len + config_.block_size - 1) / config_.block_size;
+    kv_bytes = std::min(kMaxDefaultKvBytes,
+                        config_.max_num_seqs * blocks_per_seq * KvBytesPerBlock(shape));
+  }
+  LY_ASSIGN_OR_RETURN(int64_t num_blocks, NumKvBlocksForBudget(shape, kv_bytes));
+  pool_ = std::make_unique<KvPool>(shape, num_blocks);
+  CpuModelRunnerOptions runner_options;
+  runner_options.max_num_batched_tokens = config_.max_num_batched_tokens;
+  runner_options.max_num_seqs = config_.max_num_seqs;
+  LY_ASSIGN_OR_RETURN(runner_, CpuModelRunner::Create(model_config, std::move(weights), pool_.get(),
+                                                      runner_options));
+
+  SchedulerConfig sched;
+  sched.num_blocks = static_cast<int32_t>(num_blocks);
+  sched.block_size = static_cast<int32_t>(config_.block_size);
+  sched.max_num_seqs = config_.max_num_seqs;
+  sched.max_num_batched_tokens = config_.max_num_batched_tokens;
+  sched.max_model_len = max_model_len;
+  sched.max_queue_len = 0;  // the engine enforces max_queue_len in Submit, synchronously
+  sched.enable_prefix_caching = config_.enable_prefix_caching;
+  sched.policy = SchedulingPolicy::kPriority;  // FCFS among equal priorities
+  scheduler_ = std::make_unique<Scheduler>(sched);
+
+  info_.model_id =
+      config_.served_model_name.empty() ? FolderName(config_.model_dir) : config_.served_model_name;
+  info_.model_path = config_.model_dir;
+  info_.model_type = model_config.model_type;
+  info_.vocab_size = model_config.vocab_size;
+  info_.max_model_len = max_model_len;
+  info_.bos_token_id = tokenizer_->bos_id().value_or(model_config.bos_token_id);
+  info_.eos_token_ids = eos_ids_;
+  info_.device = "cpu";
+
+  stats_.num_kv_blocks_total = num_blocks;
+  stats_.block_size = config_.block_size;
+  LY_LOG_INFO("engine: {} ({}), {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}",
+              info_.model_id, info_.model_type, num_blocks, config_.block_size,
+              pool_->bytes() / 1048576.0, max_model_len);
+  return absl::OkStatus();
+}
+
+// ----------------------------------------------------------------------------------------------
+// (3) Front-end calls.
+absl::Status Engine::Impl::Validate(const GenerationRequest& request) const {
+  if (request.prompt.empty()) return absl::InvalidArgumentError("prompt: must not be empty");
+  for (size_t i = 0; i < request.prompt.size(); ++i) {
+    const int32_t id = request.prompt[i];
+    if (id < 0 || id >= info_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt[", i, "]: token id ", id,
+                                                     " is outside [0, ", info_.vocab_size, ")"));
+    }
+  }
+  if (request.max_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens: must be at least 1, got ", request.max_tokens));
+  }
+  if (request.min_tokens < 0 || request.min_tokens > request.max_tokens) {
+    return absl::InvalidArgumentError("min_tokens: must be in [0, max_tokens]");
+  }
+  const int64_t prompt_len = static_cast<int64_t>(request.prompt.size());
+  if (prompt_len + request.max_tokens > info_.max_model_len) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt (", prompt_len, " tokens) + max_tokens (", request.max_tokens,
+                     ") exceeds max_model_len (", info_.max_model_len, ")"));
+  }
+  if (request.top_logprobs < 0 || request.top_logprobs > 20) {
+    return absl::InvalidArgumentError("top_logprobs: must be in [0, 20]");
+  }
+  for (int32_t id : request.stop_token_ids) {
+    if (id < 0 || id >= info_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("stop_token_ids: ", id, " is out of range"));
+    }
+  }
+  if (request.policy.name != "dense") {
+    return absl::InvalidArgumentError(absl::StrCat("policy.name: unknown sparsity policy '",
+                                                   request.policy.name, "' (available: dense)"));
+  }
+  return ValidateSamplingParams(request.sampling);
+}
+
+absl::StatusOr<TokenStreamPtr> Engine::Impl::Submit(GenerationRequest request) {
+  LY_RETURN_IF_ERROR(Validate(request));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (draining_ || stop_) return absl::UnavailableError("the server is shutting down");
+  if (static_cast<int64_t>(inbox_.size()) + num_waiting_estimate_ >= config_.max_queue_len) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the waiting queue is full (", config_.max_queue_len, " requests); retry later"));
+  }
+  const SeqId seq = next_seq_++;
+  if (request.request_id.empty()) request.request_id = absl::StrCat("req-", seq);
+  if (!live_ids_.emplace(request.request_id, seq).second) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("request_id '", request.request_id, "' is already running"));
+  }
+  auto stream = std::make_shared<TokenStream>(request.request_id);
+  inbox_.push_back(Pending{seq, std::move(request), stream, absl::Now()});
+  wake_.notify_one();
+  return stream;
+}
+
+void Engine::Impl::Abort(const std::string& request_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  abort_inbox_.push_back(request_id);
+  wake_.notify_one();
+}
+
+EngineStats Engine::Impl::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  EngineStats stats = stats_;
+  stats.num_waiting += static_cast<int64_t>(inbox_.size());
+  stats.uptime_seconds = absl::ToDoubleSeconds(absl::Now() - started_);
+  return stats;
+}
+
+// ----------------------------------------------------------------------------------------------
+// (4) The engine thread.
+void Engine::Impl::Loop() {
+  while (true) {
+    std::vector<Pending> admitted;
+    std::vector<std::string> aborts;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // Idle: sleep until work arrives. Streams cancelled while idle cannot exist (a request is
+      // live only while the scheduler has work), but deadlines are checked every 50 ms anyway.
+      wake_.wait_for(lock, std::chrono::milliseconds(50), [this] {
+        return stop_ || !inbox_.empty() || !abort_inbox_.empty() || scheduler_->has_unfinished();
+      });
+      if (stop_ && inbox_.empty() && !scheduler_->has_unfinished()) break;
+      admitted.swap(inbox_);
+      aborts.swap(abort_inbox_);
+    }
+    const absl::Time now = absl::Now();
+    Admit(admitted, now);
+    ApplyAborts(aborts, now);
+    CheckCancellations(now);
+    EmitAndRetire();
+    if (scheduler_->has_unfinished()) RunStep();
+    PublishStats();
+  }
+}
+
+void Engine::Impl::Admit(std::vector<Pending>& admitted, absl::Time now) {
+  for (Pending& p : admitted) {
+    const int64_t max_tokens = p.request.max_tokens;
+    const absl::Status status = scheduler_->AddRequest(p.seq, p.request.prompt, max_tokens,
+                                                       p.request.priority, arrival_counter_++);
+    auto live = std::make_unique<LiveRequest>(std::move(p.request), p.stream, *tokenizer_, eos_ids_,
+                                              info_.max_model_len, config_.seed + p.seq, p.arrival);
+    if (!status.ok()) live->Finish(FinishReason::kError, now, status);
+    live_.emplace(p.seq, std::move(live));
+  }
+}
+
+void Engine::Impl::ApplyAborts(const std::vector<std::string>& ids, absl::Time now) {
+  for (const std::string& id : ids) {
+    SeqId seq = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = live_ids_.find(id);
+      if (it == live_ids_.end()) continue;
+      seq = it->second;
+    }
+    auto it = live_.find(seq);
+    if (it == live_.end()) continue;
+    it->second->Finish(FinishReason::kAbort, now);
+    scheduler_->AbortRequest(seq);
+  }
+}
+
+void Engine::Impl::CheckCancellations(absl::Time now) {
+  for (auto& [seq, live] : live_) {
+    if (live->finished()) continue;
+    if (live->stream()->cancelled()) {
+      live->Finish(FinishReason::kAbort, now);
+      scheduler_->AbortRequest(seq);
+    } else if (now >= live->request().deadline) {
+      live->Finish(FinishReason::kAbort, now,
+                   absl::DeadlineExceededError("the request's deadline passed"));
+      scheduler_->AbortRequest(seq);
+    }
+  }
+}
+
+void Engine::Impl::RunStep() {
+  const absl::Time start = absl::Now();
+  const SchedulerOutput out = scheduler_->Schedule();
+  for (size_t i = 0; i < out.preempted.size(); ++i) {
+    if (observer_ != nullptr) observer_->OnPreemption();
+  }
+  if (out.empty()) return;
+
+  for (const ScheduledChunk& chunk : out.chunks) {
+    auto it = live_.find(chunk.seq_id);
+    if (it == live_.end()) continue;
+    it->second->MarkScheduled(start);
+    it->second->set_cached_tokens(chunk.num_cached_tokens);
+  }
+
+  absl::StatusOr<absl::Span<const float>> logits = runner_->Execute(out);
+  if (!logits.ok()) {
+    FailStep(out, logits.status());
+    return;
+  }
+  const absl::Time now = absl::Now();
+  const int64_t vocab = info_.vocab_size;
+  std::vector<float> row(static_cast<size_t>(vocab));
+  std::vector<SampledToken> sampled;
+  std::vector<SeqId> finished;
+  int64_t row_index = 0;
+  int64_t prompt_tokens = 0;  // prompts whose processing completed this step (vLLM's counting)
+  for (const ScheduledChunk& chunk : out.chunks) {
+    if (!chunk.needs_logits) continue;
+    const float* src = logits->data() + row_index++ * vocab;
+    auto it = live_.find(chunk.seq_id);
+    if (it == live_.end() || it->second->finished()) continue;
+    LiveRequest& live = *it->second;
+    row.assign(src, src + vocab);
+    const int32_t token = live.SampleNext(absl::MakeSpan(row));
+    live.AppendToken(token, now);
+    sampled.push_back(SampledToken{chunk.seq_id, token});
+    if (live.output_tokens().size() == 1) {
+      prompt_tokens += static_cast<int64_t>(live.request().prompt.size());
+    }
+    if (live.finished()) finished.push_back(chunk.seq_id);
+    if (observer_ != nullptr && live.last_inter_token_seconds()) {
+      observer_->OnInterTokenLatency(live.request().policy.name, *live.last_inter_token_seconds());
+    }
+  }
+  for (const FinishedRequest& f : scheduler_->Update(out, sampled, finished)) {
+    auto it = live_.find(f.seq_id);
+    if (it == live_.end() || it->second->finished()) continue;
+    // The scheduler ended it (length) before the request's own checks did.
+    it->second->Finish(
+        f.status == RequestStatus::kFinishedAborted ? FinishReason::kAbort : FinishReason::kLength,
+        now);
+  }
+  prompt_tokens_total_ += prompt_tokens;
+  generation_tokens_total_ += static_cast<int64_t>(sampled.size());
+  if (observer_ != nullptr) {
+    observer_->OnStep(prompt_tokens, static_cast<int64_t>(sampled.size()),
+                      absl::ToDoubleSeconds(absl::Now() - start));
+  }
+  EmitAndRetire();
+}
+
+void Engine::Impl::FailStep(const SchedulerOutput& out, const absl::Status& error) {
+  LY_LOG_ERROR("engine step failed: {}", error.ToString());
+  const absl::Time now = absl::Now();
+  for (const ScheduledChunk& chunk : out.chunks) {
+    auto it = live_.find(chunk.seq_id);
+    if (it == live_.end()) continue;
+    it->second->Finish(FinishReason::kError, now, error);
+    scheduler_->AbortRequest(chunk.seq_id);
+  }
+  EmitAndRetire();
+}
+
+void Engine::Impl::EmitAndRetire() {
+  std::vector<SeqId> done;
+  for (auto& [seq, live] : live_) {
+    if (live->HasEvent()) {
+      const bool finishing = live->finished();
+      GenerationOutput event = live->TakeEvent();
+      if (finishing) {
+        if (observer_ != nullptr) observer_->OnRequestFinished(live->request(), event);
+        done.push_back(seq);
+      }
+      live->stream()->Push(std::move(event));
+    }
+  }
+  if (done.empty()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (SeqId seq : done) {
+    live_ids_.erase(live_[seq]->request().request_id);
+    live_.erase(seq);
+  }
+}
+
+void Engine::Impl::PublishStats() {
+  const SchedulerStats s = scheduler_->Stats();
+  if (observer_ != nullptr && s.prefix_cache_queries != last_prefix_queries_) {
+    observer_->OnPrefixCacheLookup(s.prefix_cache_queries - last_prefix_queries_,
+                                   s.prefix_cache_hits - last_prefix_hits_);
+  }
+  last_prefix_queries_ = s.prefix_cache_queries;
+  last_prefix_hits_ = s.prefix_cache_hits;
+  std::lock_guard<std::mutex> lock(mu_);
+  num_waiting_estimate_ = s.num_waiting;
+  stats_.num_running = s.num_running;
+  stats_.num_waiting = s.num_waiting;
+  stats_.num_kv_blocks_total = s.num_blocks;
+  stats_.num_kv_blocks_used = s.num_blocks - s.num_free_blocks;
+  stats_.block_size = s.block_size;
+  stats_.kv_usage = s.kv_usage;
+  stats_.prefix_cache_queries = s.prefix_cache_queries;
+  stats_.prefix_cache_hits = s.prefix_cache_hits;
+  stats_.num_preemptions = s.num_preemptions;
+  stats_.prompt_tokens_total = prompt_tokens_total_;
+  stats_.generation_tokens_total = generation_tokens_total_;
+}
+
+// ----------------------------------------------------------------------------------------------
+// (5) Shutdown.
+void Engine::Impl::Shutdown(absl::Duration grace) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!thread_.joinable()) return;
+    draining_ = true;
+  }
+  const absl::Time give_up = absl::Now() + grace;
+  while (absl::Now() < give_up) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (live_ids_.empty() && inbox_.empty()) break;
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, seq] : live_ids_) abort_inbox_.push_back(id);
+    stop_ = true;
+    wake_.notify_one();
+  }
+  thread_.join();
+}
+
+// ----------------------------------------------------------------------------------------------
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& config,
+                                                       EngineObserver* maybe_observer) {
+  auto impl = std::make_unique<Impl>(config, maybe_observer);
+  LY_RETURN_IF_ERROR(impl->Load());
+  impl->Start();
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+absl::StatusOr<TokenStreamPtr> Engine::Submit(GenerationRequest request) {
+  return impl_->Submit(std::move(request));
+}
+void Engine::Abort(const std::string& request_id) { impl_->Abort(request_id); }
+EngineStats Engine::Stats() const { return impl_->Stats(); }
+const ModelInfo& Engine::model_info() const { return impl_->model_info(); }
+const Tokenizer& Engine::tokenizer() const { return impl_->tokenizer(); }
+void Engine::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
+
+}  // namespace lychee

@@ -1,0 +1,349 @@
+// SPDX-License-Identifier: Apache-2.0
+// The Engine end to end on the embedded stories260K model (real weights, real tokenizer, the real
+// scheduler and paged KV cache): reference greedy output, batch invariance, seeded sampling,
+// stop conditions, aborts and cancellation, preemption under a tiny KV pool, prefix caching,
+// admission errors and draining.
+#include "engine/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kvcache/kv_pool.h"
+#include "model/config.h"
+#include "model/tokenizer/tokenizer.h"
+
+namespace lychee {
+namespace {
+
+constexpr char kModelDir[] = "models/stories260K";
+
+std::vector<int32_t> ReferenceGreedyIds() {
+  std::ifstream in(std::string(kModelDir) + "/reference/greedy_bos.json");
+  return nlohmann::json::parse(in)["greedy_ids"].get<std::vector<int32_t>>();
+}
+
+EngineConfig SmallConfig() {
+  EngineConfig config;
+  config.model_dir = kModelDir;
+  config.max_num_seqs = 8;
+  config.max_num_batched_tokens = 256;
+  return config;
+}
+
+std::unique_ptr<Engine> MakeEngine(const EngineConfig& config) {
+  auto engine = Engine::Create(config);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? std::move(*engine) : nullptr;
+}
+
+GenerationRequest Greedy(std::vector<int32_t> prompt, int64_t max_tokens) {
+  GenerationRequest request;
+  request.prompt = std::move(prompt);
+  request.max_tokens = max_tokens;
+  request.ignore_eos = true;
+  return request;
+}
+
+struct Collected {
+  std::vector<int32_t> tokens;
+  std::string text;
+  GenerationOutput last;
+  int events = 0;
+};
+
+Collected Drain(const TokenStreamPtr& stream) {
+  Collected c;
+  while (auto event = stream->Next(absl::Now() + absl::Seconds(60))) {
+    ++c.events;
+    c.tokens.insert(c.tokens.end(), event->token_ids.begin(), event->token_ids.end());
+    c.text += event->text;
+    if (event->finished) {
+      c.last = std::move(*event);
+      break;
+    }
+  }
+  return c;
+}
+
+Collected Run(Engine& engine, GenerationRequest request) {
+  auto stream = engine.Submit(std::move(request));
+  EXPECT_TRUE(stream.ok()) << stream.status();
+  return stream.ok() ? Drain(*stream) : Collected{};
+}
+
+TEST(EngineTest, GreedyFromBosReproducesTheReferenceStory) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  const std::vector<int32_t> reference = ReferenceGreedyIds();
+  Collected c = Run(*engine, Greedy({reference[0]}, 150));
+  ASSERT_EQ(c.tokens.size(), 150u);
+  EXPECT_EQ(c.tokens, std::vector<int32_t>(reference.begin() + 1, reference.begin() + 151));
+  EXPECT_TRUE(c.last.finished);
+  EXPECT_EQ(c.last.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(c.last.completion_tokens, 150);
+  EXPECT_EQ(c.last.prompt_tokens, 1);
+  EXPECT_EQ(c.text, engine->tokenizer().Decode(c.tokens, /*skip_special_tokens=*/true));
+  EXPECT_GT(c.last.timings.e2e_seconds, 0.0);
+  EXPECT_LE(c.last.timings.first_token_seconds, c.last.timings.e2e_seconds);
+}
+
+// Prompts of different lengths, run together, give exactly what each gives alone.
+TEST(EngineTest, ConcurrentGreedyRequestsMatchRunningThemOneAtATime) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  const Tokenizer& tok = engine->tokenizer();
+  const std::vector<std::string> prompts = {
+      "Once upon a time",       "Lily and Tom went to the park.", "The cat",
+      "One day, a little bird", "Tim had a big red ball. He",     "Sue"};
+  std::vector<Collected> alone;
+  for (const std::string& p : prompts)
+    alone.push_back(Run(*engine, Greedy(tok.Encode(p, true), 40)));
+
+  std::vector<TokenStreamPtr> streams;
+  for (const std::string& p : prompts) {
+    auto s = engine->Submit(Greedy(tok.Encode(p, true), 40));
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Collected together = Drain(streams[i]);
+    EXPECT_EQ(together.tokens, alone[i].tokens) << prompts[i];
+    EXPECT_EQ(together.text, alone[i].text) << prompts[i];
+  }
+}
+
+TEST(EngineTest, SameSeedSameSamplesAloneOrBatched) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  auto sampled = [](uint64_t seed) {
+    GenerationRequest r = Greedy({1}, 30);
+    r.sampling.temperature = 1.0f;
+    r.sampling.top_p = 0.9f;
+    r.sampling.seed = seed;
+    r.sampling.has_seed = true;
+    return r;
+  };
+  Collected alone = Run(*engine, sampled(7));
+  auto a = engine->Submit(sampled(7));
+  auto b = engine->Submit(sampled(8));
+  ASSERT_TRUE(a.ok() && b.ok());
+  Collected batched = Drain(*a);
+  Collected other = Drain(*b);
+  EXPECT_EQ(batched.tokens, alone.tokens);
+  EXPECT_NE(other.tokens, alone.tokens);
+}
+
+TEST(EngineTest, StopStringEndsTheRequestAndIsNotShown) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  const std::string full = Run(*engine, Greedy({1}, 60)).text;
+  const size_t at = full.find("Lily");
+  ASSERT_NE(at, std::string::npos) << full;
+  GenerationRequest r = Greedy({1}, 60);
+  r.stop = {"Lily"};
+  Collected c = Run(*engine, r);
+  EXPECT_EQ(c.last.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(c.last.matched_stop, "Lily");
+  EXPECT_EQ(c.text, full.substr(0, at));
+}
+
+TEST(EngineTest, StopTokenIdEndsTheRequest) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  const std::vector<int32_t> reference = ReferenceGreedyIds();
+  GenerationRequest r = Greedy({1}, 60);
+  r.stop_token_ids = {reference[5]};
+  Collected c = Run(*engine, r);
+  EXPECT_EQ(c.last.finish_reason, FinishReason::kStop);
+  ASSERT_FALSE(c.tokens.empty());
+  EXPECT_EQ(c.tokens.back(), reference[5]);
+  EXPECT_LE(c.tokens.size(), 5u);
+}
+
+TEST(EngineTest, AbortAndCancelEndStreamsWithAbort) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  GenerationRequest r = Greedy({1}, 400);
+  r.request_id = "to-abort";
+  auto aborted = engine->Submit(r);
+  ASSERT_TRUE(aborted.ok());
+  auto cancelled = engine->Submit(Greedy({1}, 400));
+  ASSERT_TRUE(cancelled.ok());
+  ASSERT_TRUE((*aborted)->Next(absl::Now() + absl::Seconds(30)).has_value());
+  engine->Abort("to-abort");
+  (*cancelled)->Cancel();
+  Collected a = Drain(*aborted);
+  Collected c = Drain(*cancelled);
+  EXPECT_EQ(a.last.finish_reason, FinishReason::kAbort);
+  EXPECT_EQ(c.last.finish_reason, FinishReason::kAbort);
+  EXPECT_LT(a.last.completion_tokens, 400);
+  // The engine keeps serving and the id is free again.
+  r.max_tokens = 5;
+  EXPECT_EQ(Run(*engine, r).last.completion_tokens, 5);
+}
+
+TEST(EngineTest, DeadlineEndsTheRequest) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  GenerationRequest r = Greedy({1}, 400);
+  r.deadline = absl::Now() - absl::Seconds(1);
+  Collected c = Run(*engine, r);
+  EXPECT_EQ(c.last.finish_reason, FinishReason::kAbort);
+  EXPECT_EQ(c.last.error.code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(EngineTest, BadRequestsAreRejectedWithTheFieldNamed) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  auto expect_invalid = [&](GenerationRequest r, const std::string& field) {
+    auto s = engine->Submit(std::move(r));
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(s.status().message()).find(field), std::string::npos) << s.status();
+  };
+  expect_invalid(Greedy({}, 5), "prompt");
+  expect_invalid(Greedy({1, 99999}, 5), "prompt[1]");
+  expect_invalid(Greedy({1}, 0), "max_tokens");
+  expect_invalid(Greedy({1}, 100000), "max_model_len");
+  GenerationRequest bad_temperature = Greedy({1}, 5);
+  bad_temperature.sampling.temperature = -1;
+  expect_invalid(bad_temperature, "temperature");
+  GenerationRequest bad_policy = Greedy({1}, 5);
+  bad_policy.policy.name = "nope";
+  expect_invalid(bad_policy, "policy");
+
+  GenerationRequest dup = Greedy({1}, 300);
+  dup.request_id = "same";
+  auto first = engine->Submit(dup);
+  ASSERT_TRUE(first.ok());
+  auto second = engine->Submit(dup);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists);
+  (*first)->Cancel();
+  Drain(*first);
+}
+
+TEST(EngineTest, FullQueueIsResourceExhaustedAndOthersAreUnharmed) {
+  EngineConfig config = SmallConfig();
+  config.max_num_seqs = 1;
+  config.max_queue_len = 2;
+  auto engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
+  std::vector<TokenStreamPtr> accepted;
+  int rejected = 0;
+  for (int i = 0; i < 8; ++i) {
+    auto s = engine->Submit(Greedy({1}, 50));
+    if (s.ok()) {
+      accepted.push_back(*s);
+    } else {
+      EXPECT_EQ(s.status().code(), absl::StatusCode::kResourceExhausted);
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 0);
+  for (const TokenStreamPtr& s : accepted) EXPECT_EQ(Drain(s).last.completion_tokens, 50);
+}
+
+// A pool too small for all requests at once forces preemption by recompute; outputs must not
+// change.
+TEST(EngineTest, PreemptionUnderATinyKvPoolKeepsOutputsIdentical) {
+  auto reference_engine = MakeEngine(SmallConfig());
+  ASSERT_NE(reference_engine, nullptr);
+  const Tokenizer& tok = reference_engine->tokenizer();
+  const std::vector<std::string> prompts = {"Once upon a time", "The dog", "A girl named Sue",
+                                            "Tom and Ben"};
+  std::vector<Collected> expected;
+  for (const auto& p : prompts)
+    expected.push_back(Run(*reference_engine, Greedy(tok.Encode(p, true), 100)));
+
+  EngineConfig tiny = SmallConfig();
+  auto probe = LoadModelConfig(kModelDir);
+  ASSERT_TRUE(probe.ok());
+  // 20 blocks of 16 tokens: room for ~2.5 of the 4 requests at full length.
+  tiny.kv_cache_bytes = 20 * KvBytesPerBlock(KvCacheShape{probe->num_layers, probe->num_kv_heads,
+                                                          probe->head_dim, 16});
+  auto engine = MakeEngine(tiny);
+  ASSERT_NE(engine, nullptr);
+  std::vector<TokenStreamPtr> streams;
+  for (const auto& p : prompts)
+    streams.push_back(*engine->Submit(Greedy(tok.Encode(p, true), 100)));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(Drain(streams[i]).tokens, expected[i].tokens) << prompts[i];
+  }
+  EXPECT_GT(engine->Stats().num_preemptions, 0);
+}
+
+TEST(EngineTest, RepeatedPromptHitsThePrefixCache) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  std::vector<int32_t> prompt = ReferenceGreedyIds();
+  prompt.resize(70);  // four full blocks of 16 and a partial one
+  Collected first = Run(*engine, Greedy(prompt, 10));
+  Collected second = Run(*engine, Greedy(prompt, 10));
+  EXPECT_EQ(first.last.cached_tokens, 0);
+  EXPECT_EQ(second.last.cached_tokens, 64);
+  EXPECT_EQ(second.tokens, first.tokens);
+  const EngineStats stats = engine->Stats();
+  EXPECT_GE(stats.prefix_cache_hits, 64);
+  EXPECT_GE(stats.prefix_cache_queries, stats.prefix_cache_hits);
+}
+
+TEST(EngineTest, LogprobsDescribeTheChosenToken) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  GenerationRequest r = Greedy({1}, 5);
+  r.top_logprobs = 3;
+  auto stream = engine->Submit(r);
+  ASSERT_TRUE(stream.ok());
+  int seen = 0;
+  while (auto event = (*stream)->Next(absl::Now() + absl::Seconds(30))) {
+    ASSERT_EQ(event->logprobs.size(), event->token_ids.size());
+    for (size_t i = 0; i < event->token_ids.size(); ++i) {
+      const OutputLogprob& lp = event->logprobs[i];
+      EXPECT_EQ(lp.token_id, event->token_ids[i]);
+      ASSERT_EQ(lp.top.size(), 3u);
+      EXPECT_EQ(lp.top[0].token, lp.token_id);  // greedy: the chosen token is the best
+      EXPECT_FLOAT_EQ(lp.top[0].logprob, lp.logprob);
+      EXPECT_LE(lp.logprob, 0.0f);
+      ++seen;
+    }
+    if (event->finished) break;
+  }
+  EXPECT_EQ(seen, 5);
+}
+
+TEST(EngineTest, ShutdownFinishesInFlightWorkThenRefusesNewRequests) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  auto running = engine->Submit(Greedy({1}, 20));
+  ASSERT_TRUE(running.ok());
+  engine->Shutdown(absl::Seconds(30));
+  Collected c = Drain(*running);
+  EXPECT_EQ(c.last.completion_tokens, 20);
+  EXPECT_EQ(engine->Submit(Greedy({1}, 5)).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(EngineTest, ShutdownWithoutGraceAbortsLongRequests) {
+  auto engine = MakeEngine(SmallConfig());
+  ASSERT_NE(engine, nullptr);
+  auto running = engine->Submit(Greedy({1}, 400));
+  ASSERT_TRUE(running.ok());
+  engine->Shutdown(absl::ZeroDuration());
+  Collected c = Drain(*running);
+  EXPECT_TRUE(c.last.finished);
+}
+
+TEST(EngineTest, MissingModelIsAClearError) {
+  EngineConfig config = SmallConfig();
+  config.model_dir = "/nonexistent/model";
+  auto engine = Engine::Create(config);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_NE(std::string(engine.status().message()).find("/nonexistent/model"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace lychee
