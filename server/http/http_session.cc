@@ -267,6 +267,7 @@ void Session::EnqueueOnStrand(std::string bytes, After after) {
 void Session::WriteNext() {
   if (out_.empty()) {
     writing_ = false;
+    if (close_when_flushed_) CloseOnStrand();
     return;
   }
   writing_ = true;
@@ -367,7 +368,13 @@ void Session::Close() {
   // the strand.
   net::post(stream_.get_executor(), [self = shared_from_this()] {
     self->MarkGone();
-    self->CloseOnStrand();
+    // Bytes already queued (a response just sent, the last events of a stream) still go out,
+    // bounded by the write timeout; then the socket closes.
+    if (self->writing_) {
+      self->close_when_flushed_ = true;
+    } else {
+      self->CloseOnStrand();
+    }
   });
 }
 

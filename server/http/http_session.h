@@ -58,7 +58,8 @@ class Session : public std::enable_shared_from_this<Session> {
   ~Session();
 
   void Start();
-  // From any thread: no more posts are accepted and the socket is closed on the strand.
+  // From any thread: no more posts are accepted; on the strand, queued bytes are flushed (each
+  // write bounded by the write timeout) and the socket is closed.
   void Close();
 
   // What happens once some queued bytes are written.
@@ -93,6 +94,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::deque<std::pair<std::string, After>> out_;
   bool writing_ = false;
   bool socket_closed_ = false;
+  bool close_when_flushed_ = false;  // Close() came while writing
   std::chrono::steady_clock::time_point linger_deadline_;
   std::array<char, 4096> drain_buffer_;
 

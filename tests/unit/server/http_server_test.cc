@@ -234,6 +234,37 @@ TEST_F(HttpServerTest, StreamsChunkedResponses) {
       << *old;
 }
 
+TEST_F(HttpServerTest, StreamingHandlerLearnsThatTheClientLeft) {
+  // What the gateway needs to abort a request in the engine when the client disconnects.
+  std::promise<void> gone;
+  std::promise<int> writes_until_false;
+  HttpServer server({.address = "127.0.0.1", .port = 0});
+  server.router().Add("GET", "/events", [&](const HttpRequest&, ResponseWriterPtr w) {
+    w->OnClientGone([&gone] { gone.set_value(); });
+    w->StartStream(200, "text/event-stream");
+    std::thread([w, &writes_until_false] {
+      int writes = 0;
+      while (w->Write("data: " + std::string(1024, 'x') + "\n\n")) {
+        ++writes;
+        std::this_thread::sleep_for(5ms);
+        if (writes > 4000) break;  // 20 s: the test has failed
+      }
+      writes_until_false.set_value(writes);
+      w->End();
+    }).detach();
+  });
+  ASSERT_TRUE(server.Start().ok());
+  // Read a little of the stream, then hang up.
+  auto partial = RawExchange(static_cast<uint16_t>(server.port()),
+                             "GET /events HTTP/1.1\r\nHost: x\r\n\r\n", 200ms);
+  ASSERT_TRUE(partial.ok());
+  EXPECT_NE(partial->find("data: x"), std::string::npos);
+  EXPECT_EQ(gone.get_future().wait_for(10s), std::future_status::ready);
+  auto writes = writes_until_false.get_future();
+  ASSERT_EQ(writes.wait_for(10s), std::future_status::ready);
+  EXPECT_LT(writes.get(), 4000);
+}
+
 TEST_F(HttpServerTest, ExpectContinueGetsInterimResponse) {
   auto raw = RawExchange(port_,
                          "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
