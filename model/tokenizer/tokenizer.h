@@ -33,7 +33,8 @@ struct SpecialTokenConfig {
 class Tokenizer {
  public:
   // Loads from a directory holding tokenizer.json (preferred) or tokenizer.model, plus an optional
-  // tokenizer_config.json (add_bos_token / add_eos_token / bos_token / eos_token / unk_token).
+  // tokenizer_config.json (add_bos_token / add_eos_token / bos_token / eos_token / unk_token) and,
+  // in a model folder, generation_config.json's eos_token_id (appended to eos_ids()).
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromDirectory(const std::string& dir);
 
   virtual ~Tokenizer() = default;
