@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // The decoder forward pass on the CPU (fp32, OpenBLAS) for one sequence: Llama, Mistral
-// (sliding window), Qwen2 (q/k/v bias) and Qwen3 (q/k RMSNorm), tied or separate LM head.
+// (sliding window), Qwen2 (q/k/v bias), Qwen3 (q/k RMSNorm), o_proj bias, tied or separate LM
+// head. For lychee-generate and tests; the engine batches many sequences with CpuModelRunner.
 //
-// A CpuModel owns its weights (repacked for fused QKV and gate/up GEMMs), one sequence's KV cache
-// and every scratch buffer. It is not thread-safe: one thread drives it (the engine thread, or
-// lychee-generate's main). After the first call of a given size no call allocates; a longer
-// prefill than any before grows the scratch once.
+// A CpuModel is a thin single-sequence wrapper over CpuModelRunner: it owns the runner, a KvPool
+// just large enough for max_context tokens with the trivial block table 0, 1, 2, ..., and feeds
+// the runner one chunk (of at most prefill_chunk tokens) per step, so both share one forward
+// pass. It is not thread-safe: one thread drives it. After the first call of a given size no call
+// allocates; a longer kAll prefill than any before grows the logits buffer once.
 #pragma once
 
 #include <cstdint>
@@ -15,18 +17,19 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "engine/kv_cache_contiguous.h"
-#include "kernels/cpu/cpu_kernels.h"
+#include "engine/cpu_model_runner.h"
+#include "kvcache/kv_pool.h"
 #include "model/config.h"
 #include "model/weights.h"
+#include "scheduler/scheduler_output.h"
 
 namespace lychee {
 
 struct CpuModelOptions {
   // KV cache capacity in tokens; 0 = min(max_position_embeddings, 8192).
   int64_t max_context = 0;
-  // Prefill runs in chunks of at most this many tokens (bounds scratch memory; the GEMMs of a
-  // chunk cover all its rows at once).
+  // Prefill runs in chunks of at most this many tokens (the runner's max_num_batched_tokens:
+  // bounds scratch memory; the GEMMs of a chunk cover all its rows at once).
   int64_t prefill_chunk = 512;
 };
 
@@ -44,11 +47,11 @@ class CpuModel {
   static absl::StatusOr<std::unique_ptr<CpuModel>> Create(ModelConfig config, ModelWeights weights,
                                                           const CpuModelOptions& options = {});
 
-  const ModelConfig& config() const { return config_; }
-  int64_t vocab_size() const { return config_.vocab_size; }
+  const ModelConfig& config() const { return runner_->config(); }
+  int64_t vocab_size() const { return config().vocab_size; }
   // Tokens in the sequence so far (the position the next token gets).
-  int64_t num_tokens() const { return cache_.size(); }
-  int64_t max_context() const { return cache_.capacity(); }
+  int64_t num_tokens() const { return num_tokens_; }
+  int64_t max_context() const { return max_context_; }
 
   // Appends `tokens` to the sequence and returns their logits (see LogitsMode). The span points
   // into a buffer owned by the model, valid until the next Prefill/Decode/Reset. Errors:
@@ -59,44 +62,25 @@ class CpuModel {
   // One token: Prefill({token}, kLast).
   absl::StatusOr<absl::Span<const float>> Decode(int32_t token);
   // Starts a new sequence (keeps buffers).
-  void Reset() { cache_.Clear(); }
+  void Reset() { num_tokens_ = 0; }
 
  private:
-  // Weights in the layout the forward pass wants: q/k/v and gate/up concatenated along the
-  // output dimension so each is one GEMM.
-  struct PackedLayer {
-    std::vector<float> input_norm;
-    std::vector<float> w_qkv;  // [q_dim + 2 * kv_dim, hidden]
-    std::vector<float> b_qkv;  // [q_dim + 2 * kv_dim] or empty
-    std::vector<float> q_norm, k_norm;
-    std::vector<float> wo;  // [hidden, q_dim]
-    std::vector<float> post_attention_norm;
-    std::vector<float> w_gate_up;  // [2 * intermediate, hidden]
-    std::vector<float> w_down;     // [hidden, intermediate]
-  };
-
   CpuModel() = default;
-  void EnsureScratch(int64_t rows);
-  // Runs `n` tokens at positions [cache size, +n) through every layer, appends their K/V, and
-  // writes logits of rows [first_logit_row, n) to `logits` ([n - first_logit_row, vocab]).
-  void ForwardChunk(const int32_t* tokens, int64_t n, int64_t first_logit_row, float* logits);
+  // Runs `tokens` as one chunk at position num_tokens_. Logits of every row go into
+  // `maybe_all_logits` when given ([tokens.size(), vocab]); otherwise the returned span holds the
+  // last row's logits when `last_row_logits`, or nothing.
+  absl::StatusOr<absl::Span<const float>> Step(absl::Span<const int32_t> tokens,
+                                               bool last_row_logits, float* maybe_all_logits);
 
-  ModelConfig config_;
-  CpuModelOptions options_;
-  int64_t q_dim_ = 0, kv_dim_ = 0;
-  std::vector<float> embed_tokens_;
-  std::vector<float> lm_head_;  // empty when tied to embed_tokens_
-  std::vector<float> final_norm_;
-  std::vector<PackedLayer> layers_;
-  std::vector<float> inv_freq_;  // [head_dim / 2]
-  ContiguousKvCache cache_;
-
-  // Scratch, sized for `scratch_rows_` tokens.
-  int64_t scratch_rows_ = 0;
-  std::vector<float> x_, h_, qkv_, q_, attn_, gate_up_, act_;
-  std::vector<int64_t> positions_;
-  std::vector<float> scores_;  // [max_context]
-  std::vector<float> logits_;  // output buffer
+  int64_t max_context_ = 0;
+  int64_t prefill_chunk_ = 0;
+  int64_t num_tokens_ = 0;
+  // The pool before the runner that borrows it, so the runner is destroyed first.
+  std::unique_ptr<KvPool> pool_;
+  std::unique_ptr<CpuModelRunner> runner_;
+  std::vector<int32_t> block_table_;  // 0, 1, 2, ...: position p in block p / block_size
+  SchedulerOutput step_;              // one chunk, reused so steps do not allocate
+  std::vector<float> logits_;         // kAll output, [n, vocab]
 };
 
 }  // namespace lychee
