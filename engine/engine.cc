@@ -407,24 +407,25 @@ void Engine::Impl::FailStep(const SchedulerOutput& out, const absl::Status& erro
 }
 
 void Engine::Impl::EmitAndRetire() {
+  std::vector<std::pair<TokenStreamPtr, GenerationOutput>> events;
   std::vector<SeqId> done;
   for (auto& [seq, live] : live_) {
-    if (live->HasEvent()) {
-      const bool finishing = live->finished();
-      GenerationOutput event = live->TakeEvent();
-      if (finishing) {
-        if (observer_ != nullptr) observer_->OnRequestFinished(live->request(), event);
-        done.push_back(seq);
-      }
-      live->stream()->Push(std::move(event));
+    if (!live->HasEvent()) continue;
+    GenerationOutput event = live->TakeEvent();
+    if (event.finished) {
+      if (observer_ != nullptr) observer_->OnRequestFinished(live->request(), event);
+      done.push_back(seq);
     }
+    events.emplace_back(live->stream(), std::move(event));
   }
-  if (done.empty()) return;
-  std::lock_guard<std::mutex> lock(mu_);
-  for (SeqId seq : done) {
-    live_ids_.erase(live_[seq]->request().request_id);
-    live_.erase(seq);
+  if (!done.empty()) {
+    // Free the ids before the final events go out, so a client that saw its request finish may
+    // reuse the id at once.
+    std::lock_guard<std::mutex> lock(mu_);
+    for (SeqId seq : done) live_ids_.erase(live_[seq]->request().request_id);
   }
+  for (auto& [stream, event] : events) stream->Push(std::move(event));
+  for (SeqId seq : done) live_.erase(seq);
 }
 
 void Engine::Impl::PublishStats() {

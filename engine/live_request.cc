@@ -32,7 +32,7 @@ LiveRequest::LiveRequest(GenerationRequest request, TokenStreamPtr stream,
       eos_ids_(eos_ids),
       max_model_len_(max_model_len),
       sampler_(request_.sampling, SeedFor(request_.sampling, fallback_seed)),
-      detokenizer_(tokenizer, request_.skip_special_tokens),
+      detokenizer_(tokenizer, request_.skip_special_tokens, request_.prompt),
       stop_matcher_(request_.stop),
       arrival_(arrival) {}
 

@@ -70,7 +70,7 @@ Collected Drain(const TokenStreamPtr& stream) {
   return c;
 }
 
-Collected Run(Engine& engine, GenerationRequest request) {
+Collected RunToEnd(Engine& engine, GenerationRequest request) {
   auto stream = engine.Submit(std::move(request));
   EXPECT_TRUE(stream.ok()) << stream.status();
   return stream.ok() ? Drain(*stream) : Collected{};
@@ -80,7 +80,7 @@ TEST(EngineTest, GreedyFromBosReproducesTheReferenceStory) {
   auto engine = MakeEngine(SmallConfig());
   ASSERT_NE(engine, nullptr);
   const std::vector<int32_t> reference = ReferenceGreedyIds();
-  Collected c = Run(*engine, Greedy({reference[0]}, 150));
+  Collected c = RunToEnd(*engine, Greedy({reference[0]}, 150));
   ASSERT_EQ(c.tokens.size(), 150u);
   EXPECT_EQ(c.tokens, std::vector<int32_t>(reference.begin() + 1, reference.begin() + 151));
   EXPECT_TRUE(c.last.finished);
@@ -102,7 +102,7 @@ TEST(EngineTest, ConcurrentGreedyRequestsMatchRunningThemOneAtATime) {
       "One day, a little bird", "Tim had a big red ball. He",     "Sue"};
   std::vector<Collected> alone;
   for (const std::string& p : prompts)
-    alone.push_back(Run(*engine, Greedy(tok.Encode(p, true), 40)));
+    alone.push_back(RunToEnd(*engine, Greedy(tok.Encode(p, true), 40)));
 
   std::vector<TokenStreamPtr> streams;
   for (const std::string& p : prompts) {
@@ -128,7 +128,7 @@ TEST(EngineTest, SameSeedSameSamplesAloneOrBatched) {
     r.sampling.has_seed = true;
     return r;
   };
-  Collected alone = Run(*engine, sampled(7));
+  Collected alone = RunToEnd(*engine, sampled(7));
   auto a = engine->Submit(sampled(7));
   auto b = engine->Submit(sampled(8));
   ASSERT_TRUE(a.ok() && b.ok());
@@ -141,12 +141,12 @@ TEST(EngineTest, SameSeedSameSamplesAloneOrBatched) {
 TEST(EngineTest, StopStringEndsTheRequestAndIsNotShown) {
   auto engine = MakeEngine(SmallConfig());
   ASSERT_NE(engine, nullptr);
-  const std::string full = Run(*engine, Greedy({1}, 60)).text;
+  const std::string full = RunToEnd(*engine, Greedy({1}, 60)).text;
   const size_t at = full.find("Lily");
   ASSERT_NE(at, std::string::npos) << full;
   GenerationRequest r = Greedy({1}, 60);
   r.stop = {"Lily"};
-  Collected c = Run(*engine, r);
+  Collected c = RunToEnd(*engine, r);
   EXPECT_EQ(c.last.finish_reason, FinishReason::kStop);
   EXPECT_EQ(c.last.matched_stop, "Lily");
   EXPECT_EQ(c.text, full.substr(0, at));
@@ -158,7 +158,7 @@ TEST(EngineTest, StopTokenIdEndsTheRequest) {
   const std::vector<int32_t> reference = ReferenceGreedyIds();
   GenerationRequest r = Greedy({1}, 60);
   r.stop_token_ids = {reference[5]};
-  Collected c = Run(*engine, r);
+  Collected c = RunToEnd(*engine, r);
   EXPECT_EQ(c.last.finish_reason, FinishReason::kStop);
   ASSERT_FALSE(c.tokens.empty());
   EXPECT_EQ(c.tokens.back(), reference[5]);
@@ -184,7 +184,7 @@ TEST(EngineTest, AbortAndCancelEndStreamsWithAbort) {
   EXPECT_LT(a.last.completion_tokens, 400);
   // The engine keeps serving and the id is free again.
   r.max_tokens = 5;
-  EXPECT_EQ(Run(*engine, r).last.completion_tokens, 5);
+  EXPECT_EQ(RunToEnd(*engine, r).last.completion_tokens, 5);
 }
 
 TEST(EngineTest, DeadlineEndsTheRequest) {
@@ -192,7 +192,7 @@ TEST(EngineTest, DeadlineEndsTheRequest) {
   ASSERT_NE(engine, nullptr);
   GenerationRequest r = Greedy({1}, 400);
   r.deadline = absl::Now() - absl::Seconds(1);
-  Collected c = Run(*engine, r);
+  Collected c = RunToEnd(*engine, r);
   EXPECT_EQ(c.last.finish_reason, FinishReason::kAbort);
   EXPECT_EQ(c.last.error.code(), absl::StatusCode::kDeadlineExceeded);
 }
@@ -258,7 +258,7 @@ TEST(EngineTest, PreemptionUnderATinyKvPoolKeepsOutputsIdentical) {
                                             "Tom and Ben"};
   std::vector<Collected> expected;
   for (const auto& p : prompts)
-    expected.push_back(Run(*reference_engine, Greedy(tok.Encode(p, true), 100)));
+    expected.push_back(RunToEnd(*reference_engine, Greedy(tok.Encode(p, true), 100)));
 
   EngineConfig tiny = SmallConfig();
   auto probe = LoadModelConfig(kModelDir);
@@ -282,8 +282,8 @@ TEST(EngineTest, RepeatedPromptHitsThePrefixCache) {
   ASSERT_NE(engine, nullptr);
   std::vector<int32_t> prompt = ReferenceGreedyIds();
   prompt.resize(70);  // four full blocks of 16 and a partial one
-  Collected first = Run(*engine, Greedy(prompt, 10));
-  Collected second = Run(*engine, Greedy(prompt, 10));
+  Collected first = RunToEnd(*engine, Greedy(prompt, 10));
+  Collected second = RunToEnd(*engine, Greedy(prompt, 10));
   EXPECT_EQ(first.last.cached_tokens, 0);
   EXPECT_EQ(second.last.cached_tokens, 64);
   EXPECT_EQ(second.tokens, first.tokens);
