@@ -413,10 +413,13 @@ absl::StatusOr<ValueList> Iterate(const Value& v) {
   }
 }
 
-void AddGlobalFunctions(ValueDict* globals) {
+void AddGlobalFunctions(ValueDict* globals, std::vector<Value>* namespaces) {
   globals->Set("range", Value::NewFunction(Range));
-  globals->Set("namespace",
-               Value::NewFunction([](const CallArgs& args) { return MakeDict(args, true); }));
+  globals->Set("namespace", Value::NewFunction([namespaces](const CallArgs& args) {
+                 absl::StatusOr<Value> ns = MakeDict(args, true);
+                 if (ns.ok()) namespaces->push_back(*ns);
+                 return ns;
+               }));
   globals->Set("dict",
                Value::NewFunction([](const CallArgs& args) { return MakeDict(args, false); }));
   globals->Set("raise_exception",

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -28,8 +29,10 @@ absl::StatusOr<Value> GetItem(const Value& obj, const Value& key);
 absl::StatusOr<Value> GetSlice(const Value& obj, const Value& start, const Value& stop,
                                const Value& step);
 
-// Adds range, namespace, dict, raise_exception and strftime_now to `globals`.
-void AddGlobalFunctions(ValueDict* globals);
+// Adds range, namespace, dict, raise_exception and strftime_now to `globals`. Every namespace()
+// created is also appended to `namespaces` so the renderer can clear them afterwards: they are the
+// only mutable objects, hence the only way to build reference cycles.
+void AddGlobalFunctions(ValueDict* globals, std::vector<Value>* namespaces);
 
 // Items of an iterable as a for loop sees them (dict -> keys, string -> characters).
 absl::StatusOr<ValueList> Iterate(const Value& v);

@@ -2,8 +2,10 @@
 // ChatTemplate: loading templates from model directories and rendering conversations.
 #include "model/chat_template/chat_template.h"
 
+#include <algorithm>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -43,6 +45,20 @@ absl::StatusOr<std::optional<std::string>> TemplateFromConfig(const nlohmann::js
   }
   return absl::InvalidArgumentError(
       "tokenizer_config.json: chat_template must be a string or list");
+}
+
+// Nesting depth of a JSON value, computed without recursion: request bodies are untrusted.
+int JsonDepth(const nlohmann::ordered_json& root) {
+  int deepest = 0;
+  std::vector<std::pair<const nlohmann::ordered_json*, int>> stack = {{&root, 0}};
+  while (!stack.empty()) {
+    auto [j, d] = stack.back();
+    stack.pop_back();
+    if (!j->is_array() && !j->is_object()) continue;
+    deepest = std::max(deepest, d + 1);
+    for (const auto& child : *j) stack.emplace_back(&child, d + 1);
+  }
+  return deepest;
 }
 
 }  // namespace
@@ -122,6 +138,10 @@ absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& m
   if (program_ == nullptr) return absl::FailedPreconditionError("chat template not parsed");
   if (!messages.is_array()) return absl::InvalidArgumentError("messages must be a JSON array");
   if (!extra.is_object()) return absl::InvalidArgumentError("extra variables must be an object");
+  if (JsonDepth(messages) > limits_.max_value_depth || JsonDepth(extra) > limits_.max_value_depth) {
+    return absl::InvalidArgumentError(absl::StrCat("chat template input nested deeper than ",
+                                                   limits_.max_value_depth, " levels"));
+  }
   jinja::Value vars = jinja::Value::NewDict();
   jinja::ValueDict& d = vars.dict();
   // The variables transformers' apply_chat_template always passes.

@@ -24,13 +24,14 @@ class Evaluator {
 
   absl::StatusOr<std::string> Run(const Program& program, const Value& variables) {
     auto globals = std::make_shared<ValueDict>();
-    AddGlobalFunctions(globals.get());
+    AddGlobalFunctions(globals.get(), &namespaces_);
     if (variables.is_dict()) {
       for (const auto& [k, v] : variables.dict().items()) globals->Set(k, v);
     }
     frames_ = {globals, std::make_shared<ValueDict>()};
     std::string out;
     absl::Status s = Exec(program.body, &out);
+    for (Value& ns : namespaces_) ns.dict().Clear();  // breaks any reference cycles
     if (!s.ok()) {
       if (s.code() == kRaisedCode) return absl::InvalidArgumentError(s.message());
       return s;
@@ -147,8 +148,17 @@ class Evaluator {
     return absl::OkStatus();
   }
 
+  // Values are built deeper only by storing them, so bounding stores bounds all recursion.
+  template <typename T>
+  absl::Status CheckDepth(const T& at, const Value& v) const {
+    if (v.depth() <= limits_.max_value_depth) return absl::OkStatus();
+    return ErrorAt(at, absl::StatusCode::kResourceExhausted,
+                   absl::StrCat("value nested deeper than ", limits_.max_value_depth, " levels"));
+  }
+
   absl::Status Assign(const Node& n, const std::vector<std::string>& targets, const Value& value,
                       ValueDict* frame) {
+    if (absl::Status s = CheckDepth(n, value); !s.ok()) return s;
     if (targets.size() == 1) {
       frame->Set(targets[0], value);
       return absl::OkStatus();
@@ -172,6 +182,7 @@ class Evaluator {
       if (!ns.is_dict() || !ns.dict().is_namespace) {
         return ErrorAt(n, "cannot assign attribute on non-namespace object");
       }
+      if (absl::Status s = CheckDepth(n, *v); !s.ok()) return s;
       ns.dict().Set(n.attr, std::move(*v));
       return absl::OkStatus();
     }
@@ -371,8 +382,10 @@ class Evaluator {
           if (!v.ok()) return v;
           items.push_back(std::move(*v));
         }
-        if (e.kind == Expr::Kind::kTuple) return Value::Tuple(std::move(items));
-        return Value(std::move(items));
+        Value list =
+            e.kind == Expr::Kind::kTuple ? Value::Tuple(std::move(items)) : Value(std::move(items));
+        if (absl::Status s = CheckDepth(e, list); !s.ok()) return s;
+        return list;
       }
       case Expr::Kind::kDict: {
         Value d = Value::NewDict();
@@ -383,6 +396,7 @@ class Evaluator {
           if (!v.ok()) return v;
           d.dict().Set(k->Str(), std::move(*v));
         }
+        if (absl::Status s = CheckDepth(e, d); !s.ok()) return s;
         return d;
       }
       case Expr::Kind::kAttr: {
@@ -624,6 +638,7 @@ class Evaluator {
 
   const RenderLimits& limits_;
   std::vector<Frame> frames_;
+  std::vector<Value> namespaces_;
   std::vector<Value> filter_inputs_;
   Signal signal_ = Signal::kNone;
   int depth_ = 0;

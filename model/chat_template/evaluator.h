@@ -18,6 +18,7 @@ struct RenderLimits {
   int max_depth = 256;                       // nested statements, expressions and macro calls
   size_t max_output_bytes = 16u << 20;       // all text produced, macro results included
   int64_t max_loop_iterations = 10'000'000;  // summed over all loops
+  int max_value_depth = 128;                 // nesting of lists/dicts, inputs included
 };
 
 // `variables` is a dict Value; global functions (range, namespace, ...) are added underneath it.

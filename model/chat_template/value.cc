@@ -2,6 +2,7 @@
 // Value: construction from JSON, Python truthiness, str()/repr() and equality.
 #include "model/chat_template/value.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -26,6 +27,7 @@ Value* ValueDict::Find(std::string_view key) {
 }
 
 void ValueDict::Set(std::string key, Value value) {
+  depth_ = std::max(depth_, value.depth() + 1);
   if (Value* existing = Find(key)) {
     *existing = std::move(value);
     return;
@@ -39,6 +41,19 @@ const Value* CallArgs::Get(size_t index, std::string_view name) const {
     if (k == name) return &v;
   }
   return nullptr;
+}
+
+Value::Value(ValueList list)
+    : kind_(Kind::kList), list_(std::make_shared<ValueList>(std::move(list))) {
+  int deepest = 0;
+  for (const Value& v : *list_) deepest = std::max(deepest, v.depth());
+  list_depth_ = deepest + 1;
+}
+
+int Value::depth() const {
+  if (kind_ == Kind::kList) return list_depth_;
+  if (kind_ == Kind::kDict) return dict_->depth();
+  return 0;
 }
 
 Value Value::Tuple(ValueList items) {
@@ -231,7 +246,13 @@ std::string Value::Str() const {
   }
 }
 
-std::string Value::Repr() const {
+namespace {
+// Deeper than this prints as "..." (cycles through namespaces) and compares unequal.
+constexpr int kMaxReprLevel = 400;
+}  // namespace
+
+std::string Value::ReprAt(int level) const {
+  if (level > kMaxReprLevel) return "...";
   switch (kind_) {
     case Kind::kUndefined:
       return "";
@@ -249,7 +270,7 @@ std::string Value::Repr() const {
       std::string out = tuple_ ? "(" : "[";
       for (size_t i = 0; i < list_->size(); ++i) {
         if (i) out += ", ";
-        out += (*list_)[i].Repr();
+        out += (*list_)[i].ReprAt(level + 1);
       }
       if (tuple_) return out + (list_->size() == 1 ? ",)" : ")");
       return out + "]";
@@ -260,9 +281,10 @@ std::string Value::Repr() const {
       for (const auto& [k, v] : dict_->items()) {
         if (!first) out += ", ";
         first = false;
-        out += PyStringRepr(k) + ": " + v.Repr();
+        out += PyStringRepr(k) + ": " + v.ReprAt(level + 1);
       }
-      return out + "}";
+      out += "}";
+      return dict_->is_namespace ? "<Namespace " + out + ">" : out;
     }
     case Kind::kFunction:
       return "<function>";
@@ -270,7 +292,8 @@ std::string Value::Repr() const {
   return "";
 }
 
-bool Value::Equals(const Value& other) const {
+bool Value::EqualsAt(const Value& other, int level) const {
+  if (level > kMaxReprLevel) return false;
   if (is_number() && other.is_number()) {
     if (is_float() || other.is_float()) return float_value() == other.float_value();
     return int_ == other.int_;
@@ -285,7 +308,7 @@ bool Value::Equals(const Value& other) const {
     case Kind::kList: {
       if (list_->size() != other.list_->size()) return false;
       for (size_t i = 0; i < list_->size(); ++i) {
-        if (!(*list_)[i].Equals((*other.list_)[i])) return false;
+        if (!(*list_)[i].EqualsAt((*other.list_)[i], level + 1)) return false;
       }
       return true;
     }
@@ -293,7 +316,7 @@ bool Value::Equals(const Value& other) const {
       if (dict_->size() != other.dict_->size()) return false;
       for (const auto& [k, v] : dict_->items()) {
         const Value* o = other.dict_->Find(k);
-        if (o == nullptr || !v.Equals(*o)) return false;
+        if (o == nullptr || !v.EqualsAt(*o, level + 1)) return false;
       }
       return true;
     }

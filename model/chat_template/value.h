@@ -30,12 +30,15 @@ class ValueDict {
   void Set(std::string key, Value value);
   const std::vector<std::pair<std::string, Value>>& items() const { return items_; }
   size_t size() const { return items_.size(); }
+  int depth() const { return depth_; }
+  void Clear() { items_.clear(); }
 
   // A namespace() object: attributes are assignable with `set ns.attr = ...`.
   bool is_namespace = false;
 
  private:
   std::vector<std::pair<std::string, Value>> items_;
+  int depth_ = 1;
 };
 
 // Arguments of a call: positional then keyword, as written in the template.
@@ -61,8 +64,7 @@ class Value {
   Value(std::string s)                                 // NOLINT
       : kind_(Kind::kString), str_(std::make_shared<const std::string>(std::move(s))) {}
   Value(const char* s) : Value(std::string(s)) {}  // NOLINT
-  Value(ValueList list)                            // NOLINT
-      : kind_(Kind::kList), list_(std::make_shared<ValueList>(std::move(list))) {}
+  Value(ValueList list);                           // NOLINT
 
   // A Python tuple: a list that prints as "(a, b)".
   static Value Tuple(ValueList items);
@@ -102,18 +104,25 @@ class Value {
   // Python str() as Jinja prints it; undefined prints as "".
   std::string Str() const;
   // Python repr(), used for containers inside str().
-  std::string Repr() const;
+  std::string Repr() const { return ReprAt(0); }
   // Python ==, with 1 == 1.0 == True.
-  bool Equals(const Value& other) const;
+  bool Equals(const Value& other) const { return EqualsAt(other, 0); }
+  // Nesting depth: 0 for scalars, 1 + the deepest element for lists and dicts (an upper bound
+  // for dicts, which namespaces can mutate). Bounded by the evaluator to keep recursion safe.
+  int depth() const;
   // Python type name for error messages.
   const char* TypeName() const;
 
  private:
   Kind kind_ = Kind::kUndefined;
   bool tuple_ = false;
+  int list_depth_ = 0;
   int64_t int_ = 0;
   double float_ = 0;
   static const std::string& EmptyString();
+  // `level` bounds recursion: a namespace can contain itself.
+  std::string ReprAt(int level) const;
+  bool EqualsAt(const Value& other, int level) const;
 
   // Shared so that copying values (every variable lookup does) never copies message text.
   std::shared_ptr<const std::string> str_;

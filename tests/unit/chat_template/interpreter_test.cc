@@ -371,6 +371,24 @@ TEST(InterpreterTest, LimitsStopRunawayTemplates) {
   EXPECT_FALSE(ChatTemplate::Parse(nested).ok());
 }
 
+TEST(InterpreterTest, DeepAndCyclicValuesAreBounded) {
+  // Nesting built up through a namespace stops at max_value_depth instead of overflowing the stack.
+  absl::StatusOr<std::string> r = RenderSource(
+      "{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}"
+      "{% endfor %}{{ ns.x | length }}");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  // A namespace holding itself prints without recursing forever.
+  EXPECT_THAT(R("{% set ns = namespace(a=1) %}{% set ns.self = ns %}{{ ns }}"),
+              HasSubstr("<Namespace {'a': 1, 'self': <Namespace {'a': 1, 'self': "));
+  // Untrusted input nested too deeply is rejected before it is converted.
+  ordered_json deep = ordered_json::array();
+  for (int i = 0; i < 500; ++i) deep = ordered_json::array({std::move(deep)});
+  absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse("{{ x }}");
+  ASSERT_TRUE(t.ok());
+  r = t->Render(ordered_json::array(), false, {{"x", deep}});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(InterpreterTest, RenderPassesHuggingFaceVariables) {
   absl::StatusOr<ChatTemplate> t = ChatTemplate::Parse(
       "{{ tools is none }} {{ documents is none }} {{ add_generation_prompt }} "
