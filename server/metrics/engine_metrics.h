@@ -10,10 +10,11 @@
 // The engine is created with this object as its observer, so the stats source is bound later
 // (SetStatsSource) once the engine exists; tests bind a plain function instead of an engine.
 //
-// Threading: the observer callbacks are cheap and never block on a scrape (atomics, and a short
-// lock for the first use of a new policy name). SetStatsSource/SetCacheConfig may be called from
-// any thread. The registry must outlive this object... and this object the registry's scrapes
-// (it registers a collect hook that refers to it): keep both for the life of the server.
+// Threading: the observer callbacks are cheap and never wait for a scrape: recording is atomic,
+// and the per-policy series are found under a short lock (a map lookup; children are created on
+// a policy's first use). SetStatsSource/SetCacheConfig may be called from any thread. The
+// registry must outlive this object; the collect hook left in the registry becomes a no-op when
+// this object is destroyed.
 #pragma once
 
 #include <cstdint>
