@@ -214,6 +214,10 @@ def main():
     for name, origin, package, src in jobs:
         model_dir, tok = tokenizer_for(package)
         own = getattr(tok, "chat_template", None)
+        class_default = False
+        if own is None and getattr(tok, "default_chat_template", None):
+            # transformers < 4.43 fell back to a per-class default template; record what it used.
+            own, class_default = tok.default_chat_template, True
         if isinstance(own, dict):  # named templates: HF picks "default"
             own = own.get("default")
         result = {
@@ -222,6 +226,7 @@ def main():
             "tokenizer_package": package,
             "renderer": renderer_version,
             "template": src if src is not None else own,
+            "template_is_class_default": class_default,
             "special_tokens": jsonable(dict(tok.special_tokens_map)),
         }
         result["cases"] = render_all(tok, src, conversations, global_vars)

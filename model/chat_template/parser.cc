@@ -672,7 +672,6 @@ class Parser {
   absl::StatusOr<ExprPtr> ParseSubscript(ExprPtr target) {
     const Token& at = Next();
     ExprPtr parts[3];
-    int n_parts = 1;
     bool is_slice = false;
     for (int i = 0; i < 3; ++i) {
       if (!IsOp(":") && !IsOp("]")) {
@@ -683,7 +682,6 @@ class Parser {
       if (!IsOp(":") || i == 2) break;
       Next();
       is_slice = true;
-      ++n_parts;
     }
     if (absl::Status s = ExpectOp("]"); !s.ok()) return s;
     if (!is_slice) {
@@ -696,7 +694,6 @@ class Parser {
     ExprPtr e = NewExpr(Expr::Kind::kSlice, at);
     e->args.push_back(std::move(target));
     for (auto& p : parts) e->args.push_back(std::move(p));
-    (void)n_parts;
     return e;
   }
 
