@@ -45,7 +45,7 @@ struct Flags {
 
 struct Row {
   std::string model;
-  int64_t params_m = 0;  // parameters, millions
+  int64_t params = 0;  // weights in the GEMMs and embeddings
   double batched_tps = 0.0;
   double sequential_tps = 0.0;
 };
@@ -117,7 +117,7 @@ absl::StatusOr<Row> BenchModel(const std::string& name, ModelConfig config, Mode
                                const Flags& f) {
   Row row;
   row.model = name;
-  row.params_m = CountParams(weights) / 1000000;
+  row.params = CountParams(weights);
   const int64_t seq_len = f.context + f.steps;
   const int64_t blocks_per_seq = (seq_len + kBlockSize - 1) / kBlockSize;
   KvPool pool(KvCacheShapeFor(config, kBlockSize), f.batch * blocks_per_seq);
@@ -230,10 +230,10 @@ int Run(const Flags& f) {
   out["results"] = nlohmann::json::array();
   for (const Row& r : rows) {
     const double ratio = r.batched_tps / r.sequential_tps;
-    std::printf("%-28s %7lldM %16.1f %16.1f %7.2fx\n", r.model.c_str(),
-                static_cast<long long>(r.params_m), r.batched_tps, r.sequential_tps, ratio);
+    std::printf("%-28s %7.2fM %16.1f %16.1f %7.2fx\n", r.model.c_str(),
+                static_cast<double>(r.params) / 1e6, r.batched_tps, r.sequential_tps, ratio);
     out["results"].push_back({{"model", r.model},
-                              {"params_millions", r.params_m},
+                              {"params", r.params},
                               {"batched_tokens_per_s", r.batched_tps},
                               {"sequential_tokens_per_s", r.sequential_tps},
                               {"batched_over_sequential", ratio}});
