@@ -103,13 +103,13 @@ int Run(int argc, char** argv) {
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   const absl::Duration grace = absl::Seconds(config.shutdown_grace_seconds);
-  LY_LOG_INFO("lychee-server: {} received, draining ({} live streams, grace {})",
-              signal_number == SIGTERM ? "SIGTERM" : "SIGINT", (*grpc)->num_live_streams(),
-              absl::FormatDuration(grace));
 #if LYCHEE_WITH_HTTP
   serving.SetDraining(true);
 #endif
   (*grpc)->BeginDrain();
+  LY_LOG_INFO("lychee-server: {} received, draining ({} live streams, grace {})",
+              signal_number == SIGTERM ? "SIGTERM" : "SIGINT", (*grpc)->num_live_streams(),
+              absl::FormatDuration(grace));
   // Live calls end as the engine finishes them; at the deadline gRPC cancels the rest, which
   // aborts their requests. Then nothing is left for the engine.
   (*grpc)->Shutdown(absl::Now() + grace);

@@ -24,6 +24,7 @@
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "lychee/v1/generate.grpc.pb.h"
 #include "tests/integration/server_process.h"
+#include "tests/unit/server/http_test_client.h"
 
 namespace lychee {
 namespace {
@@ -225,8 +226,15 @@ TEST_F(GrpcServerTest, ClientCancellationAbortsTheRequest) {
   StreamResult rest = Collect(*reader);
   EXPECT_EQ(rest.status.error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_TRUE(WaitFor([&] { return LiveRequests() == 0; }, absl::Seconds(10)));
-  // The id is free again once the engine dropped the request.
-  StreamResult again = Generate(*stub_, Greedy("Hi", 4, "cancel-me"));
+  // The id is free again once the engine dropped the request (Stats may run a step ahead of
+  // the id registry, so ALREADY_EXISTS may be seen briefly).
+  StreamResult again;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        again = Generate(*stub_, Greedy("Hi", 4, "cancel-me"));
+        return again.status.error_code() != grpc::StatusCode::ALREADY_EXISTS;
+      },
+      absl::Seconds(10)));
   EXPECT_TRUE(again.status.ok()) << again.status.error_message();
 }
 
@@ -327,6 +335,21 @@ TEST_F(GrpcServerTest, HealthCheck) {
   }
 }
 
+TEST_F(GrpcServerTest, HttpSideServerServesHealthReadyAndMetrics) {
+  ASSERT_GT(server_->http_port(), 0) << server_->output();
+  const auto port = static_cast<uint16_t>(server_->http_port());
+  ASSERT_TRUE(Generate(*stub_, Greedy("Once upon a time", 8)).status.ok());
+  for (const char* path : {"/health", "/ready"}) {
+    auto response = testing::Fetch("127.0.0.1", port, "GET", path);
+    ASSERT_TRUE(response.ok()) << response.status();
+    EXPECT_EQ(response->status, 200) << path;
+  }
+  auto metrics = testing::Fetch("127.0.0.1", port, "GET", "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_NE(metrics->body.find("lychee_"), std::string::npos);
+}
+
 TEST_F(GrpcServerTest, ReflectionListsTheService) {
   auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(channel_);
   grpc::ClientContext context;
@@ -420,6 +443,15 @@ TEST(GrpcServerDrainTest, SigtermLetsInFlightRequestsFinishAndExitsZero) {
   ASSERT_TRUE(reader->Read(&first));
   (*server)->Signal(SIGTERM);
   ASSERT_TRUE((*server)->WaitForOutput("draining", absl::Seconds(10))) << (*server)->output();
+  // Load balancers see the drain on /ready while the request still streams (unless it already
+  // finished and the server is gone: the HTTP port closes last).
+  auto ready =
+      testing::Fetch("127.0.0.1", static_cast<uint16_t>((*server)->http_port()), "GET", "/ready");
+  if (ready.ok()) {
+    EXPECT_EQ(ready->status, 503);
+  } else {
+    EXPECT_TRUE((*server)->WaitExit(absl::Seconds(10)).has_value()) << ready.status();
+  }
   StreamResult rest = Collect(*reader);
   ASSERT_TRUE(rest.status.ok()) << rest.status.error_message();
   EXPECT_EQ(rest.finish_reason, "length");
