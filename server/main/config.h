@@ -30,10 +30,10 @@ absl::Status ApplyYamlConfig(std::string_view yaml_text, ServerConfig& config);
 absl::Status ValidateServerConfig(const ServerConfig& config);
 
 // Command line: `--config FILE` first, then every other flag overrides the file. Returns
-// nullopt-like `exit_now` for --help (printed to stdout).
+// `exit_now` after --help (printed to stdout).
 struct ParsedServerArgs {
   ServerConfig config;
-  bool exit_now = false;  // --help or --version was printed
+  bool exit_now = false;  // --help was printed
 };
 absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* argv);
 
