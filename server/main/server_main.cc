@@ -9,17 +9,21 @@
 //   lychee-server: http listening on 127.0.0.1:PORT
 // Drain: the first SIGTERM/SIGINT marks the server draining (new Generate calls get
 // UNAVAILABLE, health NOT_SERVING, /ready 503), stops listening, lets live requests finish for
-// shutdown_grace_seconds, aborts the rest, stops the engine and exits 0.
+// shutdown_grace_seconds, aborts the rest, stops the engine and exits 0. A second signal during
+// the drain exits at once with status 1.
 //
-// Threads: the signals are blocked in every thread and taken by sigwait in main; the engine's
+// Threads: main waits for the stop signal (a handler writes it to a self-pipe); the engine's
 // step thread, gRPC's callback threads and the HTTP I/O threads do the work.
-#include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -46,13 +50,38 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// SIGTERM/SIGINT → one byte on a self-pipe. A handler (not a blocked mask + sigwait) because
+// libraries start threads before main (OpenBLAS's pool), and a signal delivered to one of those
+// must not take the default action.
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void OnStopSignal(int signal_number) {
+  const char byte = static_cast<char>(signal_number);
+  [[maybe_unused]] const ssize_t n = write(g_signal_pipe[1], &byte, 1);
+}
+
+absl::Status InstallStopSignals() {
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) return absl::InternalError("pipe2 failed");
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  if (sigaction(SIGTERM, &action, nullptr) != 0 || sigaction(SIGINT, &action, nullptr) != 0) {
+    return absl::InternalError("sigaction failed");
+  }
+  return absl::OkStatus();
+}
+
+// Blocks until a stop signal arrives; returns its number.
+int WaitForStopSignal() {
+  char byte = 0;
+  while (read(g_signal_pipe[0], &byte, 1) != 1) {
+  }
+  return byte;
+}
+
 int Run(int argc, char** argv) {
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  // Before any thread starts, so that every thread inherits the mask and only sigwait sees them.
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  if (absl::Status st = InstallStopSignals(); !st.ok()) return Fail(st);
 
   absl::StatusOr<ParsedServerArgs> args = ParseServerArgs(argc, argv);
   if (!args.ok()) return Fail(args.status());
@@ -100,9 +129,14 @@ int Run(int argc, char** argv) {
   serving.SetModelLoaded(true);
 #endif
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  const int signal_number = WaitForStopSignal();
   const absl::Duration grace = absl::Seconds(config.shutdown_grace_seconds);
+  // A second signal while draining gives up on the grace period (as a second Ctrl-C does).
+  std::thread([] {
+    WaitForStopSignal();
+    std::fprintf(stderr, "lychee-server: second signal, exiting without draining\n");
+    std::_Exit(1);
+  }).detach();
 #if LYCHEE_WITH_HTTP
   serving.SetDraining(true);
 #endif
