@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc)
 PROMPT ?= Once upon a time
 MAX_TOKENS ?= 200
 
-.PHONY: all deps build test run format clean
+.PHONY: all deps build test run generate format clean
 all: build
 
 deps:
@@ -22,7 +22,13 @@ build: deps
 test: build
 	@ctest --preset $(PRESET) -j $(JOBS)
 
+# Starts lychee-server on the embedded model, shows one generation through lychee-client, and
+# keeps serving (Ctrl-C stops it; DEMO_ONCE=1 stops after the example).
 run: build
+	@PROMPT="$(PROMPT)" MAX_TOKENS=$(MAX_TOKENS) scripts/run-demo.sh
+
+# One generation in-process, without the server.
+generate: build
 	build/bin/lychee-generate --model models/stories260K --prompt "$(PROMPT)" --max-tokens $(MAX_TOKENS)
 
 format:
