@@ -5,7 +5,8 @@
 // Covers: greedy streaming equals lychee-generate; concurrent requests equal their solo runs;
 // abort by RPC and by client cancellation; deadlines; malformed input (each field) answered
 // INVALID_ARGUMENT naming the field while other requests go on; grpc.health.v1; reflection;
-// lychee-client; SIGTERM drain (in-flight request finishes, exit 0). Every wait is bounded and
+// lychee-client; the HTTP side port; a full queue (RESOURCE_EXHAUSTED); SIGTERM drain (in-flight
+// request finishes, exit 0). Every wait is bounded and
 // the servers are always killed (ServerProcess's destructor).
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
@@ -481,6 +482,34 @@ TEST(GrpcServerDrainTest, GraceExpiryAbortsTheRestAndExitsZero) {
   const std::optional<int> code = (*server)->WaitExit(absl::Seconds(30));
   ASSERT_TRUE(code.has_value()) << (*server)->output();
   EXPECT_EQ(*code, 0) << (*server)->output();
+}
+
+// A full waiting queue answers RESOURCE_EXHAUSTED; admitted requests are unaffected.
+TEST(GrpcServerLimitsTest, FullQueueIsResourceExhausted) {
+  auto server = ServerProcess::Start(ServerArgs({"--max-num-seqs", "1", "--max-queue-len", "1"}));
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel((*server)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto stub = v1::LycheeService::NewStub(channel);
+  constexpr int kRequests = 8;
+  std::vector<StreamResult> results(kRequests);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRequests; ++i) {
+    threads.emplace_back([&, i] { results[i] = Generate(*stub, Long("q" + std::to_string(i))); });
+  }
+  for (auto& t : threads) t.join();
+  int ok = 0, exhausted = 0;
+  for (const StreamResult& r : results) {
+    if (r.status.ok()) {
+      ++ok;
+      EXPECT_EQ(r.completion_tokens, 400);
+    } else {
+      EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+          << r.status.error_message();
+      ++exhausted;
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(exhausted, 1);
 }
 
 TEST(GrpcServerStartTest, BadConfigExitsOneWithTheKeyNamed) {
