@@ -6,8 +6,8 @@
 // abort by RPC and by client cancellation; deadlines; malformed input (each field) answered
 // INVALID_ARGUMENT naming the field while other requests go on; grpc.health.v1; reflection;
 // lychee-client; the HTTP side port; a full queue (RESOURCE_EXHAUSTED); SIGTERM drain (in-flight
-// request finishes, exit 0). Every wait is bounded and
-// the servers are always killed (ServerProcess's destructor).
+// request finishes, exit 0). Every wait is bounded and the servers are always killed
+// (ServerProcess's destructor).
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
