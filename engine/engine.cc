@@ -36,14 +36,15 @@ namespace {
 // big model on a laptop does not take all memory.
 constexpr int64_t kMaxDefaultKvBytes = int64_t{4} << 30;
 
-std::string FolderName(const std::string& path) {
-  std::string p = path;
-  while (p.size() > 1 && p.back() == '/') p.pop_back();
-  const size_t slash = p.rfind('/');
-  return slash == std::string::npos ? p : p.substr(slash + 1);
-}
-
 }  // namespace
+
+std::string ServedModelName(const EngineConfig& config) {
+  if (!config.served_model_name.empty()) return config.served_model_name;
+  std::string path = config.model_dir;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
 
 // ----------------------------------------------------------------------------------------------
 // (1) State.
@@ -172,8 +173,7 @@ absl::Status Engine::Impl::Load() {
   sched.policy = SchedulingPolicy::kPriority;  // FCFS among equal priorities
   scheduler_ = std::make_unique<Scheduler>(sched);
 
-  info_.model_id =
-      config_.served_model_name.empty() ? FolderName(config_.model_dir) : config_.served_model_name;
+  info_.model_id = ServedModelName(config_);
   info_.model_path = config_.model_dir;
   info_.model_type = model_config.model_type;
   info_.vocab_size = model_config.vocab_size;

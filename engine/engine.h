@@ -33,6 +33,9 @@ struct EngineConfig {
   uint64_t seed = 0;  // seeds requests that give no seed of their own
 };
 
+// The name clients and metrics see: served_model_name, or else the model folder's name.
+std::string ServedModelName(const EngineConfig& config);
+
 class Engine final : public EngineClient {
  public:
   // Loads model and tokenizer, sizes the KV pool, and starts the step thread.

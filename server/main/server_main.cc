@@ -92,8 +92,7 @@ int Run(int argc, char** argv) {
 
 #if LYCHEE_WITH_HTTP
   metrics::MetricsRegistry registry;
-  std::string model_label = config.engine.served_model_name;
-  if (model_label.empty()) model_label = config.engine.model_dir;
+  const std::string model_label = ServedModelName(config.engine);
   EngineMetrics engine_metrics(&registry, EngineMetricsOptions{.model_name = model_label});
   EngineObserver* observer = &engine_metrics;
 #else

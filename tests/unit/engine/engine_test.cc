@@ -87,6 +87,7 @@ TEST(EngineTest, GreedyFromBosReproducesTheReferenceStory) {
   EXPECT_EQ(c.last.finish_reason, FinishReason::kLength);
   EXPECT_EQ(c.last.completion_tokens, 150);
   EXPECT_EQ(c.last.prompt_tokens, 1);
+  EXPECT_EQ(engine->model_info().model_id, "stories260K");
   EXPECT_EQ(c.text, engine->tokenizer().Decode(c.tokens, /*skip_special_tokens=*/true));
   EXPECT_GT(c.last.timings.e2e_seconds, 0.0);
   EXPECT_LE(c.last.timings.first_token_seconds, c.last.timings.e2e_seconds);
