@@ -26,36 +26,9 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-GREEDY_STEPS = 16
+from golden_models import GREEDY_STEPS, INIT_STD, MODELS
 
-COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, vocab_size=1024, max_position_embeddings=512,
-              rms_norm_eps=1e-6, hidden_act="silu", bos_token_id=1, eos_token_id=2,
-              initializer_range=0.2)
-
-# name -> (hub-style config, storage dtype, max shard size or None, prompt lengths)
-MODELS = {
-    "llama3_rope": (dict(COMMON, architectures=["LlamaForCausalLM"], model_type="llama",
-                         num_attention_heads=8, rope_theta=500000.0, tie_word_embeddings=False,
-                         attention_bias=False, mlp_bias=False,
-                         rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
-                                           high_freq_factor=4.0,
-                                           original_max_position_embeddings=32)),
-                    torch.float32, None, [3, 9, 33]),
-    "qwen3_tiny": (dict(COMMON, architectures=["Qwen3ForCausalLM"], model_type="qwen3",
-                        head_dim=32, rope_theta=1000000.0, tie_word_embeddings=True,
-                        attention_bias=False, use_sliding_window=False, sliding_window=None,
-                        rope_scaling=None),
-                   torch.float32, None, [5, 30]),
-    "qwen2_tiny": (dict(COMMON, architectures=["Qwen2ForCausalLM"], model_type="qwen2",
-                        rope_theta=10000.0, tie_word_embeddings=False, use_sliding_window=False,
-                        sliding_window=None, rope_scaling=dict(type="linear", factor=2.0)),
-                   torch.bfloat16, None, [4, 25]),
-    "mistral_tiny": (dict(COMMON, architectures=["MistralForCausalLM"], model_type="mistral",
-                          head_dim=16, rope_theta=10000.0, tie_word_embeddings=False,
-                          sliding_window=8),
-                     torch.float32, "100KB", [6, 21]),
-}
+TORCH_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16}
 
 
 def write_json(path, obj):
@@ -91,11 +64,13 @@ def reference_for(model, prompts):
     return tensors, min_margin
 
 
-def make_random_model(name, hub_config, dtype, shard, lengths, out_root):
+def make_random_model(name, hub_config, dtype_name, max_shard_bytes, lengths, out_root):
+    dtype = TORCH_DTYPES[dtype_name]
     out = os.path.join(out_root, name)
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    hub_config = dict(hub_config, torch_dtype=str(dtype).removeprefix("torch."))
+    hub_config = dict(hub_config, initializer_range=INIT_STD,
+                      torch_dtype=str(dtype).removeprefix("torch."))
     write_json(os.path.join(out, "config.json"), hub_config)
     config = AutoConfig.from_pretrained(out)  # transformers' own reading of the hub config
     torch.manual_seed(zlib.crc32(name.encode()))
@@ -105,9 +80,9 @@ def make_random_model(name, hub_config, dtype, shard, lengths, out_root):
         if "norm" in pname:
             p.data.uniform_(0.5, 1.5)
         elif "bias" in pname:
-            p.data.normal_(0.0, 0.2)
+            p.data.normal_(0.0, INIT_STD)
     model = model.to(dtype)
-    kwargs = dict(max_shard_size=shard) if shard else {}
+    kwargs = dict(max_shard_size=max_shard_bytes) if max_shard_bytes else {}
     model.save_pretrained(out, safe_serialization=True, **kwargs)
     write_json(os.path.join(out, "config.json"), hub_config)  # keep the hub-style keys
     for extra in ("generation_config.json",):
@@ -150,8 +125,8 @@ def main():
     torch.set_num_threads(8)
     import transformers
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
-    for name, (cfg, dtype, shard, lengths) in MODELS.items():
-        make_random_model(name, cfg, dtype, shard, lengths, args.out)
+    for name, (cfg, dtype_name, max_shard_bytes, lengths) in MODELS.items():
+        make_random_model(name, cfg, dtype_name, max_shard_bytes, lengths, args.out)
     make_stories(args.stories, args.out)
 
 

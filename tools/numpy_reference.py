@@ -25,35 +25,7 @@ import zlib
 
 import numpy as np
 
-GREEDY_STEPS = 16
-
-COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, vocab_size=1024, max_position_embeddings=512,
-              rms_norm_eps=1e-6, hidden_act="silu", bos_token_id=1, eos_token_id=2)
-
-# name -> (hub-style config, storage dtype, shard count, prompt lengths). Mirrors make_reference.py.
-MODELS = {
-    "llama3_rope": (dict(COMMON, architectures=["LlamaForCausalLM"], model_type="llama",
-                         num_attention_heads=8, rope_theta=500000.0, tie_word_embeddings=False,
-                         attention_bias=False, mlp_bias=False,
-                         rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
-                                           high_freq_factor=4.0,
-                                           original_max_position_embeddings=32)),
-                    "F32", 1, [3, 9, 33]),
-    "qwen3_tiny": (dict(COMMON, architectures=["Qwen3ForCausalLM"], model_type="qwen3",
-                        head_dim=32, rope_theta=1000000.0, tie_word_embeddings=True,
-                        attention_bias=False, use_sliding_window=False, sliding_window=None,
-                        rope_scaling=None),
-                   "F32", 1, [5, 30]),
-    "qwen2_tiny": (dict(COMMON, architectures=["Qwen2ForCausalLM"], model_type="qwen2",
-                        rope_theta=10000.0, tie_word_embeddings=False, use_sliding_window=False,
-                        sliding_window=None, rope_scaling=dict(type="linear", factor=2.0)),
-                   "BF16", 1, [4, 25]),
-    "mistral_tiny": (dict(COMMON, architectures=["MistralForCausalLM"], model_type="mistral",
-                          head_dim=16, rope_theta=10000.0, tie_word_embeddings=False,
-                          sliding_window=8),
-                     "F32", 3, [6, 21]),
-}
+from golden_models import GREEDY_STEPS, INIT_STD, MODELS
 
 
 # ---------------------------------------------------------------- safetensors I/O (numpy only)
@@ -217,7 +189,7 @@ def random_weights(cfg, rng):
     d = cfg.get("head_dim") or hidden // heads
     inter, vocab = cfg["intermediate_size"], cfg["vocab_size"]
     arch = cfg["model_type"]
-    std = 0.2
+    std = INIT_STD
     w = {"model.embed_tokens.weight": rng.normal(0, std, (vocab, hidden)),
          "model.norm.weight": rng.uniform(0.5, 1.5, hidden)}
     if not cfg.get("tie_word_embeddings"):
@@ -240,7 +212,7 @@ def random_weights(cfg, rng):
     return w
 
 
-def write_weights(out, w, dtype, shards):
+def write_weights(out, w, dtype, max_shard_bytes):
     """Stores weights as F32 or BF16; returns the float64 values the reference must use."""
     stored, used = {}, {}
     for name, arr in w.items():
@@ -251,14 +223,20 @@ def write_weights(out, w, dtype, shards):
         else:
             stored[name] = ("F32", arr.astype(np.float32))
             used[name] = arr.astype(np.float32).astype(np.float64)
-    names = sorted(stored)
-    if shards == 1:
+    if max_shard_bytes is None:
         save_safetensors(os.path.join(out, "model.safetensors"), stored, {"format": "pt"})
         return used
+    parts, size = [{}], 0  # fill shards in name order up to max_shard_bytes, as HF does
+    for n in sorted(stored):
+        nbytes = stored[n][1].nbytes
+        if parts[-1] and size + nbytes > max_shard_bytes:
+            parts.append({})
+            size = 0
+        parts[-1][n] = stored[n]
+        size += nbytes
     weight_map, total = {}, 0
-    for s in range(shards):
-        fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-        part = {n: stored[n] for n in names[s::shards]}
+    for i, part in enumerate(parts):
+        fname = f"model-{i + 1:05d}-of-{len(parts):05d}.safetensors"
         save_safetensors(os.path.join(out, fname), part, {"format": "pt"})
         for n, (_, a) in part.items():
             weight_map[n] = fname
@@ -293,19 +271,20 @@ def main():
     args = ap.parse_args()
     stories_cfg, stories_w = check_against_stories(args.stories)
     generator = "tools/numpy_reference.py (interim; tools/make_reference.py with transformers owed)"
-    for name, (cfg, dtype, shards, lengths) in MODELS.items():
+    for name, (cfg, dtype, max_shard_bytes, lengths) in MODELS.items():
         out = os.path.join(args.out, name)
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
         rng = np.random.default_rng(zlib.crc32(name.encode()))
         cfg = dict(cfg, torch_dtype={"F32": "float32", "BF16": "bfloat16"}[dtype])
         write_json(os.path.join(out, "config.json"), cfg)
-        used = write_weights(out, random_weights(cfg, rng), dtype, shards)
+        used = write_weights(out, random_weights(cfg, rng), dtype, max_shard_bytes)
         prompts = [rng.integers(3, cfg["vocab_size"], n).tolist() for n in lengths]
         tensors, margin = reference_for(cfg, used, prompts)
         save_safetensors(os.path.join(out, "reference.safetensors"), tensors)
         write_json(os.path.join(out, "README.json"), {"generator": generator})
-        print(f"{name}: {dtype}, {shards} shard(s), prompts {lengths}, min margin {margin:.4f}")
+        shards = "sharded" if max_shard_bytes else "1 file"
+        print(f"{name}: {dtype}, {shards}, prompts {lengths}, min margin {margin:.4f}")
     out = os.path.join(args.out, "stories260k")
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
