@@ -168,19 +168,8 @@ EngineMetrics::PolicySeries& EngineMetrics::ForPolicy(std::string_view policy) {
 }
 
 std::string_view EngineMetrics::FinishedReasonLabel(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kNone:
-      return "none";
-    case FinishReason::kStop:
-      return "stop";
-    case FinishReason::kLength:
-      return "length";
-    case FinishReason::kAbort:
-      return "abort";
-    case FinishReason::kError:
-      return "error";
-  }
-  return "error";
+  const std::string_view name = FinishReasonName(reason);
+  return name.empty() ? "none" : name;
 }
 
 void EngineMetrics::RecordDroppedMass(std::string_view policy, double dropped_mass) {
