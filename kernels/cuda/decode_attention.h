@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+// Dense paged decode attention: one new query token per sequence, a batch of sequences with their
+// own context lengths and block tables, over one layer of the bf16 paged pool (PagedKvBf16).
+//
+// Lifecycle (STYLE habit 3): CanImplementDecodeAttention(shape) -> PlanDecodeAttention(shape,
+// num_sms) -> DecodeAttentionWorkspaceBytes(shape, plan) -> DecodeAttention(params, plan,
+// stream). Planning is pure host arithmetic on sizes that the host knows without reading the
+// device (the batch size and an upper bound of the context lengths), so a plan made for the
+// largest context a CUDA graph will see stays valid for every step replayed through that graph;
+// the actual lengths are read on the device.
+//
+// Work split (flash-decoding): CTA (split, kv_head, sequence) attends the query heads of kv_head's
+// GQA group to tokens [split * chunk, (split + 1) * chunk) of the sequence, so each K/V byte is
+// read once per group; fp32 online softmax; 16-byte loads; the page ids of each tile of the chunk
+// are read once into shared memory. With more than one split, each CTA writes a partial (o, lse)
+// to the workspace and a second kernel merges the splits by log-sum-exp.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace lychee::cuda {
+
+// Sizes known on the host; everything the plan and the kernel choice depend on.
+struct DecodeAttentionShape {
+  int64_t batch = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;            // 64 or 128
+  int64_t block_size = 0;          // 16, 32 or 64
+  int64_t max_blocks_per_seq = 0;  // block_tables row width
+  int64_t max_context_len = 0;  // upper bound of context_lens (<= max_blocks_per_seq * block_size)
+};
+
+struct DecodeAttentionParams {
+  // Pointers.
+  const bf16* q = nullptr;                // [batch, num_heads, head_dim]
+  PagedKvBf16 cache;                      // one layer (key_summary unused)
+  const int32_t* block_tables = nullptr;  // [batch, max_blocks_per_seq]
+  const int32_t* context_lens = nullptr;  // [batch] keys to attend, incl. the query's own
+  bf16* out = nullptr;                    // [batch, num_heads, head_dim]
+  float* maybe_lse = nullptr;             // [batch, num_heads] natural-log sum of exp(scores)
+  void* workspace = nullptr;              // DecodeAttentionWorkspaceBytes bytes (splits > 1)
+  // Sizes.
+  DecodeAttentionShape shape;
+  // Scalars.
+  float scale = 1.0f;  // 1/sqrt(head_dim) for every model we load
+};
+
+// How the work is cut. Plain data: store it next to a captured CUDA graph.
+struct DecodeAttentionPlan {
+  int num_splits = 1;    // CTAs per (sequence, kv head)
+  int chunk_tokens = 0;  // tokens per split, a multiple of block_size
+};
+
+struct DecodeAttentionPlanOptions {
+  int ctas_per_sm = 2;         // target: ctas_per_sm * num_sms CTAs in the grid
+  int min_chunk_tokens = 256;  // below this a split costs more than it saves
+  int max_splits = 128;        // bounds the workspace
+};
+
+// Supported: head_dim 64/128, block_size 16/32/64, GQA group (num_heads / num_kv_heads) 1..8,
+// sizes positive and within the int32 grid limits, max_context_len <= max_blocks_per_seq *
+// block_size. Pure host logic (no GPU needed).
+absl::Status CanImplementDecodeAttention(const DecodeAttentionShape& shape);
+
+// Host-only: chooses the split from the batch, kv heads, max_context_len and the SM count (one
+// grid of about ctas_per_sm * num_sms CTAs when the batch alone cannot fill the GPU).
+DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& shape, int num_sms,
+                                        const DecodeAttentionPlanOptions& options = {});
+
+// Bytes of workspace `plan` needs (0 for one split): fp32 partial outputs and log-sum-exps.
+size_t DecodeAttentionWorkspaceBytes(const DecodeAttentionShape& shape,
+                                     const DecodeAttentionPlan& plan);
+
+// Checks the params against the plan (pointers, alignment, plan consistency) on the host.
+absl::Status CanRunDecodeAttention(const DecodeAttentionParams& params,
+                                   const DecodeAttentionPlan& plan);
+
+// Enqueues the attention (and the merge when plan.num_splits > 1) on `stream`. No host sync, no
+// allocation. A context length of 0 writes zeros and lse = -inf; a context length above
+// max_context_len is still attended completely (the last split takes the excess, slowly); one
+// above max_blocks_per_seq * block_size is clamped to it.
+[[nodiscard]] absl::Status DecodeAttention(const DecodeAttentionParams& params,
+                                           const DecodeAttentionPlan& plan, cudaStream_t stream);
+
+}  // namespace lychee::cuda

@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: Apache-2.0
+// Host side of decode attention (decode_attention.h): capability checks, the split plan and the
+// workspace size. Plain C++ so CI without a GPU tests it.
+#include <algorithm>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/decode_attention.h"
+
+namespace lychee::cuda {
+namespace {
+
+constexpr int64_t kMaxGrid = 65535;  // gridDim.y / gridDim.z limit
+constexpr int64_t kMaxInt32 = 2147483647;
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+}  // namespace
+
+absl::Status CanImplementDecodeAttention(const DecodeAttentionShape& s) {
+  if (s.batch <= 0 || s.num_heads <= 0 || s.num_kv_heads <= 0 || s.max_blocks_per_seq <= 0 ||
+      s.max_context_len < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode attention: sizes must be positive (batch ", s.batch, ", heads ",
+                     s.num_heads, ", kv_heads ", s.num_kv_heads, ", max_blocks_per_seq ",
+                     s.max_blocks_per_seq, ", max_context_len ", s.max_context_len, ")"));
+  }
+  if (s.head_dim != 64 && s.head_dim != 128) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode attention: unsupported head_dim: ", s.head_dim, " (64, 128)"));
+  }
+  if (s.block_size != 16 && s.block_size != 32 && s.block_size != 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode attention: unsupported block_size: ", s.block_size, " (16, 32, 64)"));
+  }
+  if (s.num_heads % s.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("decode attention: num_heads ", s.num_heads,
+                                                   " is not a multiple of num_kv_heads ",
+                                                   s.num_kv_heads));
+  }
+  const int64_t group = s.num_heads / s.num_kv_heads;
+  if (group > 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode attention: unsupported GQA group size: ", group, " (1..8)"));
+  }
+  if (s.batch > kMaxGrid || s.num_kv_heads > kMaxGrid) {
+    return absl::InvalidArgumentError("decode attention: batch or kv_heads exceeds the grid");
+  }
+  if (s.max_blocks_per_seq * s.block_size > kMaxInt32 || s.batch * s.num_heads > kMaxInt32) {
+    return absl::InvalidArgumentError("decode attention: sizes exceed int32 ranges");
+  }
+  if (s.max_context_len > s.max_blocks_per_seq * s.block_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "decode attention: max_context_len ", s.max_context_len, " exceeds the block table (",
+        s.max_blocks_per_seq, " blocks of ", s.block_size, ")"));
+  }
+  return absl::OkStatus();
+}
+
+DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& s, int num_sms,
+                                        const DecodeAttentionPlanOptions& o) {
+  DecodeAttentionPlan plan;
+  const int64_t bs = std::max<int64_t>(1, s.block_size);
+  const int64_t ctx = std::max<int64_t>(1, s.max_context_len);
+  const int64_t min_chunk = CeilDiv(std::max(1, o.min_chunk_tokens), bs) * bs;
+  const int64_t base_ctas = std::max<int64_t>(1, s.batch * s.num_kv_heads);
+  const int64_t target = std::max<int64_t>(1, int64_t{o.ctas_per_sm} * std::max(1, num_sms));
+  int64_t splits = 1;
+  if (base_ctas < target && ctx > min_chunk) splits = CeilDiv(target, base_ctas);
+  splits = std::clamp<int64_t>(splits, 1, std::max(1, o.max_splits));
+  // Chunk: the even share of the longest context, whole pages, at least min_chunk tokens; then
+  // drop the splits that would start past the longest context.
+  int64_t chunk = CeilDiv(CeilDiv(ctx, splits), bs) * bs;
+  chunk = std::max(chunk, std::min(min_chunk, CeilDiv(ctx, bs) * bs));
+  splits = std::clamp<int64_t>(CeilDiv(ctx, chunk), 1, kMaxGrid);
+  plan.num_splits = static_cast<int>(splits);
+  plan.chunk_tokens = static_cast<int>(std::min<int64_t>(chunk, kMaxInt32));
+  return plan;
+}
+
+size_t DecodeAttentionWorkspaceBytes(const DecodeAttentionShape& s,
+                                     const DecodeAttentionPlan& plan) {
+  if (plan.num_splits <= 1) return 0;
+  const size_t partials = static_cast<size_t>(s.batch) * s.num_heads * plan.num_splits;
+  // o: [batch, heads, splits, head_dim] fp32, then lse: [batch, heads, splits] fp32.
+  return partials * static_cast<size_t>(s.head_dim) * sizeof(float) + partials * sizeof(float);
+}
+
+absl::Status CanRunDecodeAttention(const DecodeAttentionParams& p,
+                                   const DecodeAttentionPlan& plan) {
+  const DecodeAttentionShape& s = p.shape;
+  if (absl::Status st = CanImplementDecodeAttention(s); !st.ok()) return st;
+  if (p.q == nullptr || p.cache.kv == nullptr || p.block_tables == nullptr ||
+      p.context_lens == nullptr || p.out == nullptr) {
+    return absl::InvalidArgumentError(
+        "decode attention: q, cache.kv, block_tables, context_lens and out must be set");
+  }
+  if (!Aligned16(p.q) || !Aligned16(p.cache.kv) || !Aligned16(p.out)) {
+    return absl::InvalidArgumentError(
+        "decode attention: q, cache.kv and out must be 16-byte aligned");
+  }
+  if (p.cache.head_dim != s.head_dim || p.cache.block_size != s.block_size ||
+      p.cache.num_kv_heads != s.num_kv_heads || p.cache.num_blocks <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode attention: cache (kv_heads ", p.cache.num_kv_heads, ", block_size ",
+                     p.cache.block_size, ", head_dim ", p.cache.head_dim, ", blocks ",
+                     p.cache.num_blocks, ") does not match the shape"));
+  }
+  if (plan.num_splits < 1 || plan.chunk_tokens <= 0 || plan.chunk_tokens % s.block_size != 0 ||
+      plan.num_splits > kMaxGrid) {
+    return absl::InvalidArgumentError(absl::StrCat("decode attention: invalid plan (splits ",
+                                                   plan.num_splits, ", chunk ", plan.chunk_tokens,
+                                                   ")"));
+  }
+  if (plan.num_splits > 1 && (p.workspace == nullptr || !Aligned16(p.workspace))) {
+    return absl::InvalidArgumentError(
+        "decode attention: a split plan needs a 16-byte aligned workspace");
+  }
+  if (!(p.scale > 0.0f)) return absl::InvalidArgumentError("decode attention: scale must be > 0");
+  return absl::OkStatus();
+}
+
+}  // namespace lychee::cuda
