@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // lychee-server: loads the config, the model (Engine::Create), and serves gRPC (lychee.v1,
-// health, reflection) plus HTTP (/metrics, /health, /ready) until SIGTERM or SIGINT.
+// health, reflection) plus HTTP (/metrics, /health, /ready and the OpenAI-compatible /v1 API)
+// until SIGTERM or SIGINT.
 //
 //   lychee-server [--config configs/default.yaml] [--model DIR] [--grpc-port N] ...
 //
@@ -8,9 +9,9 @@
 //   lychee-server: grpc listening on 127.0.0.1:PORT
 //   lychee-server: http listening on 127.0.0.1:PORT
 // Drain: the first SIGTERM/SIGINT marks the server draining (new Generate calls get
-// UNAVAILABLE, health NOT_SERVING, /ready 503), stops listening, lets live requests finish for
-// shutdown_grace_seconds, aborts the rest, stops the engine and exits 0. A second signal during
-// the drain exits at once with status 1.
+// UNAVAILABLE, new /v1 completions 503, health NOT_SERVING, /ready 503), stops listening for
+// gRPC, lets live requests (gRPC and HTTP) finish for shutdown_grace_seconds, aborts the rest,
+// stops the engine and exits 0. A second signal during the drain exits at once with status 1.
 //
 // Threads: main waits for the stop signal (a handler writes it to a self-pipe); the engine's
 // step thread, gRPC's callback threads and the HTTP I/O threads do the work.
@@ -36,6 +37,7 @@
 #include "server/http/side_routes.h"
 #include "server/metrics/engine_metrics.h"
 #include "server/metrics/registry.h"
+#include "server/openai/openai_gateway.h"
 #endif
 
 #ifndef LYCHEE_VERSION
@@ -112,9 +114,21 @@ int Run(int argc, char** argv) {
   engine_metrics.SetStatsSource([&eng] { return eng.Stats(); });
   http::ServingState serving;
   serving.SetEngineAliveCheck([] { return true; });
+  // Declared before the HTTP server, which dispatches to it, and after the engine it calls.
+  openai::ChatPrompt chat_prompt =
+      openai::ChatPrompt::Load(config.engine.model_dir, eng.tokenizer());
+  if (!chat_prompt.load_error().ok()) {
+    LY_LOG_WARN("lychee-server: chat template unusable, /v1/chat/completions will fail: {}",
+                chat_prompt.load_error().ToString());
+  } else {
+    LY_LOG_INFO("lychee-server: /v1/chat/completions uses {}", chat_prompt.description());
+  }
+  openai::OpenAiGateway gateway(eng, std::move(chat_prompt),
+                                {.is_draining = [&serving] { return serving.draining(); }});
   http::HttpServer http_server(
       {.address = config.host, .port = static_cast<uint16_t>(config.http_port)});
   http::AddSideRoutes(http_server.router(), &registry, &serving);
+  gateway.AddRoutes(http_server.router());
   if (absl::Status st = http_server.Start(); !st.ok()) return Fail(st);
   LY_LOG_INFO("lychee-server: http listening on {}",
               grpc_server::JoinHostPort(config.host, http_server.port()));
@@ -145,8 +159,13 @@ int Run(int argc, char** argv) {
               absl::FormatDuration(grace));
   // Live calls end as the engine finishes them; at the deadline gRPC cancels the rest, which
   // aborts their requests. Then nothing is left for the engine.
-  (*grpc)->Shutdown(absl::Now() + grace);
+  const absl::Time drain_deadline = absl::Now() + grace;
+  (*grpc)->Shutdown(drain_deadline);
   grpc->reset();
+#if LYCHEE_WITH_HTTP
+  // HTTP requests get the same grace; the engine's shutdown below aborts what is left.
+  gateway.WaitIdle(drain_deadline);
+#endif
   eng.Shutdown(absl::ZeroDuration());
 #if LYCHEE_WITH_HTTP
   http_server.Shutdown();

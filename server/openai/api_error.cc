@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: Apache-2.0
+// OpenAI error JSON from absl::Status (see api_error.h).
+#include "server/openai/api_error.h"
+
+#include <optional>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/string_view.h"
+
+namespace lychee::openai {
+namespace {
+
+constexpr char kParamUrl[] = "lychee.openai/param";
+constexpr char kCodeUrl[] = "lychee.openai/code";
+
+absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+absl::Status WithPayload(absl::Status status, const char* url, std::string_view value) {
+  if (status.ok()) return status;
+  status.SetPayload(url, absl::Cord(Absl(value)));
+  return status;
+}
+
+std::optional<std::string> Payload(const absl::Status& status, const char* url) {
+  auto payload = status.GetPayload(url);  // absl::optional (not std:: in this Abseil)
+  if (!payload.has_value()) return std::nullopt;
+  return std::string(*payload);
+}
+
+bool IsFieldChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '.';
+}
+
+}  // namespace
+
+absl::Status InvalidParam(std::string_view param, std::string_view message) {
+  return WithParam(absl::InvalidArgumentError(Absl(message)), param);
+}
+
+absl::Status WithParam(absl::Status status, std::string_view param) {
+  return WithPayload(std::move(status), kParamUrl, param);
+}
+
+absl::Status WithCode(absl::Status status, std::string_view code) {
+  return WithPayload(std::move(status), kCodeUrl, code);
+}
+
+std::string ParamOf(const absl::Status& status) {
+  if (std::optional<std::string> param = Payload(status, kParamUrl)) return *param;
+  if (status.code() != absl::StatusCode::kInvalidArgument) return "";
+  // The engine's messages start with the field: "max_tokens: must be ...", "prompt[3]: ...".
+  const std::string_view message(status.message().data(), status.message().size());
+  const size_t colon = message.find(':');
+  if (colon == std::string_view::npos || colon == 0) return "";
+  std::string_view field = message.substr(0, colon);
+  if (const size_t bracket = field.find('['); bracket != std::string_view::npos) {
+    field = field.substr(0, bracket);
+  }
+  for (const char c : field) {
+    if (!IsFieldChar(c)) return "";
+  }
+  return std::string(field);
+}
+
+std::string CodeOf(const absl::Status& status) { return Payload(status, kCodeUrl).value_or(""); }
+
+int HttpStatusFor(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+      return 400;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted:
+      return 409;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kCancelled:
+      return 499;
+    case absl::StatusCode::kUnimplemented:
+      return 501;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    case absl::StatusCode::kDeadlineExceeded:
+      return 504;
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kDataLoss:
+      return 500;
+    default:  // absl's StatusCode has sentinel values beyond the canonical ones
+      return 500;
+  }
+}
+
+std::string_view ErrorTypeFor(int http_status) {
+  switch (http_status) {
+    case 400:
+    case 404:
+    case 409:
+      return "invalid_request_error";
+    case 401:
+      return "authentication_error";
+    case 403:
+      return "permission_error";
+    case 429:
+      return "rate_limit_error";
+    case 499:
+      return "cancelled";
+    case 501:
+      return "not_implemented_error";
+    case 503:
+      return "service_unavailable_error";
+    case 504:
+      return "timeout_error";
+    default:
+      return "server_error";
+  }
+}
+
+nlohmann::ordered_json ErrorJson(const absl::Status& status) {
+  using Json = nlohmann::ordered_json;
+  const int http_status = HttpStatusFor(status.code());
+  const std::string param = ParamOf(status);
+  const std::string code = CodeOf(status);
+  Json error = Json::object();
+  error["message"] = std::string(status.message());
+  error["type"] = ErrorTypeFor(http_status);
+  error["param"] = param.empty() ? Json(nullptr) : Json(param);
+  error["code"] = code.empty() ? Json(http_status) : Json(code);
+  Json body = Json::object();
+  body["error"] = std::move(error);
+  return body;
+}
+
+http::HttpResponse ErrorResponse(const absl::Status& status) {
+  http::HttpResponse response;
+  response.status = HttpStatusFor(status.code());
+  response.content_type = "application/json";
+  response.body = Dump(ErrorJson(status));
+  return response;
+}
+
+std::string Dump(const nlohmann::json& value) {
+  return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string Dump(const nlohmann::ordered_json& value) {
+  return value.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+}  // namespace lychee::openai

@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: Apache-2.0
+// OpenAiGateway: routes, worker threads, /v1/models, and the submit-then-stream step shared by
+// both generation endpoints (see openai_gateway.h). The endpoint bodies are in
+// completions_handler.cc and chat_handler.cc.
+#include "server/openai/openai_gateway.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <random>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "common/logging.h"
+#include "server/openai/api_error.h"
+
+namespace lychee::openai {
+namespace {
+
+ModelLimits LimitsOf(const ModelInfo& info) {
+  return ModelLimits{.served_name = info.model_id,
+                     .vocab_size = info.vocab_size,
+                     .max_model_len = info.max_model_len};
+}
+
+http::HttpResponse JsonResponse(const Json& body) {
+  http::HttpResponse response;
+  response.status = 200;
+  response.content_type = "application/json";
+  response.body = Dump(body);
+  return response;
+}
+
+}  // namespace
+
+OpenAiGateway::OpenAiGateway(EngineClient& engine, ChatPrompt chat_prompt, GatewayOptions options)
+    : engine_(engine),
+      chat_prompt_(std::move(chat_prompt)),
+      options_(std::move(options)),
+      limits_(LimitsOf(engine.model_info())),
+      created_(std::chrono::duration_cast<std::chrono::seconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count()) {
+  pump_options_.poll_interval = options_.poll_interval;
+  pump_options_.ping_interval = options_.ping_interval;
+  pump_options_.max_pending_bytes = options_.max_pending_bytes;
+  pump_options_.stopping = [this] {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stopping_;
+  };
+}
+
+OpenAiGateway::~OpenAiGateway() {
+  std::unique_lock<std::mutex> lock(mu_);
+  stopping_ = true;
+  // Workers notice within a poll interval, abort their requests and exit.
+  idle_.wait(lock, [this] { return num_workers_ == 0; });
+}
+
+void OpenAiGateway::AddRoutes(http::Router& router) {
+  router.Add("GET", "/v1/models",
+             [this](const http::HttpRequest& request, http::ResponseWriterPtr writer) {
+               HandleModels(request, std::move(writer));
+             });
+  router.AddPrefix("GET", "/v1/models/",
+                   [this](const http::HttpRequest& request, http::ResponseWriterPtr writer) {
+                     HandleModel(request, std::move(writer));
+                   });
+  // The body and the one header the workers need are copied: the request dies with the handler.
+  router.Add("POST", "/v1/completions",
+             [this](const http::HttpRequest& request, http::ResponseWriterPtr writer) {
+               Dispatch(writer, [this, body = request.body,
+                                 id = std::string(request.Header("X-Request-Id")),
+                                 writer] { RunCompletion(body, id, writer); });
+             });
+  router.Add("POST", "/v1/chat/completions",
+             [this](const http::HttpRequest& request, http::ResponseWriterPtr writer) {
+               Dispatch(writer, [this, body = request.body,
+                                 id = std::string(request.Header("X-Request-Id")),
+                                 writer] { RunChat(body, id, writer); });
+             });
+}
+
+int64_t OpenAiGateway::num_live_requests() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return num_workers_;
+}
+
+int64_t OpenAiGateway::WaitIdle(absl::Time deadline) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_.wait_until(lock, absl::ToChronoTime(deadline), [this] { return num_workers_ == 0; });
+  return num_workers_;
+}
+
+void OpenAiGateway::Dispatch(http::ResponseWriterPtr writer, std::function<void()> work) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) {
+      return writer->Send(ErrorResponse(absl::UnavailableError("the server is shutting down")));
+    }
+    if (num_workers_ >= options_.max_concurrent_requests) {
+      return writer->Send(ErrorResponse(absl::ResourceExhaustedError(fmt::format(
+          "too many requests in flight ({}); retry later", options_.max_concurrent_requests))));
+    }
+    ++num_workers_;
+  }
+  auto done = [this] {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--num_workers_ == 0) idle_.notify_all();
+  };
+  try {
+    std::thread([work = std::move(work), done] {
+      // Nothing may escape a worker: nlohmann::json and the allocator throw.
+      try {
+        work();
+      } catch (const std::exception& e) {
+        LY_LOG_ERROR("openai: request worker failed: {}", e.what());
+      }
+      done();
+    }).detach();
+  } catch (const std::system_error& e) {
+    done();
+    writer->Send(ErrorResponse(
+        absl::ResourceExhaustedError(fmt::format("cannot start a request worker: {}", e.what()))));
+  }
+}
+
+void OpenAiGateway::HandleModels(const http::HttpRequest&, http::ResponseWriterPtr writer) const {
+  const ModelInfo& info = engine_.model_info();
+  Json model = Json::object();
+  model["id"] = info.model_id;
+  model["object"] = "model";
+  model["created"] = created_;
+  model["owned_by"] = "lychee-serve";
+  model["root"] = info.model_path;
+  model["parent"] = nullptr;
+  model["max_model_len"] = info.max_model_len;
+  Json body = Json::object();
+  body["object"] = "list";
+  body["data"] = Json::array({std::move(model)});
+  writer->Send(JsonResponse(body));
+}
+
+void OpenAiGateway::HandleModel(const http::HttpRequest& request,
+                                http::ResponseWriterPtr writer) const {
+  const std::string id = request.path.substr(std::string_view("/v1/models/").size());
+  if (id != limits_.served_name) {
+    return writer->Send(ErrorResponse(CheckModel(id.empty() ? "(empty)" : id, limits_)));
+  }
+  const ModelInfo& info = engine_.model_info();
+  Json model = Json::object();
+  model["id"] = info.model_id;
+  model["object"] = "model";
+  model["created"] = created_;
+  model["owned_by"] = "lychee-serve";
+  model["root"] = info.model_path;
+  model["parent"] = nullptr;
+  model["max_model_len"] = info.max_model_len;
+  writer->Send(JsonResponse(model));
+}
+
+absl::Status OpenAiGateway::CheckNotDraining() const {
+  if (options_.is_draining && options_.is_draining()) {
+    return absl::UnavailableError("the server is draining; retry on another replica");
+  }
+  return absl::OkStatus();
+}
+
+std::string OpenAiGateway::NewRequestId(std::string_view prefix, const std::string& header) const {
+  if (IsValidRequestId(header)) return fmt::format("{}{}", prefix, header);
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{}{:016x}{:016x}", prefix, rng(), rng());
+}
+
+int64_t OpenAiGateway::NowSeconds() const {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void OpenAiGateway::Serve(GenerationRequest request, ResponseBuilder& builder, bool stream,
+                          http::ResponseWriter& writer) {
+  if (absl::Status st = CheckNotDraining(); !st.ok()) return writer.Send(ErrorResponse(st));
+  absl::StatusOr<TokenStreamPtr> submitted = engine_.Submit(std::move(request));
+  if (!submitted.ok()) return writer.Send(ErrorResponse(submitted.status()));
+  const TokenStreamPtr token_stream = *std::move(submitted);
+  EngineClient* engine = &engine_;
+  auto abort = [token_stream, engine] {
+    if (token_stream->finished()) return;
+    token_stream->Cancel();
+    engine->Abort(token_stream->request_id());
+  };
+  // Runs on an I/O thread when the connection breaks (or at once if it already has).
+  writer.OnClientGone(abort);
+
+  PumpEnd end = PumpEnd::kFinished;
+  if (stream) {
+    writer.StartStream(200, "text/event-stream",
+                       {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}});
+    std::string head;
+    for (const Json& chunk : builder.Begin()) head += SseData(chunk);
+    writer.Write(std::move(head));
+    end = PumpSse(*token_stream, builder, writer, pump_options_);
+  } else {
+    end = CollectAll(*token_stream, builder, writer, pump_options_);
+    if (end == PumpEnd::kFinished) {
+      writer.Send(builder.error().ok() ? JsonResponse(builder.Complete())
+                                       : ErrorResponse(builder.error()));
+    }
+  }
+  if (end != PumpEnd::kFinished) abort();
+}
+
+}  // namespace lychee::openai

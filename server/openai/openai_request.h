@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: Apache-2.0
+// Request side of the OpenAI-compatible API: the JSON bodies of POST /v1/completions and
+// /v1/chat/completions parsed and validated into plain structs that hold a GenerationRequest
+// (everything but the prompt tokens, which need the tokenizer and, for chat, the template).
+//
+// Flow (openai_gateway.cc): ParseCompletionRequest / ParseChatRequest → CheckModel → tokenize
+// (chat_prompt.h for chat) → FitToContext (max_tokens against max_model_len) → Engine::Submit.
+// Every error is an InvalidArgument (or NotFound for the model) naming the request field, with
+// the gRPC service's wording where the field exists there ("temperature is 300, must be in
+// [0, 100]"); api_error.h turns it into OpenAI's error JSON.
+//
+// Accepted (see README.md, "OpenAI-compatible HTTP API"): OpenAI's sampling fields, vLLM's
+// extensions (top_k, min_p, repetition_penalty, stop_token_ids, ignore_eos, min_tokens,
+// include_stop_str_in_output, skip_special_tokens, chat_template_kwargs, add_generation_prompt,
+// policy, priority). Refused with 400 rather than silently ignored: n/best_of other than 1, batch
+// prompts, suffix, logit_bias, prompt_logprobs, echo with logprobs, non-text content parts,
+// tool_choice "required" or a named function, response_format other than text,
+// continue_final_message, a request-supplied chat_template. Unknown fields are ignored, as
+// vLLM does. Pure functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/request.h"
+#include "server/openai/json_fields.h"
+
+namespace lychee::openai {
+
+// Most top logprobs per token a client may ask for (the engine's and vLLM's limit).
+inline constexpr int kMaxTopLogprobs = 20;
+// max_tokens of a completion that gives none (OpenAI's default).
+inline constexpr int64_t kDefaultCompletionMaxTokens = 16;
+
+// What validation needs to know about the served model.
+struct ModelLimits {
+  std::string served_name;    // the only accepted "model"
+  int64_t vocab_size = 0;     // bounds token ids
+  int64_t max_model_len = 0;  // prompt + generated tokens
+};
+
+// Fields both endpoints share.
+struct CommonParams {
+  std::string model;                  // as sent ("" when absent: the served model)
+  GenerationRequest generation;       // prompt and max_tokens are filled later
+  std::optional<int64_t> max_tokens;  // as sent (chat: max_completion_tokens wins)
+  bool stream = false;
+  bool include_usage = false;           // stream_options.include_usage
+  bool continuous_usage_stats = false;  // stream_options.continuous_usage_stats (vLLM)
+};
+
+struct CompletionParams {
+  CommonParams common;
+  // A text prompt, or token ids (already checked against vocab_size).
+  std::variant<std::string, std::vector<int32_t>> prompt;
+  bool echo = false;
+  std::optional<int> logprobs;  // top logprobs per token; nullopt: no logprobs
+};
+
+struct ChatParams {
+  CommonParams common;
+  Json messages;  // normalized for the template: content is a string (or null)
+  Json template_variables = Json::object();  // tools, documents, chat_template_kwargs
+  bool add_generation_prompt = true;
+  bool logprobs = false;
+  int top_logprobs = 0;
+};
+
+absl::StatusOr<CompletionParams> ParseCompletionRequest(std::string_view body,
+                                                        const ModelLimits& limits);
+absl::StatusOr<ChatParams> ParseChatRequest(std::string_view body, const ModelLimits& limits);
+
+// NotFound (404, code "model_not_found", param "model") unless `model` is empty or the served
+// name.
+absl::Status CheckModel(std::string_view model, const ModelLimits& limits);
+
+// Settles generation.max_tokens once the prompt length is known, vLLM's way: a prompt that
+// leaves no room is an error about `prompt_param`; an explicit max_tokens that does not fit is an
+// error about max_tokens; an absent one becomes the room left (completions: at most 16).
+// Also checks min_tokens <= max_tokens.
+absl::Status FitToContext(int64_t prompt_len, std::string_view prompt_param, bool chat,
+                          const ModelLimits& limits, CommonParams& params);
+
+// Request ids from X-Request-Id: printable ASCII without spaces, at most this long.
+inline constexpr size_t kMaxRequestIdLength = 200;
+bool IsValidRequestId(std::string_view id);
+
+}  // namespace lychee::openai
