@@ -82,6 +82,8 @@ absl::StatusOr<std::unique_ptr<LtGemm>> LtGemm::Create() {
   return std::unique_ptr<LtGemm>(new LtGemm(handle));
 }
 
+LtGemm::LtGemm(cublasLtHandle_t handle) : handle_(handle) {}
+
 LtGemm::~LtGemm() {
   plans_.clear();
   if (handle_ != nullptr) cublasLtDestroy(handle_);

@@ -65,7 +65,7 @@ class LtGemm {
  private:
   struct Plan;
   using Key = std::tuple<int64_t, int64_t, int64_t, int, size_t>;
-  explicit LtGemm(cublasLtHandle_t handle) : handle_(handle) {}
+  explicit LtGemm(cublasLtHandle_t handle);  // out of line: Plan is incomplete here
   absl::StatusOr<const Plan*> GetPlan(const GemmArgs& args, size_t workspace_bytes);
 
   cublasLtHandle_t handle_ = nullptr;

@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: Apache-2.0
+// cuda_decode_attention_bench: the dense paged decode attention kernel against the bandwidth
+// ceiling measured in the same run, a device-to-device cudaMemcpy of the same K/V bytes.
+//
+// Grid: batch {1, 8, 32} x context {4K, 32K, 128K} with Llama-3-8B attention heads (32 query
+// heads, 8 kv heads, head_dim 128), bf16 pages of --block-size tokens in a shuffled block table.
+// Timing: CUDA events around each launch, L2 flushed before every sample (cold, the convention of
+// KERNELS.md section 6.2) unless --warm, median over --iters samples. Bandwidth of the attention
+// = K/V bytes it must read / time; of the copy = bytes read + written / time (so both count what
+// crosses the memory bus). Prints a table and writes JSON with --json PATH. Without a GPU it says
+// so and exits 0.
+#include <cuda_runtime_api.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_device.h"
+#include "kernels/cuda/decode_attention.h"
+
+namespace lychee::cuda {
+namespace {
+
+constexpr int64_t kHeads = 32, kKvHeads = 8, kHeadDim = 128;
+
+struct Options {
+  int iters = 30;
+  int64_t block_size = 16;
+  bool warm = false;
+  std::string json_path;
+};
+
+struct Row {
+  int64_t batch = 0, context = 0;
+  int splits = 0, chunk = 0;
+  double kv_bytes = 0;
+  double attn_us = 0, copy_us = 0;
+  double attn_gbs = 0, copy_gbs = 0;
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Times `launch` (which enqueues work on `stream`) --iters times; returns the median in
+// microseconds. `flush` (a buffer > 2x L2) is rewritten before each sample unless warm.
+template <typename F>
+absl::StatusOr<double> TimeIt(const Options& o, cudaStream_t stream, DeviceBuffer<uint8_t>& flush,
+                              F&& launch) {
+  cudaEvent_t start, stop;
+  LY_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  LY_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+  std::vector<double> samples;
+  for (int i = 0; i < o.iters + 3; ++i) {  // 3 warm-up launches
+    if (!o.warm) {
+      LY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flush.get(), i & 0xff, flush.bytes(), stream));
+    }
+    LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
+    if (absl::Status s = launch(); !s.ok()) return s;
+    LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
+    LY_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    LY_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
+    if (i >= 3) samples.push_back(ms * 1000.0);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return Median(samples);
+}
+
+absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) {
+  const std::vector<int64_t> batches = {1, 8, 32};
+  const std::vector<int64_t> contexts = {4096, 32768, 131072};
+  const int64_t bs = o.block_size;
+  const int64_t max_tokens = batches.back() * contexts.back();
+  const int64_t max_blocks = max_tokens / bs;
+  PagedKvBf16 cache{nullptr, nullptr, max_blocks, kKvHeads, bs, kHeadDim};
+  const size_t pool_elems = static_cast<size_t>(max_blocks * cache.block_stride());
+  std::printf("pool: %.1f GiB of K/V for %lld tokens (+ the same again as the copy target)\n",
+              pool_elems * 2.0 / (1 << 30), static_cast<long long>(max_tokens));
+
+  DeviceBuffer<bf16> pool, copy_dst, q, out;
+  DeviceBuffer<float> lse;
+  DeviceBuffer<int32_t> tables, lens;
+  DeviceBuffer<uint8_t> workspace, flush;
+  LY_CUDA_RETURN_IF_NOT_OK(pool.Allocate(pool_elems));
+  LY_CUDA_RETURN_IF_NOT_OK(pool.FillBytes(0x3c));  // bf16 0x3c3c ≈ 0.0115: finite, non-zero
+  LY_CUDA_RETURN_IF_NOT_OK(copy_dst.Allocate(pool_elems));
+  LY_CUDA_RETURN_IF_NOT_OK(q.Allocate(batches.back() * kHeads * kHeadDim));
+  LY_CUDA_RETURN_IF_NOT_OK(q.FillBytes(0x3c));
+  LY_CUDA_RETURN_IF_NOT_OK(out.Allocate(batches.back() * kHeads * kHeadDim));
+  LY_CUDA_RETURN_IF_NOT_OK(lse.Allocate(batches.back() * kHeads));
+  LY_CUDA_RETURN_IF_NOT_OK(flush.Allocate(size_t{512} << 20));  // > 2x the 50 MB L2
+
+  cudaStream_t stream;
+  LY_CUDA_RETURN_IF_ERROR(cudaStreamCreate(&stream));
+  std::mt19937_64 rng(12345);
+  std::vector<Row> rows;
+  for (const int64_t batch : batches) {
+    for (const int64_t ctx : contexts) {
+      // Shuffled pages: each sequence gets ctx / bs random blocks of the pool.
+      const int64_t pages = ctx / bs;
+      std::vector<int32_t> perm(batch * pages);
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      LY_CUDA_RETURN_IF_NOT_OK(tables.Upload(perm));  // [batch, pages] row-major
+      LY_CUDA_RETURN_IF_NOT_OK(lens.Upload(std::vector<int32_t>(batch, static_cast<int32_t>(ctx))));
+
+      DecodeAttentionShape shape;
+      shape.batch = batch;
+      shape.num_heads = kHeads;
+      shape.num_kv_heads = kKvHeads;
+      shape.head_dim = kHeadDim;
+      shape.block_size = bs;
+      shape.max_blocks_per_seq = pages;
+      shape.max_context_len = ctx;
+      LY_CUDA_RETURN_IF_NOT_OK(CanImplementDecodeAttention(shape));
+      const DecodeAttentionPlan plan = PlanDecodeAttention(shape, dev.num_sms);
+      const size_t ws = DecodeAttentionWorkspaceBytes(shape, plan);
+      if (ws > workspace.bytes()) LY_CUDA_RETURN_IF_NOT_OK(workspace.Allocate(ws));
+
+      DecodeAttentionParams p;
+      p.q = q.get();
+      p.cache = cache;
+      p.cache.kv = pool.get();
+      p.block_tables = tables.get();
+      p.context_lens = lens.get();
+      p.out = out.get();
+      p.maybe_lse = lse.get();
+      p.workspace = ws > 0 ? workspace.get() : nullptr;
+      p.shape = shape;
+      p.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+
+      Row row;
+      row.batch = batch;
+      row.context = ctx;
+      row.splits = plan.num_splits;
+      row.chunk = plan.chunk_tokens;
+      const size_t kv_bytes = static_cast<size_t>(batch * ctx) * kKvHeads * kHeadDim * 2 * 2;
+      row.kv_bytes = static_cast<double>(kv_bytes);
+      auto attn = TimeIt(o, stream, flush, [&] { return DecodeAttention(p, plan, stream); });
+      if (!attn.ok()) return attn.status();
+      auto copy = TimeIt(o, stream, flush, [&]() -> absl::Status {
+        LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(copy_dst.get(), pool.get(), kv_bytes,
+                                                cudaMemcpyDeviceToDevice, stream));
+        return absl::OkStatus();
+      });
+      if (!copy.ok()) return copy.status();
+      row.attn_us = *attn;
+      row.copy_us = *copy;
+      row.attn_gbs = row.kv_bytes / (row.attn_us * 1e3);
+      row.copy_gbs = 2.0 * row.kv_bytes / (row.copy_us * 1e3);
+      rows.push_back(row);
+    }
+  }
+  LY_CUDA_RETURN_IF_ERROR(cudaStreamDestroy(stream));
+
+  std::printf("\n%s, %d SMs, block_size %lld, %s L2, median of %d\n", dev.name.c_str(), dev.num_sms,
+              static_cast<long long>(bs), o.warm ? "warm" : "cold", o.iters);
+  std::printf("%6s %8s %7s %7s %10s %10s %10s %10s %10s %8s\n", "batch", "context", "splits",
+              "chunk", "KV MB", "attn us", "attn GB/s", "copy us", "copy GB/s", "% copy");
+  nlohmann::json results = nlohmann::json::array();
+  for (const Row& r : rows) {
+    const double pct = 100.0 * r.attn_gbs / r.copy_gbs;
+    std::printf("%6lld %8lld %7d %7d %10.1f %10.1f %10.0f %10.1f %10.0f %7.1f%%\n",
+                static_cast<long long>(r.batch), static_cast<long long>(r.context), r.splits,
+                r.chunk, r.kv_bytes / 1e6, r.attn_us, r.attn_gbs, r.copy_us, r.copy_gbs, pct);
+    results.push_back({{"batch", r.batch},
+                       {"context", r.context},
+                       {"splits", r.splits},
+                       {"chunk_tokens", r.chunk},
+                       {"kv_bytes", r.kv_bytes},
+                       {"attention_us", r.attn_us},
+                       {"attention_gb_per_s", r.attn_gbs},
+                       {"copy_us", r.copy_us},
+                       {"copy_gb_per_s", r.copy_gbs},
+                       {"percent_of_copy", pct}});
+  }
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);
+  cudaRuntimeGetVersion(&runtime);
+  json = {{"bench", "cuda_decode_attention"},
+          {"device", dev.name},
+          {"num_sms", dev.num_sms},
+          {"cuda_driver", driver},
+          {"cuda_runtime", runtime},
+          {"heads", kHeads},
+          {"kv_heads", kKvHeads},
+          {"head_dim", kHeadDim},
+          {"block_size", bs},
+          {"l2", o.warm ? "warm" : "cold"},
+          {"iters", o.iters},
+          {"results", results}};
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace lychee::cuda
+
+int main(int argc, char** argv) {
+  lychee::cuda::Options o;
+  CLI::App app{"Paged decode attention vs a device-to-device copy of the same bytes"};
+  app.add_option("--iters", o.iters, "timed samples per point (median reported)")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--block-size", o.block_size, "tokens per KV page")
+      ->check(CLI::IsMember({16, 32, 64}));
+  app.add_flag("--warm", o.warm, "do not flush L2 between samples");
+  app.add_option("--json", o.json_path, "write the results as JSON to this path");
+  CLI11_PARSE(app, argc, argv);
+
+  auto devices = lychee::cuda::ListDevices();
+  if (!devices.ok()) {
+    std::printf(
+        "no GPU on this machine (%s); run this benchmark on the GPU machine "
+        "(scripts/gpu-check.sh prepare here, then on the GPU machine: "
+        "LD_LIBRARY_PATH=.gpu/bundle/lib:/usr/local/cuda/lib64 "
+        ".gpu/bundle/bin/cuda_decode_attention_bench)\n",
+        std::string(devices.status().message()).c_str());
+    return 0;
+  }
+  nlohmann::json json;
+  if (const absl::Status s = lychee::cuda::Run(o, devices->front(), json); !s.ok()) {
+    std::fprintf(stderr, "cuda_decode_attention_bench: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  if (!o.json_path.empty()) {
+    std::ofstream f(o.json_path);
+    f << json.dump(2) << "\n";
+    if (!f) {
+      std::fprintf(stderr, "cannot write %s\n", o.json_path.c_str());
+      return 1;
+    }
+    std::printf("wrote %s\n", o.json_path.c_str());
+  }
+  return 0;
+}

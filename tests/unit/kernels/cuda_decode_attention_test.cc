@@ -1,0 +1,408 @@
+// SPDX-License-Identifier: Apache-2.0
+// Paged decode attention (kernels/cuda/decode_attention.h) against cpu::PagedAttention with one
+// query per sequence: ragged batches (context lengths 0, 1, 17, 1000, 33000 in one launch), GQA
+// groups 1 to 8 (7 runs the 8-wide kernel with an idle slot), head_dim 64/128, block_size
+// 16/32/64, shuffled non-contiguous block tables, every pool slot that must not be read holding
+// NaN, outputs poisoned before each launch, planned / forced single-split / many-split plans, and
+// the LSE checked against a double-precision log-sum-exp. Plan and CanImplement tests are host
+// logic and run without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/paged_kv.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/decode_attention.h"
+#include "kvcache/paged_kv_view.h"
+#include "tests/unit/kernels/cuda_test_util.h"
+#include "tests/util/numeric.h"
+
+namespace lychee::cuda {
+namespace {
+
+using ::lychee::cuda::testing::CudaKernelTest;
+using ::lychee::cuda::testing::RandomBf16Values;
+using ::lychee::testing::RelativeL2;
+
+DecodeAttentionShape LlamaShape(int64_t batch, int64_t max_context_len) {
+  DecodeAttentionShape s;
+  s.batch = batch;
+  s.num_heads = 32;
+  s.num_kv_heads = 8;
+  s.head_dim = 128;
+  s.block_size = 16;
+  s.max_context_len = max_context_len;
+  s.max_blocks_per_seq = (max_context_len + 15) / 16 + 1;
+  return s;
+}
+
+// ---- Host logic (no GPU needed) ---------------------------------------------------------------
+
+TEST(CudaDecodeAttentionPlanTest, CanImplementNamesWhatIsUnsupported) {
+  EXPECT_TRUE(CanImplementDecodeAttention(LlamaShape(4, 4096)).ok());
+  struct Bad {
+    const char* what;
+    void (*mutate)(DecodeAttentionShape&);
+  };
+  const Bad bad[] = {
+      {"head_dim", [](DecodeAttentionShape& s) { s.head_dim = 96; }},
+      {"head_dim", [](DecodeAttentionShape& s) { s.head_dim = 256; }},
+      {"block_size", [](DecodeAttentionShape& s) { s.block_size = 8; }},
+      {"group", [](DecodeAttentionShape& s) { s.num_kv_heads = 2; }},  // group 16
+      {"multiple", [](DecodeAttentionShape& s) { s.num_kv_heads = 5; }},
+      {"positive", [](DecodeAttentionShape& s) { s.batch = 0; }},
+      {"exceeds the block table",
+       [](DecodeAttentionShape& s) { s.max_context_len = s.max_blocks_per_seq * 16 + 1; }},
+      {"grid", [](DecodeAttentionShape& s) { s.batch = 70000; }},
+  };
+  for (const Bad& b : bad) {
+    DecodeAttentionShape s = LlamaShape(4, 4096);
+    b.mutate(s);
+    const absl::Status st = CanImplementDecodeAttention(s);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << b.what;
+    EXPECT_NE(std::string(st.message()).find(b.what), std::string::npos) << st;
+  }
+  for (const int64_t kv : {1, 2, 4, 8, 16, 32}) {  // groups 32..1 with 32 heads
+    DecodeAttentionShape s = LlamaShape(1, 100);
+    s.num_kv_heads = kv;
+    EXPECT_EQ(CanImplementDecodeAttention(s).ok(), 32 / kv <= 8) << "kv_heads " << kv;
+  }
+}
+
+// Invariants every plan must satisfy, for random shapes and SM counts.
+TEST(CudaDecodeAttentionPlanTest, PlansCoverTheContextInWholePages) {
+  const uint64_t seed = ::lychee::testing::TestSeed();
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> batch_dist(1, 256), ctx_dist(0, 200000);
+  std::uniform_int_distribution<int> sms_dist(1, 160), bs_pick(0, 2), kv_pick(0, 3);
+  for (int trial = 0; trial < 2000; ++trial) {
+    DecodeAttentionShape s;
+    s.batch = batch_dist(rng);
+    s.num_kv_heads = int64_t{1} << kv_pick(rng);
+    s.num_heads = s.num_kv_heads * 4;
+    s.head_dim = 128;
+    s.block_size = int64_t{16} << bs_pick(rng);
+    s.max_context_len = trial % 7 == 0 ? ctx_dist(rng) % 40 : ctx_dist(rng);
+    s.max_blocks_per_seq = (s.max_context_len + s.block_size - 1) / s.block_size + 1;
+    const int sms = sms_dist(rng);
+    SCOPED_TRACE("LYCHEE_TEST_SEED=" + std::to_string(seed) + " trial " + std::to_string(trial));
+    ASSERT_TRUE(CanImplementDecodeAttention(s).ok());
+    const DecodeAttentionPlan plan = PlanDecodeAttention(s, sms);
+    const DecodeAttentionPlanOptions defaults;
+    ASSERT_GE(plan.num_splits, 1);
+    ASSERT_LE(plan.num_splits, defaults.max_splits);
+    ASSERT_GT(plan.chunk_tokens, 0);
+    ASSERT_EQ(plan.chunk_tokens % s.block_size, 0);
+    const int64_t ctx = std::max<int64_t>(1, s.max_context_len);
+    // Every split starts inside the longest context and together they cover it.
+    ASSERT_GE(int64_t{plan.num_splits} * plan.chunk_tokens, ctx);
+    ASSERT_LT(int64_t{plan.num_splits - 1} * plan.chunk_tokens, ctx);
+    if (plan.num_splits > 1) {
+      // Splitting happens only when the batch alone does not fill the GPU, and never cuts
+      // chunks below the minimum.
+      EXPECT_LT(s.batch * s.num_kv_heads, 2 * sms);
+      EXPECT_GE(plan.chunk_tokens, defaults.min_chunk_tokens);
+      EXPECT_EQ(DecodeAttentionWorkspaceBytes(s, plan),
+                static_cast<size_t>(s.batch * s.num_heads * plan.num_splits) * (s.head_dim + 1) *
+                    sizeof(float));
+    } else {
+      EXPECT_EQ(DecodeAttentionWorkspaceBytes(s, plan), 0u);
+    }
+  }
+}
+
+TEST(CudaDecodeAttentionPlanTest, LongSingleSequenceFillsTheGpu) {
+  // Llama-3-8B, batch 1, 128K tokens, 132 SMs: 8 kv heads alone would use 8 of 132 SMs.
+  const DecodeAttentionPlan plan = PlanDecodeAttention(LlamaShape(1, 131072), 132);
+  EXPECT_GE(plan.num_splits * 8, 132);
+  EXPECT_LE(plan.num_splits * 8, 2 * 132 + 8);
+  // A batch that fills the GPU by itself is not split.
+  EXPECT_EQ(PlanDecodeAttention(LlamaShape(64, 4096), 132).num_splits, 1);
+  // Short contexts are not split below the minimum chunk.
+  EXPECT_EQ(PlanDecodeAttention(LlamaShape(1, 200), 132).num_splits, 1);
+  DecodeAttentionPlanOptions capped;
+  capped.max_splits = 4;
+  EXPECT_EQ(PlanDecodeAttention(LlamaShape(1, 131072), 132, capped).num_splits, 4);
+}
+
+TEST(CudaDecodeAttentionPlanTest, CanRunChecksParamsAgainstThePlan) {
+  const DecodeAttentionShape s = LlamaShape(2, 1000);
+  DecodeAttentionParams p;
+  p.shape = s;
+  p.q = reinterpret_cast<const bf16*>(uintptr_t{4096});
+  p.cache = PagedKvBf16{reinterpret_cast<bf16*>(uintptr_t{8192}), nullptr, 100, 8, 16, 128};
+  p.block_tables = reinterpret_cast<const int32_t*>(uintptr_t{64});
+  p.context_lens = reinterpret_cast<const int32_t*>(uintptr_t{128});
+  p.out = reinterpret_cast<bf16*>(uintptr_t{16384});
+  p.scale = 0.088f;
+  DecodeAttentionPlan one{1, 1008};
+  EXPECT_TRUE(CanRunDecodeAttention(p, one).ok()) << CanRunDecodeAttention(p, one);
+  DecodeAttentionPlan split{4, 256};
+  EXPECT_FALSE(CanRunDecodeAttention(p, split).ok());  // no workspace
+  p.workspace = reinterpret_cast<void*>(uintptr_t{32768});
+  EXPECT_TRUE(CanRunDecodeAttention(p, split).ok());
+  EXPECT_FALSE(CanRunDecodeAttention(p, DecodeAttentionPlan{2, 100}).ok());  // not whole pages
+  DecodeAttentionParams bad = p;
+  bad.cache.block_size = 32;
+  EXPECT_FALSE(CanRunDecodeAttention(bad, one).ok());
+  bad = p;
+  bad.q = reinterpret_cast<const bf16*>(uintptr_t{4098});
+  EXPECT_FALSE(CanRunDecodeAttention(bad, one).ok());
+  bad = p;
+  bad.context_lens = nullptr;
+  EXPECT_FALSE(CanRunDecodeAttention(bad, one).ok());
+  // The launcher validates before it touches the device.
+  EXPECT_EQ(DecodeAttention(bad, one, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// ---- Against the CPU reference (GPU) ----------------------------------------------------------
+
+struct AttnCase {
+  int64_t num_heads, num_kv_heads, head_dim, block_size;
+};
+
+enum class PlanKind { kPlanned, kSingleSplit, kManySplits, kUnderestimated };
+
+const char* PlanName(PlanKind k) {
+  switch (k) {
+    case PlanKind::kPlanned:
+      return "planned";
+    case PlanKind::kSingleSplit:
+      return "single-split";
+    case PlanKind::kManySplits:
+      return "many-splits";
+    case PlanKind::kUnderestimated:
+      return "max_context_len-underestimated";
+  }
+  return "?";
+}
+
+class CudaDecodeAttentionTest : public CudaKernelTest {
+ protected:
+  void RunCase(const AttnCase& c, const std::vector<int64_t>& contexts, PlanKind plan_kind);
+};
+
+void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64_t>& contexts,
+                                      PlanKind plan_kind) {
+  SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
+               std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) +
+               " bs=" + std::to_string(c.block_size) + " plan=" + PlanName(plan_kind));
+  const int64_t batch = static_cast<int64_t>(contexts.size());
+  const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
+  const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
+  const int64_t max_blocks = (max_ctx + bs - 1) / bs + 2;  // wider than needed: padding columns
+
+  // Physical blocks: a random permutation over all sequences' pages plus spare blocks.
+  int64_t total_pages = 0;
+  for (int64_t ctx : contexts) total_pages += (ctx + bs - 1) / bs;
+  const int64_t num_blocks = total_pages + 5;
+  std::vector<int32_t> perm(num_blocks);
+  for (int64_t i = 0; i < num_blocks; ++i) perm[i] = static_cast<int32_t>(i);
+  std::shuffle(perm.begin(), perm.end(), rng_);
+  std::vector<int32_t> tables(batch * max_blocks, -1);  // -1: never read
+  int64_t next = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t page = 0; page < (contexts[b] + bs - 1) / bs; ++page) {
+      tables[b * max_blocks + page] = perm[next++];
+    }
+  }
+
+  // Pool: NaN everywhere, then random bf16 keys and values in the slots the sequences hold, so a
+  // stray read shows up as NaN in the output.
+  PagedKvBf16 shape{nullptr, nullptr, num_blocks, kvh, bs, d};
+  std::vector<float> pool(num_blocks * shape.block_stride(),
+                          std::numeric_limits<float>::quiet_NaN());
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t pos = 0; pos < contexts[b]; ++pos) {
+      const int64_t block = tables[b * max_blocks + pos / bs];
+      for (int64_t half = 0; half < 2; ++half) {
+        for (int64_t g = 0; g < kvh; ++g) {
+          float* row = pool.data() + block * shape.block_stride() + half * shape.kv_stride() +
+                       g * shape.head_stride() + (pos % bs) * d;
+          for (int64_t e = 0; e < d; ++e) row[e] = RoundToBf16(uni(rng_));
+        }
+      }
+    }
+  }
+  // Queries spread enough that softmax is far from uniform; in the longest sequence one key
+  // per kv head is planted along its first query head to make a sharp peak mid-context.
+  std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
+  const int64_t group = h / kvh;
+  for (int64_t b = 0; b < batch; ++b) {
+    if (contexts[b] < 3000) continue;
+    const int64_t pos = contexts[b] * 2 / 3;
+    const int64_t block = tables[b * max_blocks + pos / bs];
+    for (int64_t g = 0; g < kvh; ++g) {
+      float* key =
+          pool.data() + block * shape.block_stride() + g * shape.head_stride() + (pos % bs) * d;
+      for (int64_t e = 0; e < d; ++e) key[e] = RoundToBf16(q[(b * h + g * group) * d + e] * 2.0f);
+    }
+  }
+
+  // Plan.
+  DecodeAttentionShape s;
+  s.batch = batch;
+  s.num_heads = h;
+  s.num_kv_heads = kvh;
+  s.head_dim = d;
+  s.block_size = bs;
+  s.max_blocks_per_seq = max_blocks;
+  s.max_context_len = max_ctx;
+  LY_ASSERT_OK(CanImplementDecodeAttention(s));
+  const int sms = ::lychee::cuda::testing::NumSms();
+  DecodeAttentionPlan plan;
+  switch (plan_kind) {
+    case PlanKind::kPlanned:
+      plan = PlanDecodeAttention(s, sms);
+      break;
+    case PlanKind::kSingleSplit:
+      plan = DecodeAttentionPlan{1, static_cast<int>(((max_ctx + bs - 1) / bs) * bs)};
+      plan.chunk_tokens = std::max<int>(plan.chunk_tokens, static_cast<int>(bs));
+      break;
+    case PlanKind::kManySplits: {
+      DecodeAttentionPlanOptions o;
+      o.min_chunk_tokens = 1;  // as many splits as max_splits allows, some one page long
+      o.ctas_per_sm = 64;
+      o.max_splits = 1000;
+      plan = PlanDecodeAttention(s, sms, o);
+      break;
+    }
+    case PlanKind::kUnderestimated: {
+      DecodeAttentionShape small = s;
+      small.max_context_len = std::min<int64_t>(max_ctx, 300);  // the last split takes the rest
+      plan = PlanDecodeAttention(small, sms);
+      break;
+    }
+  }
+  std::printf("  %s: %d splits of %d tokens\n", PlanName(plan_kind), plan.num_splits,
+              plan.chunk_tokens);
+
+  std::vector<int32_t> lens(contexts.begin(), contexts.end());
+  DeviceBuffer<bf16> d_q, d_pool, d_out;
+  DeviceBuffer<int32_t> d_tables, d_lens;
+  DeviceBuffer<float> d_lse;
+  DeviceBuffer<uint8_t> d_ws;
+  LY_ASSERT_OK(d_q.Upload(ToBf16(q)));
+  LY_ASSERT_OK(d_pool.Upload(ToBf16(pool)));
+  LY_ASSERT_OK(d_tables.Upload(tables));
+  LY_ASSERT_OK(d_lens.Upload(lens));
+  LY_ASSERT_OK(d_out.Allocate(batch * h * d));
+  LY_ASSERT_OK(d_out.FillBytes(0xff));
+  LY_ASSERT_OK(d_lse.Allocate(batch * h));
+  LY_ASSERT_OK(d_lse.FillBytes(0xff));
+  const size_t ws_bytes = DecodeAttentionWorkspaceBytes(s, plan);
+  LY_ASSERT_OK(d_ws.Allocate(ws_bytes));
+  LY_ASSERT_OK(d_ws.FillBytes(0xff));
+
+  DecodeAttentionParams p;
+  p.q = d_q.get();
+  p.cache = shape;
+  p.cache.kv = d_pool.get();
+  p.block_tables = d_tables.get();
+  p.context_lens = d_lens.get();
+  p.out = d_out.get();
+  p.maybe_lse = d_lse.get();
+  p.workspace = ws_bytes > 0 ? d_ws.get() : nullptr;
+  p.shape = s;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  LY_ASSERT_OK(DecodeAttention(p, plan, nullptr));
+  std::vector<bf16> out_raw;
+  std::vector<float> lse;
+  LY_ASSERT_OK(d_out.Download(out_raw));
+  LY_ASSERT_OK(d_lse.Download(lse));
+  const std::vector<float> out = ToFloat(out_raw);
+
+  // CPU reference, one sequence at a time: its query is the last position of its context.
+  PagedKvView view{pool.data(), nullptr, num_blocks, kvh, bs, d};
+  std::vector<float> scratch(max_ctx + 1);
+  for (int64_t b = 0; b < batch; ++b) {
+    SCOPED_TRACE("sequence " + std::to_string(b) + " context " + std::to_string(contexts[b]));
+    const float* got = out.data() + b * h * d;
+    if (contexts[b] == 0) {  // nothing to attend: zeros and lse = -inf
+      for (int64_t i = 0; i < h * d; ++i) ASSERT_EQ(got[i], 0.0f) << i;
+      for (int64_t i = 0; i < h; ++i) EXPECT_EQ(lse[b * h + i], -INFINITY);
+      continue;
+    }
+    std::vector<float> want(h * d);
+    cpu::PagedAttentionParams r;
+    r.q = q.data() + b * h * d;
+    r.cache = view;
+    r.block_table = tables.data() + b * max_blocks;
+    r.out = want.data();
+    r.scratch = scratch.data();
+    r.num_queries = 1;
+    r.num_heads = h;
+    r.num_table_blocks = max_blocks;
+    r.query_start = contexts[b] - 1;
+    r.scale = p.scale;
+    cpu::PagedAttention(r);
+    EXPECT_LT(RelativeL2(got, want.data(), want.size()), 1e-2);
+
+    // LSE in double: log Σ_j exp(scale * q·k_j), natural log.
+    for (int64_t head = 0; head < h; ++head) {
+      const float* qh = q.data() + (b * h + head) * d;
+      const int64_t g = head / group;
+      double mx = -INFINITY;
+      std::vector<double> sc(contexts[b]);
+      for (int64_t pos = 0; pos < contexts[b]; ++pos) {
+        const float* k = view.K(tables[b * max_blocks + pos / bs], g) + (pos % bs) * d;
+        double dot = 0.0;
+        for (int64_t e = 0; e < d; ++e) dot += static_cast<double>(qh[e]) * k[e];
+        sc[pos] = dot * p.scale;
+        mx = std::max(mx, sc[pos]);
+      }
+      double sum = 0.0;
+      for (double v : sc) sum += std::exp(v - mx);
+      const double want_lse = mx + std::log(sum);
+      EXPECT_NEAR(lse[b * h + head], want_lse, 1e-3 * std::max(1.0, std::fabs(want_lse)))
+          << "head " << head;
+    }
+  }
+}
+
+TEST_F(CudaDecodeAttentionTest, RaggedBatchMatchesCpuForEveryPlanKind) {
+  LY_SKIP_WITHOUT_GPU();
+  const std::vector<int64_t> contexts = {1, 17, 0, 1000, 33000};
+  for (const PlanKind kind : {PlanKind::kPlanned, PlanKind::kSingleSplit, PlanKind::kManySplits,
+                              PlanKind::kUnderestimated}) {
+    RunCase({32, 8, 128, 16}, contexts, kind);  // Llama-3-8B: group 4
+  }
+}
+
+TEST_F(CudaDecodeAttentionTest, GqaGroupsHeadDimsAndBlockSizes) {
+  LY_SKIP_WITHOUT_GPU();
+  const std::vector<int64_t> contexts = {1, 17, 1000, 33000};
+  const AttnCase cases[] = {
+      {8, 8, 64, 32},    // group 1, head_dim 64
+      {16, 2, 128, 64},  // group 8
+      {28, 4, 128, 16},  // group 7: the 8-wide kernel with an idle query slot
+      {12, 4, 64, 16},   // group 3, head_dim 64
+      {4, 2, 128, 32},   // group 2
+  };
+  for (const AttnCase& c : cases) RunCase(c, contexts, PlanKind::kPlanned);
+}
+
+TEST_F(CudaDecodeAttentionTest, RandomRaggedBatches) {
+  LY_SKIP_WITHOUT_GPU();
+  std::uniform_int_distribution<int64_t> len(1, 5000), batch(1, 40);
+  std::uniform_int_distribution<int> pick(0, 2);
+  for (int trial = 0; trial < 4; ++trial) {
+    std::vector<int64_t> contexts(batch(rng_));
+    for (int64_t& c : contexts) c = len(rng_);
+    const int64_t block_sizes[] = {16, 32, 64};
+    const int64_t kv[] = {1, 2, 8};
+    RunCase({8 * 4, kv[pick(rng_)] * 4, pick(rng_) == 0 ? 64 : 128, block_sizes[pick(rng_)]},
+            contexts, trial % 2 == 0 ? PlanKind::kPlanned : PlanKind::kManySplits);
+  }
+}
+
+}  // namespace
+}  // namespace lychee::cuda
