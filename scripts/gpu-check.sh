@@ -5,6 +5,8 @@
 #
 #   here:        scripts/gpu-check.sh prepare        # cuda preset build + bundle into .gpu/bundle
 #   GPU machine: scripts/gpu-check.sh run            # (device tool, carry [".gpu"]) prints a table
+#   GPU machine: LD_LIBRARY_PATH=.gpu/bundle/lib:/usr/local/cuda/lib64 \
+#                  .gpu/bundle/bin/cuda_decode_attention_bench --json .gpu/decode_attention.json
 #
 # `run` executes every ctest test labelled `gpu` (the list is written by `prepare`) and prints one
 # row per test: name, result, seconds. It exits non-zero when any test fails.
@@ -19,6 +21,10 @@ case "${1:-}" in
     rm -rf "$bundle" && mkdir -p "$bundle"
     printf '%s\n' $tests >"$bundle/tests.txt"
     scripts/gpu-bundle "$bundle" $(sed 's|^|build/cuda/tests/|' "$bundle/tests.txt")
+    # Benchmarks travel too; run them by hand there, e.g.
+    #   LD_LIBRARY_PATH=.gpu/bundle/lib:/usr/local/cuda/lib64 \
+    #     .gpu/bundle/bin/cuda_decode_attention_bench --json .gpu/decode_attention.json
+    scripts/gpu-bundle "$bundle" build/bin/cuda_decode_attention_bench
     ;;
   run)
     [ -f "$bundle/tests.txt" ] || { echo "run 'scripts/gpu-check.sh prepare' first" >&2; exit 2; }

@@ -137,6 +137,19 @@ class DeviceBuffer {
     return absl::OkStatus();
   }
 
+  // Copies host.size() == size() elements into the existing allocation (synchronous); the device
+  // address stays the same, so a captured CUDA graph sees the new contents.
+  [[nodiscard]] absl::Status Write(const std::vector<T>& host) {
+    if (host.size() != count_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("DeviceBuffer::Write: ", host.size(), " elements into ", count_));
+    }
+    if (count_ == 0) return absl::OkStatus();
+    LY_CUDA_RETURN_IF_ERROR(
+        cudaMemcpy(ptr_, host.data(), count_ * sizeof(T), cudaMemcpyHostToDevice));
+    return absl::OkStatus();
+  }
+
   // Copies the whole buffer out (synchronous; waits for the device).
   [[nodiscard]] absl::Status Download(std::vector<T>& host) const {
     host.resize(count_);

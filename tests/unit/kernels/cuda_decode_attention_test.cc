@@ -186,14 +186,18 @@ const char* PlanName(PlanKind k) {
 
 class CudaDecodeAttentionTest : public CudaKernelTest {
  protected:
-  void RunCase(const AttnCase& c, const std::vector<int64_t>& contexts, PlanKind plan_kind);
+  // graph: capture the launch into a CUDA graph while the device holds other context lengths,
+  // then store the real ones and replay: the plan and the launch must not depend on them.
+  void RunCase(const AttnCase& c, const std::vector<int64_t>& contexts, PlanKind plan_kind,
+               bool graph = false);
 };
 
 void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64_t>& contexts,
-                                      PlanKind plan_kind) {
+                                      PlanKind plan_kind, bool graph) {
   SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
                std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) +
-               " bs=" + std::to_string(c.block_size) + " plan=" + PlanName(plan_kind));
+               " bs=" + std::to_string(c.block_size) + " plan=" + PlanName(plan_kind) +
+               (graph ? " graph" : ""));
   const int64_t batch = static_cast<int64_t>(contexts.size());
   const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
   const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
@@ -313,7 +317,27 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
   p.workspace = ws_bytes > 0 ? d_ws.get() : nullptr;
   p.shape = s;
   p.scale = 1.0f / std::sqrt(static_cast<float>(d));
-  LY_ASSERT_OK(DecodeAttention(p, plan, nullptr));
+  if (graph) {
+    LY_ASSERT_OK(d_lens.Write(std::vector<int32_t>(batch, 1)));
+    cudaStream_t stream;
+    LY_ASSERT_OK(CudaStatus(cudaStreamCreate(&stream), "cudaStreamCreate"));
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    LY_ASSERT_OK(CudaStatus(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+                            "cudaStreamBeginCapture"));
+    const absl::Status launched = DecodeAttention(p, plan, stream);
+    LY_ASSERT_OK(CudaStatus(cudaStreamEndCapture(stream, &g), "cudaStreamEndCapture"));
+    LY_ASSERT_OK(launched);
+    LY_ASSERT_OK(CudaStatus(cudaGraphInstantiate(&exec, g, 0), "cudaGraphInstantiate"));
+    LY_ASSERT_OK(d_lens.Write(lens));  // the real lengths, after capture, same address
+    LY_ASSERT_OK(CudaStatus(cudaGraphLaunch(exec, stream), "cudaGraphLaunch"));
+    LY_ASSERT_OK(CudaStatus(cudaStreamSynchronize(stream), "cudaStreamSynchronize"));
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(g);
+    cudaStreamDestroy(stream);
+  } else {
+    LY_ASSERT_OK(DecodeAttention(p, plan, nullptr));
+  }
   std::vector<bf16> out_raw;
   std::vector<float> lse;
   LY_ASSERT_OK(d_out.Download(out_raw));
@@ -392,16 +416,24 @@ TEST_F(CudaDecodeAttentionTest, GqaGroupsHeadDimsAndBlockSizes) {
 
 TEST_F(CudaDecodeAttentionTest, RandomRaggedBatches) {
   LY_SKIP_WITHOUT_GPU();
-  std::uniform_int_distribution<int64_t> len(1, 5000), batch(1, 40);
+  std::uniform_int_distribution<int64_t> len(1, 3000), batch(1, 24);
   std::uniform_int_distribution<int> pick(0, 2);
   for (int trial = 0; trial < 4; ++trial) {
     std::vector<int64_t> contexts(batch(rng_));
     for (int64_t& c : contexts) c = len(rng_);
     const int64_t block_sizes[] = {16, 32, 64};
-    const int64_t kv[] = {1, 2, 8};
-    RunCase({8 * 4, kv[pick(rng_)] * 4, pick(rng_) == 0 ? 64 : 128, block_sizes[pick(rng_)]},
+    const int64_t kv_heads[] = {1, 2, 4};
+    const int64_t groups[] = {1, 4, 8};
+    const int64_t kv = kv_heads[pick(rng_)];
+    RunCase({kv * groups[pick(rng_)], kv, pick(rng_) == 0 ? 64 : 128, block_sizes[pick(rng_)]},
             contexts, trial % 2 == 0 ? PlanKind::kPlanned : PlanKind::kManySplits);
   }
+}
+
+TEST_F(CudaDecodeAttentionTest, CapturedGraphReadsContextLengthsAtReplay) {
+  LY_SKIP_WITHOUT_GPU();
+  RunCase({32, 8, 128, 16}, {5, 300, 0, 4000}, PlanKind::kPlanned, /*graph=*/true);
+  RunCase({16, 2, 64, 32}, {4000, 1, 2999}, PlanKind::kSingleSplit, /*graph=*/true);
 }
 
 }  // namespace
