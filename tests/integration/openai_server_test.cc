@@ -478,30 +478,30 @@ TEST_F(OpenAiServerTest, DisconnectMidStreamAbortsTheRequest) {
   EXPECT_EQ(AbortCount(port_), aborts_before + 1) << "the request was not aborted";
 }
 
+// Completions and chat, streamed and not, at once: each equals its solo run.
 TEST_F(OpenAiServerTest, ConcurrentRequestsEqualTheirSoloRuns) {
-  const std::vector<std::string> prompts = {"Once upon a time",  "The cat",
-                                            "Lily and Ben went", "One day, a big dog",
-                                            "The sun was",       "Tom had a red"};
-  auto request = [](const std::string& prompt, bool stream) {
-    json r = Greedy({{"prompt", prompt}, {"max_tokens", 40}});
+  const std::vector<std::string> prompts = {
+      "Once upon a time", "The cat",       "Lily and Ben went", "One day, a big dog",
+      "The sun was",      "Tom had a red", "There was a tree",  "Mom said"};
+  // Request i: chat when i % 4 >= 2, streamed when i is even.
+  auto run = [this](size_t i, const std::string& prompt, bool stream) {
+    const bool chat = i % 4 >= 2;
+    json r =
+        chat ? Greedy({{"messages", {{{"role", "user"}, {"content", prompt}}}}, {"max_tokens", 40}})
+             : Greedy({{"prompt", prompt}, {"max_tokens", 40}});
     if (stream) r["stream"] = true;
-    return r;
+    const Reply reply = Post(port_, chat ? "/v1/chat/completions" : "/v1/completions", r);
+    EXPECT_EQ(reply.status, 200) << reply.raw;
+    if (stream) return Concatenate(reply, chat).text;
+    return chat ? reply.body["choices"][0]["message"]["content"].get<std::string>()
+                : reply.body["choices"][0]["text"].get<std::string>();
   };
   std::vector<std::string> solo;
-  for (const std::string& p : prompts) {
-    const Reply r = Post(port_, "/v1/completions", request(p, false));
-    ASSERT_EQ(r.status, 200) << r.raw;
-    solo.push_back(r.body["choices"][0]["text"]);
-  }
+  for (size_t i = 0; i < prompts.size(); ++i) solo.push_back(run(i, prompts[i], false));
   std::vector<std::string> together(prompts.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    threads.emplace_back([&, i] {
-      const bool stream = i % 2 == 0;
-      const Reply r = Post(port_, "/v1/completions", request(prompts[i], stream));
-      together[i] =
-          stream ? Concatenate(r, false).text : r.body["choices"][0]["text"].get<std::string>();
-    });
+    threads.emplace_back([&, i] { together[i] = run(i, prompts[i], i % 2 == 0); });
   }
   for (auto& t : threads) t.join();
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(together[i], solo[i]) << prompts[i];
