@@ -9,7 +9,7 @@ packages=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config clang-format git
   # libraries (see DESIGN.md, folder table)
-  libabsl-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libpcre2-dev libsentencepiece-dev libutf8proc-dev
+  libabsl-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
   libopenblas-dev libspdlog-dev libfmt-dev libboost-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   googletest libgtest-dev libgmock-dev libbenchmark-dev

@@ -23,12 +23,16 @@ constexpr char kLlamaDecoder[] = R"({"type": "Sequence", "decoders": [
 absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::Load(
     const std::string& path) {
   auto tokenizer = std::unique_ptr<SentencePieceTokenizer>(new SentencePieceTokenizer());
-  std::string error;
-  tokenizer->processor_ = SpmProcessor::Load(path, &error);
-  if (tokenizer->processor_ == nullptr) {
-    return absl::InvalidArgumentError(
-        fmt::format("{}: cannot load SentencePiece model: {}", path, error));
+  auto processor = SpmProcessor::Load(path);
+  if (!processor.ok()) {
+    // Unsupported model kinds stay Unimplemented; anything else is a bad file.
+    const absl::StatusCode code = processor.status().code() == absl::StatusCode::kUnimplemented
+                                      ? absl::StatusCode::kUnimplemented
+                                      : absl::StatusCode::kInvalidArgument;
+    return absl::Status(code, fmt::format("{}: cannot load SentencePiece model: {}", path,
+                                          std::string(processor.status().message())));
   }
+  tokenizer->processor_ = *std::move(processor);
   const SpmProcessor& sp = *tokenizer->processor_;
   for (int id = 0; id < sp.size(); ++id) {
     if (sp.IsControl(id) || sp.IsUnknown(id)) {
@@ -51,8 +55,8 @@ absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::
 
 std::vector<int32_t> SentencePieceTokenizer::Encode(std::string_view text,
                                                     bool add_special_tokens) const {
-  // sentencepiece rejects invalid UTF-8 wholesale; repair it first, as the tokenizer.json path
-  // does.
+  // Repair invalid UTF-8 first, as the tokenizer.json path does (SpmProcessor would turn each
+  // bad byte into its own U+FFFD).
   std::string repaired;
   if (!IsValidUtf8(text)) {
     repaired = Utf8Lossy(text);

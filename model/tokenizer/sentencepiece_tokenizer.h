@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Tokenizer backed by a SentencePiece tokenizer.model (Llama 2 style), via libsentencepiece.
+// Tokenizer backed by a SentencePiece tokenizer.model (Llama 2 style), encoded by SpmProcessor.
 #pragma once
 
 #include <memory>

@@ -3,7 +3,7 @@
 //
 // Two back ends sit behind `Tokenizer`: Hugging Face `tokenizer.json` (byte-level BPE as in
 // Llama 3 / Qwen 2-3, SentencePiece-style BPE with byte fallback as in Llama 2 / Mistral /
-// stories260K) and SentencePiece `tokenizer.model` (libsentencepiece). Both are immutable after
+// stories260K) and SentencePiece `tokenizer.model` (spm_processor.h). Both are immutable after
 // loading, so one instance may be shared by all request threads.
 #pragma once
 
