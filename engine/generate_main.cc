@@ -33,6 +33,7 @@
 #include "common/file.h"
 #include "common/status.h"
 #include "engine/cpu_model.h"
+#include "engine/eos_tokens.h"
 #include "engine/sampler.h"
 #include "engine/stop_strings.h"
 #include "model/chat_template/chat_template.h"
@@ -60,37 +61,6 @@ struct Flags {
   int threads = 0;
   bool verbose = false;
 };
-
-void AddUnique(std::vector<int32_t>& ids, int32_t id) {
-  if (id >= 0 && std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
-}
-
-// generation_config.json's eos_token_id (int or list), when the file exists.
-absl::StatusOr<std::vector<int32_t>> GenerationConfigEos(const std::string& model_dir) {
-  const std::string path = JoinPath(model_dir, "generation_config.json");
-  if (!FileExists(path)) return std::vector<int32_t>{};
-  LY_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  const auto json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded() || !json.is_object()) {
-    return absl::InvalidArgumentError(path + ": not a JSON object");
-  }
-  std::vector<int32_t> ids;
-  const auto it = json.find("eos_token_id");
-  if (it == json.end() || it->is_null()) return ids;
-  if (it->is_number_integer()) {
-    ids.push_back(it->get<int32_t>());
-  } else if (it->is_array()) {
-    for (const auto& v : *it) {
-      if (!v.is_number_integer()) {
-        return absl::InvalidArgumentError(path + ": eos_token_id must hold integers");
-      }
-      ids.push_back(v.get<int32_t>());
-    }
-  } else {
-    return absl::InvalidArgumentError(path + ": eos_token_id must be an integer or a list");
-  }
-  return ids;
-}
 
 // The prompt as token ids: plain text (BOS per the tokenizer unless --no-bos) or one chat turn
 // rendered with the model's template (whose text carries its own special tokens).
@@ -184,15 +154,12 @@ int Run(const Flags& flags) {
   }
   const Tokenizer& tokenizer = **tokenizer_or;
 
-  std::vector<int32_t> stop_ids;
-  for (int32_t id : model.config().eos_token_ids) AddUnique(stop_ids, id);
-  for (int32_t id : tokenizer.eos_ids()) AddUnique(stop_ids, id);
-  auto gen_eos = GenerationConfigEos(flags.model_dir);
-  if (!gen_eos.ok()) {
-    std::fprintf(stderr, "lychee-generate: %s\n", gen_eos.status().ToString().c_str());
+  auto eos_or = CollectEosTokenIds(flags.model_dir, model.config(), tokenizer);
+  if (!eos_or.ok()) {
+    std::fprintf(stderr, "lychee-generate: %s\n", eos_or.status().ToString().c_str());
     return 1;
   }
-  for (int32_t id : *gen_eos) AddUnique(stop_ids, id);
+  std::vector<int32_t> stop_ids = *std::move(eos_or);
 
   auto prompt_or = PromptIds(flags, tokenizer, model.config());
   if (!prompt_or.ok()) {
