@@ -19,9 +19,19 @@ namespace lychee::openai {
 namespace {
 
 ModelLimits LimitsOf(const ModelInfo& info) {
-  return ModelLimits{.served_name = info.model_id,
+  ModelLimits limits{.served_name = info.model_id,
                      .vocab_size = info.vocab_size,
                      .max_model_len = info.max_model_len};
+  absl::StatusOr<SamplingDefaults> defaults = LoadSamplingDefaults(info.model_path);
+  if (defaults.ok()) {
+    limits.defaults = *defaults;
+  } else {
+    // The engine loaded this model: a generation_config.json it tolerates should not stop the
+    // HTTP API; requests get OpenAI's defaults instead.
+    LY_LOG_WARN("openai: ignoring generation_config.json defaults: {}",
+                defaults.status().ToString());
+  }
+  return limits;
 }
 
 http::HttpResponse JsonResponse(const Json& body) {

@@ -9,6 +9,7 @@
 #include <limits>
 #include <utility>
 
+#include "common/file.h"
 #include "common/status.h"
 #include "server/openai/api_error.h"
 
@@ -152,29 +153,31 @@ absl::Status ParsePolicy(const FieldReader& f, PolicySpec& policy) {
   return absl::OkStatus();
 }
 
-absl::Status ParseSampling(const FieldReader& f, SamplingParams& s) {
+absl::Status ParseSampling(const FieldReader& f, const SamplingDefaults& d, SamplingParams& s) {
   std::optional<double> number;
-  // OpenAI's defaults (temperature 1, top_p 1); the gRPC service's ranges.
+  // The model's generation_config.json defaults, else OpenAI's (temperature 1, top_p 1); the
+  // gRPC service's ranges.
   LY_RETURN_IF_ERROR(f.Number("temperature", number));
-  s.temperature = static_cast<float>(number.value_or(1.0));
+  s.temperature = static_cast<float>(number.value_or(d.temperature.value_or(1.0)));
   LY_RETURN_IF_ERROR(f.CheckRange("temperature", s.temperature, 0, 100));
   number.reset();
   LY_RETURN_IF_ERROR(f.Number("top_p", number));
-  s.top_p = static_cast<float>(number.value_or(1.0));
+  s.top_p = static_cast<float>(number.value_or(d.top_p.value_or(1.0)));
   LY_RETURN_IF_ERROR(f.CheckRange("top_p", s.top_p, 0, 1, /*lo_open=*/true));
   std::optional<int64_t> top_k;
   LY_RETURN_IF_ERROR(f.Integer("top_k", top_k));
+  if (!top_k.has_value()) top_k = d.top_k;
   if (top_k.has_value() && (*top_k < -1 || *top_k > std::numeric_limits<int32_t>::max())) {
     return InvalidParam("top_k", fmt::format("top_k is {}, must be >= -1 (0 or -1: off)", *top_k));
   }
   s.top_k = top_k.has_value() && *top_k > 0 ? static_cast<int>(*top_k) : 0;
   number.reset();
   LY_RETURN_IF_ERROR(f.Number("min_p", number));
-  s.min_p = static_cast<float>(number.value_or(0.0));
+  s.min_p = static_cast<float>(number.value_or(d.min_p.value_or(0.0)));
   LY_RETURN_IF_ERROR(f.CheckRange("min_p", s.min_p, 0, 1));
   number.reset();
   LY_RETURN_IF_ERROR(f.Number("repetition_penalty", number));
-  s.repetition_penalty = static_cast<float>(number.value_or(1.0));
+  s.repetition_penalty = static_cast<float>(number.value_or(d.repetition_penalty.value_or(1.0)));
   LY_RETURN_IF_ERROR(f.CheckRange("repetition_penalty", s.repetition_penalty, 0, 100, true));
   number.reset();
   LY_RETURN_IF_ERROR(f.Number("presence_penalty", number));
@@ -237,7 +240,7 @@ absl::Status ParseCommon(const FieldReader& f, const ModelLimits& limits, bool c
   out.max_tokens = max_tokens;
 
   GenerationRequest& r = out.generation;
-  LY_RETURN_IF_ERROR(ParseSampling(f, r.sampling));
+  LY_RETURN_IF_ERROR(ParseSampling(f, limits.defaults, r.sampling));
   LY_RETURN_IF_ERROR(ParseStop(f, r));
   if (const Json* ids = f.Get("stop_token_ids")) {
     LY_RETURN_IF_ERROR(ParseTokenIds(*ids, "stop_token_ids", limits.vocab_size, r.stop_token_ids));
@@ -567,6 +570,9 @@ absl::Status FitToContext(int64_t prompt_len, std::string_view prompt_param, boo
     }
   } else {
     max_tokens = chat ? room : std::min(room, kDefaultCompletionMaxTokens);
+    if (limits.defaults.max_new_tokens.has_value() && *limits.defaults.max_new_tokens > 0) {
+      max_tokens = std::min(max_tokens, *limits.defaults.max_new_tokens);
+    }
   }
   GenerationRequest& r = params.generation;
   r.max_tokens = max_tokens;
@@ -575,6 +581,27 @@ absl::Status FitToContext(int64_t prompt_len, std::string_view prompt_param, boo
                                                   r.min_tokens, max_tokens));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<SamplingDefaults> LoadSamplingDefaults(const std::string& model_dir) {
+  SamplingDefaults d;
+  const std::string path = JoinPath(model_dir, "generation_config.json");
+  if (!FileExists(path)) return d;
+  LY_ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
+  const Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded() || !json.is_object()) {
+    return absl::InvalidArgumentError(path + ": not a JSON object");
+  }
+  const FieldReader f(json, path + ": ");
+  LY_RETURN_IF_ERROR(f.Number("temperature", d.temperature));
+  LY_RETURN_IF_ERROR(f.Number("top_p", d.top_p));
+  LY_RETURN_IF_ERROR(f.Integer("top_k", d.top_k));
+  // vLLM applies only values that differ from transformers' defaults; top_k 50 is one of those.
+  if (d.top_k == 50) d.top_k.reset();
+  LY_RETURN_IF_ERROR(f.Number("min_p", d.min_p));
+  LY_RETURN_IF_ERROR(f.Number("repetition_penalty", d.repetition_penalty));
+  LY_RETURN_IF_ERROR(f.Integer("max_new_tokens", d.max_new_tokens));
+  return d;
 }
 
 bool IsValidRequestId(std::string_view id) {

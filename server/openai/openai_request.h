@@ -38,11 +38,28 @@ inline constexpr int kMaxTopLogprobs = 20;
 // max_tokens of a completion that gives none (OpenAI's default).
 inline constexpr int64_t kDefaultCompletionMaxTokens = 16;
 
+// Sampling defaults from the model's generation_config.json, as vLLM applies them by default
+// (--generation-config auto): they replace OpenAI's defaults for fields a request leaves out.
+// max_new_tokens only caps a max_tokens the request did not give. do_sample is ignored (as vLLM).
+struct SamplingDefaults {
+  std::optional<double> temperature;
+  std::optional<double> top_p;
+  std::optional<int64_t> top_k;
+  std::optional<double> min_p;
+  std::optional<double> repetition_penalty;
+  std::optional<int64_t> max_new_tokens;
+};
+
+// Reads <model_dir>/generation_config.json; no file: no defaults. Values of the wrong type are
+// InvalidArgument naming the key.
+absl::StatusOr<SamplingDefaults> LoadSamplingDefaults(const std::string& model_dir);
+
 // What validation needs to know about the served model.
 struct ModelLimits {
   std::string served_name;    // the only accepted "model"
   int64_t vocab_size = 0;     // bounds token ids
   int64_t max_model_len = 0;  // prompt + generated tokens
+  SamplingDefaults defaults = {};
 };
 
 // Fields both endpoints share.
@@ -82,7 +99,8 @@ absl::Status CheckModel(std::string_view model, const ModelLimits& limits);
 
 // Settles generation.max_tokens once the prompt length is known, vLLM's way: a prompt that
 // leaves no room is an error about `prompt_param`; an explicit max_tokens that does not fit is an
-// error about max_tokens; an absent one becomes the room left (completions: at most 16).
+// error about max_tokens; an absent one becomes the room left (completions: at most 16), capped
+// by generation_config.json's max_new_tokens.
 // Also checks min_tokens <= max_tokens.
 absl::Status FitToContext(int64_t prompt_len, std::string_view prompt_param, bool chat,
                           const ModelLimits& limits, CommonParams& params);

@@ -198,6 +198,40 @@ TEST(OpenAiCompletionRequestTest, BadBodies) {
   EXPECT_EQ(RefuseCompletion(text).status, 0);
 }
 
+TEST(OpenAiCompletionRequestTest, GenerationConfigDefaults) {
+  ModelLimits limits = kLimits;
+  limits.defaults = {.temperature = 0.6,
+                     .top_p = 0.9,
+                     .top_k = 20,
+                     .min_p = 0.1,
+                     .repetition_penalty = 1.2,
+                     .max_new_tokens = 8};
+  absl::StatusOr<CompletionParams> p = ParseCompletionRequest(R"({"prompt": "x"})", limits);
+  ASSERT_TRUE(p.ok()) << p.status();
+  const SamplingParams& s = p->common.generation.sampling;
+  EXPECT_FLOAT_EQ(s.temperature, 0.6f);
+  EXPECT_FLOAT_EQ(s.top_p, 0.9f);
+  EXPECT_EQ(s.top_k, 20);
+  EXPECT_FLOAT_EQ(s.min_p, 0.1f);
+  EXPECT_FLOAT_EQ(s.repetition_penalty, 1.2f);
+  ASSERT_TRUE(FitToContext(10, "prompt", false, limits, p->common).ok());
+  EXPECT_EQ(p->common.generation.max_tokens, 8);  // max_new_tokens caps the default
+  // The request's own values win.
+  p = ParseCompletionRequest(R"({"prompt": "x", "temperature": 0, "top_k": -1, "max_tokens": 30})",
+                             limits);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_FLOAT_EQ(p->common.generation.sampling.temperature, 0.0f);
+  EXPECT_EQ(p->common.generation.sampling.top_k, 0);
+  ASSERT_TRUE(FitToContext(10, "prompt", false, limits, p->common).ok());
+  EXPECT_EQ(p->common.generation.max_tokens, 30);
+  // stories260K's file has only ids and do_sample: no defaults.
+  absl::StatusOr<SamplingDefaults> stories = LoadSamplingDefaults("models/stories260K");
+  ASSERT_TRUE(stories.ok()) << stories.status();
+  EXPECT_FALSE(stories->temperature.has_value());
+  EXPECT_FALSE(stories->max_new_tokens.has_value());
+  EXPECT_TRUE(LoadSamplingDefaults("/nonexistent").ok());
+}
+
 TEST(OpenAiModelTest, UnknownModelIs404ModelNotFound) {
   EXPECT_TRUE(CheckModel("", kLimits).ok());
   EXPECT_TRUE(CheckModel("stories260K", kLimits).ok());
