@@ -5,12 +5,15 @@
 // GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemm.h"
 #include "tests/unit/kernels/cuda_test_util.h"
 #include "tests/util/numeric.h"
@@ -149,6 +152,77 @@ TEST_F(CudaGemmTest, CachesOnePlanPerShapeAndRunsWithoutWorkspace) {
   LY_ASSERT_OK((*gemm)->Run(args, nullptr, 0, nullptr));
   EXPECT_EQ((*gemm)->cached_shapes(), 2u);
   EXPECT_EQ((*gemm)->Run(args, nullptr, 16, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The last step of a decode: final RMSNorm -> lm_head GEMM (fp32 logits) -> greedy argmax, chained
+// on the GPU as the runner will, against the same chain on the CPU.
+TEST_F(CudaGemmTest, FinalNormLmHeadGreedyMatchesCpu) {
+  LY_SKIP_WITHOUT_GPU();
+  auto gemm = LtGemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  const int64_t rows = 5, hidden = 512, vocab = 32768 + 8;
+  SCOPED_TRACE(SeedNote());
+  const auto x = RandomBf16Values(rng_, rows * hidden, -3.0f, 3.0f);
+  const auto norm_w = RandomBf16Values(rng_, hidden, 0.5f, 1.5f);
+  const auto lm_head = RandomBf16Values(rng_, vocab * hidden);
+  DeviceBuffer<bf16> d_x, d_norm_w, d_normed, d_lm_head;
+  DeviceBuffer<float> d_logits;
+  DeviceBuffer<int32_t> d_ids;
+  LY_ASSERT_OK(d_x.Upload(ToBf16(x)));
+  LY_ASSERT_OK(d_norm_w.Upload(ToBf16(norm_w)));
+  LY_ASSERT_OK(d_lm_head.Upload(ToBf16(lm_head)));
+  LY_ASSERT_OK(d_normed.Allocate(rows * hidden));
+  LY_ASSERT_OK(d_logits.Allocate(rows * vocab));
+  LY_ASSERT_OK(d_logits.FillBytes(0xff));
+  LY_ASSERT_OK(d_ids.Allocate(rows));
+  LY_ASSERT_OK(d_ids.FillBytes(0xff));
+  DeviceBuffer<uint8_t> workspace;
+  LY_ASSERT_OK(workspace.Allocate(kGemmWorkspaceBytes));
+
+  RmsNormParams norm;
+  norm.x = d_x.get();
+  norm.weight = d_norm_w.get();
+  norm.out = d_normed.get();
+  norm.rows = rows;
+  norm.dim = hidden;
+  norm.eps = 1e-5f;
+  LY_ASSERT_OK(RmsNorm(norm, nullptr));
+  GemmArgs head{d_normed.get(), d_lm_head.get(), d_logits.get(),    rows,
+                vocab,          hidden,          GemmOutType::kFp32};
+  LY_ASSERT_OK((*gemm)->Run(head, workspace.get(), workspace.bytes(), nullptr));
+  ArgmaxParams pick{d_logits.get(), d_ids.get(), rows, vocab, 0};
+  LY_ASSERT_OK(Argmax(pick, nullptr));
+  std::vector<float> logits;
+  std::vector<int32_t> ids;
+  LY_ASSERT_OK(d_logits.Download(logits));
+  LY_ASSERT_OK(d_ids.Download(ids));
+
+  std::vector<float> normed(rows * hidden), want(rows * vocab);
+  cpu::RmsNorm(x.data(), norm_w.data(), normed.data(), rows, hidden, 1e-5f);
+  RoundToBf16InPlace(normed);  // the GPU keeps the normed hidden state in bf16
+  cpu::Gemm(normed.data(), lm_head.data(), nullptr, want.data(), rows, vocab, hidden);
+  EXPECT_LT(RelativeL2(logits, want), 1e-2);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = want.data() + r * vocab;
+    const auto best = std::max_element(row, row + vocab);
+    float max_abs = 0.0f;
+    for (int64_t i = 0; i < vocab; ++i) max_abs = std::max(max_abs, std::fabs(row[i]));
+    // A near-tie may flip under bf16 rounding of the normed state; anything else must match.
+    const float tol = 1e-2f * max_abs;
+    ASSERT_GE(ids[r], 0);
+    ASSERT_LT(ids[r], vocab);
+    EXPECT_GE(row[ids[r]], *best - tol) << "row " << r;
+    float second = -INFINITY;
+    for (int64_t i = 0; i < vocab; ++i) {
+      if (i != best - row) second = std::max(second, row[i]);
+    }
+    if (*best - second > tol) {
+      EXPECT_EQ(ids[r], best - row) << "row " << r;
+    }
+    // The GPU argmax is exact over the GPU's own logits.
+    const float* got_row = logits.data() + r * vocab;
+    EXPECT_EQ(ids[r], std::max_element(got_row, got_row + vocab) - got_row) << "row " << r;
+  }
 }
 
 }  // namespace
