@@ -29,6 +29,14 @@ absl::Status LtStatus(cublasStatus_t s, const char* what) {
 
 bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
+// The largest power of two dividing the address, capped at 256 (what cuBLASLt asks about).
+uint32_t Alignment(const void* p) {
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && (addr & (align - 1)) != 0) align /= 2;
+  return align;
+}
+
 constexpr int64_t kMaxDim = 2147483647;
 
 }  // namespace
@@ -90,7 +98,14 @@ LtGemm::~LtGemm() {
 }
 
 absl::StatusOr<const LtGemm::Plan*> LtGemm::GetPlan(const GemmArgs& a, size_t workspace_bytes) {
-  const Key key{a.m, a.n, a.k, static_cast<int>(a.out_type), workspace_bytes};
+  const Key key{a.m,
+                a.n,
+                a.k,
+                static_cast<int>(a.out_type),
+                workspace_bytes,
+                Alignment(a.x),
+                Alignment(a.w),
+                Alignment(a.y)};
   if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
 
   auto plan = std::make_unique<Plan>();
@@ -112,6 +127,20 @@ absl::StatusOr<const LtGemm::Plan*> LtGemm::GetPlan(const GemmArgs& a, size_t wo
   int found = 0;
   cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof(workspace_bytes));
+  // The heuristic assumes 256-byte aligned operands unless told otherwise; views into larger
+  // buffers (a row block of the hidden states, q inside a fused QKV output) may be aligned less,
+  // so it is told the actual alignment (part of the cache key).
+  const uint32_t align_a = Alignment(a.w), align_b = Alignment(a.x), align_c = Alignment(a.y);
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, const uint32_t*> aligns[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c}};
+  for (const auto& [attr, value] : aligns) {
+    if (s == CUBLAS_STATUS_SUCCESS) {
+      s = cublasLtMatmulPreferenceSetAttribute(pref, attr, value, sizeof(*value));
+    }
+  }
   if (s == CUBLAS_STATUS_SUCCESS) {
     s = cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c, pref,
                                        1, &result, &found);

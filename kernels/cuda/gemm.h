@@ -56,7 +56,8 @@ class LtGemm {
 
   // Enqueues y = x · wᵀ on `stream`. `workspace` is device memory of `workspace_bytes` bytes
   // (may be 0; kGemmWorkspaceBytes lets the heuristic choose freely). The first call for a
-  // (m, n, k, out_type, workspace_bytes) runs the heuristic on the host; later calls reuse it.
+  // (m, n, k, out_type, workspace_bytes, pointer alignments) runs the heuristic on the host; later
+  // calls reuse it.
   [[nodiscard]] absl::Status Run(const GemmArgs& args, void* workspace, size_t workspace_bytes,
                                  cudaStream_t stream);
 
@@ -64,7 +65,8 @@ class LtGemm {
 
  private:
   struct Plan;
-  using Key = std::tuple<int64_t, int64_t, int64_t, int, size_t>;
+  // (m, n, k, out_type, workspace_bytes, alignment of x, w, y).
+  using Key = std::tuple<int64_t, int64_t, int64_t, int, size_t, uint32_t, uint32_t, uint32_t>;
   explicit LtGemm(cublasLtHandle_t handle);  // out of line: Plan is incomplete here
   absl::StatusOr<const Plan*> GetPlan(const GemmArgs& args, size_t workspace_bytes);
 

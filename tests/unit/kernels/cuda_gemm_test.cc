@@ -154,6 +154,33 @@ TEST_F(CudaGemmTest, CachesOnePlanPerShapeAndRunsWithoutWorkspace) {
   EXPECT_EQ((*gemm)->Run(args, nullptr, 16, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Operands that are views into larger buffers, aligned to 16 bytes but not to 256 (what the
+// heuristic assumes by default): x and w start 8 bf16 in, y 4 floats in.
+TEST_F(CudaGemmTest, RunsOnViewsAlignedToOnly16Bytes) {
+  LY_SKIP_WITHOUT_GPU();
+  auto gemm = LtGemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  DeviceBuffer<uint8_t> workspace;
+  LY_ASSERT_OK(workspace.Allocate(kGemmWorkspaceBytes));
+  const int64_t m = 33, n = 256, k = 1024;
+  SCOPED_TRACE(SeedNote());
+  const auto x = RandomBf16Values(rng_, m * k + 8);
+  const auto w = RandomBf16Values(rng_, n * k + 8);
+  DeviceBuffer<bf16> d_x, d_w;
+  DeviceBuffer<float> d_y;
+  LY_ASSERT_OK(d_x.Upload(ToBf16(x)));
+  LY_ASSERT_OK(d_w.Upload(ToBf16(w)));
+  LY_ASSERT_OK(d_y.Allocate(m * n + 4));
+  LY_ASSERT_OK(d_y.FillBytes(0xff));
+  GemmArgs args{d_x.get() + 8, d_w.get() + 8, d_y.get() + 4, m, n, k, GemmOutType::kFp32};
+  LY_ASSERT_OK((*gemm)->Run(args, workspace.get(), workspace.bytes(), nullptr));
+  std::vector<float> got;
+  LY_ASSERT_OK(d_y.Download(got));
+  std::vector<float> want(m * n);
+  cpu::Gemm(x.data() + 8, w.data() + 8, nullptr, want.data(), m, n, k);
+  EXPECT_LT(RelativeL2(got.data() + 4, want.data(), want.size()), 1e-4);
+}
+
 // The last step of a decode: final RMSNorm -> lm_head GEMM (fp32 logits) -> greedy argmax, chained
 // on the GPU as the runner will, against the same chain on the CPU.
 TEST_F(CudaGemmTest, FinalNormLmHeadGreedyMatchesCpu) {
