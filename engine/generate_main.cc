@@ -37,6 +37,7 @@
 #include "engine/sampler.h"
 #include "engine/stop_strings.h"
 #include "model/chat_template/chat_template.h"
+#include "model/chat_template/model_chat_template.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace lychee {
@@ -64,28 +65,14 @@ struct Flags {
 
 // The prompt as token ids: plain text (BOS per the tokenizer unless --no-bos) or one chat turn
 // rendered with the model's template (whose text carries its own special tokens).
-// The built-in template that fits a model without one, judged by its special tokens.
-std::string BuiltInTemplateFor(const Tokenizer& tokenizer) {
-  if (tokenizer.TokenToId("<|start_header_id|>")) return "llama3";
-  if (tokenizer.TokenToId("[INST]")) return "mistral";
-  return "chatml";  // also the neutral choice for vocabularies without chat tokens
-}
-
 absl::StatusOr<ChatTemplate> LoadChatTemplate(const Flags& flags, const Tokenizer& tokenizer) {
   if (!flags.chat_template.empty()) return ChatTemplate::BuiltIn(flags.chat_template);
-  absl::StatusOr<ChatTemplate> tmpl = ChatTemplate::FromModelDirectory(flags.model_dir);
-  if (tmpl.ok() || tmpl.status().code() != absl::StatusCode::kNotFound) return tmpl;
-  const std::string name = BuiltInTemplateFor(tokenizer);
-  std::fprintf(stderr, "[lychee-generate] %s has no chat template; using built-in %s\n",
-               flags.model_dir.c_str(), name.c_str());
-  tmpl = ChatTemplate::BuiltIn(name);
-  if (!tmpl.ok()) return tmpl;
-  // Built-ins refer to bos_token/eos_token, which a model directory would otherwise supply.
-  if (tokenizer.bos_id())
-    tmpl->set_default_variable("bos_token", tokenizer.IdToToken(*tokenizer.bos_id()));
-  if (tokenizer.eos_id())
-    tmpl->set_default_variable("eos_token", tokenizer.IdToToken(*tokenizer.eos_id()));
-  return tmpl;
+  LY_ASSIGN_OR_RETURN(ModelChatTemplate loaded, LoadModelChatTemplate(flags.model_dir, tokenizer));
+  if (loaded.description != "the model's chat template") {
+    std::fprintf(stderr, "[lychee-generate] %s has no chat template; using %s\n",
+                 flags.model_dir.c_str(), loaded.description.c_str());
+  }
+  return std::move(loaded.chat_template);
 }
 
 // The prompt as token ids: plain text (BOS per the tokenizer unless --no-bos) or one chat turn

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/http_status.h"
 #include "engine/engine_client.h"
 #include "engine/request.h"
 #include "lychee/v1/generate.pb.h"
@@ -32,8 +33,6 @@ bool HasOutput(const GenerationOutput& event);
 
 // absl → gRPC: same canonical code and message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
-// The HTTP status a gateway would answer for `code` (400, 404, 409, 429, 499, 500, 503, 504).
-int HttpStatusFor(absl::StatusCode code);
 
 // Request ids come from clients: at most this long, printable ASCII.
 inline constexpr size_t kMaxRequestIdLength = 256;

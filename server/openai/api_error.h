@@ -20,6 +20,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "common/http_status.h"
 #include "nlohmann/json.hpp"
 #include "server/http/http_types.h"
 
@@ -36,7 +37,6 @@ absl::Status WithCode(absl::Status status, std::string_view code);
 std::string ParamOf(const absl::Status& status);
 std::string CodeOf(const absl::Status& status);
 
-int HttpStatusFor(absl::StatusCode code);
 std::string_view ErrorTypeFor(int http_status);
 
 // {"error": {...}} for a non-OK status.

@@ -4,16 +4,11 @@
 
 #include <utility>
 
+#include "model/chat_template/model_chat_template.h"
 #include "model/tokenizer/tokenizer.h"
 #include "server/openai/api_error.h"
 
 namespace lychee::openai {
-
-std::string ChatPrompt::BuiltInTemplateFor(const Tokenizer& tokenizer) {
-  if (tokenizer.TokenToId("<|start_header_id|>")) return "llama3";
-  if (tokenizer.TokenToId("[INST]")) return "mistral";
-  return "chatml";  // also the neutral choice for vocabularies without chat tokens
-}
 
 ChatPrompt::ChatPrompt(const Tokenizer& tokenizer, absl::Status load_error)
     : tokenizer_(&tokenizer), load_error_(std::move(load_error)) {}
@@ -25,26 +20,13 @@ ChatPrompt::ChatPrompt(ChatTemplate chat_template, const Tokenizer& tokenizer,
       description_(std::move(description)) {}
 
 ChatPrompt ChatPrompt::Load(const std::string& model_dir, const Tokenizer& tokenizer) {
-  absl::StatusOr<ChatTemplate> from_model = ChatTemplate::FromModelDirectory(model_dir);
-  if (from_model.ok()) {
-    return ChatPrompt(*std::move(from_model), tokenizer, "the model's chat template");
-  }
-  if (from_model.status().code() != absl::StatusCode::kNotFound) {
-    ChatPrompt prompt(tokenizer, from_model.status());
+  absl::StatusOr<ModelChatTemplate> loaded = LoadModelChatTemplate(model_dir, tokenizer);
+  if (!loaded.ok()) {
+    ChatPrompt prompt(tokenizer, loaded.status());
     prompt.description_ = "none (the model's chat template does not load)";
     return prompt;
   }
-  const std::string name = BuiltInTemplateFor(tokenizer);
-  absl::StatusOr<ChatTemplate> built_in = ChatTemplate::BuiltIn(name);
-  if (!built_in.ok()) return ChatPrompt(tokenizer, built_in.status());
-  // Built-ins refer to bos_token/eos_token, which a model directory would otherwise supply.
-  if (tokenizer.bos_id()) {
-    built_in->set_default_variable("bos_token", tokenizer.IdToToken(*tokenizer.bos_id()));
-  }
-  if (tokenizer.eos_id()) {
-    built_in->set_default_variable("eos_token", tokenizer.IdToToken(*tokenizer.eos_id()));
-  }
-  return ChatPrompt(*std::move(built_in), tokenizer, "built-in " + name);
+  return ChatPrompt(std::move(loaded->chat_template), tokenizer, std::move(loaded->description));
 }
 
 absl::StatusOr<std::string> ChatPrompt::Render(const Json& messages, bool add_generation_prompt,

@@ -35,9 +35,6 @@ class ChatPrompt {
   // A given template (tests).
   ChatPrompt(ChatTemplate chat_template, const Tokenizer& tokenizer, std::string description);
 
-  // The built-in template for a model without one, as lychee-generate picks it.
-  static std::string BuiltInTemplateFor(const Tokenizer& tokenizer);
-
   // Template errors (raise_exception, limits) are InvalidArgument about "messages".
   absl::StatusOr<std::string> Render(const Json& messages, bool add_generation_prompt,
                                      const Json& variables) const;
