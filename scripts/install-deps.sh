@@ -14,7 +14,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   # test clients and tools
-  python3 python3-numpy python3-grpcio python3-jinja2 python3-sentencepiece prometheus nodejs
+  python3 python3-numpy python3-grpcio python3-jinja2 python3-sentencepiece python3-yaml prometheus nodejs
 )
 
 missing=()
