@@ -112,6 +112,10 @@ int Run(int argc, char** argv) {
 
 #if LYCHEE_WITH_HTTP
   engine_metrics.SetStatsSource([&eng] { return eng.Stats(); });
+  {
+    const EngineStats stats = eng.Stats();
+    engine_metrics.SetCacheConfig(stats.block_size, stats.num_kv_blocks_total);
+  }
   http::ServingState serving;
   serving.SetEngineAliveCheck([] { return true; });
   // Declared before the HTTP server, which dispatches to it, and after the engine it calls.

@@ -349,6 +349,10 @@ TEST_F(GrpcServerTest, HttpSideServerServesHealthReadyAndMetrics) {
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   EXPECT_EQ(metrics->status, 200);
   EXPECT_NE(metrics->body.find("lychee_"), std::string::npos);
+  // The info gauge routers read (block size and pool size of the running engine).
+  EXPECT_NE(metrics->body.find("lychee_cache_config_info{model=\"stories260K\",block_size=\"16\","),
+            std::string::npos)
+      << metrics->body;
 }
 
 TEST_F(GrpcServerTest, ReflectionListsTheService) {
