@@ -15,6 +15,7 @@
 #include "engine/cpu_packed_weights.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/paged_kv.h"
+#include "kernels/cpu/sparse_attention.h"
 
 namespace lychee {
 
@@ -45,13 +46,22 @@ struct CpuModelRunner::Impl {
   std::vector<int64_t> positions;  // [T]
   std::vector<float> scores;       // [pool positions]: one query's attention scores
   std::vector<float> logits;       // [max_logit_rows, vocab]
+  // Sparse decode (engine thread; sized at Create, the selection grows with the context).
+  std::vector<float> dropped;    // [chunks of the step] max certified dropped mass, -1: dense
+  std::vector<float> head_mass;  // [num_heads] one layer's bounds
+  sparsity::Selection selection;
 
   absl::Status Validate(const SchedulerOutput& step, bool all_rows, int64_t* num_rows,
                         int64_t* num_logit_rows) const;
   void EmbedAndPositions(const SchedulerOutput& step);
-  void Layer(const SchedulerOutput& step, int64_t layer, int64_t n);
-  absl::Status Run(const SchedulerOutput& step, bool all_rows, float* maybe_all_logits,
-                   int64_t all_logits_size, absl::Span<const float>* logits_out);
+  void Layer(const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies,
+             int64_t layer, int64_t n);
+  // One decode chunk's attention at one layer through `policy`; returns the largest bound.
+  float SparseDecode(sparsity::Policy& policy, const ScheduledChunk& ch, const PagedKvView& view,
+                     int64_t layer, const float* q_row, float* out_row);
+  absl::Status Run(const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies,
+                   bool all_rows, float* maybe_all_logits, int64_t all_logits_size,
+                   absl::Span<const float>* logits_out);
 };
 
 absl::Status CpuModelRunner::Impl::Validate(const SchedulerOutput& step, bool all_rows,
@@ -121,8 +131,53 @@ void CpuModelRunner::Impl::EmbedAndPositions(const SchedulerOutput& step) {
   }
 }
 
+float CpuModelRunner::Impl::SparseDecode(sparsity::Policy& policy, const ScheduledChunk& ch,
+                                         const PagedKvView& view, int64_t layer, const float* q_row,
+                                         float* out_row) {
+  sparsity::DecodeQuery query;
+  query.q = q_row;
+  query.cache = view;
+  query.block_table = ch.block_table;
+  query.position = ch.start_position;
+  query.num_heads = config.num_heads;
+  query.layer = layer;
+  query.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config.head_dim)));
+  const int64_t all_tokens = query.num_blocks() * view.block_size;
+  const double max_mass = policy.limits().max_dropped_mass;
+  // max_dropped_mass 0 cannot be certified short of reading everything (a bound may underflow
+  // to 0 while blocks are skipped), so it reads every block from the start.
+  int64_t budget = max_mass <= 0.0 ? all_tokens : policy.limits().budget_tokens;
+  float worst = 0.0f;
+  for (;;) {
+    policy.Select(query, budget, &selection);
+    cpu::SparseDecodeAttentionParams sp;
+    sp.q = q_row;
+    sp.cache = view;
+    sp.block_table = ch.block_table.data();
+    sp.selected = selection.blocks.data();
+    sp.selected_offsets = selection.offsets.data();
+    sp.out = out_row;
+    sp.dropped_mass = head_mass.data();
+    sp.scratch = scores.data();
+    sp.num_heads = config.num_heads;
+    sp.num_table_blocks = static_cast<int64_t>(ch.block_table.size());
+    sp.position = ch.start_position;
+    sp.scale = query.scale;
+    cpu::SparseDecodeAttention(sp);
+    worst = *std::max_element(head_mass.begin(), head_mass.end());
+    // Simple growth: double the budget until the bound holds; the last round reads everything
+    // (bound 0), so this ends after at most log2(context / budget) + 1 rounds.
+    if (worst <= max_mass || budget >= all_tokens) break;
+    budget = std::min(all_tokens, 2 * budget);
+  }
+  policy.AfterAttention(query, head_mass);
+  return worst;
+}
+
 // One decoder layer over the step's `n` rows.
-void CpuModelRunner::Impl::Layer(const SchedulerOutput& step, int64_t layer, int64_t n) {
+void CpuModelRunner::Impl::Layer(const SchedulerOutput& step,
+                                 absl::Span<sparsity::Policy* const> policies, int64_t layer,
+                                 int64_t n) {
   const ModelConfig& c = config;
   const PackedLayer& lw = w.layers[static_cast<size_t>(layer)];
   const int64_t hidden = c.hidden_size;
@@ -177,7 +232,16 @@ void CpuModelRunner::Impl::Layer(const SchedulerOutput& step, int64_t layer, int
   ap.sliding_window = c.sliding_window;
   ap.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
   row = 0;
-  for (const ScheduledChunk& ch : step.chunks) {
+  for (size_t ci = 0; ci < step.chunks.size(); ++ci) {
+    const ScheduledChunk& ch = step.chunks[ci];
+    sparsity::Policy* policy = policies.empty() ? nullptr : policies[ci];
+    if (policy != nullptr && ch.token_ids.size() == 1 && c.sliding_window == 0) {
+      const float mass =
+          SparseDecode(*policy, ch, view, layer, q.data() + row * q_dim, attn.data() + row * q_dim);
+      dropped[ci] = std::max(dropped[ci], mass);
+      row += 1;
+      continue;
+    }
     ap.q = q.data() + row * q_dim;
     ap.out = attn.data() + row * q_dim;
     ap.block_table = ch.block_table.data();
@@ -202,11 +266,19 @@ void CpuModelRunner::Impl::Layer(const SchedulerOutput& step, int64_t layer, int
   cpu::AddInPlace(x.data(), h.data(), n * hidden);
 }
 
-absl::Status CpuModelRunner::Impl::Run(const SchedulerOutput& step, bool all_rows,
+absl::Status CpuModelRunner::Impl::Run(const SchedulerOutput& step,
+                                       absl::Span<sparsity::Policy* const> policies, bool all_rows,
                                        float* maybe_all_logits, int64_t all_logits_size,
                                        absl::Span<const float>* logits_out) {
   int64_t n = 0, logit_rows = 0;
   LY_RETURN_IF_ERROR(Validate(step, all_rows, &n, &logit_rows));
+  if (!policies.empty() && policies.size() != step.chunks.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("step has ", step.chunks.size(), " chunks but ",
+                                                   policies.size(), " policies"));
+  }
+  // Chunks never exceed rows (each has a token), so this assign never reallocates. -1 marks a
+  // chunk that ran dense; a sparse one takes the max of its layers' bounds (>= 0).
+  dropped.assign(step.chunks.size(), -1.0f);
   const int64_t hidden = config.hidden_size;
   const int64_t vocab = config.vocab_size;
   if (all_rows && all_logits_size < n * vocab) {
@@ -219,7 +291,7 @@ absl::Status CpuModelRunner::Impl::Run(const SchedulerOutput& step, bool all_row
   }
 
   EmbedAndPositions(step);
-  for (int64_t l = 0; l < config.num_layers; ++l) Layer(step, l, n);
+  for (int64_t l = 0; l < config.num_layers; ++l) Layer(step, policies, l, n);
 
   // Final norm and LM head only over the rows whose logits are wanted (gathered into h).
   float* out = all_rows ? maybe_all_logits : logits.data();
@@ -281,23 +353,28 @@ absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(
   impl->positions.resize(size(t));
   impl->scores.resize(size(pool->num_blocks() * ps.block_size));
   impl->logits.resize(size(impl->max_logit_rows * config.vocab_size));
+  impl->dropped.reserve(size(t));
+  impl->head_mass.resize(size(config.num_heads));
   return std::unique_ptr<CpuModelRunner>(new CpuModelRunner(std::move(impl)));
 }
 
 CpuModelRunner::CpuModelRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CpuModelRunner::~CpuModelRunner() = default;
 
-absl::StatusOr<absl::Span<const float>> CpuModelRunner::Execute(const SchedulerOutput& step) {
+absl::StatusOr<absl::Span<const float>> CpuModelRunner::Execute(
+    const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies) {
   absl::Span<const float> logits;
-  LY_RETURN_IF_ERROR(impl_->Run(step, /*all_rows=*/false, nullptr, 0, &logits));
+  LY_RETURN_IF_ERROR(impl_->Run(step, policies, /*all_rows=*/false, nullptr, 0, &logits));
   return logits;
 }
+
+absl::Span<const float> CpuModelRunner::dropped_mass() const { return impl_->dropped; }
 
 absl::Status CpuModelRunner::ExecuteAllLogits(const SchedulerOutput& step,
                                               absl::Span<float> logits) {
   absl::Span<const float> unused;
-  return impl_->Run(step, /*all_rows=*/true, logits.data(), static_cast<int64_t>(logits.size()),
-                    &unused);
+  return impl_->Run(step, /*policies=*/{}, /*all_rows=*/true, logits.data(),
+                    static_cast<int64_t>(logits.size()), &unused);
 }
 
 const ModelConfig& CpuModelRunner::config() const { return impl_->config; }

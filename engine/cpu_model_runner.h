@@ -8,6 +8,9 @@
 // and only attention is per chunk: a chunk's K/V rows are scattered into its blocks
 // (cpu::WritePagedKv) and its queries attend causally over its sequence's paged K/V
 // (cpu::PagedAttention). The final norm and LM head run over the rows whose logits are wanted.
+// A one-token (decode) chunk given a sparsity::Policy reads only the blocks the policy selects
+// per layer (cpu::SparseDecodeAttention) and reports the certified dropped-mass bound; prefill
+// chunks, chunks without a policy, and models with a sliding window always run dense.
 //
 // Ownership and threading: the runner owns its repacked weights and every scratch buffer, sized
 // at Create from the options, so a step allocates nothing. It borrows the KvPool (the engine
@@ -26,6 +29,7 @@
 #include "model/config.h"
 #include "model/weights.h"
 #include "scheduler/scheduler_output.h"
+#include "sparsity/policy.h"
 
 namespace lychee {
 
@@ -61,7 +65,18 @@ class CpuModelRunner {
   // empty chunk, a negative start_position, a block table that does not cover the chunk or names
   // a block outside the pool, more than max_num_batched_tokens tokens or more than max_num_seqs
   // chunks with needs_logits.
-  absl::StatusOr<absl::Span<const float>> Execute(const SchedulerOutput& step);
+  //
+  // `policies`: empty (every chunk dense), or one entry per chunk, nullptr for dense. A decode
+  // chunk with a policy runs, per layer, the policy's Select and the sparse kernel; when the
+  // policy's max_dropped_mass is below 1 and a head's bound exceeds it, the step retries with
+  // the block budget doubled until the bound meets it or every block is read (max_dropped_mass
+  // 0 therefore reads every block: dense results). Policies are borrowed for the call.
+  absl::StatusOr<absl::Span<const float>> Execute(
+      const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies = {});
+
+  // Per chunk of the last Execute, in chunk order: the largest certified dropped-mass bound over
+  // its layers and heads (0..1); -1 for chunks that ran dense. Valid until the next Execute*.
+  absl::Span<const float> dropped_mass() const;
 
   // As Execute, but writes the logits of every token of every chunk, [Σ chunk sizes, vocab] in
   // row order, into the caller's `logits` (needs_logits is ignored). For scoring a whole prompt

@@ -28,6 +28,7 @@
 #include "model/tokenizer/tokenizer.h"
 #include "model/weights.h"
 #include "scheduler/scheduler.h"
+#include "sparsity/policy_factory.h"
 
 namespace lychee {
 namespace {
@@ -113,6 +114,10 @@ class Engine::Impl {
   // Engine thread only.
   std::unique_ptr<Scheduler> scheduler_;
   absl::flat_hash_map<SeqId, std::unique_ptr<LiveRequest>> live_;
+  // Sparse requests' policies (dense requests have none), created at admission, dropped with
+  // the request; chunk_policies_ is the per-chunk view Execute takes, reused every step.
+  absl::flat_hash_map<SeqId, std::unique_ptr<sparsity::Policy>> policies_;
+  std::vector<sparsity::Policy*> chunk_policies_;
   int64_t arrival_counter_ = 0;
   int64_t last_prefix_queries_ = 0;
   int64_t last_prefix_hits_ = 0;
@@ -222,10 +227,7 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& request) const {
       return absl::InvalidArgumentError(absl::StrCat("stop_token_ids: ", id, " is out of range"));
     }
   }
-  if (request.policy.name != "dense") {
-    return absl::InvalidArgumentError(absl::StrCat("policy.name: unknown sparsity policy '",
-                                                   request.policy.name, "' (available: dense)"));
-  }
+  LY_RETURN_IF_ERROR(sparsity::ValidatePolicySpec(request.policy, config_.block_size));
   return ValidateSamplingParams(request.sampling);
 }
 
@@ -295,6 +297,10 @@ void Engine::Impl::Admit(std::vector<Pending>& admitted, absl::Time now) {
     const int64_t max_tokens = p.request.max_tokens;
     const absl::Status status = scheduler_->AddRequest(p.seq, p.request.prompt, max_tokens,
                                                        p.request.priority, arrival_counter_++);
+    // Validated in Submit, so this only fails on a bug; the request then runs dense.
+    absl::StatusOr<std::unique_ptr<sparsity::Policy>> policy =
+        sparsity::MakePolicy(p.request.policy, config_.block_size);
+    if (policy.ok() && *policy != nullptr) policies_.emplace(p.seq, std::move(*policy));
     auto live = std::make_unique<LiveRequest>(std::move(p.request), p.stream, *tokenizer_, eos_ids_,
                                               info_.max_model_len, config_.seed + p.seq, p.arrival);
     if (!status.ok()) live->Finish(FinishReason::kError, now, status);
@@ -347,10 +353,31 @@ void Engine::Impl::RunStep() {
     it->second->set_cached_tokens(chunk.num_cached_tokens);
   }
 
-  absl::StatusOr<absl::Span<const float>> logits = runner_->Execute(out);
+  // Per-chunk policies only when some chunk has one: an all-dense step passes none.
+  chunk_policies_.clear();
+  bool any_sparse = false;
+  if (!policies_.empty()) {
+    for (const ScheduledChunk& chunk : out.chunks) {
+      auto it = policies_.find(chunk.seq_id);
+      chunk_policies_.push_back(it == policies_.end() ? nullptr : it->second.get());
+      any_sparse = any_sparse || chunk_policies_.back() != nullptr;
+    }
+  }
+  absl::StatusOr<absl::Span<const float>> logits =
+      runner_->Execute(out, any_sparse ? absl::MakeConstSpan(chunk_policies_)
+                                       : absl::Span<sparsity::Policy* const>());
   if (!logits.ok()) {
     FailStep(out, logits.status());
     return;
+  }
+  if (any_sparse && observer_ != nullptr) {
+    const absl::Span<const float> dropped = runner_->dropped_mass();
+    for (size_t c = 0; c < out.chunks.size(); ++c) {
+      // Only one-token chunks run sparse; prefill chunks of sparse requests (and every chunk of
+      // a sliding-window model) ran dense and report -1.
+      if (chunk_policies_[c] == nullptr || dropped[c] < 0.0f) continue;
+      observer_->OnDroppedMass(chunk_policies_[c]->name(), dropped[c]);
+    }
   }
   const absl::Time now = absl::Now();
   const int64_t vocab = info_.vocab_size;
@@ -425,7 +452,10 @@ void Engine::Impl::EmitAndRetire() {
     for (SeqId seq : done) live_ids_.erase(live_[seq]->request().request_id);
   }
   for (auto& [stream, event] : events) stream->Push(std::move(event));
-  for (SeqId seq : done) live_.erase(seq);
+  for (SeqId seq : done) {
+    live_.erase(seq);
+    policies_.erase(seq);
+  }
 }
 
 void Engine::Impl::PublishStats() {

@@ -29,6 +29,9 @@ class EngineObserver {
   virtual void OnPrefixCacheLookup(int64_t queried_tokens, int64_t hit_tokens) {}
   // A running request was preempted (its blocks freed, to be recomputed).
   virtual void OnPreemption() {}
+  // One decode step of a request under a sparse policy: the largest certified dropped-mass
+  // bound (0..1) over the step's layers and heads.
+  virtual void OnDroppedMass(std::string_view policy, double dropped_mass) {}
 };
 
 }  // namespace lychee

@@ -210,4 +210,8 @@ void EngineMetrics::OnPrefixCacheLookup(int64_t queried_tokens, int64_t hit_toke
 
 void EngineMetrics::OnPreemption() { preemptions_->Increment(); }
 
+void EngineMetrics::OnDroppedMass(std::string_view policy, double dropped_mass) {
+  RecordDroppedMass(policy, dropped_mass);
+}
+
 }  // namespace lychee

@@ -49,8 +49,8 @@ class EngineMetrics final : public EngineObserver {
   // (routers read block_size and num_gpu_blocks from it). Call once the KV pool is sized.
   void SetCacheConfig(int64_t block_size, int64_t num_gpu_blocks);
 
-  // The certified dropped-mass bound of one sparse-attention step (0..1), per policy. No
-  // sparse policy records yet; the family is registered so dashboards can be built now.
+  // The certified dropped-mass bound of one sparse-attention step (0..1), per policy
+  // (OnDroppedMass forwards here).
   void RecordDroppedMass(std::string_view policy, double dropped_mass);
 
   // EngineObserver (engine thread).
@@ -60,6 +60,7 @@ class EngineMetrics final : public EngineObserver {
   void OnInterTokenLatency(std::string_view policy, double seconds) override;
   void OnPrefixCacheLookup(int64_t queried_tokens, int64_t hit_tokens) override;
   void OnPreemption() override;
+  void OnDroppedMass(std::string_view policy, double dropped_mass) override;
 
   // The label value of a finish reason: stop, length, abort, error.
   static std::string_view FinishedReasonLabel(FinishReason reason);

@@ -65,6 +65,7 @@ std::string RenderPopulated(metrics::MetricsRegistry& registry, EngineMetrics& m
                       MakeFinal(FinishReason::kLength, 20, 16, 0.1, 0.3, 2.0));
   m.OnRequestFinished(MakeRequest("lychee"), MakeFinal(FinishReason::kAbort, 5, 0, 0.5, 0, 0.6));
   m.RecordDroppedMass("lychee", 0.003);
+  m.OnDroppedMass("quest", 0.25);  // the engine's callback records the same histogram
   return registry.Render();
 }
 
@@ -121,6 +122,8 @@ TEST(EngineMetricsTest, EventsAndStatsReachTheExposition) {
       text, R"(lychee_request_generation_tokens_sum{model="stories260K",policy="dense"} 24)"));
   EXPECT_TRUE(
       Contains(text, R"(lychee_dropped_mass_count{model="stories260K",policy="lychee"} 1)"));
+  EXPECT_TRUE(
+      Contains(text, R"(lychee_dropped_mass_sum{model="stories260K",policy="quest"} 0.25)"));
   EXPECT_TRUE(Contains(text, R"(lychee_iteration_tokens_count{model="stories260K"} 3)"));
 }
 
