@@ -275,7 +275,9 @@ TEST_P(KvCacheManagerRandomTest, MatchesReferenceModel) {
   // Whether a random run produced prefix hits depends on its seed (tiny pools can evict every
   // cached block first), so it is recorded, not asserted; the exact prefix-cache tests above
   // cover hits deterministically.
-  if (caching) EXPECT_EQ(m.prefix_cache_hits(), shared_hits);
+  if (caching) {
+    EXPECT_EQ(m.prefix_cache_hits(), shared_hits);
+  }
   RecordProperty("evictions", std::to_string(m.pool().num_evictions()));
   RecordProperty("hit_tokens", std::to_string(shared_hits));
   for (const auto& [seq, s] : live) m.Free(seq);
