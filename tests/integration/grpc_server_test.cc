@@ -25,6 +25,7 @@
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "lychee/v1/generate.grpc.pb.h"
 #include "tests/integration/server_process.h"
+#include "tests/integration/shared_server_test.h"
 #include "tests/unit/server/http_test_client.h"
 
 namespace lychee {
@@ -100,28 +101,16 @@ bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
   return condition();
 }
 
-class GrpcServerTest : public ::testing::Test {
+class GrpcServerTest : public testing::SharedServerTest<GrpcServerTest> {
+ public:
+  static std::vector<std::string> SuiteServerArgs() { return ServerArgs(); }
+
  protected:
-  static void SetUpTestSuite() {
-    auto server = ServerProcess::Start(ServerArgs());
-    if (!server.ok()) {
-      start_error_ = new std::string(server.status().ToString());
-      return;
-    }
-    server_ = server->release();
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
   void SetUp() override {
-    ASSERT_NE(server_, nullptr) << (start_error_ ? *start_error_ : "");
+    SharedServerTest::SetUp();
+    if (HasFatalFailure()) return;
     channel_ = grpc::CreateChannel(server_->grpc_address(), grpc::InsecureChannelCredentials());
     stub_ = v1::LycheeService::NewStub(channel_);
-  }
-  void TearDown() override {
-    // Whatever a test did, the server must still be alive and serving.
-    ASSERT_FALSE(server_->WaitExit(absl::ZeroDuration()).has_value()) << server_->output();
   }
 
   int64_t LiveRequests() {
@@ -132,14 +121,9 @@ class GrpcServerTest : public ::testing::Test {
     return loads.num_running_reqs() + loads.num_waiting_reqs();
   }
 
-  static ServerProcess* server_;
-  static std::string* start_error_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::LycheeService::Stub> stub_;
 };
-
-ServerProcess* GrpcServerTest::server_ = nullptr;
-std::string* GrpcServerTest::start_error_ = nullptr;
 
 TEST_F(GrpcServerTest, GreedyStreamEqualsLycheeGenerate) {
   const std::string prompt = "Once upon a time, there was a little girl";

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "tests/integration/server_process.h"
+#include "tests/integration/shared_server_test.h"
 
 namespace lychee {
 namespace {
@@ -29,25 +30,17 @@ constexpr char kModel[] = "models/stories260K";
 constexpr int kNumPrompts = 6;
 constexpr int kOutputLen = 12;
 
-class LoadtestTest : public ::testing::Test {
+class LoadtestTest : public testing::SharedServerTest<LoadtestTest> {
+ public:
+  static std::vector<std::string> SuiteServerArgs() {
+    return {"--model", kModel,        "--host", "127.0.0.1",      "--grpc-port",
+            "0",       "--http-port", "0",      "--max-num-seqs", "4"};
+  }
+
  protected:
-  static void SetUpTestSuite() {
-    auto server = ServerProcess::Start({"--model", kModel, "--host", "127.0.0.1", "--grpc-port",
-                                        "0", "--http-port", "0", "--max-num-seqs", "4"});
-    if (!server.ok()) {
-      start_error_ = new std::string(server.status().ToString());
-      return;
-    }
-    server_ = server->release();
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-    delete start_error_;
-    start_error_ = nullptr;
-  }
   void SetUp() override {
-    ASSERT_EQ(start_error_, nullptr) << *start_error_;
+    SharedServerTest::SetUp();
+    if (HasFatalFailure()) return;
     ASSERT_NE(server_->http_port(), 0) << "the server has no HTTP port";
   }
 
@@ -87,13 +80,7 @@ class LoadtestTest : public ::testing::Test {
     std::filesystem::remove(path);
     return json::parse(text.str(), nullptr, false);
   }
-
-  static ServerProcess* server_;
-  static std::string* start_error_;
 };
-
-ServerProcess* LoadtestTest::server_ = nullptr;
-std::string* LoadtestTest::start_error_ = nullptr;
 
 // The invariants of one successful run (the JSON's top level, or its "baseline").
 void ExpectCompleteRun(const json& run) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "tests/integration/server_process.h"
+#include "tests/integration/shared_server_test.h"
 #include "tests/unit/server/http_test_client.h"
 
 namespace lychee {
@@ -125,27 +126,16 @@ int64_t AbortCount(uint16_t port) {
   return std::stoll(m[1]);
 }
 
-class OpenAiServerTest : public ::testing::Test {
+class OpenAiServerTest : public testing::SharedServerTest<OpenAiServerTest> {
+ public:
+  static std::vector<std::string> SuiteServerArgs() { return ServerArgs(); }
+
  protected:
-  static void SetUpTestSuite() {
-    auto server = ServerProcess::Start(ServerArgs());
-    if (!server.ok()) {
-      start_error_ = new std::string(server.status().ToString());
-      return;
-    }
-    server_ = server->release();
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
   void SetUp() override {
-    ASSERT_NE(server_, nullptr) << (start_error_ ? *start_error_ : "");
+    SharedServerTest::SetUp();
+    if (HasFatalFailure()) return;
     port_ = static_cast<uint16_t>(server_->http_port());
     ASSERT_NE(port_, 0) << server_->output();
-  }
-  void TearDown() override {
-    ASSERT_FALSE(server_->WaitExit(absl::ZeroDuration()).has_value()) << server_->output();
   }
 
   static json Greedy(json request) {
@@ -153,13 +143,8 @@ class OpenAiServerTest : public ::testing::Test {
     return request;
   }
 
-  static ServerProcess* server_;
-  static std::string* start_error_;
   uint16_t port_ = 0;
 };
-
-ServerProcess* OpenAiServerTest::server_ = nullptr;
-std::string* OpenAiServerTest::start_error_ = nullptr;
 
 TEST_F(OpenAiServerTest, ModelsListsTheServedModel) {
   auto response = testing::Fetch("127.0.0.1", port_, "GET", "/v1/models");
