@@ -31,18 +31,12 @@
 namespace lychee {
 namespace {
 
+using testing::LoopbackServerArgs;
 using testing::ProgramResult;
 using testing::RunProgram;
 using testing::ServerProcess;
 
 constexpr char kModel[] = "models/stories260K";
-
-std::vector<std::string> ServerArgs(std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {"--model",     kModel, "--host",      "127.0.0.1",
-                                   "--grpc-port", "0",    "--http-port", "0"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  return args;
-}
 
 struct StreamResult {
   grpc::Status status;
@@ -103,7 +97,7 @@ bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
 
 class GrpcServerTest : public testing::SharedServerTest<GrpcServerTest> {
  public:
-  static std::vector<std::string> SuiteServerArgs() { return ServerArgs(); }
+  static std::vector<std::string> SuiteServerArgs() { return LoopbackServerArgs(kModel); }
 
  protected:
   void SetUp() override {
@@ -420,7 +414,8 @@ TEST_F(GrpcServerTest, LycheeClientProgram) {
 // A server of its own: SIGTERM while a request streams; the request completes, new requests
 // are refused, and the process exits 0.
 TEST(GrpcServerDrainTest, SigtermLetsInFlightRequestsFinishAndExitsZero) {
-  auto server = ServerProcess::Start(ServerArgs({"--shutdown-grace-seconds", "30"}));
+  auto server =
+      ServerProcess::Start(LoopbackServerArgs(kModel, {"--shutdown-grace-seconds", "30"}));
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = grpc::CreateChannel((*server)->grpc_address(), grpc::InsecureChannelCredentials());
   auto stub = v1::LycheeService::NewStub(channel);
@@ -455,7 +450,7 @@ TEST(GrpcServerDrainTest, SigtermLetsInFlightRequestsFinishAndExitsZero) {
 
 // Grace 0: a request that cannot finish in time is aborted, and the server still exits 0.
 TEST(GrpcServerDrainTest, GraceExpiryAbortsTheRestAndExitsZero) {
-  auto server = ServerProcess::Start(ServerArgs({"--shutdown-grace-seconds", "0"}));
+  auto server = ServerProcess::Start(LoopbackServerArgs(kModel, {"--shutdown-grace-seconds", "0"}));
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = grpc::CreateChannel((*server)->grpc_address(), grpc::InsecureChannelCredentials());
   auto stub = v1::LycheeService::NewStub(channel);
@@ -474,7 +469,8 @@ TEST(GrpcServerDrainTest, GraceExpiryAbortsTheRestAndExitsZero) {
 
 // A full waiting queue answers RESOURCE_EXHAUSTED; admitted requests are unaffected.
 TEST(GrpcServerLimitsTest, FullQueueIsResourceExhausted) {
-  auto server = ServerProcess::Start(ServerArgs({"--max-num-seqs", "1", "--max-queue-len", "1"}));
+  auto server = ServerProcess::Start(
+      LoopbackServerArgs(kModel, {"--max-num-seqs", "1", "--max-queue-len", "1"}));
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = grpc::CreateChannel((*server)->grpc_address(), grpc::InsecureChannelCredentials());
   auto stub = v1::LycheeService::NewStub(channel);

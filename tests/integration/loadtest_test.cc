@@ -33,8 +33,7 @@ constexpr int kOutputLen = 12;
 class LoadtestTest : public testing::SharedServerTest<LoadtestTest> {
  public:
   static std::vector<std::string> SuiteServerArgs() {
-    return {"--model", kModel,        "--host", "127.0.0.1",      "--grpc-port",
-            "0",       "--http-port", "0",      "--max-num-seqs", "4"};
+    return testing::LoopbackServerArgs(kModel, {"--max-num-seqs", "4"});
   }
 
  protected:

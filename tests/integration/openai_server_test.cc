@@ -36,18 +36,12 @@ namespace lychee {
 namespace {
 
 using json = nlohmann::json;
+using testing::LoopbackServerArgs;
 using testing::ProgramResult;
 using testing::RunProgram;
 using testing::ServerProcess;
 
 constexpr char kModel[] = "models/stories260K";
-
-std::vector<std::string> ServerArgs(std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {"--model",     kModel, "--host",      "127.0.0.1",
-                                   "--grpc-port", "0",    "--http-port", "0"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  return args;
-}
 
 struct Reply {
   int status = 0;
@@ -128,7 +122,7 @@ int64_t AbortCount(uint16_t port) {
 
 class OpenAiServerTest : public testing::SharedServerTest<OpenAiServerTest> {
  public:
-  static std::vector<std::string> SuiteServerArgs() { return ServerArgs(); }
+  static std::vector<std::string> SuiteServerArgs() { return LoopbackServerArgs(kModel); }
 
  protected:
   void SetUp() override {
@@ -500,7 +494,8 @@ json Long(const std::string& prompt, bool stream) {
 }
 
 TEST(OpenAiServerLimitsTest, FullQueueIs429) {
-  auto server = ServerProcess::Start(ServerArgs({"--max-num-seqs", "1", "--max-queue-len", "1"}));
+  auto server = ServerProcess::Start(
+      LoopbackServerArgs(kModel, {"--max-num-seqs", "1", "--max-queue-len", "1"}));
   ASSERT_TRUE(server.ok()) << server.status();
   const auto port = static_cast<uint16_t>((*server)->http_port());
   constexpr int kRequests = 8;
@@ -530,8 +525,8 @@ TEST(OpenAiServerLimitsTest, FullQueueIs429) {
 // process exits 0. One sequence at a time and a queue of long requests keep it draining for a
 // while.
 TEST(OpenAiServerDrainTest, SigtermRefusesNewRequestsAndFinishesStreams) {
-  auto server =
-      ServerProcess::Start(ServerArgs({"--max-num-seqs", "1", "--shutdown-grace-seconds", "60"}));
+  auto server = ServerProcess::Start(
+      LoopbackServerArgs(kModel, {"--max-num-seqs", "1", "--shutdown-grace-seconds", "60"}));
   ASSERT_TRUE(server.ok()) << server.status();
   const auto port = static_cast<uint16_t>((*server)->http_port());
   constexpr int kInFlight = 12;

@@ -36,6 +36,14 @@ std::string ProgramPath(const std::string& program) {
 
 }  // namespace
 
+std::vector<std::string> LoopbackServerArgs(const std::string& model,
+                                            std::vector<std::string> extra) {
+  std::vector<std::string> args = {"--model",     model, "--host",      "127.0.0.1",
+                                   "--grpc-port", "0",   "--http-port", "0"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
 std::string BinDir() {
   const char* dir = std::getenv("LYCHEE_BIN_DIR");
   return dir != nullptr && *dir != '\0' ? dir : "build/bin";

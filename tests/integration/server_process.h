@@ -27,6 +27,11 @@ namespace lychee::testing {
 // LYCHEE_BIN_DIR, else "build/bin".
 std::string BinDir();
 
+// lychee-server flags for a test server: `model` served on 127.0.0.1 with free gRPC and HTTP
+// ports (0), followed by `extra`.
+std::vector<std::string> LoopbackServerArgs(const std::string& model,
+                                            std::vector<std::string> extra = {});
+
 class ServerProcess {
  public:
   // Runs `BinDir()/lychee-server args...` and waits until it logs its gRPC port (the model is
