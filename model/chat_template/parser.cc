@@ -411,27 +411,21 @@ class Parser {
   using SubParser = absl::StatusOr<ExprPtr> (Parser::*)();
 
   absl::StatusOr<ExprPtr> ParseOr() {
-    absl::StatusOr<ExprPtr> left = ParseAnd();
-    if (!left.ok()) return left;
-    ExprPtr node = std::move(*left);
-    while (IsName("or")) {
-      ExprPtr e = NewExpr(Expr::Kind::kOr, Next());
-      absl::StatusOr<ExprPtr> right = ParseAnd();
-      if (!right.ok()) return right;
-      e->args.push_back(std::move(node));
-      e->args.push_back(std::move(*right));
-      node = std::move(e);
-    }
-    return node;
+    return ParseKeywordLevel("or", Expr::Kind::kOr, &Parser::ParseAnd);
   }
 
   absl::StatusOr<ExprPtr> ParseAnd() {
-    absl::StatusOr<ExprPtr> left = ParseNot();
+    return ParseKeywordLevel("and", Expr::Kind::kAnd, &Parser::ParseNot);
+  }
+
+  // Left-associative chain `next (keyword next)*` of one logical operator.
+  absl::StatusOr<ExprPtr> ParseKeywordLevel(const char* keyword, Expr::Kind kind, SubParser next) {
+    absl::StatusOr<ExprPtr> left = (this->*next)();
     if (!left.ok()) return left;
     ExprPtr node = std::move(*left);
-    while (IsName("and")) {
-      ExprPtr e = NewExpr(Expr::Kind::kAnd, Next());
-      absl::StatusOr<ExprPtr> right = ParseNot();
+    while (IsName(keyword)) {
+      ExprPtr e = NewExpr(kind, Next());
+      absl::StatusOr<ExprPtr> right = (this->*next)();
       if (!right.ok()) return right;
       e->args.push_back(std::move(node));
       e->args.push_back(std::move(*right));
