@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "engine/cpu_packed_weights.h"
+#include "engine/step_check.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/paged_kv.h"
 #include "kernels/cpu/sparse_attention.h"
@@ -66,56 +67,16 @@ struct CpuModelRunner::Impl {
 
 absl::Status CpuModelRunner::Impl::Validate(const SchedulerOutput& step, bool all_rows,
                                             int64_t* num_rows, int64_t* num_logit_rows) const {
-  const int64_t bs = pool->shape().block_size;
-  const int64_t vocab = config.vocab_size;
-  int64_t rows = 0, logit_rows = 0;
-  for (size_t c = 0; c < step.chunks.size(); ++c) {
-    const ScheduledChunk& ch = step.chunks[c];
-    const int64_t n = static_cast<int64_t>(ch.token_ids.size());
-    if (n == 0) return absl::InvalidArgumentError(absl::StrCat("chunk ", c, " has no tokens"));
-    if (ch.start_position < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chunk ", c, " has start_position ", ch.start_position));
-    }
-    for (int64_t i = 0; i < n; ++i) {
-      const int32_t id = ch.token_ids[static_cast<size_t>(i)];
-      if (id < 0 || id >= vocab) {
-        return absl::InvalidArgumentError(absl::StrCat("chunk ", c, " (seq ", ch.seq_id,
-                                                       "): token id ", id, " at index ", i,
-                                                       " is outside [0, ", vocab, ")"));
-      }
-    }
-    // The blocks this chunk touches: positions [0, start + n). More than the pool holds would
-    // mean a repeated block (and overflow the scores scratch), so that is rejected too.
-    const int64_t needed = (ch.start_position + n + bs - 1) / bs;
-    if (needed > static_cast<int64_t>(ch.block_table.size()) || needed > pool->num_blocks()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "chunk ", c, " (seq ", ch.seq_id, ") needs ", needed, " blocks for positions up to ",
-          ch.start_position + n, " but its block table has ", ch.block_table.size(),
-          " (pool: ", pool->num_blocks(), ")"));
-    }
-    for (int64_t b = 0; b < needed; ++b) {
-      const int32_t block = ch.block_table[static_cast<size_t>(b)];
-      if (block < 0 || block >= pool->num_blocks()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("chunk ", c, " (seq ", ch.seq_id, "): block table entry ", b, " is ",
-                         block, ", outside the pool's ", pool->num_blocks()));
-      }
-    }
-    rows += n;
-    if (ch.needs_logits) ++logit_rows;
-  }
-  if (rows > options.max_num_batched_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("step has ", rows,
-                                                   " tokens, more than max_num_batched_tokens ",
-                                                   options.max_num_batched_tokens));
-  }
-  if (!all_rows && logit_rows > max_logit_rows) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("step wants logits for ", logit_rows, " chunks, more than ", max_logit_rows));
-  }
-  *num_rows = rows;
-  *num_logit_rows = all_rows ? rows : logit_rows;
+  StepLimits limits;
+  limits.vocab_size = config.vocab_size;
+  limits.block_size = pool->shape().block_size;
+  limits.num_blocks = pool->num_blocks();
+  limits.max_num_batched_tokens = options.max_num_batched_tokens;
+  limits.max_logit_rows = max_logit_rows;
+  StepSize size;
+  LY_RETURN_IF_ERROR(CheckStep(step, limits, all_rows, &size));
+  *num_rows = size.rows;
+  *num_logit_rows = size.logit_rows;
   return absl::OkStatus();
 }
 

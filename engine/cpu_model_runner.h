@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/model_runner.h"
 #include "kvcache/kv_pool.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -44,7 +45,7 @@ struct CpuModelRunnerOptions {
   int64_t max_num_seqs = 256;
 };
 
-class CpuModelRunner {
+class CpuModelRunner final : public ModelRunner {
  public:
   // Weights are repacked (fused QKV and gate/up) and owned by the runner. `pool` (owned by the
   // caller, shape KvCacheShapeFor(config, block_size) for any block_size) must outlive the
@@ -53,7 +54,7 @@ class CpuModelRunner {
       const ModelConfig& config, ModelWeights weights, KvPool* pool,
       const CpuModelRunnerOptions& options = {});
 
-  ~CpuModelRunner();
+  ~CpuModelRunner() override;
   CpuModelRunner(const CpuModelRunner&) = delete;
   CpuModelRunner& operator=(const CpuModelRunner&) = delete;
 
@@ -72,18 +73,19 @@ class CpuModelRunner {
   // the block budget doubled until the bound meets it or every block is read (max_dropped_mass
   // 0 therefore reads every block: dense results). Policies are borrowed for the call.
   absl::StatusOr<absl::Span<const float>> Execute(
-      const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies = {});
+      const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies = {}) override;
 
   // Per chunk of the last Execute, in chunk order: the largest certified dropped-mass bound over
   // its layers and heads (0..1); -1 for chunks that ran dense. Valid until the next Execute*.
-  absl::Span<const float> dropped_mass() const;
+  absl::Span<const float> dropped_mass() const override;
+  bool supports_sparse_policies() const override { return true; }
 
   // As Execute, but writes the logits of every token of every chunk, [Σ chunk sizes, vocab] in
   // row order, into the caller's `logits` (needs_logits is ignored). For scoring a whole prompt
   // (CpuModel's LogitsMode::kAll) without the runner holding max_num_batched_tokens × vocab.
   absl::Status ExecuteAllLogits(const SchedulerOutput& step, absl::Span<float> logits);
 
-  const ModelConfig& config() const;
+  const ModelConfig& config() const override;
   const CpuModelRunnerOptions& options() const;
 
  private:

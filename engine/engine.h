@@ -22,9 +22,12 @@ namespace lychee {
 struct EngineConfig {
   std::string model_dir;
   std::string served_model_name;          // default: the model folder's name
-  std::string device = "cpu";             // "cpu" (the CUDA backend plugs in here later)
+  std::string tokenizer_dir;              // default: model_dir (synthetic models need one)
+  std::string device = "auto";            // auto (CUDA when a GPU is usable), cpu, cuda, cuda:N
+  double gpu_memory_utilization = 0.9;    // CUDA: fraction of device memory for weights + KV
   int64_t block_size = 16;                // KV cache tokens per block
-  int64_t kv_cache_bytes = 0;             // KV pool size; 0: enough for max_num_seqs full contexts
+  int64_t kv_cache_bytes = 0;             // KV pool size; 0: CPU: enough for max_num_seqs full
+                                          // contexts (<= 4 GiB); CUDA: gpu_memory_utilization
   int64_t max_num_seqs = 16;              // requests in one step at most
   int64_t max_num_batched_tokens = 1024;  // tokens in one step at most (prefill chunks + decodes)
   int64_t max_model_len = 0;              // prompt + output per request; 0: the model's limit

@@ -5,11 +5,16 @@
 #
 #   here:        scripts/gpu-check.sh prepare        # cuda preset build + bundle into .gpu/bundle
 #   GPU machine: scripts/gpu-check.sh run            # (device tool, carry [".gpu"]) prints a table
+#   GPU machine: scripts/gpu-check.sh sanitize       # the same tests under compute-sanitizer memcheck
+#   GPU machine: scripts/gpu-check.sh serve [MODEL [SERVER FLAGS...]]
+#                # lychee-server --device cuda: a gRPC generation, an OpenAI completion, /metrics,
+#                # and a short lychee-load run (LOAD_ARGS overrides its flags)
 #   GPU machine: LD_LIBRARY_PATH=.gpu/bundle/lib:/usr/local/cuda/lib64 \
 #                  .gpu/bundle/bin/cuda_decode_attention_bench --json .gpu/decode_attention.json
 #
 # `run` executes every ctest test labelled `gpu` (the list is written by `prepare`) and prints one
-# row per test: name, result, seconds. It exits non-zero when any test fails.
+# row per test: name, result, seconds. It exits non-zero when any test fails, and also when a test
+# skipped on a machine that has a GPU (a skip there means the GPU was not usable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=.gpu/bundle
@@ -24,25 +29,68 @@ case "${1:-}" in
     # Benchmarks travel too; run them by hand there, e.g.
     #   LD_LIBRARY_PATH=.gpu/bundle/lib:/usr/local/cuda/lib64 \
     #     .gpu/bundle/bin/cuda_decode_attention_bench --json .gpu/decode_attention.json
-    scripts/gpu-bundle "$bundle" build/bin/cuda_decode_attention_bench
+    scripts/gpu-bundle "$bundle" build/bin/cuda_decode_attention_bench build/bin/cuda_e2e_bench \
+      build/bin/lychee-server build/bin/lychee-client build/bin/lychee-load
     ;;
-  run)
+  run | sanitize)
     [ -f "$bundle/tests.txt" ] || { echo "run 'scripts/gpu-check.sh prepare' first" >&2; exit 2; }
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    wrap=()
+    if [ "$1" = sanitize ]; then
+      sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+      wrap=("$sanitizer" --tool memcheck --error-exitcode 99 --print-limit 20)
+    fi
     failed=0
     printf '\n%-40s %-8s %8s\n' test result seconds
     while read -r t; do
       start=$(date +%s.%N)
-      if "$bundle/bin/$t" >"$bundle/$t.log" 2>&1; then result=PASS; else result=FAIL; failed=1; fi
-      grep -q '\[  SKIPPED \]' "$bundle/$t.log" && [ "$result" = PASS ] && result=SKIP
+      if "${wrap[@]}" "$bundle/bin/$t" >"$bundle/$t.log" 2>&1; then result=PASS; else result=FAIL; failed=1; fi
+      # A skip on the GPU machine means the GPU was not usable: that fails the check.
+      if grep -q '\[  SKIPPED \]' "$bundle/$t.log" && [ "$result" = PASS ]; then
+        result=SKIP
+        failed=1
+      fi
       printf '%-40s %-8s %8.2f\n' "$t" "$result" "$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{print b - a}')"
       [ "$result" = PASS ] || tail -n 30 "$bundle/$t.log"
     done <"$bundle/tests.txt"
     exit $failed
     ;;
+  serve)
+    shift
+    model=${1:-models/stories260K}
+    [ $# -gt 0 ] && shift
+    export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    log=$(mktemp)
+    "$bundle/bin/lychee-server" --model "$model" --device cuda --host 127.0.0.1 --grpc-port 0 \
+      --http-port 0 "$@" >"$log" 2>&1 &
+    server=$!
+    trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+    address="" http=""
+    for _ in $(seq 3000); do
+      address=$(sed -n 's/.*grpc listening on \([^ ]*\).*/\1/p' "$log" | head -n 1)
+      http=$(sed -n 's/.*http listening on \([^ ]*\).*/\1/p' "$log" | head -n 1)
+      [ -n "$address" ] && [ -n "$http" ] && break
+      kill -0 $server 2>/dev/null || { cat "$log"; echo "lychee-server exited" >&2; exit 1; }
+      sleep 0.1
+    done
+    cat "$log"
+    [ -n "$address" ] || { echo "lychee-server did not start" >&2; exit 1; }
+    echo "--- gRPC generation"
+    "$bundle/bin/lychee-client" --address "$address" generate --prompt "Once upon a time" \
+      --max-tokens 48 --temperature 0
+    echo; echo "--- OpenAI /v1/completions"
+    curl -s "http://$http/v1/completions" -H 'Content-Type: application/json' \
+      -d '{"prompt": "Once upon a time", "max_tokens": 24, "temperature": 0}'
+    echo; echo "--- lychee-load"
+    # shellcheck disable=SC2086
+    "$bundle/bin/lychee-load" --backend grpc --address "$address" \
+      ${LOAD_ARGS:---num-prompts 32 --input-len 200 --output-len 64 --concurrency 8}
+    echo "--- /metrics"
+    curl -s "http://$http/metrics" | grep -E '^lychee_(cache_config_info|generation_tokens_total|prompt_tokens_total|kv_cache_usage)' || true
+    ;;
   *)
-    echo "usage: $0 prepare | run" >&2
+    echo "usage: $0 prepare | run | sanitize | serve [MODEL [FLAGS...]]" >&2
     exit 2
     ;;
 esac

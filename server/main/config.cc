@@ -11,6 +11,8 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "common/file.h"
 #include "common/status.h"
 
@@ -37,6 +39,8 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v, ServerConfig&
   if (key == "grpc_port") return Read(v, key, c.grpc_port);
   if (key == "http_port") return Read(v, key, c.http_port);
   if (key == "device") return Read(v, key, e.device);
+  if (key == "tokenizer") return Read(v, key, e.tokenizer_dir);
+  if (key == "gpu_memory_utilization") return Read(v, key, e.gpu_memory_utilization);
   if (key == "block_size") return Read(v, key, e.block_size);
   if (key == "kv_cache_bytes") return Read(v, key, e.kv_cache_bytes);
   if (key == "max_num_seqs") return Read(v, key, e.max_num_seqs);
@@ -82,8 +86,16 @@ absl::Status ApplyYamlConfig(std::string_view yaml_text, ServerConfig& config) {
 absl::Status ValidateServerConfig(const ServerConfig& c) {
   const EngineConfig& e = c.engine;
   if (e.model_dir.empty()) return absl::InvalidArgumentError("model is required (--model DIR)");
-  if (e.device != "cpu" && e.device != "cuda") {
-    return absl::InvalidArgumentError(fmt::format("device is `{}`, must be cpu or cuda", e.device));
+  int cuda_index = 0;
+  const bool cuda_n = absl::StartsWith(e.device, "cuda:") &&
+                      absl::SimpleAtoi(e.device.substr(5), &cuda_index) && cuda_index >= 0;
+  if (e.device != "auto" && e.device != "cpu" && e.device != "cuda" && !cuda_n) {
+    return absl::InvalidArgumentError(
+        fmt::format("device is `{}`, must be auto, cpu, cuda or cuda:N", e.device));
+  }
+  if (!(e.gpu_memory_utilization > 0.0 && e.gpu_memory_utilization <= 1.0)) {
+    return absl::InvalidArgumentError(
+        fmt::format("gpu_memory_utilization is {}, must be in (0, 1]", e.gpu_memory_utilization));
   }
   for (const auto& [key, port] :
        {std::pair{"grpc_port", c.grpc_port}, {"http_port", c.http_port}}) {
@@ -125,7 +137,12 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   app.add_option("--host", flags.host, "address to listen on (gRPC and HTTP)");
   app.add_option("--grpc-port", flags.grpc_port, "gRPC port; 0 picks a free one");
   app.add_option("--http-port", flags.http_port, "HTTP port (/metrics, /health); 0 picks one");
-  app.add_option("--device", flags.engine.device, "cpu or cuda");
+  app.add_option("--device", flags.engine.device,
+                 "auto (CUDA when a GPU is usable), cpu, cuda or cuda:N");
+  app.add_option("--tokenizer", flags.engine.tokenizer_dir,
+                 "tokenizer folder; default: the model folder (synthetic models need one)");
+  app.add_option("--gpu-memory-utilization", flags.engine.gpu_memory_utilization,
+                 "CUDA: fraction of the GPU's memory for weights, activations and KV cache");
   app.add_option("--block-size", flags.engine.block_size, "KV cache tokens per block");
   app.add_option("--kv-cache-bytes", flags.engine.kv_cache_bytes, "KV pool bytes; 0: automatic");
   app.add_option("--max-num-seqs", flags.engine.max_num_seqs, "requests per step at most");
@@ -165,6 +182,10 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   if (given("--grpc-port")) c.grpc_port = flags.grpc_port;
   if (given("--http-port")) c.http_port = flags.http_port;
   if (given("--device")) c.engine.device = flags.engine.device;
+  if (given("--tokenizer")) c.engine.tokenizer_dir = flags.engine.tokenizer_dir;
+  if (given("--gpu-memory-utilization")) {
+    c.engine.gpu_memory_utilization = flags.engine.gpu_memory_utilization;
+  }
   if (given("--block-size")) c.engine.block_size = flags.engine.block_size;
   if (given("--kv-cache-bytes")) c.engine.kv_cache_bytes = flags.engine.kv_cache_bytes;
   if (given("--max-num-seqs")) c.engine.max_num_seqs = flags.engine.max_num_seqs;

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/device_select.h"
 #include "kvcache/kv_pool.h"
 #include "model/config.h"
 #include "model/tokenizer/tokenizer.h"
@@ -27,8 +28,30 @@ std::vector<int32_t> ReferenceGreedyIds() {
   return nlohmann::json::parse(in)["greedy_ids"].get<std::vector<int32_t>>();
 }
 
+// engine_test runs every case on the CPU; engine_cuda_test (the same file, built with
+// LYCHEE_ENGINE_TEST_DEVICE="cuda", labelled gpu) runs them on the GPU and skips without one.
+#if defined(LYCHEE_ENGINE_TEST_DEVICE)
+constexpr char kDevice[] = LYCHEE_ENGINE_TEST_DEVICE;
+#else
+constexpr char kDevice[] = "cpu";
+#endif
+
+class DeviceEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (std::string(kDevice) == "cpu") return;
+    auto device = ResolveDevice(kDevice);
+    if (!device.ok()) {
+      GTEST_SKIP() << "no GPU on this machine (" << device.status().message()
+                   << "); run scripts/gpu-check.sh on the GPU machine";
+    }
+  }
+};
+const auto* const kDeviceEnvironment = ::testing::AddGlobalTestEnvironment(new DeviceEnvironment());
+
 EngineConfig SmallConfig() {
   EngineConfig config;
+  config.device = kDevice;
   config.model_dir = kModelDir;
   config.max_num_seqs = 8;
   config.max_num_batched_tokens = 256;

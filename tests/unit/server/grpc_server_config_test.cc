@@ -41,6 +41,8 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
   EXPECT_EQ(from_file.engine.max_queue_len, defaults.engine.max_queue_len);
   EXPECT_EQ(from_file.engine.enable_prefix_caching, defaults.engine.enable_prefix_caching);
   EXPECT_EQ(from_file.engine.seed, defaults.engine.seed);
+  EXPECT_EQ(from_file.engine.tokenizer_dir, defaults.engine.tokenizer_dir);
+  EXPECT_EQ(from_file.engine.gpu_memory_utilization, defaults.engine.gpu_memory_utilization);
   EXPECT_EQ(from_file.shutdown_grace_seconds, defaults.shutdown_grace_seconds);
   EXPECT_EQ(from_file.log_level, defaults.log_level);
   EXPECT_TRUE(ValidateServerConfig(from_file).ok());
@@ -49,7 +51,7 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
        {"model:", "served_model_name:", "host:", "grpc_port:", "http_port:", "device:",
         "block_size:", "kv_cache_bytes:", "max_num_seqs:", "max_num_batched_tokens:",
         "max_model_len:", "max_queue_len:", "enable_prefix_caching:", "seed:",
-        "shutdown_grace_seconds:", "log_level:"}) {
+        "shutdown_grace_seconds:", "log_level:", "tokenizer:", "gpu_memory_utilization:"}) {
     EXPECT_NE(text->find(std::string("\n") + key), std::string::npos) << key;
   }
 }
@@ -90,6 +92,11 @@ TEST(ServerConfigTest, FlagsOverrideTheFile) {
 
 TEST(ServerConfigTest, InvalidValuesAreRejected) {
   EXPECT_FALSE(Parse({"--device", "tpu"}).ok());
+  EXPECT_FALSE(Parse({"--device", "cuda:x"}).ok());
+  EXPECT_TRUE(Parse({"--device", "cuda:1"}).ok());
+  EXPECT_TRUE(Parse({"--device", "auto"}).ok());
+  EXPECT_FALSE(Parse({"--gpu-memory-utilization", "1.5"}).ok());
+  EXPECT_FALSE(Parse({"--gpu-memory-utilization", "0"}).ok());
   EXPECT_FALSE(Parse({"--grpc-port", "70000"}).ok());
   EXPECT_FALSE(Parse({"--max-num-seqs", "0"}).ok());
   EXPECT_FALSE(Parse({"--no-such-flag"}).ok());

@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: Apache-2.0
+// End-to-end speed of the CUDA model runner on a synthetic model (default synthetic:llama-3-8b,
+// random bf16 weights at the real size), each figure beside its bound measured in the same run:
+//   decode: tokens/s at batch × context (steps of one token per sequence over a KV cache of that
+//     length), next to the byte bound = batch / ((weight bytes + KV bytes read) / copy bandwidth);
+//   prefill: tokens/s, achieved TFLOP/s and TTFT of one prompt in chunks of
+//     max_num_batched_tokens, next to the FLOP bound from the measured bf16 GEMM peak.
+// Decode steps read a KV cache that was never prefilled (zeros): attention reads the same bytes,
+// so the time is that of a real step. Prints a table; --json writes the figures.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "engine/cuda_model_runner.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_device.h"
+#include "kernels/cuda/gemm.h"
+#include "model/synthetic.h"
+
+namespace lychee {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using cuda::bf16;
+
+struct Options {
+  std::string model = "synthetic:llama-3-8b";
+  std::vector<int64_t> batches = {1, 8, 32};
+  std::vector<int64_t> contexts = {4096, 32768, 131072};
+  std::vector<int64_t> prefill = {4096, 32768};
+  int64_t chunk = 8192;  // prefill chunk (max_num_batched_tokens)
+  int steps = 20;
+  double gpu_memory_utilization = 0.92;
+  std::string json_path;
+};
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Read + write bytes per second of a large device-to-device copy (median of 10).
+absl::StatusOr<double> CopyBandwidth() {
+  const size_t bytes = size_t{2} << 30;
+  cuda::DeviceBuffer<uint8_t> a, b;
+  LY_RETURN_IF_ERROR(a.Allocate(bytes));
+  LY_RETURN_IF_ERROR(b.Allocate(bytes));
+  std::vector<double> t;
+  for (int i = 0; i < 12; ++i) {
+    const auto start = Clock::now();
+    LY_CUDA_RETURN_IF_ERROR(cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice));
+    LY_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+    if (i >= 2) t.push_back(Seconds(start, Clock::now()));
+  }
+  std::sort(t.begin(), t.end());
+  return 2.0 * static_cast<double>(bytes) / t[t.size() / 2];
+}
+
+// bf16 GEMM TFLOP/s of cuBLASLt at 8192³ (median of 10): the compute ceiling.
+absl::StatusOr<double> GemmPeak() {
+  const int64_t n = 8192;
+  cuda::DeviceBuffer<bf16> x, w, y;
+  cuda::DeviceBuffer<uint8_t> ws;
+  LY_RETURN_IF_ERROR(x.Allocate(static_cast<size_t>(n * n)));
+  LY_RETURN_IF_ERROR(w.Allocate(static_cast<size_t>(n * n)));
+  LY_RETURN_IF_ERROR(y.Allocate(static_cast<size_t>(n * n)));
+  LY_RETURN_IF_ERROR(ws.Allocate(cuda::kGemmWorkspaceBytes));
+  LY_RETURN_IF_ERROR(x.FillBytes(0));
+  LY_RETURN_IF_ERROR(w.FillBytes(0));
+  LY_ASSIGN_OR_RETURN(auto gemm, cuda::LtGemm::Create());
+  cuda::GemmArgs a{.x = x.get(), .w = w.get(), .y = y.get(), .m = n, .n = n, .k = n};
+  std::vector<double> t;
+  for (int i = 0; i < 12; ++i) {
+    const auto start = Clock::now();
+    LY_RETURN_IF_ERROR(gemm->Run(a, ws.get(), ws.bytes(), nullptr));
+    LY_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+    if (i >= 2) t.push_back(Seconds(start, Clock::now()));
+  }
+  std::sort(t.begin(), t.end());
+  return 2.0 * static_cast<double>(n) * n * n / t[t.size() / 2] / 1e12;
+}
+
+// Matmul FLOPs per token (weights, LM head excluded) and attention FLOPs of a causal prompt.
+double WeightFlopsPerToken(const ModelConfig& c) {
+  const double h = static_cast<double>(c.hidden_size);
+  const double q = static_cast<double>(c.num_heads * c.head_dim);
+  const double kv = static_cast<double>(c.num_kv_heads * c.head_dim);
+  const double inter = static_cast<double>(c.intermediate_size);
+  return 2.0 * static_cast<double>(c.num_layers) * (h * (q + 2 * kv) + q * h + 3 * h * inter);
+}
+double CausalAttentionFlops(const ModelConfig& c, double tokens) {
+  return 4.0 * static_cast<double>(c.num_layers * c.num_heads * c.head_dim) * tokens * tokens / 2.0;
+}
+
+absl::Status Run(const Options& o, nlohmann::json& out) {
+  LY_ASSIGN_OR_RETURN(const ModelConfig config, SyntheticModelConfig(o.model));
+  LY_ASSIGN_OR_RETURN(const double copy_bw, CopyBandwidth());
+  LY_ASSIGN_OR_RETURN(const double peak_tflops, GemmPeak());
+  LY_ASSIGN_OR_RETURN(auto devices, cuda::ListDevices());
+  std::printf("%s on %s: copy %.2f TB/s (read+write), bf16 GEMM %.0f TFLOP/s\n", o.model.c_str(),
+              devices.front().name.c_str(), copy_bw / 1e12, peak_tflops);
+  out["device"] = devices.front().name;
+  out["model"] = o.model;
+  out["copy_bandwidth_bytes_per_s"] = copy_bw;
+  out["bf16_gemm_tflops"] = peak_tflops;
+
+  const int64_t max_ctx = std::max(*std::max_element(o.contexts.begin(), o.contexts.end()),
+                                   *std::max_element(o.prefill.begin(), o.prefill.end()));
+  const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  CudaModelRunnerOptions ro;
+  ro.block_size = 16;
+  ro.max_num_seqs = std::max<int64_t>(max_batch, 1);
+  ro.max_num_batched_tokens = std::max(o.chunk, max_batch);
+  ro.max_model_len = max_ctx + 1;
+  ro.gpu_memory_utilization = o.gpu_memory_utilization;
+  const auto load_start = Clock::now();
+  LY_ASSIGN_OR_RETURN(auto runner, CudaModelRunner::Create(config, nullptr, ro));
+  std::printf("weights %.2f GiB (filled in %.1f s), KV pool %lld blocks (%.1f GiB)\n",
+              runner->weight_bytes() / 1073741824.0, Seconds(load_start, Clock::now()),
+              static_cast<long long>(runner->num_kv_blocks()),
+              runner->kv_cache_bytes() / 1073741824.0);
+  const double kv_bytes_per_token =
+      static_cast<double>(config.num_layers * 2 * config.num_kv_heads * config.head_dim * 2);
+  const double weight_bytes = static_cast<double>(runner->weight_bytes());
+
+  // ---- decode ----
+  std::printf("\n| batch | context | ms/step | tokens/s | byte bound tok/s | %% of bound |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- |\n");
+  out["decode"] = nlohmann::json::array();
+  for (int64_t batch : o.batches) {
+    for (int64_t ctx : o.contexts) {
+      const int64_t blocks_per_seq = (ctx + 15) / 16;
+      nlohmann::json cell = {{"batch", batch}, {"context", ctx}};
+      if (batch * blocks_per_seq > runner->num_kv_blocks()) {
+        cell["skipped"] = "KV cache does not fit";
+        std::printf("| %lld | %lld | — | does not fit | | |\n", static_cast<long long>(batch),
+                    static_cast<long long>(ctx));
+        out["decode"].push_back(cell);
+        continue;
+      }
+      std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch));
+      std::vector<int32_t> token(static_cast<size_t>(batch), 1000);
+      for (int64_t b = 0; b < batch; ++b) {
+        auto& t = tables[static_cast<size_t>(b)];
+        t.resize(static_cast<size_t>(blocks_per_seq));
+        std::iota(t.begin(), t.end(), static_cast<int32_t>(b * blocks_per_seq));
+      }
+      SchedulerOutput step;
+      for (int64_t b = 0; b < batch; ++b) {
+        ScheduledChunk ch;
+        ch.seq_id = b;
+        ch.token_ids = absl::MakeConstSpan(&token[static_cast<size_t>(b)], 1);
+        ch.start_position = ctx - 1;
+        ch.block_table = tables[static_cast<size_t>(b)];
+        ch.needs_logits = true;
+        step.chunks.push_back(ch);
+      }
+      step.num_batched_tokens = batch;
+      for (int i = 0; i < 3; ++i) LY_RETURN_IF_ERROR(runner->Execute(step).status());
+      const auto start = Clock::now();
+      for (int i = 0; i < o.steps; ++i) LY_RETURN_IF_ERROR(runner->Execute(step).status());
+      const double step_s = Seconds(start, Clock::now()) / o.steps;
+      const double tok_s = static_cast<double>(batch) / step_s;
+      const double bound_s =
+          (weight_bytes + static_cast<double>(batch * ctx) * kv_bytes_per_token) / copy_bw;
+      const double bound_tok_s = static_cast<double>(batch) / bound_s;
+      cell["ms_per_step"] = step_s * 1e3;
+      cell["tokens_per_s"] = tok_s;
+      cell["byte_bound_tokens_per_s"] = bound_tok_s;
+      cell["fraction_of_bound"] = tok_s / bound_tok_s;
+      std::printf("| %lld | %lld | %.2f | %.1f | %.1f | %.0f%% |\n", static_cast<long long>(batch),
+                  static_cast<long long>(ctx), step_s * 1e3, tok_s, bound_tok_s,
+                  100.0 * tok_s / bound_tok_s);
+      std::fflush(stdout);
+      out["decode"].push_back(cell);
+    }
+  }
+
+  // ---- prefill ----
+  std::printf("\n| prompt | TTFT s | tokens/s | TFLOP/s | FLOP bound s | TTFT / bound |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- |\n");
+  out["prefill"] = nlohmann::json::array();
+  for (int64_t len : o.prefill) {
+    const int64_t blocks = (len + 15) / 16;
+    nlohmann::json cell = {{"prompt_tokens", len}};
+    if (blocks > runner->num_kv_blocks()) {
+      cell["skipped"] = "KV cache does not fit";
+      out["prefill"].push_back(cell);
+      continue;
+    }
+    std::vector<int32_t> table(static_cast<size_t>(blocks));
+    std::iota(table.begin(), table.end(), 0);
+    std::vector<int32_t> prompt(static_cast<size_t>(len));
+    for (int64_t i = 0; i < len; ++i) prompt[static_cast<size_t>(i)] = (i * 7919) % 120000;
+    auto run_prompt = [&]() -> absl::Status {
+      for (int64_t at = 0; at < len; at += o.chunk) {
+        const int64_t n = std::min(o.chunk, len - at);
+        SchedulerOutput step;
+        ScheduledChunk ch;
+        ch.token_ids =
+            absl::MakeConstSpan(prompt).subspan(static_cast<size_t>(at), static_cast<size_t>(n));
+        ch.start_position = at;
+        ch.block_table = table;
+        ch.needs_logits = at + n == len;
+        step.chunks.push_back(ch);
+        step.num_batched_tokens = n;
+        LY_RETURN_IF_ERROR(runner->Execute(step).status());
+      }
+      return absl::OkStatus();
+    };
+    LY_RETURN_IF_ERROR(run_prompt());  // warm-up (GEMM plans, caches)
+    const auto start = Clock::now();
+    LY_RETURN_IF_ERROR(run_prompt());
+    const double s = Seconds(start, Clock::now());
+    const double flops = WeightFlopsPerToken(config) * static_cast<double>(len) +
+                         CausalAttentionFlops(config, static_cast<double>(len));
+    const double bound = flops / (peak_tflops * 1e12);
+    cell["ttft_s"] = s;
+    cell["tokens_per_s"] = static_cast<double>(len) / s;
+    cell["tflops"] = flops / s / 1e12;
+    cell["flop_bound_s"] = bound;
+    std::printf("| %lld | %.3f | %.0f | %.0f | %.3f | %.2fx |\n", static_cast<long long>(len), s,
+                static_cast<double>(len) / s, flops / s / 1e12, bound, s / bound);
+    std::fflush(stdout);
+    out["prefill"].push_back(cell);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace lychee
+
+int main(int argc, char** argv) {
+  lychee::Options o;
+  CLI::App app{"End-to-end decode and prefill speed of the CUDA runner vs byte and FLOP bounds"};
+  app.add_option("--model", o.model, "synthetic model name");
+  app.add_option("--batches", o.batches, "decode batch sizes")->delimiter(',');
+  app.add_option("--contexts", o.contexts, "decode context lengths")->delimiter(',');
+  app.add_option("--prefill", o.prefill, "prefill prompt lengths (empty: none)")->delimiter(',');
+  app.add_option("--chunk", o.chunk, "prefill chunk tokens (max_num_batched_tokens)");
+  app.add_option("--steps", o.steps, "timed decode steps per cell");
+  app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization, "fraction of the GPU");
+  app.add_option("--json", o.json_path, "write the results as JSON to this path");
+  CLI11_PARSE(app, argc, argv);
+  auto devices = lychee::cuda::ListDevices();
+  if (!devices.ok()) {
+    std::printf("no GPU on this machine (%s); run this benchmark on the GPU machine\n",
+                std::string(devices.status().message()).c_str());
+    return 0;
+  }
+  nlohmann::json json;
+  const absl::Status s = lychee::Run(o, json);
+  if (!o.json_path.empty()) {
+    std::ofstream(o.json_path) << json.dump(2) << "\n";
+    std::printf("wrote %s\n", o.json_path.c_str());
+  }
+  if (!s.ok()) {
+    std::fprintf(stderr, "cuda_e2e_bench: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,657 @@
+// SPDX-License-Identifier: Apache-2.0
+// CudaModelRunner: (1) Create: device, weights, scratch, KV pool sizing; (2) the step's packed
+// inputs; (3) the layer loop; (4) the LM head and the logits' copy back.
+#include "engine/cuda_model_runner.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "engine/cpu_packed_weights.h"
+#include "engine/cuda_weights.h"
+#include "engine/step_check.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_device.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/decode_attention.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/prefill_attention.h"
+#include "kernels/cuda/runner_ops.h"
+
+namespace lychee {
+namespace {
+
+using cuda::bf16;
+
+// Pinned host memory (the step's packed inputs and the logits coming back): asynchronous
+// copies need it, and it is allocated once.
+template <typename T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer() {
+    if (ptr_ != nullptr) cudaFreeHost(ptr_);
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  [[nodiscard]] absl::Status Allocate(size_t count) {
+    void* p = nullptr;
+    LY_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, std::max<size_t>(count, 1) * sizeof(T)));
+    ptr_ = static_cast<T*>(p);
+    count_ = count;
+    return absl::OkStatus();
+  }
+  T* get() const { return ptr_; }
+  size_t size() const { return count_; }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t count_ = 0;
+};
+
+size_t AlignUp(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+// Byte offsets of the step's inputs inside the packed buffer (host and device alike).
+struct StepLayout {
+  size_t ids = 0, positions = 0, slots = 0, row_seq = 0, logit_rows = 0, context_lens = 0,
+         tiles = 0, block_tables = 0, total = 0;
+};
+
+}  // namespace
+
+struct CudaModelRunner::Impl {
+  ModelConfig config;
+  CudaModelRunnerOptions options;
+  cuda::DeviceInfo device;
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<CudaWeights> weights;
+  std::unique_ptr<cuda::LtGemm> gemm;
+
+  int64_t q_dim = 0, kv_dim = 0, qkv_dim = 0;
+  int64_t max_rows = 0;    // max_num_batched_tokens
+  int64_t max_chunks = 0;  // min(max_num_seqs, max_rows)
+  int64_t max_blocks_per_seq = 0;
+  int64_t max_tiles = 0;
+  bool fast_attention = false;  // decode + prefill kernels support the shape
+
+  // Device scratch.
+  cuda::DeviceBuffer<bf16> resid, h, qkv, attn, delta, gate_up, act, qdec, logit_hidden;
+  cuda::DeviceBuffer<float> logits_d, inv_freq;
+  cuda::DeviceBuffer<uint8_t> gemm_workspace, decode_workspace, step_inputs_d;
+  size_t decode_workspace_bytes = 0;
+  PinnedBuffer<uint8_t> step_inputs_h;
+  PinnedBuffer<float> logits_h;
+
+  // The KV pool: [layers][num_blocks][2][kv_heads][block_size][head_dim] bf16.
+  cuda::DeviceBuffer<bf16> kv;
+  int64_t num_blocks = 0;
+
+  std::vector<float> dropped;              // -1 per chunk: this backend runs dense only
+  std::vector<cuda::PrefillTile> tiles_h;  // reused per step
+  std::vector<int32_t> decode_ctx_h;       // reused per step
+
+  cuda::PagedKvBf16 LayerCache(int64_t layer) const {
+    cuda::PagedKvBf16 c;
+    c.num_blocks = num_blocks;
+    c.num_kv_heads = config.num_kv_heads;
+    c.block_size = options.block_size;
+    c.head_dim = config.head_dim;
+    c.kv = kv.get() + layer * num_blocks * c.block_stride();
+    return c;
+  }
+
+  absl::Status AllocateScratch();
+  absl::Status SizeKvPool();
+  StepLayout Layout(int64_t rows, int64_t chunks, int64_t tiles, int64_t width) const;
+  absl::Status Upload(const SchedulerOutput& step, int64_t rows, int64_t logit_rows,
+                      int64_t* num_decodes, int64_t* width, StepLayout* layout);
+  absl::Status Layer(int64_t layer, int64_t rows, int64_t num_chunks, int64_t num_decodes,
+                     int64_t width, int64_t max_decode_ctx, const StepLayout& layout);
+  absl::Status Attention(int64_t layer, int64_t rows, int64_t num_chunks, int64_t num_decodes,
+                         int64_t width, int64_t max_decode_ctx, const StepLayout& layout);
+  absl::Status Gemm(const bf16* x, const bf16* w, void* y, int64_t m, int64_t n, int64_t k,
+                    cuda::GemmOutType out = cuda::GemmOutType::kBf16) {
+    cuda::GemmArgs a;
+    a.x = x;
+    a.w = w;
+    a.y = y;
+    a.m = m;
+    a.n = n;
+    a.k = k;
+    a.out_type = out;
+    return gemm->Run(a, gemm_workspace.get(), gemm_workspace.bytes(), stream);
+  }
+  template <typename T>
+  const T* At(size_t offset) const {
+    return reinterpret_cast<const T*>(step_inputs_d.get() + offset);
+  }
+};
+
+// ---- (1) Create --------------------------------------------------------------------------------
+
+absl::Status CudaModelRunner::Impl::AllocateScratch() {
+  const int64_t t = max_rows;
+  const int64_t hidden = config.hidden_size;
+  const int64_t inter = config.intermediate_size;
+  auto n = [](int64_t v) { return static_cast<size_t>(v); };
+  LY_RETURN_IF_ERROR(resid.Allocate(n(t * hidden)));
+  LY_RETURN_IF_ERROR(h.Allocate(n(t * std::max(hidden, q_dim))));
+  LY_RETURN_IF_ERROR(qkv.Allocate(n(t * qkv_dim)));
+  LY_RETURN_IF_ERROR(attn.Allocate(n(t * q_dim)));
+  LY_RETURN_IF_ERROR(delta.Allocate(n(t * hidden)));
+  LY_RETURN_IF_ERROR(gate_up.Allocate(n(t * 2 * inter)));
+  LY_RETURN_IF_ERROR(act.Allocate(n(t * inter)));
+  LY_RETURN_IF_ERROR(qdec.Allocate(n(max_chunks * q_dim)));
+  LY_RETURN_IF_ERROR(logit_hidden.Allocate(n(max_chunks * hidden)));
+  LY_RETURN_IF_ERROR(logits_d.Allocate(n(max_chunks * config.vocab_size)));
+  LY_RETURN_IF_ERROR(logits_h.Allocate(n(max_chunks * config.vocab_size)));
+  LY_RETURN_IF_ERROR(gemm_workspace.Allocate(cuda::kGemmWorkspaceBytes));
+
+  std::vector<float> freq(n(config.head_dim / 2));
+  cpu::ComputeRopeInvFreq(RopeParamsFor(config), freq.data());
+  LY_RETURN_IF_ERROR(inv_freq.Upload(freq));
+
+  // The decode kernel's split workspace: the most any batch size needs at full length.
+  if (fast_attention) {
+    for (int64_t b = 1; b <= max_chunks; ++b) {
+      cuda::DecodeAttentionShape s;
+      s.batch = b;
+      s.num_heads = config.num_heads;
+      s.num_kv_heads = config.num_kv_heads;
+      s.head_dim = config.head_dim;
+      s.block_size = options.block_size;
+      s.max_blocks_per_seq = max_blocks_per_seq;
+      s.max_context_len = max_blocks_per_seq * options.block_size;
+      const cuda::DecodeAttentionPlan plan = cuda::PlanDecodeAttention(s, device.num_sms);
+      decode_workspace_bytes =
+          std::max(decode_workspace_bytes, cuda::DecodeAttentionWorkspaceBytes(s, plan));
+    }
+    LY_RETURN_IF_ERROR(decode_workspace.Allocate(std::max<size_t>(decode_workspace_bytes, 16)));
+  }
+
+  // Step inputs at their largest.
+  const StepLayout most = Layout(t, max_chunks, max_tiles, max_blocks_per_seq);
+  LY_RETURN_IF_ERROR(step_inputs_d.Allocate(most.total));
+  LY_RETURN_IF_ERROR(step_inputs_h.Allocate(most.total));
+  dropped.reserve(n(max_chunks));
+  tiles_h.reserve(n(max_tiles));
+  decode_ctx_h.reserve(n(max_chunks));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::Impl::SizeKvPool() {
+  const int64_t block_bytes = config.num_layers * 2 * config.num_kv_heads * options.block_size *
+                              config.head_dim * static_cast<int64_t>(sizeof(bf16));
+  size_t free_bytes = 0, total_bytes = 0;
+  LY_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+  int64_t budget = options.kv_cache_bytes;
+  if (budget <= 0) {
+    // What this process may hold in all, minus what is in use already (ours and others').
+    const double allowed = options.gpu_memory_utilization * static_cast<double>(total_bytes);
+    budget = static_cast<int64_t>(allowed) - static_cast<int64_t>(total_bytes - free_bytes);
+  }
+  // More blocks than max_num_seqs full-length sequences can use twice over (the second half
+  // serves the prefix cache) would only cost host bookkeeping.
+  const int64_t useful_blocks = 2 * max_chunks * max_blocks_per_seq;
+  num_blocks = std::min(budget / block_bytes, useful_blocks);
+  if (num_blocks < 1) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("no GPU memory left for the KV cache: ", free_bytes >> 20, " MiB free of ",
+                     total_bytes >> 20, " MiB after weights and scratch, gpu_memory_utilization ",
+                     options.gpu_memory_utilization, "; raise it or lower max_num_batched_tokens"));
+  }
+  if (num_blocks > 2147483647) num_blocks = 2147483647;
+  LY_RETURN_IF_ERROR(kv.Allocate(static_cast<size_t>(num_blocks * block_bytes / 2)));
+  // Zeroed so that a read of a never-written slot (none should happen) is finite.
+  LY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(kv.get(), 0, kv.bytes(), stream));
+  LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  return absl::OkStatus();
+}
+
+StepLayout CudaModelRunner::Impl::Layout(int64_t rows, int64_t chunks, int64_t tiles,
+                                         int64_t width) const {
+  StepLayout l;
+  size_t at = 0;
+  auto take = [&at](size_t bytes) {
+    const size_t offset = at;
+    at = AlignUp(at + bytes, 16);
+    return offset;
+  };
+  const size_t i32 = sizeof(int32_t);
+  l.ids = take(static_cast<size_t>(rows) * i32);
+  l.positions = take(static_cast<size_t>(rows) * i32);
+  l.slots = take(static_cast<size_t>(rows) * i32);
+  l.row_seq = take(static_cast<size_t>(rows) * i32);
+  l.logit_rows = take(static_cast<size_t>(chunks) * i32);
+  l.context_lens = take(static_cast<size_t>(chunks) * i32);
+  l.tiles = take(static_cast<size_t>(tiles) * sizeof(cuda::PrefillTile));
+  l.block_tables = take(static_cast<size_t>(chunks * width) * i32);
+  l.total = at;
+  return l;
+}
+
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
+    const ModelConfig& config, const SafetensorsArchive* maybe_archive,
+    const CudaModelRunnerOptions& options) {
+  if (options.block_size < 1 || options.max_num_batched_tokens < 1 || options.max_num_seqs < 1) {
+    return absl::InvalidArgumentError(
+        "block_size, max_num_batched_tokens and max_num_seqs must be positive");
+  }
+  if (!(options.gpu_memory_utilization > 0.0 && options.gpu_memory_utilization <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("gpu_memory_utilization must be in (0, 1], got ",
+                                                   options.gpu_memory_utilization));
+  }
+  LY_ASSIGN_OR_RETURN(std::vector<cuda::DeviceInfo> devices, cuda::ListDevices());
+  if (options.device < 0 || options.device >= static_cast<int>(devices.size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CUDA device ", options.device, " does not exist (", devices.size(), " visible)"));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  impl->options = options;
+  impl->device = devices[static_cast<size_t>(options.device)];
+  if (impl->device.compute_major < 9) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA device ", options.device, " (", impl->device.name, ", sm_",
+                     impl->device.compute_major, impl->device.compute_minor, ") cannot run this ",
+                     cuda::CompiledArchitectures(), " build"));
+  }
+  LY_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
+  LY_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
+
+  const int64_t max_len =
+      options.max_model_len > 0 ? options.max_model_len : config.max_position_embeddings;
+  impl->q_dim = config.num_heads * config.head_dim;
+  impl->kv_dim = config.num_kv_heads * config.head_dim;
+  impl->qkv_dim = impl->q_dim + 2 * impl->kv_dim;
+  impl->max_rows = options.max_num_batched_tokens;
+  impl->max_chunks = std::min(options.max_num_seqs, options.max_num_batched_tokens);
+  impl->max_blocks_per_seq = (max_len + options.block_size - 1) / options.block_size;
+  impl->max_tiles = impl->max_rows / cuda::kPrefillTileRows + impl->max_chunks;
+
+  cuda::DecodeAttentionShape ds;
+  ds.batch = 1;
+  ds.num_heads = config.num_heads;
+  ds.num_kv_heads = config.num_kv_heads;
+  ds.head_dim = config.head_dim;
+  ds.block_size = options.block_size;
+  ds.max_blocks_per_seq = impl->max_blocks_per_seq;
+  ds.max_context_len = impl->max_blocks_per_seq * options.block_size;
+  cuda::PrefillAttentionShape ps;
+  ps.num_heads = config.num_heads;
+  ps.num_kv_heads = config.num_kv_heads;
+  ps.head_dim = config.head_dim;
+  ps.block_size = options.block_size;
+  ps.num_chunks = 1;
+  ps.max_blocks_per_seq = impl->max_blocks_per_seq;
+  ps.num_tiles = 1;
+  impl->fast_attention = options.attention == CudaAttentionKernels::kAuto &&
+                         config.sliding_window == 0 && cuda::CanImplementDecodeAttention(ds).ok() &&
+                         cuda::CanImplementPrefillAttention(ps).ok();
+
+  if (maybe_archive != nullptr) {
+    LY_ASSIGN_OR_RETURN(impl->weights, CudaWeights::Load(*maybe_archive, config));
+  } else {
+    LY_ASSIGN_OR_RETURN(impl->weights, CudaWeights::Synthetic(config, options.synthetic_seed));
+  }
+  LY_ASSIGN_OR_RETURN(impl->gemm, cuda::LtGemm::Create());
+  LY_RETURN_IF_ERROR(impl->AllocateScratch());
+  LY_RETURN_IF_ERROR(impl->SizeKvPool());
+  LY_LOG_INFO(
+      "cuda runner: {} (sm_{}{}), weights {:.1f} GiB bf16, KV pool {} blocks of {} tokens "
+      "({:.1f} GiB), attention kernels: {}",
+      impl->device.name, impl->device.compute_major, impl->device.compute_minor,
+      impl->weights->bytes() / 1073741824.0, impl->num_blocks, options.block_size,
+      impl->kv.bytes() / 1073741824.0, impl->fast_attention ? "tensor-core" : "generic");
+  return std::unique_ptr<CudaModelRunner>(new CudaModelRunner(std::move(impl)));
+}
+
+CudaModelRunner::CudaModelRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CudaModelRunner::~CudaModelRunner() {
+  if (impl_ != nullptr && impl_->stream != nullptr) {
+    cudaStreamSynchronize(impl_->stream);
+    cudaStreamDestroy(impl_->stream);
+  }
+}
+
+// ---- (2) The step's inputs ---------------------------------------------------------------------
+
+absl::Status CudaModelRunner::Impl::Upload(const SchedulerOutput& step, int64_t rows,
+                                           int64_t logit_rows, int64_t* num_decodes, int64_t* width,
+                                           StepLayout* layout) {
+  const int64_t bs = options.block_size;
+  const int64_t num_chunks = static_cast<int64_t>(step.chunks.size());
+  // Leading one-token chunks go through the decode kernel (rows 0..num_decodes-1).
+  int64_t nd = 0;
+  while (nd < num_chunks && step.chunks[static_cast<size_t>(nd)].token_ids.size() == 1) ++nd;
+  if (!fast_attention) nd = 0;
+  int64_t w = 1;
+  for (const ScheduledChunk& ch : step.chunks) {
+    w = std::max(w, (ch.start_position + static_cast<int64_t>(ch.token_ids.size()) + bs - 1) / bs);
+  }
+  tiles_h.clear();
+  decode_ctx_h.clear();
+  int64_t row = 0;
+  for (int64_t c = 0; c < num_chunks; ++c) {
+    const ScheduledChunk& ch = step.chunks[static_cast<size_t>(c)];
+    const int64_t n = static_cast<int64_t>(ch.token_ids.size());
+    if (c < nd) {
+      decode_ctx_h.push_back(static_cast<int32_t>(ch.start_position + 1));
+    } else if (fast_attention) {
+      cuda::AppendPrefillTiles(static_cast<int32_t>(c), static_cast<int32_t>(row),
+                               static_cast<int32_t>(n), static_cast<int32_t>(ch.start_position),
+                               &tiles_h);
+    }
+    row += n;
+  }
+  if (static_cast<int64_t>(tiles_h.size()) > max_tiles) {
+    return absl::InternalError(absl::StrCat("step needs ", tiles_h.size(), " prefill tiles, ",
+                                            "more than the ", max_tiles, " reserved"));
+  }
+  *layout = Layout(rows, num_chunks, static_cast<int64_t>(tiles_h.size()), w);
+  uint8_t* base = step_inputs_h.get();
+  auto i32 = [base](size_t offset) { return reinterpret_cast<int32_t*>(base + offset); };
+  int32_t* ids = i32(layout->ids);
+  int32_t* positions = i32(layout->positions);
+  int32_t* slots = i32(layout->slots);
+  int32_t* row_seq = i32(layout->row_seq);
+  int32_t* logit_row = i32(layout->logit_rows);
+  int32_t* tables = i32(layout->block_tables);
+  row = 0;
+  int64_t lr = 0;
+  for (int64_t c = 0; c < num_chunks; ++c) {
+    const ScheduledChunk& ch = step.chunks[static_cast<size_t>(c)];
+    const int64_t n = static_cast<int64_t>(ch.token_ids.size());
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t pos = ch.start_position + i;
+      ids[row + i] = ch.token_ids[static_cast<size_t>(i)];
+      positions[row + i] = static_cast<int32_t>(pos);
+      slots[row + i] = static_cast<int32_t>(
+          int64_t{ch.block_table[static_cast<size_t>(pos / bs)]} * bs + pos % bs);
+      row_seq[row + i] = static_cast<int32_t>(c);
+    }
+    const int64_t needed = (ch.start_position + n + bs - 1) / bs;
+    int32_t* table_row = tables + c * w;
+    std::memcpy(table_row, ch.block_table.data(), static_cast<size_t>(needed) * sizeof(int32_t));
+    std::fill(table_row + needed, table_row + w, 0);  // never read: past the context
+    row += n;
+    if (ch.needs_logits) logit_row[lr++] = static_cast<int32_t>(row - 1);
+  }
+  (void)logit_rows;
+  std::memcpy(base + layout->context_lens, decode_ctx_h.data(),
+              decode_ctx_h.size() * sizeof(int32_t));
+  std::memcpy(base + layout->tiles, tiles_h.data(), tiles_h.size() * sizeof(cuda::PrefillTile));
+  LY_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(step_inputs_d.get(), base, layout->total, cudaMemcpyHostToDevice, stream));
+  *num_decodes = nd;
+  *width = w;
+  return absl::OkStatus();
+}
+
+// ---- (3) Layers --------------------------------------------------------------------------------
+
+absl::Status CudaModelRunner::Impl::Attention(int64_t layer, int64_t rows, int64_t num_chunks,
+                                              int64_t num_decodes, int64_t width,
+                                              int64_t max_decode_ctx, const StepLayout& layout) {
+  const cuda::PagedKvBf16 cache = LayerCache(layer);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config.head_dim)));
+  if (!fast_attention) {
+    cuda::GenericPagedAttentionParams g;
+    g.q = qkv.get();
+    g.q_row_stride = qkv_dim;
+    g.cache = cache;
+    g.block_tables = At<int32_t>(layout.block_tables);
+    g.row_seq = At<int32_t>(layout.row_seq);
+    g.row_position = At<int32_t>(layout.positions);
+    g.out = attn.get();
+    g.rows = rows;
+    g.num_heads = config.num_heads;
+    g.max_blocks_per_seq = width;
+    g.sliding_window = config.sliding_window;
+    g.scale = scale;
+    return cuda::GenericPagedAttention(g, stream);
+  }
+  if (num_decodes > 0) {
+    // The decode kernel reads q contiguous: gather the decode rows' q out of the QKV rows.
+    LY_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(
+        qdec.get(), static_cast<size_t>(q_dim) * sizeof(bf16), qkv.get(),
+        static_cast<size_t>(qkv_dim) * sizeof(bf16), static_cast<size_t>(q_dim) * sizeof(bf16),
+        static_cast<size_t>(num_decodes), cudaMemcpyDeviceToDevice, stream));
+    cuda::DecodeAttentionParams d;
+    d.q = qdec.get();
+    d.cache = cache;
+    d.block_tables = At<int32_t>(layout.block_tables);
+    d.context_lens = At<int32_t>(layout.context_lens);
+    d.out = attn.get();
+    d.workspace = decode_workspace.get();
+    d.shape.batch = num_decodes;
+    d.shape.num_heads = config.num_heads;
+    d.shape.num_kv_heads = config.num_kv_heads;
+    d.shape.head_dim = config.head_dim;
+    d.shape.block_size = options.block_size;
+    d.shape.max_blocks_per_seq = width;
+    d.shape.max_context_len = max_decode_ctx;
+    d.scale = scale;
+    const cuda::DecodeAttentionPlan plan = cuda::PlanDecodeAttention(d.shape, device.num_sms);
+    if (cuda::DecodeAttentionWorkspaceBytes(d.shape, plan) > decode_workspace_bytes) {
+      return absl::InternalError("decode attention plan needs more workspace than reserved");
+    }
+    LY_RETURN_IF_ERROR(cuda::DecodeAttention(d, plan, stream));
+  }
+  if (!tiles_h.empty()) {
+    cuda::PrefillAttentionParams p;
+    p.q = qkv.get();
+    p.q_row_stride = qkv_dim;
+    p.cache = cache;
+    p.block_tables = At<int32_t>(layout.block_tables);
+    p.tiles = At<cuda::PrefillTile>(layout.tiles);
+    p.out = attn.get();
+    p.shape.num_heads = config.num_heads;
+    p.shape.num_kv_heads = config.num_kv_heads;
+    p.shape.head_dim = config.head_dim;
+    p.shape.block_size = options.block_size;
+    p.shape.num_chunks = num_chunks;
+    p.shape.max_blocks_per_seq = width;
+    p.shape.num_tiles = static_cast<int64_t>(tiles_h.size());
+    p.scale = scale;
+    LY_RETURN_IF_ERROR(cuda::PrefillAttention(p, stream));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::Impl::Layer(int64_t layer, int64_t rows, int64_t num_chunks,
+                                          int64_t num_decodes, int64_t width,
+                                          int64_t max_decode_ctx, const StepLayout& layout) {
+  const CudaLayerWeights& w = weights->layers()[static_cast<size_t>(layer)];
+  const int64_t hidden = config.hidden_size;
+  const int64_t inter = config.intermediate_size;
+  const float eps = static_cast<float>(config.rms_norm_eps);
+
+  // Pre-attention norm; from layer 1 on it first adds the previous MLP output to the residual.
+  cuda::RmsNormParams norm;
+  norm.x = layer == 0 ? resid.get() : delta.get();
+  norm.maybe_residual = layer == 0 ? nullptr : resid.get();
+  norm.weight = w.input_norm;
+  norm.out = h.get();
+  norm.rows = rows;
+  norm.dim = hidden;
+  norm.eps = eps;
+  LY_RETURN_IF_ERROR(cuda::RmsNorm(norm, stream));
+
+  LY_RETURN_IF_ERROR(Gemm(h.get(), w.w_qkv, qkv.get(), rows, qkv_dim, hidden));
+  if (w.b_qkv != nullptr) {
+    cuda::AddBiasParams b;
+    b.x = qkv.get();
+    b.bias = w.b_qkv;
+    b.rows = rows;
+    b.dim = qkv_dim;
+    LY_RETURN_IF_ERROR(cuda::AddBias(b, stream));
+  }
+  if (w.q_norm != nullptr) {
+    cuda::RmsNormPerHeadParams qn;
+    qn.x = qkv.get();
+    qn.weight = w.q_norm;
+    qn.tokens = rows;
+    qn.heads = config.num_heads;
+    qn.head_dim = config.head_dim;
+    qn.row_stride = qkv_dim;
+    qn.eps = eps;
+    LY_RETURN_IF_ERROR(cuda::RmsNormPerHead(qn, stream));
+    cuda::RmsNormPerHeadParams kn = qn;
+    kn.x = qkv.get() + q_dim;
+    kn.weight = w.k_norm;
+    kn.heads = config.num_kv_heads;
+    LY_RETURN_IF_ERROR(cuda::RmsNormPerHead(kn, stream));
+  }
+  cuda::RopeKvWriteParams rope;
+  rope.q = qkv.get();
+  rope.k = qkv.get() + q_dim;
+  rope.v = qkv.get() + q_dim + kv_dim;
+  rope.positions = At<int32_t>(layout.positions);
+  rope.slot_mapping = At<int32_t>(layout.slots);
+  rope.inv_freq = inv_freq.get();
+  rope.cache = LayerCache(layer);
+  rope.num_tokens = rows;
+  rope.num_heads = config.num_heads;
+  rope.num_kv_heads = config.num_kv_heads;
+  rope.head_dim = config.head_dim;
+  rope.q_row_stride = qkv_dim;
+  rope.k_row_stride = qkv_dim;
+  rope.v_row_stride = qkv_dim;
+  LY_RETURN_IF_ERROR(cuda::RopeKvWrite(rope, stream));
+
+  LY_RETURN_IF_ERROR(
+      Attention(layer, rows, num_chunks, num_decodes, width, max_decode_ctx, layout));
+
+  LY_RETURN_IF_ERROR(Gemm(attn.get(), w.wo, delta.get(), rows, hidden, q_dim));
+  if (w.bo != nullptr) {
+    cuda::AddBiasParams b;
+    b.x = delta.get();
+    b.bias = w.bo;
+    b.rows = rows;
+    b.dim = hidden;
+    LY_RETURN_IF_ERROR(cuda::AddBias(b, stream));
+  }
+  norm.x = delta.get();
+  norm.maybe_residual = resid.get();
+  norm.weight = w.post_attention_norm;
+  LY_RETURN_IF_ERROR(cuda::RmsNorm(norm, stream));
+
+  LY_RETURN_IF_ERROR(Gemm(h.get(), w.w_gate_up, gate_up.get(), rows, 2 * inter, hidden));
+  cuda::SiluMulParams silu;
+  silu.gate = gate_up.get();
+  silu.up = gate_up.get() + inter;
+  silu.out = act.get();
+  silu.rows = rows;
+  silu.dim = inter;
+  silu.in_row_stride = 2 * inter;
+  LY_RETURN_IF_ERROR(cuda::SiluMul(silu, stream));
+  return Gemm(act.get(), w.w_down, delta.get(), rows, hidden, inter);
+}
+
+// ---- (4) Execute -------------------------------------------------------------------------------
+
+absl::StatusOr<absl::Span<const float>> CudaModelRunner::Execute(
+    const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies) {
+  Impl& m = *impl_;
+  StepLimits limits;
+  limits.vocab_size = m.config.vocab_size;
+  limits.block_size = m.options.block_size;
+  limits.num_blocks = m.num_blocks;
+  limits.max_num_batched_tokens = m.max_rows;
+  limits.max_logit_rows = m.max_chunks;
+  StepSize size;
+  LY_RETURN_IF_ERROR(CheckStep(step, limits, /*all_rows=*/false, &size));
+  if (static_cast<int64_t>(step.chunks.size()) > m.max_chunks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step has ", step.chunks.size(), " chunks, more than max_num_seqs ", m.max_chunks));
+  }
+  for (const ScheduledChunk& ch : step.chunks) {
+    if (ch.start_position + static_cast<int64_t>(ch.token_ids.size()) >
+        m.max_blocks_per_seq * m.options.block_size) {
+      return absl::InvalidArgumentError(absl::StrCat("seq ", ch.seq_id, " reaches position ",
+                                                     ch.start_position + ch.token_ids.size(),
+                                                     ", beyond max_model_len"));
+    }
+  }
+  for (sparsity::Policy* p : policies) {
+    if (p != nullptr) {
+      return absl::InvalidArgumentError(
+          "sparse policies do not run on the CUDA backend yet; use --device cpu");
+    }
+  }
+  m.dropped.assign(step.chunks.size(), -1.0f);
+  if (size.rows == 0) return absl::Span<const float>();
+
+  int64_t num_decodes = 0, width = 0;
+  StepLayout layout;
+  LY_RETURN_IF_ERROR(m.Upload(step, size.rows, size.logit_rows, &num_decodes, &width, &layout));
+  int64_t max_decode_ctx = 1;
+  for (int32_t len : m.decode_ctx_h) max_decode_ctx = std::max<int64_t>(max_decode_ctx, len);
+  const int64_t num_chunks = static_cast<int64_t>(step.chunks.size());
+  const int64_t hidden = m.config.hidden_size;
+
+  cuda::EmbeddingGatherParams embed;
+  embed.table = m.weights->embed_tokens();
+  embed.ids = m.At<int32_t>(layout.ids);
+  embed.out = m.resid.get();
+  embed.tokens = size.rows;
+  embed.vocab = m.config.vocab_size;
+  embed.hidden = hidden;
+  LY_RETURN_IF_ERROR(cuda::EmbeddingGather(embed, m.stream));
+  for (int64_t l = 0; l < m.config.num_layers; ++l) {
+    LY_RETURN_IF_ERROR(
+        m.Layer(l, size.rows, num_chunks, num_decodes, width, max_decode_ctx, layout));
+  }
+  if (size.logit_rows == 0) {
+    LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
+    return absl::Span<const float>();
+  }
+  // Final norm (with the last MLP's residual add) over every row, then the wanted rows only.
+  cuda::RmsNormParams norm;
+  norm.x = m.delta.get();
+  norm.maybe_residual = m.resid.get();
+  norm.weight = m.weights->final_norm();
+  norm.out = m.h.get();
+  norm.rows = size.rows;
+  norm.dim = hidden;
+  norm.eps = static_cast<float>(m.config.rms_norm_eps);
+  LY_RETURN_IF_ERROR(cuda::RmsNorm(norm, m.stream));
+  cuda::EmbeddingGatherParams gather;  // a row gather: "table" = the normed rows
+  gather.table = m.h.get();
+  gather.ids = m.At<int32_t>(layout.logit_rows);
+  gather.out = m.logit_hidden.get();
+  gather.tokens = size.logit_rows;
+  gather.vocab = size.rows;
+  gather.hidden = hidden;
+  LY_RETURN_IF_ERROR(cuda::EmbeddingGather(gather, m.stream));
+  const int64_t vocab = m.config.vocab_size;
+  LY_RETURN_IF_ERROR(m.Gemm(m.logit_hidden.get(), m.weights->lm_head(), m.logits_d.get(),
+                            size.logit_rows, vocab, hidden, cuda::GemmOutType::kFp32));
+  const size_t count = static_cast<size_t>(size.logit_rows * vocab);
+  LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m.logits_h.get(), m.logits_d.get(), count * sizeof(float),
+                                          cudaMemcpyDeviceToHost, m.stream));
+  LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
+  return absl::Span<const float>(m.logits_h.get(), count);
+}
+
+absl::Span<const float> CudaModelRunner::dropped_mass() const { return impl_->dropped; }
+const ModelConfig& CudaModelRunner::config() const { return impl_->config; }
+const CudaModelRunnerOptions& CudaModelRunner::options() const { return impl_->options; }
+int64_t CudaModelRunner::num_kv_blocks() const { return impl_->num_blocks; }
+int64_t CudaModelRunner::kv_cache_bytes() const { return static_cast<int64_t>(impl_->kv.bytes()); }
+int64_t CudaModelRunner::weight_bytes() const {
+  return static_cast<int64_t>(impl_->weights->bytes());
+}
+std::string CudaModelRunner::device_name() const { return impl_->device.name; }
+
+}  // namespace lychee

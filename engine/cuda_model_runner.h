@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+// CudaModelRunner: the batched bf16 forward pass on one GPU over a paged KV pool that lives on the
+// device, one engine step at a time; the ModelRunner the engine uses with `--device cuda`.
+//
+// Data flow of Execute(step): the host packs the step's small inputs (token ids, positions, KV
+// slots, block tables, decode lengths, prefill tiles, logit rows) into one pinned buffer and
+// uploads it with one copy; then, on one stream, embedding gather, per layer RMSNorm (fused with
+// the residual add) → fused QKV GEMM (cuBLASLt) → [bias, q/k norm] → RoPE + paged K/V write →
+// attention (leading one-token chunks through the split-K decode kernel, every other row through
+// the tensor-core prefill kernel, causal over the chunk's cached pages plus itself; a generic
+// kernel for head dims or sliding windows those do not cover) → O GEMM → fused add + norm →
+// gate/up GEMM → SiLU·mul → down GEMM; the final norm, the rows whose logits are wanted, the LM
+// head in fp32, and one copy of the logits back to the host, which is the step's only sync.
+//
+// Memory: weights (CudaWeights) and every scratch buffer are allocated at Create for
+// max_num_batched_tokens rows; the KV pool then takes what gpu_memory_utilization leaves of the
+// device (or kv_cache_bytes when set), capped at what max_num_seqs full-length sequences can
+// use twice over. Nothing is allocated per step. Not thread-safe: the engine thread drives it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/model_runner.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+#include "scheduler/scheduler_output.h"
+
+namespace lychee {
+
+// How attention kernels are chosen: kAuto uses the tensor-core decode/prefill kernels where they
+// support the shape; kGeneric forces the generic kernel (a reference for tests).
+enum class CudaAttentionKernels { kAuto, kGeneric };
+
+struct CudaModelRunnerOptions {
+  int device = 0;
+  int64_t block_size = 16;
+  int64_t max_num_batched_tokens = 2048;  // rows per step
+  int64_t max_num_seqs = 256;             // chunks per step (and logit rows)
+  int64_t max_model_len = 0;              // tokens per sequence; 0 = max_position_embeddings
+  int64_t kv_cache_bytes = 0;             // 0: from gpu_memory_utilization
+  double gpu_memory_utilization = 0.9;    // fraction of the device's memory this process may use
+  uint64_t synthetic_seed = 0;            // synthetic weights' seed
+  CudaAttentionKernels attention = CudaAttentionKernels::kAuto;
+};
+
+class CudaModelRunner final : public ModelRunner {
+ public:
+  // Loads the weights from `maybe_archive` (or random ones when it is null: synthetic models) and
+  // sizes the KV pool. InvalidArgument for an unsupported config or options; ResourceExhausted
+  // when the device lacks memory for weights, scratch or a single KV block; Unavailable without a
+  // usable GPU.
+  static absl::StatusOr<std::unique_ptr<CudaModelRunner>> Create(
+      const ModelConfig& config, const SafetensorsArchive* maybe_archive,
+      const CudaModelRunnerOptions& options);
+
+  ~CudaModelRunner() override;
+  CudaModelRunner(const CudaModelRunner&) = delete;
+  CudaModelRunner& operator=(const CudaModelRunner&) = delete;
+
+  // ModelRunner. Errors as CpuModelRunner::Execute (checked before anything is written);
+  // sparse policies are not run here (supports_sparse_policies() is false: the engine refuses
+  // them), so a non-empty `policies` with any non-null entry is InvalidArgument.
+  absl::StatusOr<absl::Span<const float>> Execute(
+      const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies = {}) override;
+  absl::Span<const float> dropped_mass() const override;
+  bool supports_sparse_policies() const override { return false; }
+  const ModelConfig& config() const override;
+
+  const CudaModelRunnerOptions& options() const;
+  int64_t num_kv_blocks() const;
+  int64_t kv_cache_bytes() const;
+  int64_t weight_bytes() const;
+  std::string device_name() const;
+
+ private:
+  struct Impl;
+  explicit CudaModelRunner(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lychee

@@ -1,0 +1,369 @@
+// SPDX-License-Identifier: Apache-2.0
+// CudaModelRunner on the GPU (every case skips without one; scripts/gpu-check.sh runs them):
+//  - the golden models (tests/golden/models, references from Hugging Face transformers) through
+//    batched, chunked prefill and greedy decode: logits within bf16 tolerance of transformers and
+//    the same greedy ids (their head dims, 8-32, and Mistral's sliding window run the generic
+//    attention kernel);
+//  - random models with head_dim 64 and 128, GQA groups 4 and 7, written as safetensors: mixed
+//    steps of prefill chunks (1 to 130 rows, so prefill tiles split) and decodes through the
+//    tensor-core kernels, and through the generic kernel, each within bf16 tolerance of the fp32
+//    CpuModelRunner on the same steps;
+//  - invalid steps are rejected before anything runs.
+// Seeds: LYCHEE_TEST_SEED=<seed> replays a failure.
+#include "engine/cuda_model_runner.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/cpu_model_runner.h"
+#include "engine/device_select.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kvcache/kv_pool.h"
+#include "model/safetensors.h"
+#include "nlohmann/json.hpp"
+#include "tests/unit/engine/runner_step_driver.h"
+#include "tests/unit/model/safetensors_builder.h"
+#include "tests/util/numeric.h"
+
+namespace lychee {
+namespace {
+
+using ::lychee::testing::AssignBlocks;
+using ::lychee::testing::RunToCompletion;
+using ::lychee::testing::SimSeq;
+
+constexpr char kGoldenRoot[] = "tests/golden/models";
+// bf16 weights and activations against fp32 (transformers or our CPU path): the relative L2
+// error of a logits row is a few 1e-3 for these models; 3e-2 leaves room without hiding bugs
+// (a wrong head, position or block gives errors of order 1).
+constexpr double kBf16Tol = 3e-2;
+
+#define LY_SKIP_WITHOUT_GPU()                                                     \
+  do {                                                                            \
+    auto ly_device_ = ResolveDevice("cuda");                                      \
+    if (!ly_device_.ok()) {                                                       \
+      GTEST_SKIP() << "no GPU on this machine (" << ly_device_.status().message() \
+                   << "); run scripts/gpu-check.sh on the GPU machine";           \
+    }                                                                             \
+  } while (0)
+
+std::vector<std::string> GoldenModelDirs() {
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(kGoldenRoot, ec)) {
+    if (entry.is_directory() && std::filesystem::exists(entry.path() / "reference.safetensors")) {
+      dirs.push_back(entry.path().string());
+    }
+  }
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+std::unique_ptr<CudaModelRunner> MakeCudaRunner(const std::string& dir,
+                                                CudaModelRunnerOptions options) {
+  auto config = LoadModelConfig(dir);
+  EXPECT_TRUE(config.ok()) << config.status();
+  auto archive = SafetensorsArchive::Open(dir);
+  EXPECT_TRUE(archive.ok()) << archive.status();
+  if (!config.ok() || !archive.ok()) return nullptr;
+  options.kv_cache_bytes = options.kv_cache_bytes > 0 ? options.kv_cache_bytes : (64 << 20);
+  auto runner = CudaModelRunner::Create(*config, &*archive, options);
+  EXPECT_TRUE(runner.ok()) << runner.status();
+  return runner.ok() ? std::move(*runner) : nullptr;
+}
+
+// ---- Golden models vs transformers -----------------------------------------------------------
+
+class CudaGoldenTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaGoldenTest, BatchedChunkedPrefillAndGreedyDecodeMatchTransformers) {
+  LY_SKIP_WITHOUT_GPU();
+  const uint64_t seed = ::lychee::testing::TestSeed();
+  SCOPED_TRACE("LYCHEE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const std::string dir = GetParam();
+  auto runner =
+      MakeCudaRunner(dir, {.block_size = 4, .max_num_batched_tokens = 24, .max_num_seqs = 8});
+  ASSERT_NE(runner, nullptr);
+  const int64_t vocab = runner->config().vocab_size;
+  auto ref = SafetensorsArchive::Open(dir + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status();
+
+  struct Prompt {
+    std::vector<float> logits, decode_logits;
+    std::vector<int64_t> greedy;
+    int64_t len = 0;
+  };
+  std::vector<Prompt> prompts;
+  std::vector<SimSeq> seqs;
+  for (int i = 0; ref->Contains("prompt" + std::to_string(i) + ".ids"); ++i) {
+    const std::string p = "prompt" + std::to_string(i);
+    auto ids = ref->ReadI64(p + ".ids");
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    Prompt pr;
+    pr.len = static_cast<int64_t>(ids->size());
+    auto logits = ref->ReadF32(p + ".logits", {pr.len, vocab});
+    auto greedy = ref->ReadI64(p + ".greedy");
+    ASSERT_TRUE(logits.ok() && greedy.ok());
+    pr.logits = *std::move(logits);
+    pr.greedy = *std::move(greedy);
+    const int64_t steps = static_cast<int64_t>(pr.greedy.size());
+    auto decode = ref->ReadF32(p + ".decode_logits", {steps, vocab});
+    ASSERT_TRUE(decode.ok()) << decode.status();
+    pr.decode_logits = *std::move(decode);
+    SimSeq s;
+    s.tokens.assign(ids->begin(), ids->end());
+    s.final_len = pr.len + steps - 1;
+    seqs.push_back(std::move(s));
+    prompts.push_back(std::move(pr));
+  }
+  ASSERT_FALSE(prompts.empty());
+  AssignBlocks(seqs, 4, runner->num_kv_blocks(), rng);
+  RunToCompletion(
+      *runner, seqs, /*budget=*/11, rng, [](const SimSeq&, const std::vector<float>& last) {
+        return static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+      });
+  double worst = 0.0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    SCOPED_TRACE("prompt" + std::to_string(i));
+    const Prompt& pr = prompts[i];
+    for (int64_t p = 0; p < pr.len; ++p) {
+      const auto& got = seqs[i].logits[static_cast<size_t>(p)];
+      if (got.empty()) continue;
+      const double err = ::lychee::testing::RelativeL2(got.data(), pr.logits.data() + p * vocab,
+                                                       static_cast<size_t>(vocab));
+      worst = std::max(worst, err);
+      EXPECT_LT(err, kBf16Tol) << "prefill position " << p;
+    }
+    std::vector<int64_t> greedy;
+    for (size_t st = 0; st < pr.greedy.size(); ++st) {
+      const auto& got = seqs[i].logits[static_cast<size_t>(pr.len - 1) + st];
+      ASSERT_FALSE(got.empty()) << "decode step " << st;
+      const double err = ::lychee::testing::RelativeL2(
+          got.data(), pr.decode_logits.data() + st * vocab, static_cast<size_t>(vocab));
+      worst = std::max(worst, err);
+      EXPECT_LT(err, kBf16Tol) << "decode step " << st;
+      greedy.push_back(std::max_element(got.begin(), got.end()) - got.begin());
+    }
+    EXPECT_EQ(greedy, pr.greedy);
+  }
+  std::printf("%s: worst relative L2 vs transformers %.2e\n", dir.c_str(), worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(GoldenModels, CudaGoldenTest, ::testing::ValuesIn(GoldenModelDirs()),
+                         [](const ::testing::TestParamInfo<std::string>& param_info) {
+                           std::string name = std::filesystem::path(param_info.param).filename();
+                           std::replace_if(
+                               name.begin(), name.end(), [](char c) { return !std::isalnum(c); },
+                               '_');
+                           return name;
+                         });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CudaGoldenTest);
+
+// ---- Random models vs the CPU runner ---------------------------------------------------------
+
+struct RandomModelShape {
+  const char* name;
+  int64_t heads, kv_heads, head_dim;
+};
+
+// Writes config.json + model.safetensors of a random Llama with bf16-representable weights.
+std::string WriteRandomModel(const RandomModelShape& shape, uint64_t seed) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() /
+       ("lychee_cuda_runner_" + std::string(shape.name) + "_" + std::to_string(seed)))
+          .string();
+  std::filesystem::create_directories(dir);
+  const int64_t hidden = 256, inter = 512, vocab = 512, layers = 2;
+  const int64_t q_dim = shape.heads * shape.head_dim, kv_dim = shape.kv_heads * shape.head_dim;
+  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
+                           {"model_type", "llama"},
+                           {"hidden_size", hidden},
+                           {"intermediate_size", inter},
+                           {"num_hidden_layers", layers},
+                           {"num_attention_heads", shape.heads},
+                           {"num_key_value_heads", shape.kv_heads},
+                           {"head_dim", shape.head_dim},
+                           {"vocab_size", vocab},
+                           {"max_position_embeddings", 2048},
+                           {"rms_norm_eps", 1e-5},
+                           {"rope_theta", 10000.0},
+                           {"tie_word_embeddings", false}};
+  std::ofstream(dir + "/config.json") << config.dump(2);
+  std::mt19937_64 rng(seed);
+  testing_util::SafetensorsBuilder b;
+  auto add = [&](const std::string& name, std::vector<int64_t> dims, float lo, float hi) {
+    size_t n = 1;
+    for (int64_t d : dims) n *= static_cast<size_t>(d);
+    std::vector<float> v = ::lychee::testing::RandomVector(rng, n, lo, hi);
+    cuda::RoundToBf16InPlace(v);
+    b.AddF32(name, std::move(dims), v);
+  };
+  const float w_in = std::sqrt(3.0f / static_cast<float>(hidden));
+  add("model.embed_tokens.weight", {vocab, hidden}, -1.0f, 1.0f);
+  for (int64_t l = 0; l < layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {hidden}, 0.8f, 1.2f);
+    // Larger q/k weights make attention peaked, so a wrong key shows up in the output.
+    add(p + "self_attn.q_proj.weight", {q_dim, hidden}, -3 * w_in, 3 * w_in);
+    add(p + "self_attn.k_proj.weight", {kv_dim, hidden}, -3 * w_in, 3 * w_in);
+    add(p + "self_attn.v_proj.weight", {kv_dim, hidden}, -w_in, w_in);
+    add(p + "self_attn.o_proj.weight", {hidden, q_dim}, -w_in, w_in);
+    add(p + "post_attention_layernorm.weight", {hidden}, 0.8f, 1.2f);
+    add(p + "mlp.gate_proj.weight", {inter, hidden}, -w_in, w_in);
+    add(p + "mlp.up_proj.weight", {inter, hidden}, -w_in, w_in);
+    const float w_inter = std::sqrt(3.0f / static_cast<float>(inter));
+    add(p + "mlp.down_proj.weight", {hidden, inter}, -w_inter, w_inter);
+  }
+  add("model.norm.weight", {hidden}, 0.8f, 1.2f);
+  add("lm_head.weight", {vocab, hidden}, -w_in, w_in);
+  testing_util::WriteBytes(dir + "/model.safetensors", b.Bytes());
+  return dir;
+}
+
+// Sequences of the given prompt lengths, each decoding `decode` teacher-forced tokens.
+std::vector<SimSeq> MakeSeqs(const std::vector<int64_t>& prompt_lens, int64_t decode, int64_t vocab,
+                             std::mt19937_64& rng) {
+  std::vector<SimSeq> seqs;
+  std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(vocab - 1));
+  for (int64_t len : prompt_lens) {
+    SimSeq s;
+    for (int64_t i = 0; i < len; ++i) s.tokens.push_back(token(rng));
+    s.final_len = len + decode;
+    seqs.push_back(std::move(s));
+  }
+  return seqs;
+}
+
+// The next token depends only on (sequence length, first token): both runs see the same tokens.
+int32_t TeacherToken(const SimSeq& s, int64_t vocab) {
+  return static_cast<int32_t>((s.tokens.size() * 7919 + static_cast<size_t>(s.tokens[0])) %
+                              static_cast<size_t>(vocab));
+}
+
+class CudaRandomModelTest : public ::testing::TestWithParam<RandomModelShape> {};
+
+TEST_P(CudaRandomModelTest, MixedStepsMatchTheCpuRunner) {
+  LY_SKIP_WITHOUT_GPU();
+  const uint64_t seed = ::lychee::testing::TestSeed();
+  SCOPED_TRACE("LYCHEE_TEST_SEED=" + std::to_string(seed));
+  const RandomModelShape shape = GetParam();
+  const std::string dir = WriteRandomModel(shape, seed);
+  auto config = LoadModelConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto archive = SafetensorsArchive::Open(dir);
+  ASSERT_TRUE(archive.ok()) << archive.status();
+  auto weights = LoadModelWeights(*archive, *config);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  const int64_t vocab = config->vocab_size;
+  constexpr int64_t kBlock = 16;
+  const std::vector<int64_t> prompt_lens = {1, 15, 64, 65, 130, 300, 7};
+  const std::vector<int64_t> chunk_sizes = {1, 17, 64, 65, 100, 130};
+  const int64_t decode = 6;
+
+  // Reference: the fp32 CPU runner.
+  KvPool pool(KvCacheShapeFor(*config, kBlock), 96);
+  auto cpu = CpuModelRunner::Create(*config, *std::move(weights), &pool,
+                                    {.max_num_batched_tokens = 256, .max_num_seqs = 8});
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  std::mt19937_64 rng_cpu(seed);
+  std::vector<SimSeq> want = MakeSeqs(prompt_lens, decode, vocab, rng_cpu);
+  AssignBlocks(want, kBlock, 96, rng_cpu);
+  const auto teacher = [vocab](const SimSeq& s, const std::vector<float>&) {
+    return TeacherToken(s, vocab);
+  };
+  RunToCompletion(**cpu, want, /*budget=*/256, rng_cpu, teacher, chunk_sizes);
+
+  for (const CudaAttentionKernels kernels :
+       {CudaAttentionKernels::kAuto, CudaAttentionKernels::kGeneric}) {
+    SCOPED_TRACE(kernels == CudaAttentionKernels::kAuto ? "tensor-core kernels" : "generic kernel");
+    auto gpu = MakeCudaRunner(dir, {.block_size = kBlock,
+                                    .max_num_batched_tokens = 256,
+                                    .max_num_seqs = 8,
+                                    .attention = kernels});
+    ASSERT_NE(gpu, nullptr);
+    ASSERT_GE(gpu->num_kv_blocks(), 96);
+    std::mt19937_64 rng_gpu(seed);  // the same tokens, blocks and schedule as the CPU run
+    std::vector<SimSeq> got = MakeSeqs(prompt_lens, decode, vocab, rng_gpu);
+    AssignBlocks(got, kBlock, 96, rng_gpu);
+    RunToCompletion(*gpu, got, /*budget=*/256, rng_gpu, teacher, chunk_sizes);
+    double worst = 0.0;
+    int compared = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(got[i].tokens, want[i].tokens);
+      for (size_t p = 0; p < got[i].logits.size(); ++p) {
+        const auto& g = got[i].logits[p];
+        const auto& w = want[i].logits[p];
+        ASSERT_EQ(g.empty(), w.empty()) << "seq " << i << " position " << p;
+        if (g.empty()) continue;
+        const double err = ::lychee::testing::RelativeL2(g, w);
+        worst = std::max(worst, err);
+        ++compared;
+        EXPECT_LT(err, kBf16Tol) << "seq " << i << " position " << p;
+      }
+    }
+    EXPECT_GT(compared, 40);
+    std::printf("%s: %d logit rows, worst relative L2 vs CPU fp32 %.2e\n", shape.name, compared,
+                worst);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaRandomModelTest,
+                         ::testing::Values(RandomModelShape{"d64_group4", 8, 2, 64},
+                                           RandomModelShape{"d128_group7", 7, 1, 128}),
+                         [](const ::testing::TestParamInfo<RandomModelShape>& param_info) {
+                           return std::string(param_info.param.name);
+                         });
+
+// ---- Invalid steps -----------------------------------------------------------------------------
+
+TEST(CudaModelRunnerTest, InvalidStepsAreRejected) {
+  LY_SKIP_WITHOUT_GPU();
+  const std::vector<std::string> dirs = GoldenModelDirs();
+  ASSERT_FALSE(dirs.empty());
+  auto runner = MakeCudaRunner(dirs.front(),
+                               {.block_size = 4, .max_num_batched_tokens = 16, .max_num_seqs = 4});
+  ASSERT_NE(runner, nullptr);
+  const std::vector<int32_t> table = {0, 1, 2, 3};
+  std::vector<int32_t> ids = {1, 2, 3};
+  auto step_with = [&](std::vector<int32_t>* tokens, std::vector<int32_t> blocks) {
+    static std::vector<int32_t> kept;
+    kept = std::move(blocks);
+    SchedulerOutput s;
+    ScheduledChunk c;
+    c.token_ids = *tokens;
+    c.block_table = kept;
+    c.needs_logits = true;
+    s.chunks.push_back(c);
+    s.num_batched_tokens = static_cast<int64_t>(tokens->size());
+    return s;
+  };
+  std::vector<int32_t> bad_ids = {1, -5};
+  EXPECT_EQ(runner->Execute(step_with(&bad_ids, table)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner->Execute(step_with(&ids, {static_cast<int32_t>(runner->num_kv_blocks())}))
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<int32_t> many(17, 1);
+  EXPECT_EQ(runner->Execute(step_with(&many, {0, 1, 2, 3, 4})).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // And a valid step still runs afterwards.
+  auto ok = runner->Execute(step_with(&ids, table));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(static_cast<int64_t>(ok->size()), runner->config().vocab_size);
+  for (float v : *ok) ASSERT_TRUE(std::isfinite(v));
+}
+
+}  // namespace
+}  // namespace lychee
