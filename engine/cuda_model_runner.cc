@@ -140,7 +140,7 @@ struct CudaModelRunner::Impl {
 absl::Status CudaModelRunner::Impl::AllocateScratch() {
   const int64_t t = max_rows;
   const int64_t hidden = config.hidden_size;
-  const int64_t inter = config.intermediate_size;
+  const int64_t inter = CudaPaddedIntermediate(config);
   auto n = [](int64_t v) { return static_cast<size_t>(v); };
   LY_RETURN_IF_ERROR(resid.Allocate(n(t * hidden)));
   LY_RETURN_IF_ERROR(h.Allocate(n(t * std::max(hidden, q_dim))));
@@ -202,6 +202,15 @@ absl::Status CudaModelRunner::Impl::SizeKvPool() {
   // serves the prefix cache) would only cost host bookkeeping.
   const int64_t useful_blocks = 2 * max_chunks * max_blocks_per_seq;
   num_blocks = std::min(budget / block_bytes, useful_blocks);
+  if (options.num_kv_blocks_override > 0) {
+    if (options.num_kv_blocks_override > budget / block_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("num_kv_blocks_override ", options.num_kv_blocks_override,
+                       " does not fit: ", budget / block_bytes, " blocks of ", block_bytes,
+                       " bytes fit in the budget"));
+    }
+    num_blocks = options.num_kv_blocks_override;
+  }
   if (num_blocks < 1) {
     return absl::ResourceExhaustedError(
         absl::StrCat("no GPU memory left for the KV cache: ", free_bytes >> 20, " MiB free of ",
@@ -473,7 +482,7 @@ absl::Status CudaModelRunner::Impl::Layer(int64_t layer, int64_t rows, int64_t n
                                           int64_t max_decode_ctx, const StepLayout& layout) {
   const CudaLayerWeights& w = weights->layers()[static_cast<size_t>(layer)];
   const int64_t hidden = config.hidden_size;
-  const int64_t inter = config.intermediate_size;
+  const int64_t inter = CudaPaddedIntermediate(config);
   const float eps = static_cast<float>(config.rms_norm_eps);
 
   // Pre-attention norm; from layer 1 on it first adds the previous MLP output to the residual.

@@ -42,6 +42,7 @@ struct CudaModelRunnerOptions {
   int64_t max_num_seqs = 256;             // chunks per step (and logit rows)
   int64_t max_model_len = 0;              // tokens per sequence; 0 = max_position_embeddings
   int64_t kv_cache_bytes = 0;             // 0: from gpu_memory_utilization
+  int64_t num_kv_blocks_override = 0;     // > 0: exactly this many blocks (if they fit)
   double gpu_memory_utilization = 0.9;    // fraction of the device's memory this process may use
   uint64_t synthetic_seed = 0;            // synthetic weights' seed
   CudaAttentionKernels attention = CudaAttentionKernels::kAuto;

@@ -21,8 +21,9 @@ struct CudaWeights::Builder {
   enum class Kind { kMatrix, kEmbedding, kNorm, kBias };
   struct Piece {
     std::string name;  // HF tensor name
-    std::vector<int64_t> shape;
-    size_t offset = 0;  // elements into storage
+    std::vector<int64_t> shape;     // as in the checkpoint: [rows, cols] or [n]
+    std::vector<int64_t> reserved;  // as stored: more rows or columns for padding, else = shape
+    size_t offset = 0;              // elements into storage
     Kind kind = Kind::kMatrix;
   };
 
@@ -47,29 +48,35 @@ struct CudaWeights::Builder {
     total += (static_cast<size_t>(elements) + 127) / 128 * 128;
     return offset;
   }
-  size_t Add(std::string name, std::vector<int64_t> shape, Kind kind) {
+  static int64_t Elements(const std::vector<int64_t>& shape) {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
-    const size_t offset = Reserve(n);
-    pieces.push_back({std::move(name), std::move(shape), offset, kind});
+    return n;
+  }
+  // `reserved` (empty: = shape) may have more rows or columns than the tensor; the rest is zero.
+  size_t Add(std::string name, std::vector<int64_t> shape, Kind kind,
+             std::vector<int64_t> reserved = {}) {
+    if (reserved.empty()) reserved = shape;
+    const size_t offset = Reserve(Elements(reserved));
+    pieces.push_back({std::move(name), std::move(shape), std::move(reserved), offset, kind});
     return offset;
   }
-  // One region holding the pieces' rows one after another (fused projections).
+  // One region holding the pieces one after another (fused projections), each with
+  // `reserved_rows` rows (0: its own row count).
   size_t AddFused(const std::vector<std::pair<std::string, std::vector<int64_t>>>& parts,
-                  Kind kind) {
+                  Kind kind, int64_t reserved_rows = 0) {
+    std::vector<std::vector<int64_t>> reserved;
     int64_t n = 0;
     for (const auto& part : parts) {
-      int64_t e = 1;
-      for (int64_t d : part.second) e *= d;
-      n += e;
+      reserved.push_back(part.second);
+      if (reserved_rows > 0) reserved.back()[0] = reserved_rows;
+      n += Elements(reserved.back());
     }
     const size_t offset = Reserve(n);
     size_t at = offset;
-    for (const auto& part : parts) {
-      int64_t e = 1;
-      for (int64_t d : part.second) e *= d;
-      pieces.push_back({part.first, part.second, at, kind});
-      at += static_cast<size_t>(e);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      pieces.push_back({parts[i].first, parts[i].second, reserved[i], at, kind});
+      at += static_cast<size_t>(Elements(reserved[i]));
     }
     return offset;
   }
@@ -81,12 +88,17 @@ using Kind = CudaWeights::Builder::Kind;
 
 }  // namespace
 
+int64_t CudaPaddedIntermediate(const ModelConfig& config) {
+  return (config.intermediate_size + 7) / 8 * 8;
+}
+
 namespace {
 
 // Fills b.offsets and b.pieces with the layout of `c`.
 void Layout(const ModelConfig& c, CudaWeights::Builder& b) {
   CudaWeights::Builder::Offsets& o = b.offsets;
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
+  const int64_t inter_p = CudaPaddedIntermediate(c);
   const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
   o.embed = b.Add("model.embed_tokens.weight", {c.vocab_size, hidden}, Kind::kEmbedding);
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -113,8 +125,9 @@ void Layout(const ModelConfig& c, CudaWeights::Builder& b) {
     L.post_norm = b.Add(p + "post_attention_layernorm.weight", {hidden}, Kind::kNorm);
     L.w_gate_up = b.AddFused({{p + "mlp.gate_proj.weight", {inter, hidden}},
                               {p + "mlp.up_proj.weight", {inter, hidden}}},
-                             Kind::kMatrix);
-    L.w_down = b.Add(p + "mlp.down_proj.weight", {hidden, inter}, Kind::kMatrix);
+                             Kind::kMatrix, inter_p);
+    L.w_down =
+        b.Add(p + "mlp.down_proj.weight", {hidden, inter}, Kind::kMatrix, {hidden, inter_p});
     o.layers.push_back(L);
   }
   o.final_norm = b.Add("model.norm.weight", {hidden}, Kind::kNorm);
@@ -128,11 +141,11 @@ absl::Status CheckSupported(const ModelConfig& c) {
       c.num_kv_heads <= 0 || c.head_dim <= 0 || c.vocab_size <= 0) {
     return absl::InvalidArgumentError("model config has a non-positive size");
   }
-  if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0 || c.head_dim % 8 != 0) {
+  if (c.hidden_size % 8 != 0 || c.head_dim % 8 != 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the CUDA backend needs hidden_size, intermediate_size and head_dim to be "
-                     "multiples of 8 (16-byte rows for tensor cores); got ",
-                     c.hidden_size, ", ", c.intermediate_size, ", ", c.head_dim));
+        absl::StrCat("the CUDA backend needs hidden_size and head_dim to be multiples of 8 "
+                     "(16-byte rows for tensor cores); got ",
+                     c.hidden_size, " and ", c.head_dim));
   }
   return absl::OkStatus();
 }
@@ -198,6 +211,7 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Load(const Safetensors
   Layout(config, b);
   auto w = std::unique_ptr<CudaWeights>(new CudaWeights());
   LY_RETURN_IF_ERROR(w->storage_.Allocate(b.total));
+  LY_CUDA_RETURN_IF_ERROR(cudaMemset(w->storage_.get(), 0, w->storage_.bytes()));  // padding
   std::vector<uint16_t> staging;
   for (const Builder::Piece& piece : b.pieces) {
     LY_ASSIGN_OR_RETURN(const TensorView* t, archive.Find(piece.name));
@@ -212,8 +226,13 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Load(const Safetensors
                                                      "; weights must be F32, F16 or BF16"));
     }
     ToBf16Bits(*t, staging);
-    LY_CUDA_RETURN_IF_ERROR(cudaMemcpy(w->storage_.get() + piece.offset, staging.data(),
-                                       staging.size() * 2, cudaMemcpyHostToDevice));
+    // Row by row into the reserved (possibly wider) rows; one plain copy when they match.
+    const size_t cols = static_cast<size_t>(piece.shape.back());
+    const size_t rows = staging.size() / cols;
+    const size_t pitch = static_cast<size_t>(piece.reserved.back());
+    LY_CUDA_RETURN_IF_ERROR(cudaMemcpy2D(w->storage_.get() + piece.offset, pitch * 2,
+                                         staging.data(), cols * 2, cols * 2, rows,
+                                         cudaMemcpyHostToDevice));
   }
   w->Bind(b);
   return w;
@@ -222,6 +241,9 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Load(const Safetensors
 absl::StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::Synthetic(const ModelConfig& config,
                                                                     uint64_t seed) {
   LY_RETURN_IF_ERROR(CheckSupported(config));
+  if (CudaPaddedIntermediate(config) != config.intermediate_size) {
+    return absl::InvalidArgumentError("synthetic models need intermediate_size % 8 == 0");
+  }
   Builder b;
   Layout(config, b);
   auto w = std::unique_ptr<CudaWeights>(new CudaWeights());

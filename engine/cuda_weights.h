@@ -32,9 +32,14 @@ struct CudaLayerWeights {
   const __nv_bfloat16* wo = nullptr;                   // [hidden, q_dim]
   const __nv_bfloat16* bo = nullptr;                   // [hidden] or null
   const __nv_bfloat16* post_attention_norm = nullptr;  // [hidden]
-  const __nv_bfloat16* w_gate_up = nullptr;            // [2 inter, hidden]
-  const __nv_bfloat16* w_down = nullptr;               // [hidden, inter]
+  const __nv_bfloat16* w_gate_up = nullptr;            // [2 inter_p, hidden]
+  const __nv_bfloat16* w_down = nullptr;               // [hidden, inter_p]
 };
+
+// The MLP width as stored: intermediate_size rounded up to a multiple of 8, so that every matrix
+// row is 16-byte aligned for the tensor cores (stories260K has 172). The padding rows of gate/up
+// and columns of down are zero, so silu(0) * 0 = 0 adds nothing: the result is exact.
+int64_t CudaPaddedIntermediate(const ModelConfig& config);
 
 class CudaWeights {
  public:

@@ -187,6 +187,7 @@ absl::Status Engine::Impl::Load() {
     o.max_num_seqs = config_.max_num_seqs;
     o.max_model_len = max_model_len;
     o.kv_cache_bytes = config_.kv_cache_bytes;
+    o.num_kv_blocks_override = config_.num_kv_blocks_override;
     o.gpu_memory_utilization = config_.gpu_memory_utilization;
     o.synthetic_seed = config_.seed;
     LY_ASSIGN_OR_RETURN(std::unique_ptr<CudaModelRunner> cuda_runner,
@@ -205,6 +206,7 @@ absl::Status Engine::Impl::Load() {
                           config_.max_num_seqs * blocks_per_seq * KvBytesPerBlock(shape));
     }
     LY_ASSIGN_OR_RETURN(num_blocks, NumKvBlocksForBudget(shape, kv_bytes));
+    if (config_.num_kv_blocks_override > 0) num_blocks = config_.num_kv_blocks_override;
     pool_ = std::make_unique<KvPool>(shape, num_blocks);
     CpuModelRunnerOptions runner_options;
     runner_options.max_num_batched_tokens = config_.max_num_batched_tokens;

@@ -28,6 +28,7 @@ struct EngineConfig {
   int64_t block_size = 16;                // KV cache tokens per block
   int64_t kv_cache_bytes = 0;             // KV pool size; 0: CPU: enough for max_num_seqs full
                                           // contexts (<= 4 GiB); CUDA: gpu_memory_utilization
+  int64_t num_kv_blocks_override = 0;     // > 0: exactly this many KV blocks (tests, tuning)
   int64_t max_num_seqs = 16;              // requests in one step at most
   int64_t max_num_batched_tokens = 1024;  // tokens in one step at most (prefill chunks + decodes)
   int64_t max_model_len = 0;              // prompt + output per request; 0: the model's limit

