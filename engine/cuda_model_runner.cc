@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "engine/cpu_packed_weights.h"
 #include "engine/cuda_weights.h"
+#include "engine/cuda_graph_cache.h"
 #include "engine/step_check.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_check.h"
@@ -97,6 +98,7 @@ struct CudaModelRunner::Impl {
   std::vector<float> dropped;              // -1 per chunk: this backend runs dense only
   std::vector<cuda::PrefillTile> tiles_h;  // reused per step
   std::vector<int32_t> decode_ctx_h;       // reused per step
+  CudaGraphCache graphs;                   // decode steps
 
   cuda::PagedKvBf16 LayerCache(int64_t layer) const {
     cuda::PagedKvBf16 c;
@@ -113,10 +115,22 @@ struct CudaModelRunner::Impl {
   StepLayout Layout(int64_t rows, int64_t chunks, int64_t tiles, int64_t width) const;
   absl::Status Upload(const SchedulerOutput& step, int64_t rows, int64_t logit_rows,
                       int64_t* num_decodes, int64_t* width, StepLayout* layout);
-  absl::Status Layer(int64_t layer, int64_t rows, int64_t num_chunks, int64_t num_decodes,
-                     int64_t width, int64_t max_decode_ctx, const StepLayout& layout);
-  absl::Status Attention(int64_t layer, int64_t rows, int64_t num_chunks, int64_t num_decodes,
-                         int64_t width, int64_t max_decode_ctx, const StepLayout& layout);
+  // The sizes a step's kernels are launched with (fixed at capture for a graph).
+  struct Forward {
+    int64_t rows = 0;            // token rows
+    int64_t num_chunks = 0;      // block-table rows
+    int64_t num_decodes = 0;     // leading rows through the decode kernel
+    int64_t width = 1;           // block-table row stride
+    int64_t max_decode_ctx = 1;  // the decode plan's length cap
+    int64_t num_tiles = 0;       // prefill tiles
+    int64_t logit_rows = 0;
+  };
+  absl::Status UploadPaddedDecode(const SchedulerOutput& step, int64_t bucket, int64_t* max_ctx,
+                                  StepLayout* layout);
+  absl::Status Run(const Forward& f, const StepLayout& layout);
+  absl::Status Layer(int64_t layer, const Forward& f, const StepLayout& layout);
+  absl::Status Attention(int64_t layer, const Forward& f, const StepLayout& layout);
+  absl::StatusOr<absl::Span<const float>> CopyLogits(int64_t logit_rows);
   absl::Status Gemm(const bf16* x, const bf16* w, void* y, int64_t m, int64_t n, int64_t k,
                     cuda::GemmOutType out = cuda::GemmOutType::kBf16) {
     cuda::GemmArgs a;
@@ -406,11 +420,65 @@ absl::Status CudaModelRunner::Impl::Upload(const SchedulerOutput& step, int64_t 
   return absl::OkStatus();
 }
 
+// A decode step padded to `bucket` rows in the graph layout: block-table rows of the full
+// max_blocks_per_seq stride (the stride is baked into a graph), of which only the columns in use
+// are uploaded. Padding rows read block 0 at position 0 and write no KV (slot -1).
+absl::Status CudaModelRunner::Impl::UploadPaddedDecode(const SchedulerOutput& step, int64_t bucket,
+                                                       int64_t* max_ctx, StepLayout* layout) {
+  const int64_t bs = options.block_size;
+  const int64_t stride = max_blocks_per_seq;
+  const int64_t n = static_cast<int64_t>(step.chunks.size());
+  *layout = Layout(bucket, bucket, 0, stride);
+  uint8_t* base = step_inputs_h.get();
+  auto i32 = [base](size_t offset) { return reinterpret_cast<int32_t*>(base + offset); };
+  int32_t* ids = i32(layout->ids);
+  int32_t* positions = i32(layout->positions);
+  int32_t* slots = i32(layout->slots);
+  int32_t* row_seq = i32(layout->row_seq);
+  int32_t* logit_row = i32(layout->logit_rows);
+  int32_t* context = i32(layout->context_lens);
+  int32_t* tables = i32(layout->block_tables);
+  int64_t columns = 1;
+  *max_ctx = 1;
+  for (int64_t r = 0; r < bucket; ++r) {
+    row_seq[r] = static_cast<int32_t>(r);
+    logit_row[r] = static_cast<int32_t>(r);
+    int32_t* table_row = tables + r * stride;
+    if (r >= n) {
+      ids[r] = 0;
+      positions[r] = 0;
+      slots[r] = -1;
+      context[r] = 1;
+      table_row[0] = 0;
+      continue;
+    }
+    const ScheduledChunk& ch = step.chunks[static_cast<size_t>(r)];
+    const int64_t pos = ch.start_position;
+    const int64_t needed = pos / bs + 1;
+    ids[r] = ch.token_ids[0];
+    positions[r] = static_cast<int32_t>(pos);
+    slots[r] = static_cast<int32_t>(int64_t{ch.block_table[static_cast<size_t>(pos / bs)]} * bs +
+                                    pos % bs);
+    context[r] = static_cast<int32_t>(pos + 1);
+    std::memcpy(table_row, ch.block_table.data(), static_cast<size_t>(needed) * sizeof(int32_t));
+    columns = std::max(columns, needed);
+    *max_ctx = std::max(*max_ctx, pos + 1);
+  }
+  uint8_t* inputs_d = step_inputs_d.get();
+  LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(inputs_d, base, layout->block_tables,
+                                          cudaMemcpyHostToDevice, stream));
+  const size_t pitch = static_cast<size_t>(stride) * sizeof(int32_t);
+  LY_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(
+      inputs_d + layout->block_tables, pitch, base + layout->block_tables, pitch,
+      static_cast<size_t>(columns) * sizeof(int32_t), static_cast<size_t>(bucket),
+      cudaMemcpyHostToDevice, stream));
+  return absl::OkStatus();
+}
+
 // ---- (3) Layers --------------------------------------------------------------------------------
 
-absl::Status CudaModelRunner::Impl::Attention(int64_t layer, int64_t rows, int64_t num_chunks,
-                                              int64_t num_decodes, int64_t width,
-                                              int64_t max_decode_ctx, const StepLayout& layout) {
+absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
+                                              const StepLayout& layout) {
   const cuda::PagedKvBf16 cache = LayerCache(layer);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config.head_dim)));
   if (!fast_attention) {
@@ -422,19 +490,19 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, int64_t rows, int64
     g.row_seq = At<int32_t>(layout.row_seq);
     g.row_position = At<int32_t>(layout.positions);
     g.out = attn.get();
-    g.rows = rows;
+    g.rows = f.rows;
     g.num_heads = config.num_heads;
-    g.max_blocks_per_seq = width;
+    g.max_blocks_per_seq = f.width;
     g.sliding_window = config.sliding_window;
     g.scale = scale;
     return cuda::GenericPagedAttention(g, stream);
   }
-  if (num_decodes > 0) {
+  if (f.num_decodes > 0) {
     // The decode kernel reads q contiguous: gather the decode rows' q out of the QKV rows.
     LY_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(
         qdec.get(), static_cast<size_t>(q_dim) * sizeof(bf16), qkv.get(),
         static_cast<size_t>(qkv_dim) * sizeof(bf16), static_cast<size_t>(q_dim) * sizeof(bf16),
-        static_cast<size_t>(num_decodes), cudaMemcpyDeviceToDevice, stream));
+        static_cast<size_t>(f.num_decodes), cudaMemcpyDeviceToDevice, stream));
     cuda::DecodeAttentionParams d;
     d.q = qdec.get();
     d.cache = cache;
@@ -442,13 +510,13 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, int64_t rows, int64
     d.context_lens = At<int32_t>(layout.context_lens);
     d.out = attn.get();
     d.workspace = decode_workspace.get();
-    d.shape.batch = num_decodes;
+    d.shape.batch = f.num_decodes;
     d.shape.num_heads = config.num_heads;
     d.shape.num_kv_heads = config.num_kv_heads;
     d.shape.head_dim = config.head_dim;
     d.shape.block_size = options.block_size;
-    d.shape.max_blocks_per_seq = width;
-    d.shape.max_context_len = max_decode_ctx;
+    d.shape.max_blocks_per_seq = f.width;
+    d.shape.max_context_len = f.max_decode_ctx;
     d.scale = scale;
     const cuda::DecodeAttentionPlan plan = cuda::PlanDecodeAttention(d.shape, device.num_sms);
     if (cuda::DecodeAttentionWorkspaceBytes(d.shape, plan) > decode_workspace_bytes) {
@@ -456,7 +524,7 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, int64_t rows, int64
     }
     LY_RETURN_IF_ERROR(cuda::DecodeAttention(d, plan, stream));
   }
-  if (!tiles_h.empty()) {
+  if (f.num_tiles > 0) {
     cuda::PrefillAttentionParams p;
     p.q = qkv.get();
     p.q_row_stride = qkv_dim;
@@ -468,18 +536,18 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, int64_t rows, int64
     p.shape.num_kv_heads = config.num_kv_heads;
     p.shape.head_dim = config.head_dim;
     p.shape.block_size = options.block_size;
-    p.shape.num_chunks = num_chunks;
-    p.shape.max_blocks_per_seq = width;
-    p.shape.num_tiles = static_cast<int64_t>(tiles_h.size());
+    p.shape.num_chunks = f.num_chunks;
+    p.shape.max_blocks_per_seq = f.width;
+    p.shape.num_tiles = f.num_tiles;
     p.scale = scale;
     LY_RETURN_IF_ERROR(cuda::PrefillAttention(p, stream));
   }
   return absl::OkStatus();
 }
 
-absl::Status CudaModelRunner::Impl::Layer(int64_t layer, int64_t rows, int64_t num_chunks,
-                                          int64_t num_decodes, int64_t width,
-                                          int64_t max_decode_ctx, const StepLayout& layout) {
+absl::Status CudaModelRunner::Impl::Layer(int64_t layer, const Forward& f,
+                                          const StepLayout& layout) {
+  const int64_t rows = f.rows;
   const CudaLayerWeights& w = weights->layers()[static_cast<size_t>(layer)];
   const int64_t hidden = config.hidden_size;
   const int64_t inter = CudaPaddedIntermediate(config);
@@ -538,8 +606,7 @@ absl::Status CudaModelRunner::Impl::Layer(int64_t layer, int64_t rows, int64_t n
   rope.v_row_stride = qkv_dim;
   LY_RETURN_IF_ERROR(cuda::RopeKvWrite(rope, stream));
 
-  LY_RETURN_IF_ERROR(
-      Attention(layer, rows, num_chunks, num_decodes, width, max_decode_ctx, layout));
+  LY_RETURN_IF_ERROR(Attention(layer, f, layout));
 
   LY_RETURN_IF_ERROR(Gemm(attn.get(), w.wo, delta.get(), rows, hidden, q_dim));
   if (w.bo != nullptr) {
@@ -601,56 +668,87 @@ absl::StatusOr<absl::Span<const float>> CudaModelRunner::Execute(
   m.dropped.assign(step.chunks.size(), -1.0f);
   if (size.rows == 0) return absl::Span<const float>();
 
-  int64_t num_decodes = 0, width = 0;
-  StepLayout layout;
-  LY_RETURN_IF_ERROR(m.Upload(step, size.rows, size.logit_rows, &num_decodes, &width, &layout));
-  int64_t max_decode_ctx = 1;
-  for (int32_t len : m.decode_ctx_h) max_decode_ctx = std::max<int64_t>(max_decode_ctx, len);
-  const int64_t num_chunks = static_cast<int64_t>(step.chunks.size());
-  const int64_t hidden = m.config.hidden_size;
-
-  cuda::EmbeddingGatherParams embed;
-  embed.table = m.weights->embed_tokens();
-  embed.ids = m.At<int32_t>(layout.ids);
-  embed.out = m.resid.get();
-  embed.tokens = size.rows;
-  embed.vocab = m.config.vocab_size;
-  embed.hidden = hidden;
-  LY_RETURN_IF_ERROR(cuda::EmbeddingGather(embed, m.stream));
-  for (int64_t l = 0; l < m.config.num_layers; ++l) {
-    LY_RETURN_IF_ERROR(
-        m.Layer(l, size.rows, num_chunks, num_decodes, width, max_decode_ctx, layout));
+  const bool pure_decode = std::all_of(step.chunks.begin(), step.chunks.end(), [](const auto& ch) {
+    return ch.token_ids.size() == 1 && ch.needs_logits;
+  });
+  if (m.options.cuda_graphs && pure_decode) {
+    // A decode step padded to its bucket replays a captured graph (cuda_graph_cache.h).
+    Impl::Forward f;
+    f.rows = f.num_chunks = f.logit_rows = DecodeBatchBucket(size.rows);
+    f.width = m.max_blocks_per_seq;
+    if (f.rows <= m.max_chunks) {
+      StepLayout layout;
+      int64_t max_ctx = 1;
+      LY_RETURN_IF_ERROR(m.UploadPaddedDecode(step, f.rows, &max_ctx, &layout));
+      f.num_decodes = m.fast_attention ? f.rows : 0;
+      f.max_decode_ctx = DecodeContextBucket(max_ctx, m.max_blocks_per_seq * m.options.block_size);
+      const CudaGraphCache::Key key{f.rows, f.max_decode_ctx};
+      if (m.graphs.CanLaunch(key)) {
+        LY_RETURN_IF_ERROR(
+            m.graphs.Launch(key, m.stream, [&m, &f, &layout] { return m.Run(f, layout); }));
+        return m.CopyLogits(size.logit_rows);
+      }
+      // Over the graph limit: this step runs eagerly below (its inputs are uploaded again).
+    }
   }
+  Impl::Forward f;
+  StepLayout layout;
+  f.rows = size.rows;
+  f.num_chunks = static_cast<int64_t>(step.chunks.size());
+  f.logit_rows = size.logit_rows;
+  LY_RETURN_IF_ERROR(m.Upload(step, size.rows, size.logit_rows, &f.num_decodes, &f.width, &layout));
+  f.num_tiles = static_cast<int64_t>(m.tiles_h.size());
+  for (int32_t len : m.decode_ctx_h) f.max_decode_ctx = std::max<int64_t>(f.max_decode_ctx, len);
+  LY_RETURN_IF_ERROR(m.Run(f, layout));
   if (size.logit_rows == 0) {
     LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
     return absl::Span<const float>();
   }
+  return m.CopyLogits(size.logit_rows);
+}
+
+absl::StatusOr<absl::Span<const float>> CudaModelRunner::Impl::CopyLogits(int64_t logit_rows) {
+  const size_t count = static_cast<size_t>(logit_rows * config.vocab_size);
+  LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits_h.get(), logits_d.get(), count * sizeof(float),
+                                          cudaMemcpyDeviceToHost, stream));
+  LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  return absl::Span<const float>(logits_h.get(), count);
+}
+
+// Everything a step enqueues after its inputs are on the device; only enqueues (no sync), so a
+// decode step can be captured into a graph.
+absl::Status CudaModelRunner::Impl::Run(const Forward& f, const StepLayout& layout) {
+  const int64_t hidden = config.hidden_size;
+  cuda::EmbeddingGatherParams embed;
+  embed.table = weights->embed_tokens();
+  embed.ids = At<int32_t>(layout.ids);
+  embed.out = resid.get();
+  embed.tokens = f.rows;
+  embed.vocab = config.vocab_size;
+  embed.hidden = hidden;
+  LY_RETURN_IF_ERROR(cuda::EmbeddingGather(embed, stream));
+  for (int64_t l = 0; l < config.num_layers; ++l) LY_RETURN_IF_ERROR(Layer(l, f, layout));
+  if (f.logit_rows == 0) return absl::OkStatus();
   // Final norm (with the last MLP's residual add) over every row, then the wanted rows only.
   cuda::RmsNormParams norm;
-  norm.x = m.delta.get();
-  norm.maybe_residual = m.resid.get();
-  norm.weight = m.weights->final_norm();
-  norm.out = m.h.get();
-  norm.rows = size.rows;
+  norm.x = delta.get();
+  norm.maybe_residual = resid.get();
+  norm.weight = weights->final_norm();
+  norm.out = h.get();
+  norm.rows = f.rows;
   norm.dim = hidden;
-  norm.eps = static_cast<float>(m.config.rms_norm_eps);
-  LY_RETURN_IF_ERROR(cuda::RmsNorm(norm, m.stream));
+  norm.eps = static_cast<float>(config.rms_norm_eps);
+  LY_RETURN_IF_ERROR(cuda::RmsNorm(norm, stream));
   cuda::EmbeddingGatherParams gather;  // a row gather: "table" = the normed rows
-  gather.table = m.h.get();
-  gather.ids = m.At<int32_t>(layout.logit_rows);
-  gather.out = m.logit_hidden.get();
-  gather.tokens = size.logit_rows;
-  gather.vocab = size.rows;
+  gather.table = h.get();
+  gather.ids = At<int32_t>(layout.logit_rows);
+  gather.out = logit_hidden.get();
+  gather.tokens = f.logit_rows;
+  gather.vocab = f.rows;
   gather.hidden = hidden;
-  LY_RETURN_IF_ERROR(cuda::EmbeddingGather(gather, m.stream));
-  const int64_t vocab = m.config.vocab_size;
-  LY_RETURN_IF_ERROR(m.Gemm(m.logit_hidden.get(), m.weights->lm_head(), m.logits_d.get(),
-                            size.logit_rows, vocab, hidden, cuda::GemmOutType::kFp32));
-  const size_t count = static_cast<size_t>(size.logit_rows * vocab);
-  LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(m.logits_h.get(), m.logits_d.get(), count * sizeof(float),
-                                          cudaMemcpyDeviceToHost, m.stream));
-  LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
-  return absl::Span<const float>(m.logits_h.get(), count);
+  LY_RETURN_IF_ERROR(cuda::EmbeddingGather(gather, stream));
+  return Gemm(logit_hidden.get(), weights->lm_head(), logits_d.get(), f.logit_rows,
+              config.vocab_size, hidden, cuda::GemmOutType::kFp32);
 }
 
 absl::Span<const float> CudaModelRunner::dropped_mass() const { return impl_->dropped; }
@@ -662,5 +760,8 @@ int64_t CudaModelRunner::weight_bytes() const {
   return static_cast<int64_t>(impl_->weights->bytes());
 }
 std::string CudaModelRunner::device_name() const { return impl_->device.name; }
+size_t CudaModelRunner::num_cuda_graphs() const { return impl_->graphs.num_graphs(); }
+int64_t CudaModelRunner::num_graph_replays() const { return impl_->graphs.num_replays(); }
+void CudaModelRunner::set_cuda_graphs(bool enabled) { impl_->options.cuda_graphs = enabled; }
 
 }  // namespace lychee

@@ -46,6 +46,7 @@ struct CudaModelRunnerOptions {
   double gpu_memory_utilization = 0.9;    // fraction of the device's memory this process may use
   uint64_t synthetic_seed = 0;            // synthetic weights' seed
   CudaAttentionKernels attention = CudaAttentionKernels::kAuto;
+  bool cuda_graphs = true;  // replay captured graphs for decode steps (cuda_graph_cache.h)
 };
 
 class CudaModelRunner final : public ModelRunner {
@@ -76,6 +77,11 @@ class CudaModelRunner final : public ModelRunner {
   int64_t kv_cache_bytes() const;
   int64_t weight_bytes() const;
   std::string device_name() const;
+  // Decode-step graphs captured so far and steps that replayed one.
+  size_t num_cuda_graphs() const;
+  int64_t num_graph_replays() const;
+  // Turns graph replay on or off from the next step (benchmarks compare both in one process).
+  void set_cuda_graphs(bool enabled);
 
  private:
   struct Impl;

@@ -189,6 +189,7 @@ absl::Status Engine::Impl::Load() {
     o.kv_cache_bytes = config_.kv_cache_bytes;
     o.num_kv_blocks_override = config_.num_kv_blocks_override;
     o.gpu_memory_utilization = config_.gpu_memory_utilization;
+    o.cuda_graphs = !config_.enforce_eager;
     o.synthetic_seed = config_.seed;
     LY_ASSIGN_OR_RETURN(std::unique_ptr<CudaModelRunner> cuda_runner,
                         CudaModelRunner::Create(model_config, archive ? &*archive : nullptr, o));

@@ -41,6 +41,7 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v, ServerConfig&
   if (key == "device") return Read(v, key, e.device);
   if (key == "tokenizer") return Read(v, key, e.tokenizer_dir);
   if (key == "gpu_memory_utilization") return Read(v, key, e.gpu_memory_utilization);
+  if (key == "enforce_eager") return Read(v, key, e.enforce_eager);
   if (key == "block_size") return Read(v, key, e.block_size);
   if (key == "kv_cache_bytes") return Read(v, key, e.kv_cache_bytes);
   if (key == "max_num_seqs") return Read(v, key, e.max_num_seqs);
@@ -143,6 +144,9 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
                  "tokenizer folder; default: the model folder (synthetic models need one)");
   app.add_option("--gpu-memory-utilization", flags.engine.gpu_memory_utilization,
                  "CUDA: fraction of the GPU's memory for weights, activations and KV cache");
+  app.add_option("--enforce-eager", flags.engine.enforce_eager,
+                 "CUDA: run decode steps kernel by kernel instead of replaying CUDA graphs "
+                 "(true/false)");
   app.add_option("--block-size", flags.engine.block_size, "KV cache tokens per block");
   app.add_option("--kv-cache-bytes", flags.engine.kv_cache_bytes, "KV pool bytes; 0: automatic");
   app.add_option("--max-num-seqs", flags.engine.max_num_seqs, "requests per step at most");
@@ -186,6 +190,7 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   if (given("--gpu-memory-utilization")) {
     c.engine.gpu_memory_utilization = flags.engine.gpu_memory_utilization;
   }
+  if (given("--enforce-eager")) c.engine.enforce_eager = flags.engine.enforce_eager;
   if (given("--block-size")) c.engine.block_size = flags.engine.block_size;
   if (given("--kv-cache-bytes")) c.engine.kv_cache_bytes = flags.engine.kv_cache_bytes;
   if (given("--max-num-seqs")) c.engine.max_num_seqs = flags.engine.max_num_seqs;

@@ -7,7 +7,8 @@
 //  - random models with head_dim 64 and 128, GQA groups 4 and 7, written as safetensors: mixed
 //    steps of prefill chunks (1 to 130 rows, so prefill tiles split) and decodes through the
 //    tensor-core kernels, and through the generic kernel, each within bf16 tolerance of the fp32
-//    CpuModelRunner on the same steps;
+//    CpuModelRunner on the same steps, and decode steps replayed as CUDA graphs against the same
+//    steps run eagerly;
 //  - invalid steps are rejected before anything runs.
 // Seeds: LYCHEE_TEST_SEED=<seed> replays a failure.
 #include "engine/cuda_model_runner.h"
@@ -304,21 +305,37 @@ TEST_P(CudaRandomModelTest, MixedStepsMatchTheCpuRunner) {
   };
   RunToCompletion(**cpu, want, /*budget=*/256, rng_cpu, teacher, chunk_sizes);
 
-  // The same steps on the GPU through the tensor-core kernels and through the generic kernel.
-  std::vector<SimSeq> runs[2];
-  for (int k = 0; k < 2; ++k) {
-    const CudaAttentionKernels kernels =
-        k == 0 ? CudaAttentionKernels::kAuto : CudaAttentionKernels::kGeneric;
+  // The same steps on the GPU through the tensor-core kernels (decode steps replaying CUDA
+  // graphs, then eagerly) and through the generic kernel.
+  struct GpuRun {
+    CudaAttentionKernels kernels;
+    bool graphs;
+  };
+  const GpuRun kRuns[] = {{CudaAttentionKernels::kAuto, true},
+                          {CudaAttentionKernels::kGeneric, false},
+                          {CudaAttentionKernels::kAuto, false}};
+  std::vector<SimSeq> runs[3];
+  for (int k = 0; k < 3; ++k) {
     auto gpu = MakeCudaRunner(dir, {.block_size = kBlock,
                                     .max_num_batched_tokens = 256,
                                     .max_num_seqs = 8,
-                                    .attention = kernels});
+                                    .attention = kRuns[k].kernels,
+                                    .cuda_graphs = kRuns[k].graphs});
     ASSERT_NE(gpu, nullptr);
     ASSERT_GE(gpu->num_kv_blocks(), 96);
     std::mt19937_64 rng_gpu(seed);  // the same tokens, blocks and schedule as the CPU run
     runs[k] = MakeSeqs(prompt_lens, decode, vocab, rng_gpu);
     AssignBlocks(runs[k], kBlock, 96, rng_gpu);
     RunToCompletion(*gpu, runs[k], /*budget=*/256, rng_gpu, teacher, chunk_sizes);
+    if (kRuns[k].graphs) {
+      // Decode steps of several batch sizes (sequences finish at different steps) replayed.
+      EXPECT_GT(gpu->num_graph_replays(), 0);
+      EXPECT_GE(gpu->num_cuda_graphs(), 1u);
+      std::printf("%s: %zu CUDA graphs, %lld replays\n", shape.name, gpu->num_cuda_graphs(),
+                  static_cast<long long>(gpu->num_graph_replays()));
+    } else {
+      EXPECT_EQ(gpu->num_graph_replays(), 0);
+    }
   }
   // Each GPU run against the fp32 CPU runner (bf16 weights, activations and K/V against fp32),
   // and the two GPU runs against each other (the same bf16 rounding before attention, so only
@@ -330,7 +347,8 @@ TEST_P(CudaRandomModelTest, MixedStepsMatchTheCpuRunner) {
     double tol;
   } comparisons[] = {{"tensor-core vs CPU fp32", runs[0], want, kBf16Tol},
                      {"generic vs CPU fp32", runs[1], want, kBf16Tol},
-                     {"tensor-core vs generic", runs[0], runs[1], kKernelTol}};
+                     {"tensor-core vs generic", runs[0], runs[1], kKernelTol},
+                     {"graphs vs eager", runs[0], runs[2], kKernelTol}};
   for (const auto& c : comparisons) {
     SCOPED_TRACE(c.what);
     double worst = 0.0;

@@ -43,6 +43,7 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
   EXPECT_EQ(from_file.engine.seed, defaults.engine.seed);
   EXPECT_EQ(from_file.engine.tokenizer_dir, defaults.engine.tokenizer_dir);
   EXPECT_EQ(from_file.engine.gpu_memory_utilization, defaults.engine.gpu_memory_utilization);
+  EXPECT_EQ(from_file.engine.enforce_eager, defaults.engine.enforce_eager);
   EXPECT_EQ(from_file.shutdown_grace_seconds, defaults.shutdown_grace_seconds);
   EXPECT_EQ(from_file.log_level, defaults.log_level);
   EXPECT_TRUE(ValidateServerConfig(from_file).ok());
@@ -51,7 +52,8 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
        {"model:", "served_model_name:", "host:", "grpc_port:", "http_port:", "device:",
         "block_size:", "kv_cache_bytes:", "max_num_seqs:", "max_num_batched_tokens:",
         "max_model_len:", "max_queue_len:", "enable_prefix_caching:", "seed:",
-        "shutdown_grace_seconds:", "log_level:", "tokenizer:", "gpu_memory_utilization:"}) {
+        "shutdown_grace_seconds:", "log_level:", "tokenizer:", "gpu_memory_utilization:",
+        "enforce_eager:"}) {
     EXPECT_NE(text->find(std::string("\n") + key), std::string::npos) << key;
   }
 }
