@@ -15,6 +15,20 @@
 
 namespace lychee {
 
+// Per chunk of the last Execute, what its sparse policy did (dense chunks: max_bound -1 and
+// zeros). Filled by the runner; the engine turns it into metrics and the per-request report.
+struct SparseChunkStats {
+  float max_bound = -1.0f;       // largest certified dropped-mass bound over layers and kv heads
+  double sum_bound = 0.0;        // sum of the per-(layer, kv head) bounds; mean = sum / heads
+  int64_t heads = 0;             // (layer, kv head) selections
+  int64_t kv_tokens_read = 0;    // KV tokens read, summed over layers and kv heads
+  int64_t kv_tokens_dense = 0;   // what dense attention reads for the same chunk
+  int64_t widenings = 0;         // kv-head budgets widened to meet max_dropped_mass
+  float exact_max = -1.0f;       // audited chunks: the exact dropped mass (max over layers and
+                                 // kv heads); -1: not audited
+  double selection_seconds = 0;  // time in Policy::Select
+};
+
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;

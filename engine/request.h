@@ -20,10 +20,39 @@ namespace lychee {
 
 // Which KV blocks each attention head reads (sparsity/). Only "dense" exists yet; the field
 // travels with every request so that policies plug in without changing the front ends.
+// LycheeDecode's per-request knobs (sparsity/lychee_policy.h).
+struct LycheeKnobs {
+  std::string mode = "block";       // "block" (top blocks, the fast default) or "token"
+  int64_t sink_tokens = 16;         // always read: the first tokens
+  int64_t local_tokens = 64;        // always read: the most recent tokens
+  int64_t correction_interval = 0;  // > 0: recompute the last N generated tokens' K/V densely
+                                    // every N generated tokens (cache correction); 0: off
+};
+
+// PrHS's per-request knobs (sparsity/prhs_policy.h).
+struct PrhsKnobs {
+  double tau = 0.8;                // CIS: reuse the anchor's selection while cos(q, q_anchor) > tau
+  int64_t dilation = 1;            // CIS: widen the top selected blocks by ±dilation blocks
+  double dilate_fraction = 1.0 / 3.0;  // CIS: the fraction of selected blocks that are widened
+  int64_t sink_tokens = 16;        // always read
+  int64_t local_tokens = 64;       // always read
+  // PSAW: layers l >= psaw_start_layer skip the oldest floor((1 - phi^(alpha (l - l_s) /
+  // (N - l_s))) t) tokens (sinks excepted). psaw_phi = 1 turns it off.
+  int64_t psaw_start_layer = 0;
+  double psaw_phi = 1.0;
+  double psaw_alpha = 1.0;
+};
+
 struct PolicySpec {
   std::string name = "dense";
-  int64_t budget_tokens = 2048;   // sparse policies: KV tokens read per head and step
-  double max_dropped_mass = 1.0;  // prhs: bound on the softmax mass of skipped keys
+  int64_t budget_tokens = 2048;   // sparse policies: KV tokens read per kv head and step
+                                  // (sink and local tokens included)
+  double max_dropped_mass = 1.0;  // certified bound on the softmax mass of skipped keys, per
+                                  // layer, kv head and step; 1 = no constraint, 0 = read all
+  double audit_rate = 0.0;        // fraction of sparse decode steps also run densely to
+                                  // measure the exact dropped mass (metrics, report)
+  LycheeKnobs lychee;
+  PrhsKnobs prhs;
 };
 
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };

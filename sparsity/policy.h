@@ -13,7 +13,8 @@
 // policy_factory.h) and uses it on the engine thread only; a Policy may keep scratch between
 // calls, so it is not shared. "dense" has no Policy object at all, so the dense path costs
 // nothing. Stateless policies (streaming, quest) ignore AfterAttention; stateful ones (lychee,
-// prhs, later) keep per-request state there.
+// prhs) keep per-request state there. Select is called for layers 0 .. N-1 in order within a
+// decode step.
 #pragma once
 
 #include <cstdint>
@@ -33,22 +34,37 @@ struct DecodeQuery {
   int64_t position = 0;                   // of the query token
   int64_t num_heads = 0;                  // query heads (GQA: a multiple of cache.num_kv_heads)
   int64_t layer = 0;
+  int64_t num_layers = 0;
   float scale = 1.0f;  // score scale (1/sqrt(head_dim))
   int64_t num_blocks() const { return position / cache.block_size + 1; }  // blocks with keys
 };
 
-// The blocks read per kv head: logical block indices (into block_table), strictly ascending,
-// blocks[offsets[g] .. offsets[g + 1]) for kv head g. Reused across calls without reallocating.
+// What each kv head reads: strictly ascending indices per kv head, indices[offsets[g] ..
+// offsets[g + 1]) for kv head g. Block granularity (the default): logical block indices (into
+// block_table); token granularity (LycheeDecode's token mode): token positions. Reused across
+// calls without reallocating.
 struct Selection {
-  std::vector<int32_t> blocks;
+  bool token_level = false;
+  std::vector<int32_t> blocks;   // block indices, or token positions when token_level
   std::vector<int64_t> offsets;  // [num_kv_heads + 1]
 
-  void Clear() {
+  void Clear(bool tokens = false) {
+    token_level = tokens;
     blocks.clear();
     offsets.assign(1, 0);
   }
   // Ends kv head offsets.size() - 1's list.
   void EndHead() { offsets.push_back(static_cast<int64_t>(blocks.size())); }
+};
+
+// Counters a policy accumulates over its request (metrics and the per-request report).
+struct PolicyCounters {
+  int64_t head_selections = 0;    // (step, layer, kv head) selections made
+  int64_t reused = 0;             // of which reused an earlier set without scoring (LycheeDecode
+                                  // sparse heads, PrHS CIS hits)
+  int64_t dense_fallbacks = 0;    // heads that read everything because the bound could not be
+                                  // met in advance (PrHS)
+  int64_t cache_corrections = 0;  // LycheeDecode cache corrections scheduled
 };
 
 // The request's limits, fixed when the policy is made (PolicySpec's fields).
@@ -67,15 +83,19 @@ class Policy {
   // The policy's name as requests spell it ("streaming", "quest").
   virtual std::string_view name() const = 0;
 
-  // Fills `selection` for `query` reading about `budget_tokens` KV tokens per kv head (the
-  // request's budget, or more when the runner grows it to meet max_dropped_mass). A budget
-  // covering every block selects every block.
-  virtual void Select(const DecodeQuery& query, int64_t budget_tokens, Selection* selection) = 0;
+  // Fills `selection` for `query`, kv head g reading about `budget_tokens[g]` KV tokens (the
+  // request's budget, or more for the heads whose bound the runner widens to meet
+  // max_dropped_mass). A budget covering every block selects every block. May be called more
+  // than once for the same layer (widening): only AfterAttention commits state.
+  virtual void Select(const DecodeQuery& query, absl::Span<const int64_t> budget_tokens,
+                      Selection* selection) = 0;
 
-  // After the sparse kernel ran: the certified dropped-mass bound per query head. For stateful
-  // policies (refreshing a selection when the bound grows); stateless ones ignore it.
+  // After the sparse kernel ran with the last Select's selection: the certified dropped-mass
+  // bound per query head. Stateful policies (lychee, prhs) commit the layer's state here.
   virtual void AfterAttention(const DecodeQuery& /*query*/,
                               absl::Span<const float> /*head_dropped_mass*/) {}
+
+  virtual PolicyCounters counters() const { return {}; }
 
  private:
   PolicyLimits limits_;
