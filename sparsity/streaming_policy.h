@@ -21,7 +21,8 @@ class StreamingPolicy final : public Policy {
       : Policy(limits), sink_tokens_(sink_tokens) {}
 
   std::string_view name() const override { return "streaming"; }
-  void Select(const DecodeQuery& query, int64_t budget_tokens, Selection* selection) override;
+  void Select(const DecodeQuery& query, absl::Span<const int64_t> budget_tokens,
+              Selection* selection) override;
 
  private:
   int64_t sink_tokens_;

@@ -35,27 +35,83 @@ PolicySpec Spec(const std::string& name, int64_t budget, double max_mass = 1.0) 
   return spec;
 }
 
+// A context of 16-token blocks for a 4-layer, 2-kv-head model, without a head-role mask.
+PolicyContext Context(bool with_roles = false) {
+  PolicyContext c;
+  c.block_size = 16;
+  c.num_layers = 4;
+  c.num_kv_heads = 2;
+  if (with_roles) c.head_roles = std::make_shared<HeadRoles>(4, 2);
+  return c;
+}
+
+// The same budget for every kv head.
+std::vector<int64_t> Budgets(int64_t budget, int64_t kv_heads) {
+  return std::vector<int64_t>(static_cast<size_t>(kv_heads), budget);
+}
+
 TEST(PolicyFactoryTest, ValidatesAndMakes) {
-  auto unknown = MakePolicy(Spec("lychee", 64), 16);
+  auto unknown = MakePolicy(Spec("sparse", 64), Context());
   ASSERT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(unknown.status().message()).find("dense, streaming, quest"),
+  EXPECT_NE(std::string(unknown.status().message()).find("dense, streaming, quest, lychee, prhs"),
             std::string::npos);
-  EXPECT_EQ(MakePolicy(Spec("quest", 8), 16).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(MakePolicy(Spec("quest", 64, 1.5), 16).status().code(),
+  EXPECT_EQ(MakePolicy(Spec("quest", 8), Context()).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(MakePolicy(Spec("quest", 64, -0.1), 16).status().code(),
+  EXPECT_EQ(MakePolicy(Spec("quest", 64, 1.5), Context()).status().code(),
             absl::StatusCode::kInvalidArgument);
-  auto dense = MakePolicy(Spec("dense", 1), 16);  // dense ignores the budget
+  EXPECT_EQ(MakePolicy(Spec("quest", 64, -0.1), Context()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto dense = MakePolicy(Spec("dense", 1), Context());  // dense ignores the budget
   ASSERT_TRUE(dense.ok());
   EXPECT_EQ(*dense, nullptr);
-  auto quest = MakePolicy(Spec("quest", 64, 0.5), 16);
+  auto quest = MakePolicy(Spec("quest", 64, 0.5), Context());
   ASSERT_TRUE(quest.ok());
   EXPECT_EQ((*quest)->name(), "quest");
   EXPECT_EQ((*quest)->limits().budget_tokens, 64);
   EXPECT_EQ((*quest)->limits().max_dropped_mass, 0.5);
-  auto streaming = MakePolicy(Spec("streaming", 16), 16);
+  auto streaming = MakePolicy(Spec("streaming", 16), Context());
   ASSERT_TRUE(streaming.ok());
   EXPECT_EQ((*streaming)->name(), "streaming");
+}
+
+TEST(PolicyFactoryTest, LycheeNeedsAMaskAndKnobsAreChecked) {
+  auto no_mask = MakePolicy(Spec("lychee", 64), Context());
+  ASSERT_EQ(no_mask.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(no_mask.status().message()).find("lychee-calibrate"), std::string::npos);
+  auto lychee = MakePolicy(Spec("lychee", 64), Context(/*with_roles=*/true));
+  ASSERT_TRUE(lychee.ok()) << lychee.status();
+  EXPECT_EQ((*lychee)->name(), "lychee");
+  PolicySpec bad_mode = Spec("lychee", 64);
+  bad_mode.lychee.mode = "tokens";
+  auto st = ValidatePolicySpec(bad_mode, Context(true));
+  EXPECT_NE(std::string(st.message()).find("policy.lychee.mode"), std::string::npos) << st;
+  auto prhs = MakePolicy(Spec("prhs", 64, 0.1), Context());
+  ASSERT_TRUE(prhs.ok()) << prhs.status();
+  EXPECT_EQ((*prhs)->name(), "prhs");
+  const struct {
+    void (*edit)(PolicySpec&);
+    const char* field;
+  } bad[] = {{[](PolicySpec& p) { p.prhs.tau = 1.5; }, "policy.prhs.tau"},
+             {[](PolicySpec& p) { p.prhs.dilation = -1; }, "policy.prhs.dilation"},
+             {[](PolicySpec& p) { p.prhs.dilate_fraction = 2; }, "policy.prhs.dilate_fraction"},
+             {[](PolicySpec& p) { p.prhs.local_tokens = 0; }, "policy.prhs.local_tokens"},
+             {[](PolicySpec& p) { p.prhs.psaw_phi = 0; }, "policy.prhs.psaw_phi"},
+             {[](PolicySpec& p) { p.audit_rate = 1.5; }, "policy.audit_rate"}};
+  for (const auto& b : bad) {
+    PolicySpec spec = Spec("prhs", 64);
+    b.edit(spec);
+    auto status = ValidatePolicySpec(spec, Context());
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << b.field;
+    EXPECT_NE(std::string(status.message()).find(b.field), std::string::npos) << status;
+  }
+  // Sliding-window models: sparse policies are refused, dense is fine.
+  PolicyContext sliding = Context(true);
+  sliding.sliding_window = true;
+  EXPECT_EQ(ValidatePolicySpec(Spec("quest", 64), sliding).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ValidatePolicySpec(Spec("dense", 64), sliding).ok());
+  // max_dropped_mass 0 (read everything) is valid.
+  EXPECT_TRUE(ValidatePolicySpec(Spec("prhs", 64, 0.0), Context()).ok());
 }
 
 DecodeQuery Query(const RandomPagedCache& c, const std::vector<float>& q, int64_t pos,
@@ -77,14 +133,16 @@ TEST(StreamingPolicyTest, SinkBlockAndRecentWindow) {
   const auto q = RandomVector(rng, 4 * 8);
   StreamingPolicy policy(PolicyLimits{64, 1.0});
   Selection sel;
-  policy.Select(Query(c, q, 199, 4), 64, &sel);  // 13 blocks: 0 and the last three
+  policy.Select(Query(c, q, 199, 4), Budgets(64, 2), &sel);  // 13 blocks: 0 and the last three
   for (int64_t g = 0; g < 2; ++g)
     EXPECT_EQ(HeadBlocks(sel, g), (std::vector<int32_t>{0, 10, 11, 12}));
-  policy.Select(Query(c, q, 20, 4), 64, &sel);  // 2 blocks: both
+  policy.Select(Query(c, q, 20, 4), Budgets(64, 2), &sel);  // 2 blocks: both
   EXPECT_EQ(HeadBlocks(sel, 0), (std::vector<int32_t>{0, 1}));
-  policy.Select(Query(c, q, 199, 4), 16, &sel);  // budget of one block: sink and query block
+  // Budget of one block: sink and query block; per-kv-head budgets are independent.
+  policy.Select(Query(c, q, 199, 4), std::vector<int64_t>{64, 16}, &sel);
+  EXPECT_EQ(HeadBlocks(sel, 0), (std::vector<int32_t>{0, 10, 11, 12}));
   EXPECT_EQ(HeadBlocks(sel, 1), (std::vector<int32_t>{0, 12}));
-  policy.Select(Query(c, q, 199, 4), 4096, &sel);  // everything
+  policy.Select(Query(c, q, 199, 4), Budgets(4096, 2), &sel);  // everything
   EXPECT_EQ(HeadBlocks(sel, 0).size(), 13u);
 }
 
@@ -103,7 +161,7 @@ TEST(QuestPolicyTest, EqualsBruteForceTopKByBound) {
     QuestPolicy policy(PolicyLimits{budget, 1.0});
     Selection sel;
     const DecodeQuery query = Query(c, q, pos, heads);
-    policy.Select(query, budget, &sel);
+    policy.Select(query, Budgets(budget, kv_heads), &sel);
 
     std::vector<float> bounds(static_cast<size_t>(heads * nb));
     cpu::BlockScoreBoundsParams bp;
