@@ -60,8 +60,17 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(ModelConfig config, M
   return m;
 }
 
-absl::StatusOr<absl::Span<const float>> CpuModel::Decode(int32_t token) {
-  return Prefill(absl::MakeConstSpan(&token, 1), LogitsMode::kLast);
+absl::StatusOr<absl::Span<const float>> CpuModel::Decode(int32_t token, sparsity::Policy* policy) {
+  if (policy == nullptr) return Prefill(absl::MakeConstSpan(&token, 1), LogitsMode::kLast);
+  if (token < 0 || token >= vocab_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("token id ", token, " outside the vocabulary"));
+  }
+  if (num_tokens_ + 1 > max_context_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the sequence would exceed the context of ", max_context_, " tokens"));
+  }
+  decode_token_ = token;
+  return Step(absl::MakeConstSpan(&decode_token_, 1), /*last_row_logits=*/true, nullptr, policy);
 }
 
 absl::StatusOr<absl::Span<const float>> CpuModel::Prefill(absl::Span<const int32_t> tokens,
@@ -104,7 +113,8 @@ absl::StatusOr<absl::Span<const float>> CpuModel::Prefill(absl::Span<const int32
 
 absl::StatusOr<absl::Span<const float>> CpuModel::Step(absl::Span<const int32_t> tokens,
                                                        bool last_row_logits,
-                                                       float* maybe_all_logits) {
+                                                       float* maybe_all_logits,
+                                                       sparsity::Policy* policy) {
   ScheduledChunk& chunk = step_.chunks[0];
   chunk.token_ids = tokens;
   chunk.start_position = num_tokens_;
@@ -115,7 +125,11 @@ absl::StatusOr<absl::Span<const float>> CpuModel::Step(absl::Span<const int32_t>
     const size_t size = tokens.size() * static_cast<size_t>(vocab_size());
     LY_RETURN_IF_ERROR(runner_->ExecuteAllLogits(step_, absl::MakeSpan(maybe_all_logits, size)));
   } else {
-    LY_ASSIGN_OR_RETURN(logits, runner_->Execute(step_));
+    sparsity::Policy* const policies[] = {policy};
+    LY_ASSIGN_OR_RETURN(
+        logits,
+        runner_->Execute(step_, policy != nullptr ? absl::Span<sparsity::Policy* const>(policies)
+                                                  : absl::Span<sparsity::Policy* const>()));
   }
   num_tokens_ += static_cast<int64_t>(tokens.size());
   return logits;

@@ -59,8 +59,9 @@ class CpuModel {
   // the sequence would exceed max_context().
   absl::StatusOr<absl::Span<const float>> Prefill(absl::Span<const int32_t> tokens,
                                                   LogitsMode mode = LogitsMode::kAll);
-  // One token: Prefill({token}, kLast).
-  absl::StatusOr<absl::Span<const float>> Decode(int32_t token);
+  // One token: Prefill({token}, kLast). With `policy`, a decode step through that sparse policy
+  // (lychee-calibrate records head roles this way; tests drive policies without an engine).
+  absl::StatusOr<absl::Span<const float>> Decode(int32_t token, sparsity::Policy* policy = nullptr);
   // Starts a new sequence (keeps buffers).
   void Reset() { num_tokens_ = 0; }
 
@@ -70,11 +71,13 @@ class CpuModel {
   // `maybe_all_logits` when given ([tokens.size(), vocab]); otherwise the returned span holds the
   // last row's logits when `last_row_logits`, or nothing.
   absl::StatusOr<absl::Span<const float>> Step(absl::Span<const int32_t> tokens,
-                                               bool last_row_logits, float* maybe_all_logits);
+                                               bool last_row_logits, float* maybe_all_logits,
+                                               sparsity::Policy* policy = nullptr);
 
   int64_t max_context_ = 0;
   int64_t prefill_chunk_ = 0;
   int64_t num_tokens_ = 0;
+  int32_t decode_token_ = 0;  // a policy decode step's token (the chunk's span points here)
   // The pool before the runner that borrows it, so the runner is destroyed first.
   std::unique_ptr<KvPool> pool_;
   std::unique_ptr<CpuModelRunner> runner_;

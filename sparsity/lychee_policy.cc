@@ -13,27 +13,25 @@ LycheePolicy::LycheePolicy(const PolicyLimits& limits, const LycheeKnobs& knobs,
                            std::shared_ptr<const HeadRoles> roles)
     : Policy(limits), knobs_(knobs), token_mode_(knobs.mode == "token"), roles_(std::move(roles)) {}
 
-void LycheePolicy::ChooseSet(const DecodeQuery& query, int64_t kv_head, int64_t budget_tokens,
-                             std::vector<int32_t>* out) {
+void LycheeTopSet(const DecodeQuery& query, int64_t kv_head, const LycheeKnobs& knobs,
+                  int64_t budget_tokens, LycheeScratch* scratch, std::vector<int32_t>* out) {
   const int64_t bs = query.cache.block_size;
-  qbar_.resize(static_cast<size_t>(query.cache.head_dim));
-  GroupMeanQuery(query, kv_head, qbar_.data());
+  scratch->qbar.resize(static_cast<size_t>(query.cache.head_dim));
+  GroupMeanQuery(query, kv_head, scratch->qbar.data());
   out->clear();
-  if (token_mode_) {
-    const int64_t n = query.position + 1;
-    scores_.resize(static_cast<size_t>(n));
-    ExactTokenScores(query, kv_head, qbar_.data(), scores_.data());
-    AppendTopK(scores_, knobs_.sink_tokens, std::max<int64_t>(1, knobs_.local_tokens),
-               budget_tokens, {}, &order_, out);
+  if (knobs.mode == "token") {
+    scratch->scores.resize(static_cast<size_t>(query.position + 1));
+    ExactTokenScores(query, kv_head, scratch->qbar.data(), scratch->scores.data());
+    AppendTopK(scratch->scores, knobs.sink_tokens, std::max<int64_t>(1, knobs.local_tokens),
+               budget_tokens, {}, &scratch->order, out);
   } else {
-    const int64_t n = query.num_blocks();
-    scores_.resize(static_cast<size_t>(n));
-    ExactBlockScores(query, kv_head, qbar_.data(), scores_.data());
-    const int64_t sink_blocks = (knobs_.sink_tokens + bs - 1) / bs;
+    scratch->scores.resize(static_cast<size_t>(query.num_blocks()));
+    ExactBlockScores(query, kv_head, scratch->qbar.data(), scratch->scores.data());
+    const int64_t sink_blocks = (knobs.sink_tokens + bs - 1) / bs;
     // The query's own (possibly partial) block plus enough whole blocks for the local window.
-    const int64_t local_blocks = 1 + (std::max<int64_t>(0, knobs_.local_tokens - 1) + bs - 1) / bs;
-    AppendTopK(scores_, sink_blocks, local_blocks, std::max<int64_t>(1, budget_tokens / bs), {},
-               &order_, out);
+    const int64_t local_blocks = 1 + (std::max<int64_t>(0, knobs.local_tokens - 1) + bs - 1) / bs;
+    AppendTopK(scratch->scores, sink_blocks, local_blocks, std::max<int64_t>(1, budget_tokens / bs),
+               {}, &scratch->order, out);
   }
 }
 
@@ -54,14 +52,14 @@ void LycheePolicy::Select(const DecodeQuery& query, absl::Span<const int64_t> bu
     if (retrieval) {
       // Dense attention over everything, and the set for the deeper sparse heads.
       for (int64_t i = 0; i < n; ++i) selection->blocks.push_back(static_cast<int32_t>(i));
-      ChooseSet(query, g, limits().budget_tokens, &pending_[gi]);
+      LycheeTopSet(query, g, knobs_, limits().budget_tokens, &scratch_, &pending_[gi]);
       has_pending_[gi] = 1;
     } else if (budget_tokens[gi] <= limits().budget_tokens) {
       selection->blocks.insert(selection->blocks.end(), inherited.begin(), inherited.end());
       reused_[gi] = 1;
     } else {
       // Widened: the inherited set plus the head's own best up to the widened budget.
-      ChooseSet(query, g, budget_tokens[gi], &own_);
+      LycheeTopSet(query, g, knobs_, budget_tokens[gi], &scratch_, &own_);
       std::set_union(inherited.begin(), inherited.end(), own_.begin(), own_.end(),
                      std::back_inserter(selection->blocks));
     }

@@ -29,6 +29,18 @@
 
 namespace lychee::sparsity {
 
+// Scratch for LycheeTopSet, kept by its caller between calls.
+struct LycheeScratch {
+  std::vector<float> qbar, scores;
+  std::vector<int32_t> order;
+};
+
+// The set a retrieval head of kv head `kv_head` chooses (ascending; block indices, or positions
+// when knobs.mode is "token"): the sink and local ranges plus the top scores of the group-mean
+// query, `budget_tokens` in all. Shared with the head-role calibration.
+void LycheeTopSet(const DecodeQuery& query, int64_t kv_head, const LycheeKnobs& knobs,
+                  int64_t budget_tokens, LycheeScratch* scratch, std::vector<int32_t>* out);
+
 class LycheePolicy final : public Policy {
  public:
   LycheePolicy(const PolicyLimits& limits, const LycheeKnobs& knobs,
@@ -41,11 +53,6 @@ class LycheePolicy final : public Policy {
   PolicyCounters counters() const override { return counters_; }
 
  private:
-  bool token_mode() const { return token_mode_; }
-  // The set a retrieval head (or a widened sparse head) chooses from its own scores.
-  void ChooseSet(const DecodeQuery& query, int64_t kv_head, int64_t budget_tokens,
-                 std::vector<int32_t>* out);
-
   LycheeKnobs knobs_;
   bool token_mode_;
   std::shared_ptr<const HeadRoles> roles_;
@@ -56,9 +63,8 @@ class LycheePolicy final : public Policy {
   std::vector<uint8_t> has_pending_;
   std::vector<uint8_t> reused_;  // this layer: the head read an inherited set
   PolicyCounters counters_;
-  // Scratch.
-  std::vector<float> qbar_, scores_;
-  std::vector<int32_t> order_, own_;
+  LycheeScratch scratch_;
+  std::vector<int32_t> own_;
 };
 
 }  // namespace lychee::sparsity
