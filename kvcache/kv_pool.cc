@@ -12,7 +12,9 @@ namespace lychee {
 int64_t KvBytesPerBlock(const KvCacheShape& s) {
   const int64_t kv_floats = 2 * s.num_kv_heads * s.block_size * s.head_dim;
   const int64_t summary_floats = s.num_kv_heads * 2 * s.head_dim;
-  return s.num_layers * (kv_floats + summary_floats) * static_cast<int64_t>(sizeof(float));
+  const int64_t ball_floats = s.num_kv_heads * (s.head_dim + 1);
+  return s.num_layers * (kv_floats + summary_floats + ball_floats) *
+         static_cast<int64_t>(sizeof(float));
 }
 
 int64_t KvBytesForTokens(const KvCacheShape& shape, int64_t num_tokens) {
@@ -44,6 +46,7 @@ KvPool::KvPool(const KvCacheShape& shape, int64_t num_blocks)
       << "degenerate KV pool";
   kv_.assign(static_cast<size_t>(shape.num_layers * LayerKvFloats()), 0.0f);
   key_summary_.assign(static_cast<size_t>(shape.num_layers * LayerSummaryFloats()), 0.0f);
+  key_ball_.assign(static_cast<size_t>(shape.num_layers * LayerBallFloats()), 0.0f);
 }
 
 int64_t KvPool::LayerKvFloats() const {
@@ -54,8 +57,13 @@ int64_t KvPool::LayerSummaryFloats() const {
   return num_blocks_ * shape_.num_kv_heads * 2 * shape_.head_dim;
 }
 
+int64_t KvPool::LayerBallFloats() const {
+  return num_blocks_ * shape_.num_kv_heads * (shape_.head_dim + 1);
+}
+
 int64_t KvPool::bytes() const {
-  return static_cast<int64_t>((kv_.size() + key_summary_.size()) * sizeof(float));
+  return static_cast<int64_t>((kv_.size() + key_summary_.size() + key_ball_.size()) *
+                              sizeof(float));
 }
 
 PagedKvView KvPool::View(int64_t layer) {
@@ -67,6 +75,7 @@ PagedKvView KvPool::View(int64_t layer) {
   v.num_kv_heads = shape_.num_kv_heads;
   v.block_size = shape_.block_size;
   v.head_dim = shape_.head_dim;
+  v.key_ball = key_ball_.data() + layer * LayerBallFloats();
   return v;
 }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// KvPool: the storage of the paged KV cache (every layer's K/V blocks and key summaries), and the
-// arithmetic that sizes it from a memory budget.
+// KvPool: the storage of the paged KV cache (every layer's K/V blocks and key summaries: the
+// min/max box and the centroid/radius ball of paged_kv_view.h), and the arithmetic that sizes
+// it from a memory budget.
 //
 // Ownership: the engine creates one KvPool next to the KvCacheManager (which only does the block
 // bookkeeping) and lends views of it to the model runner. Contents are written and read only on
@@ -25,7 +26,8 @@ struct KvCacheShape {
 };
 
 // Bytes one block takes across all layers: K and V (2 × kv_heads × block_size × head_dim fp32)
-// plus the key summaries (kv_heads × 2 × head_dim fp32), times the layers.
+// plus the key summaries (box: kv_heads × 2 × head_dim fp32; ball: kv_heads × (head_dim + 1)
+// fp32), times the layers.
 int64_t KvBytesPerBlock(const KvCacheShape& shape);
 
 // Bytes of the blocks that hold `num_tokens` tokens (rounded up to whole blocks): the budget
@@ -70,11 +72,13 @@ class KvPool {
  private:
   int64_t LayerKvFloats() const;
   int64_t LayerSummaryFloats() const;
+  int64_t LayerBallFloats() const;
 
   KvCacheShape shape_;
   int64_t num_blocks_ = 0;
   std::vector<float> kv_;           // [num_layers] × layer kv
-  std::vector<float> key_summary_;  // [num_layers] × layer summaries
+  std::vector<float> key_summary_;  // [num_layers] × layer summaries (min/max)
+  std::vector<float> key_ball_;     // [num_layers] × layer balls (centroid, radius)
 };
 
 }  // namespace lychee

@@ -9,9 +9,15 @@
 // Layout of one layer (fp32 on CPU; bf16 on GPU later):
 //   kv           [num_blocks][2 (K, V)][num_kv_heads][block_size][head_dim]
 //   key_summary  [num_blocks][num_kv_heads][2 (min, max)][head_dim]
+//   key_ball     [num_blocks][num_kv_heads][head_dim + 1 (centroid, radius)]   (may be null)
 // One head's block of keys (or values) is one contiguous run of block_size * head_dim floats,
 // so a sparse head gathers a selected block with one copy. The key summary holds the
-// element-wise min and max over the keys written into the block so far (Quest-style bounds).
+// element-wise min and max over the keys written into the block so far (Quest-style box
+// bounds). The key ball, when the pool keeps one (KvPool does; views built by hand may leave it
+// null), holds the mean c of the block's keys and a radius r >= max ‖k − c‖ over them: a second
+// bound q·k <= q·c + ‖q‖·r that is much tighter than the box at large head_dim. Both are
+// written by cpu::WritePagedKv. The CUDA runner keeps neither (its sparse policies run on the
+// CPU path only); kernels/cuda's RopeKvWrite maintains the min/max box when given a summary.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +33,8 @@ struct PagedKvView {
   int64_t num_kv_heads = 0;
   int64_t block_size = 0;  // tokens per block
   int64_t head_dim = 0;
+  // Last, so that positional initialisers of the fields above stay valid.
+  float* key_ball = nullptr;  // [num_blocks][num_kv_heads][head_dim + 1]; may be null
 
   // Strides in floats.
   int64_t head_stride() const { return block_size * head_dim; }       // one head's block
@@ -44,6 +52,15 @@ struct PagedKvView {
     return key_summary + block * summary_block_stride() + kv_head * 2 * head_dim;
   }
   float* KeyMax(int64_t block, int64_t kv_head) const { return KeyMin(block, kv_head) + head_dim; }
+  // [head_dim] centroid of the keys of (block, kv_head), followed by their radius (one float).
+  // Only when key_ball is set.
+  int64_t ball_block_stride() const { return num_kv_heads * (head_dim + 1); }
+  float* KeyCentroid(int64_t block, int64_t kv_head) const {
+    return key_ball + block * ball_block_stride() + kv_head * (head_dim + 1);
+  }
+  float KeyRadius(int64_t block, int64_t kv_head) const {
+    return KeyCentroid(block, kv_head)[head_dim];
+  }
 };
 
 }  // namespace lychee

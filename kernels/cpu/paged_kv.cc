@@ -41,7 +41,38 @@ void WritePagedKv(const WritePagedKvParams& p) {
         }
       }
     }
+    // The ball of a block is recomputed once per write, at the chunk's last token in it.
+    const bool block_ends = slot + 1 == c.block_size || t + 1 == p.num_tokens;
+    if (c.key_ball != nullptr && block_ends) {
+      for (int64_t h = 0; h < c.num_kv_heads; ++h) UpdateKeyBall(c, block, h, slot + 1);
+    }
   }
+}
+
+void UpdateKeyBall(const PagedKvView& c, int64_t block, int64_t kv_head, int64_t filled) {
+  const int64_t d = c.head_dim;
+  const float* k = c.K(block, kv_head);
+  float* centroid = c.KeyCentroid(block, kv_head);
+  for (int64_t e = 0; e < d; ++e) {
+    double sum = 0.0;
+    for (int64_t s = 0; s < filled; ++s) sum += k[s * d + e];
+    centroid[e] = static_cast<float>(sum / static_cast<double>(filled));
+  }
+  // The radius around the stored (rounded) centroid, in double, then rounded up to float with a
+  // relative margin far above double's rounding: r >= ‖k − c‖ holds exactly for every key.
+  double r2 = 0.0;
+  for (int64_t s = 0; s < filled; ++s) {
+    double dist2 = 0.0;
+    for (int64_t e = 0; e < d; ++e) {
+      const double diff = static_cast<double>(k[s * d + e]) - centroid[e];
+      dist2 += diff * diff;
+    }
+    r2 = std::max(r2, dist2);
+  }
+  const double r = std::sqrt(r2) * (1.0 + 1e-12);
+  float rf = static_cast<float>(r);
+  if (static_cast<double>(rf) < r) rf = std::nextafter(rf, std::numeric_limits<float>::infinity());
+  centroid[d] = rf;
 }
 
 void PagedAttention(const PagedAttentionParams& p) {

@@ -16,7 +16,11 @@ namespace lychee::cpu {
 
 // Writes K/V of `num_tokens` tokens at positions start_position .. start_position + num_tokens - 1
 // into one layer of the paged cache, and updates each touched block's key summary: a block's
-// min/max are reset to the key written into its slot 0, and widened by every later slot.
+// min/max are reset to the key written into its slot 0, and widened by every later slot (a slot
+// rewritten in place, as cache correction does, only widens the box: still a valid bound). When
+// the view has a key ball, each touched block's ball is recomputed from slots 0 .. the last slot
+// this call wrote in it (UpdateKeyBall), so writes must end at the sequence's last written
+// position (appends do; a cache correction rewrites the tail).
 struct WritePagedKvParams {
   // Pointers.
   PagedKvView cache;                     // one layer
@@ -33,6 +37,11 @@ struct WritePagedKvParams {
   int64_t v_row_stride = 0;
 };
 void WritePagedKv(const WritePagedKvParams& params);
+
+// Recomputes the key ball (paged_kv_view.h) of (block, kv_head) from its slots 0 .. filled - 1:
+// the centroid is their mean (rounded to float), the radius the largest distance of a key from
+// that stored centroid, rounded up, so that ‖k − c‖ <= r holds exactly. Needs cache.key_ball.
+void UpdateKeyBall(const PagedKvView& cache, int64_t block, int64_t kv_head, int64_t filled);
 
 // Causal grouped-query attention of `num_queries` new tokens over a sequence's paged K/V, which
 // already holds their own keys and values (WritePagedKv first). Same semantics as Attention in

@@ -1,7 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-// fp32 CPU kernels for block-sparse decoding over the paged KV layout (kvcache/paged_kv_view.h):
-// the per-block upper bounds of q·k from the key summaries (what Quest ranks blocks by), and
-// decode attention over a selection of blocks that also certifies the softmax mass it skipped.
+// fp32 CPU kernels for sparse decoding over the paged KV layout (kvcache/paged_kv_view.h): the
+// per-block upper and lower bounds of q·k from the key summaries (what Quest ranks blocks by and
+// what PrHS's accuracy control grows a selection with), and decode attention over a selection
+// of blocks or tokens that also certifies the softmax mass it skipped.
+//
+// Bounds per (block, kv head), from the two key summaries the pool keeps:
+//   box  (element-wise min lo / max hi):  scale · Σ_e min/max(q_e·lo_e, q_e·hi_e)
+//   ball (centroid c, radius r):          scale · (q·c ∓ ‖q‖·r)
+// The upper bound is min(box, ball), the lower bound max(box, ball) (the ball only when the view
+// has key_ball). Both carry a rounding slack so that they hold for the exact scores and for the
+// fp32 scores the kernels compute alike. At head_dim 64-128 the ball is usually the tighter one.
 //
 // Like paged_kv.h: raw pointers, sizes and the POD PagedKvView only; no allocation, the caller
 // owns every buffer; synchronous on the calling thread. Blocks are named by their logical index
@@ -15,19 +23,30 @@
 
 namespace lychee::cpu {
 
-// u = scale · Σ_e max(q_e·lo_e, q_e·hi_e): no key k with lo <= k <= hi (element-wise) scores
-// above u. `scale` must be > 0.
+// u = scale · Σ_e max(q_e·lo_e, q_e·hi_e) (plus slack): no key k with lo <= k <= hi
+// (element-wise) scores above u. `scale` must be > 0. The box bound alone.
 float BlockScoreBound(const float* q, const float* lo, const float* hi, int64_t head_dim,
                       float scale);
 
-// The score upper bound of every block of one sequence for one query token, per query head.
+// The score range of one (block, kv head) for query `q` (one query head, head_dim floats):
+// lower <= scale · q·k <= upper for every key written into the block (exactly, and for the fp32
+// Dot the kernels score with).
+struct BlockScoreRange {
+  float lower = 0.0f;
+  float upper = 0.0f;
+};
+BlockScoreRange BlockScoreRangeOf(const float* q, const PagedKvView& cache, int64_t block,
+                                  int64_t kv_head, float scale);
+
+// The score bounds of every block of one sequence for one query token, per query head.
 // Query head h reads kv head h / (num_heads / cache.num_kv_heads).
 struct BlockScoreBoundsParams {
   // Pointers.
   const float* q = nullptr;              // [num_heads, head_dim] one query token
   PagedKvView cache;                     // one layer
   const int32_t* block_table = nullptr;  // [num_blocks]
-  float* out = nullptr;                  // [num_heads, num_blocks]
+  float* out = nullptr;                  // [num_heads, num_blocks] upper bounds min(box, ball)
+  float* lower = nullptr;  // optional [num_heads, num_blocks] lower bounds max(box, ball)
   // Sizes.
   int64_t num_heads = 0;
   int64_t num_blocks = 0;  // logical blocks to score (each holds at least one written key)
@@ -36,21 +55,25 @@ struct BlockScoreBoundsParams {
 };
 void BlockScoreBounds(const BlockScoreBoundsParams& params);
 
-// Decode attention of one query token at `position` over the selected blocks of its sequence
+// Decode attention of one query token at `position` over the selected keys of its sequence
 // (causal: keys 0 .. position, so the last block may be partial), and the certified bound of the
 // softmax mass of the keys it did not read, per query head:
-//   m = max of the read scores, S = Σ_read exp(s - m),
-//   U = Σ_{b unread} n_b · exp(u_b - m)  (n_b: keys of block b at or before `position`),
-//   dropped_mass[h] = U / (S + U)  >= the exact mass dense attention puts on the unread keys,
-// and exactly 0 when every block is selected. The output is normalised over the read keys only.
-// With every block selected the result equals PagedAttention (same loop order).
+//   m = max of the read scores, S = Σ_read exp(s − m),
+//   U = Σ_b unread_b · exp(u_b − m)  (unread_b: keys of block b at or before `position` that
+//       were not read; u_b: the block's upper bound above),
+//   dropped_mass[h] = U / (S + U)  >= the exact mass dense attention puts on the unread keys.
+// Certified, not rounded: S is accumulated in double and lowered by the fp32 scores' worst
+// rounding error, U raised, and δ rounded up to float; it is exactly 0 when every key is read.
+// The output is normalised over the read keys only. With every block (or every position)
+// selected the output equals PagedAttention bit for bit (same scores, same loop order).
 struct SparseDecodeAttentionParams {
   // Pointers.
   const float* q = nullptr;              // [num_heads, head_dim]
   PagedKvView cache;                     // one layer
   const int32_t* block_table = nullptr;  // [num_table_blocks]
-  // Selected logical blocks per kv head: selected[offsets[g] .. offsets[g + 1]) for kv head g,
-  // strictly ascending, each < (position / block_size) + 1.
+  // Selected per kv head: selected[offsets[g] .. offsets[g + 1]) for kv head g, strictly
+  // ascending. Logical blocks, each < (position / block_size) + 1; or, with token_level, token
+  // positions, each <= position.
   const int32_t* selected = nullptr;
   const int64_t* selected_offsets = nullptr;  // [num_kv_heads + 1]
   float* out = nullptr;                       // [num_heads, head_dim]; must not alias q
@@ -61,7 +84,8 @@ struct SparseDecodeAttentionParams {
   int64_t num_table_blocks = 0;  // must cover position + 1 keys
   int64_t position = 0;          // of the query; its own key is already written
   // Scalars.
-  float scale = 1.0f;  // > 0
+  float scale = 1.0f;        // > 0
+  bool token_level = false;  // `selected` holds token positions instead of block indices
 };
 void SparseDecodeAttention(const SparseDecodeAttentionParams& params);
 

@@ -2,7 +2,8 @@
 // Paged KV kernels against the contiguous reference: WritePagedKv scatters random K/V in random
 // chunks through a random block table, PagedAttention must then equal kernels/cpu Attention over
 // the same keys laid out contiguously, and every key summary must equal the min/max recomputed
-// from scratch. Also the pool sizing arithmetic. Fresh seed per run (LYCHEE_TEST_SEED replays).
+// from scratch (and the key ball the mean and the largest distance from it). Also the pool sizing
+// arithmetic. Fresh seed per run (LYCHEE_TEST_SEED replays).
 #include "kernels/cpu/paged_kv.h"
 
 #include <gtest/gtest.h>
@@ -123,6 +124,30 @@ TEST_F(PagedKvTest, PagedAttentionMatchesContiguousAndSummariesMatchScratch) {
           ASSERT_EQ(view.KeyMin(table[i], h)[e], lo) << "block " << i << " head " << h;
           ASSERT_EQ(view.KeyMax(table[i], h)[e], hi) << "block " << i << " head " << h;
         }
+        // The ball: centroid = mean of the written keys, radius >= every key's distance from
+        // the stored centroid, and tight (within float rounding of the largest distance).
+        const float* centroid = view.KeyCentroid(table[i], h);
+        double max_dist = 0.0;
+        for (int64_t e = 0; e < c.head_dim; ++e) {
+          double mean = 0.0;
+          for (int64_t s = 0; s < filled; ++s)
+            mean += k[(i * c.block_size + s) * row + h * c.head_dim + e];
+          mean /= static_cast<double>(filled);
+          ASSERT_NEAR(centroid[e], mean, 1e-6 * (1.0 + std::abs(mean))) << "block " << i;
+        }
+        for (int64_t s = 0; s < filled; ++s) {
+          double dist2 = 0.0;
+          for (int64_t e = 0; e < c.head_dim; ++e) {
+            const double diff =
+                static_cast<double>(k[(i * c.block_size + s) * row + h * c.head_dim + e]) -
+                centroid[e];
+            dist2 += diff * diff;
+          }
+          max_dist = std::max(max_dist, std::sqrt(dist2));
+        }
+        const double radius = view.KeyRadius(table[i], h);
+        ASSERT_GE(radius, max_dist) << "block " << i << " head " << h;
+        ASSERT_LE(radius, max_dist * (1.0 + 1e-6) + 1e-30) << "block " << i << " head " << h;
       }
     }
 
@@ -195,8 +220,8 @@ TEST_F(PagedKvTest, RewritingABlockFromSlotZeroResetsItsSummary) {
 
 TEST(KvPoolSizing, BytesPerBlockAndBudget) {
   const KvCacheShape shape{.num_layers = 3, .num_kv_heads = 2, .head_dim = 8, .block_size = 16};
-  // Per layer: K+V 2*2*16*8 = 512 floats, summaries 2*2*8 = 32 floats.
-  EXPECT_EQ(KvBytesPerBlock(shape), 3 * (512 + 32) * 4);
+  // Per layer: K+V 2*2*16*8 = 512 floats, box summaries 2*2*8 = 32 floats, balls 2*(8+1).
+  EXPECT_EQ(KvBytesPerBlock(shape), 3 * (512 + 32 + 18) * 4);
   const int64_t per_block = KvBytesPerBlock(shape);
   EXPECT_EQ(*NumKvBlocksForBudget(shape, per_block * 10 + per_block - 1), 10);
   EXPECT_FALSE(NumKvBlocksForBudget(shape, per_block - 1).ok());
@@ -212,6 +237,8 @@ TEST(KvPoolSizing, BytesPerBlockAndBudget) {
   EXPECT_EQ(v0.K(3, 1) - v0.K(3, 0), 16 * 8);
   EXPECT_EQ(pool.KPtr(2, 4, 1), pool.View(2).K(4, 1));
   EXPECT_EQ(v0.KeyMax(2, 1) - v0.KeyMin(2, 1), 8);
+  EXPECT_EQ(v1.key_ball - v0.key_ball, 10 * v0.ball_block_stride());
+  EXPECT_EQ(v0.KeyCentroid(3, 1) - v0.KeyCentroid(3, 0), 9);
 }
 
 }  // namespace
