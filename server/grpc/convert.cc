@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "common/status.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace lychee::grpc_server {
@@ -101,18 +102,90 @@ absl::Status FillSampling(const v1::SamplingParams& p, int64_t vocab_size, Gener
   return absl::OkStatus();
 }
 
-absl::Status FillPolicy(const v1::SparsityPolicy& p, PolicySpec& policy) {
+absl::Status CheckAtLeast(const char* field, int64_t value, int64_t lo) {
+  if (value >= lo) return absl::OkStatus();
+  return Invalid(fmt::format("{} is {}, must be >= {}", field, value, lo));
+}
+
+// Starts from the server's defaults; each field the request sets replaces the default. Ranges
+// as sparsity::ValidatePolicySpec has them (which the engine checks again, with the model's
+// block size and head roles); here the messages name the fields as the client spells them.
+absl::Status FillPolicy(const v1::SparsityPolicy& p, const PolicySpec& defaults,
+                        PolicySpec& policy) {
+  policy = defaults;
   if (!p.name().empty()) policy.name = p.name();
-  if (p.budget_tokens() < 0) {
-    return Invalid(fmt::format("policy.budget_tokens is {}, must be >= 0", p.budget_tokens()));
+  if (p.has_budget_tokens()) {
+    LY_RETURN_IF_ERROR(CheckAtLeast("policy.budget_tokens", p.budget_tokens(), 0));
+    if (p.budget_tokens() > 0) policy.budget_tokens = p.budget_tokens();
   }
-  if (p.budget_tokens() > 0) policy.budget_tokens = p.budget_tokens();
   if (p.has_max_dropped_mass()) {
-    if (auto st = CheckRange("policy.max_dropped_mass", p.max_dropped_mass(), 0, 1, true);
-        !st.ok()) {
-      return st;
-    }
+    LY_RETURN_IF_ERROR(
+        CheckRange("policy.max_dropped_mass", p.max_dropped_mass(), 0, 1, /*lo_open=*/false));
     policy.max_dropped_mass = p.max_dropped_mass();
+  }
+  if (p.has_audit_rate()) {
+    LY_RETURN_IF_ERROR(CheckRange("policy.audit_rate", p.audit_rate(), 0, 1, /*lo_open=*/false));
+    policy.audit_rate = p.audit_rate();
+  }
+
+  const v1::LycheeOptions& l = p.lychee();
+  LycheeKnobs& lychee = policy.lychee;
+  if (l.has_mode()) {
+    if (l.mode() != "block" && l.mode() != "token") {
+      return Invalid(
+          fmt::format("policy.lychee.mode is \"{}\", must be \"block\" or \"token\"", l.mode()));
+    }
+    lychee.mode = l.mode();
+  }
+  if (l.has_sink_tokens()) {
+    LY_RETURN_IF_ERROR(CheckAtLeast("policy.lychee.sink_tokens", l.sink_tokens(), 0));
+    lychee.sink_tokens = l.sink_tokens();
+  }
+  if (l.has_local_tokens()) {
+    LY_RETURN_IF_ERROR(CheckAtLeast("policy.lychee.local_tokens", l.local_tokens(), 1));
+    lychee.local_tokens = l.local_tokens();
+  }
+  if (l.has_correction_interval()) {
+    LY_RETURN_IF_ERROR(
+        CheckAtLeast("policy.lychee.correction_interval", l.correction_interval(), 0));
+    lychee.correction_interval = l.correction_interval();
+  }
+
+  const v1::PrhsOptions& h = p.prhs();
+  PrhsKnobs& prhs = policy.prhs;
+  if (h.has_tau()) {
+    LY_RETURN_IF_ERROR(CheckRange("policy.prhs.tau", h.tau(), -1, 1, /*lo_open=*/false));
+    prhs.tau = h.tau();
+  }
+  if (h.has_dilation()) {
+    LY_RETURN_IF_ERROR(CheckAtLeast("policy.prhs.dilation", h.dilation(), 0));
+    prhs.dilation = h.dilation();
+  }
+  if (h.has_dilate_fraction()) {
+    LY_RETURN_IF_ERROR(
+        CheckRange("policy.prhs.dilate_fraction", h.dilate_fraction(), 0, 1, /*lo_open=*/false));
+    prhs.dilate_fraction = h.dilate_fraction();
+  }
+  if (h.has_sink_tokens()) {
+    LY_RETURN_IF_ERROR(CheckAtLeast("policy.prhs.sink_tokens", h.sink_tokens(), 0));
+    prhs.sink_tokens = h.sink_tokens();
+  }
+  if (h.has_local_tokens()) {
+    LY_RETURN_IF_ERROR(CheckAtLeast("policy.prhs.local_tokens", h.local_tokens(), 1));
+    prhs.local_tokens = h.local_tokens();
+  }
+  if (h.has_psaw_start_layer()) {
+    LY_RETURN_IF_ERROR(CheckAtLeast("policy.prhs.psaw_start_layer", h.psaw_start_layer(), 0));
+    prhs.psaw_start_layer = h.psaw_start_layer();
+  }
+  if (h.has_psaw_phi()) {
+    LY_RETURN_IF_ERROR(CheckRange("policy.prhs.psaw_phi", h.psaw_phi(), 0, 1, /*lo_open=*/true));
+    prhs.psaw_phi = h.psaw_phi();
+  }
+  if (h.has_psaw_alpha()) {
+    LY_RETURN_IF_ERROR(
+        CheckRange("policy.prhs.psaw_alpha", h.psaw_alpha(), 0, 1e6, /*lo_open=*/false));
+    prhs.psaw_alpha = h.psaw_alpha();
   }
   return absl::OkStatus();
 }
@@ -121,7 +194,8 @@ absl::Status FillPolicy(const v1::SparsityPolicy& p, PolicySpec& policy) {
 
 absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest& request,
                                                       const Tokenizer& tokenizer,
-                                                      int64_t vocab_size, int64_t max_model_len) {
+                                                      int64_t vocab_size, int64_t max_model_len,
+                                                      const PolicySpec& policy_defaults) {
   GenerationRequest out;
   if (auto st = CheckRequestId(request.request_id()); !st.ok()) return st;
   out.request_id = request.request_id();
@@ -147,9 +221,30 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
                                out.prompt.size(), max_model_len));
   }
   if (auto st = FillSampling(request.sampling_params(), vocab_size, out); !st.ok()) return st;
-  if (auto st = FillPolicy(request.policy(), out.policy); !st.ok()) return st;
+  if (auto st = FillPolicy(request.policy(), policy_defaults, out.policy); !st.ok()) return st;
   out.priority = request.priority();
   return out;
+}
+
+void ToPolicyMessage(const PolicySpec& spec, v1::SparsityPolicy* message) {
+  message->set_name(spec.name);
+  message->set_budget_tokens(spec.budget_tokens);
+  message->set_max_dropped_mass(spec.max_dropped_mass);
+  message->set_audit_rate(spec.audit_rate);
+  v1::LycheeOptions* lychee = message->mutable_lychee();
+  lychee->set_mode(spec.lychee.mode);
+  lychee->set_sink_tokens(spec.lychee.sink_tokens);
+  lychee->set_local_tokens(spec.lychee.local_tokens);
+  lychee->set_correction_interval(spec.lychee.correction_interval);
+  v1::PrhsOptions* prhs = message->mutable_prhs();
+  prhs->set_tau(spec.prhs.tau);
+  prhs->set_dilation(spec.prhs.dilation);
+  prhs->set_dilate_fraction(spec.prhs.dilate_fraction);
+  prhs->set_sink_tokens(spec.prhs.sink_tokens);
+  prhs->set_local_tokens(spec.prhs.local_tokens);
+  prhs->set_psaw_start_layer(spec.prhs.psaw_start_layer);
+  prhs->set_psaw_phi(spec.prhs.psaw_phi);
+  prhs->set_psaw_alpha(spec.prhs.psaw_alpha);
 }
 
 bool HasOutput(const GenerationOutput& event) {

@@ -19,10 +19,15 @@ namespace lychee::grpc_server {
 
 // Validates `request` (INVALID_ARGUMENT naming the offending field, e.g.
 // "sampling_params.temperature"), tokenizes text input with `tokenizer`, and fills a
-// GenerationRequest. `vocab_size` and `max_model_len` bound token ids and the prompt length.
+// GenerationRequest. `vocab_size` and `max_model_len` bound token ids and the prompt length;
+// the request's unset policy fields take `policy_defaults` (the server's default_policy).
 absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest& request,
                                                       const Tokenizer& tokenizer,
-                                                      int64_t vocab_size, int64_t max_model_len);
+                                                      int64_t vocab_size, int64_t max_model_len,
+                                                      const PolicySpec& policy_defaults = {});
+
+// `spec` as a wire message with every field set (GetServerInfo.default_policy).
+void ToPolicyMessage(const PolicySpec& spec, v1::SparsityPolicy* message);
 
 // One engine event as wire messages: a chunk when it carries output (tokens, text or
 // logprobs), and for the final event a complete message (or an error one for kError).

@@ -32,8 +32,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(EngineClient& engi
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
   std::unique_ptr<GrpcServer> server(new GrpcServer(
-      options.host,
-      std::make_unique<LycheeService>(engine, ServiceOptions{options.server_version})));
+      options.host, std::make_unique<LycheeService>(
+                        engine, ServiceOptions{.server_version = options.server_version,
+                                               .default_policy = options.default_policy,
+                                               .policies = options.policies})));
   grpc::ServerBuilder builder;
   builder.AddListeningPort(JoinHostPort(options.host, options.port),
                            grpc::InsecureServerCredentials(), &server->port_);

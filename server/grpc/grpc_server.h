@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -23,6 +24,8 @@ struct GrpcServerOptions {
   std::string host = "0.0.0.0";
   int port = 0;  // 0: the kernel picks a free port (see port())
   std::string server_version;
+  PolicySpec default_policy = {};                 // the request fields' defaults (ServiceOptions)
+  std::vector<std::string> policies = {"dense"};  // GetServerInfo.policies
 };
 
 class GrpcServer {

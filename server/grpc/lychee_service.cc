@@ -42,8 +42,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* LycheeService::Generate(
         grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
   }
   const ModelInfo& info = engine_.model_info();
-  absl::StatusOr<GenerationRequest> converted =
-      ToGenerationRequest(*request, engine_.tokenizer(), info.vocab_size, info.max_model_len);
+  absl::StatusOr<GenerationRequest> converted = ToGenerationRequest(
+      *request, engine_.tokenizer(), info.vocab_size, info.max_model_len, options_.default_policy);
   if (!converted.ok()) return new ErrorWriteReactor(ToGrpcStatus(converted.status()));
   converted->deadline = DeadlineOf(*context);
   absl::StatusOr<TokenStreamPtr> stream = engine_.Submit(*std::move(converted));
@@ -124,6 +124,8 @@ grpc::ServerUnaryReactor* LycheeService::GetServerInfo(grpc::CallbackServerConte
   response->set_prefix_cache_queries(stats.prefix_cache_queries);
   response->set_prefix_cache_hits(stats.prefix_cache_hits);
   response->set_model_id(engine_.model_info().model_id);
+  for (const std::string& policy : options_.policies) response->add_policies(policy);
+  ToPolicyMessage(options_.default_policy, response->mutable_default_policy());
   return FinishUnary(context, grpc::Status::OK);
 }
 

@@ -9,9 +9,11 @@
 
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "engine/engine_client.h"
+#include "engine/request.h"
 #include "lychee/v1/generate.grpc.pb.h"
 #include "server/grpc/generate_reactor.h"
 
@@ -19,6 +21,10 @@ namespace lychee::grpc_server {
 
 struct ServiceOptions {
   std::string server_version;
+  // What a request's unset SparsityPolicy fields become (the server's default_policy).
+  PolicySpec default_policy = {};
+  // Policy names requests may use (GetServerInfo.policies).
+  std::vector<std::string> policies = {"dense"};
 };
 
 class LycheeService final : public v1::LycheeService::CallbackService {

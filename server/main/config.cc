@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -15,6 +16,8 @@
 #include "absl/strings/numbers.h"
 #include "common/file.h"
 #include "common/status.h"
+#include "sparsity/head_roles.h"
+#include "sparsity/policy_factory.h"
 
 namespace lychee {
 namespace {
@@ -29,6 +32,69 @@ absl::Status Read(const YAML::Node& node, const std::string& key, T& out) {
                     node.IsScalar() ? node.Scalar() : std::string("<non-scalar>")));
   }
   return absl::OkStatus();
+}
+
+// The keys of one YAML mapping, each handed to `apply(key, value)`; `prefix` names the mapping in
+// errors ("default_policy.").
+template <typename Apply>
+absl::Status ForEachKey(const YAML::Node& node, const std::string& prefix, Apply apply) {
+  if (!node.IsMap()) {
+    return absl::InvalidArgumentError(
+        fmt::format("config key `{}` must be a mapping", prefix.substr(0, prefix.size() - 1)));
+  }
+  for (const auto& entry : node) {
+    std::string k;
+    try {
+      k = entry.first.as<std::string>();
+    } catch (const YAML::Exception&) {
+      return absl::InvalidArgumentError("config: keys must be strings");
+    }
+    if (entry.second.IsNull()) continue;  // no value keeps the default
+    LY_RETURN_IF_ERROR(apply(prefix + k, k, entry.second));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyLychee(const YAML::Node& node, LycheeKnobs& l) {
+  return ForEachKey(
+      node, "default_policy.lychee.",
+      [&l](const std::string& path, const std::string& k, const YAML::Node& v) {
+        if (k == "mode") return Read(v, path, l.mode);
+        if (k == "sink_tokens") return Read(v, path, l.sink_tokens);
+        if (k == "local_tokens") return Read(v, path, l.local_tokens);
+        if (k == "correction_interval") return Read(v, path, l.correction_interval);
+        return absl::InvalidArgumentError(fmt::format("unknown config key `{}`", path));
+      });
+}
+
+absl::Status ApplyPrhs(const YAML::Node& node, PrhsKnobs& h) {
+  return ForEachKey(
+      node, "default_policy.prhs.",
+      [&h](const std::string& path, const std::string& k, const YAML::Node& v) {
+        if (k == "tau") return Read(v, path, h.tau);
+        if (k == "dilation") return Read(v, path, h.dilation);
+        if (k == "dilate_fraction") return Read(v, path, h.dilate_fraction);
+        if (k == "sink_tokens") return Read(v, path, h.sink_tokens);
+        if (k == "local_tokens") return Read(v, path, h.local_tokens);
+        if (k == "psaw_start_layer") return Read(v, path, h.psaw_start_layer);
+        if (k == "psaw_phi") return Read(v, path, h.psaw_phi);
+        if (k == "psaw_alpha") return Read(v, path, h.psaw_alpha);
+        return absl::InvalidArgumentError(fmt::format("unknown config key `{}`", path));
+      });
+}
+
+absl::Status ApplyDefaultPolicy(const YAML::Node& node, PolicySpec& p) {
+  return ForEachKey(
+      node, "default_policy.",
+      [&p](const std::string& path, const std::string& k, const YAML::Node& v) {
+        if (k == "name") return Read(v, path, p.name);
+        if (k == "budget_tokens") return Read(v, path, p.budget_tokens);
+        if (k == "max_dropped_mass") return Read(v, path, p.max_dropped_mass);
+        if (k == "audit_rate") return Read(v, path, p.audit_rate);
+        if (k == "lychee") return ApplyLychee(v, p.lychee);
+        if (k == "prhs") return ApplyPrhs(v, p.prhs);
+        return absl::InvalidArgumentError(fmt::format("unknown config key `{}`", path));
+      });
 }
 
 absl::Status ApplyKey(const std::string& key, const YAML::Node& v, ServerConfig& c) {
@@ -52,12 +118,28 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v, ServerConfig&
   if (key == "seed") return Read(v, key, e.seed);
   if (key == "shutdown_grace_seconds") return Read(v, key, c.shutdown_grace_seconds);
   if (key == "log_level") return Read(v, key, c.log_level);
+  if (key == "head_roles") return Read(v, key, e.head_roles_path);
+  if (key == "default_policy") return ApplyDefaultPolicy(v, c.default_policy);
   return absl::InvalidArgumentError(fmt::format("unknown config key `{}`", key));
 }
 
 absl::Status CheckAtLeast(const char* key, int64_t value, int64_t lo) {
   if (value >= lo) return absl::OkStatus();
   return absl::InvalidArgumentError(fmt::format("{} is {}, must be >= {}", key, value, lo));
+}
+
+// The sparsity factory's own checks (names and ranges), with the model-dependent ones (a
+// head-role mask for lychee, sliding-window models) left to the engine, and the field named
+// as the config spells it.
+absl::Status ValidateDefaultPolicy(const PolicySpec& spec, int64_t block_size) {
+  sparsity::PolicyContext context;
+  context.block_size = block_size;
+  context.head_roles = std::make_shared<const sparsity::HeadRoles>(1, 1);
+  const absl::Status st = sparsity::ValidatePolicySpec(spec, context);
+  if (st.ok()) return st;
+  std::string message(st.message());
+  if (absl::StartsWith(message, "policy")) message = "default_" + message;
+  return absl::Status(st.code(), message);
 }
 
 }  // namespace
@@ -114,6 +196,7 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
     return absl::InvalidArgumentError(fmt::format(
         "shutdown_grace_seconds is {}, must be in [0, 86400]", c.shutdown_grace_seconds));
   }
+  LY_RETURN_IF_ERROR(ValidateDefaultPolicy(c.default_policy, e.block_size));
   static constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
                                                  "error", "critical", "off"};
   bool known_level = false;
@@ -160,6 +243,9 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   app.add_option("--shutdown-grace-seconds", flags.shutdown_grace_seconds,
                  "SIGTERM: time live requests get to finish");
   app.add_option("--log-level", flags.log_level, "trace|debug|info|warn|error|critical|off");
+  app.add_option("--head-roles", flags.engine.head_roles_path,
+                 "LycheeDecode head-role mask (lychee-calibrate's JSON); default: "
+                 "<model>/lychee_head_roles.json when present");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -205,6 +291,7 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   if (given("--seed")) c.engine.seed = flags.engine.seed;
   if (given("--shutdown-grace-seconds")) c.shutdown_grace_seconds = flags.shutdown_grace_seconds;
   if (given("--log-level")) c.log_level = flags.log_level;
+  if (given("--head-roles")) c.engine.head_roles_path = flags.engine.head_roles_path;
   LY_RETURN_IF_ERROR(ValidateServerConfig(c));
   return parsed;
 }

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
+#include "engine/request.h"
 
 namespace lychee {
 
@@ -20,13 +21,16 @@ struct ServerConfig {
   int http_port = 8000;                // /metrics, /health, /ready; 0: pick a free port
   double shutdown_grace_seconds = 30;  // SIGTERM: time live requests get to finish
   std::string log_level = "info";      // trace, debug, info, warn, error, critical, off
+  // What a request's unset policy fields become (gRPC SparsityPolicy, the OpenAI `policy`
+  // object): name, budget, dropped-mass bound, audit rate and each policy's knobs.
+  PolicySpec default_policy;
 };
 
 // Applies the keys of a YAML mapping to `config`. Unknown keys and values of the wrong type are
 // InvalidArgument naming the key.
 absl::Status ApplyYamlConfig(std::string_view yaml_text, ServerConfig& config);
 
-// Ranges and enumerations (ports, device, sizes, log level).
+// Ranges and enumerations (ports, device, sizes, log level, default_policy's knobs).
 absl::Status ValidateServerConfig(const ServerConfig& config);
 
 // Command line: `--config FILE` first, then every other flag overrides the file. Returns

@@ -26,12 +26,14 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/logging.h"
 #include "engine/engine.h"
 #include "server/grpc/grpc_server.h"
 #include "server/main/config.h"
+#include "sparsity/policy_factory.h"
 #if LYCHEE_WITH_HTTP
 #include "server/http/http_server.h"
 #include "server/http/side_routes.h"
@@ -128,7 +130,8 @@ int Run(int argc, char** argv) {
     LY_LOG_INFO("lychee-server: /v1/chat/completions uses {}", chat_prompt.description());
   }
   openai::OpenAiGateway gateway(eng, std::move(chat_prompt),
-                                {.is_draining = [&serving] { return serving.draining(); }});
+                                {.is_draining = [&serving] { return serving.draining(); },
+                                 .default_policy = config.default_policy});
   http::HttpServer http_server(
       {.address = config.host, .port = static_cast<uint16_t>(config.http_port)});
   http::AddSideRoutes(http_server.router(), &registry, &serving);
@@ -139,7 +142,11 @@ int Run(int argc, char** argv) {
 #endif
 
   absl::StatusOr<std::unique_ptr<grpc_server::GrpcServer>> grpc = grpc_server::GrpcServer::Start(
-      eng, {.host = config.host, .port = config.grpc_port, .server_version = LYCHEE_VERSION});
+      eng, {.host = config.host,
+            .port = config.grpc_port,
+            .server_version = LYCHEE_VERSION,
+            .default_policy = config.default_policy,
+            .policies = absl::StrSplit(sparsity::AvailablePolicies(), ", ")});
   if (!grpc.ok()) return Fail(grpc.status());
   LY_LOG_INFO("lychee-server: grpc listening on {}", (*grpc)->address());
 #if LYCHEE_WITH_HTTP

@@ -18,10 +18,11 @@
 namespace lychee::openai {
 namespace {
 
-ModelLimits LimitsOf(const ModelInfo& info) {
+ModelLimits LimitsOf(const ModelInfo& info, const PolicySpec& default_policy) {
   ModelLimits limits{.served_name = info.model_id,
                      .vocab_size = info.vocab_size,
-                     .max_model_len = info.max_model_len};
+                     .max_model_len = info.max_model_len,
+                     .default_policy = default_policy};
   absl::StatusOr<SamplingDefaults> defaults = LoadSamplingDefaults(info.model_path);
   if (defaults.ok()) {
     limits.defaults = *defaults;
@@ -48,7 +49,7 @@ OpenAiGateway::OpenAiGateway(EngineClient& engine, ChatPrompt chat_prompt, Gatew
     : engine_(engine),
       chat_prompt_(std::move(chat_prompt)),
       options_(std::move(options)),
-      limits_(LimitsOf(engine.model_info())),
+      limits_(LimitsOf(engine.model_info(), options_.default_policy)),
       created_(std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count()) {

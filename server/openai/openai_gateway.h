@@ -46,6 +46,7 @@ struct GatewayOptions {
   absl::Duration ping_interval = absl::Seconds(5);  // SSE comment pings while nothing is sent
   size_t max_pending_bytes = size_t{1} << 20;       // per-stream backpressure threshold
   std::function<bool()> is_draining = {};           // unset: never draining
+  PolicySpec default_policy = {};                   // what a request's unset `policy` fields become
 };
 
 class OpenAiGateway {

@@ -123,8 +123,73 @@ absl::Status ParseTokenIds(const Json& value, std::string_view param, int64_t vo
   return absl::OkStatus();
 }
 
-// vLLM's extension: the sparsity policy of this request, as the gRPC API has it.
-absl::Status ParsePolicy(const FieldReader& f, PolicySpec& policy) {
+// A nested object of `policy` ("lychee", "prhs"): nullptr when absent.
+absl::StatusOr<const Json*> PolicyObject(const FieldReader& p, std::string_view name) {
+  const Json* value = p.Get(name);
+  if (value == nullptr || value->is_object()) return value;
+  const std::string param = p.Param(name);
+  return InvalidParam(param,
+                      fmt::format("{} must be an object, got {}", param, JsonTypeName(*value)));
+}
+
+// An integer field of `reader` that must be >= lo; leaves `out` alone when absent.
+absl::Status AtLeast(const FieldReader& reader, std::string_view name, int64_t lo, int64_t& out) {
+  std::optional<int64_t> value;
+  LY_RETURN_IF_ERROR(reader.Integer(name, value));
+  if (!value.has_value()) return absl::OkStatus();
+  if (*value < lo) {
+    const std::string param = reader.Param(name);
+    return InvalidParam(param, fmt::format("{} is {}, must be >= {}", param, *value, lo));
+  }
+  out = *value;
+  return absl::OkStatus();
+}
+
+// A number field of `reader` in [lo, hi] ((lo, hi] when lo_open); leaves `out` alone when absent.
+absl::Status InRange(const FieldReader& reader, std::string_view name, double lo, double hi,
+                     bool lo_open, double& out) {
+  std::optional<double> value;
+  LY_RETURN_IF_ERROR(reader.Number(name, value));
+  if (!value.has_value()) return absl::OkStatus();
+  LY_RETURN_IF_ERROR(reader.CheckRange(name, *value, lo, hi, lo_open));
+  out = *value;
+  return absl::OkStatus();
+}
+
+absl::Status ParseLycheeKnobs(const Json& object, LycheeKnobs& lychee) {
+  const FieldReader l(object, "policy.lychee.");
+  std::optional<std::string> mode;
+  LY_RETURN_IF_ERROR(l.String("mode", mode));
+  if (mode.has_value()) {
+    if (*mode != "block" && *mode != "token") {
+      return InvalidParam(
+          "policy.lychee.mode",
+          fmt::format("policy.lychee.mode is \"{}\", must be \"block\" or \"token\"", *mode));
+    }
+    lychee.mode = *mode;
+  }
+  LY_RETURN_IF_ERROR(AtLeast(l, "sink_tokens", 0, lychee.sink_tokens));
+  LY_RETURN_IF_ERROR(AtLeast(l, "local_tokens", 1, lychee.local_tokens));
+  return AtLeast(l, "correction_interval", 0, lychee.correction_interval);
+}
+
+absl::Status ParsePrhsKnobs(const Json& object, PrhsKnobs& prhs) {
+  const FieldReader h(object, "policy.prhs.");
+  LY_RETURN_IF_ERROR(InRange(h, "tau", -1, 1, /*lo_open=*/false, prhs.tau));
+  LY_RETURN_IF_ERROR(AtLeast(h, "dilation", 0, prhs.dilation));
+  LY_RETURN_IF_ERROR(InRange(h, "dilate_fraction", 0, 1, /*lo_open=*/false, prhs.dilate_fraction));
+  LY_RETURN_IF_ERROR(AtLeast(h, "sink_tokens", 0, prhs.sink_tokens));
+  LY_RETURN_IF_ERROR(AtLeast(h, "local_tokens", 1, prhs.local_tokens));
+  LY_RETURN_IF_ERROR(AtLeast(h, "psaw_start_layer", 0, prhs.psaw_start_layer));
+  LY_RETURN_IF_ERROR(InRange(h, "psaw_phi", 0, 1, /*lo_open=*/true, prhs.psaw_phi));
+  return InRange(h, "psaw_alpha", 0, 1e6, /*lo_open=*/false, prhs.psaw_alpha);
+}
+
+// Our extension: the sparsity policy of this request, with the gRPC API's fields and ranges.
+// Unset fields take the server's default_policy. Ranges as sparsity::ValidatePolicySpec has
+// them (the engine checks again, with the model's block size and head roles).
+absl::Status ParsePolicy(const FieldReader& f, const PolicySpec& defaults, PolicySpec& policy) {
+  policy = defaults;
   const Json* value = f.Get("policy");
   if (value == nullptr) return absl::OkStatus();
   if (!value->is_object()) {
@@ -142,14 +207,15 @@ absl::Status ParsePolicy(const FieldReader& f, PolicySpec& policy) {
       return InvalidParam("policy.budget_tokens",
                           fmt::format("policy.budget_tokens is {}, must be >= 0", *budget));
     }
-    if (*budget > 0) policy.budget_tokens = *budget;
+    if (*budget > 0) policy.budget_tokens = *budget;  // 0: the server's default
   }
-  std::optional<double> mass;
-  LY_RETURN_IF_ERROR(p.Number("max_dropped_mass", mass));
-  if (mass.has_value()) {
-    LY_RETURN_IF_ERROR(p.CheckRange("max_dropped_mass", *mass, 0, 1, /*lo_open=*/true));
-    policy.max_dropped_mass = *mass;
-  }
+  LY_RETURN_IF_ERROR(
+      InRange(p, "max_dropped_mass", 0, 1, /*lo_open=*/false, policy.max_dropped_mass));
+  LY_RETURN_IF_ERROR(InRange(p, "audit_rate", 0, 1, /*lo_open=*/false, policy.audit_rate));
+  LY_ASSIGN_OR_RETURN(const Json* lychee, PolicyObject(p, "lychee"));
+  if (lychee != nullptr) LY_RETURN_IF_ERROR(ParseLycheeKnobs(*lychee, policy.lychee));
+  LY_ASSIGN_OR_RETURN(const Json* prhs, PolicyObject(p, "prhs"));
+  if (prhs != nullptr) LY_RETURN_IF_ERROR(ParsePrhsKnobs(*prhs, policy.prhs));
   return absl::OkStatus();
 }
 
@@ -273,7 +339,7 @@ absl::Status ParseCommon(const FieldReader& f, const ModelLimits& limits, bool c
   }
   if (f.Get("prompt_logprobs") != nullptr) return Unsupported("prompt_logprobs", "prompt_logprobs");
   LY_RETURN_IF_ERROR(ParseStreamOptions(f, out));
-  LY_RETURN_IF_ERROR(ParsePolicy(f, r.policy));
+  LY_RETURN_IF_ERROR(ParsePolicy(f, limits.default_policy, r.policy));
   std::optional<int64_t> priority;
   LY_RETURN_IF_ERROR(f.Integer("priority", priority));
   if (priority.has_value() && (*priority < std::numeric_limits<int32_t>::min() ||

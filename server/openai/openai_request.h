@@ -60,6 +60,7 @@ struct ModelLimits {
   int64_t vocab_size = 0;     // bounds token ids
   int64_t max_model_len = 0;  // prompt + generated tokens
   SamplingDefaults defaults = {};
+  PolicySpec default_policy = {};  // the server's default_policy: unset `policy` fields
 };
 
 // Fields both endpoints share.

@@ -263,7 +263,18 @@ TEST_F(GrpcServerTest, MalformedInputIsRejectedAndOthersGoOn) {
       {"sampling_params.top_logprobs",
        [](auto& r) { r.mutable_sampling_params()->set_top_logprobs(1000); }},
       {"policy.budget_tokens", [](auto& r) { r.mutable_policy()->set_budget_tokens(-1); }},
-      {"policy.max_dropped_mass", [](auto& r) { r.mutable_policy()->set_max_dropped_mass(0); }},
+      {"policy.max_dropped_mass", [](auto& r) { r.mutable_policy()->set_max_dropped_mass(1.5); }},
+      {"policy.audit_rate", [](auto& r) { r.mutable_policy()->set_audit_rate(-1); }},
+      {"policy.prhs.tau", [](auto& r) { r.mutable_policy()->mutable_prhs()->set_tau(2); }},
+      {"policy.lychee.mode",
+       [](auto& r) { r.mutable_policy()->mutable_lychee()->set_mode("page"); }},
+      // Checked by the engine (it knows the block size): still named.
+      {"policy.budget_tokens",
+       [](auto& r) {
+         r.mutable_policy()->set_name("quest");
+         r.mutable_policy()->set_budget_tokens(4);
+       }},
+      {"policy.name", [](auto& r) { r.mutable_policy()->set_name("magic"); }},
       {"request_id", [](auto& r) { r.set_request_id("bad\nid"); }},
   };
   for (const Case& c : cases) {

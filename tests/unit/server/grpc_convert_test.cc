@@ -3,6 +3,10 @@
 // and status-code mapping.
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <string>
+#include <vector>
+
 #include "model/tokenizer/tokenizer.h"
 #include "server/grpc/convert.h"
 
@@ -74,6 +78,128 @@ TEST_F(ConvertTest, CopiesEveryField) {
   EXPECT_EQ(g->policy.name, "lychee");
   EXPECT_EQ(g->policy.budget_tokens, 512);
   EXPECT_DOUBLE_EQ(g->policy.max_dropped_mass, 0.01);
+}
+
+TEST_F(ConvertTest, PolicyKnobsTakeTheServerDefaultsWhenUnset) {
+  PolicySpec defaults;
+  defaults.name = "quest";
+  defaults.budget_tokens = 256;
+  defaults.audit_rate = 0.5;
+  defaults.prhs.tau = 0.9;
+  defaults.lychee.mode = "token";
+  v1::GenerateRequest r;
+  r.set_text("Hello");
+  // No policy message: the defaults, name included.
+  auto g = ToGenerationRequest(r, *tokenizer_, tokenizer_->vocab_size(), 512, defaults);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->policy.name, "quest");
+  EXPECT_EQ(g->policy.budget_tokens, 256);
+  // Naming only prhs: the server's knobs.
+  r.mutable_policy()->set_name("prhs");
+  g = ToGenerationRequest(r, *tokenizer_, tokenizer_->vocab_size(), 512, defaults);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->policy.name, "prhs");
+  EXPECT_EQ(g->policy.budget_tokens, 256);
+  EXPECT_DOUBLE_EQ(g->policy.audit_rate, 0.5);
+  EXPECT_DOUBLE_EQ(g->policy.prhs.tau, 0.9);
+  EXPECT_EQ(g->policy.lychee.mode, "token");
+  // Every knob set; a budget of 0 is the default; max_dropped_mass 0 means "read everything".
+  v1::SparsityPolicy* p = r.mutable_policy();
+  p->set_budget_tokens(0);
+  p->set_max_dropped_mass(0);
+  p->set_audit_rate(1);
+  p->mutable_lychee()->set_mode("block");
+  p->mutable_lychee()->set_sink_tokens(8);
+  p->mutable_lychee()->set_local_tokens(32);
+  p->mutable_lychee()->set_correction_interval(16);
+  p->mutable_prhs()->set_tau(-0.5);
+  p->mutable_prhs()->set_dilation(2);
+  p->mutable_prhs()->set_dilate_fraction(0.5);
+  p->mutable_prhs()->set_sink_tokens(0);
+  p->mutable_prhs()->set_local_tokens(1);
+  p->mutable_prhs()->set_psaw_start_layer(3);
+  p->mutable_prhs()->set_psaw_phi(0.5);
+  p->mutable_prhs()->set_psaw_alpha(2);
+  g = ToGenerationRequest(r, *tokenizer_, tokenizer_->vocab_size(), 512, defaults);
+  ASSERT_TRUE(g.ok()) << g.status();
+  const PolicySpec& s = g->policy;
+  EXPECT_EQ(s.budget_tokens, 256);
+  EXPECT_DOUBLE_EQ(s.max_dropped_mass, 0.0);
+  EXPECT_DOUBLE_EQ(s.audit_rate, 1.0);
+  EXPECT_EQ(s.lychee.mode, "block");
+  EXPECT_EQ(s.lychee.sink_tokens, 8);
+  EXPECT_EQ(s.lychee.local_tokens, 32);
+  EXPECT_EQ(s.lychee.correction_interval, 16);
+  EXPECT_DOUBLE_EQ(s.prhs.tau, -0.5);
+  EXPECT_EQ(s.prhs.dilation, 2);
+  EXPECT_DOUBLE_EQ(s.prhs.dilate_fraction, 0.5);
+  EXPECT_EQ(s.prhs.sink_tokens, 0);
+  EXPECT_EQ(s.prhs.local_tokens, 1);
+  EXPECT_EQ(s.prhs.psaw_start_layer, 3);
+  EXPECT_DOUBLE_EQ(s.prhs.psaw_phi, 0.5);
+  EXPECT_DOUBLE_EQ(s.prhs.psaw_alpha, 2.0);
+}
+
+TEST_F(ConvertTest, PolicyRangeErrorsNameTheField) {
+  struct Case {
+    std::function<void(v1::SparsityPolicy&)> set;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {[](auto& p) { p.set_budget_tokens(-1); }, "policy.budget_tokens is -1, must be >= 0"},
+      {[](auto& p) { p.set_max_dropped_mass(-0.5); },
+       "policy.max_dropped_mass is -0.5, must be in [0, 1]"},
+      {[](auto& p) { p.set_max_dropped_mass(1.5); }, "policy.max_dropped_mass is 1.5"},
+      {[](auto& p) { p.set_audit_rate(2); }, "policy.audit_rate is 2, must be in [0, 1]"},
+      {[](auto& p) { p.mutable_lychee()->set_mode("page"); },
+       "policy.lychee.mode is \"page\", must be \"block\" or \"token\""},
+      {[](auto& p) { p.mutable_lychee()->set_sink_tokens(-1); },
+       "policy.lychee.sink_tokens is -1, must be >= 0"},
+      {[](auto& p) { p.mutable_lychee()->set_local_tokens(0); },
+       "policy.lychee.local_tokens is 0, must be >= 1"},
+      {[](auto& p) { p.mutable_lychee()->set_correction_interval(-1); },
+       "policy.lychee.correction_interval is -1, must be >= 0"},
+      {[](auto& p) { p.mutable_prhs()->set_tau(1.5); },
+       "policy.prhs.tau is 1.5, must be in [-1, 1]"},
+      {[](auto& p) { p.mutable_prhs()->set_dilation(-1); }, "policy.prhs.dilation is -1"},
+      {[](auto& p) { p.mutable_prhs()->set_dilate_fraction(-0.1); },
+       "policy.prhs.dilate_fraction is -0.1, must be in [0, 1]"},
+      {[](auto& p) { p.mutable_prhs()->set_sink_tokens(-3); }, "policy.prhs.sink_tokens is -3"},
+      {[](auto& p) { p.mutable_prhs()->set_local_tokens(0); }, "policy.prhs.local_tokens is 0"},
+      {[](auto& p) { p.mutable_prhs()->set_psaw_start_layer(-1); },
+       "policy.prhs.psaw_start_layer is -1"},
+      {[](auto& p) { p.mutable_prhs()->set_psaw_phi(0); },
+       "policy.prhs.psaw_phi is 0, must be in (0, 1]"},
+      {[](auto& p) { p.mutable_prhs()->set_psaw_alpha(-1); }, "policy.prhs.psaw_alpha is -1"},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest r;
+    r.set_text("Hello");
+    c.set(*r.mutable_policy());
+    absl::StatusOr<GenerationRequest> g = Convert(r);
+    ASSERT_FALSE(g.ok()) << c.message;
+    EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(g.status().message().find(c.message), absl::string_view::npos) << g.status();
+  }
+}
+
+TEST(ConvertPolicy, DefaultPolicyMessageHasEveryField) {
+  PolicySpec spec;
+  spec.name = "prhs";
+  spec.prhs.tau = 0.7;
+  v1::SparsityPolicy m;
+  ToPolicyMessage(spec, &m);
+  EXPECT_EQ(m.name(), "prhs");
+  EXPECT_TRUE(m.has_budget_tokens() && m.has_max_dropped_mass() && m.has_audit_rate());
+  EXPECT_EQ(m.budget_tokens(), spec.budget_tokens);
+  EXPECT_EQ(m.lychee().mode(), "block");
+  EXPECT_TRUE(m.lychee().has_sink_tokens() && m.lychee().has_local_tokens() &&
+              m.lychee().has_correction_interval());
+  EXPECT_DOUBLE_EQ(m.prhs().tau(), 0.7);
+  EXPECT_TRUE(m.prhs().has_dilation() && m.prhs().has_dilate_fraction() &&
+              m.prhs().has_sink_tokens() && m.prhs().has_local_tokens() &&
+              m.prhs().has_psaw_start_layer() && m.prhs().has_psaw_phi() &&
+              m.prhs().has_psaw_alpha());
 }
 
 TEST_F(ConvertTest, TextAddsBosByDefault) {

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/file.h"
@@ -46,14 +47,56 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
   EXPECT_EQ(from_file.engine.enforce_eager, defaults.engine.enforce_eager);
   EXPECT_EQ(from_file.shutdown_grace_seconds, defaults.shutdown_grace_seconds);
   EXPECT_EQ(from_file.log_level, defaults.log_level);
+  EXPECT_EQ(from_file.engine.head_roles_path, defaults.engine.head_roles_path);
+  // default_policy: every knob, as PolicySpec's defaults.
+  const PolicySpec& p = from_file.default_policy;
+  const PolicySpec& d = defaults.default_policy;
+  EXPECT_EQ(p.name, d.name);
+  EXPECT_EQ(p.budget_tokens, d.budget_tokens);
+  EXPECT_EQ(p.max_dropped_mass, d.max_dropped_mass);
+  EXPECT_EQ(p.audit_rate, d.audit_rate);
+  EXPECT_EQ(p.lychee.mode, d.lychee.mode);
+  EXPECT_EQ(p.lychee.sink_tokens, d.lychee.sink_tokens);
+  EXPECT_EQ(p.lychee.local_tokens, d.lychee.local_tokens);
+  EXPECT_EQ(p.lychee.correction_interval, d.lychee.correction_interval);
+  EXPECT_EQ(p.prhs.tau, d.prhs.tau);
+  EXPECT_EQ(p.prhs.dilation, d.prhs.dilation);
+  EXPECT_EQ(p.prhs.dilate_fraction, d.prhs.dilate_fraction);
+  EXPECT_EQ(p.prhs.sink_tokens, d.prhs.sink_tokens);
+  EXPECT_EQ(p.prhs.local_tokens, d.prhs.local_tokens);
+  EXPECT_EQ(p.prhs.psaw_start_layer, d.prhs.psaw_start_layer);
+  EXPECT_EQ(p.prhs.psaw_phi, d.prhs.psaw_phi);
+  EXPECT_EQ(p.prhs.psaw_alpha, d.prhs.psaw_alpha);
+  for (const char* key :
+       {"  name:", "  budget_tokens:", "  max_dropped_mass:", "  audit_rate:", "  lychee:",
+        "    mode:", "    sink_tokens:", "    local_tokens:", "    correction_interval:", "  prhs:",
+        "    tau:", "    dilation:", "    dilate_fraction:", "    psaw_start_layer:",
+        "    psaw_phi:", "    psaw_alpha:"}) {
+    EXPECT_NE(text->find(std::string("\n") + key), std::string::npos) << key;
+  }
   EXPECT_TRUE(ValidateServerConfig(from_file).ok());
   // Every key is documented: each ApplyKey key appears in the file.
-  for (const char* key :
-       {"model:", "served_model_name:", "host:", "grpc_port:", "http_port:", "device:",
-        "block_size:", "kv_cache_bytes:", "max_num_seqs:", "max_num_batched_tokens:",
-        "max_model_len:", "max_queue_len:", "enable_prefix_caching:", "seed:",
-        "shutdown_grace_seconds:", "log_level:", "tokenizer:", "gpu_memory_utilization:",
-        "enforce_eager:"}) {
+  for (const char* key : {"model:",
+                          "served_model_name:",
+                          "host:",
+                          "grpc_port:",
+                          "http_port:",
+                          "device:",
+                          "block_size:",
+                          "kv_cache_bytes:",
+                          "max_num_seqs:",
+                          "max_num_batched_tokens:",
+                          "max_model_len:",
+                          "max_queue_len:",
+                          "enable_prefix_caching:",
+                          "seed:",
+                          "shutdown_grace_seconds:",
+                          "log_level:",
+                          "tokenizer:",
+                          "gpu_memory_utilization:",
+                          "enforce_eager:",
+                          "head_roles:",
+                          "default_policy:"}) {
     EXPECT_NE(text->find(std::string("\n") + key), std::string::npos) << key;
   }
 }
@@ -63,6 +106,73 @@ TEST(ServerConfigTest, UnknownKeyIsNamed) {
   absl::Status st = ApplyYamlConfig("grpc_port: 1\nmax_num_sequences: 4\n", c);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("max_num_sequences"), absl::string_view::npos) << st;
+}
+
+TEST(ServerConfigTest, DefaultPolicySection) {
+  ServerConfig c;
+  ASSERT_TRUE(ApplyYamlConfig(R"(
+default_policy:
+  name: prhs
+  budget_tokens: 512
+  max_dropped_mass: 0
+  audit_rate: 0.5
+  lychee:
+    mode: token
+    correction_interval: 32
+  prhs:
+    tau: 0.9
+    psaw_phi: 0.5
+    sink_tokens:
+head_roles: /masks/roles.json
+)",
+                              c)
+                  .ok());
+  EXPECT_EQ(c.default_policy.name, "prhs");
+  EXPECT_EQ(c.default_policy.budget_tokens, 512);
+  EXPECT_EQ(c.default_policy.max_dropped_mass, 0.0);
+  EXPECT_EQ(c.default_policy.audit_rate, 0.5);
+  EXPECT_EQ(c.default_policy.lychee.mode, "token");
+  EXPECT_EQ(c.default_policy.lychee.correction_interval, 32);
+  EXPECT_EQ(c.default_policy.lychee.sink_tokens, LycheeKnobs().sink_tokens);
+  EXPECT_EQ(c.default_policy.prhs.tau, 0.9);
+  EXPECT_EQ(c.default_policy.prhs.psaw_phi, 0.5);
+  EXPECT_EQ(c.default_policy.prhs.sink_tokens, PrhsKnobs().sink_tokens);
+  EXPECT_EQ(c.engine.head_roles_path, "/masks/roles.json");
+  c.engine.model_dir = "models/stories260K";
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+
+  // Unknown nested keys and bad values name the full key.
+  for (const auto& [yaml, key] : std::vector<std::pair<std::string, std::string>>{
+           {"default_policy:\n  budget: 5\n", "default_policy.budget"},
+           {"default_policy:\n  prhs:\n    taux: 1\n", "default_policy.prhs.taux"},
+           {"default_policy:\n  lychee:\n    sink_tokens: many\n",
+            "default_policy.lychee.sink_tokens"},
+           {"default_policy: prhs\n", "default_policy"},
+       }) {
+    ServerConfig bad;
+    const absl::Status st = ApplyYamlConfig(yaml, bad);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << yaml;
+    EXPECT_NE(st.message().find(key), absl::string_view::npos) << st;
+  }
+  // Ranges are the sparsity factory's, named as the config spells them.
+  for (const auto& [yaml, key] : std::vector<std::pair<std::string, std::string>>{
+           {"default_policy:\n  name: magic\n", "default_policy.name"},
+           {"default_policy:\n  audit_rate: 2\n", "default_policy.audit_rate"},
+           {"default_policy:\n  name: quest\n  budget_tokens: 4\n", "default_policy.budget_tokens"},
+           {"default_policy:\n  name: prhs\n  prhs:\n    tau: 3\n", "default_policy.prhs.tau"},
+           {"default_policy:\n  name: lychee\n  lychee:\n    mode: page\n",
+            "default_policy.lychee.mode"},
+       }) {
+    ServerConfig bad;
+    bad.engine.model_dir = "models/stories260K";
+    ASSERT_TRUE(ApplyYamlConfig(yaml, bad).ok()) << yaml;
+    const absl::Status st = ValidateServerConfig(bad);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << yaml;
+    EXPECT_NE(st.message().find(key), absl::string_view::npos) << st;
+  }
+  auto parsed = Parse({"--head-roles", "/tmp/roles.json"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.engine.head_roles_path, "/tmp/roles.json");
 }
 
 TEST(ServerConfigTest, BadValueIsNamed) {

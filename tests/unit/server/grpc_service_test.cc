@@ -33,10 +33,14 @@ struct StreamResult {
 
 class GrpcServiceTest : public ::testing::Test {
  protected:
-  void StartServer(absl::Duration token_interval = absl::Milliseconds(1)) {
+  void StartServer(absl::Duration token_interval = absl::Milliseconds(1),
+                   const PolicySpec& default_policy = {}) {
     engine_ = std::make_unique<FakeEngine>(token_interval);
-    auto server =
-        GrpcServer::Start(*engine_, {.host = "127.0.0.1", .port = 0, .server_version = "test"});
+    auto server = GrpcServer::Start(*engine_, {.host = "127.0.0.1",
+                                               .port = 0,
+                                               .server_version = "test",
+                                               .default_policy = default_policy,
+                                               .policies = {"dense", "quest", "prhs"}});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
@@ -432,6 +436,43 @@ grpc::health::v1::HealthCheckResponse::ServingStatus Health(grpc::Channel* chann
   const grpc::Status status = stub->Check(&context, request, &response);
   if (!status.ok()) return grpc::health::v1::HealthCheckResponse::UNKNOWN;
   return response.status();
+}
+
+// The server's default_policy fills what a request leaves unset, and GetServerInfo shows it.
+TEST_F(GrpcServiceTest, DefaultPolicyFillsUnsetFieldsAndIsListed) {
+  TearDown();
+  PolicySpec defaults;
+  defaults.name = "quest";
+  defaults.budget_tokens = 64;
+  defaults.audit_rate = 0.5;
+  defaults.prhs.tau = 0.95;
+  StartServer(absl::Milliseconds(1), defaults);
+
+  grpc::ClientContext context;
+  v1::GetServerInfoResponse info;
+  ASSERT_TRUE(stub_->GetServerInfo(&context, {}, &info).ok());
+  EXPECT_EQ(std::vector<std::string>(info.policies().begin(), info.policies().end()),
+            (std::vector<std::string>{"dense", "quest", "prhs"}));
+  EXPECT_EQ(info.default_policy().name(), "quest");
+  EXPECT_EQ(info.default_policy().budget_tokens(), 64);
+  EXPECT_DOUBLE_EQ(info.default_policy().audit_rate(), 0.5);
+  EXPECT_DOUBLE_EQ(info.default_policy().max_dropped_mass(), 1.0);
+  EXPECT_DOUBLE_EQ(info.default_policy().prhs().tau(), 0.95);
+  EXPECT_EQ(info.default_policy().lychee().mode(), "block");
+
+  v1::GenerateRequest request = TextRequest("hi", 2, "named-prhs");
+  request.mutable_policy()->set_name("prhs");
+  request.mutable_policy()->mutable_prhs()->set_dilation(2);
+  ASSERT_TRUE(RunStream(request).status.ok());
+  ASSERT_TRUE(RunStream(TextRequest("hi", 2, "no-policy")).status.ok());
+  const std::vector<GenerationRequest> submitted = engine_->submitted();
+  ASSERT_EQ(submitted.size(), 2u);
+  EXPECT_EQ(submitted[0].policy.name, "prhs");
+  EXPECT_EQ(submitted[0].policy.budget_tokens, 64);
+  EXPECT_DOUBLE_EQ(submitted[0].policy.audit_rate, 0.5);
+  EXPECT_DOUBLE_EQ(submitted[0].policy.prhs.tau, 0.95);
+  EXPECT_EQ(submitted[0].policy.prhs.dilation, 2);
+  EXPECT_EQ(submitted[1].policy.name, "quest");
 }
 
 TEST_F(GrpcServiceTest, HealthAndDrain) {

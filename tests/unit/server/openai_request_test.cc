@@ -97,6 +97,61 @@ TEST(OpenAiCompletionRequestTest, EveryField) {
   EXPECT_EQ(r.priority, -3);
 }
 
+TEST(OpenAiCompletionRequestTest, PolicyKnobsAndServerDefaults) {
+  ModelLimits limits = kLimits;
+  limits.default_policy.budget_tokens = 512;
+  limits.default_policy.audit_rate = 0.25;
+  limits.default_policy.prhs.tau = 0.9;
+  limits.default_policy.lychee.sink_tokens = 4;
+  // Naming only the policy: every knob is the server's.
+  auto p = ParseCompletionRequest(R"({"prompt": "x", "policy": {"name": "prhs"}})", limits);
+  ASSERT_TRUE(p.ok()) << p.status();
+  const PolicySpec& got = p->common.generation.policy;
+  EXPECT_EQ(got.name, "prhs");
+  EXPECT_EQ(got.budget_tokens, 512);
+  EXPECT_DOUBLE_EQ(got.audit_rate, 0.25);
+  EXPECT_DOUBLE_EQ(got.prhs.tau, 0.9);
+  EXPECT_EQ(got.lychee.sink_tokens, 4);
+  // No policy at all: the server's default policy (its name too).
+  limits.default_policy.name = "quest";
+  p = ParseCompletionRequest(R"({"prompt": "x"})", limits);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->common.generation.policy.name, "quest");
+  EXPECT_EQ(p->common.generation.policy.budget_tokens, 512);
+  // Every field; max_dropped_mass 0 ("read everything") is valid; a budget of 0 is the default.
+  auto c = ParseChatRequest(R"({"messages": [{"role": "user", "content": "hi"}],
+      "policy": {"name": "lychee", "budget_tokens": 0, "max_dropped_mass": 0, "audit_rate": 1,
+                 "lychee": {"mode": "token", "sink_tokens": 8, "local_tokens": 32,
+                            "correction_interval": 16},
+                 "prhs": {"tau": -0.5, "dilation": 2, "dilate_fraction": 0.5, "sink_tokens": 0,
+                          "local_tokens": 1, "psaw_start_layer": 3, "psaw_phi": 0.5,
+                          "psaw_alpha": 2}}})",
+                            limits);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const PolicySpec& all = c->common.generation.policy;
+  EXPECT_EQ(all.name, "lychee");
+  EXPECT_EQ(all.budget_tokens, 512);
+  EXPECT_DOUBLE_EQ(all.max_dropped_mass, 0.0);
+  EXPECT_DOUBLE_EQ(all.audit_rate, 1.0);
+  EXPECT_EQ(all.lychee.mode, "token");
+  EXPECT_EQ(all.lychee.sink_tokens, 8);
+  EXPECT_EQ(all.lychee.local_tokens, 32);
+  EXPECT_EQ(all.lychee.correction_interval, 16);
+  EXPECT_DOUBLE_EQ(all.prhs.tau, -0.5);
+  EXPECT_EQ(all.prhs.dilation, 2);
+  EXPECT_DOUBLE_EQ(all.prhs.dilate_fraction, 0.5);
+  EXPECT_EQ(all.prhs.sink_tokens, 0);
+  EXPECT_EQ(all.prhs.local_tokens, 1);
+  EXPECT_EQ(all.prhs.psaw_start_layer, 3);
+  EXPECT_DOUBLE_EQ(all.prhs.psaw_phi, 0.5);
+  EXPECT_DOUBLE_EQ(all.prhs.psaw_alpha, 2.0);
+  // Null fields are unset.
+  p = ParseCompletionRequest(
+      R"({"prompt": "x", "policy": {"name": null, "audit_rate": null, "prhs": null}})", limits);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_DOUBLE_EQ(p->common.generation.policy.audit_rate, 0.25);
+}
+
 TEST(OpenAiCompletionRequestTest, PromptForms) {
   auto prompt_of = [](const std::string& body) { return ParseCompletionRequest(body, kLimits); };
   EXPECT_EQ(std::get<std::string>(prompt_of(R"({"prompt": ["a b"]})")->prompt), "a b");
@@ -159,8 +214,42 @@ TEST(OpenAiCompletionRequestTest, RefusalsNameTheParam) {
       {R"({"prompt": "x", "policy": "dense"})", "policy", "must be an object"},
       {R"({"prompt": "x", "policy": {"budget_tokens": -1}})", "policy.budget_tokens",
        "policy.budget_tokens is -1, must be >= 0"},
-      {R"({"prompt": "x", "policy": {"max_dropped_mass": 0}})", "policy.max_dropped_mass",
-       "policy.max_dropped_mass is 0, must be in (0, 1]"},
+      {R"({"prompt": "x", "policy": {"max_dropped_mass": -0.1}})", "policy.max_dropped_mass",
+       "policy.max_dropped_mass is -0.1, must be in [0, 1]"},
+      {R"({"prompt": "x", "policy": {"max_dropped_mass": 1.5}})", "policy.max_dropped_mass",
+       "must be in [0, 1]"},
+      {R"({"prompt": "x", "policy": {"audit_rate": 2}})", "policy.audit_rate",
+       "policy.audit_rate is 2, must be in [0, 1]"},
+      {R"({"prompt": "x", "policy": {"audit_rate": "all"}})", "policy.audit_rate",
+       "must be a number"},
+      {R"({"prompt": "x", "policy": {"lychee": 1}})", "policy.lychee", "must be an object"},
+      {R"({"prompt": "x", "policy": {"lychee": {"mode": "page"}}})", "policy.lychee.mode",
+       "policy.lychee.mode is \"page\", must be \"block\" or \"token\""},
+      {R"({"prompt": "x", "policy": {"lychee": {"sink_tokens": -1}}})", "policy.lychee.sink_tokens",
+       "policy.lychee.sink_tokens is -1, must be >= 0"},
+      {R"({"prompt": "x", "policy": {"lychee": {"local_tokens": 0}}})",
+       "policy.lychee.local_tokens", "must be >= 1"},
+      {R"({"prompt": "x", "policy": {"lychee": {"correction_interval": -2}}})",
+       "policy.lychee.correction_interval", "must be >= 0"},
+      {R"({"prompt": "x", "policy": {"prhs": []}})", "policy.prhs", "must be an object"},
+      {R"({"prompt": "x", "policy": {"prhs": {"tau": 1.5}}})", "policy.prhs.tau",
+       "policy.prhs.tau is 1.5, must be in [-1, 1]"},
+      {R"({"prompt": "x", "policy": {"prhs": {"dilation": -1}}})", "policy.prhs.dilation",
+       "must be >= 0"},
+      {R"({"prompt": "x", "policy": {"prhs": {"dilate_fraction": 2}}})",
+       "policy.prhs.dilate_fraction", "must be in [0, 1]"},
+      {R"({"prompt": "x", "policy": {"prhs": {"sink_tokens": -1}}})", "policy.prhs.sink_tokens",
+       "must be >= 0"},
+      {R"({"prompt": "x", "policy": {"prhs": {"local_tokens": 0}}})", "policy.prhs.local_tokens",
+       "must be >= 1"},
+      {R"({"prompt": "x", "policy": {"prhs": {"psaw_start_layer": -1}}})",
+       "policy.prhs.psaw_start_layer", "must be >= 0"},
+      {R"({"prompt": "x", "policy": {"prhs": {"psaw_phi": 0}}})", "policy.prhs.psaw_phi",
+       "policy.prhs.psaw_phi is 0, must be in (0, 1]"},
+      {R"({"prompt": "x", "policy": {"prhs": {"psaw_alpha": -1}}})", "policy.prhs.psaw_alpha",
+       "must be in [0, 1000000]"},
+      {R"({"prompt": "x", "policy": {"prhs": {"tau": "high"}}})", "policy.prhs.tau",
+       "must be a number"},
       {R"({"prompt": "x", "priority": 4294967296})", "priority", "32 bits"},
       {R"({"prompt": "x", "model": 5})", "model", "must be a string"},
       {R"({})", "prompt", "prompt is missing"},
