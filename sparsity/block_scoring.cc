@@ -68,29 +68,6 @@ void AppendTopK(absl::Span<const float> scores, int64_t forced_first, int64_t fo
   for (int64_t i = last_begin; i < n; ++i) out->push_back(static_cast<int32_t>(i));
 }
 
-void BlockScoreLowerBounds(const DecodeQuery& query, float* out) {
-  const PagedKvView& c = query.cache;
-  const int64_t d = c.head_dim, n = query.num_blocks();
-  const int64_t group = query.num_heads / c.num_kv_heads;
-  const double slack = static_cast<double>(d + 2) * std::numeric_limits<float>::epsilon();
-  for (int64_t h = 0; h < query.num_heads; ++h) {
-    const float* q = query.q + h * d;
-    for (int64_t b = 0; b < n; ++b) {
-      const int64_t block = query.block_table[static_cast<size_t>(b)];
-      const float* lo = c.KeyMin(block, h / group);
-      const float* hi = c.KeyMax(block, h / group);
-      double sum = 0.0, mag = 0.0;
-      for (int64_t e = 0; e < d; ++e) {
-        const double x = static_cast<double>(q[e]) * lo[e];
-        const double y = static_cast<double>(q[e]) * hi[e];
-        sum += std::min(x, y);
-        mag += std::max(std::abs(x), std::abs(y));
-      }
-      out[h * n + b] = static_cast<float>((sum - slack * mag) * query.scale);
-    }
-  }
-}
-
 float Cosine(const float* a, const float* b, int64_t n) {
   double ab = 0.0, aa = 0.0, bb = 0.0;
   for (int64_t e = 0; e < n; ++e) {

@@ -33,11 +33,6 @@ void AppendTopK(absl::Span<const float> scores, int64_t forced_first, int64_t fo
                 int64_t budget, absl::Span<const uint8_t> candidate, std::vector<int32_t>* order,
                 std::vector<int32_t>* out);
 
-// out[h * num_blocks + b] <= scale · q_h·k for every key k written in logical block b, per
-// query head h: the lower counterpart of cpu::BlockScoreBounds from the same min/max key
-// summary (Σ_e min(q_e·lo_e, q_e·hi_e)), less a rounding slack so that it holds for fp32 dots.
-void BlockScoreLowerBounds(const DecodeQuery& query, float* out);
-
 // Cosine similarity of two vectors (0 when either is zero).
 float Cosine(const float* a, const float* b, int64_t n);
 

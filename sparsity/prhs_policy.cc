@@ -197,8 +197,8 @@ void PrhsPolicy::Select(const DecodeQuery& query, absl::Span<const int64_t> budg
           sp.num_heads = query.num_heads;
           sp.num_blocks = n;
           sp.scale = query.scale;
+          sp.lower = lb_.data();
           cpu::BlockScoreBounds(sp);
-          BlockScoreLowerBounds(query, lb_.data());
           bounds_ready = true;
         }
         if (!GrowToBound(query, g, 4 * budget_blocks, &set_)) {

@@ -20,7 +20,8 @@
 //
 // Accuracy control in advance (max_dropped_mass < 1): before any KV is read, the bound
 //   δ_pre(h) = U / (U + L),  U = Σ_{b unselected} n_b·e^{ub_b},  L = Σ_{b selected} n_b·e^{lb_b}
-// (ub/lb: upper/lower bounds of q·k over the block from its key summary, per query head) must
+// (ub/lb: upper/lower bounds of q·k over the block from its key summaries, min/max of the box
+// and ball bounds of kernels/cpu/sparse_attention.h, per query head) must
 // meet max_dropped_mass for every query head of the group; unselected blocks are added by
 // highest bound until it does. A head whose set would grow past 4x its budget reads everything
 // instead (a dense fallback). The kernel then certifies the real bound after reading.

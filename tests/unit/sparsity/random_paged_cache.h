@@ -17,7 +17,7 @@
 namespace lychee::testing {
 
 struct RandomPagedCache {
-  std::vector<float> kv, summary;
+  std::vector<float> kv, summary, ball;
   std::vector<int32_t> table;
   std::vector<float> k, v;  // [tokens, kv_heads, head_dim] as written
   PagedKvView view;
@@ -35,6 +35,9 @@ struct RandomPagedCache {
     summary.assign(static_cast<size_t>(view.num_blocks * view.summary_block_stride()), 0.0f);
     view.kv = kv.data();
     view.key_summary = summary.data();
+    // The key ball (centroid + radius) as KvPool keeps it, so bounds are min(box, ball).
+    ball.assign(static_cast<size_t>(view.num_blocks * view.ball_block_stride()), 0.0f);
+    view.key_ball = ball.data();
     std::vector<int32_t> pool(static_cast<size_t>(view.num_blocks));
     std::iota(pool.begin(), pool.end(), 0);
     std::shuffle(pool.begin(), pool.end(), rng);
