@@ -119,6 +119,7 @@ absl::StatusOr<absl::Span<const float>> CpuModel::Step(absl::Span<const int32_t>
   chunk.token_ids = tokens;
   chunk.start_position = num_tokens_;
   chunk.needs_logits = last_row_logits;
+  chunk.is_decode = policy != nullptr;  // Decode through a policy: a real decode step
   step_.num_batched_tokens = static_cast<int64_t>(tokens.size());
   absl::Span<const float> logits;
   if (maybe_all_logits != nullptr) {

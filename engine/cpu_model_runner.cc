@@ -5,12 +5,14 @@
 #include "engine/cpu_model_runner.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "common/status.h"
 #include "engine/cpu_packed_weights.h"
 #include "engine/step_check.h"
@@ -48,18 +50,25 @@ struct CpuModelRunner::Impl {
   std::vector<float> scores;       // [pool positions]: one query's attention scores
   std::vector<float> logits;       // [max_logit_rows, vocab]
   // Sparse decode (engine thread; sized at Create, the selection grows with the context).
-  std::vector<float> dropped;    // [chunks of the step] max certified dropped mass, -1: dense
-  std::vector<float> head_mass;  // [num_heads] one layer's bounds
+  std::vector<SparseChunkStats> stats;  // [chunks of the step]
+  std::vector<float> head_mass;         // [num_heads] one layer's bounds
+  std::vector<double> exact;            // [num_heads] audits: exact dropped mass
+  std::vector<float> kv_worst;          // [num_kv_heads] worst bound of the group's heads
+  std::vector<int64_t> budgets;         // [num_kv_heads] token budgets (widened per head)
+  std::vector<uint8_t> head_mask;       // [num_kv_heads] heads the kernel (re)computes
   sparsity::Selection selection;
+#ifndef NDEBUG
+  sparsity::Selection previous;  // the last round's selection (checks of widening)
+#endif
 
   absl::Status Validate(const SchedulerOutput& step, bool all_rows, int64_t* num_rows,
                         int64_t* num_logit_rows) const;
   void EmbedAndPositions(const SchedulerOutput& step);
   void Layer(const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies,
              int64_t layer, int64_t n);
-  // One decode chunk's attention at one layer through `policy`; returns the largest bound.
-  float SparseDecode(sparsity::Policy& policy, const ScheduledChunk& ch, const PagedKvView& view,
-                     int64_t layer, const float* q_row, float* out_row);
+  // One decode chunk's attention at one layer through `policy`, accumulating into `st`.
+  void SparseDecode(sparsity::Policy& policy, const ScheduledChunk& ch, const PagedKvView& view,
+                    int64_t layer, const float* q_row, float* out_row, SparseChunkStats* st);
   absl::Status Run(const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies,
                    bool all_rows, float* maybe_all_logits, int64_t all_logits_size,
                    absl::Span<const float>* logits_out);
@@ -92,9 +101,9 @@ void CpuModelRunner::Impl::EmbedAndPositions(const SchedulerOutput& step) {
   }
 }
 
-float CpuModelRunner::Impl::SparseDecode(sparsity::Policy& policy, const ScheduledChunk& ch,
-                                         const PagedKvView& view, int64_t layer, const float* q_row,
-                                         float* out_row) {
+void CpuModelRunner::Impl::SparseDecode(sparsity::Policy& policy, const ScheduledChunk& ch,
+                                        const PagedKvView& view, int64_t layer, const float* q_row,
+                                        float* out_row, SparseChunkStats* st) {
   sparsity::DecodeQuery query;
   query.q = q_row;
   query.cache = view;
@@ -102,37 +111,108 @@ float CpuModelRunner::Impl::SparseDecode(sparsity::Policy& policy, const Schedul
   query.position = ch.start_position;
   query.num_heads = config.num_heads;
   query.layer = layer;
+  query.num_layers = config.num_layers;
   query.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(config.head_dim)));
-  const int64_t all_tokens = query.num_blocks() * view.block_size;
+  const int64_t kv_heads = view.num_kv_heads;
+  const int64_t group = config.num_heads / kv_heads;
+  const int64_t bs = view.block_size;
+  const int64_t pos = ch.start_position;
+  const int64_t all_tokens = query.num_blocks() * bs;
   const double max_mass = policy.limits().max_dropped_mass;
-  // max_dropped_mass 0 cannot be certified short of reading everything (a bound may underflow
-  // to 0 while blocks are skipped), so it reads every block from the start.
-  int64_t budget = max_mass <= 0.0 ? all_tokens : policy.limits().budget_tokens;
-  float worst = 0.0f;
+  // max_dropped_mass 0 cannot be certified short of reading everything (something skipped is
+  // never certified as exactly 0), so it reads every block from the start.
+  budgets.assign(static_cast<size_t>(kv_heads),
+                 max_mass <= 0.0 ? all_tokens : policy.limits().budget_tokens);
+  head_mask.assign(static_cast<size_t>(kv_heads), 1);
+
+  cpu::SparseDecodeAttentionParams sp;
+  sp.q = q_row;
+  sp.cache = view;
+  sp.block_table = ch.block_table.data();
+  sp.out = out_row;
+  sp.dropped_mass = head_mass.data();
+  sp.scratch = scores.data();
+  sp.num_heads = config.num_heads;
+  sp.num_table_blocks = static_cast<int64_t>(ch.block_table.size());
+  sp.position = pos;
+  sp.scale = query.scale;
+  sp.kv_head_mask = head_mask.data();
+#ifndef NDEBUG
+  bool first_round = true;
+#endif
   for (;;) {
-    policy.Select(query, budget, &selection);
-    cpu::SparseDecodeAttentionParams sp;
-    sp.q = q_row;
-    sp.cache = view;
-    sp.block_table = ch.block_table.data();
+    const auto t0 = std::chrono::steady_clock::now();
+    policy.Select(query, budgets, &selection);
+    st->selection_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     sp.selected = selection.blocks.data();
     sp.selected_offsets = selection.offsets.data();
-    sp.out = out_row;
-    sp.dropped_mass = head_mass.data();
-    sp.scratch = scores.data();
-    sp.num_heads = config.num_heads;
-    sp.num_table_blocks = static_cast<int64_t>(ch.block_table.size());
-    sp.position = ch.start_position;
-    sp.scale = query.scale;
+    sp.token_level = selection.token_level;
+#ifndef NDEBUG
+    LY_CHECK(static_cast<int64_t>(selection.offsets.size()) == kv_heads + 1)
+        << policy.name() << ": selection has " << selection.offsets.size() - 1 << " kv heads";
+    const std::string error = cpu::SelectionError(sp);
+    LY_CHECK(error.empty()) << policy.name() << " layer " << layer << ": " << error;
+    if (!first_round) {
+      // Heads whose budget did not change are not recomputed: their selection must not either.
+      for (int64_t g = 0; g < kv_heads; ++g) {
+        if (head_mask[static_cast<size_t>(g)] != 0) continue;
+        const auto a = selection.offsets[static_cast<size_t>(g)];
+        const auto b = selection.offsets[static_cast<size_t>(g + 1)];
+        const auto pa = previous.offsets[static_cast<size_t>(g)];
+        const auto pb = previous.offsets[static_cast<size_t>(g + 1)];
+        LY_CHECK(b - a == pb - pa &&
+                 std::equal(selection.blocks.begin() + a, selection.blocks.begin() + b,
+                            previous.blocks.begin() + pa))
+            << policy.name() << ": an unchanged budget changed kv head " << g << "'s selection";
+      }
+    }
+    previous = selection;
+    first_round = false;
+#endif
     cpu::SparseDecodeAttention(sp);
-    worst = *std::max_element(head_mass.begin(), head_mass.end());
-    // Simple growth: double the budget until the bound holds; the last round reads everything
-    // (bound 0), so this ends after at most log2(context / budget) + 1 rounds.
-    if (worst <= max_mass || budget >= all_tokens) break;
-    budget = std::min(all_tokens, 2 * budget);
+    // Per kv head, the worst bound of its query heads; widen (double) only the heads that miss
+    // max_dropped_mass and do not read everything yet, and redo only those.
+    bool again = false;
+    for (int64_t g = 0; g < kv_heads; ++g) {
+      const size_t gi = static_cast<size_t>(g);
+      if (head_mask[gi] != 0) {
+        kv_worst[gi] =
+            *std::max_element(head_mass.begin() + g * group, head_mass.begin() + (g + 1) * group);
+      }
+      const bool widen = kv_worst[gi] > max_mass && budgets[gi] < all_tokens;
+      head_mask[gi] = widen ? 1 : 0;
+      if (!widen) continue;
+      budgets[gi] = std::min(all_tokens, 2 * budgets[gi]);
+      ++st->widenings;
+      again = true;
+    }
+    if (!again) break;
   }
   policy.AfterAttention(query, head_mass);
-  return worst;
+
+  // Statistics of the selection the kernel last read for each kv head.
+  for (int64_t g = 0; g < kv_heads; ++g) {
+    const size_t gi = static_cast<size_t>(g);
+    const int64_t begin = selection.offsets[gi], end = selection.offsets[gi + 1];
+    int64_t read = end - begin;
+    if (!selection.token_level) {
+      read = 0;
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = selection.blocks[static_cast<size_t>(i)];
+        read += std::min(bs, pos + 1 - b * bs);
+      }
+    }
+    st->kv_tokens_read += read;
+    st->max_bound = std::max(st->max_bound, kv_worst[gi]);
+    st->sum_bound += kv_worst[gi];
+    ++st->heads;
+  }
+  st->kv_tokens_dense += kv_heads * (pos + 1);
+  if (ch.audit) {
+    cpu::ExactDroppedMass(sp, exact.data());
+    for (const double e : exact) st->exact_max = std::max(st->exact_max, static_cast<float>(e));
+  }
 }
 
 // One decoder layer over the step's `n` rows.
@@ -196,10 +276,11 @@ void CpuModelRunner::Impl::Layer(const SchedulerOutput& step,
   for (size_t ci = 0; ci < step.chunks.size(); ++ci) {
     const ScheduledChunk& ch = step.chunks[ci];
     sparsity::Policy* policy = policies.empty() ? nullptr : policies[ci];
-    if (policy != nullptr && ch.token_ids.size() == 1 && c.sliding_window == 0) {
-      const float mass =
-          SparseDecode(*policy, ch, view, layer, q.data() + row * q_dim, attn.data() + row * q_dim);
-      dropped[ci] = std::max(dropped[ci], mass);
+    if (policy != nullptr && ch.is_decode && c.sliding_window == 0) {
+      SparseChunkStats& st = stats[ci];
+      if (layer == 0) st.max_bound = 0.0f;  // a sparse chunk: bounds are >= 0 from here on
+      SparseDecode(*policy, ch, view, layer, q.data() + row * q_dim, attn.data() + row * q_dim,
+                   &st);
       row += 1;
       continue;
     }
@@ -237,9 +318,9 @@ absl::Status CpuModelRunner::Impl::Run(const SchedulerOutput& step,
     return absl::InvalidArgumentError(absl::StrCat("step has ", step.chunks.size(), " chunks but ",
                                                    policies.size(), " policies"));
   }
-  // Chunks never exceed rows (each has a token), so this assign never reallocates. -1 marks a
-  // chunk that ran dense; a sparse one takes the max of its layers' bounds (>= 0).
-  dropped.assign(step.chunks.size(), -1.0f);
+  // Chunks never exceed rows (each has a token), so this assign never reallocates. Defaults
+  // (max_bound -1) mark a chunk that ran dense.
+  stats.assign(step.chunks.size(), SparseChunkStats{});
   const int64_t hidden = config.hidden_size;
   const int64_t vocab = config.vocab_size;
   if (all_rows && all_logits_size < n * vocab) {
@@ -314,8 +395,12 @@ absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(
   impl->positions.resize(size(t));
   impl->scores.resize(size(pool->num_blocks() * ps.block_size));
   impl->logits.resize(size(impl->max_logit_rows * config.vocab_size));
-  impl->dropped.reserve(size(t));
+  impl->stats.reserve(size(t));
   impl->head_mass.resize(size(config.num_heads));
+  impl->exact.resize(size(config.num_heads));
+  impl->kv_worst.resize(size(config.num_kv_heads));
+  impl->budgets.reserve(size(config.num_kv_heads));
+  impl->head_mask.reserve(size(config.num_kv_heads));
   return std::unique_ptr<CpuModelRunner>(new CpuModelRunner(std::move(impl)));
 }
 
@@ -329,7 +414,7 @@ absl::StatusOr<absl::Span<const float>> CpuModelRunner::Execute(
   return logits;
 }
 
-absl::Span<const float> CpuModelRunner::dropped_mass() const { return impl_->dropped; }
+absl::Span<const SparseChunkStats> CpuModelRunner::sparse_stats() const { return impl_->stats; }
 
 absl::Status CpuModelRunner::ExecuteAllLogits(const SchedulerOutput& step,
                                               absl::Span<float> logits) {

@@ -8,9 +8,10 @@
 // and only attention is per chunk: a chunk's K/V rows are scattered into its blocks
 // (cpu::WritePagedKv) and its queries attend causally over its sequence's paged K/V
 // (cpu::PagedAttention). The final norm and LM head run over the rows whose logits are wanted.
-// A one-token (decode) chunk given a sparsity::Policy reads only the blocks the policy selects
-// per layer (cpu::SparseDecodeAttention) and reports the certified dropped-mass bound; prefill
-// chunks, chunks without a policy, and models with a sliding window always run dense.
+// A decode chunk (ScheduledChunk::is_decode) given a sparsity::Policy reads only the blocks (or
+// tokens) the policy selects per layer and kv head (cpu::SparseDecodeAttention) and reports
+// SparseChunkStats; prefill chunks (one-token ones included), chunks without a policy, and
+// models with a sliding window always run dense.
 //
 // Ownership and threading: the runner owns its repacked weights and every scratch buffer, sized
 // at Create from the options, so a step allocates nothing. It borrows the KvPool (the engine
@@ -68,16 +69,21 @@ class CpuModelRunner final : public ModelRunner {
   // chunks with needs_logits.
   //
   // `policies`: empty (every chunk dense), or one entry per chunk, nullptr for dense. A decode
-  // chunk with a policy runs, per layer, the policy's Select and the sparse kernel; when the
-  // policy's max_dropped_mass is below 1 and a head's bound exceeds it, the step retries with
-  // the block budget doubled until the bound meets it or every block is read (max_dropped_mass
-  // 0 therefore reads every block: dense results). Policies are borrowed for the call.
+  // chunk (is_decode) with a policy runs, per layer, the policy's Select and the sparse kernel
+  // (block or token selections). Every kv head starts at the request's budget (every token when
+  // max_dropped_mass <= 0); while some kv head's certified bound (the worst of its query heads)
+  // exceeds max_dropped_mass and it does not read everything yet, that head's budget doubles,
+  // the policy selects again and the kernel redoes only the widened heads (max_dropped_mass 0
+  // therefore reads every block: dense results). A chunk with `audit` also gets the exact
+  // dropped mass of the final selections (its output stays the sparse one). Policies are
+  // borrowed for the call. Debug builds check every selection (ascending, unique, in range).
   absl::StatusOr<absl::Span<const float>> Execute(
       const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies = {}) override;
 
-  // Per chunk of the last Execute, in chunk order: the largest certified dropped-mass bound over
-  // its layers and heads (0..1); -1 for chunks that ran dense. Valid until the next Execute*.
-  absl::Span<const float> dropped_mass() const override;
+  // Per chunk of the last Execute, in chunk order: bounds, KV read, widenings, audits and
+  // selection time of its sparse decode (defaults, max_bound -1, for chunks that ran dense).
+  // Valid until the next Execute*.
+  absl::Span<const SparseChunkStats> sparse_stats() const override;
   bool supports_sparse_policies() const override { return true; }
 
   // As Execute, but writes the logits of every token of every chunk, [Σ chunk sizes, vocab] in

@@ -15,8 +15,8 @@
 #include "common/logging.h"
 #include "common/status.h"
 #include "engine/cpu_packed_weights.h"
-#include "engine/cuda_weights.h"
 #include "engine/cuda_graph_cache.h"
+#include "engine/cuda_weights.h"
 #include "engine/step_check.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_check.h"
@@ -95,7 +95,7 @@ struct CudaModelRunner::Impl {
   cuda::DeviceBuffer<bf16> kv;
   int64_t num_blocks = 0;
 
-  std::vector<float> dropped;              // -1 per chunk: this backend runs dense only
+  std::vector<SparseChunkStats> stats;     // defaults per chunk: this backend runs dense only
   std::vector<cuda::PrefillTile> tiles_h;  // reused per step
   std::vector<int32_t> decode_ctx_h;       // reused per step
   CudaGraphCache graphs;                   // decode steps
@@ -195,7 +195,7 @@ absl::Status CudaModelRunner::Impl::AllocateScratch() {
   const StepLayout most = Layout(t, max_chunks, max_tiles, max_blocks_per_seq);
   LY_RETURN_IF_ERROR(step_inputs_d.Allocate(most.total));
   LY_RETURN_IF_ERROR(step_inputs_h.Allocate(most.total));
-  dropped.reserve(n(max_chunks));
+  stats.reserve(n(max_chunks));
   tiles_h.reserve(n(max_tiles));
   decode_ctx_h.reserve(n(max_chunks));
   return absl::OkStatus();
@@ -218,10 +218,9 @@ absl::Status CudaModelRunner::Impl::SizeKvPool() {
   num_blocks = std::min(budget / block_bytes, useful_blocks);
   if (options.num_kv_blocks_override > 0) {
     if (options.num_kv_blocks_override > budget / block_bytes) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("num_kv_blocks_override ", options.num_kv_blocks_override,
-                       " does not fit: ", budget / block_bytes, " blocks of ", block_bytes,
-                       " bytes fit in the budget"));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "num_kv_blocks_override ", options.num_kv_blocks_override, " does not fit: ",
+          budget / block_bytes, " blocks of ", block_bytes, " bytes fit in the budget"));
     }
     num_blocks = options.num_kv_blocks_override;
   }
@@ -465,13 +464,13 @@ absl::Status CudaModelRunner::Impl::UploadPaddedDecode(const SchedulerOutput& st
     *max_ctx = std::max(*max_ctx, pos + 1);
   }
   uint8_t* inputs_d = step_inputs_d.get();
-  LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(inputs_d, base, layout->block_tables,
-                                          cudaMemcpyHostToDevice, stream));
+  LY_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(inputs_d, base, layout->block_tables, cudaMemcpyHostToDevice, stream));
   const size_t pitch = static_cast<size_t>(stride) * sizeof(int32_t);
-  LY_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(
-      inputs_d + layout->block_tables, pitch, base + layout->block_tables, pitch,
-      static_cast<size_t>(columns) * sizeof(int32_t), static_cast<size_t>(bucket),
-      cudaMemcpyHostToDevice, stream));
+  LY_CUDA_RETURN_IF_ERROR(
+      cudaMemcpy2DAsync(inputs_d + layout->block_tables, pitch, base + layout->block_tables, pitch,
+                        static_cast<size_t>(columns) * sizeof(int32_t), static_cast<size_t>(bucket),
+                        cudaMemcpyHostToDevice, stream));
   return absl::OkStatus();
 }
 
@@ -665,7 +664,7 @@ absl::StatusOr<absl::Span<const float>> CudaModelRunner::Execute(
           "sparse policies do not run on the CUDA backend yet; use --device cpu");
     }
   }
-  m.dropped.assign(step.chunks.size(), -1.0f);
+  m.stats.assign(step.chunks.size(), SparseChunkStats{});
   if (size.rows == 0) return absl::Span<const float>();
 
   const bool pure_decode = std::all_of(step.chunks.begin(), step.chunks.end(), [](const auto& ch) {
@@ -751,7 +750,7 @@ absl::Status CudaModelRunner::Impl::Run(const Forward& f, const StepLayout& layo
               config.vocab_size, hidden, cuda::GemmOutType::kFp32);
 }
 
-absl::Span<const float> CudaModelRunner::dropped_mass() const { return impl_->dropped; }
+absl::Span<const SparseChunkStats> CudaModelRunner::sparse_stats() const { return impl_->stats; }
 const ModelConfig& CudaModelRunner::config() const { return impl_->config; }
 const CudaModelRunnerOptions& CudaModelRunner::options() const { return impl_->options; }
 int64_t CudaModelRunner::num_kv_blocks() const { return impl_->num_blocks; }

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -31,6 +32,7 @@
 #include "model/tokenizer/tokenizer.h"
 #include "model/weights.h"
 #include "scheduler/scheduler.h"
+#include "sparsity/head_roles.h"
 #include "sparsity/policy_factory.h"
 
 #if defined(LYCHEE_HAVE_CUDA)
@@ -43,6 +45,21 @@ namespace {
 // Default KV budget when none is configured: every sequence at full length, capped so that a
 // big model on a laptop does not take all memory.
 constexpr int64_t kMaxDefaultKvBytes = int64_t{4} << 30;
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// Whether the decode step at `position` of a request seeded `seed` is audited: a pure function
+// of both, so a replayed request audits the same steps whatever else runs beside it.
+bool AuditStep(uint64_t seed, int64_t position, double rate) {
+  if (rate <= 0.0) return false;
+  const uint64_t h = SplitMix64(seed ^ SplitMix64(static_cast<uint64_t>(position)));
+  return static_cast<double>(h >> 11) * 0x1.0p-53 < rate;
+}
 
 }  // namespace
 
@@ -83,6 +100,17 @@ class Engine::Impl {
     absl::Time arrival;
   };
 
+  // A sparse request's policy and what it did so far (the PolicyReport's sums).
+  struct SparseRequest {
+    std::unique_ptr<sparsity::Policy> policy;
+    uint64_t audit_seed = 0;
+    double audit_rate = 0.0;
+    PolicyReport report;  // max_bound, max_exact, audited_steps, widenings, corrections, time
+    double sum_bound = 0.0;
+    int64_t bound_heads = 0;
+    int64_t kv_read = 0, kv_dense = 0;
+  };
+
   absl::Status Validate(const GenerationRequest& request) const;
   void Loop();
   void Admit(std::vector<Pending>& admitted, absl::Time now);
@@ -90,6 +118,12 @@ class Engine::Impl {
   void CheckCancellations(absl::Time now);
   void RunStep();
   void FailStep(const SchedulerOutput& out, const absl::Status& error);
+  // Sets ScheduledChunk::audit on the sparse decode chunks sampled for a dense audit.
+  void MarkAudits(SchedulerOutput& out) const;
+  // Folds the runner's per-chunk SparseChunkStats into the requests' reports and the observer.
+  void RecordSparseStats(const SchedulerOutput& out);
+  // The report of a finishing request (policy "dense" and defaults without a policy).
+  PolicyReport FinalPolicyReport(SeqId seq, const GenerationRequest& request) const;
   // Pushes every due event; finished requests leave live_ and live_ids_.
   void EmitAndRetire();
   void PublishStats();
@@ -104,6 +138,8 @@ class Engine::Impl {
   std::vector<int32_t> eos_ids_;
   std::unique_ptr<KvPool> pool_;
   std::unique_ptr<ModelRunner> runner_;
+  // What policies need of the model: block size, layers, kv heads, sliding window, head roles.
+  sparsity::PolicyContext policy_context_;
 
   // Shared with front-end threads, guarded by mu_.
   mutable std::mutex mu_;
@@ -121,9 +157,10 @@ class Engine::Impl {
   // Engine thread only.
   std::unique_ptr<Scheduler> scheduler_;
   absl::flat_hash_map<SeqId, std::unique_ptr<LiveRequest>> live_;
-  // Sparse requests' policies (dense requests have none), created at admission, dropped with
-  // the request; chunk_policies_ is the per-chunk view Execute takes, reused every step.
-  absl::flat_hash_map<SeqId, std::unique_ptr<sparsity::Policy>> policies_;
+  // Sparse requests' policies and report sums (dense requests have none), created at admission,
+  // dropped with the request; chunk_policies_ is the per-chunk view Execute takes, reused every
+  // step.
+  absl::flat_hash_map<SeqId, SparseRequest> policies_;
   std::vector<sparsity::Policy*> chunk_policies_;
   int64_t arrival_counter_ = 0;
   int64_t last_prefix_queries_ = 0;
@@ -217,6 +254,31 @@ absl::Status Engine::Impl::Load() {
     kv_mib = static_cast<double>(pool_->bytes()) / 1048576.0;
   }
 
+  policy_context_.block_size = config_.block_size;
+  policy_context_.num_layers = model_config.num_layers;
+  policy_context_.num_kv_heads = model_config.num_kv_heads;
+  policy_context_.sliding_window = model_config.sliding_window > 0;
+  // LycheeDecode's head roles: the configured file, else the model folder's, else none (then
+  // `lychee` is refused per request). A file that is there but bad stops the server.
+  std::string roles_path = config_.head_roles_path;
+  if (roles_path.empty() && !synthetic) {
+    const std::string in_model = config_.model_dir + "/" + sparsity::kHeadRolesFileName;
+    if (std::filesystem::exists(in_model)) roles_path = in_model;
+  }
+  if (!roles_path.empty()) {
+    absl::StatusOr<sparsity::HeadRoles> roles =
+        sparsity::HeadRoles::Load(roles_path, model_config.num_layers, model_config.num_kv_heads);
+    if (!roles.ok()) {
+      return absl::Status(
+          roles.status().code(),
+          absl::StrCat("LycheeDecode head roles ", roles_path, ": ", roles.status().message()));
+    }
+    policy_context_.head_roles = std::make_shared<const sparsity::HeadRoles>(std::move(*roles));
+    LY_LOG_INFO("engine: LycheeDecode head roles from {} ({} retrieval kv heads of {})", roles_path,
+                policy_context_.head_roles->num_retrieval(),
+                model_config.num_layers * model_config.num_kv_heads);
+  }
+
   SchedulerConfig sched;
   sched.num_blocks = static_cast<int32_t>(num_blocks);
   sched.block_size = static_cast<int32_t>(config_.block_size);
@@ -277,7 +339,7 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& request) const {
       return absl::InvalidArgumentError(absl::StrCat("stop_token_ids: ", id, " is out of range"));
     }
   }
-  LY_RETURN_IF_ERROR(sparsity::ValidatePolicySpec(request.policy, config_.block_size));
+  LY_RETURN_IF_ERROR(sparsity::ValidatePolicySpec(request.policy, policy_context_));
   if (!runner_->supports_sparse_policies() && !request.policy.name.empty() &&
       request.policy.name != "dense") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -351,12 +413,24 @@ void Engine::Impl::Loop() {
 void Engine::Impl::Admit(std::vector<Pending>& admitted, absl::Time now) {
   for (Pending& p : admitted) {
     const int64_t max_tokens = p.request.max_tokens;
-    const absl::Status status = scheduler_->AddRequest(p.seq, p.request.prompt, max_tokens,
-                                                       p.request.priority, arrival_counter_++);
     // Validated in Submit, so this only fails on a bug; the request then runs dense.
     absl::StatusOr<std::unique_ptr<sparsity::Policy>> policy =
-        sparsity::MakePolicy(p.request.policy, config_.block_size);
-    if (policy.ok() && *policy != nullptr) policies_.emplace(p.seq, std::move(*policy));
+        sparsity::MakePolicy(p.request.policy, policy_context_);
+    SchedRequestOptions options;
+    options.sparse_decode = policy.ok() && *policy != nullptr;
+    if (options.sparse_decode && p.request.policy.name == "lychee") {
+      options.correction_interval = p.request.policy.lychee.correction_interval;
+    }
+    const absl::Status status = scheduler_->AddRequest(
+        p.seq, p.request.prompt, max_tokens, p.request.priority, arrival_counter_++, options);
+    if (options.sparse_decode) {
+      SparseRequest& sparse = policies_[p.seq];
+      sparse.policy = std::move(*policy);
+      sparse.audit_seed =
+          p.request.sampling.has_seed ? p.request.sampling.seed : config_.seed + p.seq;
+      sparse.audit_rate = p.request.policy.audit_rate;
+      sparse.report.policy = p.request.policy.name;
+    }
     auto live = std::make_unique<LiveRequest>(std::move(p.request), p.stream, *tokenizer_, eos_ids_,
                                               info_.max_model_len, config_.seed + p.seq, p.arrival);
     if (!status.ok()) live->Finish(FinishReason::kError, now, status);
@@ -396,7 +470,7 @@ void Engine::Impl::CheckCancellations(absl::Time now) {
 
 void Engine::Impl::RunStep() {
   const absl::Time start = absl::Now();
-  const SchedulerOutput out = scheduler_->Schedule();
+  SchedulerOutput out = scheduler_->Schedule();
   for (size_t i = 0; i < out.preempted.size(); ++i) {
     if (observer_ != nullptr) observer_->OnPreemption();
   }
@@ -415,10 +489,11 @@ void Engine::Impl::RunStep() {
   if (!policies_.empty()) {
     for (const ScheduledChunk& chunk : out.chunks) {
       auto it = policies_.find(chunk.seq_id);
-      chunk_policies_.push_back(it == policies_.end() ? nullptr : it->second.get());
+      chunk_policies_.push_back(it == policies_.end() ? nullptr : it->second.policy.get());
       any_sparse = any_sparse || chunk_policies_.back() != nullptr;
     }
   }
+  if (any_sparse) MarkAudits(out);
   absl::StatusOr<absl::Span<const float>> logits =
       runner_->Execute(out, any_sparse ? absl::MakeConstSpan(chunk_policies_)
                                        : absl::Span<sparsity::Policy* const>());
@@ -426,15 +501,7 @@ void Engine::Impl::RunStep() {
     FailStep(out, logits.status());
     return;
   }
-  if (any_sparse && observer_ != nullptr) {
-    const absl::Span<const float> dropped = runner_->dropped_mass();
-    for (size_t c = 0; c < out.chunks.size(); ++c) {
-      // Only one-token chunks run sparse; prefill chunks of sparse requests (and every chunk of
-      // a sliding-window model) ran dense and report -1.
-      if (chunk_policies_[c] == nullptr || dropped[c] < 0.0f) continue;
-      observer_->OnDroppedMass(chunk_policies_[c]->name(), dropped[c]);
-    }
-  }
+  if (any_sparse) RecordSparseStats(out);
   const absl::Time now = absl::Now();
   const int64_t vocab = info_.vocab_size;
   std::vector<float> row(static_cast<size_t>(vocab));
@@ -477,6 +544,70 @@ void Engine::Impl::RunStep() {
   EmitAndRetire();
 }
 
+void Engine::Impl::MarkAudits(SchedulerOutput& out) const {
+  for (size_t c = 0; c < out.chunks.size(); ++c) {
+    ScheduledChunk& chunk = out.chunks[c];
+    if (chunk_policies_[c] == nullptr || !chunk.is_decode) continue;
+    const SparseRequest& sparse = policies_.at(chunk.seq_id);
+    chunk.audit = AuditStep(sparse.audit_seed, chunk.start_position, sparse.audit_rate);
+  }
+}
+
+void Engine::Impl::RecordSparseStats(const SchedulerOutput& out) {
+  const absl::Span<const SparseChunkStats> stats = runner_->sparse_stats();
+  for (size_t c = 0; c < out.chunks.size(); ++c) {
+    if (chunk_policies_[c] == nullptr) continue;
+    SparseRequest& sparse = policies_.at(out.chunks[c].seq_id);
+    const std::string_view name = chunk_policies_[c]->name();
+    PolicyReport& r = sparse.report;
+    if (out.chunks[c].cache_correction) {
+      ++r.cache_corrections;
+      if (observer_ != nullptr) observer_->OnCacheCorrection(name);
+    }
+    // Only decode chunks run sparse; prefill chunks of sparse requests report max_bound -1.
+    const SparseChunkStats& st = stats[c];
+    if (st.max_bound < 0.0f) continue;
+    r.max_bound = std::max(r.max_bound, st.max_bound);
+    sparse.sum_bound += st.sum_bound;
+    sparse.bound_heads += st.heads;
+    sparse.kv_read += st.kv_tokens_read;
+    sparse.kv_dense += st.kv_tokens_dense;
+    r.widenings += st.widenings;
+    r.selection_seconds += st.selection_seconds;
+    if (st.exact_max >= 0.0f) {
+      r.max_exact = std::max(r.max_exact, st.exact_max);
+      ++r.audited_steps;
+    }
+    if (observer_ != nullptr) {
+      observer_->OnDroppedMass(name, st.max_bound);
+      observer_->OnSparseStep(name, st);
+    }
+  }
+}
+
+PolicyReport Engine::Impl::FinalPolicyReport(SeqId seq, const GenerationRequest& request) const {
+  const auto it = policies_.find(seq);
+  if (it == policies_.end()) {
+    PolicyReport dense;
+    dense.policy = request.policy.name.empty() ? "dense" : request.policy.name;
+    return dense;
+  }
+  const SparseRequest& sparse = it->second;
+  PolicyReport r = sparse.report;
+  if (sparse.bound_heads > 0) {
+    r.mean_bound = sparse.sum_bound / static_cast<double>(sparse.bound_heads);
+  }
+  if (sparse.kv_dense > 0) {
+    r.kv_read_fraction = static_cast<double>(sparse.kv_read) / static_cast<double>(sparse.kv_dense);
+  }
+  const sparsity::PolicyCounters counters = sparse.policy->counters();
+  r.head_selections = counters.head_selections;
+  r.reused = counters.reused;
+  r.dense_fallbacks = counters.dense_fallbacks;
+  r.cache_corrections = std::max(r.cache_corrections, counters.cache_corrections);
+  return r;
+}
+
 void Engine::Impl::FailStep(const SchedulerOutput& out, const absl::Status& error) {
   LY_LOG_ERROR("engine step failed: {}", error.ToString());
   const absl::Time now = absl::Now();
@@ -496,6 +627,7 @@ void Engine::Impl::EmitAndRetire() {
     if (!live->HasEvent()) continue;
     GenerationOutput event = live->TakeEvent();
     if (event.finished) {
+      event.policy_report = FinalPolicyReport(seq, live->request());
       if (observer_ != nullptr) observer_->OnRequestFinished(live->request(), event);
       done.push_back(seq);
     }

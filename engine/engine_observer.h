@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "engine/model_runner.h"
 #include "engine/request.h"
 
 namespace lychee {
@@ -17,7 +18,8 @@ class EngineObserver {
   virtual ~EngineObserver() = default;
 
   // A request left the engine (any reason). `final_event` carries the finish reason, cumulative
-  // token counts and timings (queue, TTFT, end-to-end).
+  // token counts, timings (queue, TTFT, end-to-end) and the policy report (bounds, audits, KV
+  // read, widenings, the policy's counters: reuse, dense fallbacks, corrections).
   virtual void OnRequestFinished(const GenerationRequest& request,
                                  const GenerationOutput& final_event) {}
   // One step computed `prompt_tokens` prompt tokens (prefill, including recompute) and generated
@@ -32,6 +34,13 @@ class EngineObserver {
   // One decode step of a request under a sparse policy: the largest certified dropped-mass
   // bound (0..1) over the step's layers and heads.
   virtual void OnDroppedMass(std::string_view policy, double dropped_mass) {}
+  // The same step in full (called right after OnDroppedMass): bounds (max, and sum over
+  // `heads` (layer, kv head) pairs), KV tokens read vs the dense equivalent, budget widenings,
+  // the exact dropped mass when the step was audited (exact_max >= 0), and selection time.
+  virtual void OnSparseStep(std::string_view policy, const SparseChunkStats& stats) {}
+  // A LycheeDecode cache correction ran (a dense recompute of a request's last generated
+  // tokens' K/V).
+  virtual void OnCacheCorrection(std::string_view policy) {}
 };
 
 }  // namespace lychee

@@ -35,12 +35,14 @@ class ModelRunner {
 
   // Computes one step (see CpuModelRunner::Execute for the contract every backend keeps):
   // returns host logits [chunks with needs_logits, vocab] in chunk order, valid until the next
-  // Execute. `policies` is empty or one entry per chunk (nullptr for dense).
+  // Execute. `policies` is empty or one entry per chunk (nullptr for dense); a policy applies to
+  // the chunk only when chunk.is_decode, and its chunk.audit asks for the exact dropped mass.
   virtual absl::StatusOr<absl::Span<const float>> Execute(
       const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies = {}) = 0;
 
-  // Per chunk of the last Execute: the largest certified dropped-mass bound, -1 for dense.
-  virtual absl::Span<const float> dropped_mass() const = 0;
+  // Per chunk of the last Execute, in chunk order: what its sparse policy did (defaults for
+  // chunks that ran dense). Valid until the next Execute.
+  virtual absl::Span<const SparseChunkStats> sparse_stats() const = 0;
 
   // Whether sparse policies run on this backend (false: the engine refuses them per request).
   virtual bool supports_sparse_policies() const = 0;

@@ -31,11 +31,11 @@ struct LycheeKnobs {
 
 // PrHS's per-request knobs (sparsity/prhs_policy.h).
 struct PrhsKnobs {
-  double tau = 0.8;                // CIS: reuse the anchor's selection while cos(q, q_anchor) > tau
-  int64_t dilation = 1;            // CIS: widen the top selected blocks by ±dilation blocks
+  double tau = 0.8;      // CIS: reuse the anchor's selection while cos(q, q_anchor) > tau
+  int64_t dilation = 1;  // CIS: widen the top selected blocks by ±dilation blocks
   double dilate_fraction = 1.0 / 3.0;  // CIS: the fraction of selected blocks that are widened
-  int64_t sink_tokens = 16;        // always read
-  int64_t local_tokens = 64;       // always read
+  int64_t sink_tokens = 16;            // always read
+  int64_t local_tokens = 64;           // always read
   // PSAW: layers l >= psaw_start_layer skip the oldest floor((1 - phi^(alpha (l - l_s) /
   // (N - l_s))) t) tokens (sinks excepted). psaw_phi = 1 turns it off.
   int64_t psaw_start_layer = 0;
@@ -90,6 +90,25 @@ struct RequestTimings {
   double e2e_seconds = 0;          // arrival → finished
 };
 
+// What a request's sparse policy did over its whole run (the per-request report: gRPC
+// GenerateComplete, OpenAI usage). Filled by the engine on the final event; dense requests get
+// policy "dense" and the defaults. Bounds are per (layer, kv head, decode step): the certified
+// dropped-mass bound of a kv head is the worst of its query heads'.
+struct PolicyReport {
+  std::string policy;             // the request's policy name
+  float max_bound = -1.0f;        // largest certified dropped-mass bound; -1: no sparse step
+  double mean_bound = 0.0;        // mean over (step, layer, kv head) of the bound
+  float max_exact = -1.0f;        // largest exact dropped mass of an audited step; -1: none
+  int64_t audited_steps = 0;      // decode steps also run densely (PolicySpec::audit_rate)
+  double kv_read_fraction = 1.0;  // KV tokens read / what dense attention reads, decode steps
+  int64_t widenings = 0;          // kv-head budgets doubled to meet max_dropped_mass
+  int64_t head_selections = 0;    // Policy::counters() at finish (sparsity/policy.h)
+  int64_t reused = 0;
+  int64_t dense_fallbacks = 0;
+  int64_t cache_corrections = 0;   // LycheeDecode cache corrections run (counted by the engine)
+  double selection_seconds = 0.0;  // time in Policy::Select
+};
+
 struct GenerationOutput {
   std::vector<int32_t> token_ids;       // tokens generated since the previous event
   std::string text;                     // their text (UTF-8 complete; never half a character)
@@ -99,9 +118,10 @@ struct GenerationOutput {
   int64_t cached_tokens = 0;  // prompt tokens served from the prefix cache
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
-  std::string matched_stop;  // the stop string, or the stop token's text
-  absl::Status error;        // set when finish_reason == kError
-  RequestTimings timings;    // filled on the last event
+  std::string matched_stop;    // the stop string, or the stop token's text
+  absl::Status error;          // set when finish_reason == kError
+  RequestTimings timings;      // filled on the last event
+  PolicyReport policy_report;  // filled on the last event
 };
 
 }  // namespace lychee

@@ -14,6 +14,10 @@ absl::Status CheckStep(const SchedulerOutput& step, const StepLimits& limits, bo
     const ScheduledChunk& ch = step.chunks[c];
     const int64_t n = static_cast<int64_t>(ch.token_ids.size());
     if (n == 0) return absl::InvalidArgumentError(absl::StrCat("chunk ", c, " has no tokens"));
+    if (ch.is_decode && n != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk ", c, " (seq ", ch.seq_id, ") is a decode step with ", n, " tokens"));
+    }
     if (ch.start_position < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("chunk ", c, " has start_position ", ch.start_position));

@@ -112,6 +112,14 @@ absl::Span<const BlockId> KvCacheManager::BlockTable(int64_t seq) const {
   return it->second.table;
 }
 
+bool KvCacheManager::IsBlockShared(int64_t seq, int64_t index) const {
+  const auto it = seqs_.find(seq);
+  LY_CHECK(it != seqs_.end() && index >= 0 && index < static_cast<int64_t>(it->second.table.size()))
+      << "no block " << index << " in seq " << seq;
+  const BlockId block = it->second.table[static_cast<size_t>(index)];
+  return pool_.RefCount(block) > 1 || pool_.IsCached(block);
+}
+
 int64_t KvCacheManager::NumSlots(int64_t seq) const {
   const auto it = seqs_.find(seq);
   return it == seqs_.end() ? 0 : it->second.num_slots;

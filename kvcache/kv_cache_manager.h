@@ -84,6 +84,10 @@ class KvCacheManager {
   // The block table of `seq` (empty for an unknown one). Valid until the next AllocateSlots or
   // Free for that sequence.
   absl::Span<const BlockId> BlockTable(int64_t seq) const;
+  // Whether logical block `index` of `seq` is shared: another sequence references it, or it is
+  // registered in the prefix cache (so a later sequence may). Blocks rewritten in place (cache
+  // correction) must not be.
+  bool IsBlockShared(int64_t seq, int64_t index) const;
   // Token slots reserved for `seq` (its cached prefix included).
   int64_t NumSlots(int64_t seq) const;
   int64_t num_seqs() const { return static_cast<int64_t>(seqs_.size()); }

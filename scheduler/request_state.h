@@ -41,6 +41,15 @@ struct SchedRequest {
   int64_t num_cached_tokens = -1;  // prefix-cache hit at first admission (-1: not admitted yet)
   int64_t num_preemptions = 0;
   bool abort_pending = false;
+  // Sparse decoding (SchedRequestOptions): decode steps write approximate K/V, so positions from
+  // first_sparse_position on never enter the prefix cache (until a preemption recomputes them
+  // all densely). Positions below dense_upto were computed densely since the last admission
+  // (prefill, recompute, or a cache correction); a correction rewinds to it.
+  bool sparse_decode = false;
+  int64_t correction_interval = 0;
+  int64_t first_sparse_position = INT64_MAX;
+  int64_t dense_upto = 0;
+  int64_t num_corrections = 0;
 
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
   int64_t num_generated() const { return num_tokens() - num_prompt_tokens; }

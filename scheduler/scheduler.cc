@@ -26,7 +26,12 @@ struct Planned {
   SchedRequest* request;
   int64_t start;
   int64_t num_tokens;
+  bool correction = false;  // a cache correction: starts before num_computed_tokens
 };
+
+bool IsDecode(const Planned& p) {
+  return p.start >= p.request->num_prefill_tokens && !p.correction;
+}
 
 }  // namespace
 
@@ -37,7 +42,8 @@ Scheduler::Scheduler(const SchedulerConfig& config)
 }
 
 absl::Status Scheduler::AddRequest(SeqId seq, std::vector<int32_t> prompt, int64_t max_tokens,
-                                   int32_t priority, int64_t arrival) {
+                                   int32_t priority, int64_t arrival,
+                                   const SchedRequestOptions& options) {
   if (prompt.empty()) return absl::InvalidArgumentError("empty prompt");
   if (max_tokens < 1) {
     return absl::InvalidArgumentError("max_tokens must be at least 1, got " +
@@ -59,6 +65,10 @@ absl::Status Scheduler::AddRequest(SeqId seq, std::vector<int32_t> prompt, int64
                                       ") exceeds the KV cache capacity of " +
                                       std::to_string(capacity) + " tokens");
   }
+  if (options.correction_interval < 0 ||
+      (options.correction_interval > 0 && !options.sparse_decode)) {
+    return absl::InvalidArgumentError("correction_interval needs sparse_decode and must be >= 0");
+  }
   if (requests_.contains(seq)) {
     return absl::AlreadyExistsError("request " + std::to_string(seq) + " is already live");
   }
@@ -76,6 +86,8 @@ absl::Status Scheduler::AddRequest(SeqId seq, std::vector<int32_t> prompt, int64
   r.max_tokens = max_tokens;
   r.priority = priority;
   r.arrival = arrival;
+  r.sparse_decode = options.sparse_decode;
+  r.correction_interval = options.correction_interval;
   r.status = RequestStatus::kWaiting;
   waiting_.Add(&r);
   return absl::OkStatus();
@@ -112,11 +124,25 @@ SchedulerOutput Scheduler::Schedule() {
   for (SchedRequest* r : snapshot) {
     if (budget <= 0) break;
     if (r->status != RequestStatus::kRunning) continue;  // preempted earlier in this step
-    const int64_t n = std::min(r->num_uncomputed(), ChunkCap(budget));
+    int64_t start = r->num_computed_tokens;
+    int64_t n = std::min(r->num_uncomputed(), ChunkCap(budget));
     if (n <= 0) continue;
+    // A due cache correction replaces the decode step: the sparse-decoded tokens since the last
+    // dense computation and the new token, densely (when the budget takes them all; otherwise a
+    // later step does it).
+    const int64_t sparse_run = r->num_computed_tokens - r->dense_upto;
+    const bool correction = r->correction_interval > 0 && r->num_uncomputed() == 1 &&
+                            r->num_computed_tokens >= r->num_prefill_tokens &&
+                            sparse_run >= r->correction_interval &&
+                            sparse_run + 1 <= ChunkCap(budget);
+    if (correction) {
+      start = r->dense_upto;
+      n = sparse_run + 1;
+    }
+    const int64_t grow = start + n - r->num_computed_tokens;  // new slots (1 for a correction)
     bool scheduled = false;
     while (true) {
-      if (kv_.AllocateSlots(r->seq_id, n).has_value()) {
+      if (kv_.AllocateSlots(r->seq_id, grow).has_value()) {
         scheduled = true;
         break;
       }
@@ -133,7 +159,7 @@ SchedulerOutput Scheduler::Schedule() {
       if (victim == r) break;
     }
     if (!scheduled) continue;
-    planned.push_back({r, r->num_computed_tokens, n});
+    planned.push_back({r, start, n, correction});
     budget -= n;
   }
 
@@ -149,6 +175,8 @@ SchedulerOutput Scheduler::Schedule() {
       r->status = RequestStatus::kRunning;
       r->num_computed_tokens = num_computed;
       r->num_prefill_tokens = r->num_tokens();
+      r->dense_upto = r->num_tokens();  // every known token is (re)computed densely
+      r->first_sparse_position = INT64_MAX;
       if (r->num_cached_tokens < 0) r->num_cached_tokens = num_computed;
       running_.push_back(r);
       planned.push_back({r, num_computed, n});
@@ -157,12 +185,22 @@ SchedulerOutput Scheduler::Schedule() {
   }
 
   // 4. Output: decode chunks first, then prefill chunks, each group in planning order.
-  std::stable_partition(planned.begin(), planned.end(),
-                        [](const Planned& p) { return p.start >= p.request->num_prefill_tokens; });
+  std::stable_partition(planned.begin(), planned.end(), IsDecode);
   out.chunks.reserve(planned.size());
   for (const Planned& p : planned) {
     SchedRequest* r = p.request;
+    if (p.correction) {
+      // Rewritten in place: none of these blocks may be shared or cached (sparse-decoded
+      // positions are never registered, and prefix hits cover prompt blocks only).
+      const int64_t bs = kv_.block_size();
+      for (int64_t b = p.start / bs; b <= (r->num_computed_tokens - 1) / bs; ++b) {
+        LY_CHECK(!kv_.IsBlockShared(r->seq_id, b))
+            << "cache correction of seq " << r->seq_id << " would rewrite shared block " << b;
+      }
+      ++r->num_corrections;
+    }
     r->num_computed_tokens = p.start + p.num_tokens;
+    if (p.correction) r->dense_upto = r->num_computed_tokens;
     ScheduledChunk c;
     c.seq_id = r->seq_id;
     c.token_ids = absl::MakeConstSpan(r->tokens).subspan(p.start, p.num_tokens);
@@ -170,6 +208,13 @@ SchedulerOutput Scheduler::Schedule() {
     c.block_table = kv_.BlockTable(r->seq_id);
     c.needs_logits = r->num_computed_tokens == r->num_tokens();
     c.num_cached_tokens = std::max<int64_t>(0, r->num_cached_tokens);
+    // Decode: the token sampled last step, past everything known at admission (recompute and
+    // chunked-prefill tails start before num_prefill_tokens; a correction is dense).
+    c.is_decode = IsDecode(p);
+    c.cache_correction = p.correction;
+    if (c.is_decode && r->sparse_decode) {
+      r->first_sparse_position = std::min(r->first_sparse_position, p.start);
+    }
     out.chunks.push_back(c);
     out.num_batched_tokens += p.num_tokens;
   }
@@ -189,8 +234,11 @@ std::vector<FinishedRequest> Scheduler::Update(const SchedulerOutput& out,
     if (it == requests_.end()) continue;
     SchedRequest* r = &it->second;
     if (r->abort_pending || r->status != RequestStatus::kRunning) continue;
-    // The runner has written this step's K/V: full blocks become shareable.
-    kv_.CacheFullBlocks(r->seq_id, absl::MakeConstSpan(r->tokens).first(r->num_computed_tokens));
+    // The runner has written this step's K/V: full blocks become shareable, up to the first
+    // sparse-decoded position (approximate K/V is never shared).
+    const int64_t dense = std::min(r->num_computed_tokens, r->first_sparse_position);
+    kv_.CacheFullBlocks(r->seq_id,
+                        absl::MakeConstSpan(r->tokens).first(static_cast<size_t>(dense)));
     if (!c.needs_logits) continue;
     const auto s = sampled_by_seq.find(c.seq_id);
     LY_CHECK(s != sampled_by_seq.end()) << "no sampled token for seq " << c.seq_id;
@@ -238,6 +286,7 @@ void Scheduler::Preempt(SchedRequest* r) {
   running_.erase(std::find(running_.begin(), running_.end(), r));
   r->status = RequestStatus::kPreempted;
   r->num_computed_tokens = 0;
+  r->first_sparse_position = INT64_MAX;  // re-admission recomputes everything densely
   ++r->num_preemptions;
   ++num_preemptions_;
   waiting_.AddPreempted(r);

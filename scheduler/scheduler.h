@@ -50,6 +50,19 @@ struct SchedulerConfig {
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
 };
 
+// Per-request options beyond the token counts.
+struct SchedRequestOptions {
+  // The engine runs this request's decode steps through a sparse policy. Their K/V is
+  // approximate, so blocks holding such positions are never registered in the prefix cache (a
+  // later request must not reuse them); blocks of prefill, recompute and dense decode steps are.
+  bool sparse_decode = false;
+  // LycheeDecode cache correction, for sparse_decode requests: > 0 makes the request's decode
+  // step, once this many decode tokens accumulated since the last dense computation, a dense
+  // chunk over those tokens plus the new one (ScheduledChunk::cache_correction): their K/V is
+  // rewritten in every layer as a dense run computes it. 0: off.
+  int64_t correction_interval = 0;
+};
+
 // One sampled token for a chunk that had needs_logits.
 struct SampledToken {
   SeqId seq_id = 0;
@@ -87,7 +100,8 @@ class Scheduler {
   // live; ResourceExhausted: the waiting queue is full. `arrival` orders FCFS and breaks
   // priority ties (the engine passes a counter).
   [[nodiscard]] absl::Status AddRequest(SeqId seq, std::vector<int32_t> prompt, int64_t max_tokens,
-                                        int32_t priority, int64_t arrival);
+                                        int32_t priority, int64_t arrival,
+                                        const SchedRequestOptions& options = {});
 
   // Marks `seq` aborted; its blocks are freed and it is reported in `aborted` by the next
   // Schedule. Unknown or finished ids are ignored. Chunks already scheduled for it are skipped by
@@ -99,9 +113,9 @@ class Scheduler {
   SchedulerOutput Schedule();
 
   // Applies the step's results: appends each sampled token (one per chunk with needs_logits),
-  // registers newly full blocks in the prefix cache, and finishes `finished` (decided by the
-  // engine: stop, EOS, length) plus requests that reached max_tokens or max_model_len. Returns the
-  // requests that finished (their state is gone afterwards).
+  // registers newly full, densely computed blocks in the prefix cache, and finishes `finished`
+  // (decided by the engine: stop, EOS, length) plus requests that reached max_tokens or
+  // max_model_len. Returns the requests that finished (their state is gone afterwards).
   std::vector<FinishedRequest> Update(const SchedulerOutput& out,
                                       absl::Span<const SampledToken> sampled,
                                       absl::Span<const SeqId> finished);

@@ -30,6 +30,18 @@ struct ScheduledChunk {
   // Prompt tokens this request took from the prefix cache when it was first admitted (the
   // engine's `cached_tokens`); the same value on every chunk of the request.
   int64_t num_cached_tokens = 0;
+  // True only for a request's real decode step: the one token sampled last step, fed back. A
+  // one-token prefill chunk (the tail of a chunked prompt, or of a recompute after preemption)
+  // and a cache-correction chunk are false. Runners apply sparse policies to decode chunks only.
+  bool is_decode = false;
+  // A LycheeDecode cache correction (set by the scheduler): a dense recompute that starts
+  // before the sequence's computed end, rewriting the K/V of its last generated tokens in every
+  // layer, and then computes the pending token (so needs_logits is true). is_decode is false.
+  bool cache_correction = false;
+  // Set by the engine (not the scheduler) on sparse decode chunks it samples for a dense audit:
+  // the runner also computes the exact dropped mass (SparseChunkStats::exact_max). The chunk's
+  // output is still the sparse one.
+  bool audit = false;
 };
 
 struct SchedulerOutput {

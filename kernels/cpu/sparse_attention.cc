@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "kernels/cpu/dot.h"
 
@@ -135,6 +137,7 @@ void SparseDecodeAttention(const SparseDecodeAttentionParams& p) {
   for (int64_t h = 0; h < p.num_heads; ++h) {
     const float* q = p.q + h * d;
     const int64_t kvh = h / group;
+    if (p.kv_head_mask != nullptr && p.kv_head_mask[kvh] == 0) continue;
     const int32_t* sel = p.selected + p.selected_offsets[kvh];
     const int64_t num_sel = p.selected_offsets[kvh + 1] - p.selected_offsets[kvh];
     float* scores = p.scratch;
@@ -245,6 +248,59 @@ void SparseDecodeAttention(const SparseDecodeAttentionParams& p) {
       const float inv_sum = 1.0f / sum;
       for (int64_t e = 0; e < d; ++e) out[e] *= inv_sum;
     }
+  }
+}
+
+std::string SelectionError(const SparseDecodeAttentionParams& p) {
+  const int64_t kv_heads = p.cache.num_kv_heads;
+  const int64_t limit = p.token_level ? p.position + 1 : p.position / p.cache.block_size + 1;
+  if (p.selected_offsets[0] != 0) return "offsets[0] is not 0";
+  for (int64_t g = 0; g < kv_heads; ++g) {
+    const int64_t begin = p.selected_offsets[g], end = p.selected_offsets[g + 1];
+    if (end < begin) return "kv head " + std::to_string(g) + ": offsets decrease";
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t id = p.selected[i];
+      if (id < 0 || id >= limit) {
+        return "kv head " + std::to_string(g) + ": " + (p.token_level ? "position " : "block ") +
+               std::to_string(id) + " is outside [0, " + std::to_string(limit) + ")";
+      }
+      if (i > begin && p.selected[i - 1] >= id) {
+        return "kv head " + std::to_string(g) + ": not strictly ascending at " +
+               std::to_string(p.selected[i - 1]) + ", " + std::to_string(id);
+      }
+    }
+  }
+  return "";
+}
+
+void ExactDroppedMass(const SparseDecodeAttentionParams& p, double* exact) {
+  const PagedKvView& c = p.cache;
+  const int64_t d = c.head_dim;
+  const int64_t bs = c.block_size;
+  const int64_t group = p.num_heads / c.num_kv_heads;
+  std::vector<double> scores(static_cast<size_t>(p.position + 1));
+  for (int64_t h = 0; h < p.num_heads; ++h) {
+    const float* q = p.q + h * d;
+    const int64_t kvh = h / group;
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j <= p.position; ++j) {
+      const float* k = c.K(p.block_table[j / bs], kvh) + (j % bs) * d;
+      double dot = 0.0;
+      for (int64_t e = 0; e < d; ++e) dot += static_cast<double>(q[e]) * k[e];
+      scores[static_cast<size_t>(j)] = dot * p.scale;
+      m = std::max(m, scores[static_cast<size_t>(j)]);
+    }
+    const int32_t* sel = p.selected + p.selected_offsets[kvh];
+    const int64_t num_sel = p.selected_offsets[kvh + 1] - p.selected_offsets[kvh];
+    double all = 0.0, unread = 0.0;  // summed apart: no cancellation for a tiny δ
+    for (int64_t j = 0, i = 0; j <= p.position; ++j) {
+      const double w = std::exp(scores[static_cast<size_t>(j)] - m);
+      all += w;
+      const int64_t id = p.token_level ? j : j / bs;
+      while (i < num_sel && sel[i] < id) ++i;
+      if (i >= num_sel || sel[i] != id) unread += w;
+    }
+    exact[h] = unread / all;
   }
 }
 

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "kvcache/paged_kv_view.h"
 
@@ -86,7 +87,22 @@ struct SparseDecodeAttentionParams {
   // Scalars.
   float scale = 1.0f;        // > 0
   bool token_level = false;  // `selected` holds token positions instead of block indices
+  // Optional [num_kv_heads]: only the query heads of kv heads whose flag is non-zero are
+  // computed; the others' out and dropped_mass are left as they are (a runner redoing only the
+  // kv heads whose budget it widened).
+  const uint8_t* kv_head_mask = nullptr;
 };
 void SparseDecodeAttention(const SparseDecodeAttentionParams& params);
+
+// The selection contract above, checked: offsets start at 0 and never decrease, every kv head's
+// list is strictly ascending (so unique) and in range. Returns "" when it holds, otherwise what
+// is wrong (runners check it in debug builds).
+std::string SelectionError(const SparseDecodeAttentionParams& params);
+
+// Audits: the exact dropped mass of the same selection, per query head: 1 − Z_S / Z_all with the
+// scores of every key up to `position` computed in double (what the certified bound above
+// bounds). Reads the same fields as SparseDecodeAttention except out, dropped_mass and scratch;
+// writes exact[num_heads].
+void ExactDroppedMass(const SparseDecodeAttentionParams& params, double* exact);
 
 }  // namespace lychee::cpu

@@ -501,5 +501,26 @@ TEST_F(SparseBoundTest, BallTightensTheBoxBound) {
   }
 }
 
+TEST(SelectionErrorTest, NamesWhatBreaksTheContract) {
+  KvPool pool({.num_layers = 1, .num_kv_heads = 2, .head_dim = 4, .block_size = 4}, 4);
+  cpu::SparseDecodeAttentionParams p;
+  p.cache = pool.View(0);
+  p.position = 9;  // blocks 0..2, positions 0..9
+  auto check = [&](std::vector<int32_t> sel, std::vector<int64_t> off, bool tokens) {
+    p.selected = sel.data();
+    p.selected_offsets = off.data();
+    p.token_level = tokens;
+    return cpu::SelectionError(p);
+  };
+  EXPECT_EQ(check({0, 2, 1}, {0, 2, 3}, false), "");
+  EXPECT_EQ(check({0, 5, 9}, {0, 3, 3}, true), "");
+  EXPECT_NE(check({0, 3}, {0, 2, 2}, false).find("block 3 is outside [0, 3)"), std::string::npos);
+  EXPECT_NE(check({10}, {0, 0, 1}, true).find("position 10"), std::string::npos);
+  EXPECT_NE(check({2, 1}, {0, 2, 2}, false).find("not strictly ascending"), std::string::npos);
+  EXPECT_NE(check({1, 1}, {0, 2, 2}, true).find("not strictly ascending"), std::string::npos);
+  EXPECT_NE(check({1}, {0, 1, 0}, false).find("offsets decrease"), std::string::npos);
+  EXPECT_NE(check({-1}, {0, 1, 1}, true).find("outside"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace lychee

@@ -71,6 +71,8 @@ struct ChunkRecord {
   std::vector<int32_t> blocks;
   bool needs_logits;
   int64_t num_cached_tokens;
+  bool is_decode;
+  bool cache_correction;
 };
 
 struct StepRecord {
@@ -94,7 +96,7 @@ inline StepRecord Record(const SchedulerOutput& out) {
     r.chunks.push_back({c.seq_id, c.start_position,
                         std::vector<int32_t>(c.token_ids.begin(), c.token_ids.end()),
                         std::vector<int32_t>(c.block_table.begin(), c.block_table.end()),
-                        c.needs_logits, c.num_cached_tokens});
+                        c.needs_logits, c.num_cached_tokens, c.is_decode, c.cache_correction});
   }
   r.preempted = out.preempted;
   r.aborted = out.aborted;
