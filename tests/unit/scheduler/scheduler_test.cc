@@ -2,13 +2,17 @@
 // Scheduler traces with exact expected schedules: which requests, which token ranges, which
 // blocks, in which order; chunked-prefill boundaries, decode-first ordering, max_num_seqs,
 // prefix-hit accounting, aborts, priorities, preemption order and victims, and identical
-// continuation after preemption by recompute. Everything is deterministic: no seeds here.
+// continuation after preemption by recompute; is_decode only on real decode steps; sparse-decoded
+// K/V kept out of the prefix cache; LycheeDecode cache-correction chunks. Everything is
+// deterministic: no seeds here.
 #include "scheduler/scheduler.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <map>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/unit/scheduler/scheduler_test_utils.h"
@@ -16,6 +20,7 @@
 namespace lychee {
 namespace {
 
+using ::lychee::testing::ChunkRecord;
 using ::lychee::testing::MakeConfig;
 using ::lychee::testing::MakePrompts;
 using ::lychee::testing::MakeScheduler;
@@ -439,6 +444,185 @@ TEST(SchedulerTest, LongestRequestThatFitsTheWholePoolCompletesAlone) {
     ASSERT_LT(++steps, 500);
   }
   for (int i = 0; i < 3; ++i) EXPECT_EQ(streams.tokens[i], ReferenceStream(prompts[i], 6));
+}
+
+// ---- is_decode, sparse-decoded K/V and the prefix cache, cache corrections ----------------
+
+void AddSparse(Scheduler& s, SeqId seq, Tokens prompt, int64_t max_tokens,
+               int64_t correction_interval = 0) {
+  SchedRequestOptions options;
+  options.sparse_decode = true;
+  options.correction_interval = correction_interval;
+  ASSERT_TRUE(s.AddRequest(seq, std::move(prompt), max_tokens, 0, seq, options).ok());
+}
+
+TEST(SchedulerTest, IsDecodeMarksOnlyRealDecodeSteps) {
+  auto s = MakeScheduler(16, 4, /*max_num_batched_tokens=*/8);
+  const auto prompts = MakePrompts(2, 9);
+  Add(*s, 0, Tokens(prompts[0].begin(), prompts[0].begin() + 7), 4);
+  Add(*s, 1, prompts[1], 3);
+  StepRecord r = Step(*s);  // seq 0's prompt (7) and seq 1's first token: a one-token prefill
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0, 1));
+  EXPECT_FALSE(r.chunks[0].is_decode);
+  EXPECT_EQ(r.chunks[1].tokens.size(), 1u);
+  EXPECT_FALSE(r.chunks[1].is_decode);
+  r = Step(*s);
+  EXPECT_TRUE(r.chunks[0].is_decode);
+  EXPECT_EQ(r.chunks[1].start, 1);
+  EXPECT_FALSE(r.chunks[1].is_decode);
+  r = Step(*s);  // seq 1's prompt ends with a one-token chunk: still prefill
+  ASSERT_THAT(r.seq_ids(), ElementsAre(0, 1));
+  EXPECT_TRUE(r.chunks[0].is_decode);
+  EXPECT_EQ(r.chunks[1].start, 8);
+  EXPECT_EQ(r.chunks[1].tokens.size(), 1u);
+  EXPECT_TRUE(r.chunks[1].needs_logits);
+  EXPECT_FALSE(r.chunks[1].is_decode);
+  r = Step(*s);
+  for (const auto& c : r.chunks) EXPECT_TRUE(c.is_decode) << c.seq_id;
+}
+
+TEST(SchedulerTest, RecomputeAfterPreemptionIsNotDecode) {
+  auto s = MakeScheduler(4, 4, /*max_num_batched_tokens=*/4);
+  const auto prompts = MakePrompts(2, 7);
+  Add(*s, 0, prompts[0], 3);
+  Add(*s, 1, prompts[1], 8);
+  Streams streams;
+  bool preempted = false, resumed_prefill = false;
+  int64_t known_at_admission = 0;
+  for (int steps = 0; s->has_unfinished(); ++steps) {
+    ASSERT_LT(steps, 200);
+    const StepRecord r = Step(*s);
+    streams.Take(r);
+    if (!r.preempted.empty()) preempted = true;
+    for (const auto& c : r.chunks) {
+      const SchedRequest* q = s->Find(c.seq_id);
+      if (q != nullptr) known_at_admission = q->num_prefill_tokens;
+      // A decode step is one token past everything known when the request was (re)admitted.
+      if (c.is_decode) {
+        EXPECT_EQ(c.tokens.size(), 1u);
+        EXPECT_TRUE(c.needs_logits);
+        if (q != nullptr) {
+          EXPECT_GE(c.start, known_at_admission);
+        }
+      } else if (q != nullptr) {
+        EXPECT_LT(c.start, known_at_admission);
+      }
+      if (preempted && c.seq_id == 1 && !c.is_decode) resumed_prefill = true;
+    }
+  }
+  EXPECT_TRUE(preempted);
+  EXPECT_TRUE(resumed_prefill);
+  EXPECT_EQ(streams.tokens[1], ReferenceStream(prompts[1], 8));
+}
+
+// Runs `seq` of `s` to completion alone and returns its whole sequence (prompt + generated).
+Tokens RunAlone(Scheduler& s, SeqId seq, const Tokens& prompt, int64_t max_tokens) {
+  Streams streams;
+  for (int steps = 0; s.Find(seq) != nullptr; ++steps) {
+    EXPECT_LT(steps, 200);
+    if (steps >= 200) break;
+    streams.Take(Step(s));
+  }
+  Tokens all = prompt;
+  all.insert(all.end(), streams.tokens[seq].begin(), streams.tokens[seq].end());
+  EXPECT_EQ(static_cast<int64_t>(streams.tokens[seq].size()), max_tokens);
+  return all;
+}
+
+// K/V written by sparse decode steps is approximate: a later request with the same tokens must
+// not reuse it. Only the sparse request's prompt blocks are shared; a dense request's decoded
+// blocks are.
+TEST(SchedulerTest, SparseDecodedBlocksNeverEnterThePrefixCache) {
+  auto s = MakeScheduler(64, 4);
+  const auto prompts = MakePrompts(2, 8);
+  AddSparse(*s, 0, prompts[0], 10);
+  const Tokens sparse_all = RunAlone(*s, 0, prompts[0], 10);
+  Add(*s, 1, prompts[1], 10);
+  const Tokens dense_all = RunAlone(*s, 1, prompts[1], 10);
+
+  // Later dense requests whose prompt is the whole earlier sequence plus one token.
+  Tokens after_sparse = sparse_all, after_dense = dense_all;
+  after_sparse.push_back(7);
+  after_dense.push_back(7);
+  Add(*s, 2, after_sparse, 1);
+  Add(*s, 3, after_dense, 1);
+  const StepRecord r = Step(*s);
+  ASSERT_THAT(r.seq_ids(), ElementsAre(2, 3));
+  EXPECT_EQ(r.chunks[0].num_cached_tokens, 8) << "only the sparse request's prompt blocks";
+  // The dense request computed 8 + 9 = 17 tokens: 4 full blocks, all shared.
+  EXPECT_EQ(r.chunks[1].num_cached_tokens, 16);
+}
+
+// What a sparse request prefills (its prompt, or everything after a preemption, which feeds the
+// whole sequence as a prompt again) is dense K/V: those full blocks are shareable.
+TEST(SchedulerTest, SparseRequestsPrefilledBlocksAreShareable) {
+  auto s = MakeScheduler(64, 4);
+  const auto prompts = MakePrompts(1, 6);
+  AddSparse(*s, 0, prompts[0], 12);
+  for (int i = 0; i < 6; ++i) Step(*s);  // prompt + 5 sparse decodes: 11 tokens computed
+  // A second sparse request whose prompt is everything so far (what a recompute feeds).
+  const SchedRequest* q = s->Find(0);
+  ASSERT_NE(q, nullptr);
+  const Tokens so_far = q->tokens;
+  AddSparse(*s, 1, so_far, 2);
+  Step(*s);  // seq 1's prefill: only the sparse request's first block (prompt) is hit
+  Tokens probe = so_far;
+  probe.push_back(9);
+  Add(*s, 2, probe, 1);
+  const StepRecord r = Step(*s);
+  ASSERT_EQ(r.chunks.back().seq_id, 2);
+  // seq 1 prefilled every token of so_far densely: its full blocks (floor(12 / 4) = 3) are
+  // shared, whatever seq 0 decoded sparsely.
+  EXPECT_EQ(r.chunks.back().num_cached_tokens, static_cast<int64_t>(so_far.size()) / 4 * 4);
+}
+
+// Cache correction every 3 sparse decode tokens: the 4th step of each window is one dense chunk
+// over the 3 sparse-decoded tokens and the new one, then decoding goes on; the generated stream
+// is what it is without corrections, and the rewritten blocks are never shared.
+TEST(SchedulerTest, CacheCorrectionRecomputesTheLastDecodedTokensDensely) {
+  auto s = MakeScheduler(32, 4);
+  const auto prompts = MakePrompts(1, 5);
+  AddSparse(*s, 0, prompts[0], 12, /*correction_interval=*/3);
+  Streams streams;
+  std::vector<ChunkRecord> chunks;
+  while (s->has_unfinished()) {
+    const StepRecord r = Step(*s);
+    streams.Take(r);
+    ASSERT_EQ(r.chunks.size(), 1u);
+    chunks.push_back(r.chunks[0]);
+    ASSERT_LT(chunks.size(), 100u);
+  }
+  EXPECT_EQ(streams.tokens[0], ReferenceStream(prompts[0], 12));
+  // prefill [0, 5); decodes 5, 6, 7; correction [5, 9); decodes 9, 10, 11; correction [9, 13);
+  // decodes 13, 14, 15 and the last token sampled there.
+  std::vector<std::pair<int64_t, size_t>> want = {{0, 5}, {5, 1},  {6, 1},  {7, 1},
+                                                  {5, 4}, {9, 1},  {10, 1}, {11, 1},
+                                                  {9, 4}, {13, 1}, {14, 1}, {15, 1}};
+  ASSERT_EQ(chunks.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    SCOPED_TRACE("chunk " + std::to_string(i));
+    EXPECT_EQ(chunks[i].start, want[i].first);
+    EXPECT_EQ(chunks[i].tokens.size(), want[i].second);
+    const bool correction = i == 4 || i == 8;
+    EXPECT_EQ(chunks[i].cache_correction, correction);
+    EXPECT_EQ(chunks[i].is_decode, i > 0 && !correction);
+    EXPECT_TRUE(chunks[i].needs_logits);
+  }
+  // Nothing past the prompt's first full block was registered (positions 5.. were sparse).
+  Tokens probe = prompts[0];
+  probe.insert(probe.end(), streams.tokens[0].begin(), streams.tokens[0].end());
+  probe.push_back(3);
+  Add(*s, 1, probe, 1);
+  const StepRecord r = Step(*s);
+  EXPECT_EQ(r.chunks[0].num_cached_tokens, 4);
+}
+
+TEST(SchedulerTest, CorrectionNeedsSparseDecode) {
+  auto s = MakeScheduler(8, 4);
+  SchedRequestOptions options;
+  options.correction_interval = 4;
+  EXPECT_EQ(s->AddRequest(0, Range(0, 4), 2, 0, 0, options).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
