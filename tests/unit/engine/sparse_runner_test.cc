@@ -389,5 +389,78 @@ TEST_F(SparseRunnerTest, TokenLevelSelectionsRunAndFullBudgetIsDense) {
   }
 }
 
+// LycheeDecode cache correction at the runner: after W sparse decode steps the K/V of those
+// positions differs from a dense run's over the same tokens; the correction chunk (dense, W + 1
+// tokens from the first sparse position) rewrites it to what the dense run computed, in every
+// layer, and its logits are the dense step's.
+TEST_F(SparseRunnerTest, CacheCorrectionRewritesTheDenseKv) {
+  SCOPED_TRACE(Seed());
+  auto roles = std::make_shared<sparsity::HeadRoles>(config_.num_layers, config_.num_kv_heads);
+  context_.head_roles = roles;
+  PolicySpec spec;
+  spec.name = "lychee";
+  spec.budget_tokens = 2 * kBlock;
+  spec.lychee.sink_tokens = 0;
+  spec.lychee.local_tokens = 1;
+  spec.lychee.correction_interval = 6;
+  auto policy = Make(spec);
+  const int64_t prompt = 90, w = spec.lychee.correction_interval;
+  Seq dense = MakeSeq(1, prompt, prompt + w + 1, 0);
+  Seq sparse = MakeSeq(2, prompt, prompt + w + 1, 40);
+  sparse.tokens = dense.tokens;  // same prompt
+  std::uniform_int_distribution<int32_t> tok(3, static_cast<int32_t>(config_.vocab_size) - 1);
+  std::vector<int32_t> forced(static_cast<size_t>(w + 1));
+  for (int32_t& t : forced) t = tok(rng_);
+  Prefill(dense);
+  Prefill(sparse);
+  std::vector<float> dense_last;
+  for (int64_t i = 0; i <= w; ++i) {  // the dense run decodes all W + 1 tokens
+    dense.tokens.push_back(forced[static_cast<size_t>(i)]);
+    dense_last = Decode(dense, nullptr).first;
+  }
+  for (int64_t i = 0; i < w; ++i) {  // the sparse run decodes W of them through lychee
+    sparse.tokens.push_back(forced[static_cast<size_t>(i)]);
+    Decode(sparse, policy.get());
+  }
+  // Largest relative difference of K and V rows at positions [prompt, prompt + n), over layers
+  // (layer 0's K/V depends on the tokens only, so the sparse effect shows from layer 1 on).
+  const int64_t d = config_.head_dim;
+  auto kv_diff = [&](int64_t n) {
+    double worst = 0.0;
+    for (int64_t l = 0; l < config_.num_layers; ++l) {
+      const PagedKvView v = pool_->View(l);
+      for (int64_t pos = prompt; pos < prompt + n; ++pos) {
+        const int32_t ba = dense.table[static_cast<size_t>(pos / kBlock)];
+        const int32_t bb = sparse.table[static_cast<size_t>(pos / kBlock)];
+        for (int64_t h = 0; h < config_.num_kv_heads; ++h) {
+          for (const bool values : {false, true}) {
+            const float* a = (values ? v.V(ba, h) : v.K(ba, h)) + (pos % kBlock) * d;
+            const float* b = (values ? v.V(bb, h) : v.K(bb, h)) + (pos % kBlock) * d;
+            worst = std::max(worst, ::lychee::testing::RelativeL2(b, a, static_cast<size_t>(d)));
+          }
+        }
+      }
+    }
+    return worst;
+  };
+  const double polluted = kv_diff(w);
+  EXPECT_GT(polluted, 1e-3) << "sparse decoding at 2 blocks left the K/V dense: no test";
+  // The correction chunk: dense over the W sparse positions and the new token.
+  sparse.tokens.push_back(forced[static_cast<size_t>(w)]);
+  SchedulerOutput step;
+  step.chunks.push_back(Chunk(sparse, prompt, w + 1, /*is_decode=*/false));
+  step.chunks.back().cache_correction = true;
+  sparsity::Policy* const policies[] = {policy.get()};
+  auto logits = runner_->Execute(step, policies);
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  EXPECT_EQ(runner_->sparse_stats()[0].max_bound, -1.0f);  // it ran dense
+  const double corrected = kv_diff(w + 1);
+  EXPECT_LT(corrected, 1e-5) << "before the correction: " << polluted;
+  EXPECT_LT(::lychee::testing::RelativeL2(logits->data(), dense_last.data(), dense_last.size()),
+            1e-5);
+  std::printf("[correction] K/V relative difference to dense: %.3g sparse, %.3g corrected\n",
+              polluted, corrected);
+}
+
 }  // namespace
 }  // namespace lychee
