@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -20,6 +21,12 @@ absl::Status CheckRange(const char* field, double value, double lo, double hi, b
   if (ok) return absl::OkStatus();
   return Invalid(
       fmt::format("{} is {}, must be in {}{}, {}]", field, value, lo_open ? "(" : "[", lo, hi));
+}
+
+// The double with `value`'s shortest decimal form (0.02f → 0.02, not 0.019999999552965164).
+// Monotone, so the report's order (max_exact <= max_bound) survives.
+double ShortestDouble(float value) {
+  return std::strtod(fmt::format("{}", value).c_str(), nullptr);
 }
 
 absl::Status CheckTokenIds(const char* field, const google::protobuf::RepeatedField<int32_t>& ids,
@@ -278,6 +285,28 @@ void ToComplete(const GenerationOutput& event, v1::GenerateComplete* complete) {
   complete->set_queue_seconds(event.timings.queue_seconds);
   complete->set_ttft_seconds(event.timings.first_token_seconds);
   complete->set_e2e_seconds(event.timings.e2e_seconds);
+  if (UsedSparsePolicy(event.policy_report)) {
+    ToPolicyReport(event.policy_report, complete->mutable_policy_report());
+  }
+}
+
+bool UsedSparsePolicy(const PolicyReport& report) {
+  return !report.policy.empty() && report.policy != "dense";
+}
+
+void ToPolicyReport(const PolicyReport& report, v1::PolicyReport* message) {
+  message->set_policy(report.policy);
+  message->set_max_bound(ShortestDouble(report.max_bound));
+  message->set_mean_bound(report.mean_bound);
+  message->set_max_exact(ShortestDouble(report.max_exact));
+  message->set_audited_steps(report.audited_steps);
+  message->set_kv_read_fraction(report.kv_read_fraction);
+  message->set_widenings(report.widenings);
+  message->set_head_selections(report.head_selections);
+  message->set_reused(report.reused);
+  message->set_dense_fallbacks(report.dense_fallbacks);
+  message->set_cache_corrections(report.cache_corrections);
+  message->set_selection_seconds(report.selection_seconds);
 }
 
 void ToError(const absl::Status& status, v1::GenerateError* error) {

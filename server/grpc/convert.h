@@ -30,10 +30,14 @@ absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest&
 void ToPolicyMessage(const PolicySpec& spec, v1::SparsityPolicy* message);
 
 // One engine event as wire messages: a chunk when it carries output (tokens, text or
-// logprobs), and for the final event a complete message (or an error one for kError).
+// logprobs), and for the final event a complete message (or an error one for kError), with the
+// policy report when the request ran a sparse policy.
 void ToChunk(const GenerationOutput& event, v1::GenerateStreamChunk* chunk);
 void ToComplete(const GenerationOutput& event, v1::GenerateComplete* complete);
 void ToError(const absl::Status& status, v1::GenerateError* error);
+// Whether a final event's report is a sparse policy's (dense requests get no policy_report).
+bool UsedSparsePolicy(const PolicyReport& report);
+void ToPolicyReport(const PolicyReport& report, v1::PolicyReport* message);
 bool HasOutput(const GenerationOutput& event);
 
 // absl → gRPC: same canonical code and message.

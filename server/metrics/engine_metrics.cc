@@ -45,6 +45,16 @@ struct EngineMetrics::PolicySeries {
   Histogram* prompt_len;
   Histogram* generation_len;
   Histogram* dropped_mass;
+  Histogram* dropped_mass_bound;
+  Histogram* dropped_mass_exact;
+  Counter* kv_tokens_read;
+  Counter* kv_tokens_dense;
+  Counter* widenings;
+  Counter* dense_fallbacks;
+  Counter* selection_seconds;
+  Counter* selections;
+  Counter* reused_selections;
+  Counter* cache_corrections;
 };
 
 struct EngineMetrics::CollectState {
@@ -105,6 +115,48 @@ EngineMetrics::EngineMetrics(metrics::MetricsRegistry* registry, EngineMetricsOp
                  "Certified upper bound of the softmax mass not read by sparse attention, per step "
                  "(0 to 1). Recorded by the sparse policies; empty until one runs.",
                  kDroppedMassBuckets);
+  dropped_mass_bound_ = per_policy(
+      "lychee_dropped_mass_bound",
+      "Certified upper bound of the softmax mass not read by sparse attention: per sparse decode "
+      "step, the largest over layers and KV heads (0 to 1).",
+      kDroppedMassBuckets);
+  dropped_mass_exact_ = per_policy(
+      "lychee_dropped_mass_exact",
+      "Exact softmax mass not read by sparse attention, measured on audited decode steps "
+      "(audit_rate): the largest over layers and KV heads (0 to 1).",
+      kDroppedMassBuckets);
+  auto per_policy_counter = [&](const char* name, const char* help) {
+    return &registry_->AddCounter(name, help, {"model", "policy"});
+  };
+  kv_tokens_read_ = per_policy_counter(
+      "lychee_kv_tokens_read",
+      "KV tokens read by sparse-attention decode steps, summed over layers and KV heads.");
+  kv_tokens_dense_ = per_policy_counter(
+      "lychee_kv_tokens_dense",
+      "KV tokens dense attention would have read in the same sparse decode steps (read / dense "
+      "is the fraction of the KV cache read).");
+  widenings_ = per_policy_counter(
+      "lychee_policy_widenings",
+      "KV-head budgets widened because the dropped-mass bound exceeded max_dropped_mass.");
+  dense_fallbacks_ = per_policy_counter(
+      "lychee_policy_dense_fallbacks",
+      "KV heads that read everything because the dropped-mass bound could not be met in "
+      "advance (counted when the request finishes).");
+  selection_seconds_ =
+      per_policy_counter("lychee_policy_selection_seconds",
+                         "Time the sparse policies spent choosing which KV to read, in seconds.");
+  selections_ = per_policy_counter(
+      "lychee_policy_selections",
+      "Sparse selections made, one per (decode step, layer, KV head) (counted when the request "
+      "finishes).");
+  reused_selections_ = per_policy_counter(
+      "lychee_policy_reused_selections",
+      "Selections that reused an earlier set without scoring: LycheeDecode sparse heads, PrHS "
+      "CIS hits (counted when the request finishes; reused / selections is the reuse rate).");
+  cache_corrections_ = per_policy_counter(
+      "lychee_cache_corrections",
+      "LycheeDecode cache corrections: dense recomputes of a request's last generated tokens' "
+      "KV.");
   cache_config_ = &registry_->AddGauge(
       "lychee_cache_config_info",
       "Information of the KV cache configuration (value 1; the labels carry it).",
@@ -163,6 +215,16 @@ EngineMetrics::PolicySeries& EngineMetrics::ForPolicy(std::string_view policy) {
       .prompt_len = &prompt_len_->WithLabels(labels),
       .generation_len = &generation_len_->WithLabels(labels),
       .dropped_mass = &dropped_mass_->WithLabels(labels),
+      .dropped_mass_bound = &dropped_mass_bound_->WithLabels(labels),
+      .dropped_mass_exact = &dropped_mass_exact_->WithLabels(labels),
+      .kv_tokens_read = &kv_tokens_read_->WithLabels(labels),
+      .kv_tokens_dense = &kv_tokens_dense_->WithLabels(labels),
+      .widenings = &widenings_->WithLabels(labels),
+      .dense_fallbacks = &dense_fallbacks_->WithLabels(labels),
+      .selection_seconds = &selection_seconds_->WithLabels(labels),
+      .selections = &selections_->WithLabels(labels),
+      .reused_selections = &reused_selections_->WithLabels(labels),
+      .cache_corrections = &cache_corrections_->WithLabels(labels),
   });
   return *policies_.emplace(std::string(policy), std::move(series)).first->second;
 }
@@ -190,6 +252,14 @@ void EngineMetrics::OnRequestFinished(const GenerationRequest& request,
   series.queue_time->Observe(timings.queue_seconds);
   series.prompt_len->Observe(static_cast<double>(final_event.prompt_tokens));
   series.generation_len->Observe(static_cast<double>(final_event.completion_tokens));
+  const PolicyReport& report = final_event.policy_report;
+  if (report.head_selections > 0) {
+    series.selections->Increment(static_cast<double>(report.head_selections));
+  }
+  if (report.reused > 0) series.reused_selections->Increment(static_cast<double>(report.reused));
+  if (report.dense_fallbacks > 0) {
+    series.dense_fallbacks->Increment(static_cast<double>(report.dense_fallbacks));
+  }
 }
 
 void EngineMetrics::OnStep(int64_t prompt_tokens, int64_t generated_tokens, double step_seconds) {
@@ -212,6 +282,24 @@ void EngineMetrics::OnPreemption() { preemptions_->Increment(); }
 
 void EngineMetrics::OnDroppedMass(std::string_view policy, double dropped_mass) {
   RecordDroppedMass(policy, dropped_mass);
+}
+
+void EngineMetrics::OnSparseStep(std::string_view policy, const SparseChunkStats& stats) {
+  PolicySeries& series = ForPolicy(policy);
+  if (stats.max_bound >= 0.0f) series.dropped_mass_bound->Observe(stats.max_bound);
+  if (stats.exact_max >= 0.0f) series.dropped_mass_exact->Observe(stats.exact_max);
+  if (stats.kv_tokens_read > 0) {
+    series.kv_tokens_read->Increment(static_cast<double>(stats.kv_tokens_read));
+  }
+  if (stats.kv_tokens_dense > 0) {
+    series.kv_tokens_dense->Increment(static_cast<double>(stats.kv_tokens_dense));
+  }
+  if (stats.widenings > 0) series.widenings->Increment(static_cast<double>(stats.widenings));
+  if (stats.selection_seconds > 0) series.selection_seconds->Increment(stats.selection_seconds);
+}
+
+void EngineMetrics::OnCacheCorrection(std::string_view policy) {
+  ForPolicy(policy).cache_corrections->Increment();
 }
 
 }  // namespace lychee

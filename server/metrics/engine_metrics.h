@@ -3,6 +3,24 @@
 // section 4.1/4.7) with the prefix "lychee_" and labels `model` (every series) and `policy` (the
 // sparse-attention policy, on per-request series).
 //
+// Sparse attention (none of the anchors has these; ANCHORS.md section 10), per policy:
+//   lychee_dropped_mass_bound        histogram  per sparse decode step: the largest certified
+//                                               dropped-mass bound over layers and KV heads
+//   lychee_dropped_mass              histogram  the same values (the older name; rules use it)
+//   lychee_dropped_mass_exact        histogram  audited steps: the exact dropped mass (max)
+//   lychee_kv_tokens_read_total      counter    KV tokens read by sparse decode steps ...
+//   lychee_kv_tokens_dense_total     counter    ... and what dense attention would have read
+//                                               (read / dense = fraction of KV read)
+//   lychee_policy_widenings_total    counter    KV-head budgets widened to meet the bound
+//   lychee_policy_selection_seconds_total  counter  time spent choosing what to read
+//   lychee_policy_selections_total   counter    (step, layer, KV head) selections ...
+//   lychee_policy_reused_selections_total  counter  ... of which reused an earlier set without
+//                                               scoring (PrHS reuse rate = reused / selections)
+//   lychee_policy_dense_fallbacks_total    counter  heads that read everything (bound unmet)
+//   lychee_cache_corrections_total   counter    LycheeDecode cache corrections
+// Step figures arrive per decode step; selections, reuse and dense fallbacks are the policy's
+// own counters, added when its request finishes.
+//
 //   events  ── EngineObserver callbacks (engine thread) ──► counters and histograms
 //   gauges  ── collect hook at scrape time (HTTP thread) ──► stats_source() → running, waiting,
 //                                                            KV usage
@@ -61,6 +79,8 @@ class EngineMetrics final : public EngineObserver {
   void OnPrefixCacheLookup(int64_t queried_tokens, int64_t hit_tokens) override;
   void OnPreemption() override;
   void OnDroppedMass(std::string_view policy, double dropped_mass) override;
+  void OnSparseStep(std::string_view policy, const SparseChunkStats& stats) override;
+  void OnCacheCorrection(std::string_view policy) override;
 
   // The label value of a finish reason: stop, length, abort, error.
   static std::string_view FinishedReasonLabel(FinishReason reason);
@@ -95,6 +115,18 @@ class EngineMetrics final : public EngineObserver {
   metrics::Family<metrics::Histogram>* prompt_len_;
   metrics::Family<metrics::Histogram>* generation_len_;
   metrics::Family<metrics::Histogram>* dropped_mass_;
+  // Sparse-attention families (model, policy): per sparse decode step (OnSparseStep), per
+  // finished request (the policy report's counters) and per cache correction.
+  metrics::Family<metrics::Histogram>* dropped_mass_bound_;
+  metrics::Family<metrics::Histogram>* dropped_mass_exact_;
+  metrics::Family<metrics::Counter>* kv_tokens_read_;
+  metrics::Family<metrics::Counter>* kv_tokens_dense_;
+  metrics::Family<metrics::Counter>* widenings_;
+  metrics::Family<metrics::Counter>* dense_fallbacks_;
+  metrics::Family<metrics::Counter>* selection_seconds_;
+  metrics::Family<metrics::Counter>* selections_;
+  metrics::Family<metrics::Counter>* reused_selections_;
+  metrics::Family<metrics::Counter>* cache_corrections_;
   metrics::Family<metrics::Gauge>* cache_config_;
 
   std::mutex mu_;  // guards the two members below

@@ -2,8 +2,11 @@
 // Response and chunk JSON of the OpenAI-compatible API (see openai_response.h).
 #include "server/openai/openai_response.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <utility>
 
 #include "model/tokenizer/tokenizer.h"
@@ -29,6 +32,12 @@ std::vector<TokenLogprob> TopN(const OutputLogprob& lp, int top_n) {
   return std::vector<TokenLogprob>(lp.top.begin(), lp.top.begin() + static_cast<ptrdiff_t>(n));
 }
 
+// The double with `value`'s shortest decimal form (0.02f → 0.02, not 0.019999999552965164).
+// Monotone, so the report's order (max_exact <= max_bound) survives.
+double ShortestDouble(float value) {
+  return std::strtod(fmt::format("{}", value).c_str(), nullptr);
+}
+
 Json StopReason(const std::string& matched_stop) {
   return matched_stop.empty() ? Json(nullptr) : Json(matched_stop);
 }
@@ -41,6 +50,25 @@ Json UsageJson(const Usage& usage) {
   json["completion_tokens"] = usage.completion_tokens;
   json["total_tokens"] = usage.prompt_tokens + usage.completion_tokens;
   json["prompt_tokens_details"] = {{"cached_tokens", usage.cached_tokens}};
+  if (usage.policy_report.has_value())
+    json["policy_report"] = PolicyReportJson(*usage.policy_report);
+  return json;
+}
+
+Json PolicyReportJson(const PolicyReport& report) {
+  Json json = Json::object();
+  json["policy"] = report.policy;
+  json["max_bound"] = ShortestDouble(report.max_bound);
+  json["mean_bound"] = report.mean_bound;
+  json["max_exact"] = ShortestDouble(report.max_exact);
+  json["audited_steps"] = report.audited_steps;
+  json["kv_read_fraction"] = report.kv_read_fraction;
+  json["widenings"] = report.widenings;
+  json["head_selections"] = report.head_selections;
+  json["reused"] = report.reused;
+  json["dense_fallbacks"] = report.dense_fallbacks;
+  json["cache_corrections"] = report.cache_corrections;
+  json["selection_seconds"] = report.selection_seconds;
   return json;
 }
 
@@ -130,6 +158,10 @@ void ResponseBuilder::TrackUsage(const GenerationOutput& event) {
   usage_.prompt_tokens = std::max(usage_.prompt_tokens, event.prompt_tokens);
   usage_.completion_tokens = std::max(usage_.completion_tokens, event.completion_tokens);
   usage_.cached_tokens = std::max(usage_.cached_tokens, event.cached_tokens);
+  const PolicyReport& report = event.policy_report;
+  if (event.finished && !report.policy.empty() && report.policy != "dense") {
+    usage_.policy_report = report;
+  }
 }
 
 void ResponseBuilder::Add(const GenerationOutput& event) {

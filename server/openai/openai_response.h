@@ -43,10 +43,17 @@ struct Usage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   int64_t cached_tokens = 0;
+  // Set from the final event when the request ran a sparse policy (our extension).
+  std::optional<PolicyReport> policy_report;
 };
 // {"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details":
-// {"cached_tokens"}}
+// {"cached_tokens"}}, plus "policy_report" (PolicyReportJson) when set.
 Json UsageJson(const Usage& usage);
+
+// {"policy", "max_bound", "mean_bound", "max_exact", "audited_steps", "kv_read_fraction",
+//  "widenings", "head_selections", "reused", "dense_fallbacks", "cache_corrections",
+//  "selection_seconds"}: engine/request.h's PolicyReport, as gRPC's PolicyReport message.
+Json PolicyReportJson(const PolicyReport& report);
 
 // "stop", "length", "abort" (and "error"), or null while not finished.
 Json FinishReasonJson(FinishReason reason);

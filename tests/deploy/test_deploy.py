@@ -379,7 +379,12 @@ class DeployTest(unittest.TestCase):
                        "histogram_quantile(0.99, sum by (le) (rate(lychee_time_to_first_token_seconds_bucket",
                        "lychee_inter_token_latency_seconds_bucket",
                        "lychee_e2e_request_latency_seconds_bucket", "lychee_num_preemptions_total",
-                       "lychee_prefix_cache_hits_total", "lychee_dropped_mass_bucket"):
+                       "lychee_prefix_cache_hits_total", "lychee_dropped_mass_bucket",
+                       "lychee_dropped_mass_bound_bucket", "lychee_dropped_mass_exact_bucket",
+                       "lychee_kv_tokens_read_total", "lychee_kv_tokens_dense_total",
+                       "lychee_policy_widenings_total", "lychee_policy_dense_fallbacks_total",
+                       "lychee_policy_selection_seconds_total", "lychee_policy_selections_total",
+                       "lychee_policy_reused_selections_total", "lychee_cache_corrections_total"):
             self.assertIn(needle, exprs)
 
     # --- images -----------------------------------------------------------------------------

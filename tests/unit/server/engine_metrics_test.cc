@@ -66,6 +66,39 @@ std::string RenderPopulated(metrics::MetricsRegistry& registry, EngineMetrics& m
   m.OnRequestFinished(MakeRequest("lychee"), MakeFinal(FinishReason::kAbort, 5, 0, 0.5, 0, 0.6));
   m.RecordDroppedMass("lychee", 0.003);
   m.OnDroppedMass("quest", 0.25);  // the engine's callback records the same histogram
+  // Sparse decode steps: one audited prhs step, one plain; a lychee step with a widening.
+  m.OnSparseStep("prhs", SparseChunkStats{.max_bound = 0.02f,
+                                          .sum_bound = 0.1,
+                                          .heads = 32,
+                                          .kv_tokens_read = 3000,
+                                          .kv_tokens_dense = 12000,
+                                          .widenings = 0,
+                                          .exact_max = 0.005f,
+                                          .selection_seconds = 0.25});
+  m.OnSparseStep("prhs", SparseChunkStats{.max_bound = 0.5f,
+                                          .sum_bound = 2.0,
+                                          .heads = 32,
+                                          .kv_tokens_read = 1000,
+                                          .kv_tokens_dense = 12000,
+                                          .widenings = 0,
+                                          .exact_max = -1.0f,
+                                          .selection_seconds = 0.5});
+  m.OnSparseStep("lychee", SparseChunkStats{.max_bound = 0.0625f,
+                                            .sum_bound = 0.01,
+                                            .heads = 32,
+                                            .kv_tokens_read = 500,
+                                            .kv_tokens_dense = 1000,
+                                            .widenings = 3,
+                                            .exact_max = -1.0f,
+                                            .selection_seconds = 0.125});
+  m.OnCacheCorrection("lychee");
+  m.OnCacheCorrection("lychee");
+  GenerationOutput prhs_final = MakeFinal(FinishReason::kStop, 10, 2, 0.1, 0.2, 0.3);
+  prhs_final.policy_report.policy = "prhs";
+  prhs_final.policy_report.head_selections = 64;
+  prhs_final.policy_report.reused = 48;
+  prhs_final.policy_report.dense_fallbacks = 2;
+  m.OnRequestFinished(MakeRequest("prhs"), prhs_final);
   return registry.Render();
 }
 
@@ -125,6 +158,34 @@ TEST(EngineMetricsTest, EventsAndStatsReachTheExposition) {
   EXPECT_TRUE(
       Contains(text, R"(lychee_dropped_mass_sum{model="stories260K",policy="quest"} 0.25)"));
   EXPECT_TRUE(Contains(text, R"(lychee_iteration_tokens_count{model="stories260K"} 3)"));
+
+  // Sparse attention.
+  EXPECT_TRUE(
+      Contains(text, R"(lychee_dropped_mass_bound_count{model="stories260K",policy="prhs"} 2)"));
+  EXPECT_TRUE(Contains(
+      text, R"(lychee_dropped_mass_bound_bucket{model="stories260K",policy="prhs",le="0.02"} 1)"));
+  EXPECT_TRUE(Contains(
+      text, R"(lychee_dropped_mass_bound_sum{model="stories260K",policy="lychee"} 0.0625)"));
+  EXPECT_TRUE(
+      Contains(text, R"(lychee_dropped_mass_exact_count{model="stories260K",policy="prhs"} 1)"));
+  EXPECT_TRUE(
+      Contains(text, R"(lychee_dropped_mass_exact_count{model="stories260K",policy="lychee"} 0)"));
+  EXPECT_TRUE(
+      Contains(text, R"(lychee_kv_tokens_read_total{model="stories260K",policy="prhs"} 4000)"));
+  EXPECT_TRUE(
+      Contains(text, R"(lychee_kv_tokens_dense_total{model="stories260K",policy="prhs"} 24000)"));
+  EXPECT_TRUE(
+      Contains(text, R"(lychee_policy_widenings_total{model="stories260K",policy="lychee"} 3)"));
+  EXPECT_TRUE(Contains(
+      text, R"(lychee_policy_selection_seconds_total{model="stories260K",policy="prhs"} 0.75)"));
+  EXPECT_TRUE(
+      Contains(text, R"(lychee_policy_selections_total{model="stories260K",policy="prhs"} 64)"));
+  EXPECT_TRUE(Contains(
+      text, R"(lychee_policy_reused_selections_total{model="stories260K",policy="prhs"} 48)"));
+  EXPECT_TRUE(Contains(
+      text, R"(lychee_policy_dense_fallbacks_total{model="stories260K",policy="prhs"} 2)"));
+  EXPECT_TRUE(
+      Contains(text, R"(lychee_cache_corrections_total{model="stories260K",policy="lychee"} 2)"));
 }
 
 TEST(EngineMetricsTest, GaugesFollowTheStatsSourceAtEachScrape) {

@@ -251,7 +251,43 @@ TEST(ConvertEvents, ChunkAndComplete) {
   EXPECT_EQ(complete.matched_stop(), "</s>");
   EXPECT_DOUBLE_EQ(complete.ttft_seconds(), 0.2);
   EXPECT_DOUBLE_EQ(complete.e2e_seconds(), 0.3);
+  EXPECT_FALSE(complete.has_policy_report());  // no sparse policy ran
   EXPECT_FALSE(HasOutput(GenerationOutput{}));
+
+  e.policy_report.policy = "dense";
+  complete.Clear();
+  ToComplete(e, &complete);
+  EXPECT_FALSE(complete.has_policy_report());
+
+  PolicyReport& report = e.policy_report;
+  report.policy = "quest";
+  report.max_bound = 0.02f;
+  report.mean_bound = 0.005;
+  report.max_exact = 0.01f;
+  report.audited_steps = 3;
+  report.kv_read_fraction = 0.25;
+  report.widenings = 1;
+  report.head_selections = 96;
+  report.reused = 64;
+  report.dense_fallbacks = 2;
+  report.cache_corrections = 4;
+  report.selection_seconds = 0.5;
+  complete.Clear();
+  ToComplete(e, &complete);
+  ASSERT_TRUE(complete.has_policy_report());
+  const v1::PolicyReport& r = complete.policy_report();
+  EXPECT_EQ(r.policy(), "quest");
+  EXPECT_EQ(r.max_bound(), 0.02);  // the float's shortest decimal, not 0.0199999995...
+  EXPECT_EQ(r.mean_bound(), 0.005);
+  EXPECT_EQ(r.max_exact(), 0.01);
+  EXPECT_EQ(r.audited_steps(), 3);
+  EXPECT_EQ(r.kv_read_fraction(), 0.25);
+  EXPECT_EQ(r.widenings(), 1);
+  EXPECT_EQ(r.head_selections(), 96);
+  EXPECT_EQ(r.reused(), 64);
+  EXPECT_EQ(r.dense_fallbacks(), 2);
+  EXPECT_EQ(r.cache_corrections(), 4);
+  EXPECT_EQ(r.selection_seconds(), 0.5);
 }
 
 TEST(ConvertStatus, Codes) {

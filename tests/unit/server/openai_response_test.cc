@@ -94,6 +94,49 @@ TEST_F(OpenAiResponseTest, CompletionStreamChunksAndUsage) {
   EXPECT_EQ(chunks[1]["usage"]["total_tokens"], 7);
 }
 
+// Sparse requests: usage.policy_report on the final response and the final usage chunk only;
+// dense requests have none.
+TEST_F(OpenAiResponseTest, PolicyReportInTheFinalUsage) {
+  PolicyReport report;
+  report.policy = "prhs";
+  report.max_bound = 0.02f;
+  report.mean_bound = 0.005;
+  report.max_exact = 0.01f;
+  report.audited_steps = 3;
+  report.kv_read_fraction = 0.25;
+  report.widenings = 1;
+  report.head_selections = 96;
+  report.reused = 64;
+  report.dense_fallbacks = 2;
+  report.cache_corrections = 0;
+  report.selection_seconds = 0.5;
+  GenerationOutput last = Event({}, "", 2, FinishReason::kLength);
+  last.policy_report = report;
+
+  CompletionsResponseBuilder b(meta_, *tokenizer_, std::nullopt, std::nullopt, "", false, false);
+  b.Add(Event({10}, " Once", 1));
+  b.Add(last);
+  EXPECT_EQ(b.Complete()["usage"]["policy_report"].dump(),
+            R"({"policy":"prhs","max_bound":0.02,"mean_bound":0.005,"max_exact":0.01,)"
+            R"("audited_steps":3,"kv_read_fraction":0.25,"widenings":1,"head_selections":96,)"
+            R"("reused":64,"dense_fallbacks":2,"cache_corrections":0,"selection_seconds":0.5})");
+
+  ChatResponseBuilder s(meta_, *tokenizer_, std::nullopt, std::nullopt, true, true);
+  std::vector<Json> chunks = s.OnEvent(Event({10}, "a", 1));
+  ASSERT_EQ(chunks.size(), 1u);
+  EXPECT_FALSE(chunks[0]["usage"].contains("policy_report"));
+  chunks = s.OnEvent(last);
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_EQ(chunks[1]["usage"]["policy_report"]["policy"], "prhs");
+  EXPECT_EQ(chunks[1]["usage"]["policy_report"]["reused"], 64);
+
+  GenerationOutput dense_last = Event({}, "", 1, FinishReason::kStop);
+  dense_last.policy_report.policy = "dense";
+  ChatResponseBuilder d(meta_, *tokenizer_, std::nullopt, std::nullopt, false, false);
+  d.Add(dense_last);
+  EXPECT_FALSE(d.Complete()["usage"].contains("policy_report"));
+}
+
 TEST_F(OpenAiResponseTest, ContinuousUsageInEveryChunk) {
   ChatResponseBuilder b(meta_, *tokenizer_, std::nullopt, std::nullopt, false, true);
   std::vector<Json> chunks = b.OnEvent(Event({10}, "a", 1));
