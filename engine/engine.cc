@@ -426,8 +426,12 @@ void Engine::Impl::Admit(std::vector<Pending>& admitted, absl::Time now) {
     if (options.sparse_decode) {
       SparseRequest& sparse = policies_[p.seq];
       sparse.policy = std::move(*policy);
-      sparse.audit_seed =
-          p.request.sampling.has_seed ? p.request.sampling.seed : config_.seed + p.seq;
+      // The request's seed, else one from its prompt: the same request audits the same steps
+      // whenever and beside whatever it runs.
+      uint64_t prompt_hash = config_.seed;
+      for (int32_t t : p.request.prompt)
+        prompt_hash = SplitMix64(prompt_hash ^ static_cast<uint32_t>(t));
+      sparse.audit_seed = p.request.sampling.has_seed ? p.request.sampling.seed : prompt_hash;
       sparse.audit_rate = p.request.policy.audit_rate;
       sparse.report.policy = p.request.policy.name;
     }
