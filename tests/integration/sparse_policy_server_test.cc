@@ -373,5 +373,90 @@ TEST_F(SparsePolicyServerTest, MetricsCarryTheSparseSeries) {
   EXPECT_EQ(output, "") << output;  // promtool prints lint problems; nothing means clean
 }
 
+// The same server without a head-role mask refuses `lychee`, naming what is missing.
+TEST_F(SparsePolicyServerTest, LycheeWithoutHeadRolesIsRefused) {
+  v1::GenerateRequest request = Greedy(4);
+  request.mutable_policy()->set_name("lychee");
+  v1::GenerateComplete complete;
+  const grpc::Status status = Generate(request, &complete);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(status.error_message().find("--head-roles"), std::string::npos)
+      << status.error_message();
+  const HttpReply reply = Post(port_, "/v1/completions", Completion({{"name", "lychee"}}));
+  EXPECT_EQ(reply.status, 400) << reply.body.dump();
+}
+
+// A LycheeDecode head-role mask for stories260K (5 layers, 4 KV heads): layer 0 all retrieval
+// (as every mask), layer 2 one retrieval head, the rest sparse.
+std::string WriteHeadRoles() {
+  const std::filesystem::path path = std::filesystem::temp_directory_path() /
+                                     ("lychee_head_roles_" + std::to_string(getpid()) + ".json");
+  std::ofstream(path) << R"({"format": "lychee-head-roles/1", "num_layers": 5, "num_kv_heads": 4,
+      "retrieval": [[0, 1, 2, 3], [], [1], [], []]})";
+  return path.string();
+}
+
+// lychee through the server with --head-roles: reports (sparse heads reuse the retrieval heads'
+// sets), cache corrections, and their metric.
+class LycheeServerTest : public testing::SharedServerTest<LycheeServerTest> {
+ public:
+  static std::vector<std::string> SuiteServerArgs() {
+    return LoopbackServerArgs(kModel, {"--device", "cpu", "--head-roles", WriteHeadRoles()});
+  }
+};
+
+TEST_F(LycheeServerTest, ReportsOverBothFrontEndsAndCountsCorrections) {
+  const uint16_t port = static_cast<uint16_t>(server_->http_port());
+  auto stub = v1::LycheeService::NewStub(
+      grpc::CreateChannel(server_->grpc_address(), grpc::InsecureChannelCredentials()));
+  for (const std::string mode : {"block", "token"}) {
+    SCOPED_TRACE(mode);
+    v1::GenerateRequest request;
+    request.set_text(LongPrompt());
+    request.mutable_sampling_params()->set_temperature(0);
+    request.mutable_sampling_params()->set_max_tokens(12);
+    v1::SparsityPolicy* policy = request.mutable_policy();
+    policy->set_name("lychee");
+    policy->set_budget_tokens(64);
+    policy->set_audit_rate(1);
+    policy->mutable_lychee()->set_mode(mode);
+    policy->mutable_lychee()->set_sink_tokens(4);
+    policy->mutable_lychee()->set_local_tokens(16);
+    policy->mutable_lychee()->set_correction_interval(4);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    auto reader = stub->Generate(&context, request);
+    v1::GenerateResponse response;
+    v1::GenerateComplete complete;
+    while (reader->Read(&response)) {
+      if (response.has_complete()) complete = response.complete();
+    }
+    const grpc::Status status = reader->Finish();
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_TRUE(complete.has_policy_report());
+    const Report r = FromProto(complete.policy_report());
+    ExpectAuditedReport(r, "lychee");
+    EXPECT_GT(r.reused, 0);  // the sparse heads of layers 1-4
+    EXPECT_LT(r.kv_read_fraction, 1.0);
+    EXPECT_GT(complete.policy_report().cache_corrections(), 0);
+  }
+  const HttpReply reply = Post(port, "/v1/completions",
+                               {{"prompt", LongPrompt()},
+                                {"max_tokens", 8},
+                                {"temperature", 0},
+                                {"policy", {{"name", "lychee"}, {"budget_tokens", 64}}}});
+  ASSERT_EQ(reply.status, 200) << reply.body.dump();
+  EXPECT_EQ(reply.body["usage"]["policy_report"]["policy"], "lychee");
+  EXPECT_EQ(reply.body["usage"]["policy_report"]["audited_steps"], 0);  // audit_rate 0
+  EXPECT_EQ(reply.body["usage"]["policy_report"]["max_exact"], -1.0);
+
+  auto scrape = testing::Fetch("127.0.0.1", port, "GET", "/metrics");
+  ASSERT_TRUE(scrape.ok()) << scrape.status();
+  const std::string lychee = R"(model="stories260K",policy="lychee")";
+  EXPECT_GT(Sample(scrape->body, "lychee_cache_corrections_total", lychee), 0) << scrape->body;
+  EXPECT_GT(Sample(scrape->body, "lychee_policy_reused_selections_total", lychee), 0);
+  EXPECT_GT(Sample(scrape->body, "lychee_dropped_mass_bound_count", lychee), 0);
+}
+
 }  // namespace
 }  // namespace lychee
