@@ -236,6 +236,33 @@ class GrpcPythonClientTest(unittest.TestCase):
         self.assertEqual(model.vocab_size, 512)
         server = self.stub.GetServerInfo(generate_pb2.GetServerInfoRequest(), timeout=5)
         self.assertFalse(server.is_draining)
+        self.assertIn("prhs", server.policies)
+        self.assertTrue(server.default_policy.HasField("budget_tokens"))
+        self.assertAlmostEqual(server.default_policy.prhs.tau, 0.8)
+
+    def test_sparse_policy_report(self):
+        prompt = "Once upon a time, there was a little girl named Lily." + \
+            " She liked to play in the park with her friend Tom." * 12
+        request = greedy(prompt, 8)
+        request.policy.CopyFrom(generate_pb2.SparsityPolicy(
+            name="prhs", budget_tokens=32, audit_rate=1.0,
+            prhs=generate_pb2.PrhsOptions(tau=0.8, dilation=1)))
+        complete = None
+        for r in self.stub.Generate(request, timeout=60):
+            if r.WhichOneof("response") == "complete":
+                complete = r.complete
+        self.assertIsNotNone(complete)
+        self.assertTrue(complete.HasField("policy_report"))
+        report = complete.policy_report
+        self.assertEqual(report.policy, "prhs")
+        self.assertGreater(report.audited_steps, 0)
+        self.assertTrue(0.0 <= report.max_exact <= report.max_bound <= 1.0, report)
+        self.assertTrue(0.0 < report.kv_read_fraction <= 1.0, report)
+        dense = None
+        for r in self.stub.Generate(greedy("Once upon a time", 4), timeout=60):
+            if r.WhichOneof("response") == "complete":
+                dense = r.complete
+        self.assertFalse(dense.HasField("policy_report"))
 
 
 if __name__ == "__main__":

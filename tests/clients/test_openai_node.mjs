@@ -138,6 +138,30 @@ test('chat: logprobs and the list-of-parts content form', async () => {
   for (const item of items) assert.equal(item.top_logprobs.length, 2);
 });
 
+test('policy extension: usage.policy_report of a sparse request (extra body field)', async () => {
+  const prompt = 'Once upon a time, there was a little girl named Lily.' +
+    ' She liked to play in the park with her friend Tom.'.repeat(12);
+  const policy = { name: 'prhs', budget_tokens: 32, audit_rate: 1, prhs: { tau: 0.8 } };
+  const whole = await client.completions.create({ model: 'stories260K', prompt, max_tokens: 8,
+                                                  temperature: 0, policy });
+  const report = whole.usage.policy_report;
+  assert.equal(report.policy, 'prhs');
+  assert.ok(report.audited_steps > 0);
+  assert.ok(report.max_exact >= 0 && report.max_exact <= report.max_bound && report.max_bound <= 1);
+  assert.ok(report.kv_read_fraction > 0 && report.kv_read_fraction <= 1);
+
+  const stream = await client.chat.completions.create({
+    model: 'stories260K', messages: [{ role: 'user', content: prompt }], max_tokens: 8,
+    temperature: 0, stream: true, stream_options: { include_usage: true }, policy });
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  assert.equal(chunks.at(-1).usage.policy_report.policy, 'prhs');
+  await assert.rejects(
+    client.completions.create({ model: 'stories260K', prompt: 'x',
+                                policy: { name: 'prhs', prhs: { tau: 2 } } }),
+    (err) => err instanceof OpenAI.BadRequestError && err.param === 'policy.prhs.tau');
+});
+
 test('errors are the client\'s typed errors with status, param and code', async () => {
   await assert.rejects(
     client.completions.create({ model: 'stories260K', prompt: 'x', max_tokens: -1 }),
