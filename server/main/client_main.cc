@@ -3,12 +3,14 @@
 //
 //   lychee-client [--address host:port] [--timeout SECONDS] generate --prompt TEXT
 //                 [--max-tokens N --temperature T --top-p P --top-k K --seed S --stop X
-//                  --request-id ID]
+//                  --request-id ID --policy NAME --budget-tokens N --max-dropped-mass X
+//                  --audit-rate R]
 //   lychee-client abort --request-id ID [--request-id ID2 ...]
 //   lychee-client health [--service NAME]
 //   lychee-client info
 //
-// generate streams the text to stdout as it arrives and a summary line to stderr; info prints
+// generate streams the text to stdout as it arrives and a summary line to stderr (plus the
+// policy report's line for a sparse policy); info prints
 // model, server and load information as one JSON object. Exit status 0 on success, 1 on any
 // error (printed to stderr with its gRPC status code). Single-threaded, synchronous stubs.
 #include <google/protobuf/util/json_util.h>
@@ -44,6 +46,11 @@ struct GenerateFlags {
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
   std::string request_id;
+  // Sparsity policy; unset: the server's default_policy.
+  std::string policy;
+  std::optional<int64_t> budget_tokens;
+  std::optional<double> max_dropped_mass;
+  std::optional<double> audit_rate;
 };
 
 int Fail(const std::string& what, const grpc::Status& status) {
@@ -71,6 +78,11 @@ int Generate(v1::LycheeService::Stub& stub, const GlobalFlags& global, const Gen
   sp->set_top_k(f.top_k);
   if (f.seed) sp->set_seed(*f.seed);
   for (const std::string& s : f.stop) sp->add_stop(s);
+  v1::SparsityPolicy* policy = request.mutable_policy();
+  policy->set_name(f.policy);
+  if (f.budget_tokens) policy->set_budget_tokens(*f.budget_tokens);
+  if (f.max_dropped_mass) policy->set_max_dropped_mass(*f.max_dropped_mass);
+  if (f.audit_rate) policy->set_audit_rate(*f.audit_rate);
 
   grpc::ClientContext context;
   SetDeadline(context, global);
@@ -109,6 +121,19 @@ int Generate(v1::LycheeService::Stub& stub, const GlobalFlags& global, const Gen
                  response.request_id().c_str(), complete->finish_reason().c_str(),
                  complete->prompt_tokens(), complete->completion_tokens(),
                  complete->cached_tokens(), complete->ttft_seconds(), complete->e2e_seconds());
+    if (complete->has_policy_report()) {
+      const v1::PolicyReport& r = complete->policy_report();
+      std::fprintf(stderr,
+                   "[policy %s: max_bound=%g mean_bound=%g max_exact=%g audited_steps=%lld "
+                   "kv_read_fraction=%.4f widenings=%lld selections=%lld reused=%lld "
+                   "dense_fallbacks=%lld cache_corrections=%lld selection_seconds=%.6f]\n",
+                   r.policy().c_str(), r.max_bound(), r.mean_bound(), r.max_exact(),
+                   static_cast<long long>(r.audited_steps()), r.kv_read_fraction(),
+                   static_cast<long long>(r.widenings()),
+                   static_cast<long long>(r.head_selections()), static_cast<long long>(r.reused()),
+                   static_cast<long long>(r.dense_fallbacks()),
+                   static_cast<long long>(r.cache_corrections()), r.selection_seconds());
+    }
   }
   return 0;
 }
@@ -203,6 +228,14 @@ int Run(int argc, char** argv) {
   generate->add_option("--seed", gen.seed, "sampling seed");
   generate->add_option("--stop", gen.stop, "stop string (repeatable)");
   generate->add_option("--request-id", gen.request_id, "request id (for abort)");
+  generate->add_option("--policy", gen.policy,
+                       "sparsity policy: dense, streaming, quest, lychee, prhs (default: the "
+                       "server's)");
+  generate->add_option("--budget-tokens", gen.budget_tokens, "KV tokens per KV head and step");
+  generate->add_option("--max-dropped-mass", gen.max_dropped_mass,
+                       "certified dropped-mass bound per layer, KV head and step, [0, 1]");
+  generate->add_option("--audit-rate", gen.audit_rate,
+                       "fraction of sparse decode steps also run densely (exact dropped mass)");
 
   std::vector<std::string> abort_ids;
   CLI::App* abort = app.add_subcommand("abort", "abort live requests by id");

@@ -373,6 +373,16 @@ TEST_F(SparsePolicyServerTest, MetricsCarryTheSparseSeries) {
   EXPECT_EQ(output, "") << output;  // promtool prints lint problems; nothing means clean
 }
 
+TEST_F(SparsePolicyServerTest, LycheeClientPrintsTheReport) {
+  const testing::ProgramResult result = testing::RunProgram(
+      "lychee-client", {"--address", server_->grpc_address(), "generate", "--prompt", LongPrompt(),
+                        "--max-tokens", "6", "--temperature", "0", "--policy", "prhs",
+                        "--budget-tokens", "32", "--audit-rate", "1"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.err.find("[policy prhs: max_bound="), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find(" audited_steps=5 "), std::string::npos) << result.err;
+}
+
 // The same server without a head-role mask refuses `lychee`, naming what is missing.
 TEST_F(SparsePolicyServerTest, LycheeWithoutHeadRolesIsRefused) {
   v1::GenerateRequest request = Greedy(4);
