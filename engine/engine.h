@@ -37,8 +37,9 @@ struct EngineConfig {
   int64_t max_queue_len = 256;            // waiting requests beyond this get ResourceExhausted
   bool enable_prefix_caching = true;
   uint64_t seed = 0;  // seeds requests that give no seed of their own
-  std::string
-      head_roles_path;  // lychee_head_roles.json; empty: <model>/lychee_head_roles.json if present
+  // LycheeDecode's head-role mask (lychee_head_roles.json); empty: <model>/lychee_head_roles.json
+  // if present (else `lychee` is refused per request).
+  std::string head_roles_path;
 };
 
 // The name clients and metrics see: served_model_name, or else the model folder's name.
