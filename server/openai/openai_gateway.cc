@@ -194,7 +194,15 @@ void OpenAiGateway::Serve(GenerationRequest request, ResponseBuilder& builder, b
                           http::ResponseWriter& writer) {
   if (absl::Status st = CheckNotDraining(); !st.ok()) return writer.Send(ErrorResponse(st));
   absl::StatusOr<TokenStreamPtr> submitted = engine_.Submit(std::move(request));
-  if (!submitted.ok()) return writer.Send(ErrorResponse(submitted.status()));
+  if (!submitted.ok()) {
+    absl::Status st = submitted.status();
+    // The only precondition a request can miss is its policy's (lychee without a head-role
+    // mask for this model): name the field.
+    if (st.code() == absl::StatusCode::kFailedPrecondition && ParamOf(st).empty()) {
+      st = WithParam(std::move(st), "policy.name");
+    }
+    return writer.Send(ErrorResponse(st));
+  }
   const TokenStreamPtr token_stream = *std::move(submitted);
   EngineClient* engine = &engine_;
   auto abort = [token_stream, engine] {

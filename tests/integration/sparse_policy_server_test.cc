@@ -394,6 +394,10 @@ TEST_F(SparsePolicyServerTest, LycheeWithoutHeadRolesIsRefused) {
       << status.error_message();
   const HttpReply reply = Post(port_, "/v1/completions", Completion({{"name", "lychee"}}));
   EXPECT_EQ(reply.status, 400) << reply.body.dump();
+  EXPECT_EQ(reply.body["error"]["param"], "policy.name") << reply.body.dump();
+  EXPECT_NE(reply.body["error"]["message"].get<std::string>().find("head-role mask"),
+            std::string::npos)
+      << reply.body.dump();
 }
 
 // A LycheeDecode head-role mask for stories260K (5 layers, 4 KV heads): layer 0 all retrieval
