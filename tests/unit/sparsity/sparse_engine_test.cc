@@ -94,8 +94,8 @@ class SparseEngineTest : public ::testing::Test {
 TEST_F(SparseEngineTest, QuestWithBudgetCoveringTheContextIsDense) {
   EXPECT_EQ(Generate(*engine_, Greedy("quest", 512)), dense_);
   const auto masses = recorder_.Take();
-  // One per one-token step: the BOS prompt's step and the 299 decode steps.
-  EXPECT_EQ(masses.size(), static_cast<size_t>(kTokens));
+  // One per decode step: the 299 after the BOS prompt (whose one-token prefill runs dense).
+  EXPECT_EQ(masses.size(), static_cast<size_t>(kTokens - 1));
   for (const auto& [policy, mass] : masses) {
     EXPECT_EQ(policy, "quest");
     EXPECT_EQ(mass, 0.0);
@@ -107,7 +107,7 @@ TEST_F(SparseEngineTest, SmallBudgetsRunAndCertifyTheirDroppedMass) {
     const std::vector<int32_t> tokens = Generate(*engine_, Greedy(name, 64));
     EXPECT_EQ(tokens.size(), static_cast<size_t>(kTokens)) << name;
     const auto masses = recorder_.Take();
-    ASSERT_EQ(masses.size(), static_cast<size_t>(kTokens)) << name;
+    ASSERT_EQ(masses.size(), static_cast<size_t>(kTokens - 1)) << name;
     double worst = 0;
     for (const auto& [policy, mass] : masses) {
       EXPECT_EQ(policy, name);
@@ -141,11 +141,17 @@ TEST_F(SparseEngineTest, DenseBatchedWithSparseIsUnchanged) {
 }
 
 TEST_F(SparseEngineTest, UnknownPolicyOrTinyBudgetIsRejected) {
-  auto unknown = engine_->Submit(Greedy("lychee", 64));
+  auto unknown = engine_->Submit(Greedy("sparse", 64));
   ASSERT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(unknown.status().message()).find("available: dense, streaming, quest"),
+  EXPECT_NE(std::string(unknown.status().message())
+                .find("available: dense, streaming, quest, lychee, prhs"),
             std::string::npos)
       << unknown.status();
+  // stories260K has no head-role mask: lychee is refused with the way to get one.
+  auto lychee = engine_->Submit(Greedy("lychee", 64));
+  ASSERT_EQ(lychee.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(lychee.status().message()).find("lychee-calibrate"), std::string::npos)
+      << lychee.status();
   EXPECT_EQ(engine_->Submit(Greedy("quest", 8)).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
