@@ -17,6 +17,8 @@
 #include "engine/cpu_packed_weights.h"
 #include "engine/step_check.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/cpu_runtime.h"
+#include "kernels/cpu/flash_attention.h"
 #include "kernels/cpu/paged_kv.h"
 #include "kernels/cpu/sparse_attention.h"
 
@@ -48,6 +50,7 @@ struct CpuModelRunner::Impl {
   std::vector<float> act;          // [T, intermediate]
   std::vector<int64_t> positions;  // [T]
   std::vector<float> scores;       // [pool positions]: one query's attention scores
+  std::vector<float> flash;        // FlashAttention's workspace (cpu::NumThreads() at Create)
   std::vector<float> logits;       // [max_logit_rows, vocab]
   // Sparse decode (engine thread; sized at Create, the selection grows with the context).
   std::vector<SparseChunkStats> stats;  // [chunks of the step]
@@ -290,7 +293,24 @@ void CpuModelRunner::Impl::Layer(const SchedulerOutput& step,
     ap.num_queries = static_cast<int64_t>(ch.token_ids.size());
     ap.num_table_blocks = static_cast<int64_t>(ch.block_table.size());
     ap.query_start = ch.start_position;
-    cpu::PagedAttention(ap);
+    if (options.reference_attention) {
+      cpu::PagedAttention(ap);
+    } else {
+      cpu::FlashAttentionParams fp;
+      fp.q = ap.q;
+      fp.cache = view;
+      fp.block_table = ap.block_table;
+      fp.out = ap.out;
+      fp.workspace = flash.data();
+      fp.workspace_floats = static_cast<int64_t>(flash.size());
+      fp.num_queries = ap.num_queries;
+      fp.num_heads = ap.num_heads;
+      fp.num_table_blocks = ap.num_table_blocks;
+      fp.query_start = ap.query_start;
+      fp.sliding_window = ap.sliding_window;
+      fp.scale = ap.scale;
+      cpu::FlashAttention(fp);
+    }
     row += ap.num_queries;
   }
   cpu::Gemm(attn.data(), lw.wo.data(), lw.bo.empty() ? nullptr : lw.bo.data(), h.data(), n, hidden,
@@ -394,6 +414,8 @@ absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(
   impl->act.resize(size(t * inter));
   impl->positions.resize(size(t));
   impl->scores.resize(size(pool->num_blocks() * ps.block_size));
+  impl->flash.resize(size(cpu::FlashAttentionWorkspaceFloats(config.num_heads, config.num_kv_heads,
+                                                             config.head_dim, cpu::NumThreads())));
   impl->logits.resize(size(impl->max_logit_rows * config.vocab_size));
   impl->stats.reserve(size(t));
   impl->head_mass.resize(size(config.num_heads));

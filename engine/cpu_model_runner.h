@@ -7,17 +7,18 @@
 // each layer runs its norms and GEMMs (fused QKV, O, fused gate/up, down) over all rows at once,
 // and only attention is per chunk: a chunk's K/V rows are scattered into its blocks
 // (cpu::WritePagedKv) and its queries attend causally over its sequence's paged K/V
-// (cpu::PagedAttention). The final norm and LM head run over the rows whose logits are wanted.
-// A decode chunk (ScheduledChunk::is_decode) given a sparsity::Policy reads only the blocks (or
-// tokens) the policy selects per layer and kv head (cpu::SparseDecodeAttention) and reports
-// SparseChunkStats; prefill chunks (one-token ones included), chunks without a policy, and
-// models with a sliding window always run dense.
+// (cpu::FlashAttention; cpu::PagedAttention, its reference, on request). The final norm and LM head
+// run over the rows whose logits are wanted. A decode chunk (ScheduledChunk::is_decode) given a
+// sparsity::Policy reads only the blocks (or tokens) the policy selects per layer and kv head
+// (cpu::SparseDecodeAttention) and reports SparseChunkStats; prefill chunks (one-token ones
+// included), chunks without a policy, and models with a sliding window always run dense.
 //
 // Ownership and threading: the runner owns its repacked weights and every scratch buffer, sized
 // at Create from the options, so a step allocates nothing. It borrows the KvPool (the engine
 // owns it next to the KvCacheManager) and reads block tables through the step's spans only
-// during Execute. Not thread-safe: one thread (the engine's step thread) drives it; OpenBLAS
-// uses its own thread pool inside GEMMs.
+// during Execute. Not thread-safe: one thread (the engine's step thread) drives it; GEMMs and
+// attention run on kernels/cpu's OpenMP team (cpu::NumThreads(), read at Create for the
+// attention workspace), OpenBLAS single-threaded inside it.
 #pragma once
 
 #include <cstdint>
@@ -44,6 +45,10 @@ struct CpuModelRunnerOptions {
   // Chunks with needs_logits per step at most; the logits buffer holds
   // min(max_num_seqs, max_num_batched_tokens) rows of vocab floats.
   int64_t max_num_seqs = 256;
+  // Dense attention through cpu::PagedAttention, the single-threaded reference kernel, instead
+  // of cpu::FlashAttention (tiled, vectorised, on cpu::NumThreads() threads). For benchmarks and
+  // tests that compare the two.
+  bool reference_attention = false;
 };
 
 class CpuModelRunner final : public ModelRunner {

@@ -5,13 +5,13 @@
 //   lychee-generate --model DIR --prompt TEXT --max-tokens N [--temperature T --top-k K
 //                   --top-p P --seed S] [--stop STR]... [--chat [--system TEXT]] [--no-bos]
 //
-// Single-threaded apart from OpenBLAS's pool. Generation stops at max-tokens, at the end of the
-// context, at a stop string (not printed), or at an end-of-sequence id: the union of
-// config.json's eos_token_id, generation_config.json's eos_token_id and the tokenizer's EOS
-// (as transformers' generate() does with generation_config). BOS is not a stop id, so
-// stories260K runs past the point where llama2.c (which stops on BOS) would end a story.
-// Exit status: 0 on success, 1 on bad flags, a missing model or any runtime error.
-#include <cblas.h>
+// One engine thread; GEMMs and attention run on kernels/cpu's thread team (--threads). Generation
+// stops at max-tokens, at the end of the context, at a stop string (not printed), or at an
+// end-of-sequence id: the union of config.json's eos_token_id, generation_config.json's
+// eos_token_id and the tokenizer's EOS (as transformers' generate() does with generation_config).
+// BOS is not a stop id, so stories260K runs past the point where llama2.c (which stops on BOS)
+// would end a story. Exit status: 0 on success, 1 on bad flags, a missing model or any runtime
+// error.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -36,6 +36,7 @@
 #include "engine/eos_tokens.h"
 #include "engine/sampler.h"
 #include "engine/stop_strings.h"
+#include "kernels/cpu/cpu_runtime.h"
 #include "model/chat_template/chat_template.h"
 #include "model/chat_template/model_chat_template.h"
 #include "model/tokenizer/tokenizer.h"
@@ -109,16 +110,14 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const Flags& flags, const Tokeniz
   return ids;
 }
 
-// Models this small finish a GEMM faster than OpenBLAS hands work to a second thread
-// (stories260K: ~19.5k tok/s on one thread, ~12k on two).
-constexpr int64_t kSingleThreadMaxHidden = 256;
-
 int Run(const Flags& flags) {
   if (!DirectoryExists(flags.model_dir)) {
     std::fprintf(stderr, "lychee-generate: model directory not found: %s\n",
                  flags.model_dir.c_str());
     return 1;
   }
+  // Before Load: the runner sizes its attention workspace for this many threads.
+  if (flags.threads > 0) cpu::SetNumThreads(flags.threads);
   auto model_or =
       CpuModel::Load(flags.model_dir, CpuModelOptions{.max_context = flags.max_context});
   if (!model_or.ok()) {
@@ -127,12 +126,6 @@ int Run(const Flags& flags) {
     return 1;
   }
   CpuModel& model = **model_or;
-  if (flags.threads > 0) {
-    openblas_set_num_threads(flags.threads);
-  } else if (std::getenv("OPENBLAS_NUM_THREADS") == nullptr &&
-             model.config().hidden_size <= kSingleThreadMaxHidden) {
-    openblas_set_num_threads(1);
-  }
   auto tokenizer_or = Tokenizer::FromDirectory(flags.model_dir);
   if (!tokenizer_or.ok()) {
     std::fprintf(stderr, "lychee-generate: cannot load tokenizer from %s: %s\n",
@@ -274,7 +267,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-context", flags.max_context, "KV cache capacity (0: model's, <= 8192)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--threads", flags.threads,
-                 "OpenBLAS threads (0: OPENBLAS_NUM_THREADS or all cores; 1 for tiny models)")
+                 "CPU threads (0: OPENBLAS_NUM_THREADS or all cores; tiny GEMMs stay on one)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--verbose", flags.verbose, "Print the prompt ids/text and stop ids to stderr");
   try {
