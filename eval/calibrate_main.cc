@@ -10,6 +10,7 @@
 // layer's set), and chooses the mask with the least total loss for round(F × layers × kv heads)
 // retrieval heads (at least layer 0). Writes lychee_head_roles.json with the settings and costs
 // under "calibration"; prints the chosen mask and the cost of simple alternatives.
+// `--from-costs FILE` re-chooses from the costs stored in such a file (no model run).
 #include <cblas.h>
 
 #include <CLI/CLI.hpp>
@@ -36,6 +37,7 @@ struct Flags {
   std::string model_dir;
   std::string prompts = "eval/data/filler-licenses.txt";
   std::string out;
+  std::string from_costs;
   double retrieval_fraction = 0.25;
   int64_t context = 2048;
   int num_prompts = 8;
@@ -55,8 +57,14 @@ sparsity::HeadRoles EveryKth(int64_t layers, int64_t heads, int64_t every) {
   return roles;
 }
 
-absl::Status Run(const Flags& f) {
-  const auto start = std::chrono::steady_clock::now();
+// The measured costs and what produced them (the file's "calibration" object, less the
+// choice-dependent fields).
+struct Measured {
+  sparsity::InheritanceCosts costs;
+  nlohmann::ordered_json calibration;
+};
+
+absl::StatusOr<Measured> MeasureCosts(const Flags& f) {
   LY_ASSIGN_OR_RETURN(auto model, CpuModel::Load(f.model_dir, {.max_context = f.context + 64,
                                                                .prefill_chunk = 512}));
   if (f.threads > 0) openblas_set_num_threads(f.threads);
@@ -64,12 +72,12 @@ absl::Status Run(const Flags& f) {
   LY_ASSIGN_OR_RETURN(const std::string text, ReadFile(f.prompts));
   LY_ASSIGN_OR_RETURN(const eval::Haystack haystack, eval::MakeHaystack(*tokenizer, text));
   const ModelConfig& config = model->config();
-  const int64_t layers = config.num_layers, heads = config.num_kv_heads;
   LycheeKnobs knobs;
   knobs.mode = f.mode;
   knobs.sink_tokens = f.sink_tokens;
   knobs.local_tokens = f.local_tokens;
-  sparsity::InheritanceRecorder recorder(layers, heads, knobs, f.budget_tokens);
+  sparsity::InheritanceRecorder recorder(config.num_layers, config.num_kv_heads, knobs,
+                                         f.budget_tokens);
   std::mt19937_64 rng(f.seed);
   int found = 0;
   for (int i = 0; i < f.num_prompts; ++i) {
@@ -93,7 +101,65 @@ absl::Status Run(const Flags& f) {
     std::fprintf(stderr, "prompt %d/%d: depth %.2f, needle %s, dense answer %s\n", i + 1,
                  f.num_prompts, options.depth, task.value.c_str(), correct ? "right" : "wrong");
   }
-  const sparsity::InheritanceCosts costs = recorder.MeanCosts();
+  Measured m;
+  m.costs = recorder.MeanCosts();
+  m.calibration = {
+      {"method", "ALGORITHMS.md 4.1(b): attention mass lost by inheriting a shallower set"},
+      {"tool", "lychee-calibrate"},
+      {"filler", f.prompts},
+      {"prompts", f.num_prompts},
+      {"context_tokens", f.context},
+      {"decode_steps", m.costs.steps},
+      {"dense_answers_right", found},
+      {"mode", f.mode},
+      {"budget_tokens", f.budget_tokens},
+      {"sink_tokens", f.sink_tokens},
+      {"local_tokens", f.local_tokens},
+      {"seed", f.seed}};
+  return m;
+}
+
+// The costs stored in an earlier output (--from-costs): choosing another fraction needs no model
+// run.
+absl::StatusOr<Measured> LoadCosts(const std::string& path) {
+  LY_ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
+  const auto j = nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.contains("calibration") ||
+      !j["calibration"].contains("cost_by_layer_head_ancestor")) {
+    return absl::InvalidArgumentError(path + ": no calibration.cost_by_layer_head_ancestor");
+  }
+  Measured m;
+  m.costs.num_layers = j.value("num_layers", int64_t{0});
+  m.costs.num_kv_heads = j.value("num_kv_heads", int64_t{0});
+  m.costs.steps = j["calibration"].value("decode_steps", int64_t{1});
+  const auto& table = j["calibration"]["cost_by_layer_head_ancestor"];
+  const int64_t layers = m.costs.num_layers, heads = m.costs.num_kv_heads;
+  if (layers < 1 || heads < 1 || static_cast<int64_t>(table.size()) != layers * heads) {
+    return absl::InvalidArgumentError(path + ": cost table does not match num_layers × heads");
+  }
+  m.costs.cost.assign(static_cast<size_t>(layers * heads * layers), 0.0);
+  for (int64_t l = 0; l < layers; ++l) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const auto& row = table[static_cast<size_t>(l * heads + h)];
+      if (static_cast<int64_t>(row.size()) != l) {
+        return absl::InvalidArgumentError(path + ": cost row of the wrong length");
+      }
+      for (int64_t a = 0; a < l; ++a) {
+        m.costs.cost[static_cast<size_t>((l * heads + h) * layers + a)] =
+            row[static_cast<size_t>(a)].get<double>();
+      }
+    }
+  }
+  m.calibration = j["calibration"];
+  m.calibration["costs_from"] = path;
+  return m;
+}
+
+absl::Status Run(const Flags& f) {
+  const auto start = std::chrono::steady_clock::now();
+  LY_ASSIGN_OR_RETURN(Measured m, f.from_costs.empty() ? MeasureCosts(f) : LoadCosts(f.from_costs));
+  const sparsity::InheritanceCosts& costs = m.costs;
+  const int64_t layers = costs.num_layers, heads = costs.num_kv_heads;
   const int64_t target = std::llround(f.retrieval_fraction * static_cast<double>(layers * heads));
   const sparsity::HeadRoles roles = sparsity::ChooseHeadRoles(costs, target);
   const double chosen_cost = sparsity::TotalInheritanceCost(costs, roles);
@@ -129,23 +195,11 @@ absl::Status Run(const Flags& f) {
       cost_table.push_back(row);
     }
   }
-  nlohmann::ordered_json calibration = {
-      {"method", "ALGORITHMS.md 4.1(b): attention mass lost by inheriting a shallower set"},
-      {"tool", "lychee-calibrate"},
-      {"filler", f.prompts},
-      {"prompts", f.num_prompts},
-      {"context_tokens", f.context},
-      {"decode_steps", costs.steps},
-      {"dense_answers_right", found},
-      {"mode", f.mode},
-      {"budget_tokens", f.budget_tokens},
-      {"sink_tokens", f.sink_tokens},
-      {"local_tokens", f.local_tokens},
-      {"seed", f.seed},
-      {"retrieval_fraction", f.retrieval_fraction},
-      {"total_cost", chosen_cost},
-      {"alternatives", alternatives},
-      {"cost_by_layer_head_ancestor", cost_table}};
+  nlohmann::ordered_json calibration = m.calibration;
+  calibration["retrieval_fraction"] = f.retrieval_fraction;
+  calibration["total_cost"] = chosen_cost;
+  calibration["alternatives"] = alternatives;
+  calibration["cost_by_layer_head_ancestor"] = cost_table;
   std::ofstream out(f.out);
   out << roles.ToJson(calibration.dump());
   if (!out) return absl::InternalError("cannot write " + f.out);
@@ -160,8 +214,10 @@ absl::Status Run(const Flags& f) {
 int main(int argc, char** argv) {
   lychee::Flags f;
   CLI::App app{"lychee-calibrate: LycheeDecode head-role mask (lychee_head_roles.json)"};
-  app.add_option("--model", f.model_dir, "model folder (config.json, safetensors, tokenizer)")
-      ->required();
+  app.add_option("--model", f.model_dir, "model folder (config.json, safetensors, tokenizer)");
+  app.add_option("--from-costs", f.from_costs,
+                 "choose from the costs stored in an earlier output instead of running the model "
+                 "(another --retrieval-fraction without recalibrating)");
   app.add_option("--prompts", f.prompts, "filler text for the needle prompts");
   app.add_option("--out", f.out,
                  "output file (the server reads lychee_head_roles.json from the "
@@ -181,6 +237,10 @@ int main(int argc, char** argv) {
   app.add_option("--seed", f.seed, "prompt seed");
   app.add_option("--threads", f.threads, "OpenBLAS threads (0: its default)");
   CLI11_PARSE(app, argc, argv);
+  if (f.model_dir.empty() == f.from_costs.empty()) {
+    std::fprintf(stderr, "lychee-calibrate: give exactly one of --model and --from-costs\n");
+    return 2;
+  }
   const absl::Status st = lychee::Run(f);
   if (!st.ok()) {
     std::fprintf(stderr, "lychee-calibrate: %s\n", std::string(st.message()).c_str());
