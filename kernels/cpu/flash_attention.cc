@@ -124,18 +124,25 @@ template <int R, int C>
 LY_AVX2 inline void QkBlockAvx2(const float* const* krows, const float* qt, int64_t d, int64_t mp,
                                 int64_t r, float* st) {
   __m256 acc[R][C];
+#pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) acc[i][c] = _mm256_setzero_ps();
   }
   for (int64_t e = 0; e < d; ++e) {
     __m256 q[C];
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) q[c] = _mm256_loadu_ps(qt + e * mp + r + 8 * c);
+#pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
       const __m256 k = _mm256_broadcast_ss(krows[i] + e);
+#pragma GCC unroll 8
       for (int c = 0; c < C; ++c) acc[i][c] = _mm256_fmadd_ps(k, q[c], acc[i][c]);
     }
   }
+#pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) _mm256_storeu_ps(st + i * mp + r + 8 * c, acc[i][c]);
   }
 }
@@ -183,22 +190,29 @@ template <int C>
 LY_AVX2 inline void PvBlockAvx2(const float* const* vrows, int64_t nk, const float* st, int64_t mp,
                                 int64_t d, const float* alpha, int64_t r, int64_t e, float* o) {
   __m256 acc[4][C];
+#pragma GCC unroll 8
   for (int i = 0; i < 4; ++i) {
     const __m256 a = _mm256_broadcast_ss(alpha + r + i);
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) {
       acc[i][c] = _mm256_mul_ps(a, _mm256_loadu_ps(o + (r + i) * d + e + 8 * c));
     }
   }
   for (int64_t j = 0; j < nk; ++j) {
     __m256 v[C];
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) v[c] = _mm256_loadu_ps(vrows[j] + e + 8 * c);
     const float* pj = st + j * mp + r;
+#pragma GCC unroll 8
     for (int i = 0; i < 4; ++i) {
       const __m256 p = _mm256_broadcast_ss(pj + i);
+#pragma GCC unroll 8
       for (int c = 0; c < C; ++c) acc[i][c] = _mm256_fmadd_ps(p, v[c], acc[i][c]);
     }
   }
+#pragma GCC unroll 8
   for (int i = 0; i < 4; ++i) {
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) _mm256_storeu_ps(o + (r + i) * d + e + 8 * c, acc[i][c]);
   }
 }
@@ -260,17 +274,18 @@ void RunUnit(const FlashAttentionParams& p, const Geometry& geo, const TileOps& 
   const PagedKvView& c = p.cache;
   const int64_t d = c.head_dim;
   const int64_t bs = c.block_size;
-  const int64_t mp = geo.mp;
+  const int64_t cap = geo.mp;  // rows the scratch holds
   const int64_t group = geo.group;
   const int64_t q_row = p.num_heads * d;
   const int64_t rows = u.num_q * group;
+  const int64_t mp = RoundUp(rows, kRowAlign);  // this unit's padded rows (decode: the group)
   float* qt = scratch;
-  float* o = qt + d * mp;
-  float* st = o + mp * d;
-  float* m = st + kKeyTile * mp;
-  float* l = m + mp;
-  float* alpha = l + mp;
-  float* qpos = alpha + mp;  // positions as floats (exact below 2^24)
+  float* o = qt + d * cap;
+  float* st = o + cap * d;
+  float* m = st + kKeyTile * cap;
+  float* l = m + cap;
+  float* alpha = l + cap;
+  float* qpos = alpha + cap;  // positions as floats (exact below 2^24)
 
   const int64_t p_lo = p.query_start + u.q_lo;
   const int64_t p_hi = p_lo + u.num_q - 1;
@@ -342,8 +357,8 @@ void RunUnit(const FlashAttentionParams& p, const Geometry& geo, const TileOps& 
     return;
   }
   std::copy(o, o + rows * d, maybe_slot);
-  std::copy(m, m + rows, maybe_slot + mp * d);
-  std::copy(l, l + rows, maybe_slot + mp * d + mp);
+  std::copy(m, m + rows, maybe_slot + cap * d);
+  std::copy(l, l + rows, maybe_slot + cap * d + cap);
 }
 
 // Combines the splits of (kv_head, the one query tile) from their slots into the output.
