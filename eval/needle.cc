@@ -6,6 +6,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace lychee::eval {
 
@@ -49,54 +50,67 @@ absl::StatusOr<NeedleTask> MakeNeedleTask(const Tokenizer& tokenizer, const Hays
   NeedleTask task;
   task.key = pick_word();
   task.value = pick_value();
-  struct Fact {
-    double depth;
-    std::vector<int32_t> ids;
-    bool needle;
-  };
-  std::vector<Fact> facts;
-  facts.push_back({options.depth,
-                   encode(" The special magic number for " + task.key + " is " + task.value + ". "),
-                   true});
+  std::vector<Insert> inserts;
+  inserts.push_back({options.depth, encode(" The special magic number for " + task.key + " is " +
+                                           task.value + ". ")});
   std::uniform_real_distribution<double> depth(0.0, 0.95);
   for (int i = 0; i < options.num_distractors; ++i) {
     std::string other = pick_word();
     while (other == task.key) other = pick_word();
-    facts.push_back(
-        {depth(rng),
-         encode(" The special magic number for " + other + " is " + pick_value() + ". "), false});
+    const double d = depth(rng);
+    inserts.push_back(
+        {d, encode(" The special magic number for " + other + " is " + pick_value() + ". ")});
   }
   const std::vector<int32_t> question =
       encode(" Question: what is the special magic number for " + task.key +
              "? Answer: the special magic number for " + task.key + " is");
   task.answer = encode(" " + task.value + ".");
-  int64_t fixed = 1 + static_cast<int64_t>(question.size());  // BOS + question
-  for (const Fact& f : facts) fixed += static_cast<int64_t>(f.ids.size());
-  const int64_t filler_len = options.context_tokens - fixed;
+  LY_ASSIGN_OR_RETURN(const std::vector<int64_t> positions,
+                      ComposePrompt(tokenizer, haystack, options.context_tokens, inserts, question,
+                                    rng, &task.prompt));
+  task.needle_position = positions.front();
+  return task;
+}
+
+absl::StatusOr<std::vector<int64_t>> ComposePrompt(const Tokenizer& tokenizer,
+                                                   const Haystack& haystack, int64_t context_tokens,
+                                                   const std::vector<Insert>& inserts,
+                                                   const std::vector<int32_t>& tail,
+                                                   std::mt19937_64& rng,
+                                                   std::vector<int32_t>* prompt) {
+  int64_t fixed = 1 + static_cast<int64_t>(tail.size());  // BOS + tail
+  for (const Insert& f : inserts) fixed += static_cast<int64_t>(f.ids.size());
+  const int64_t filler_len = context_tokens - fixed;
   const int64_t available = static_cast<int64_t>(haystack.tokens.size());
   if (filler_len < 16 || filler_len > available) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot fill a ", options.context_tokens,
-                                                   "-token needle prompt from a haystack of ",
-                                                   available, " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat("cannot fill a ", context_tokens,
+                                                   "-token prompt from a haystack of ", available,
+                                                   " tokens (", fixed, " tokens of facts)"));
   }
   const int64_t start = std::uniform_int_distribution<int64_t>(0, available - filler_len)(rng);
-  std::stable_sort(facts.begin(), facts.end(),
-                   [](const Fact& a, const Fact& b) { return a.depth < b.depth; });
-  task.prompt.push_back(tokenizer.bos_id().value_or(1));
+  std::vector<size_t> order(inserts.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return inserts[a].depth < inserts[b].depth; });
+  std::vector<int64_t> positions(inserts.size());
+  prompt->clear();
+  prompt->reserve(static_cast<size_t>(context_tokens));
+  prompt->push_back(tokenizer.bos_id().value_or(1));
   int64_t taken = 0;
-  for (const Fact& f : facts) {
+  for (size_t i : order) {
+    const Insert& f = inserts[i];
     const int64_t upto = std::clamp<int64_t>(
         static_cast<int64_t>(f.depth * static_cast<double>(filler_len)), taken, filler_len);
-    task.prompt.insert(task.prompt.end(), haystack.tokens.begin() + start + taken,
-                       haystack.tokens.begin() + start + upto);
+    prompt->insert(prompt->end(), haystack.tokens.begin() + start + taken,
+                   haystack.tokens.begin() + start + upto);
     taken = upto;
-    if (f.needle) task.needle_position = static_cast<int64_t>(task.prompt.size());
-    task.prompt.insert(task.prompt.end(), f.ids.begin(), f.ids.end());
+    positions[i] = static_cast<int64_t>(prompt->size());
+    prompt->insert(prompt->end(), f.ids.begin(), f.ids.end());
   }
-  task.prompt.insert(task.prompt.end(), haystack.tokens.begin() + start + taken,
-                     haystack.tokens.begin() + start + filler_len);
-  task.prompt.insert(task.prompt.end(), question.begin(), question.end());
-  return task;
+  prompt->insert(prompt->end(), haystack.tokens.begin() + start + taken,
+                 haystack.tokens.begin() + start + filler_len);
+  prompt->insert(prompt->end(), tail.begin(), tail.end());
+  return positions;
 }
 
 }  // namespace lychee::eval

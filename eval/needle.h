@@ -40,6 +40,23 @@ struct Haystack {
 // Tokenizes `text`; InvalidArgument when it is too short for a useful haystack.
 absl::StatusOr<Haystack> MakeHaystack(const Tokenizer& tokenizer, const std::string& text);
 
+// A piece of text inserted into the filler: `ids` placed at `depth` (fraction of the filler).
+struct Insert {
+  double depth = 0;
+  std::vector<int32_t> ids;
+};
+
+// <BOS> + a filler window of the haystack (seeded start) with `inserts` placed at their depths
+// (stable order for equal depths) + `tail`, exactly `context_tokens` long. Returns the token
+// index where each insert starts, in the order given. InvalidArgument when the haystack cannot
+// fill the context (or leaves fewer than 16 filler tokens).
+absl::StatusOr<std::vector<int64_t>> ComposePrompt(const Tokenizer& tokenizer,
+                                                   const Haystack& haystack, int64_t context_tokens,
+                                                   const std::vector<Insert>& inserts,
+                                                   const std::vector<int32_t>& tail,
+                                                   std::mt19937_64& rng,
+                                                   std::vector<int32_t>* prompt);
+
 // One task; InvalidArgument when the haystack cannot fill the context.
 absl::StatusOr<NeedleTask> MakeNeedleTask(const Tokenizer& tokenizer, const Haystack& haystack,
                                           const NeedleOptions& options, std::mt19937_64& rng);
