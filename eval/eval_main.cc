@@ -38,7 +38,7 @@ namespace v1 = ::lychee::v1;
 struct Flags {
   std::string address = "127.0.0.1:50051";
   std::string tokenizer_dir;
-  std::string filler = "eval/data/filler-licenses.txt";
+  std::string filler = "eval/data/filler-web-bible.txt";
   std::vector<std::string> tasks = {"needle"};
   eval::TaskOptions task_options;
   std::vector<int64_t> lengths = {2048, 4096};

@@ -235,7 +235,9 @@ TEST(TaskScoreTest, WholeWordsCaseInsensitive) {
   EXPECT_EQ(Score(t, "anything"), 0.0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fillers, TasksTest, ::testing::Values("eval/data/filler-licenses.txt"),
+INSTANTIATE_TEST_SUITE_P(Fillers, TasksTest,
+                         ::testing::Values("eval/data/filler-licenses.txt",
+                                           "eval/data/filler-web-bible.txt"),
                          [](const auto& param_info) {
                            return std::string(param_info.index == 0 ? "Licenses" : "Bible");
                          });
