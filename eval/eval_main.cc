@@ -46,6 +46,7 @@ struct Flags {
   std::vector<std::string> policies = {"dense", "streaming", "quest", "lychee", "prhs"};
   std::vector<int64_t> budgets = {1024};
   double audit_rate = 0.0;
+  std::string lychee_mode;  // empty: the server's default
   double max_dropped_mass = 1.0;
   int agreement_tokens = 8;
   uint64_t seed = 1;
@@ -76,6 +77,9 @@ Outcome Generate(v1::LycheeService::Stub& stub, const eval::Task& task, const st
   if (policy != "dense") {
     req.mutable_policy()->set_budget_tokens(budget);
     req.mutable_policy()->set_audit_rate(f.audit_rate);
+    if (policy == "lychee" && !f.lychee_mode.empty()) {
+      req.mutable_policy()->mutable_lychee()->set_mode(f.lychee_mode);
+    }
     req.mutable_policy()->set_max_dropped_mass(f.max_dropped_mass);
   }
   grpc::ClientContext context;
@@ -314,6 +318,7 @@ int main(int argc, char** argv) {
   app.add_option("--policies", f.policies, "policies (dense is always run as the reference)")
       ->delimiter(',');
   app.add_option("--budgets", f.budgets, "budget_tokens of the sparse policies")->delimiter(',');
+  app.add_option("--lychee-mode", f.lychee_mode, "policy.lychee.mode (block or token)");
   app.add_option("--audit-rate", f.audit_rate, "policy.audit_rate (exact δ on audited steps)")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--max-dropped-mass", f.max_dropped_mass, "policy.max_dropped_mass")
