@@ -20,6 +20,7 @@
 #include "kernels/cpu/sparse_attention.h"
 #include "kvcache/kv_pool.h"
 #include "tests/util/numeric.h"
+#include "tests/util/sparse_decode.h"
 
 namespace lychee {
 namespace {
@@ -77,36 +78,15 @@ struct Cache {
 
 float Scale(const Shape& s) { return 1.0f / std::sqrt(static_cast<float>(s.dim)); }
 
-// SparseDecodeAttention for the query at `pos` with per kv head selections.
+// SparseDecodeAttention for the query at `pos` with per kv head selections (box bounds only
+// when `with_ball` is false).
 void RunSparse(const Cache& c, const std::vector<float>& q, int64_t pos,
                const std::vector<std::vector<int32_t>>& per_head, bool token_level,
                std::vector<float>* out, std::vector<float>* mass, bool with_ball = true) {
-  const Shape& s = c.shape;
-  std::vector<int32_t> sel;
-  std::vector<int64_t> off{0};
-  for (const auto& ids : per_head) {
-    sel.insert(sel.end(), ids.begin(), ids.end());
-    off.push_back(static_cast<int64_t>(sel.size()));
-  }
-  std::vector<float> scratch(static_cast<size_t>(pos + 1));
-  out->assign(static_cast<size_t>(s.heads * s.dim), 0.0f);
-  mass->assign(static_cast<size_t>(s.heads), -1.0f);
-  cpu::SparseDecodeAttentionParams p;
-  p.q = q.data();
-  p.cache = c.view;
-  if (!with_ball) p.cache.key_ball = nullptr;
-  p.block_table = c.table.data();
-  p.selected = sel.data();
-  p.selected_offsets = off.data();
-  p.out = out->data();
-  p.dropped_mass = mass->data();
-  p.scratch = scratch.data();
-  p.num_heads = s.heads;
-  p.num_table_blocks = static_cast<int64_t>(c.table.size());
-  p.position = pos;
-  p.scale = Scale(s);
-  p.token_level = token_level;
-  cpu::SparseDecodeAttention(p);
+  PagedKvView view = c.view;
+  if (!with_ball) view.key_ball = nullptr;
+  lychee::testing::RunSparseDecode(view, c.table, q, c.shape.heads, pos, per_head, token_level, out,
+                                   mass);
 }
 
 // Exact scores in float64 (with the kernel's scale, the definition the bound certifies).

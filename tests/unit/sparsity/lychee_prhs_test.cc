@@ -24,6 +24,7 @@
 #include "sparsity/prhs_policy.h"
 #include "tests/unit/sparsity/random_paged_cache.h"
 #include "tests/util/numeric.h"
+#include "tests/util/sparse_decode.h"
 
 namespace lychee::sparsity {
 namespace {
@@ -373,22 +374,10 @@ TEST(PrhsPolicyTest, PreReadControlMeetsMaxDroppedMass) {
     const DecodeQuery query = Query(c, q, pos, heads, 0, 1);
     Selection sel;
     policy.Select(query, std::vector<int64_t>(kv_heads, budget), &sel);
-    std::vector<float> out(static_cast<size_t>(heads * dim)), mass(static_cast<size_t>(heads));
-    std::vector<float> scratch(static_cast<size_t>(pos + 1));
-    cpu::SparseDecodeAttentionParams sp;
-    sp.q = q.data();
-    sp.cache = c.view;
-    sp.block_table = c.table.data();
-    sp.selected = sel.blocks.data();
-    sp.selected_offsets = sel.offsets.data();
-    sp.out = out.data();
-    sp.dropped_mass = mass.data();
-    sp.scratch = scratch.data();
-    sp.num_heads = heads;
-    sp.num_table_blocks = static_cast<int64_t>(c.table.size());
-    sp.position = pos;
-    sp.scale = query.scale;
-    cpu::SparseDecodeAttention(sp);
+    std::vector<std::vector<int32_t>> per_head;
+    for (int64_t g = 0; g < kv_heads; ++g) per_head.push_back(HeadList(sel, g));
+    std::vector<float> out, mass;
+    lychee::testing::RunSparseDecode(c.view, c.table, q, heads, pos, per_head, false, &out, &mass);
     for (int64_t h = 0; h < heads; ++h) {
       EXPECT_LE(mass[static_cast<size_t>(h)], max_mass) << "trial " << trial << " head " << h;
     }

@@ -15,6 +15,7 @@
 #include "kernels/cpu/paged_kv.h"
 #include "tests/unit/sparsity/random_paged_cache.h"
 #include "tests/util/numeric.h"
+#include "tests/util/sparse_decode.h"
 
 namespace lychee {
 namespace {
@@ -26,33 +27,11 @@ struct Shape {
   int64_t heads = 8, kv_heads = 4, block = 16, dim = 8;
 };
 
-// Runs SparseDecodeAttention for the query at `pos` with `blocks` selected for every kv head.
+// Runs SparseDecodeAttention for the query at `pos` with `per_head` blocks per kv head.
 void RunSparse(const RandomPagedCache& c, const Shape& s, const std::vector<float>& q, int64_t pos,
                const std::vector<std::vector<int32_t>>& per_head, std::vector<float>* out,
                std::vector<float>* mass) {
-  std::vector<int32_t> sel;
-  std::vector<int64_t> off{0};
-  for (const auto& blocks : per_head) {
-    sel.insert(sel.end(), blocks.begin(), blocks.end());
-    off.push_back(static_cast<int64_t>(sel.size()));
-  }
-  std::vector<float> scratch(static_cast<size_t>(pos + 1));
-  out->assign(static_cast<size_t>(s.heads * s.dim), 0.0f);
-  mass->assign(static_cast<size_t>(s.heads), -1.0f);
-  cpu::SparseDecodeAttentionParams p;
-  p.q = q.data();
-  p.cache = c.view;
-  p.block_table = c.table.data();
-  p.selected = sel.data();
-  p.selected_offsets = off.data();
-  p.out = out->data();
-  p.dropped_mass = mass->data();
-  p.scratch = scratch.data();
-  p.num_heads = s.heads;
-  p.num_table_blocks = static_cast<int64_t>(c.table.size());
-  p.position = pos;
-  p.scale = 1.0f / std::sqrt(static_cast<float>(s.dim));
-  cpu::SparseDecodeAttention(p);
+  lychee::testing::RunSparseDecode(c.view, c.table, q, s.heads, pos, per_head, false, out, mass);
 }
 
 // Exact softmax mass (double) that head h puts on keys outside `selected` blocks.
