@@ -10,7 +10,8 @@
 //           prefill of N tokens in chunks of --chunk (prompt tok/s) and --decode-steps decode
 //           steps at --depth (tok/s), with reference_attention on (old) and off (new).
 //
-// Times are the median of --reps repetitions (the reference runs --ref-reps times: it is slow).
+// Times are the median of --reps repetitions (the reference and the scalar tiles run --ref-reps
+// times: they are slow).
 // Usage: cpu_attention_bench [--threads 2] [--prompts 512,2048,4096] [--depth 4096]
 //                            [--chunk 512] [--reps 3] [--ref-reps 1] [--json out.json]
 #include <CLI/CLI.hpp>
@@ -174,7 +175,7 @@ std::vector<Result> BenchKernels(const Flags& f) {
   auto measure = [&](Result r, int64_t num_queries, int64_t query_start, int reps) {
     r.old_s = MedianSeconds(f.ref_reps, [&] { run(num_queries, query_start, true); });
     cpu::SetIsaOverride(cpu::VectorIsa::kScalar);
-    r.scalar_s = MedianSeconds(reps, [&] { run(num_queries, query_start, false); });
+    r.scalar_s = MedianSeconds(f.ref_reps, [&] { run(num_queries, query_start, false); });
     cpu::SetIsaOverride(std::nullopt);
     run(num_queries, query_start, false);  // warm
     r.new_s = MedianSeconds(reps, [&] { run(num_queries, query_start, false); });
@@ -193,7 +194,7 @@ std::vector<Result> BenchKernels(const Flags& f) {
                           }) /
             calls;
   cpu::SetIsaOverride(cpu::VectorIsa::kScalar);
-  r.scalar_s = MedianSeconds(f.reps,
+  r.scalar_s = MedianSeconds(f.ref_reps,
                              [&] {
                                for (int i = 0; i < calls; ++i) run(1, f.depth, false);
                              }) /

@@ -17,7 +17,7 @@
 // at Create from the options, so a step allocates nothing. It borrows the KvPool (the engine
 // owns it next to the KvCacheManager) and reads block tables through the step's spans only
 // during Execute. Not thread-safe: one thread (the engine's step thread) drives it; GEMMs and
-// attention run on kernels/cpu's OpenMP team (cpu::NumThreads(), read at Create for the
+// attention run on kernels/cpu's thread team (cpu::NumThreads(), read at Create for the
 // attention workspace), OpenBLAS single-threaded inside it.
 #pragma once
 

@@ -3,12 +3,12 @@
 #include "kernels/cpu/cpu_runtime.h"
 
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 
 namespace lychee::cpu {
 namespace {
@@ -21,7 +21,7 @@ int DefaultThreads() {
     const int n = std::atoi(env);
     if (n > 0) return n;
   }
-  return std::max(1, omp_get_max_threads());
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
 }  // namespace

@@ -2,10 +2,10 @@
 // The CPU kernels' two process-wide settings: how many threads they run on and which vector
 // instructions they use.
 //
-// Threads: kernels/cpu runs its parallel loops (attention tiles, GEMM partitions) on one OpenMP
-// team of NumThreads() threads, and calls OpenBLAS single-threaded inside them: OpenBLAS's own
-// pool is set to one thread on first use, so two pools never compete for the cores (nor spin
-// between each other's regions) and no OpenBLAS thread spins while the process idles.
+// Threads: kernels/cpu runs its parallel loops (attention tiles, GEMM partitions) on one team of
+// NumThreads() threads (ParallelFor, thread_pool.h), and calls OpenBLAS single-threaded inside
+// them: OpenBLAS's own pool is set to one thread on first use, so two pools never compete for the
+// cores (nor spin between each other's regions), and idle team threads sleep.
 //
 // Vector ISA: one binary for every x86-64 CPU. The vector code is compiled for AVX2+FMA through
 // function target attributes, never -march, and runs only when the CPU reports both
@@ -29,7 +29,7 @@ void SetIsaOverride(std::optional<VectorIsa> isa);
 const char* IsaName(VectorIsa isa);
 
 // Threads of the kernels' parallel loops. The default is OPENBLAS_NUM_THREADS when set (the knob
-// this backend always had), else OpenMP's default (OMP_NUM_THREADS or every core). Values < 1
+// this backend always had), else every core. Values < 1
 // restore the default. Also sets OpenBLAS to one thread. Not to be called while kernels run.
 int NumThreads();
 void SetNumThreads(int num_threads);

@@ -7,7 +7,6 @@
 #include "kernels/cpu/flash_attention.h"
 
 #include <immintrin.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +15,7 @@
 #include <limits>
 
 #include "kernels/cpu/cpu_runtime.h"
+#include "kernels/cpu/thread_pool.h"
 
 namespace lychee::cpu {
 namespace {
@@ -436,7 +436,7 @@ void FlashAttention(const FlashAttentionParams& p) {
   float* slots = p.workspace + threads * geo.thread_floats;  // [kv_heads][splits] slots
   const int64_t num_units = pairs * splits;
 
-  auto run = [&](int64_t index) {
+  ParallelFor(num_units, static_cast<int>(threads), [&](int64_t index, int thread) {
     // Longest units first: under the causal mask the last query tiles read the most keys.
     Unit u;
     u.num_splits = splits;
@@ -445,16 +445,10 @@ void FlashAttention(const FlashAttentionParams& p) {
     const int64_t qtile = num_qtiles - 1 - index / (splits * kv_heads);
     u.q_lo = qtile * bq;
     u.num_q = std::min(bq, p.num_queries - u.q_lo);
-    float* scratch = p.workspace + omp_get_thread_num() * geo.thread_floats;
+    float* scratch = p.workspace + thread * geo.thread_floats;
     float* slot = splits > 1 ? slots + (u.kv_head * splits + u.split) * geo.slot_floats : nullptr;
     RunUnit(p, geo, ops, u, scratch, slot);
-  };
-  if (threads > 1 && num_units > 1) {
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int64_t i = 0; i < num_units; ++i) run(i);
-  } else {
-    for (int64_t i = 0; i < num_units; ++i) run(i);
-  }
+  });
   if (splits > 1) {
     for (int64_t g = 0; g < kv_heads; ++g) {
       MergeSplits(p, geo, g, p.num_queries, splits, slots + g * splits * geo.slot_floats);

@@ -11,7 +11,7 @@
 // Causal and sliding-window masks apply only to tiles that cross a row's bounds. When there are
 // too few (kv head, query tile) pairs to fill the threads (decode, short chunks over a long
 // context), the keys are split over threads as in flash-decoding and the partial results merged
-// with their log-sum-exp. Units run on NumThreads() OpenMP threads, longest first.
+// with their log-sum-exp. Units run on NumThreads() threads (ParallelFor), longest first.
 //
 // No allocation: the caller passes a workspace of at least FlashAttentionWorkspaceFloats(...)
 // floats; the kernel runs on as many threads (and key splits) as the workspace was sized for.

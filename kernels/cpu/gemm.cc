@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // Gemm on OpenBLAS: the only place kernels/cpu calls into BLAS. OpenBLAS runs single-threaded
-// (cpu_runtime.h); large products are split over the kernels' OpenMP threads by output columns
-// (or rows when there are few columns), each part one single-threaded BLAS call.
+// (cpu_runtime.h); large products are split over the kernels' threads (ParallelFor) by output
+// columns (or rows when there are few columns), each part one single-threaded BLAS call.
 #include <cblas.h>
 
 #include <algorithm>
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/cpu_runtime.h"
+#include "kernels/cpu/thread_pool.h"
 
 namespace lychee::cpu {
 namespace {
@@ -59,8 +60,7 @@ void Gemm(const float* x, const float* w, const float* maybe_bias, float* y, int
   const bool by_columns = n >= threads * kColumnAlign || m < threads;
   const int64_t parts =
       by_columns ? std::min(threads, (n + kColumnAlign - 1) / kColumnAlign) : std::min(threads, m);
-#pragma omp parallel for num_threads(parts) schedule(static)
-  for (int64_t i = 0; i < parts; ++i) {
+  ParallelFor(parts, static_cast<int>(parts), [&](int64_t i, int) {
     if (by_columns) {
       const int64_t slice = (n + parts - 1) / parts;
       const int64_t aligned = (slice + kColumnAlign - 1) / kColumnAlign * kColumnAlign;
@@ -72,7 +72,7 @@ void Gemm(const float* x, const float* w, const float* maybe_bias, float* y, int
       const int64_t m1 = m * (i + 1) / parts;
       GemmPart(x + m0 * k, w, y + m0 * n, m1 - m0, n, k, n, beta);
     }
-  }
+  });
 }
 
 }  // namespace lychee::cpu

@@ -1,0 +1,26 @@
+// SPDX-License-Identifier: Apache-2.0
+// ParallelFor: kernels/cpu's one team of threads (cpu_runtime.h sets its size).
+//
+// The calling thread works as thread 0 beside up to NumThreads() - 1 pool threads; tasks are
+// taken dynamically (an atomic counter), so unequal tasks balance. Idle pool threads spin for a
+// few tens of microseconds (back-to-back regions of one model step find them awake) and then
+// block on a condition variable: nothing burns a core between steps, and on a loaded machine a
+// thread waiting at the end of a region does not steal the core its partner needs (a spinning
+// OpenMP barrier cost half the CPU time of a prefill on a busy 2-core machine).
+//
+// Nested calls (from inside a task) and calls while another thread holds the pool run serially
+// on the calling thread. Pool threads live until the process exits.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace lychee::cpu {
+
+// Runs fn(task, thread) for every task in [0, num_tasks) on min(num_threads, num_tasks) threads;
+// `thread` in [0, that count) identifies the thread (thread 0 is the caller), for per-thread
+// scratch. Returns when every task has finished.
+void ParallelFor(int64_t num_tasks, int num_threads,
+                 const std::function<void(int64_t task, int thread)>& fn);
+
+}  // namespace lychee::cpu
