@@ -15,6 +15,7 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   # test clients and tools
   python3 python3-numpy python3-grpcio python3-jinja2 python3-sentencepiece python3-yaml prometheus nodejs
+  curl openssl
 )
 
 missing=()

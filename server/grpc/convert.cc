@@ -202,13 +202,21 @@ absl::Status FillPolicy(const v1::SparsityPolicy& p, const PolicySpec& defaults,
 absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest& request,
                                                       const Tokenizer& tokenizer,
                                                       int64_t vocab_size, int64_t max_model_len,
-                                                      const PolicySpec& policy_defaults) {
+                                                      const PolicySpec& policy_defaults,
+                                                      int64_t max_prompt_bytes) {
   GenerationRequest out;
   if (auto st = CheckRequestId(request.request_id()); !st.ok()) return st;
   out.request_id = request.request_id();
   switch (request.input_case()) {
     case v1::GenerateRequest::kText:
       if (request.text().empty()) return Invalid("text is empty");
+      // Refused by size before the tokenizer sees it.
+      if (max_prompt_bytes > 0 && static_cast<int64_t>(request.text().size()) > max_prompt_bytes) {
+        return Invalid(fmt::format(
+            "text is {} bytes, more than this server's max_prompt_bytes={} (checked before "
+            "tokenizing; the context is {} tokens)",
+            request.text().size(), max_prompt_bytes, max_model_len));
+      }
       out.prompt = tokenizer.Encode(
           request.text(), request.has_add_special_tokens() ? request.add_special_tokens() : true);
       if (out.prompt.empty()) return Invalid("text encodes to no tokens");

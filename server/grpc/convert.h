@@ -20,11 +20,13 @@ namespace lychee::grpc_server {
 // Validates `request` (INVALID_ARGUMENT naming the offending field, e.g.
 // "sampling_params.temperature"), tokenizes text input with `tokenizer`, and fills a
 // GenerationRequest. `vocab_size` and `max_model_len` bound token ids and the prompt length;
-// the request's unset policy fields take `policy_defaults` (the server's default_policy).
+// the request's unset policy fields take `policy_defaults` (the server's default_policy). Text
+// longer than `max_prompt_bytes` (> 0) is refused before tokenizing.
 absl::StatusOr<GenerationRequest> ToGenerationRequest(const v1::GenerateRequest& request,
                                                       const Tokenizer& tokenizer,
                                                       int64_t vocab_size, int64_t max_model_len,
-                                                      const PolicySpec& policy_defaults = {});
+                                                      const PolicySpec& policy_defaults = {},
+                                                      int64_t max_prompt_bytes = 0);
 
 // `spec` as a wire message with every field set (GetServerInfo.default_policy).
 void ToPolicyMessage(const PolicySpec& spec, v1::SparsityPolicy* message);

@@ -104,8 +104,10 @@ GenerateReactor::GenerateReactor(EngineClient& engine, TokenStreamPtr stream)
 }
 
 GenerateReactor* GenerateReactor::Start(EngineClient& engine, TokenStreamPtr stream,
-                                        ReaderCounter& readers) {
+                                        ReaderCounter& readers,
+                                        security::RequestOwners::Claim owner) {
   auto* reactor = new GenerateReactor(engine, std::move(stream));
+  reactor->owner_ = std::move(owner);
   readers.Add();
   try {
     std::thread(&GenerateReactor::ReadLoop, reactor->state_, &readers).detach();

@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "engine/engine_client.h"
 #include "lychee/v1/generate.pb.h"
+#include "server/security/request_owners.h"
 
 namespace lychee::grpc_server {
 
@@ -49,9 +50,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   static constexpr absl::Duration kPollInterval = absl::Milliseconds(100);
 
   // Starts streaming `stream` (already submitted to `engine`) and returns the reactor for the
-  // handler to return to gRPC.
-  static GenerateReactor* Start(EngineClient& engine, TokenStreamPtr stream,
-                                ReaderCounter& readers);
+  // handler to return to gRPC. `owner` (the request's ownership record) is released when the
+  // call is done.
+  static GenerateReactor* Start(EngineClient& engine, TokenStreamPtr stream, ReaderCounter& readers,
+                                security::RequestOwners::Claim owner = {});
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -66,6 +68,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   EngineClient& engine_;
   TokenStreamPtr stream_;
   std::shared_ptr<State> state_;
+  security::RequestOwners::Claim owner_;
 };
 
 // A reactor that finishes at once with `status` (validation and admission errors).

@@ -9,7 +9,29 @@
 
 #include <utility>
 
+#include "common/file.h"
+#include "common/status.h"
+
 namespace lychee::grpc_server {
+namespace {
+
+// Insecure without TLS files; else SSL credentials from the PEM files.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const GrpcServerOptions& options) {
+  if (options.tls_cert.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  LY_ASSIGN_OR_RETURN(pair.cert_chain, ReadFile(options.tls_cert));
+  LY_ASSIGN_OR_RETURN(pair.private_key, ReadFile(options.tls_key));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!options.tls_client_ca.empty()) {
+    LY_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(options.tls_client_ca));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
 
 std::string JoinHostPort(const std::string& host, int port) {
   if (host.find(':') != std::string::npos && host.front() != '[') {
@@ -31,14 +53,19 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(EngineClient& engi
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 
+  LY_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, Credentials(options));
   std::unique_ptr<GrpcServer> server(new GrpcServer(
       options.host, std::make_unique<LycheeService>(
                         engine, ServiceOptions{.server_version = options.server_version,
                                                .default_policy = options.default_policy,
-                                               .policies = options.policies})));
+                                               .policies = options.policies,
+                                               .api_keys = options.api_keys,
+                                               .owners = options.owners,
+                                               .min_priority = options.min_priority,
+                                               .max_prompt_bytes = options.max_prompt_bytes,
+                                               .on_reject = options.on_reject})));
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(JoinHostPort(options.host, options.port),
-                           grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(JoinHostPort(options.host, options.port), credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   // As vLLM's gRPC worker: a stream may send no data for a long time (long prefills), so let
   // clients ping every 10 s without being told off.

@@ -26,6 +26,18 @@ struct GrpcServerOptions {
   std::string server_version;
   PolicySpec default_policy = {};                 // the request fields' defaults (ServiceOptions)
   std::vector<std::string> policies = {"dense"};  // GetServerInfo.policies
+  // Authentication, ownership, limits and the rejection hook (ServiceOptions documents each).
+  const security::ApiKeys* api_keys = nullptr;
+  security::RequestOwners* owners = nullptr;
+  int32_t min_priority = std::numeric_limits<int32_t>::min();
+  int64_t max_prompt_bytes = 0;
+  std::function<void(std::string_view reason, std::string_view method, const grpc::Status&)>
+      on_reject = {};
+  // TLS: PEM files of the certificate chain and key (both or neither); with tls_client_ca, a
+  // client certificate signed by it is required (mutual TLS).
+  std::string tls_cert = {};
+  std::string tls_key = {};
+  std::string tls_client_ca = {};
 };
 
 class GrpcServer {

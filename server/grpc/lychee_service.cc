@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <utility>
@@ -13,6 +14,9 @@
 
 namespace lychee::grpc_server {
 namespace {
+
+constexpr char kUnauthenticatedMessage[] =
+    "missing or invalid API key: send the metadata `authorization: Bearer <key>`";
 
 grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* context, grpc::Status status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -31,35 +35,79 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
 }  // namespace
 
 LycheeService::LycheeService(EngineClient& engine, ServiceOptions options)
-    : engine_(engine), options_(std::move(options)) {}
+    : engine_(engine),
+      options_(std::move(options)),
+      owners_(options_.owners != nullptr ? options_.owners : &own_owners_) {}
+
+std::optional<std::string> LycheeService::Authenticate(
+    const grpc::CallbackServerContext& context) const {
+  if (options_.api_keys == nullptr || !options_.api_keys->enabled()) {
+    return "grpc:" + context.peer();
+  }
+  const auto& metadata = context.client_metadata();
+  for (auto [it, end] = metadata.equal_range("authorization"); it != end; ++it) {
+    const std::string_view value(it->second.data(), it->second.size());
+    if (std::optional<std::string> principal = options_.api_keys->CheckAuthorization(value)) {
+      return principal;
+    }
+  }
+  return std::nullopt;
+}
+
+grpc::Status LycheeService::Reject(std::string_view method, grpc::Status status) const {
+  const std::string_view reason =
+      security::RejectReasonFor(static_cast<absl::StatusCode>(status.error_code()));
+  if (options_.on_reject) options_.on_reject(reason, method, status);
+  return status;
+}
+
+grpc::ServerUnaryReactor* LycheeService::Unauthenticated(grpc::CallbackServerContext* context,
+                                                         std::string_view method) const {
+  return FinishUnary(context, Reject(method, grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                                          kUnauthenticatedMessage)));
+}
 
 LycheeService::~LycheeService() { readers_.Wait(); }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* LycheeService::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  const std::optional<std::string> principal = Authenticate(*context);
+  if (!principal.has_value()) {
+    return new ErrorWriteReactor(Reject(
+        "Generate", grpc::Status(grpc::StatusCode::UNAUTHENTICATED, kUnauthenticatedMessage)));
+  }
   if (draining()) {
     return new ErrorWriteReactor(
-        grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down"));
+        Reject("Generate", grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down")));
   }
   const ModelInfo& info = engine_.model_info();
-  absl::StatusOr<GenerationRequest> converted = ToGenerationRequest(
-      *request, engine_.tokenizer(), info.vocab_size, info.max_model_len, options_.default_policy);
-  if (!converted.ok()) return new ErrorWriteReactor(ToGrpcStatus(converted.status()));
-  converted->deadline = DeadlineOf(*context);
-  absl::StatusOr<TokenStreamPtr> stream = engine_.Submit(*std::move(converted));
-  if (!stream.ok()) {
-    LY_LOG_DEBUG("grpc: Generate rejected: {}", stream.status().ToString());
-    return new ErrorWriteReactor(ToGrpcStatus(stream.status()));
+  absl::StatusOr<GenerationRequest> converted =
+      ToGenerationRequest(*request, engine_.tokenizer(), info.vocab_size, info.max_model_len,
+                          options_.default_policy, options_.max_prompt_bytes);
+  if (!converted.ok()) {
+    return new ErrorWriteReactor(Reject("Generate", ToGrpcStatus(converted.status())));
   }
-  return GenerateReactor::Start(engine_, *std::move(stream), readers_);
+  converted->deadline = DeadlineOf(*context);
+  converted->priority = std::max(converted->priority, options_.min_priority);
+  // Server-assigned ids are random, so no one can abort another's request by guessing.
+  if (converted->request_id.empty()) converted->request_id = security::RandomRequestId("req-");
+  const std::string request_id = converted->request_id;
+  absl::StatusOr<TokenStreamPtr> stream = engine_.Submit(*std::move(converted));
+  if (!stream.ok()) return new ErrorWriteReactor(Reject("Generate", ToGrpcStatus(stream.status())));
+  return GenerateReactor::Start(engine_, *std::move(stream), readers_,
+                                owners_->Register(request_id, *principal));
 }
 
 grpc::ServerUnaryReactor* LycheeService::Abort(grpc::CallbackServerContext* context,
                                                const v1::AbortRequest* request,
                                                v1::AbortResponse* /*response*/) {
+  const std::optional<std::string> principal = Authenticate(*context);
+  if (!principal.has_value()) return Unauthenticated(context, "Abort");
+  // Only the caller's own requests; others' ids are ignored as unknown ones are (no answer
+  // tells them apart).
   for (const std::string& id : request->request_ids()) {
     if (id.empty() || id.size() > kMaxRequestIdLength) continue;
-    engine_.Abort(id);
+    if (owners_->IsOwner(id, *principal)) engine_.Abort(id);
   }
   return FinishUnary(context, grpc::Status::OK);
 }
@@ -67,6 +115,16 @@ grpc::ServerUnaryReactor* LycheeService::Abort(grpc::CallbackServerContext* cont
 grpc::ServerUnaryReactor* LycheeService::Tokenize(grpc::CallbackServerContext* context,
                                                   const v1::TokenizeRequest* request,
                                                   v1::TokenizeResponse* response) {
+  if (!Authenticate(*context).has_value()) return Unauthenticated(context, "Tokenize");
+  if (options_.max_prompt_bytes > 0 &&
+      static_cast<int64_t>(request->text().size()) > options_.max_prompt_bytes) {
+    return FinishUnary(
+        context, Reject("Tokenize", grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                                 fmt::format("text is {} bytes, more than this "
+                                                             "server's max_prompt_bytes={}",
+                                                             request->text().size(),
+                                                             options_.max_prompt_bytes))));
+  }
   const Tokenizer& tokenizer = engine_.tokenizer();
   const bool add_special = request->has_add_special_tokens() ? request->add_special_tokens() : true;
   for (const int32_t id : tokenizer.Encode(request->text(), add_special)) {
@@ -79,6 +137,7 @@ grpc::ServerUnaryReactor* LycheeService::Tokenize(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* LycheeService::Detokenize(grpc::CallbackServerContext* context,
                                                     const v1::DetokenizeRequest* request,
                                                     v1::DetokenizeResponse* response) {
+  if (!Authenticate(*context).has_value()) return Unauthenticated(context, "Detokenize");
   const Tokenizer& tokenizer = engine_.tokenizer();
   for (int i = 0; i < request->token_ids_size(); ++i) {
     const int32_t id = request->token_ids(i);
@@ -98,6 +157,7 @@ grpc::ServerUnaryReactor* LycheeService::Detokenize(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* LycheeService::GetModelInfo(grpc::CallbackServerContext* context,
                                                       const v1::GetModelInfoRequest* /*request*/,
                                                       v1::GetModelInfoResponse* response) {
+  if (!Authenticate(*context).has_value()) return Unauthenticated(context, "GetModelInfo");
   const ModelInfo& info = engine_.model_info();
   response->set_model_id(info.model_id);
   response->set_model_path(info.model_path);
@@ -113,6 +173,7 @@ grpc::ServerUnaryReactor* LycheeService::GetModelInfo(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* LycheeService::GetServerInfo(grpc::CallbackServerContext* context,
                                                        const v1::GetServerInfoRequest* /*request*/,
                                                        v1::GetServerInfoResponse* response) {
+  if (!Authenticate(*context).has_value()) return Unauthenticated(context, "GetServerInfo");
   const EngineStats stats = engine_.Stats();
   response->set_server_version(options_.server_version);
   response->set_active_requests(stats.num_running + stats.num_waiting);
@@ -132,6 +193,7 @@ grpc::ServerUnaryReactor* LycheeService::GetServerInfo(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* LycheeService::GetLoads(grpc::CallbackServerContext* context,
                                                   const v1::GetLoadsRequest* /*request*/,
                                                   v1::GetLoadsResponse* response) {
+  if (!Authenticate(*context).has_value()) return Unauthenticated(context, "GetLoads");
   const EngineStats stats = engine_.Stats();
   response->set_num_running_reqs(stats.num_running);
   response->set_num_waiting_reqs(stats.num_waiting);

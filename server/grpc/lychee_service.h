@@ -8,7 +8,13 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -16,6 +22,8 @@
 #include "engine/request.h"
 #include "lychee/v1/generate.grpc.pb.h"
 #include "server/grpc/generate_reactor.h"
+#include "server/security/api_keys.h"
+#include "server/security/request_owners.h"
 
 namespace lychee::grpc_server {
 
@@ -25,6 +33,20 @@ struct ServiceOptions {
   PolicySpec default_policy = {};
   // Policy names requests may use (GetServerInfo.policies).
   std::vector<std::string> policies = {"dense"};
+  // Null or without keys: no authentication. Else every lychee.v1 call needs the metadata
+  // `authorization: Bearer <key>` (UNAUTHENTICATED otherwise). Must outlive the service.
+  const security::ApiKeys* api_keys = nullptr;
+  // Where Generate registers each request under its principal and Abort checks ownership
+  // (shared with the HTTP gateway). Null: the service keeps its own.
+  security::RequestOwners* owners = nullptr;
+  // Client priorities below this are clamped to it (lower runs sooner).
+  int32_t min_priority = std::numeric_limits<int32_t>::min();
+  // `text` longer than this is refused before tokenizing; 0: no limit.
+  int64_t max_prompt_bytes = 0;
+  // Called for every refused call (authentication, validation, admission) with the rejection
+  // reason (security::RejectReasonFor) and the method name, on a gRPC thread.
+  std::function<void(std::string_view reason, std::string_view method, const grpc::Status&)>
+      on_reject = {};
 };
 
 class LycheeService final : public v1::LycheeService::CallbackService {
@@ -60,8 +82,19 @@ class LycheeService final : public v1::LycheeService::CallbackService {
                                      v1::GetLoadsResponse* response) override;
 
  private:
+  // The caller's principal: its API key's ("key#N"), or without keys its connection
+  // ("grpc:<peer>"); nullopt when keys are configured and the call presents none of them.
+  std::optional<std::string> Authenticate(const grpc::CallbackServerContext& context) const;
+  // `status` as the call's answer, counted and logged as a rejection.
+  grpc::Status Reject(std::string_view method, grpc::Status status) const;
+  // The unary reactor for an unauthenticated call.
+  grpc::ServerUnaryReactor* Unauthenticated(grpc::CallbackServerContext* context,
+                                            std::string_view method) const;
+
   EngineClient& engine_;
   const ServiceOptions options_;
+  security::RequestOwners own_owners_;  // used when options_.owners is null
+  security::RequestOwners* const owners_;
   std::atomic<bool> draining_{false};
   ReaderCounter readers_;
 };

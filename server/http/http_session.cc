@@ -2,8 +2,10 @@
 // One HTTP/1.1 connection and its ResponseWriter (see http_session.h for the life cycle).
 #include "server/http/http_session.h"
 
+#include <algorithm>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
@@ -47,11 +49,26 @@ std::string SerializeHead(unsigned version, int status, std::string_view content
   return out;
 }
 
+std::string_view FindHeader(const HeaderList& headers, std::string_view name) {
+  for (const auto& [key, value] : headers) {
+    if (beast::iequals(key, beast::string_view(name.data(), name.size()))) return value;
+  }
+  return {};
+}
+
 // The ResponseWriter of one request: turns Send/StartStream/Write/End into bytes for the session.
 class SessionWriter final : public ResponseWriter {
  public:
-  SessionWriter(std::shared_ptr<Session> session, unsigned version, bool keep_alive, bool head)
-      : session_(std::move(session)), version_(version), head_(head), keep_alive_(keep_alive) {}
+  // `record` holds the request's method, path, peer and X-Request-Id; the writer fills in the
+  // status and duration and hands it to the session's response hook once answered.
+  SessionWriter(std::shared_ptr<Session> session, unsigned version, bool keep_alive, bool head,
+                ResponseRecord record)
+      : session_(std::move(session)),
+        version_(version),
+        head_(head),
+        start_(std::chrono::steady_clock::now()),
+        record_(std::move(record)),
+        keep_alive_(keep_alive) {}
 
   ~SessionWriter() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -62,6 +79,8 @@ class SessionWriter final : public ResponseWriter {
         break;
       case State::kStreaming:  // unfinished stream: the client cannot tell it is over otherwise
         session_->PostBytes("", Session::After::kClose);
+        record_.complete = false;
+        RecordLocked();
         break;
       case State::kDone:
         break;
@@ -78,6 +97,10 @@ class SessionWriter final : public ResponseWriter {
     std::lock_guard<std::mutex> lock(mu_);
     if (state_ != State::kNew) return;
     state_ = State::kStreaming;
+    record_.status = status;
+    if (std::string_view id = FindHeader(headers, "X-Request-Id"); !id.empty()) {
+      record_.request_id = std::string(id);
+    }
     // HTTP/1.0 has no chunked coding: the body runs until the connection closes.
     chunked_ = version_ >= 11;
     if (!chunked_) keep_alive_ = false;
@@ -101,6 +124,7 @@ class SessionWriter final : public ResponseWriter {
     state_ = State::kDone;
     session_->PostBytes(chunked_ && !head_ ? "0\r\n\r\n" : "",
                         keep_alive_ ? Session::After::kNextRequest : Session::After::kClose);
+    RecordLocked();
   }
 
   bool client_gone() const override { return session_->closed(); }
@@ -110,8 +134,19 @@ class SessionWriter final : public ResponseWriter {
  private:
   enum class State { kNew, kStreaming, kDone };
 
+  void RecordLocked() {
+    record_.duration_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    session_->Record(record_);
+  }
+
   void SendLocked(HttpResponse response) {
     state_ = State::kDone;
+    record_.status = response.status;
+    if (std::string_view id = FindHeader(response.headers, "X-Request-Id"); !id.empty()) {
+      record_.request_id = std::string(id);
+    }
+    RecordLocked();
     std::string bytes =
         SerializeHead(version_, response.status, response.content_type, response.headers,
                       fmt::format("Content-Length: {}\r\n", response.body.size()), !keep_alive_);
@@ -123,7 +158,9 @@ class SessionWriter final : public ResponseWriter {
   const std::shared_ptr<Session> session_;
   const unsigned version_;
   const bool head_;  // HEAD request: headers only
+  const std::chrono::steady_clock::time_point start_;
   std::mutex mu_;
+  ResponseRecord record_;      // guarded by mu_
   State state_ = State::kNew;  // guarded by mu_
   bool keep_alive_;            // guarded by mu_
   bool chunked_ = false;       // guarded by mu_
@@ -132,15 +169,39 @@ class SessionWriter final : public ResponseWriter {
 }  // namespace
 
 Session::Session(std::shared_ptr<ServerCore> core, net::ip::tcp::socket socket)
-    : core_(std::move(core)), stream_(std::move(socket)) {}
+    : core_(std::move(core)) {
+  if (core_->tls.has_value()) {
+    tls_.emplace(beast::tcp_stream(std::move(socket)), *core_->tls);
+  } else {
+    plain_.emplace(std::move(socket));
+  }
+}
 
 Session::~Session() {
+  if (admitted_) core_->num_admitted.fetch_sub(1);
   std::lock_guard<std::mutex> lock(core_->mu);
   core_->sessions.erase(this);
 }
 
-void Session::Start() {
-  net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadHeader(); });
+void Session::Record(const ResponseRecord& record) const {
+  if (core_->options.on_response) core_->options.on_response(record);
+}
+
+void Session::Start(bool admitted) {
+  admitted_ = admitted;
+  net::dispatch(lowest().get_executor(), [self = shared_from_this()] {
+    if (!self->tls_) return self->ReadHeader();
+    // The handshake is bounded like a request header; a plaintext request on a TLS port fails
+    // here and the connection just closes.
+    self->lowest().expires_after(self->core_->options.idle_timeout);
+    self->tls_->async_handshake(net::ssl::stream_base::server, [self](beast::error_code ec) {
+      if (ec) {
+        LY_LOG_DEBUG("http: TLS handshake failed: {}", ec.message());
+        return self->CloseOnStrand();
+      }
+      self->ReadHeader();
+    });
+  });
 }
 
 void Session::ReadHeader() {
@@ -148,10 +209,12 @@ void Session::ReadHeader() {
   parser_.emplace();
   parser_->header_limit(static_cast<std::uint32_t>(core_->options.max_header_bytes));
   parser_->body_limit(core_->options.max_body_bytes);
-  stream_.expires_after(core_->options.idle_timeout);
-  bhttp::async_read_header(
-      stream_, buffer_, *parser_,
-      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+  lowest().expires_after(core_->options.idle_timeout);
+  WithStream([this](auto& stream) {
+    bhttp::async_read_header(
+        stream, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+  });
 }
 
 void Session::OnHeader(beast::error_code ec) {
@@ -165,7 +228,7 @@ void Session::OnHeader(beast::error_code ec) {
     // malformed request gets 400 (if the socket is still writable).
     if (ec == bhttp::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout ||
         ec == net::error::operation_aborted || ec == net::error::connection_reset ||
-        ec == bhttp::error::partial_message) {
+        ec == bhttp::error::partial_message || ec == net::ssl::error::stream_truncated) {
       return CloseOnStrand();
     }
     return Reject(400, fmt::format("malformed request: {}", ec.message()));
@@ -184,9 +247,11 @@ void Session::OnHeader(beast::error_code ec) {
       EnqueueOnStrand(std::move(interim), After::kMore);
     }
   }
-  bhttp::async_read(
-      stream_, buffer_, *parser_,
-      [self = shared_from_this()](beast::error_code body_ec, size_t) { self->OnBody(body_ec); });
+  WithStream([this](auto& stream) {
+    bhttp::async_read(
+        stream, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code body_ec, size_t) { self->OnBody(body_ec); });
+  });
 }
 
 void Session::OnBody(beast::error_code ec) {
@@ -194,7 +259,8 @@ void Session::OnBody(beast::error_code ec) {
   if (ec) {
     if (ec == beast::error::timeout || ec == net::error::operation_aborted ||
         ec == net::error::eof || ec == bhttp::error::end_of_stream ||
-        ec == net::error::connection_reset || ec == bhttp::error::partial_message) {
+        ec == net::error::connection_reset || ec == bhttp::error::partial_message ||
+        ec == net::ssl::error::stream_truncated) {
       return CloseOnStrand();
     }
     return Reject(400, fmt::format("malformed request: {}", ec.message()));
@@ -216,14 +282,28 @@ void Session::Dispatch() {
   }
   request.body = std::move(message.body());
   beast::error_code ec;
-  const auto endpoint = stream_.socket().remote_endpoint(ec);
+  const auto endpoint = lowest().socket().remote_endpoint(ec);
   if (!ec)
     request.remote_address = fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
+  if (!admitted_) {
+    const auto& exempt = core_->options.cap_exempt_paths;
+    if (std::find(exempt.begin(), exempt.end(), request.path) == exempt.end()) {
+      return Refuse(503,
+                    fmt::format("too many connections (max_connections={}); retry later",
+                                core_->options.max_connections),
+                    request.method, request.path);
+    }
+  }
   // The handler may take its time (or stream): no read timeout while it works.
-  stream_.expires_never();
+  lowest().expires_never();
+  ResponseRecord record;
+  record.method = request.method;
+  record.path = request.path;
+  record.request_id = std::string(request.Header("X-Request-Id"));
+  record.remote_address = request.remote_address;
   auto writer =
       std::make_shared<SessionWriter>(shared_from_this(), message.version(), message.keep_alive(),
-                                      message.method() == bhttp::verb::head);
+                                      message.method() == bhttp::verb::head, std::move(record));
   // No exception may unwind into Asio (it would end the I/O thread): a throwing handler gets 500
   // (ignored if it had already answered).
   try {
@@ -234,12 +314,26 @@ void Session::Dispatch() {
   }
 }
 
-void Session::Reject(int status, std::string_view message) {
+void Session::Reject(int status, std::string_view message) { Refuse(status, message, "-", "-"); }
+
+void Session::Refuse(int status, std::string_view message, std::string method, std::string path) {
   parser_.reset();
+  beast::error_code ec;
+  const auto endpoint = lowest().socket().remote_endpoint(ec);
+  ResponseRecord record;
+  record.method = std::move(method);
+  record.path = std::move(path);
+  if (!ec) {
+    record.remote_address = fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
+  }
   auto writer = std::make_shared<SessionWriter>(shared_from_this(), 11, /*keep_alive=*/false,
-                                                /*head=*/false);
-  const std::string_view type = status == 400 ? "invalid_request_error" : "request_too_large";
-  writer->Send(JsonError(status, type, message));
+                                                /*head=*/false, std::move(record));
+  const std::string_view type = status == 400   ? "invalid_request_error"
+                                : status == 503 ? "service_unavailable_error"
+                                                : "request_too_large";
+  HttpResponse response = JsonError(status, type, message);
+  if (status == 503) response.headers.emplace_back("Retry-After", "1");
+  writer->Send(std::move(response));
 }
 
 bool Session::PostBytes(std::string bytes, After after) {
@@ -248,7 +342,7 @@ bool Session::PostBytes(std::string bytes, After after) {
   // so no handler can be queued in an io_context whose threads have already exited.
   if (closed_.load()) return false;
   pending_bytes_.fetch_add(bytes.size());
-  net::post(stream_.get_executor(),
+  net::post(lowest().get_executor(),
             [self = shared_from_this(), bytes = std::move(bytes), after]() mutable {
               self->EnqueueOnStrand(std::move(bytes), after);
             });
@@ -271,11 +365,13 @@ void Session::WriteNext() {
     return;
   }
   writing_ = true;
-  stream_.expires_after(core_->options.write_timeout);
+  lowest().expires_after(core_->options.write_timeout);
   const std::string& bytes = out_.front().first;
-  net::async_write(
-      stream_, net::buffer(bytes),
-      [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnWrite(ec, n); });
+  WithStream([this, &bytes](auto& stream) {
+    net::async_write(
+        stream, net::buffer(bytes),
+        [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnWrite(ec, n); });
+  });
 }
 
 void Session::OnWrite(beast::error_code ec, size_t bytes) {
@@ -318,8 +414,8 @@ void Session::LingerThenClose() {
   // lose our response (e.g. the 431 for an oversized header it is still sending). So: send FIN,
   // read and discard what the client still sends for a short while, then close.
   beast::error_code ignored;
-  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
-  stream_.expires_after(std::chrono::seconds(2));
+  lowest().socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+  lowest().expires_after(std::chrono::seconds(2));
   linger_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   DrainSome();
 }
@@ -328,11 +424,12 @@ void Session::DrainSome() {
   if (socket_closed_ || std::chrono::steady_clock::now() >= linger_deadline_) {
     return CloseOnStrand();
   }
-  stream_.async_read_some(net::buffer(drain_buffer_),
-                          [self = shared_from_this()](beast::error_code ec, size_t) {
-                            if (ec) return self->CloseOnStrand();
-                            self->DrainSome();
-                          });
+  // Raw bytes below TLS: nothing read here is decrypted or answered.
+  lowest().async_read_some(net::buffer(drain_buffer_),
+                           [self = shared_from_this()](beast::error_code ec, size_t) {
+                             if (ec) return self->CloseOnStrand();
+                             self->DrainSome();
+                           });
 }
 
 void Session::AddGoneCallback(std::function<void()> fn) {
@@ -366,7 +463,7 @@ void Session::Close() {
   }
   // Posted directly (not through PostBytes, which now refuses): the socket is touched only on
   // the strand.
-  net::post(stream_.get_executor(), [self = shared_from_this()] {
+  net::post(lowest().get_executor(), [self = shared_from_this()] {
     self->MarkGone();
     // Bytes already queued (a response just sent, the last events of a stream) still go out,
     // bounded by the write timeout; then the socket closes.
@@ -386,8 +483,8 @@ void Session::CloseOnStrand() {
   if (socket_closed_) return;
   socket_closed_ = true;
   beast::error_code ignored;
-  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
-  stream_.close();
+  lowest().socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+  lowest().close();
   // Bytes still queued are dropped (but the one in flight stays until its handler runs, as
   // async_write still refers to it); a streaming handler sees client_gone().
   while (out_.size() > (writing_ ? 1u : 0u)) {

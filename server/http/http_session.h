@@ -14,10 +14,13 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -26,6 +29,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -38,12 +42,17 @@ class Session;
 
 struct ServerCore {
   ServerCore(HttpServerOptions opts, const Router* rtr, int num_threads)
-      : options(std::move(opts)), router(rtr), io(num_threads), acceptor(io) {}
+      : options(std::move(opts)), router(rtr), io(num_threads), acceptor(io), accept_timer(io) {}
 
   const HttpServerOptions options;
   const Router* const router;
   boost::asio::io_context io;
   boost::asio::ip::tcp::acceptor acceptor;
+  boost::asio::steady_timer accept_timer;  // accept backoff (acceptor's implicit strand)
+  std::chrono::steady_clock::time_point last_accept_log{};
+  int64_t accept_errors_unlogged = 0;
+  std::optional<boost::asio::ssl::context> tls;  // set: every connection is TLS
+  std::atomic<int> num_admitted{0};              // open connections within max_connections
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work;
   std::vector<std::thread> threads;
 
@@ -57,7 +66,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(std::shared_ptr<ServerCore> core, boost::asio::ip::tcp::socket socket);
   ~Session();
 
-  void Start();
+  // `admitted`: within max_connections (counted until destroyed); else only cap-exempt paths
+  // are served and everything else gets 503.
+  void Start(bool admitted);
   // From any thread: no more posts are accepted; on the strand, queued bytes are flushed (each
   // write bounded by the write timeout) and the socket is closed.
   void Close();
@@ -69,14 +80,27 @@ class Session : public std::enable_shared_from_this<Session> {
   bool closed() const { return closed_.load(); }
   size_t pending_bytes() const { return pending_bytes_.load(); }
   void AddGoneCallback(std::function<void()> fn);
+  // The response hook (on_response), if any.
+  void Record(const ResponseRecord& record) const;
 
  private:
+  boost::beast::tcp_stream& lowest() { return tls_ ? tls_->next_layer() : *plain_; }
+  // Runs `f(stream)` with the TLS stream or the plain one.
+  template <typename F>
+  void WithStream(F&& f) {
+    if (tls_) {
+      f(*tls_);
+    } else {
+      f(*plain_);
+    }
+  }
   void ReadHeader();
   void OnHeader(boost::beast::error_code ec);
   void OnBody(boost::beast::error_code ec);
   void Dispatch();
   // Answers a protocol error (400/413/431) and closes the connection.
   void Reject(int status, std::string_view message);
+  void Refuse(int status, std::string_view message, std::string method, std::string path);
   void EnqueueOnStrand(std::string bytes, After after);
   void WriteNext();
   void OnWrite(boost::beast::error_code ec, size_t bytes);
@@ -86,7 +110,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void MarkGone();
 
   std::shared_ptr<ServerCore> core_;  // first member: destroyed last (the socket needs the io)
-  boost::beast::tcp_stream stream_;
+  std::optional<boost::beast::tcp_stream> plain_;  // exactly one of plain_ and tls_ is set
+  std::optional<boost::beast::ssl_stream<boost::beast::tcp_stream>> tls_;
+  bool admitted_ = false;
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
 

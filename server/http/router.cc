@@ -30,6 +30,12 @@ const Router::MethodTable* Router::Find(std::string_view path) const {
 }
 
 void Router::Dispatch(const HttpRequest& request, ResponseWriterPtr writer) const {
+  if (guard_) {
+    if (std::optional<HttpResponse> refused = guard_(request)) {
+      writer->Send(*std::move(refused));
+      return;
+    }
+  }
   const MethodTable* methods = Find(request.path);
   if (methods == nullptr) {
     writer->Send(JsonError(404, "not_found_error",

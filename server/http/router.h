@@ -7,7 +7,9 @@
 // concurrently on the I/O threads.
 #pragma once
 
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,6 +25,11 @@ class Router {
   // Matches every path starting with `prefix`; exact routes win, then the longest prefix.
   void AddPrefix(std::string method, std::string prefix, Handler handler);
 
+  // Runs first for every request (any path, known or not): a response it returns is sent instead
+  // of routing (e.g. 401 for a missing API key). Set before the server starts.
+  using Guard = std::function<std::optional<HttpResponse>(const HttpRequest&)>;
+  void SetGuard(Guard guard) { guard_ = std::move(guard); }
+
   // Calls the matching handler, or answers 404/405 itself.
   void Dispatch(const HttpRequest& request, ResponseWriterPtr writer) const;
 
@@ -32,6 +39,7 @@ class Router {
 
   std::map<std::string, MethodTable, std::less<>> exact_;
   std::map<std::string, MethodTable, std::less<>> prefixes_;
+  Guard guard_;
 };
 
 }  // namespace lychee::http

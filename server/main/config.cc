@@ -5,8 +5,10 @@
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "common/file.h"
 #include "common/status.h"
+#include "server/security/api_keys.h"
 #include "sparsity/head_roles.h"
 #include "sparsity/policy_factory.h"
 
@@ -120,6 +123,16 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v, ServerConfig&
   if (key == "log_level") return Read(v, key, c.log_level);
   if (key == "head_roles") return Read(v, key, e.head_roles_path);
   if (key == "default_policy") return ApplyDefaultPolicy(v, c.default_policy);
+  if (key == "api_keys") return Read(v, key, c.api_keys);
+  if (key == "api_key_file") return Read(v, key, c.api_key_file);
+  if (key == "metrics_require_auth") return Read(v, key, c.metrics_require_auth);
+  if (key == "min_priority") return Read(v, key, c.min_priority);
+  if (key == "max_prompt_bytes") return Read(v, key, c.max_prompt_bytes);
+  if (key == "max_connections") return Read(v, key, c.max_connections);
+  if (key == "access_log") return Read(v, key, c.access_log);
+  if (key == "tls_cert") return Read(v, key, c.tls_cert);
+  if (key == "tls_key") return Read(v, key, c.tls_key);
+  if (key == "tls_client_ca") return Read(v, key, c.tls_client_ca);
   return absl::InvalidArgumentError(fmt::format("unknown config key `{}`", key));
 }
 
@@ -197,6 +210,20 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
         "shutdown_grace_seconds is {}, must be in [0, 86400]", c.shutdown_grace_seconds));
   }
   LY_RETURN_IF_ERROR(ValidateDefaultPolicy(c.default_policy, e.block_size));
+  LY_RETURN_IF_ERROR(CheckAtLeast("max_prompt_bytes", c.max_prompt_bytes, 0));
+  LY_RETURN_IF_ERROR(CheckAtLeast("max_connections", c.max_connections, 1));
+  for (const std::string& key : c.api_keys) {
+    if (!security::IsValidApiKey(key)) {
+      return absl::InvalidArgumentError(
+          "api_keys: an API key must be 1 to 4096 printable ASCII characters without blanks");
+    }
+  }
+  if (c.tls_cert.empty() != c.tls_key.empty()) {
+    return absl::InvalidArgumentError("tls_cert and tls_key must be given together");
+  }
+  if (!c.tls_client_ca.empty() && c.tls_cert.empty()) {
+    return absl::InvalidArgumentError("tls_client_ca needs tls_cert and tls_key");
+  }
   static constexpr std::string_view kLevels[] = {"trace", "debug",    "info", "warn",
                                                  "error", "critical", "off"};
   bool known_level = false;
@@ -207,6 +234,13 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
                     c.log_level));
   }
   return absl::OkStatus();
+}
+
+int64_t EffectiveMaxPromptBytes(const ServerConfig& config, int64_t max_model_len) {
+  if (config.max_prompt_bytes > 0) return config.max_prompt_bytes;
+  // No tokenizer we serve averages anywhere near 32 bytes per token on text that fits the
+  // context; the floor keeps tiny test models usable.
+  return std::max<int64_t>(int64_t{32} * max_model_len, 64 * 1024);
 }
 
 absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* argv) {
@@ -246,6 +280,22 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   app.add_option("--head-roles", flags.engine.head_roles_path,
                  "LycheeDecode head-role mask (lychee-calibrate's JSON); default: "
                  "<model>/lychee_head_roles.json when present");
+  app.add_option("--api-key", flags.api_keys,
+                 "a bearer token clients must present (repeatable; also $LYCHEE_API_KEY)");
+  app.add_option("--api-key-file", flags.api_key_file, "file of API keys, one per line");
+  app.add_option("--metrics-require-auth", flags.metrics_require_auth,
+                 "/metrics needs an API key too (true/false)");
+  app.add_option("--min-priority", flags.min_priority,
+                 "client priorities below this are raised to it (lower runs sooner)");
+  app.add_option("--max-prompt-bytes", flags.max_prompt_bytes,
+                 "prompt text bytes at most, checked before tokenizing; 0: 32 x max_model_len");
+  app.add_option("--max-connections", flags.max_connections,
+                 "HTTP connections at most; beyond, requests other than probes get 503");
+  app.add_option("--access-log", flags.access_log, "one log line per HTTP request (true/false)");
+  app.add_option("--tls-cert", flags.tls_cert, "PEM certificate chain: TLS on both ports");
+  app.add_option("--tls-key", flags.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", flags.tls_client_ca,
+                 "PEM CA: clients must present a certificate it signed (mutual TLS)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -292,6 +342,33 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   if (given("--shutdown-grace-seconds")) c.shutdown_grace_seconds = flags.shutdown_grace_seconds;
   if (given("--log-level")) c.log_level = flags.log_level;
   if (given("--head-roles")) c.engine.head_roles_path = flags.engine.head_roles_path;
+  // API keys add up: the file's list, every --api-key, $LYCHEE_API_KEY, the key file's lines.
+  for (const std::string& key : flags.api_keys) c.api_keys.push_back(key);
+  if (const char* env_key = std::getenv("LYCHEE_API_KEY"); env_key != nullptr && *env_key) {
+    c.api_keys.emplace_back(env_key);
+  }
+  if (given("--api-key-file")) c.api_key_file = flags.api_key_file;
+  if (!c.api_key_file.empty()) {
+    LY_ASSIGN_OR_RETURN(const std::string text, ReadFile(c.api_key_file));
+    absl::StatusOr<std::vector<std::string>> keys = security::ParseApiKeyFile(text);
+    if (!keys.ok()) {
+      return absl::InvalidArgumentError(
+          fmt::format("api_key_file {}: {}", c.api_key_file, std::string(keys.status().message())));
+    }
+    if (keys->empty()) {
+      return absl::InvalidArgumentError(
+          fmt::format("api_key_file {} holds no key", c.api_key_file));
+    }
+    c.api_keys.insert(c.api_keys.end(), keys->begin(), keys->end());
+  }
+  if (given("--metrics-require-auth")) c.metrics_require_auth = flags.metrics_require_auth;
+  if (given("--min-priority")) c.min_priority = flags.min_priority;
+  if (given("--max-prompt-bytes")) c.max_prompt_bytes = flags.max_prompt_bytes;
+  if (given("--max-connections")) c.max_connections = flags.max_connections;
+  if (given("--access-log")) c.access_log = flags.access_log;
+  if (given("--tls-cert")) c.tls_cert = flags.tls_cert;
+  if (given("--tls-key")) c.tls_key = flags.tls_key;
+  if (given("--tls-client-ca")) c.tls_client_ca = flags.tls_client_ca;
   LY_RETURN_IF_ERROR(ValidateServerConfig(c));
   return parsed;
 }

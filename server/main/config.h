@@ -4,8 +4,10 @@
 // explicitly; nothing else reads files, flags or environment variables for configuration.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -24,7 +26,31 @@ struct ServerConfig {
   // What a request's unset policy fields become (gRPC SparsityPolicy, the OpenAI `policy`
   // object): name, budget, dropped-mass bound, audit rate and each policy's knobs.
   PolicySpec default_policy;
+
+  // --- security and bounded work (configs/default.yaml documents each) ---
+  // Bearer tokens clients must present on both ports; empty: no authentication. ParseServerArgs
+  // gathers them from the file's `api_keys`, every --api-key, $LYCHEE_API_KEY and the lines of
+  // api_key_file.
+  std::vector<std::string> api_keys;
+  std::string api_key_file;
+  bool metrics_require_auth = false;  // /metrics needs a key too (/health, /ready never do)
+  // Client-supplied priorities below this are raised to it (lower runs sooner): by default a
+  // client may yield (priority > 0) but not jump ahead of others.
+  int32_t min_priority = 0;
+  // Prompt text longer than this (bytes) is refused before tokenizing. 0: 32 bytes per token of
+  // the context length (max_model_len).
+  int64_t max_prompt_bytes = 0;
+  int max_connections = 1024;  // HTTP connections; beyond, requests other than probes get 503
+  bool access_log = false;     // one info line per HTTP request
+  // TLS on both ports: PEM certificate chain and private key; with tls_client_ca, clients must
+  // present a certificate signed by it (mutual TLS).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
 };
+
+// max_prompt_bytes as configured, or its default for a context of `max_model_len` tokens.
+int64_t EffectiveMaxPromptBytes(const ServerConfig& config, int64_t max_model_len);
 
 // Applies the keys of a YAML mapping to `config`. Unknown keys and values of the wrong type are
 // InvalidArgument naming the key.

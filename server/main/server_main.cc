@@ -20,10 +20,13 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "absl/strings/str_split.h"
@@ -33,12 +36,15 @@
 #include "engine/engine.h"
 #include "server/grpc/grpc_server.h"
 #include "server/main/config.h"
+#include "server/security/api_keys.h"
+#include "server/security/request_owners.h"
 #include "sparsity/policy_factory.h"
 #if LYCHEE_WITH_HTTP
 #include "server/http/http_server.h"
 #include "server/http/side_routes.h"
 #include "server/metrics/engine_metrics.h"
 #include "server/metrics/registry.h"
+#include "server/openai/api_error.h"
 #include "server/openai/openai_gateway.h"
 #endif
 
@@ -112,7 +118,30 @@ int Run(int argc, char** argv) {
               eng.model_info().model_type, eng.model_info().vocab_size,
               eng.model_info().max_model_len);
 
+  // Authentication, ownership and limits shared by both front ends.
+  const security::ApiKeys api_keys(config.api_keys);
+  security::RequestOwners owners;
+  const int64_t max_prompt_bytes = EffectiveMaxPromptBytes(config, eng.model_info().max_model_len);
+  LY_LOG_INFO("lychee-server: {}; TLS {}; max_prompt_bytes {}; min_priority {}",
+              api_keys.enabled() ? fmt::format("{} API key(s) required", api_keys.size())
+                                 : std::string("no API key (any client may call)"),
+              config.tls_cert.empty()        ? "off"
+              : config.tls_client_ca.empty() ? "on"
+                                             : "on, client certificates required",
+              max_prompt_bytes, config.min_priority);
 #if LYCHEE_WITH_HTTP
+  // Every refused request, on either port: counted by reason and logged at info.
+  auto& rejected = registry.AddCounter(
+      "lychee_request_rejected",
+      "Requests refused before or at admission (authentication, validation, limits, overload, "
+      "draining), by front end and reason.",
+      {"model", "api", "reason"});
+  auto on_grpc_reject = [&rejected, &model_label](std::string_view reason, std::string_view method,
+                                                  const grpc::Status& status) {
+    rejected.WithLabels({model_label, "grpc", reason}).Increment();
+    LY_LOG_INFO("grpc: rejected {} ({}): {} {}", method, reason,
+                static_cast<int>(status.error_code()), status.error_message());
+  };
   engine_metrics.SetStatsSource([&eng] { return eng.Stats(); });
   {
     const EngineStats stats = eng.Stats();
@@ -129,16 +158,81 @@ int Run(int argc, char** argv) {
   } else {
     LY_LOG_INFO("lychee-server: /v1/chat/completions uses {}", chat_prompt.description());
   }
-  openai::OpenAiGateway gateway(eng, std::move(chat_prompt),
-                                {.is_draining = [&serving] { return serving.draining(); },
-                                 .default_policy = config.default_policy});
-  http::HttpServer http_server(
-      {.address = config.host, .port = static_cast<uint16_t>(config.http_port)});
+  auto principal_of = [&api_keys](const http::HttpRequest& request) {
+    if (api_keys.enabled()) {
+      if (auto principal = api_keys.CheckAuthorization(request.Header("Authorization"))) {
+        return *principal;
+      }
+    }
+    return "http:" + request.remote_address;
+  };
+  openai::OpenAiGateway gateway(
+      eng, std::move(chat_prompt),
+      {// Beyond running + waiting requests the engine answers 429 anyway; the slack covers
+       // requests still being parsed and tokenized.
+       .max_concurrent_requests = config.engine.max_num_seqs + config.engine.max_queue_len + 64,
+       .is_draining = [&serving] { return serving.draining(); },
+       .default_policy = config.default_policy,
+       .principal_of = principal_of,
+       .owners = &owners,
+       .min_priority = config.min_priority,
+       .max_prompt_bytes = max_prompt_bytes});
+  http::HttpServerOptions http_options{
+      .address = config.host,
+      .port = static_cast<uint16_t>(config.http_port),
+      // A prompt's JSON (escapes included) plus room for messages and fields; oversized bodies
+      // get 413 from their Content-Length, before any of it is read.
+      .max_body_bytes = static_cast<size_t>(
+          std::min<int64_t>(int64_t{32} << 20, 8 * max_prompt_bytes + (int64_t{1} << 20))),
+      .max_connections = config.max_connections,
+      .tls_cert = config.tls_cert,
+      .tls_key = config.tls_key,
+      .tls_client_ca = config.tls_client_ca,
+      .on_response = [&rejected, &model_label,
+                      access_log = config.access_log](const http::ResponseRecord& r) {
+        if (access_log) {
+          LY_LOG_INFO("http: {} {} {} {:.1f}ms id={} peer={}{}", r.method, r.path, r.status,
+                      r.duration_seconds * 1e3, r.request_id.empty() ? "-" : r.request_id,
+                      r.remote_address.empty() ? "-" : r.remote_address,
+                      r.complete ? "" : " (stream cut)");
+        }
+        if ((r.status >= 400 && r.status < 500) || r.status == 503) {
+          const std::string_view reason = security::RejectReasonForHttp(r.status);
+          rejected.WithLabels({model_label, "http", reason}).Increment();
+          LY_LOG_INFO("http: rejected {} {} ({}): {} peer={}", r.method, r.path, reason, r.status,
+                      r.remote_address.empty() ? "-" : r.remote_address);
+        }
+      }};
+  http::HttpServer http_server(std::move(http_options));
+  // API keys: everything but the probes (and /metrics unless metrics_require_auth) needs one.
+  http_server.router().SetGuard(
+      [&api_keys, metrics_open = !config.metrics_require_auth](
+          const http::HttpRequest& request) -> std::optional<http::HttpResponse> {
+        if (!api_keys.enabled() || request.path == "/health" || request.path == "/ready" ||
+            (metrics_open && request.path == "/metrics")) {
+          return std::nullopt;
+        }
+        if (api_keys.CheckAuthorization(request.Header("Authorization")).has_value()) {
+          return std::nullopt;
+        }
+        http::HttpResponse response = openai::ErrorResponse(openai::WithCode(
+            absl::UnauthenticatedError(
+                "missing or invalid API key: send the header `Authorization: Bearer <key>`"),
+            "invalid_api_key"));
+        response.headers.emplace_back("WWW-Authenticate", "Bearer");
+        return response;
+      });
   http::AddSideRoutes(http_server.router(), &registry, &serving);
   gateway.AddRoutes(http_server.router());
   if (absl::Status st = http_server.Start(); !st.ok()) return Fail(st);
   LY_LOG_INFO("lychee-server: http listening on {}",
               grpc_server::JoinHostPort(config.host, http_server.port()));
+#else
+  auto on_grpc_reject = [](std::string_view reason, std::string_view method,
+                           const grpc::Status& status) {
+    LY_LOG_INFO("grpc: rejected {} ({}): {} {}", method, reason,
+                static_cast<int>(status.error_code()), status.error_message());
+  };
 #endif
 
   absl::StatusOr<std::unique_ptr<grpc_server::GrpcServer>> grpc = grpc_server::GrpcServer::Start(
@@ -146,7 +240,15 @@ int Run(int argc, char** argv) {
             .port = config.grpc_port,
             .server_version = LYCHEE_VERSION,
             .default_policy = config.default_policy,
-            .policies = absl::StrSplit(sparsity::AvailablePolicies(), ", ")});
+            .policies = absl::StrSplit(sparsity::AvailablePolicies(), ", "),
+            .api_keys = &api_keys,
+            .owners = &owners,
+            .min_priority = config.min_priority,
+            .max_prompt_bytes = max_prompt_bytes,
+            .on_reject = on_grpc_reject,
+            .tls_cert = config.tls_cert,
+            .tls_key = config.tls_key,
+            .tls_client_ca = config.tls_client_ca});
   if (!grpc.ok()) return Fail(grpc.status());
   LY_LOG_INFO("lychee-server: grpc listening on {}", (*grpc)->address());
 #if LYCHEE_WITH_HTTP

@@ -111,6 +111,10 @@ http::HttpResponse ErrorResponse(const absl::Status& status) {
   response.status = HttpStatusFor(status.code());
   response.content_type = "application/json";
   response.body = Dump(ErrorJson(status));
+  // Overload (queue full, too many in flight) and draining are temporary: say when to retry.
+  if (response.status == 429 || response.status == 503) {
+    response.headers.emplace_back("Retry-After", "1");
+  }
   return response;
 }
 

@@ -41,7 +41,8 @@ std::string_view ErrorTypeFor(int http_status);
 
 // {"error": {...}} for a non-OK status.
 nlohmann::ordered_json ErrorJson(const absl::Status& status);
-// ErrorJson as a complete HTTP response with the mapped status.
+// ErrorJson as a complete HTTP response with the mapped status; 429 and 503 carry
+// `Retry-After: 1`.
 http::HttpResponse ErrorResponse(const absl::Status& status);
 
 // JSON text for the wire: invalid UTF-8 (a token that is half a character) is replaced, never

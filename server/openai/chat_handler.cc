@@ -13,9 +13,10 @@
 
 namespace lychee::openai {
 
-void OpenAiGateway::RunChat(const std::string& body, const std::string& request_id_header,
-                            http::ResponseWriterPtr writer) {
-  absl::StatusOr<ChatParams> params = ParseChatRequest(body, limits_);
+void OpenAiGateway::RunChat(const Call& call, http::ResponseWriterPtr writer) {
+  absl::StatusOr<std::string> request_id = NewRequestId("chatcmpl-", call.request_id_header);
+  if (!request_id.ok()) return writer->Send(ErrorResponse(request_id.status()));
+  absl::StatusOr<ChatParams> params = ParseChatRequest(call.body, limits_);
   if (!params.ok()) return writer->Send(ErrorResponse(params.status()));
   if (absl::Status st = CheckModel(params->common.model, limits_); !st.ok()) {
     return writer->Send(ErrorResponse(st));
@@ -23,6 +24,9 @@ void OpenAiGateway::RunChat(const std::string& body, const std::string& request_
   absl::StatusOr<std::string> text = chat_prompt_.Render(
       params->messages, params->add_generation_prompt, params->template_variables);
   if (!text.ok()) return writer->Send(ErrorResponse(text.status()));
+  if (absl::Status st = CheckPromptBytes("messages", text->size()); !st.ok()) {
+    return writer->Send(ErrorResponse(st));
+  }
   std::vector<int32_t> prompt = chat_prompt_.Tokenize(*text);
   if (prompt.empty()) {
     return writer->Send(
@@ -36,7 +40,7 @@ void OpenAiGateway::RunChat(const std::string& body, const std::string& request_
   }
 
   GenerationRequest request = std::move(common.generation);
-  request.request_id = NewRequestId("chatcmpl-", request_id_header);
+  request.request_id = *std::move(request_id);
   std::optional<int> top_logprobs;
   if (params->logprobs) top_logprobs = params->top_logprobs;
   request.top_logprobs = params->logprobs ? std::max(params->top_logprobs, 1) : 0;
@@ -47,7 +51,7 @@ void OpenAiGateway::RunChat(const std::string& body, const std::string& request_
       ResponseMeta{.id = request.request_id, .created = NowSeconds(), .model = limits_.served_name},
       engine_.tokenizer(), top_logprobs, context_token, common.include_usage,
       common.continuous_usage_stats);
-  Serve(std::move(request), builder, common.stream, *writer);
+  Serve(std::move(request), call, builder, common.stream, *writer);
 }
 
 }  // namespace lychee::openai

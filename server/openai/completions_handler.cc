@@ -15,9 +15,10 @@
 
 namespace lychee::openai {
 
-void OpenAiGateway::RunCompletion(const std::string& body, const std::string& request_id_header,
-                                  http::ResponseWriterPtr writer) {
-  absl::StatusOr<CompletionParams> params = ParseCompletionRequest(body, limits_);
+void OpenAiGateway::RunCompletion(const Call& call, http::ResponseWriterPtr writer) {
+  absl::StatusOr<std::string> request_id = NewRequestId("cmpl-", call.request_id_header);
+  if (!request_id.ok()) return writer->Send(ErrorResponse(request_id.status()));
+  absl::StatusOr<CompletionParams> params = ParseCompletionRequest(call.body, limits_);
   if (!params.ok()) return writer->Send(ErrorResponse(params.status()));
   if (absl::Status st = CheckModel(params->common.model, limits_); !st.ok()) {
     return writer->Send(ErrorResponse(st));
@@ -26,6 +27,10 @@ void OpenAiGateway::RunCompletion(const std::string& body, const std::string& re
   std::vector<int32_t> prompt;
   std::string prompt_text;
   if (const auto* text = std::get_if<std::string>(&params->prompt)) {
+    // Refused by size before the (linear but slow) tokenizer sees it.
+    if (absl::Status st = CheckPromptBytes("prompt", text->size()); !st.ok()) {
+      return writer->Send(ErrorResponse(st));
+    }
     prompt = tokenizer.Encode(*text, /*add_special_tokens=*/true);
     if (prompt.empty()) {
       return writer->Send(ErrorResponse(InvalidParam("prompt", "prompt encodes to no tokens")));
@@ -43,7 +48,7 @@ void OpenAiGateway::RunCompletion(const std::string& body, const std::string& re
   }
 
   GenerationRequest request = std::move(common.generation);
-  request.request_id = NewRequestId("cmpl-", request_id_header);
+  request.request_id = *std::move(request_id);
   // logprobs=0 still reports the chosen token's logprob: the engine needs k >= 1 for that.
   request.top_logprobs = params->logprobs.has_value() ? std::max(*params->logprobs, 1) : 0;
   const std::optional<int32_t> context_token = prompt.back();
@@ -53,7 +58,7 @@ void OpenAiGateway::RunCompletion(const std::string& body, const std::string& re
       ResponseMeta{.id = request.request_id, .created = NowSeconds(), .model = limits_.served_name},
       tokenizer, params->logprobs, context_token, params->echo ? std::move(prompt_text) : "",
       common.include_usage, common.continuous_usage_stats);
-  Serve(std::move(request), builder, common.stream, *writer);
+  Serve(std::move(request), call, builder, common.stream, *writer);
 }
 
 }  // namespace lychee::openai

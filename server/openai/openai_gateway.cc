@@ -6,8 +6,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
-#include <random>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -81,16 +81,23 @@ void OpenAiGateway::AddRoutes(http::Router& router) {
   // The body and the one header the workers need are copied: the request dies with the handler.
   router.Add("POST", "/v1/completions",
              [this](const http::HttpRequest& request, http::ResponseWriterPtr writer) {
-               Dispatch(writer, [this, body = request.body,
-                                 id = std::string(request.Header("X-Request-Id")),
-                                 writer] { RunCompletion(body, id, writer); });
+               Dispatch(writer,
+                        [this, call = MakeCall(request), writer] { RunCompletion(call, writer); });
              });
   router.Add("POST", "/v1/chat/completions",
              [this](const http::HttpRequest& request, http::ResponseWriterPtr writer) {
-               Dispatch(writer, [this, body = request.body,
-                                 id = std::string(request.Header("X-Request-Id")),
-                                 writer] { RunChat(body, id, writer); });
+               Dispatch(writer,
+                        [this, call = MakeCall(request), writer] { RunChat(call, writer); });
              });
+}
+
+OpenAiGateway::Call OpenAiGateway::MakeCall(const http::HttpRequest& request) const {
+  Call call;
+  call.body = request.body;
+  call.request_id_header = std::string(request.Header("X-Request-Id"));
+  call.principal = options_.principal_of ? options_.principal_of(request)
+                                         : fmt::format("http:{}", request.remote_address);
+  return call;
 }
 
 int64_t OpenAiGateway::num_live_requests() const {
@@ -178,10 +185,31 @@ absl::Status OpenAiGateway::CheckNotDraining() const {
   return absl::OkStatus();
 }
 
-std::string OpenAiGateway::NewRequestId(std::string_view prefix, const std::string& header) const {
-  if (IsValidRequestId(header)) return fmt::format("{}{}", prefix, header);
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return fmt::format("{}{:016x}{:016x}", prefix, rng(), rng());
+absl::StatusOr<std::string> OpenAiGateway::NewRequestId(std::string_view prefix,
+                                                        const std::string& header) const {
+  if (header.empty()) return security::RandomRequestId(prefix);
+  if (!IsValidRequestId(header)) {
+    return WithParam(
+        absl::InvalidArgumentError(fmt::format(
+            "X-Request-Id must be 1 to {} printable ASCII characters without blanks ({} bytes "
+            "given)",
+            kMaxRequestIdLength, header.size())),
+        "X-Request-Id");
+  }
+  return fmt::format("{}{}", prefix, header);
+}
+
+absl::Status OpenAiGateway::CheckPromptBytes(std::string_view param, size_t text_bytes) const {
+  if (options_.max_prompt_bytes <= 0 ||
+      static_cast<int64_t>(text_bytes) <= options_.max_prompt_bytes) {
+    return absl::OkStatus();
+  }
+  return WithCode(InvalidParam(param, fmt::format("{} is {} bytes of text, more than this server's "
+                                                  "max_prompt_bytes={} (checked before "
+                                                  "tokenizing; the context is {} tokens)",
+                                                  param, text_bytes, options_.max_prompt_bytes,
+                                                  limits_.max_model_len)),
+                  "context_length_exceeded");
 }
 
 int64_t OpenAiGateway::NowSeconds() const {
@@ -190,9 +218,11 @@ int64_t OpenAiGateway::NowSeconds() const {
       .count();
 }
 
-void OpenAiGateway::Serve(GenerationRequest request, ResponseBuilder& builder, bool stream,
-                          http::ResponseWriter& writer) {
+void OpenAiGateway::Serve(GenerationRequest request, const Call& call, ResponseBuilder& builder,
+                          bool stream, http::ResponseWriter& writer) {
   if (absl::Status st = CheckNotDraining(); !st.ok()) return writer.Send(ErrorResponse(st));
+  request.priority = std::max(request.priority, options_.min_priority);
+  const std::string request_id = request.request_id;
   absl::StatusOr<TokenStreamPtr> submitted = engine_.Submit(std::move(request));
   if (!submitted.ok()) {
     absl::Status st = submitted.status();
@@ -204,6 +234,8 @@ void OpenAiGateway::Serve(GenerationRequest request, ResponseBuilder& builder, b
     return writer.Send(ErrorResponse(st));
   }
   const TokenStreamPtr token_stream = *std::move(submitted);
+  security::RequestOwners::Claim claim;
+  if (options_.owners != nullptr) claim = options_.owners->Register(request_id, call.principal);
   EngineClient* engine = &engine_;
   auto abort = [token_stream, engine] {
     if (token_stream->finished()) return;
@@ -215,8 +247,9 @@ void OpenAiGateway::Serve(GenerationRequest request, ResponseBuilder& builder, b
 
   PumpEnd end = PumpEnd::kFinished;
   if (stream) {
-    writer.StartStream(200, "text/event-stream",
-                       {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}});
+    writer.StartStream(
+        200, "text/event-stream",
+        {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}, {"X-Request-Id", request_id}});
     std::string head;
     for (const Json& chunk : builder.Begin()) head += SseData(chunk);
     writer.Write(std::move(head));
@@ -224,8 +257,10 @@ void OpenAiGateway::Serve(GenerationRequest request, ResponseBuilder& builder, b
   } else {
     end = CollectAll(*token_stream, builder, writer, pump_options_);
     if (end == PumpEnd::kFinished) {
-      writer.Send(builder.error().ok() ? JsonResponse(builder.Complete())
-                                       : ErrorResponse(builder.error()));
+      http::HttpResponse response =
+          builder.error().ok() ? JsonResponse(builder.Complete()) : ErrorResponse(builder.error());
+      response.headers.emplace_back("X-Request-Id", request_id);
+      writer.Send(std::move(response));
     }
   }
   if (end != PumpEnd::kFinished) abort();

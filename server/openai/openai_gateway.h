@@ -27,6 +27,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -37,6 +38,7 @@
 #include "server/openai/chat_prompt.h"
 #include "server/openai/openai_request.h"
 #include "server/openai/sse_stream.h"
+#include "server/security/request_owners.h"
 
 namespace lychee::openai {
 
@@ -47,6 +49,16 @@ struct GatewayOptions {
   size_t max_pending_bytes = size_t{1} << 20;       // per-stream backpressure threshold
   std::function<bool()> is_draining = {};           // unset: never draining
   PolicySpec default_policy = {};                   // what a request's unset `policy` fields become
+  // Who started a request (security/request_owners.h): e.g. the API key's principal, or
+  // "http:<peer>" without keys. Unset: "http:<peer>".
+  std::function<std::string(const http::HttpRequest&)> principal_of = {};
+  // Where requests are registered under their principal (for gRPC Abort). Null: nowhere.
+  security::RequestOwners* owners = nullptr;
+  // Client priorities below this are clamped to it (lower runs sooner).
+  int32_t min_priority = std::numeric_limits<int32_t>::min();
+  // Prompt text (completions prompt, rendered chat) above this many bytes is refused before
+  // tokenizing. 0: no limit.
+  int64_t max_prompt_bytes = 0;
 };
 
 class OpenAiGateway {
@@ -70,17 +82,28 @@ class OpenAiGateway {
   // Runs `work` on a new worker thread, or answers 429/503 itself.
   void Dispatch(http::ResponseWriterPtr writer, std::function<void()> work);
 
-  // Worker bodies (completions_handler.cc, chat_handler.cc).
-  void RunCompletion(const std::string& body, const std::string& request_id_header,
-                     http::ResponseWriterPtr writer);
-  void RunChat(const std::string& body, const std::string& request_id_header,
-               http::ResponseWriterPtr writer);
+  // What a worker needs of the HTTP request (which dies with the handler).
+  struct Call {
+    std::string body;
+    std::string request_id_header;  // X-Request-Id as sent ("" when absent)
+    std::string principal;          // who started it (GatewayOptions::principal_of)
+  };
+  Call MakeCall(const http::HttpRequest& request) const;
 
-  // Shared by both: checks draining, submits, then streams or answers.
-  void Serve(GenerationRequest request, ResponseBuilder& builder, bool stream,
+  // Worker bodies (completions_handler.cc, chat_handler.cc).
+  void RunCompletion(const Call& call, http::ResponseWriterPtr writer);
+  void RunChat(const Call& call, http::ResponseWriterPtr writer);
+
+  // Shared by both: checks draining, clamps the priority, submits, registers the request under
+  // its principal, then streams or answers.
+  void Serve(GenerationRequest request, const Call& call, ResponseBuilder& builder, bool stream,
              http::ResponseWriter& writer);
-  // "cmpl-…" from X-Request-Id when valid, else random.
-  std::string NewRequestId(std::string_view prefix, const std::string& header) const;
+  // "cmpl-<X-Request-Id>" when the header is set (InvalidArgument when it is not a valid id:
+  // printable ASCII without blanks, at most 256 bytes), else "cmpl-" and 32 random hex digits.
+  absl::StatusOr<std::string> NewRequestId(std::string_view prefix,
+                                           const std::string& header) const;
+  // InvalidArgument naming `param` and max_prompt_bytes when `text` is longer than that.
+  absl::Status CheckPromptBytes(std::string_view param, size_t text_bytes) const;
   int64_t NowSeconds() const;
   absl::Status CheckNotDraining() const;
 

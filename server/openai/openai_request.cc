@@ -54,8 +54,14 @@ absl::StatusOr<Json> ParseBody(std::string_view body) {
   Json json;
   try {
     json = Json::parse(body);
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(fmt::format("request body is not valid JSON: {}", e.what()));
+  } catch (const Json::parse_error& e) {
+    // In our words, without the library's exception names.
+    return absl::InvalidArgumentError(
+        body.empty()
+            ? std::string("request body is empty; send a JSON object")
+            : fmt::format("request body is not valid JSON (syntax error near byte {})", e.byte));
+  } catch (const Json::exception&) {
+    return absl::InvalidArgumentError("request body is not valid JSON");
   }
   if (!json.is_object()) {
     return absl::InvalidArgumentError(
@@ -304,6 +310,7 @@ absl::Status ParseCommon(const FieldReader& f, const ModelLimits& limits, bool c
     return InvalidParam(max_name, fmt::format("{} is {}, must be >= 1", max_name, *max_tokens));
   }
   out.max_tokens = max_tokens;
+  out.max_tokens_param = std::string(max_name);
 
   GenerationRequest& r = out.generation;
   LY_RETURN_IF_ERROR(ParseSampling(f, limits.defaults, r.sampling));
@@ -357,6 +364,10 @@ absl::Status ParsePrompt(const FieldReader& f, const ModelLimits& limits, Comple
   const Json* prompt = f.Get("prompt");
   if (prompt == nullptr) return InvalidParam("prompt", "prompt is missing");
   if (prompt->is_string()) {
+    // Refused as gRPC refuses an empty `text` (the tokenizer's BOS alone is no prompt).
+    if (prompt->get_ref<const std::string&>().empty()) {
+      return InvalidParam("prompt", "prompt is empty");
+    }
     out.prompt = prompt->get<std::string>();
     return absl::OkStatus();
   }
@@ -377,6 +388,9 @@ absl::Status ParsePrompt(const FieldReader& f, const ModelLimits& limits, Comple
                                       prompt->size()));
     }
     if (first.is_string()) {
+      if (first.get_ref<const std::string&>().empty()) {
+        return InvalidParam("prompt", "prompt is empty");
+      }
       out.prompt = first.get<std::string>();
       return absl::OkStatus();
     }
@@ -628,11 +642,12 @@ absl::Status FitToContext(int64_t prompt_len, std::string_view prompt_param, boo
     max_tokens = *params.max_tokens;
     if (prompt_len + max_tokens > max_len) {
       return InvalidParam(
-          "max_tokens",
+          params.max_tokens_param,
           fmt::format("This model's maximum context length is {} tokens. However, you requested "
                       "{} tokens ({} in the input, {} in the completion). Please reduce the "
-                      "length of the input or completion.",
-                      max_len, prompt_len + max_tokens, prompt_len, max_tokens));
+                      "length of the input or {}.",
+                      max_len, prompt_len + max_tokens, prompt_len, max_tokens,
+                      params.max_tokens_param));
     }
   } else {
     max_tokens = chat ? room : std::min(room, kDefaultCompletionMaxTokens);

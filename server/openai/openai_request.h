@@ -65,9 +65,10 @@ struct ModelLimits {
 
 // Fields both endpoints share.
 struct CommonParams {
-  std::string model;                  // as sent ("" when absent: the served model)
-  GenerationRequest generation;       // prompt and max_tokens are filled later
-  std::optional<int64_t> max_tokens;  // as sent (chat: max_completion_tokens wins)
+  std::string model;                            // as sent ("" when absent: the served model)
+  GenerationRequest generation;                 // prompt and max_tokens are filled later
+  std::optional<int64_t> max_tokens;            // as sent (chat: max_completion_tokens wins)
+  std::string max_tokens_param = "max_tokens";  // the field max_tokens came from (for errors)
   bool stream = false;
   bool include_usage = false;           // stream_options.include_usage
   bool continuous_usage_stats = false;  // stream_options.continuous_usage_stats (vLLM)

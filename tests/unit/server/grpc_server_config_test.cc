@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <utility>
@@ -48,6 +49,16 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
   EXPECT_EQ(from_file.shutdown_grace_seconds, defaults.shutdown_grace_seconds);
   EXPECT_EQ(from_file.log_level, defaults.log_level);
   EXPECT_EQ(from_file.engine.head_roles_path, defaults.engine.head_roles_path);
+  EXPECT_EQ(from_file.api_keys, defaults.api_keys);
+  EXPECT_EQ(from_file.api_key_file, defaults.api_key_file);
+  EXPECT_EQ(from_file.metrics_require_auth, defaults.metrics_require_auth);
+  EXPECT_EQ(from_file.min_priority, defaults.min_priority);
+  EXPECT_EQ(from_file.max_prompt_bytes, defaults.max_prompt_bytes);
+  EXPECT_EQ(from_file.max_connections, defaults.max_connections);
+  EXPECT_EQ(from_file.access_log, defaults.access_log);
+  EXPECT_EQ(from_file.tls_cert, defaults.tls_cert);
+  EXPECT_EQ(from_file.tls_key, defaults.tls_key);
+  EXPECT_EQ(from_file.tls_client_ca, defaults.tls_client_ca);
   // default_policy: every knob, as PolicySpec's defaults.
   const PolicySpec& p = from_file.default_policy;
   const PolicySpec& d = defaults.default_policy;
@@ -96,7 +107,17 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
                           "gpu_memory_utilization:",
                           "enforce_eager:",
                           "head_roles:",
-                          "default_policy:"}) {
+                          "default_policy:",
+                          "api_keys:",
+                          "api_key_file:",
+                          "metrics_require_auth:",
+                          "min_priority:",
+                          "max_prompt_bytes:",
+                          "max_connections:",
+                          "access_log:",
+                          "tls_cert:",
+                          "tls_key:",
+                          "tls_client_ca:"}) {
     EXPECT_NE(text->find(std::string("\n") + key), std::string::npos) << key;
   }
 }
@@ -200,6 +221,59 @@ TEST(ServerConfigTest, FlagsOverrideTheFile) {
   EXPECT_EQ(parsed->config.engine.kv_cache_bytes, 1048576);
   EXPECT_EQ(parsed->config.log_level, "warn");
   std::remove(path.c_str());
+}
+
+TEST(ServerConfigTest, ApiKeysAddUpFromEverySource) {
+  const std::string path = ::testing::TempDir() + "/lychee_api_keys_test.txt";
+  {
+    std::ofstream out(path);
+    out << "# rotation: old key first\n  file-key-1  \n\nfile-key-2\n";
+  }
+  const std::string yaml_path = ::testing::TempDir() + "/lychee_api_keys_test.yaml";
+  {
+    std::ofstream out(yaml_path);
+    out << "api_keys: [yaml-key]\n";
+  }
+  setenv("LYCHEE_API_KEY", "env-key", 1);
+  auto parsed =
+      Parse({"--config", yaml_path, "--api-key", "flag-key-1", "--api-key", "flag-key-2",
+             "--api-key-file", path, "--metrics-require-auth", "true", "--min-priority", "-5",
+             "--max-prompt-bytes", "1000", "--max-connections", "8", "--access-log", "true"});
+  unsetenv("LYCHEE_API_KEY");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const ServerConfig& c = parsed->config;
+  EXPECT_EQ(c.api_keys, (std::vector<std::string>{"yaml-key", "flag-key-1", "flag-key-2", "env-key",
+                                                  "file-key-1", "file-key-2"}));
+  EXPECT_TRUE(c.metrics_require_auth);
+  EXPECT_EQ(c.min_priority, -5);
+  EXPECT_EQ(c.max_prompt_bytes, 1000);
+  EXPECT_EQ(c.max_connections, 8);
+  EXPECT_TRUE(c.access_log);
+  EXPECT_EQ(EffectiveMaxPromptBytes(c, 512), 1000);
+  ServerConfig defaults;
+  EXPECT_EQ(EffectiveMaxPromptBytes(defaults, 131072), 32 * 131072);
+  EXPECT_EQ(EffectiveMaxPromptBytes(defaults, 512), 64 * 1024);
+
+  // A key with a blank, an empty key file, a missing one: refused at startup, naming the file.
+  {
+    std::ofstream out(path);
+    out << "two words\n";
+  }
+  auto bad = Parse({"--api-key-file", path});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("line 1"), absl::string_view::npos) << bad.status();
+  {
+    std::ofstream out(path);
+    out << "# nothing\n";
+  }
+  EXPECT_FALSE(Parse({"--api-key-file", path}).ok());
+  EXPECT_FALSE(Parse({"--api-key-file", "/nonexistent/keys"}).ok());
+  EXPECT_FALSE(Parse({"--api-key", "has space"}).ok());
+  EXPECT_FALSE(Parse({"--tls-cert", "/x.pem"}).ok());  // without --tls-key
+  EXPECT_FALSE(Parse({"--tls-client-ca", "/ca.pem"}).ok());
+  EXPECT_FALSE(Parse({"--max-connections", "0"}).ok());
+  std::remove(path.c_str());
+  std::remove(yaml_path.c_str());
 }
 
 TEST(ServerConfigTest, InvalidValuesAreRejected) {

@@ -137,9 +137,11 @@ TEST_F(GrpcServiceTest, TokenIdsInputAndDefaults) {
   EXPECT_FALSE(submitted[0].sampling.has_seed);
   EXPECT_TRUE(submitted[0].skip_special_tokens);
   EXPECT_EQ(submitted[0].policy.name, "dense");
-  // The engine assigned an id, and every response carries it.
+  // The server assigned a random id (not a guessable sequence), and every response carries it.
   ASSERT_FALSE(r.responses.empty());
-  EXPECT_EQ(r.responses[0].request_id(), "fake-0");
+  EXPECT_EQ(r.responses[0].request_id(), submitted[0].request_id);
+  EXPECT_EQ(r.responses[0].request_id().rfind("req-", 0), 0u);
+  EXPECT_EQ(r.responses[0].request_id().size(), 4u + 32u);
 }
 
 struct BadCase {

@@ -157,7 +157,12 @@ TEST(OpenAiCompletionRequestTest, PromptForms) {
   EXPECT_EQ(std::get<std::string>(prompt_of(R"({"prompt": ["a b"]})")->prompt), "a b");
   EXPECT_EQ(std::get<std::vector<int32_t>>(prompt_of(R"({"prompt": [[5, 6]]})")->prompt),
             (std::vector<int32_t>{5, 6}));
-  EXPECT_EQ(std::get<std::string>(prompt_of(R"({"prompt": ""})")->prompt), "");
+  // An empty text prompt is refused, as gRPC refuses an empty `text` (issue 15).
+  for (const char* body : {R"({"prompt": ""})", R"({"prompt": [""]})"}) {
+    auto empty = prompt_of(body);
+    ASSERT_FALSE(empty.ok()) << body;
+    EXPECT_EQ(ParamOf(empty.status()), "prompt");
+  }
   // A negative seed keeps its bits; 16.0 is an integer.
   auto p = prompt_of(R"({"prompt": "x", "seed": -1, "max_tokens": 16.0})");
   ASSERT_TRUE(p.ok()) << p.status();
@@ -477,6 +482,27 @@ TEST(OpenAiRequestIdTest, HeaderIdsArePrintableAndBounded) {
   EXPECT_FALSE(IsValidRequestId("a b"));
   EXPECT_FALSE(IsValidRequestId("a\nb"));
   EXPECT_FALSE(IsValidRequestId(std::string(kMaxRequestIdLength + 1, 'a')));
+}
+
+// Errors in the API's own words (issue 15): no JSON library internals, and a context overflow
+// from max_completion_tokens names max_completion_tokens.
+TEST(OpenAiErrorWordingTest, ParseErrorsAndMaxCompletionTokens) {
+  for (const char* body : {"{x", "{\"prompt\": \"a\",}", "", "[1, 2"}) {
+    auto parsed = ParseCompletionRequest(body, kLimits);
+    ASSERT_FALSE(parsed.ok()) << body;
+    const std::string message(parsed.status().message());
+    EXPECT_EQ(message.find("json.exception"), std::string::npos) << message;
+    EXPECT_EQ(message.find("parse_error"), std::string::npos) << message;
+    EXPECT_NE(message.find("JSON"), std::string::npos) << message;
+  }
+  auto chat = ParseChatRequest(
+      R"({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 600})",
+      kLimits);
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  const absl::Status st = FitToContext(10, "messages", /*chat=*/true, kLimits, chat->common);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(ParamOf(st), "max_completion_tokens");
+  EXPECT_NE(st.message().find("max_completion_tokens"), absl::string_view::npos) << st;
 }
 
 }  // namespace
