@@ -455,7 +455,60 @@ class DeployTest(unittest.TestCase):
                     self.assertEqual(spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], 1)
                     # The strategic merge keeps the base's probes and mounts.
                     self.assertIn("readinessProbe", spec["containers"][0])
-                    self.assertEqual(len(spec["containers"][0]["volumeMounts"]), 3)
+                    self.assertEqual(len(spec["containers"][0]["volumeMounts"]), 4)
+
+
+    def test_api_keys_come_from_a_secret(self):
+        dep = deployment()
+        c = server_container(dep)
+        key_file = c["args"][c["args"].index("--api-key-file") + 1]
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        (vol,) = [n for n, v in volumes.items()
+                  if v.get("secret", {}).get("secretName") == "lychee-api-keys"]
+        self.assertTrue(key_file.startswith(mounts[vol] + "/"), key_file)
+        # No key is written into the ConfigMap.
+        self.assertFalse(self.config.get("api_keys"))
+
+    def test_tls_component(self):
+        text = (K8S / "components" / "tls" / "kustomization.yaml").read_text()
+        doc = yaml.safe_load(text)
+        self.assertEqual(doc["kind"], "Component")
+        (patch,) = doc["patches"]
+        ops = yaml.safe_load(patch["patch"])
+        help_text = subprocess.run([str(SERVER), "--help"], capture_output=True, text=True,
+                                   check=True).stdout
+        flags = set(re.findall(r"(--[a-z][a-z-]+)", help_text))
+        args = [op["value"] for op in ops if op["path"].endswith("/args/-")]
+        self.assertEqual(args[0::2], ["--tls-cert", "--tls-key"])
+        for flag in args[0::2] + ["--tls-client-ca"]:
+            self.assertIn(flag, flags)
+        self.assertIn("--tls-client-ca", text)
+        schemes = [op["path"] for op in ops if op["path"].endswith("/httpGet/scheme")]
+        self.assertEqual(len(schemes), 3)
+        secrets = [op["value"]["secret"]["secretName"] for op in ops
+                   if op["path"].endswith("/volumes/-")]
+        self.assertEqual(secrets, ["lychee-tls"])
+        kubectl = shutil.which("kubectl")
+        if not kubectl:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            overlay = pathlib.Path(tmp)
+            (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+                "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S / "overlays" / "cpu", overlay)],
+                "components": [os.path.relpath(K8S / "components" / "tls", overlay)]}))
+            r = subprocess.run([kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone",
+                                str(overlay)], capture_output=True, text=True)
+            if r.returncode != 0 and "unknown command" in r.stderr:
+                return
+            self.assertEqual(r.returncode, 0, r.stderr)
+            (dep,) = [d for d in yaml.safe_load_all(r.stdout) if d and d["kind"] == "Deployment"]
+            c = dep["spec"]["template"]["spec"]["containers"][0]
+            self.assertEqual(c["args"][-4:], ["--tls-cert", "/etc/lychee-tls/tls.crt", "--tls-key",
+                                              "/etc/lychee-tls/tls.key"])
+            self.assertEqual(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS")
+            self.assertIn("/etc/lychee-tls", [m["mountPath"] for m in c["volumeMounts"]])
 
 
 if __name__ == "__main__":
