@@ -7,7 +7,8 @@ Run by CTest (grpc_python_client_test) with /usr/bin/python3 from the source roo
 
 Starts its own lychee-server (LYCHEE_BIN_DIR, default build/bin) on 127.0.0.1 port 0 with the
 embedded stories260K model and always kills it. Covers streaming, concurrency, abort (RPC and
-cancellation), deadlines, malformed input and grpc.health.v1.
+cancellation), deadlines, malformed input and grpc.health.v1; and with real credentials (TLS
+channel credentials and the API key as call credentials) against a second server.
 """
 import concurrent.futures
 import glob
@@ -263,6 +264,83 @@ class GrpcPythonClientTest(unittest.TestCase):
             if r.WhichOneof("response") == "complete":
                 dense = r.complete
         self.assertFalse(dense.HasField("policy_report"))
+
+
+def _make_pki(directory):
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost (openssl CLI)."""
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    run("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=lychee-test-ca")
+    run("req", *key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    with open(os.path.join(directory, "san.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+    return {name: os.path.join(directory, name) for name in ("ca.pem", "server.pem", "server.key")}
+
+
+class GrpcPythonCredentialsTest(unittest.TestCase):
+    """grpcio with real credentials: TLS channel credentials plus the API key as a bearer token
+    (access_token_call_credentials sends `authorization: Bearer <key>`)."""
+
+    KEY = "sk-python-test"
+
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.pki = _make_pki(cls.tmp.name)
+        cls.server = _Server(["--api-key", cls.KEY, "--tls-cert", cls.pki["server.pem"],
+                              "--tls-key", cls.pki["server.key"]])
+        cls.address = f"127.0.0.1:{cls.server.port}"
+        with open(cls.pki["ca.pem"], "rb") as f:
+            cls.tls = grpc.ssl_channel_credentials(root_certificates=f.read())
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.kill()
+        cls.tmp.cleanup()
+
+    def channel(self, key=None):
+        creds = self.tls
+        if key is not None:
+            creds = grpc.composite_channel_credentials(
+                self.tls, grpc.access_token_call_credentials(key))
+        return grpc.secure_channel(self.address, creds,
+                                   options=[("grpc.ssl_target_name_override", "localhost")])
+
+    def test_key_over_tls(self):
+        with self.channel(self.KEY) as channel:
+            stub = generate_pb2_grpc.LycheeServiceStub(channel)
+            out = collect(stub.Generate(greedy("Once upon a time", 4), timeout=30))
+            self.assertEqual(out["completion_tokens"], 4)
+            self.assertEqual(out["finish_reason"], "length")
+
+    def test_missing_or_wrong_key_is_unauthenticated(self):
+        for key in (None, "sk-wrong"):
+            with self.subTest(key=key), self.channel(key) as channel:
+                stub = generate_pb2_grpc.LycheeServiceStub(channel)
+                with self.assertRaises(grpc.RpcError) as caught:
+                    stub.GetLoads(generate_pb2.GetLoadsRequest(), timeout=10)
+                self.assertEqual(caught.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+                # grpc.health.v1 stays open for probes.
+                check = channel.unary_unary(
+                    "/grpc.health.v1.Health/Check",
+                    request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                    response_deserializer=health_pb2.HealthCheckResponse.FromString)
+                self.assertEqual(check(health_pb2.HealthCheckRequest(), timeout=10).status,
+                                 health_pb2.HealthCheckResponse.SERVING)
+
+    def test_plaintext_channel_is_refused(self):
+        with grpc.insecure_channel(self.address) as channel:
+            stub = generate_pb2_grpc.LycheeServiceStub(channel)
+            with self.assertRaises(grpc.RpcError) as caught:
+                stub.GetLoads(generate_pb2.GetLoadsRequest(), timeout=5)
+            self.assertEqual(caught.exception.code(), grpc.StatusCode.UNAVAILABLE)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 // The official OpenAI node client (npm `openai`, pinned by scripts/fetch-openai-node.sh into
 // third_party/npm-openai) against the real lychee-server's OpenAI-compatible HTTP API with the
 // embedded stories260K model: models, completions and chat completions (non-streaming and
-// streaming, usage), the client's typed errors (status, param, code), and an aborted stream that
-// the server aborts in its engine. Run by CTest as `node --test` (LYCHEE_BIN_DIR names build/bin).
+// streaming, usage), the client's typed errors (status, param, code), an aborted stream that
+// the server aborts in its engine, and the API key (the server runs with --api-key). Run by CTest as `node --test` (LYCHEE_BIN_DIR names build/bin).
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -23,13 +23,15 @@ let server;
 let baseURL;
 let client;
 let serverOutput = '';
+// The server requires this key (--api-key); the client sends it as `Authorization: Bearer`.
+const apiKey = 'sk-node-test-key';
 
 // Starts lychee-server on free ports and resolves with its HTTP port once it logs it.
 function startServer() {
   return new Promise((resolve, reject) => {
     server = spawn(path.join(binDir, 'lychee-server'),
                    ['--model', 'models/stories260K', '--host', '127.0.0.1', '--grpc-port', '0',
-                    '--http-port', '0'],
+                    '--http-port', '0', '--api-key', apiKey],
                    { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${serverOutput}`)),
                              60000);
@@ -62,11 +64,25 @@ async function abortCount() {
 before(async () => {
   const port = await startServer();
   baseURL = `http://127.0.0.1:${port}/v1`;
-  client = new OpenAI({ apiKey: 'unused', baseURL, maxRetries: 0, timeout: 60000 });
+  client = new OpenAI({ apiKey, baseURL, maxRetries: 0, timeout: 60000 });
 });
 
 after(() => {
   if (server && server.exitCode === null) server.kill('SIGKILL');
+});
+
+test('a wrong API key is the client\'s AuthenticationError (401, invalid_api_key)', async () => {
+  const wrong = new OpenAI({ apiKey: 'sk-wrong', baseURL, maxRetries: 0, timeout: 60000 });
+  await assert.rejects(wrong.completions.create({ prompt: 'Once', max_tokens: 2 }), (err) => {
+    assert.ok(err instanceof OpenAI.AuthenticationError, String(err));
+    assert.equal(err.status, 401);
+    assert.equal(err.code, 'invalid_api_key');
+    return true;
+  });
+  // Probes and /metrics stay open without a key.
+  const root = baseURL.replace(/\/v1$/, '');
+  assert.equal((await fetch(`${root}/health`)).status, 200);
+  assert.equal((await fetch(`${root}/metrics`)).status, 200);
 });
 
 test('models.list names the served model', async () => {
