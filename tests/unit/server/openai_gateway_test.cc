@@ -146,6 +146,9 @@ TEST_F(OpenAiGatewayTest, EngineRefusalsMapToHttpStatuses) {
       const json body = json::parse(r->body);
       EXPECT_EQ(body["error"]["type"], c.type);
       EXPECT_EQ(body["error"]["message"], std::string(c.status.message()));
+      // Overload and draining are temporary: the client is told when to retry.
+      const bool temporary = c.http_status == 429 || c.http_status == 503;
+      EXPECT_EQ(r->Header("retry-after"), temporary ? "1" : "") << c.http_status;
     }
   }
   engine_->FailNextSubmit(absl::InvalidArgumentError("policy.name: unknown sparsity policy"));
@@ -197,6 +200,7 @@ TEST_F(OpenAiGatewayTest, InFlightCapAnswers429) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, 429) << r->body;
   EXPECT_NE(r->body.find("too many requests in flight"), std::string::npos);
+  EXPECT_EQ(r->Header("retry-after"), "1");
   close(fd);
   EXPECT_TRUE(WaitFor([&] { return gateway_->num_live_requests() == 0; }));
 }
@@ -214,6 +218,33 @@ TEST_F(OpenAiGatewayTest, ResponseIdIsTheEngineRequestId) {
   EXPECT_EQ(submitted[0].request_id, generated);
   EXPECT_EQ(submitted[0].max_tokens, 2);
   EXPECT_EQ(submitted[0].prompt.front(), 1);  // BOS, as the tokenizer adds it to plain text
+}
+
+// Issue 15: client priorities are clamped to min_priority, and requests are registered under
+// their principal (for gRPC Abort) while they run.
+TEST_F(OpenAiGatewayTest, PriorityIsClampedAndRequestsAreOwned) {
+  security::RequestOwners owners;
+  Start(absl::Milliseconds(1),
+        {.principal_of = [](const http::HttpRequest&) { return std::string("key#7"); },
+         .owners = &owners,
+         .min_priority = 0});
+  for (int priority : {-1000, 5}) {
+    auto r =
+        Post("/v1/completions", {{"prompt", "Once"}, {"max_tokens", 2}, {"priority", priority}});
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->status, 200) << r->body;
+  }
+  const std::vector<GenerationRequest> submitted = engine_->fake().submitted();
+  ASSERT_EQ(submitted.size(), 2u);
+  EXPECT_EQ(submitted[0].priority, 0);                       // raised to min_priority
+  EXPECT_EQ(submitted[1].priority, 5);                       // yielding is allowed
+  EXPECT_TRUE(WaitFor([&] { return owners.size() == 0; }));  // released as the requests end
+
+  const int fd = OpenStream({{"prompt", "Once"}, {"max_tokens", 200}, {"stream", true}}, "mine");
+  EXPECT_TRUE(owners.IsOwner("cmpl-mine", "key#7"));
+  EXPECT_FALSE(owners.IsOwner("cmpl-mine", "key#8"));
+  close(fd);
+  EXPECT_TRUE(WaitFor([&] { return owners.size() == 0; }));
 }
 
 TEST_F(OpenAiGatewayTest, DestructorEndsLiveStreams) {
