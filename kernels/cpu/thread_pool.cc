@@ -39,14 +39,15 @@ thread_local bool t_in_task = false;
 
 class Pool {
  public:
-  void Run(int64_t num_tasks, int threads, const std::function<void(int64_t, int)>& fn) {
+  void Run(int64_t num_tasks, int threads, ParallelTaskFn fn, void* ctx) {
     std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
     if (!busy.owns_lock()) {
-      Serial(num_tasks, fn);
+      for (int64_t i = 0; i < num_tasks; ++i) fn(ctx, i, 0);
       return;
     }
     Grow(threads - 1);
-    fn_ = &fn;
+    fn_ = fn;
+    ctx_ = ctx;
     num_tasks_ = num_tasks;
     next_.store(0, std::memory_order_relaxed);
     active_ = threads - 1;
@@ -64,20 +65,17 @@ class Pool {
       done_.wait(lock, [&] { return pending_.load(std::memory_order_acquire) == 0; });
     }
     fn_ = nullptr;
+    ctx_ = nullptr;
   }
 
  private:
-  static void Serial(int64_t num_tasks, const std::function<void(int64_t, int)>& fn) {
-    for (int64_t i = 0; i < num_tasks; ++i) fn(i, 0);
-  }
-
   // Takes tasks until none is left; `thread` 0 is the caller.
   void Work(int thread) {
     t_in_task = true;
     for (;;) {
       const int64_t task = next_.fetch_add(1, std::memory_order_relaxed);
       if (task >= num_tasks_) break;
-      (*fn_)(task, thread);
+      fn_(ctx_, task, thread);
     }
     t_in_task = false;
   }
@@ -115,7 +113,8 @@ class Pool {
   std::atomic<int64_t> next_{0};
   std::atomic<int> pending_{0};
   // Written by the caller before the generation changes (release), read by workers after.
-  const std::function<void(int64_t, int)>* fn_ = nullptr;
+  ParallelTaskFn fn_ = nullptr;
+  void* ctx_ = nullptr;
   int64_t num_tasks_ = 0;
   int active_ = 0;
   std::vector<std::thread> threads_;  // detached; only the count matters
@@ -128,14 +127,13 @@ Pool& ThePool() {
 
 }  // namespace
 
-void ParallelFor(int64_t num_tasks, int num_threads,
-                 const std::function<void(int64_t task, int thread)>& fn) {
+void ParallelForRaw(int64_t num_tasks, int num_threads, ParallelTaskFn fn, void* ctx) {
   const int threads = static_cast<int>(std::min<int64_t>(num_threads, num_tasks));
   if (threads <= 1 || t_in_task) {
-    for (int64_t i = 0; i < num_tasks; ++i) fn(i, 0);
+    for (int64_t i = 0; i < num_tasks; ++i) fn(ctx, i, 0);
     return;
   }
-  ThePool().Run(num_tasks, threads, fn);
+  ThePool().Run(num_tasks, threads, fn, ctx);
 }
 
 }  // namespace lychee::cpu

@@ -13,14 +13,24 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
+#include <type_traits>
 
 namespace lychee::cpu {
 
+// The type-erased form: fn(ctx, task, thread). No allocation per call.
+using ParallelTaskFn = void (*)(void* ctx, int64_t task, int thread);
+void ParallelForRaw(int64_t num_tasks, int num_threads, ParallelTaskFn fn, void* ctx);
+
 // Runs fn(task, thread) for every task in [0, num_tasks) on min(num_threads, num_tasks) threads;
 // `thread` in [0, that count) identifies the thread (thread 0 is the caller), for per-thread
-// scratch. Returns when every task has finished.
-void ParallelFor(int64_t num_tasks, int num_threads,
-                 const std::function<void(int64_t task, int thread)>& fn);
+// scratch. Returns when every task has finished. `fn` is borrowed, never copied (no allocation).
+template <typename Fn>
+void ParallelFor(int64_t num_tasks, int num_threads, Fn&& fn) {
+  using F = std::remove_reference_t<Fn>;
+  ParallelForRaw(
+      num_tasks, num_threads,
+      [](void* ctx, int64_t task, int thread) { (*static_cast<F*>(ctx))(task, thread); },
+      const_cast<void*>(static_cast<const void*>(&fn)));
+}
 
 }  // namespace lychee::cpu
