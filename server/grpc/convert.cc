@@ -89,8 +89,16 @@ absl::Status FillSampling(const v1::SamplingParams& p, int64_t vocab_size, Gener
     return Invalid(fmt::format("sampling_params.min_tokens is {}, must be in [0, max_tokens={}]",
                                r.min_tokens, r.max_tokens));
   }
+  if (p.stop_size() > kMaxStopStrings) {
+    return Invalid(fmt::format("sampling_params.stop holds {} strings, at most {} allowed",
+                               p.stop_size(), kMaxStopStrings));
+  }
   for (int i = 0; i < p.stop_size(); ++i) {
     if (p.stop(i).empty()) return Invalid(fmt::format("sampling_params.stop[{}] is empty", i));
+    if (p.stop(i).size() > kMaxStopStringBytes) {
+      return Invalid(fmt::format("sampling_params.stop[{}] is {} bytes, at most {} allowed", i,
+                                 p.stop(i).size(), kMaxStopStringBytes));
+    }
   }
   r.stop.assign(p.stop().begin(), p.stop().end());
   if (auto st = CheckTokenIds("sampling_params.stop_token_ids", p.stop_token_ids(), vocab_size);

@@ -49,5 +49,8 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 inline constexpr size_t kMaxRequestIdLength = 256;
 // Most top logprobs per token a client may ask for (as vLLM's default max_logprobs).
 inline constexpr int kMaxTopLogprobs = 20;
+// Stop strings per request and bytes per stop string at most (as the OpenAI gateway).
+inline constexpr int kMaxStopStrings = 64;
+inline constexpr size_t kMaxStopStringBytes = 1024;
 
 }  // namespace lychee::grpc_server

@@ -160,7 +160,8 @@ grpc::ServerUnaryReactor* LycheeService::GetModelInfo(grpc::CallbackServerContex
   if (!Authenticate(*context).has_value()) return Unauthenticated(context, "GetModelInfo");
   const ModelInfo& info = engine_.model_info();
   response->set_model_id(info.model_id);
-  response->set_model_path(info.model_path);
+  // The folder name only: the server's filesystem layout is nobody's business (issue 15).
+  response->set_model_path(security::PublicModelName(info.model_path));
   response->set_model_type(info.model_type);
   response->set_vocab_size(info.vocab_size);
   response->set_max_context_length(info.max_model_len);

@@ -151,7 +151,7 @@ void OpenAiGateway::HandleModels(const http::HttpRequest&, http::ResponseWriterP
   model["object"] = "model";
   model["created"] = created_;
   model["owned_by"] = "lychee-serve";
-  model["root"] = info.model_path;
+  model["root"] = security::PublicModelName(info.model_path);  // the folder name, not its path
   model["parent"] = nullptr;
   model["max_model_len"] = info.max_model_len;
   Json body = Json::object();
@@ -172,7 +172,7 @@ void OpenAiGateway::HandleModel(const http::HttpRequest& request,
   model["object"] = "model";
   model["created"] = created_;
   model["owned_by"] = "lychee-serve";
-  model["root"] = info.model_path;
+  model["root"] = security::PublicModelName(info.model_path);  // the folder name, not its path
   model["parent"] = nullptr;
   model["max_model_len"] = info.max_model_len;
   writer->Send(JsonResponse(model));

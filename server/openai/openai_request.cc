@@ -82,12 +82,22 @@ absl::Status ParseStop(const FieldReader& f, GenerationRequest& r) {
   if (stop == nullptr) return absl::OkStatus();
   if (stop->is_string()) {
     if (stop->get_ref<const std::string&>().empty()) return InvalidParam("stop", "stop is empty");
+    if (stop->get_ref<const std::string&>().size() > kMaxStopStringBytes) {
+      return InvalidParam(
+          "stop", fmt::format("stop is {} bytes, at most {} allowed",
+                              stop->get_ref<const std::string&>().size(), kMaxStopStringBytes));
+    }
     r.stop.push_back(stop->get<std::string>());
     return absl::OkStatus();
   }
   if (!stop->is_array()) {
     return InvalidParam("stop", fmt::format("stop must be a string or a list of strings, got {}",
                                             JsonTypeName(*stop)));
+  }
+  // Every stop string is matched against the output tail after every token: bound the work.
+  if (stop->size() > kMaxStopStrings) {
+    return InvalidParam("stop", fmt::format("stop holds {} strings, at most {} allowed",
+                                            stop->size(), kMaxStopStrings));
   }
   for (size_t i = 0; i < stop->size(); ++i) {
     const Json& s = (*stop)[i];
@@ -97,6 +107,11 @@ absl::Status ParseStop(const FieldReader& f, GenerationRequest& r) {
     }
     if (s.get_ref<const std::string&>().empty()) {
       return InvalidParam("stop", fmt::format("stop[{}] is empty", i));
+    }
+    if (s.get_ref<const std::string&>().size() > kMaxStopStringBytes) {
+      return InvalidParam("stop",
+                          fmt::format("stop[{}] is {} bytes, at most {} allowed", i,
+                                      s.get_ref<const std::string&>().size(), kMaxStopStringBytes));
     }
     r.stop.push_back(s.get<std::string>());
   }

@@ -35,6 +35,9 @@ namespace lychee::openai {
 
 // Most top logprobs per token a client may ask for (the engine's and vLLM's limit).
 inline constexpr int kMaxTopLogprobs = 20;
+// Stop strings per request and bytes per stop string at most (both front ends).
+inline constexpr size_t kMaxStopStrings = 64;
+inline constexpr size_t kMaxStopStringBytes = 1024;
 // max_tokens of a completion that gives none (OpenAI's default).
 inline constexpr int64_t kDefaultCompletionMaxTokens = 16;
 

@@ -60,6 +60,12 @@ std::string RandomRequestId(std::string_view prefix) {
   return fmt::format("{}{:016x}{:016x}", prefix, bits[0], bits[1]);
 }
 
+std::string PublicModelName(std::string_view model_path) {
+  while (model_path.size() > 1 && model_path.back() == '/') model_path.remove_suffix(1);
+  const size_t slash = model_path.rfind('/');
+  return std::string(slash == std::string_view::npos ? model_path : model_path.substr(slash + 1));
+}
+
 std::string_view RejectReasonForHttp(int http_status) {
   switch (http_status) {
     case 400:

@@ -69,4 +69,8 @@ std::string RandomRequestId(std::string_view prefix);
 std::string_view RejectReasonForHttp(int http_status);
 std::string_view RejectReasonFor(absl::StatusCode code);
 
+// What clients learn of the model's location: the last path component ("/models/Qwen3-8B/" →
+// "Qwen3-8B"), never the server's directory layout.
+std::string PublicModelName(std::string_view model_path);
+
 }  // namespace lychee::security

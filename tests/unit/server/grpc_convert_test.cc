@@ -212,6 +212,27 @@ TEST_F(ConvertTest, TextAddsBosByDefault) {
   EXPECT_EQ(g->max_tokens, 16);
 }
 
+// Issue 15: bounded work per request, checked before any tokenizing or matching.
+TEST_F(ConvertTest, StopListsAndPromptBytesAreBounded) {
+  v1::GenerateRequest r;
+  r.set_text("Hello");
+  for (int i = 0; i <= kMaxStopStrings; ++i) r.mutable_sampling_params()->add_stop("s");
+  absl::StatusOr<GenerationRequest> g = Convert(r);
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("sampling_params.stop holds"), absl::string_view::npos);
+  r.mutable_sampling_params()->clear_stop();
+  r.mutable_sampling_params()->add_stop(std::string(kMaxStopStringBytes + 1, 'x'));
+  g = Convert(r);
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("sampling_params.stop[0]"), absl::string_view::npos);
+  r.mutable_sampling_params()->clear_stop();
+  r.set_text(std::string(2000, 'a'));
+  g = ToGenerationRequest(r, *tokenizer_, 512, 512, {}, /*max_prompt_bytes=*/1000);
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(g.status().message().find("max_prompt_bytes=1000"), absl::string_view::npos);
+}
+
 TEST_F(ConvertTest, TopKMinusOneIsOff) {
   v1::GenerateRequest r;
   r.set_text("Hello");

@@ -505,5 +505,20 @@ TEST(OpenAiErrorWordingTest, ParseErrorsAndMaxCompletionTokens) {
   EXPECT_NE(st.message().find("max_completion_tokens"), absl::string_view::npos) << st;
 }
 
+TEST(OpenAiStopLimitsTest, StopListsAreBounded) {
+  using json = nlohmann::json;
+  json many = json::array();
+  for (size_t i = 0; i <= kMaxStopStrings; ++i) many.push_back("s" + std::to_string(i));
+  for (const json& stop : {many, json(std::string(kMaxStopStringBytes + 1, 'x')),
+                           json::array({"ok", std::string(kMaxStopStringBytes + 1, 'x')})}) {
+    auto parsed = ParseCompletionRequest(json{{"prompt", "x"}, {"stop", stop}}.dump(), kLimits);
+    ASSERT_FALSE(parsed.ok());
+    EXPECT_EQ(ParamOf(parsed.status()), "stop");
+    EXPECT_NE(parsed.status().message().find("at most"), absl::string_view::npos);
+  }
+  many.erase(many.end() - 1);
+  EXPECT_TRUE(ParseCompletionRequest(json{{"prompt", "x"}, {"stop", many}}.dump(), kLimits).ok());
+}
+
 }  // namespace
 }  // namespace lychee::openai

@@ -73,6 +73,13 @@ TEST(RequestIdTest, RandomAndUnguessable) {
   EXPECT_EQ(id.size(), 4u + 32u);
 }
 
+TEST(PublicModelNameTest, FolderNameOnly) {
+  EXPECT_EQ(PublicModelName("/models/Qwen3-8B/"), "Qwen3-8B");
+  EXPECT_EQ(PublicModelName("models/stories260K"), "stories260K");
+  EXPECT_EQ(PublicModelName("stories260K"), "stories260K");
+  EXPECT_EQ(PublicModelName("synthetic:llama-3-8b"), "synthetic:llama-3-8b");
+}
+
 TEST(RejectReasonTest, OneVocabularyForBothFrontEnds) {
   EXPECT_EQ(RejectReasonForHttp(429), RejectReasonFor(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(RejectReasonForHttp(400), RejectReasonFor(absl::StatusCode::kInvalidArgument));
