@@ -20,9 +20,12 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -35,7 +38,29 @@ namespace {
 struct GlobalFlags {
   std::string address = "localhost:50051";
   double timeout_seconds = 0;  // 0: no deadline
+  std::string api_key;         // sent as `authorization: Bearer <key>`; default $LYCHEE_API_KEY
+  std::string tls_ca;          // PEM CA: talk TLS and trust this CA
+  std::string tls_cert;        // PEM client certificate and key (mutual TLS)
+  std::string tls_key;
 };
+
+std::string ReadPem(const std::string& path) {
+  if (path.empty()) return "";
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Insecure unless --tls-ca is given.
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const GlobalFlags& flags) {
+  if (flags.tls_ca.empty()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadPem(flags.tls_ca);
+  ssl.pem_cert_chain = ReadPem(flags.tls_cert);
+  ssl.pem_private_key = ReadPem(flags.tls_key);
+  return grpc::SslCredentials(ssl);
+}
 
 struct GenerateFlags {
   std::string prompt;
@@ -59,7 +84,9 @@ int Fail(const std::string& what, const grpc::Status& status) {
   return 1;
 }
 
+// The deadline and the API key of every call.
 void SetDeadline(grpc::ClientContext& context, const GlobalFlags& flags) {
+  if (!flags.api_key.empty()) context.AddMetadata("authorization", "Bearer " + flags.api_key);
   if (flags.timeout_seconds > 0) {
     context.set_deadline(
         std::chrono::system_clock::now() +
@@ -217,6 +244,10 @@ int Run(int argc, char** argv) {
   GlobalFlags global;
   app.add_option("--address", global.address, "server host:port")->capture_default_str();
   app.add_option("--timeout", global.timeout_seconds, "deadline in seconds (0: none)");
+  app.add_option("--api-key", global.api_key, "API key (default: $LYCHEE_API_KEY)");
+  app.add_option("--tls-ca", global.tls_ca, "PEM CA file: use TLS and trust this CA");
+  app.add_option("--tls-cert", global.tls_cert, "PEM client certificate (mutual TLS)");
+  app.add_option("--tls-key", global.tls_key, "PEM key of --tls-cert");
 
   GenerateFlags gen;
   CLI::App* generate = app.add_subcommand("generate", "stream a completion of --prompt");
@@ -254,8 +285,11 @@ int Run(int argc, char** argv) {
     return code == 0 ? 0 : 1;
   }
 
+  if (global.api_key.empty()) {
+    if (const char* key = std::getenv("LYCHEE_API_KEY"); key != nullptr) global.api_key = key;
+  }
   std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateChannel(global.address, grpc::InsecureChannelCredentials());
+      grpc::CreateChannel(global.address, ChannelCredentials(global));
   std::unique_ptr<v1::LycheeService::Stub> stub = v1::LycheeService::NewStub(channel);
   if (generate->parsed()) return Generate(*stub, global, gen);
   if (abort->parsed()) return Abort(*stub, global, abort_ids);

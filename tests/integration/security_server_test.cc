@@ -221,6 +221,19 @@ TEST_F(SecurityServerTest, GrpcNeedsAKeyExceptHealth) {
   EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
 }
 
+TEST_F(SecurityServerTest, LycheeClientSendsTheKey) {
+  const std::string address = server_->grpc_address();
+  testing::ProgramResult without = testing::RunProgram(
+      "lychee-client", {"--address", address, "--timeout", "10", "info"}, absl::Seconds(30));
+  EXPECT_EQ(without.exit_code, 1) << without.out;
+  EXPECT_NE(without.err.find("API key"), std::string::npos) << without.err;
+  testing::ProgramResult with = testing::RunProgram(
+      "lychee-client", {"--address", address, "--timeout", "10", "--api-key", kKeyTwo, "info"},
+      absl::Seconds(30));
+  EXPECT_EQ(with.exit_code, 0) << with.err;
+  EXPECT_NE(with.out.find("stories260K"), std::string::npos) << with.out;
+}
+
 TEST_F(SecurityServerTest, RequestsBelongToTheirKey) {
   auto owner_stub = v1::LycheeService::NewStub(NewChannel());
   auto other_stub = v1::LycheeService::NewStub(NewChannel());
@@ -468,6 +481,13 @@ TEST(SecurityTlsTest, BothPortsSpeakTls) {
     ASSERT_TRUE(end.status.ok()) << end.status.error_message();
     EXPECT_EQ(end.completion_tokens, 3);
   }
+  // lychee-client over TLS (localhost matches the certificate's name).
+  testing::ProgramResult client =
+      testing::RunProgram("lychee-client",
+                          {"--address", "localhost:" + std::to_string((*server)->grpc_port()),
+                           "--timeout", "10", "--tls-ca", pki.ca, "--api-key", kKeyOne, "info"},
+                          absl::Seconds(30));
+  EXPECT_EQ(client.exit_code, 0) << client.err;
   auto insecure = v1::LycheeService::NewStub(
       grpc::CreateChannel((*server)->grpc_address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
