@@ -376,6 +376,17 @@ TEST_F(SecurityServerTest, RejectionsAreCountedLoggedAndAccessLogged) {
   EXPECT_EQ(server_->output().find(kKeyOne), std::string::npos);
 }
 
+TEST(SecurityMetricsAuthTest, MetricsCanRequireTheKey) {
+  auto server = ServerProcess::Start(
+      LoopbackServerArgs(kModel, {"--api-key", kKeyOne, "--metrics-require-auth", "true"}));
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string url = "http://127.0.0.1:" + std::to_string((*server)->http_port());
+  EXPECT_EQ(Curl(url + "/metrics").status, 401);
+  EXPECT_EQ(Curl(Bearer(kKeyOne) + url + "/metrics").status, 200);
+  EXPECT_EQ(Curl(url + "/health").status, 200);
+  EXPECT_EQ(Curl(url + "/ready").status, 200);
+}
+
 // Beyond --max-connections, requests get 503 with Retry-After, but probes are answered.
 TEST(SecurityConnectionCapTest, BeyondTheCapRequestsGet503ButProbesAnswer) {
   auto server = ServerProcess::Start(LoopbackServerArgs(kModel, {"--max-connections", "2"}));
