@@ -189,8 +189,9 @@ class GrpcPythonClientTest(unittest.TestCase):
 
     def test_deadline(self):
         with self.assertRaises(grpc.RpcError) as caught:
+            # 0.5 ms: shorter than 400 tokens take even on a fast CPU.
             collect(self.stub.Generate(greedy("Once upon a time", 400, ignore_eos=True),
-                                       timeout=0.03))
+                                       timeout=0.0005))
         self.assertEqual(caught.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         self.assertTrue(self.wait_idle())
 
