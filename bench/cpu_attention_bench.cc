@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "bench/synthetic_llama.h"
 #include "common/status.h"
 #include "engine/cpu_model_runner.h"
 #include "kernels/cpu/cpu_runtime.h"
@@ -69,47 +70,8 @@ double MedianSeconds(int reps, const std::function<void()>& f) {
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
-
-// Llama-shaped (12 heads of 64 at hidden 768, GQA 4:1, SwiGLU 2.75×, 32k vocab), random weights.
 std::pair<ModelConfig, ModelWeights> Synthetic(int64_t hidden, int64_t layers, int64_t context) {
-  ModelConfig c;
-  c.model_type = "llama";
-  c.hidden_size = hidden;
-  c.num_layers = layers;
-  c.head_dim = 64;
-  c.num_heads = hidden / 64;
-  c.num_kv_heads = std::max<int64_t>(1, c.num_heads / 4);
-  c.intermediate_size = hidden * 11 / 4;
-  c.vocab_size = 32000;
-  c.max_position_embeddings = context;
-  c.rms_norm_eps = 1e-5;
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> dist(-0.05f, 0.05f);
-  auto rnd = [&](int64_t n) {
-    std::vector<float> v(static_cast<size_t>(n));
-    for (float& x : v) x = dist(rng);
-    return v;
-  };
-  const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
-  const int64_t in = c.intermediate_size;
-  ModelWeights w;
-  w.embed_tokens = rnd(c.vocab_size * hidden);
-  w.lm_head = rnd(c.vocab_size * hidden);
-  w.final_norm.assign(static_cast<size_t>(hidden), 1.0f);
-  for (int64_t l = 0; l < layers; ++l) {
-    LayerWeights lw;
-    lw.input_norm.assign(static_cast<size_t>(hidden), 1.0f);
-    lw.post_attention_norm.assign(static_cast<size_t>(hidden), 1.0f);
-    lw.wq = rnd(q * hidden);
-    lw.wk = rnd(kv * hidden);
-    lw.wv = rnd(kv * hidden);
-    lw.wo = rnd(hidden * q);
-    lw.w_gate = rnd(in * hidden);
-    lw.w_up = rnd(in * hidden);
-    lw.w_down = rnd(hidden * in);
-    w.layers.push_back(std::move(lw));
-  }
-  return {std::move(c), std::move(w)};
+  return bench::SyntheticLlama(hidden, layers, context);
 }
 
 struct Result {
