@@ -3,7 +3,9 @@
 // ceiling measured in the same run, a device-to-device cudaMemcpy of the same K/V bytes.
 //
 // Grid: batch {1, 8, 32} x context {4K, 32K, 128K} with Llama-3-8B attention heads (32 query
-// heads, 8 kv heads, head_dim 128), bf16 pages of --block-size tokens in a shuffled block table.
+// heads, 8 kv heads, head_dim 128) by default (--batches, --contexts, --heads, --kv-heads,
+// --head-dim change it), random bf16 pages of --block-size tokens in a shuffled block table; the
+// split plan of the runner, or the one --ctas-per-sm / --min-chunk ask for.
 // Timing: CUDA events around each launch, L2 flushed before every sample (cold, the convention of
 // KERNELS.md section 6.2) unless --warm, median over --iters samples. Bandwidth of the attention
 // = K/V bytes it must read / time; of the copy = bytes read + written / time (so both count what
@@ -28,15 +30,18 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/decode_attention.h"
+#include "kernels/cuda/runner_ops.h"
 
 namespace lychee::cuda {
 namespace {
 
-constexpr int64_t kHeads = 32, kKvHeads = 8, kHeadDim = 128;
-
 struct Options {
   int iters = 30;
   int64_t block_size = 16;
+  int64_t heads = 32, kv_heads = 8, head_dim = 128;  // Llama-3-8B
+  std::vector<int64_t> batches = {1, 8, 32};
+  std::vector<int64_t> contexts = {4096, 32768, 131072};
+  DecodeAttentionPlanOptions plan;  // defaults of the runner unless overridden
   bool warm = false;
   std::string json_path;
 };
@@ -81,10 +86,12 @@ absl::StatusOr<double> TimeIt(const Options& o, cudaStream_t stream, DeviceBuffe
 }
 
 absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) {
-  const std::vector<int64_t> batches = {1, 8, 32};
-  const std::vector<int64_t> contexts = {4096, 32768, 131072};
+  const std::vector<int64_t>& batches = o.batches;
+  const std::vector<int64_t>& contexts = o.contexts;
+  const int64_t kHeads = o.heads, kKvHeads = o.kv_heads, kHeadDim = o.head_dim;
   const int64_t bs = o.block_size;
-  const int64_t max_tokens = batches.back() * contexts.back();
+  const int64_t max_batch = *std::max_element(batches.begin(), batches.end());
+  const int64_t max_tokens = max_batch * *std::max_element(contexts.begin(), contexts.end());
   const int64_t max_blocks = max_tokens / bs;
   PagedKvBf16 cache{nullptr, nullptr, max_blocks, kKvHeads, bs, kHeadDim};
   const size_t pool_elems = static_cast<size_t>(max_blocks * cache.block_stride());
@@ -96,16 +103,18 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   DeviceBuffer<int32_t> tables, lens;
   DeviceBuffer<uint8_t> workspace, flush;
   LY_CUDA_RETURN_IF_NOT_OK(pool.Allocate(pool_elems));
-  LY_CUDA_RETURN_IF_NOT_OK(pool.FillBytes(0x3c));  // bf16 0x3c3c ≈ 0.0115: finite, non-zero
   LY_CUDA_RETURN_IF_NOT_OK(copy_dst.Allocate(pool_elems));
-  LY_CUDA_RETURN_IF_NOT_OK(q.Allocate(batches.back() * kHeads * kHeadDim));
-  LY_CUDA_RETURN_IF_NOT_OK(q.FillBytes(0x3c));
-  LY_CUDA_RETURN_IF_NOT_OK(out.Allocate(batches.back() * kHeads * kHeadDim));
-  LY_CUDA_RETURN_IF_NOT_OK(lse.Allocate(batches.back() * kHeads));
+  LY_CUDA_RETURN_IF_NOT_OK(q.Allocate(max_batch * kHeads * kHeadDim));
+  LY_CUDA_RETURN_IF_NOT_OK(out.Allocate(max_batch * kHeads * kHeadDim));
+  LY_CUDA_RETURN_IF_NOT_OK(lse.Allocate(max_batch * kHeads));
   LY_CUDA_RETURN_IF_NOT_OK(flush.Allocate(size_t{512} << 20));  // > 2x the 50 MB L2
 
   cudaStream_t stream;
   LY_CUDA_RETURN_IF_ERROR(cudaStreamCreate(&stream));
+  // Random data (uniform in [-1, 1)), not constants: the kernel's time must not depend on it, and
+  // this shows if it does.
+  LY_CUDA_RETURN_IF_NOT_OK(FillUniform({pool.get(), static_cast<int64_t>(pool_elems), 1}, stream));
+  LY_CUDA_RETURN_IF_NOT_OK(FillUniform({q.get(), max_batch * kHeads * kHeadDim, 2}, stream));
   std::mt19937_64 rng(12345);
   std::vector<Row> rows;
   for (const int64_t batch : batches) {
@@ -127,7 +136,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       shape.max_blocks_per_seq = pages;
       shape.max_context_len = ctx;
       LY_CUDA_RETURN_IF_NOT_OK(CanImplementDecodeAttention(shape));
-      const DecodeAttentionPlan plan = PlanDecodeAttention(shape, dev.num_sms);
+      const DecodeAttentionPlan plan = PlanDecodeAttention(shape, dev.num_sms, o.plan);
       const size_t ws = DecodeAttentionWorkspaceBytes(shape, plan);
       if (ws > workspace.bytes()) LY_CUDA_RETURN_IF_NOT_OK(workspace.Allocate(ws));
 
@@ -200,6 +209,8 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
           {"kv_heads", kKvHeads},
           {"head_dim", kHeadDim},
           {"block_size", bs},
+          {"ctas_per_sm", o.plan.ctas_per_sm},
+          {"min_chunk_tokens", o.plan.min_chunk_tokens},
           {"l2", o.warm ? "warm" : "cold"},
           {"iters", o.iters},
           {"results", results}};
@@ -216,6 +227,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 10000));
   app.add_option("--block-size", o.block_size, "tokens per KV page")
       ->check(CLI::IsMember({16, 32, 64}));
+  app.add_option("--batches", o.batches, "batch sizes")->delimiter(',');
+  app.add_option("--contexts", o.contexts, "context lengths (tokens, multiples of the block size)")
+      ->delimiter(',');
+  app.add_option("--heads", o.heads, "query heads");
+  app.add_option("--kv-heads", o.kv_heads, "kv heads");
+  app.add_option("--head-dim", o.head_dim, "head dim")->check(CLI::IsMember({64, 128}));
+  app.add_option("--ctas-per-sm", o.plan.ctas_per_sm, "plan: target CTAs per SM");
+  app.add_option("--min-chunk", o.plan.min_chunk_tokens, "plan: fewest tokens per split");
   app.add_flag("--warm", o.warm, "do not flush L2 between samples");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);

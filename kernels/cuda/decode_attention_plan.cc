@@ -102,6 +102,12 @@ absl::Status CanRunDecodeAttention(const DecodeAttentionParams& p,
     return absl::InvalidArgumentError(
         "decode attention: q, cache.kv and out must be 16-byte aligned");
   }
+  if (p.q_row_stride != 0 &&
+      (p.q_row_stride % 2 != 0 || p.q_row_stride < s.num_heads * s.head_dim)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "decode attention: q_row_stride ", p.q_row_stride,
+        " must be even and at least num_heads * head_dim (", s.num_heads * s.head_dim, "), or 0"));
+  }
   if (p.cache.head_dim != s.head_dim || p.cache.block_size != s.block_size ||
       p.cache.num_kv_heads != s.num_kv_heads || p.cache.num_blocks <= 0) {
     return absl::InvalidArgumentError(
