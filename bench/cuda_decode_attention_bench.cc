@@ -42,6 +42,7 @@ struct Options {
   std::vector<int64_t> batches = {1, 8, 32};
   std::vector<int64_t> contexts = {4096, 32768, 131072};
   DecodeAttentionPlanOptions plan;  // defaults of the runner unless overridden
+  int ctas_per_sm = 0;              // 0: from the occupancy calculator
   bool warm = false;
   std::string json_path;
 };
@@ -100,13 +101,23 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
 
   DeviceBuffer<bf16> pool, copy_dst, q, out;
   DeviceBuffer<float> lse;
-  DeviceBuffer<int32_t> tables, lens;
+  DeviceBuffer<int32_t> tables, lens, counters;
   DeviceBuffer<uint8_t> workspace, flush;
   LY_CUDA_RETURN_IF_NOT_OK(pool.Allocate(pool_elems));
   LY_CUDA_RETURN_IF_NOT_OK(copy_dst.Allocate(pool_elems));
   LY_CUDA_RETURN_IF_NOT_OK(q.Allocate(max_batch * kHeads * kHeadDim));
   LY_CUDA_RETURN_IF_NOT_OK(out.Allocate(max_batch * kHeads * kHeadDim));
   LY_CUDA_RETURN_IF_NOT_OK(lse.Allocate(max_batch * kHeads));
+  LY_CUDA_RETURN_IF_NOT_OK(counters.Allocate(max_batch * kKvHeads));
+  LY_CUDA_RETURN_IF_NOT_OK(counters.FillBytes(0));
+  DecodeAttentionPlanOptions plan_options = o.plan;
+  if (o.ctas_per_sm == 0) {  // the occupancy calculator, as the runner does
+    auto ctas = DecodeAttentionCtasPerSm(kHeadDim, plan_options.stages);
+    if (!ctas.ok()) return ctas.status();
+    plan_options.ctas_per_sm = *ctas;
+  } else {
+    plan_options.ctas_per_sm = o.ctas_per_sm;
+  }
   LY_CUDA_RETURN_IF_NOT_OK(flush.Allocate(size_t{512} << 20));  // > 2x the 50 MB L2
 
   cudaStream_t stream;
@@ -136,7 +147,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       shape.max_blocks_per_seq = pages;
       shape.max_context_len = ctx;
       LY_CUDA_RETURN_IF_NOT_OK(CanImplementDecodeAttention(shape));
-      const DecodeAttentionPlan plan = PlanDecodeAttention(shape, dev.num_sms, o.plan);
+      const DecodeAttentionPlan plan = PlanDecodeAttention(shape, dev.num_sms, plan_options);
       const size_t ws = DecodeAttentionWorkspaceBytes(shape, plan);
       if (ws > workspace.bytes()) LY_CUDA_RETURN_IF_NOT_OK(workspace.Allocate(ws));
 
@@ -149,6 +160,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       p.out = out.get();
       p.maybe_lse = lse.get();
       p.workspace = ws > 0 ? workspace.get() : nullptr;
+      p.split_counters = counters.get();
       p.shape = shape;
       p.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
 
@@ -209,7 +221,8 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
           {"kv_heads", kKvHeads},
           {"head_dim", kHeadDim},
           {"block_size", bs},
-          {"ctas_per_sm", o.plan.ctas_per_sm},
+          {"ctas_per_sm", plan_options.ctas_per_sm},
+          {"stages", plan_options.stages},
           {"min_chunk_tokens", o.plan.min_chunk_tokens},
           {"l2", o.warm ? "warm" : "cold"},
           {"iters", o.iters},
@@ -233,7 +246,10 @@ int main(int argc, char** argv) {
   app.add_option("--heads", o.heads, "query heads");
   app.add_option("--kv-heads", o.kv_heads, "kv heads");
   app.add_option("--head-dim", o.head_dim, "head dim")->check(CLI::IsMember({64, 128}));
-  app.add_option("--ctas-per-sm", o.plan.ctas_per_sm, "plan: target CTAs per SM");
+  app.add_option("--ctas-per-sm", o.ctas_per_sm,
+                 "plan: CTAs per SM (default: the occupancy calculator's, as the runner)");
+  app.add_option("--stages", o.plan.stages, "plan: K/V tiles in the cp.async ring")
+      ->check(CLI::Range(2, 4));
   app.add_option("--min-chunk", o.plan.min_chunk_tokens, "plan: fewest tokens per split");
   app.add_flag("--warm", o.warm, "do not flush L2 between samples");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");

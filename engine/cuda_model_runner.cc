@@ -88,6 +88,8 @@ struct CudaModelRunner::Impl {
   cuda::DeviceBuffer<float> logits_d, inv_freq;
   cuda::DeviceBuffer<uint8_t> gemm_workspace, decode_workspace, step_inputs_d;
   size_t decode_workspace_bytes = 0;
+  cuda::DeviceBuffer<int32_t> decode_split_counters;     // zeroed once; the kernel leaves them zero
+  cuda::DecodeAttentionPlanOptions decode_plan_options;  // CTAs per SM from the occupancy
   PinnedBuffer<uint8_t> step_inputs_h;
   PinnedBuffer<float> logits_h;
 
@@ -175,6 +177,11 @@ absl::Status CudaModelRunner::Impl::AllocateScratch() {
 
   // The decode kernel's split workspace: the most any batch size needs at full length.
   if (fast_attention) {
+    LY_ASSIGN_OR_RETURN(
+        decode_plan_options.ctas_per_sm,
+        cuda::DecodeAttentionCtasPerSm(config.head_dim, decode_plan_options.stages));
+    LY_RETURN_IF_ERROR(decode_split_counters.Allocate(n(max_chunks * config.num_kv_heads)));
+    LY_RETURN_IF_ERROR(decode_split_counters.FillBytes(0));
     for (int64_t b = 1; b <= max_chunks; ++b) {
       cuda::DecodeAttentionShape s;
       s.batch = b;
@@ -184,7 +191,8 @@ absl::Status CudaModelRunner::Impl::AllocateScratch() {
       s.block_size = options.block_size;
       s.max_blocks_per_seq = max_blocks_per_seq;
       s.max_context_len = max_blocks_per_seq * options.block_size;
-      const cuda::DecodeAttentionPlan plan = cuda::PlanDecodeAttention(s, device.num_sms);
+      const cuda::DecodeAttentionPlan plan =
+          cuda::PlanDecodeAttention(s, device.num_sms, decode_plan_options);
       decode_workspace_bytes =
           std::max(decode_workspace_bytes, cuda::DecodeAttentionWorkspaceBytes(s, plan));
     }
@@ -509,6 +517,7 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
     d.context_lens = At<int32_t>(layout.context_lens);
     d.out = attn.get();
     d.workspace = decode_workspace.get();
+    d.split_counters = decode_split_counters.get();
     d.shape.batch = f.num_decodes;
     d.shape.num_heads = config.num_heads;
     d.shape.num_kv_heads = config.num_kv_heads;
@@ -517,7 +526,8 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
     d.shape.max_blocks_per_seq = f.width;
     d.shape.max_context_len = f.max_decode_ctx;
     d.scale = scale;
-    const cuda::DecodeAttentionPlan plan = cuda::PlanDecodeAttention(d.shape, device.num_sms);
+    const cuda::DecodeAttentionPlan plan =
+        cuda::PlanDecodeAttention(d.shape, device.num_sms, decode_plan_options);
     if (cuda::DecodeAttentionWorkspaceBytes(d.shape, plan) > decode_workspace_bytes) {
       return absl::InternalError("decode attention plan needs more workspace than reserved");
     }

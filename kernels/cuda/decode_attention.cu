@@ -10,19 +10,23 @@
 //
 // K/V reach shared memory through a ring of kStages tiles of kKeys tokens (cp.async 16-byte
 // copies, rows XOR-swizzled by (row % 8) for conflict-free ldmatrix): while one tile is computed
-// the next kStages - 1 are in flight (64 KiB per CTA for head_dim 128, two CTAs per SM). The page
+// the next kStages - 1 are in flight (the plan picks 2-4 stages; with 3 and head_dim 128, 64 KiB
+// per CTA, two CTAs per SM). The page
 // ids a thread needs for a tile are read one tile ahead, so the copies never wait on them; the
 // offsets inside a page use the block size as a shift and mask. Warp w computes tokens
 // [16w, 16w + 16) of each tile with its own online-softmax state (fp32, log2 units; P rounded to
 // bf16 for P·V, as in the prefill kernel); at the end the four warps merge through shared memory.
 // Token slots past the split's end are zero-filled and masked, so whatever the pool holds there
 // cannot reach the result. With more than one split, each CTA writes a partial (o, lse) to the
-// workspace and a second kernel merges the splits by log-sum-exp.
+// workspace and counts itself in at an arrival counter; the last split of a (sequence, kv head)
+// merges all partials by log-sum-exp, so there is no second kernel to launch.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/decode_attention.h"
 #include "kernels/cuda/dispatch.cuh"
@@ -33,13 +37,13 @@ namespace {
 
 constexpr int kThreads = 128;  // 4 warps
 constexpr int kWarps = kThreads / 32;
-constexpr int kKeys = 64;   // tokens per K/V tile: 16 per warp
-constexpr int kStages = 3;  // tiles in the cp.async ring
+constexpr int kKeys = 64;               // tokens per K/V tile: 16 per warp
+constexpr int kTablePrefetchTiles = 8;  // the block table is prefetched into L2 this far ahead
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 static_assert(kKeys == kWarps * 16, "one m16n8k16 key step per warp and tile");
 
-template <int D>
+template <int D, int kStages>
 struct DecodeConfig {
   static constexpr int kChunks = D / 8;                // 16-byte chunks per row
   static constexpr int kKSteps = D / 16;               // k steps of Q·Kᵀ
@@ -69,11 +73,11 @@ __device__ __forceinline__ float* WorkspaceLse(const DecodeAttentionParams& p, i
   return WorkspaceO(p) + p.shape.batch * p.shape.num_heads * num_splits * p.shape.head_dim;
 }
 
-template <int D>
+template <int D, int kStages>
 __global__ void __launch_bounds__(kThreads, 2)
     DecodeAttentionKernel(const __grid_constant__ DecodeAttentionParams p,
                           const __grid_constant__ DecodeAttentionPlan plan) {
-  using Cfg = DecodeConfig<D>;
+  using Cfg = DecodeConfig<D, kStages>;
   extern __shared__ uint4 smem_raw[];
   bf16* s_ring = reinterpret_cast<bf16*>(smem_raw);  // [kStages][K, V][kKeys][D]
 
@@ -86,7 +90,11 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   const int ctx = static_cast<int>(ContextLen(p, seq));
   const int start = split * plan.chunk_tokens;
-  if (!direct && start >= ctx) return;  // the merge reads only splits that hold tokens
+  // Splits past the end hold no tokens and take no part in the merge; an empty sequence gets its
+  // zeros and -inf from split 0 directly.
+  if (!direct && start >= ctx && !(ctx == 0 && split == 0)) return;
+  // Splits that hold tokens (the last one takes any excess over num_splits * chunk_tokens).
+  const int num_parts = min((ctx + plan.chunk_tokens - 1) / plan.chunk_tokens, plan.num_splits);
   const int end = split == plan.num_splits - 1 ? ctx : min(ctx, start + plan.chunk_tokens);
   const int num_tiles = end > start ? (end - start + kKeys - 1) / kKeys : 0;
 
@@ -180,6 +188,12 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (kt + kStages - 1 < num_tiles) load_tile(kt + kStages - 1);
     CpAsyncCommit();
     fetch_pages(kt + kStages);
+    // The page ids come one tile ahead of their copies; prefetching the table into L2 further
+    // ahead keeps a miss to DRAM off that short path.
+    if (threadIdx.x == 0 && kt % 2 == 0 && kt + kTablePrefetchTiles < num_tiles) {
+      const int pos = start + (kt + kTablePrefetchTiles) * kKeys;
+      asm volatile("prefetch.global.L2 [%0];\n" ::"l"(table + (pos >> bs_shift)));
+    }
 
     const uint32_t stage = (kt % kStages) * Cfg::kStageElems * 2;
     const int key0 = start + kt * kKeys + warp * 16;  // this warp's first token
@@ -264,6 +278,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   __syncthreads();
 
+  const bool final_here = direct || ctx == 0;
   for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
     const int h = idx / D;
     const int d = idx % D;
@@ -281,7 +296,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
     const bool empty = mx == kNegInf || !(sum > 0.0f);
     const int64_t row = static_cast<int64_t>(seq) * s.num_heads + kv_head * group + h;
-    if (direct) {
+    if (final_here) {
       p.out[row * D + d] = __float2bfloat16_rn(empty ? 0.0f : acc / sum);
       if (d == 0 && p.maybe_lse != nullptr) {
         p.maybe_lse[row] = empty ? kNegInf : (mx + log2f(sum)) * kLn2;
@@ -292,60 +307,74 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (d == 0) WorkspaceLse(p, plan.num_splits)[part] = empty ? kNegInf : mx + log2f(sum);
     }
   }
-}
+  if (final_here) return;
 
-// CTA (head, sequence), one thread per output element: out = Σ_s w_s o_s / Σ_s w_s with
-// w_s = 2^(lse_s - max lse) over the splits that hold tokens of this sequence.
-template <int D>
-__global__ void __launch_bounds__(D)
-    MergeSplitsKernel(const __grid_constant__ DecodeAttentionParams p,
-                      const __grid_constant__ DecodeAttentionPlan plan) {
-  const int head = blockIdx.x;
-  const int seq = blockIdx.y;
-  const int d = threadIdx.x;
-  const int64_t ctx = ContextLen(p, seq);
-  const int64_t needed = (ctx + plan.chunk_tokens - 1) / plan.chunk_tokens;
-  const int n = static_cast<int>(needed < plan.num_splits ? needed : plan.num_splits);
-  const int64_t row = static_cast<int64_t>(seq) * p.shape.num_heads + head;
-  const float* lse = WorkspaceLse(p, plan.num_splits) + row * plan.num_splits;
-  const float* o = WorkspaceO(p) + row * plan.num_splits * D + d;
-  const float kNegInf = -__int_as_float(0x7f800000);
-  float mx = kNegInf;
-  for (int i = 0; i < n; ++i) mx = fmaxf(mx, lse[i]);
-  float sum = 0.0f, acc = 0.0f;
-  if (mx != kNegInf) {
-    for (int i = 0; i < n; ++i) {
-      const float w = exp2f(lse[i] - mx);
-      sum += w;
-      acc = fmaf(w, o[static_cast<int64_t>(i) * D], acc);
+  // The last split of (seq, kv_head) to arrive merges every split's partial by log-sum-exp:
+  // out = Σ_i w_i o_i / Σ_i w_i, w_i = 2^(lse_i - max lse). The fence orders this CTA's partials
+  // before its arrival; the arrival counter goes back to zero for the next launch.
+  __threadfence();
+  __syncthreads();
+  __shared__ bool s_last;
+  int32_t* counter = p.split_counters + static_cast<int64_t>(seq) * s.num_kv_heads + kv_head;
+  if (threadIdx.x == 0) s_last = atomicAdd(counter, 1) == num_parts - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
+    const int h = idx / D;
+    const int d = idx % D;
+    const int64_t row = static_cast<int64_t>(seq) * s.num_heads + kv_head * group + h;
+    const float* lse = WorkspaceLse(p, plan.num_splits) + row * plan.num_splits;
+    const float* po = WorkspaceO(p) + row * plan.num_splits * D + d;
+    float mx = kNegInf;
+    for (int i = 0; i < num_parts; ++i) mx = fmaxf(mx, __ldcg(lse + i));
+    float sum = 0.0f, acc = 0.0f;
+    if (mx != kNegInf) {
+      for (int i = 0; i < num_parts; ++i) {
+        const float w = exp2f(__ldcg(lse + i) - mx);
+        sum += w;
+        acc = fmaf(w, __ldcg(po + static_cast<int64_t>(i) * D), acc);
+      }
+    }
+    const bool empty = mx == kNegInf;
+    p.out[row * D + d] = __float2bfloat16_rn(empty ? 0.0f : acc / sum);
+    if (d == 0 && p.maybe_lse != nullptr) {
+      p.maybe_lse[row] = empty ? kNegInf : (mx + log2f(sum)) * kLn2;
     }
   }
-  const bool empty = mx == kNegInf;
-  p.out[row * D + d] = __float2bfloat16_rn(empty ? 0.0f : acc / sum);
-  if (d == 0 && p.maybe_lse != nullptr)
-    p.maybe_lse[row] = empty ? kNegInf : (mx + log2f(sum)) * kLn2;
+  if (threadIdx.x == 0) *counter = 0;
 }
 
-template <int D>
+template <int D, int kStages>
 absl::Status Launch(const DecodeAttentionParams& p, const DecodeAttentionPlan& plan,
                     cudaStream_t stream) {
-  constexpr int kSmem = DecodeConfig<D>::kSmemBytes;
+  constexpr int kSmem = DecodeConfig<D, kStages>::kSmemBytes;
   // Above 48 KiB of dynamic shared memory needs the opt-in; a host-side attribute, no stream op,
   // so it is legal while a stream is being captured.
-  LY_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(DecodeAttentionKernel<D>,
+  LY_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(DecodeAttentionKernel<D, kStages>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   const dim3 grid(static_cast<unsigned>(plan.num_splits),
                   static_cast<unsigned>(p.shape.num_kv_heads),
                   static_cast<unsigned>(p.shape.batch));
-  DecodeAttentionKernel<D><<<grid, kThreads, kSmem, stream>>>(p, plan);
+  DecodeAttentionKernel<D, kStages><<<grid, kThreads, kSmem, stream>>>(p, plan);
   LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  if (plan.num_splits > 1) {
-    const dim3 merge_grid(static_cast<unsigned>(p.shape.num_heads),
-                          static_cast<unsigned>(p.shape.batch));
-    MergeSplitsKernel<D><<<merge_grid, D, 0, stream>>>(p, plan);
-    LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  }
   return absl::OkStatus();
+}
+
+// Runtime stages -> template (the plan's choice).
+template <typename F>
+absl::Status DispatchStages(int stages, F&& f) {
+  switch (stages) {
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 3:
+      return f(std::integral_constant<int, 3>{});
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("decode attention: unsupported stages: ", stages, " (2, 3, 4)"));
+  }
 }
 
 }  // namespace
@@ -354,8 +383,27 @@ absl::Status DecodeAttention(const DecodeAttentionParams& p, const DecodeAttenti
                              cudaStream_t stream) {
   LY_CUDA_RETURN_IF_NOT_OK(CanRunDecodeAttention(p, plan));
   return DispatchHeadDim(p.shape.head_dim, [&](auto head_dim) {
-    return Launch<decltype(head_dim)::value>(p, plan, stream);
+    return DispatchStages(plan.stages, [&](auto stages) {
+      return Launch<decltype(head_dim)::value, decltype(stages)::value>(p, plan, stream);
+    });
   });
+}
+
+absl::StatusOr<int> DecodeAttentionCtasPerSm(int64_t head_dim, int stages) {
+  int ctas = 0;
+  const absl::Status st = DispatchHeadDim(head_dim, [&](auto hd) {
+    return DispatchStages(stages, [&](auto sg) -> absl::Status {
+      constexpr int kD = decltype(hd)::value, kS = decltype(sg)::value;
+      constexpr int kSmem = DecodeConfig<kD, kS>::kSmemBytes;
+      LY_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+          DecodeAttentionKernel<kD, kS>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+      LY_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &ctas, DecodeAttentionKernel<kD, kS>, kThreads, kSmem));
+      return absl::OkStatus();
+    });
+  });
+  if (!st.ok()) return st;
+  return ctas;
 }
 
 }  // namespace lychee::cuda

@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kernels/cuda/cuda_kernels.h"
 
 namespace lychee::cuda {
@@ -48,6 +49,9 @@ struct DecodeAttentionParams {
   bf16* out = nullptr;                    // [batch, num_heads, head_dim]
   float* maybe_lse = nullptr;             // [batch, num_heads] natural-log sum of exp(scores)
   void* workspace = nullptr;              // DecodeAttentionWorkspaceBytes bytes (splits > 1)
+  // [batch * num_kv_heads] arrival counters of the splits (splits > 1): zero-filled once after
+  // allocation; every launch leaves them at zero again, so a captured graph can replay.
+  int32_t* split_counters = nullptr;
   // Sizes.
   DecodeAttentionShape shape;
   int64_t q_row_stride = 0;  // elements between the rows of q, even; 0 = num_heads * head_dim
@@ -59,25 +63,37 @@ struct DecodeAttentionParams {
 struct DecodeAttentionPlan {
   int num_splits = 1;    // CTAs per (sequence, kv head)
   int chunk_tokens = 0;  // tokens per split, a multiple of block_size
+  int stages = 3;        // K/V tiles of 64 tokens in the cp.async ring: 2, 3 or 4
 };
 
 struct DecodeAttentionPlanOptions {
-  int ctas_per_sm = 2;         // target: ctas_per_sm * num_sms CTAs in the grid
+  // CTAs of the kernel resident per SM: DecodeAttentionCtasPerSm on the GPU that will run it
+  // (the default is the H100's for head_dim 128 and 3 stages).
+  int ctas_per_sm = 2;
   int min_chunk_tokens = 256;  // below this a split costs more than it saves
   int max_splits = 128;        // bounds the workspace
+  int stages = 3;
 };
+
+// CTAs of the decode kernel for `head_dim` and `stages` that fit on one SM of the current device
+// (the occupancy calculator: shared memory and registers); needs a GPU.
+absl::StatusOr<int> DecodeAttentionCtasPerSm(int64_t head_dim, int stages);
 
 // Supported: head_dim 64/128, block_size 16/32/64, GQA group (num_heads / num_kv_heads) 1..8,
 // sizes positive and within the int32 grid limits, max_context_len <= max_blocks_per_seq *
 // block_size. Pure host logic (no GPU needed).
 absl::Status CanImplementDecodeAttention(const DecodeAttentionShape& shape);
 
-// Host-only: chooses the split from the batch, kv heads, max_context_len and the SM count (one
-// grid of about ctas_per_sm * num_sms CTAs when the batch alone cannot fill the GPU).
+// Host-only: chooses the split from the batch, kv heads, max_context_len and the SM count. Unless
+// the batch's (sequence, kv head) pairs alone fill two waves of ctas_per_sm * num_sms CTAs, each
+// is split into chunks (of at least min_chunk_tokens) so that the grid fills its waves evenly:
+// the fewest splits whose wave efficiency (CTAs / (waves * wave size)) is within 5% of the best
+// reachable with up to two waves.
 DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& shape, int num_sms,
                                         const DecodeAttentionPlanOptions& options = {});
 
-// Bytes of workspace `plan` needs (0 for one split): fp32 partial outputs and log-sum-exps.
+// Bytes of workspace `plan` needs (0 for one split): fp32 partial outputs and log-sum-exps. The
+// split counters (params.split_counters) are a separate buffer of batch * num_kv_heads int32.
 size_t DecodeAttentionWorkspaceBytes(const DecodeAttentionShape& shape,
                                      const DecodeAttentionPlan& plan);
 
@@ -85,10 +101,11 @@ size_t DecodeAttentionWorkspaceBytes(const DecodeAttentionShape& shape,
 absl::Status CanRunDecodeAttention(const DecodeAttentionParams& params,
                                    const DecodeAttentionPlan& plan);
 
-// Enqueues the attention (and the merge when plan.num_splits > 1) on `stream`. No host sync, no
-// allocation. A context length of 0 writes zeros and lse = -inf; a context length above
-// max_context_len is still attended completely (the last split takes the excess, slowly); one
-// above max_blocks_per_seq * block_size is clamped to it.
+// Enqueues the attention on `stream`; with plan.num_splits > 1 the last split of each (sequence,
+// kv head) to finish merges the partials (no second kernel). No host sync, no allocation. A context
+// length of 0 writes zeros and lse = -inf; a context length above max_context_len is still attended
+// completely (the last split takes the excess, slowly); one above max_blocks_per_seq * block_size
+// is clamped to it.
 [[nodiscard]] absl::Status DecodeAttention(const DecodeAttentionParams& params,
                                            const DecodeAttentionPlan& plan, cudaStream_t stream);
 

@@ -63,13 +63,28 @@ absl::Status CanImplementDecodeAttention(const DecodeAttentionShape& s) {
 DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& s, int num_sms,
                                         const DecodeAttentionPlanOptions& o) {
   DecodeAttentionPlan plan;
+  plan.stages = std::clamp(o.stages, 2, 4);
   const int64_t bs = std::max<int64_t>(1, s.block_size);
   const int64_t ctx = std::max<int64_t>(1, s.max_context_len);
   const int64_t min_chunk = CeilDiv(std::max(1, o.min_chunk_tokens), bs) * bs;
   const int64_t base_ctas = std::max<int64_t>(1, s.batch * s.num_kv_heads);
-  const int64_t target = std::max<int64_t>(1, int64_t{o.ctas_per_sm} * std::max(1, num_sms));
+  const int64_t wave = std::max<int64_t>(1, int64_t{o.ctas_per_sm} * std::max(1, num_sms));
   int64_t splits = 1;
-  if (base_ctas < target && ctx > min_chunk) splits = CeilDiv(target, base_ctas);
+  {
+    // Wave efficiency of n splits: the grid's CTAs over the slots of the waves it occupies. Every
+    // CTA does the same work, so the time goes as waves / n; try up to two waves' worth (a batch
+    // that fills two waves by itself is not split).
+    auto efficiency = [&](int64_t n) {
+      const int64_t ctas = base_ctas * n;
+      return static_cast<double>(ctas) / static_cast<double>(CeilDiv(ctas, wave) * wave);
+    };
+    const int64_t limit =
+        std::min({int64_t{std::max(1, o.max_splits)}, CeilDiv(2 * wave, base_ctas),
+                  std::max<int64_t>(1, ctx / min_chunk)});
+    double best = 0.0;
+    for (int64_t n = 1; n <= limit; ++n) best = std::max(best, efficiency(n));
+    while (efficiency(splits) < 0.95 * best) ++splits;
+  }
   splits = std::clamp<int64_t>(splits, 1, std::max(1, o.max_splits));
   // Chunk: the even share of the longest context, whole pages, at least min_chunk tokens; then
   // drop the splits that would start past the longest context.
@@ -124,6 +139,14 @@ absl::Status CanRunDecodeAttention(const DecodeAttentionParams& p,
   if (plan.num_splits > 1 && (p.workspace == nullptr || !Aligned16(p.workspace))) {
     return absl::InvalidArgumentError(
         "decode attention: a split plan needs a 16-byte aligned workspace");
+  }
+  if (plan.num_splits > 1 && p.split_counters == nullptr) {
+    return absl::InvalidArgumentError(
+        "decode attention: a split plan needs split_counters (batch * num_kv_heads int32, zeroed)");
+  }
+  if (plan.stages < 2 || plan.stages > 4) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode attention: invalid plan stages ", plan.stages, " (2..4)"));
   }
   if (!(p.scale > 0.0f)) return absl::InvalidArgumentError("decode attention: scale must be > 0");
   return absl::OkStatus();

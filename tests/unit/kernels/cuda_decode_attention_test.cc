@@ -105,9 +105,9 @@ TEST(CudaDecodeAttentionPlanTest, PlansCoverTheContextInWholePages) {
     ASSERT_GE(int64_t{plan.num_splits} * plan.chunk_tokens, ctx);
     ASSERT_LT(int64_t{plan.num_splits - 1} * plan.chunk_tokens, ctx);
     if (plan.num_splits > 1) {
-      // Splitting happens only when the batch alone does not fill the GPU, and never cuts
-      // chunks below the minimum.
-      EXPECT_LT(s.batch * s.num_kv_heads, 2 * sms);
+      // Splitting happens only when the batch alone does not fill two waves (of the default 2
+      // CTAs per SM), and never cuts chunks below the minimum.
+      EXPECT_LT(s.batch * s.num_kv_heads, 2 * 2 * sms);
       EXPECT_GE(plan.chunk_tokens, defaults.min_chunk_tokens);
       EXPECT_EQ(DecodeAttentionWorkspaceBytes(s, plan),
                 static_cast<size_t>(s.batch * s.num_heads * plan.num_splits) * (s.head_dim + 1) *
@@ -123,6 +123,9 @@ TEST(CudaDecodeAttentionPlanTest, LongSingleSequenceFillsTheGpu) {
   const DecodeAttentionPlan plan = PlanDecodeAttention(LlamaShape(1, 131072), 132);
   EXPECT_GE(plan.num_splits * 8, 132);
   EXPECT_LE(plan.num_splits * 8, 2 * 132 + 8);
+  // Batch 8 x 32K: 64 (sequence, kv head) pairs and a wave of 264 CTAs: 4 splits fill one wave
+  // (97%); 5 would spill 56 CTAs into a second, mostly idle one.
+  EXPECT_EQ(PlanDecodeAttention(LlamaShape(8, 32768), 132).num_splits, 4);
   // A batch that fills the GPU by itself is not split.
   EXPECT_EQ(PlanDecodeAttention(LlamaShape(64, 4096), 132).num_splits, 1);
   // Short contexts are not split below the minimum chunk.
@@ -147,7 +150,17 @@ TEST(CudaDecodeAttentionPlanTest, CanRunChecksParamsAgainstThePlan) {
   DecodeAttentionPlan split{4, 256};
   EXPECT_FALSE(CanRunDecodeAttention(p, split).ok());  // no workspace
   p.workspace = reinterpret_cast<void*>(uintptr_t{32768});
+  EXPECT_FALSE(CanRunDecodeAttention(p, split).ok());  // no split counters
+  p.split_counters = reinterpret_cast<int32_t*>(uintptr_t{65536});
   EXPECT_TRUE(CanRunDecodeAttention(p, split).ok());
+  DecodeAttentionPlan five_stages = one;
+  five_stages.stages = 5;
+  EXPECT_FALSE(CanRunDecodeAttention(p, five_stages).ok());
+  DecodeAttentionParams strided = p;
+  strided.q_row_stride = 32 * 128 + 2 * 8 * 128;  // q inside a fused QKV row
+  EXPECT_TRUE(CanRunDecodeAttention(strided, one).ok());
+  strided.q_row_stride = 32 * 128 - 2;  // rows would overlap
+  EXPECT_FALSE(CanRunDecodeAttention(strided, one).ok());
   EXPECT_FALSE(CanRunDecodeAttention(p, DecodeAttentionPlan{2, 100}).ok());  // not whole pages
   DecodeAttentionParams bad = p;
   bad.cache.block_size = 32;
@@ -189,15 +202,15 @@ class CudaDecodeAttentionTest : public CudaKernelTest {
   // graph: capture the launch into a CUDA graph while the device holds other context lengths,
   // then store the real ones and replay: the plan and the launch must not depend on them.
   void RunCase(const AttnCase& c, const std::vector<int64_t>& contexts, PlanKind plan_kind,
-               bool graph = false);
+               bool graph = false, int stages = 3);
 };
 
 void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64_t>& contexts,
-                                      PlanKind plan_kind, bool graph) {
+                                      PlanKind plan_kind, bool graph, int stages) {
   SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
                std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) +
                " bs=" + std::to_string(c.block_size) + " plan=" + PlanName(plan_kind) +
-               (graph ? " graph" : ""));
+               " stages=" + std::to_string(stages) + (graph ? " graph" : ""));
   const int64_t batch = static_cast<int64_t>(contexts.size());
   const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
   const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
@@ -286,8 +299,9 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
       break;
     }
   }
-  std::printf("  %s: %d splits of %d tokens\n", PlanName(plan_kind), plan.num_splits,
-              plan.chunk_tokens);
+  plan.stages = stages;
+  std::printf("  %s: %d splits of %d tokens, %d stages\n", PlanName(plan_kind), plan.num_splits,
+              plan.chunk_tokens, plan.stages);
 
   std::vector<int32_t> lens(contexts.begin(), contexts.end());
   DeviceBuffer<bf16> d_q, d_pool, d_out;
@@ -305,6 +319,9 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
   const size_t ws_bytes = DecodeAttentionWorkspaceBytes(s, plan);
   LY_ASSERT_OK(d_ws.Allocate(ws_bytes));
   LY_ASSERT_OK(d_ws.FillBytes(0xff));
+  DeviceBuffer<int32_t> d_counters;  // zeroed once, as the contract asks
+  LY_ASSERT_OK(d_counters.Allocate(batch * kvh));
+  LY_ASSERT_OK(d_counters.FillBytes(0));
 
   DecodeAttentionParams p;
   p.q = d_q.get();
@@ -315,6 +332,7 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
   p.out = d_out.get();
   p.maybe_lse = d_lse.get();
   p.workspace = ws_bytes > 0 ? d_ws.get() : nullptr;
+  p.split_counters = d_counters.get();
   p.shape = s;
   p.scale = 1.0f / std::sqrt(static_cast<float>(d));
   if (graph) {
@@ -338,6 +356,11 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
   } else {
     LY_ASSERT_OK(DecodeAttention(p, plan, nullptr));
   }
+  // The last split of each (sequence, kv head) put its arrival counter back to zero, so the next
+  // launch (or graph replay) merges again.
+  std::vector<int32_t> counters;
+  LY_ASSERT_OK(d_counters.Download(counters));
+  for (size_t i = 0; i < counters.size(); ++i) ASSERT_EQ(counters[i], 0) << "counter " << i;
   std::vector<bf16> out_raw;
   std::vector<float> lse;
   LY_ASSERT_OK(d_out.Download(out_raw));
@@ -398,6 +421,11 @@ TEST_F(CudaDecodeAttentionTest, RaggedBatchMatchesCpuForEveryPlanKind) {
   for (const PlanKind kind : {PlanKind::kPlanned, PlanKind::kSingleSplit, PlanKind::kManySplits,
                               PlanKind::kUnderestimated}) {
     RunCase({32, 8, 128, 16}, contexts, kind);  // Llama-3-8B: group 4
+  }
+  // The other ring depths the plan may pick.
+  for (const int stages : {2, 4}) {
+    RunCase({32, 8, 128, 16}, contexts, PlanKind::kManySplits, false, stages);
+    RunCase({12, 4, 64, 32}, contexts, PlanKind::kPlanned, false, stages);
   }
 }
 
