@@ -23,10 +23,12 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "bench/cuda_bench_util.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/decode_attention.h"
@@ -55,35 +57,11 @@ struct Row {
   double attn_gbs = 0, copy_gbs = 0;
 };
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Times `launch` (which enqueues work on `stream`) --iters times; returns the median in
-// microseconds. `flush` (a buffer > 2x L2) is rewritten before each sample unless warm.
+// Times `launch` with the options' sample count and L2 state (bench/cuda_bench_util.h).
 template <typename F>
 absl::StatusOr<double> TimeIt(const Options& o, cudaStream_t stream, DeviceBuffer<uint8_t>& flush,
                               F&& launch) {
-  cudaEvent_t start, stop;
-  LY_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
-  LY_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
-  std::vector<double> samples;
-  for (int i = 0; i < o.iters + 3; ++i) {  // 3 warm-up launches
-    if (!o.warm) {
-      LY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flush.get(), i & 0xff, flush.bytes(), stream));
-    }
-    LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(start, stream));
-    if (absl::Status s = launch(); !s.ok()) return s;
-    LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop, stream));
-    LY_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    LY_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
-    if (i >= 3) samples.push_back(ms * 1000.0);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return Median(samples);
+  return TimeLaunches(o.iters, o.warm, stream, flush, std::forward<F>(launch));
 }
 
 absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) {

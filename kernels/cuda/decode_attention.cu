@@ -58,9 +58,9 @@ struct DecodeConfig {
   static_assert(kWarps * 8 * D * 4 + 2 * kWarps * 8 * 4 <= kSmemBytes, "epilogue fits");
 };
 
-__device__ __forceinline__ int64_t ContextLen(const DecodeAttentionParams& p, int seq) {
+__device__ __forceinline__ int64_t ContextLen(const DecodeAttentionParams& p, int64_t row) {
   const int64_t max_tokens = p.shape.max_blocks_per_seq * p.shape.block_size;
-  const int64_t ctx = p.context_lens[seq];
+  const int64_t ctx = p.context_lens[row];
   return ctx < 0 ? 0 : (ctx > max_tokens ? max_tokens : ctx);
 }
 
@@ -88,7 +88,10 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int group = static_cast<int>(s.num_heads / s.num_kv_heads);
   const bool direct = plan.num_splits == 1;  // no merge: write the final output here
 
-  const int ctx = static_cast<int>(ContextLen(p, seq));
+  // Dense: one block table row and length per sequence. Sparse: one per (sequence, kv head).
+  const int64_t table_row =
+      p.per_kv_head_tables ? static_cast<int64_t>(seq) * s.num_kv_heads + kv_head : seq;
+  const int ctx = static_cast<int>(ContextLen(p, table_row));
   const int start = split * plan.chunk_tokens;
   // Splits past the end hold no tokens and take no part in the merge; an empty sequence gets its
   // zeros and -inf from split 0 directly.
@@ -105,7 +108,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int ld_chunk = threadIdx.x % Cfg::kChunks;
   const int ld_row = threadIdx.x / Cfg::kChunks;
   const uint32_t ld_dst = SmemAddr(s_ring + Swz<D>(ld_row, ld_chunk));
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * s.max_blocks_per_seq;
+  const int32_t* table = p.block_tables + table_row * s.max_blocks_per_seq;
   const int bs_shift = __ffs(static_cast<int>(s.block_size)) - 1;
   const int bs_mask = static_cast<int>(s.block_size) - 1;
   const int64_t block_stride = p.cache.block_stride();

@@ -55,6 +55,11 @@ struct DecodeAttentionParams {
   // Sizes.
   DecodeAttentionShape shape;
   int64_t q_row_stride = 0;  // elements between the rows of q, even; 0 = num_heads * head_dim
+  // Sparse attention (kernels/cuda/block_select.h makes these): block_tables and context_lens
+  // have one row per (sequence, kv head), row seq * num_kv_heads + kv_head, holding the pages
+  // that kv head reads (a subset of the sequence's, in any order; every page full except the
+  // last) and their token count. max_blocks_per_seq is then the width of those rows.
+  bool per_kv_head_tables = false;
   // Scalars.
   float scale = 1.0f;  // 1/sqrt(head_dim) for every model we load
 };

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: Apache-2.0
+// Host side of block selection (block_select.h): capability and parameter checks. Plain C++ so
+// CI without a GPU tests it.
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/block_select.h"
+
+namespace lychee::cuda {
+
+absl::Status CanImplementBlockSelect(const BlockSelectShape& s) {
+  if (s.batch <= 0 || s.num_heads <= 0 || s.num_kv_heads <= 0 || s.block_size <= 0 ||
+      s.max_blocks_per_seq <= 0 || s.sink_blocks < 0) {
+    return absl::InvalidArgumentError("block select: sizes must be positive");
+  }
+  if (s.head_dim != 64 && s.head_dim != 128) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block select: unsupported head_dim: ", s.head_dim, " (64, 128)"));
+  }
+  if (s.num_heads % s.num_kv_heads != 0 || s.num_heads / s.num_kv_heads > kBlockSelectMaxGroup) {
+    return absl::InvalidArgumentError(absl::StrCat("block select: unsupported GQA group (",
+                                                   s.num_heads, " heads, ", s.num_kv_heads,
+                                                   " kv heads; 1..8 per group)"));
+  }
+  if (s.budget_blocks <= s.sink_blocks || s.budget_blocks > s.max_blocks_per_seq) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block select: budget_blocks ", s.budget_blocks, " must exceed sink_blocks ",
+                     s.sink_blocks, " and be at most max_blocks_per_seq ", s.max_blocks_per_seq));
+  }
+  if (s.max_blocks_per_seq > kBlockSelectMaxBlocks) {
+    return absl::InvalidArgumentError(absl::StrCat("block select: max_blocks_per_seq ",
+                                                   s.max_blocks_per_seq, " exceeds ",
+                                                   kBlockSelectMaxBlocks));
+  }
+  if (s.batch > 65535 || s.num_kv_heads > 65535) {
+    return absl::InvalidArgumentError("block select: batch or kv_heads exceeds the grid");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CanRunBlockSelect(const BlockSelectParams& p) {
+  if (absl::Status st = CanImplementBlockSelect(p.shape); !st.ok()) return st;
+  const BlockSelectShape& s = p.shape;
+  if (p.q == nullptr || p.cache.kv == nullptr || p.cache.key_summary == nullptr ||
+      p.block_tables == nullptr || p.context_lens == nullptr || p.sel_tables == nullptr ||
+      p.sel_lens == nullptr || p.scores == nullptr) {
+    return absl::InvalidArgumentError(
+        "block select: q, cache (with key_summary), block_tables, context_lens, sel_tables, "
+        "sel_lens and scores must be set");
+  }
+  if (p.cache.head_dim != s.head_dim || p.cache.num_kv_heads != s.num_kv_heads ||
+      p.cache.block_size != s.block_size) {
+    return absl::InvalidArgumentError("block select: the cache does not match the shape");
+  }
+  if (p.q_row_stride != 0 && p.q_row_stride < s.num_heads * s.head_dim) {
+    return absl::InvalidArgumentError("block select: q_row_stride below num_heads * head_dim");
+  }
+  if (!(p.scale > 0.0f)) return absl::InvalidArgumentError("block select: scale must be > 0");
+  return absl::OkStatus();
+}
+
+}  // namespace lychee::cuda

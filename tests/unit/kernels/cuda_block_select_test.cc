@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: Apache-2.0
+// Quest block selection (kernels/cuda/block_select.h) and sparse decode attention (DecodeAttention
+// with per_kv_head_tables) against the CPU: the scores against a double-precision box bound from
+// the same bf16 summaries; the selection against sparsity::AppendTopK (the CPU QuestPolicy's
+// top-k) run on the GPU's own scores, with planted ties; the sparse attention against
+// cpu::SparseDecodeAttention over the same selection. Ragged batches (context 0, 1, within the
+// budget, far beyond it), GQA groups 1-8, head_dim 64/128, block sizes 16/32, shuffled block
+// tables, NaN in every pool slot that must not be read, outputs poisoned. Capability checks run
+// without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/sparse_attention.h"
+#include "kernels/cuda/block_select.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/decode_attention.h"
+#include "kvcache/paged_kv_view.h"
+#include "sparsity/block_scoring.h"
+#include "tests/unit/kernels/cuda_test_util.h"
+#include "tests/util/numeric.h"
+
+namespace lychee::cuda {
+namespace {
+
+using ::lychee::cuda::testing::CudaKernelTest;
+using ::lychee::cuda::testing::RandomBf16Values;
+using ::lychee::testing::RelativeL2;
+
+BlockSelectShape Shape(int64_t batch, int64_t max_blocks, int64_t budget) {
+  BlockSelectShape s;
+  s.batch = batch;
+  s.num_heads = 32;
+  s.num_kv_heads = 8;
+  s.head_dim = 128;
+  s.block_size = 16;
+  s.max_blocks_per_seq = max_blocks;
+  s.budget_blocks = budget;
+  s.sink_blocks = 1;
+  return s;
+}
+
+TEST(CudaBlockSelectPlanTest, CanImplementNamesWhatIsUnsupported) {
+  EXPECT_TRUE(CanImplementBlockSelect(Shape(4, 8192, 128)).ok());
+  BlockSelectShape s = Shape(4, 8192, 128);
+  s.head_dim = 96;
+  EXPECT_NE(CanImplementBlockSelect(s).message().find("head_dim"), std::string::npos);
+  s = Shape(4, 8192, 128);
+  s.num_heads = 80;  // group 10
+  EXPECT_NE(CanImplementBlockSelect(s).message().find("GQA"), std::string::npos);
+  s = Shape(4, 8192, 1);  // the sink and the last block alone exceed it
+  EXPECT_NE(CanImplementBlockSelect(s).message().find("budget_blocks"), std::string::npos);
+  s = Shape(4, 100, 128);  // budget wider than the table
+  EXPECT_FALSE(CanImplementBlockSelect(s).ok());
+  s = Shape(4, kBlockSelectMaxBlocks + 1, 128);
+  EXPECT_NE(CanImplementBlockSelect(s).message().find("max_blocks_per_seq"), std::string::npos);
+  BlockSelectParams p;
+  p.shape = Shape(4, 8192, 128);
+  EXPECT_FALSE(CanRunBlockSelect(p).ok());  // no pointers
+  EXPECT_EQ(QuestBlockSelect(p, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+struct SelectCase {
+  int64_t num_heads, num_kv_heads, head_dim, block_size, budget_blocks, sink_blocks;
+};
+
+class CudaBlockSelectTest : public CudaKernelTest {
+ protected:
+  void RunCase(const SelectCase& c, const std::vector<int64_t>& contexts);
+};
+
+void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t>& contexts) {
+  SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
+               std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) + " bs=" +
+               std::to_string(c.block_size) + " budget=" + std::to_string(c.budget_blocks));
+  const int64_t batch = static_cast<int64_t>(contexts.size());
+  const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
+  const int64_t group = h / kvh;
+  const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
+  const int64_t max_blocks = std::max((max_ctx + bs - 1) / bs + 1, c.budget_blocks);
+
+  // Pool: NaN everywhere, random bf16 keys and values in the written slots of shuffled pages.
+  int64_t total_pages = 0;
+  for (int64_t ctx : contexts) total_pages += (ctx + bs - 1) / bs;
+  const int64_t num_blocks = total_pages + 3;
+  std::vector<int32_t> perm(num_blocks);
+  for (int64_t i = 0; i < num_blocks; ++i) perm[i] = static_cast<int32_t>(i);
+  std::shuffle(perm.begin(), perm.end(), rng_);
+  std::vector<int32_t> tables(batch * max_blocks, 0);
+  PagedKvView view{nullptr, nullptr, num_blocks, kvh, bs, d};
+  std::vector<float> pool(num_blocks * view.block_stride(),
+                          std::numeric_limits<float>::quiet_NaN());
+  std::vector<float> summary(num_blocks * view.summary_block_stride(), 0.0f);
+  view.kv = pool.data();
+  view.key_summary = summary.data();
+  int64_t next = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t pages = (contexts[b] + bs - 1) / bs;
+    for (int64_t i = 0; i < pages; ++i) tables[b * max_blocks + i] = perm[next++];
+    for (int64_t i = 0; i < pages; ++i) {
+      const int64_t block = tables[b * max_blocks + i];
+      const int64_t rows = std::min(bs, contexts[b] - i * bs);
+      for (int64_t g = 0; g < kvh; ++g) {
+        // Block 5 of every long sequence repeats block 3's keys: equal scores, a tie to break.
+        const bool copy = i == 5 && pages > 8;
+        const std::vector<float> k = RandomBf16Values(rng_, rows * d);
+        const std::vector<float> v = RandomBf16Values(rng_, rows * d);
+        float* kd = view.K(block, g);
+        if (copy) {
+          std::copy_n(view.K(tables[b * max_blocks + 3], g), rows * d, kd);
+        } else {
+          std::copy(k.begin(), k.end(), kd);
+        }
+        std::copy(v.begin(), v.end(), view.V(block, g));
+        for (int64_t e = 0; e < d; ++e) {
+          float lo = kd[e], hi = kd[e];
+          for (int64_t r = 1; r < rows; ++r) {
+            lo = std::min(lo, kd[r * d + e]);
+            hi = std::max(hi, kd[r * d + e]);
+          }
+          view.KeyMin(block, g)[e] = lo;
+          view.KeyMax(block, g)[e] = hi;
+        }
+      }
+    }
+  }
+  const std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+
+  // Selection on the GPU.
+  BlockSelectShape shape;
+  shape.batch = batch;
+  shape.num_heads = h;
+  shape.num_kv_heads = kvh;
+  shape.head_dim = d;
+  shape.block_size = bs;
+  shape.max_blocks_per_seq = max_blocks;
+  shape.budget_blocks = c.budget_blocks;
+  shape.sink_blocks = c.sink_blocks;
+  LY_ASSERT_OK(CanImplementBlockSelect(shape));
+  std::vector<int32_t> lens(contexts.begin(), contexts.end());
+  DeviceBuffer<bf16> d_q, d_pool, d_summary;
+  DeviceBuffer<int32_t> d_tables, d_lens, d_sel_tables, d_sel_lens, d_sel_blocks;
+  DeviceBuffer<float> d_scores;
+  LY_ASSERT_OK(d_q.Upload(ToBf16(q)));
+  LY_ASSERT_OK(d_pool.Upload(ToBf16(pool)));
+  LY_ASSERT_OK(d_summary.Upload(ToBf16(summary)));
+  LY_ASSERT_OK(d_tables.Upload(tables));
+  LY_ASSERT_OK(d_lens.Upload(lens));
+  const int64_t rows = batch * kvh;
+  LY_ASSERT_OK(d_sel_tables.Allocate(rows * c.budget_blocks));
+  LY_ASSERT_OK(d_sel_tables.FillBytes(0xff));
+  LY_ASSERT_OK(d_sel_blocks.Allocate(rows * c.budget_blocks));
+  LY_ASSERT_OK(d_sel_blocks.FillBytes(0xff));
+  LY_ASSERT_OK(d_sel_lens.Allocate(rows));
+  LY_ASSERT_OK(d_sel_lens.FillBytes(0xff));
+  LY_ASSERT_OK(d_scores.Allocate(rows * max_blocks));
+  LY_ASSERT_OK(d_scores.FillBytes(0xff));
+  PagedKvBf16 cache{d_pool.get(), d_summary.get(), num_blocks, kvh, bs, d};
+  BlockSelectParams sp;
+  sp.q = d_q.get();
+  sp.cache = cache;
+  sp.block_tables = d_tables.get();
+  sp.context_lens = d_lens.get();
+  sp.sel_tables = d_sel_tables.get();
+  sp.sel_lens = d_sel_lens.get();
+  sp.maybe_sel_blocks = d_sel_blocks.get();
+  sp.scores = d_scores.get();
+  sp.shape = shape;
+  sp.scale = scale;
+  LY_ASSERT_OK(QuestBlockSelect(sp, nullptr));
+  std::vector<float> scores;
+  std::vector<int32_t> sel_tables, sel_blocks, sel_lens;
+  LY_ASSERT_OK(d_scores.Download(scores));
+  LY_ASSERT_OK(d_sel_tables.Download(sel_tables));
+  LY_ASSERT_OK(d_sel_blocks.Download(sel_blocks));
+  LY_ASSERT_OK(d_sel_lens.Download(sel_lens));
+
+  // Scores and selection, per (sequence, kv head).
+  std::vector<std::vector<int32_t>> want_blocks(rows);
+  std::vector<int32_t> order;
+  int64_t ties_seen = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t n = (contexts[b] + bs - 1) / bs;
+    for (int64_t g = 0; g < kvh; ++g) {
+      SCOPED_TRACE("sequence " + std::to_string(b) + " kv head " + std::to_string(g));
+      const int64_t row = b * kvh + g;
+      const float* got_scores = scores.data() + row * max_blocks;
+      if (n > c.budget_blocks) {
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t block = tables[b * max_blocks + i];
+          double best = -INFINITY, magnitude = 0.0;
+          for (int64_t hh = 0; hh < group; ++hh) {
+            const float* qh = q.data() + (b * h + g * group + hh) * d;
+            double bound = 0.0;
+            for (int64_t e = 0; e < d; ++e) {
+              const double lo = static_cast<double>(qh[e]) * view.KeyMin(block, g)[e];
+              const double hi = static_cast<double>(qh[e]) * view.KeyMax(block, g)[e];
+              bound += std::max(lo, hi);
+              magnitude += std::fabs(qh[e]) * std::max(std::fabs(view.KeyMin(block, g)[e]),
+                                                       std::fabs(view.KeyMax(block, g)[e]));
+            }
+            best = std::max(best, bound * scale);
+          }
+          ASSERT_NEAR(got_scores[i], best, 1e-5 * magnitude * scale + 1e-6) << "block " << i;
+        }
+        if (n > 8) ties_seen += got_scores[3] == got_scores[5];
+      }
+      std::vector<int32_t>& want = want_blocks[row];
+      if (n <= c.budget_blocks) {
+        for (int64_t i = 0; i < n; ++i) want.push_back(static_cast<int32_t>(i));
+      } else {
+        const std::vector<float> row_scores(got_scores, got_scores + n);
+        sparsity::AppendTopK(row_scores, std::min(n - 1, c.sink_blocks), 1, c.budget_blocks, {},
+                             &order, &want);
+      }
+      const int64_t count = static_cast<int64_t>(want.size());
+      ASSERT_LE(count, c.budget_blocks);
+      for (int64_t j = 0; j < count; ++j) {
+        ASSERT_EQ(sel_blocks[row * c.budget_blocks + j], want[j]) << "slot " << j;
+        ASSERT_EQ(sel_tables[row * c.budget_blocks + j], tables[b * max_blocks + want[j]]);
+      }
+      const int64_t want_len = contexts[b] == 0 ? 0 : (count - 1) * bs + contexts[b] - (n - 1) * bs;
+      ASSERT_EQ(sel_lens[row], want_len);
+    }
+  }
+  std::printf("  %lld (sequence, kv head) rows selected, %lld planted ties scored equal\n",
+              static_cast<long long>(rows), static_cast<long long>(ties_seen));
+
+  // Sparse attention over the selection, against the CPU's.
+  DecodeAttentionShape as;
+  as.batch = batch;
+  as.num_heads = h;
+  as.num_kv_heads = kvh;
+  as.head_dim = d;
+  as.block_size = bs;
+  as.max_blocks_per_seq = c.budget_blocks;
+  as.max_context_len = c.budget_blocks * bs;
+  LY_ASSERT_OK(CanImplementDecodeAttention(as));
+  DecodeAttentionPlanOptions many;
+  many.min_chunk_tokens = 1;
+  many.ctas_per_sm = 64;
+  for (const DecodeAttentionPlan& plan :
+       {PlanDecodeAttention(as, ::lychee::cuda::testing::NumSms()),
+        PlanDecodeAttention(as, ::lychee::cuda::testing::NumSms(), many)}) {
+    SCOPED_TRACE("splits " + std::to_string(plan.num_splits));
+    DeviceBuffer<bf16> d_out;
+    DeviceBuffer<uint8_t> d_ws;
+    DeviceBuffer<int32_t> d_counters;
+    LY_ASSERT_OK(d_out.Allocate(batch * h * d));
+    LY_ASSERT_OK(d_out.FillBytes(0xff));
+    LY_ASSERT_OK(d_ws.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(as, plan))));
+    LY_ASSERT_OK(d_counters.Allocate(rows));
+    LY_ASSERT_OK(d_counters.FillBytes(0));
+    DecodeAttentionParams ap;
+    ap.q = d_q.get();
+    ap.cache = cache;
+    ap.block_tables = d_sel_tables.get();
+    ap.context_lens = d_sel_lens.get();
+    ap.per_kv_head_tables = true;
+    ap.out = d_out.get();
+    ap.workspace = d_ws.get();
+    ap.split_counters = d_counters.get();
+    ap.shape = as;
+    ap.scale = scale;
+    LY_ASSERT_OK(DecodeAttention(ap, plan, nullptr));
+    std::vector<bf16> out_raw;
+    LY_ASSERT_OK(d_out.Download(out_raw));
+    const std::vector<float> out = ToFloat(out_raw);
+    for (int64_t b = 0; b < batch; ++b) {
+      SCOPED_TRACE("sequence " + std::to_string(b) + " context " + std::to_string(contexts[b]));
+      const float* got = out.data() + b * h * d;
+      if (contexts[b] == 0) {
+        for (int64_t i = 0; i < h * d; ++i) ASSERT_EQ(got[i], 0.0f) << i;
+        continue;
+      }
+      std::vector<int32_t> selected;
+      std::vector<int64_t> offsets = {0};
+      for (int64_t g = 0; g < kvh; ++g) {
+        const std::vector<int32_t>& w = want_blocks[b * kvh + g];
+        selected.insert(selected.end(), w.begin(), w.end());
+        offsets.push_back(static_cast<int64_t>(selected.size()));
+      }
+      std::vector<float> want(h * d), dropped(h), scratch(contexts[b] + 1);
+      cpu::SparseDecodeAttentionParams r;
+      r.q = q.data() + b * h * d;
+      r.cache = view;
+      r.block_table = tables.data() + b * max_blocks;
+      r.selected = selected.data();
+      r.selected_offsets = offsets.data();
+      r.out = want.data();
+      r.dropped_mass = dropped.data();
+      r.scratch = scratch.data();
+      r.num_heads = h;
+      r.num_table_blocks = max_blocks;
+      r.position = contexts[b] - 1;
+      r.scale = scale;
+      ASSERT_EQ(cpu::SelectionError(r), "");
+      cpu::SparseDecodeAttention(r);
+      EXPECT_LT(RelativeL2(got, want.data(), want.size()), 1e-2);
+    }
+  }
+}
+
+TEST_F(CudaBlockSelectTest, LlamaHeadsRaggedBatch) {
+  LY_SKIP_WITHOUT_GPU();
+  // Context 0, 1, within the budget, just over it, far beyond it.
+  RunCase({32, 8, 128, 16, 64, 1}, {0, 1, 500, 1040, 9000, 33000});
+}
+
+TEST_F(CudaBlockSelectTest, GroupsHeadDimsBlockSizesAndSinks) {
+  LY_SKIP_WITHOUT_GPU();
+  const std::vector<int64_t> contexts = {17, 3000, 12345};
+  RunCase({8, 8, 64, 32, 16, 2}, contexts);     // group 1, head_dim 64, two sink blocks
+  RunCase({28, 4, 128, 16, 100, 1}, contexts);  // group 7
+  RunCase({16, 2, 128, 32, 9, 0}, contexts);    // group 8, no sinks
+  RunCase({12, 4, 64, 16, 256, 4}, contexts);   // group 3
+}
+
+TEST_F(CudaBlockSelectTest, RandomShapes) {
+  LY_SKIP_WITHOUT_GPU();
+  std::uniform_int_distribution<int64_t> len(0, 20000), batch(1, 6), budget(3, 300);
+  std::uniform_int_distribution<int> pick(0, 2);
+  for (int trial = 0; trial < 3; ++trial) {
+    std::vector<int64_t> contexts(batch(rng_));
+    for (int64_t& c : contexts) c = len(rng_);
+    const int64_t kv_heads[] = {1, 2, 8};
+    const int64_t groups[] = {1, 4, 8};
+    const int64_t kv = kv_heads[pick(rng_)];
+    RunCase({kv * groups[pick(rng_)], kv, pick(rng_) == 0 ? 64 : 128, pick(rng_) == 0 ? 32 : 16,
+             budget(rng_), pick(rng_)},
+            contexts);
+  }
+}
+
+}  // namespace
+}  // namespace lychee::cuda
