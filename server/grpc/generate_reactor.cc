@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "server/grpc/convert.h"
+#include "server/grpc/raw_message.h"
 
 namespace lychee::grpc_server {
 
@@ -38,8 +39,8 @@ struct GenerateReactor::State {
   std::condition_variable drained;     // the outbox emptied, or the call ended
   GenerateReactor* reactor = nullptr;  // valid while !finished
   TokenStreamPtr stream;
-  std::deque<v1::GenerateResponse> outbox;  // translated, not yet written
-  v1::GenerateResponse in_flight;           // the message being written (while writing)
+  std::deque<grpc::ByteBuffer> outbox;  // translated and serialized, not yet written
+  grpc::ByteBuffer in_flight;           // the message being written (while writing)
   bool writing = false;
   bool last_queued = false;  // the final message is in the outbox or written
   grpc::Status final_status;
@@ -95,6 +96,18 @@ std::vector<v1::GenerateResponse> Translate(const std::string& request_id,
   return out;
 }
 
+// Appends each message's bytes to `out`; stops at the first that cannot be serialized.
+grpc::Status Serialize(const std::vector<v1::GenerateResponse>& messages,
+                       std::vector<grpc::ByteBuffer>* out) {
+  for (const v1::GenerateResponse& message : messages) {
+    grpc::ByteBuffer bytes;
+    grpc::Status status = SerializeMessage(message, &bytes);
+    if (!status.ok()) return status;
+    out->push_back(std::move(bytes));
+  }
+  return grpc::Status::OK;
+}
+
 }  // namespace
 
 GenerateReactor::GenerateReactor(EngineClient& engine, TokenStreamPtr stream)
@@ -135,15 +148,21 @@ void GenerateReactor::ReadLoop(std::shared_ptr<State> state, ReaderCounter* read
     }
     std::optional<GenerationOutput> event = s.stream->Next(absl::Now() + kPollInterval);
     if (!event.has_value()) continue;
-    std::vector<v1::GenerateResponse> messages = Translate(request_id, *event);
+    std::vector<grpc::ByteBuffer> messages;
+    const grpc::Status serialized = Serialize(Translate(request_id, *event), &messages);
+    // A message protobuf cannot encode (over 2 GiB) ends the call rather than skip output.
+    const bool last = event->finished || !serialized.ok();
+    if (!serialized.ok()) s.stream->Cancel();
     Action action;
     {
       std::lock_guard<std::mutex> lock(s.mu);
       if (s.cancelled || s.finished) break;
       for (auto& m : messages) s.outbox.push_back(std::move(m));
-      if (event->finished) {
+      if (last) {
         s.last_queued = true;
-        if (event->finish_reason == FinishReason::kError) {
+        if (!serialized.ok()) {
+          s.final_status = serialized;
+        } else if (event->finish_reason == FinishReason::kError) {
           s.final_status = event->error.ok()
                                ? grpc::Status(grpc::StatusCode::INTERNAL, "engine error")
                                : ToGrpcStatus(event->error);
@@ -154,7 +173,7 @@ void GenerateReactor::ReadLoop(std::shared_ptr<State> state, ReaderCounter* read
     // The reactor is alive: Finish has not been called before this action.
     if (action == Action::kWrite) s.reactor->StartWrite(&s.in_flight);
     if (action == Action::kFinish) s.reactor->Finish(s.final_status);
-    if (event->finished) break;
+    if (last) break;
   }
   readers->Done();
 }

@@ -12,11 +12,14 @@
 //     kPollInterval to notice cancellation, and never calls into the engine.
 //   - Calls into the engine (Abort) happen on gRPC threads only, which gRPC joins before
 //     Server::Shutdown returns; the engine must outlive the gRPC server.
+//   - Messages are serialized by the reader thread (the service's methods are raw: see
+//     raw_message.h), so gRPC threads only hand ready bytes to StartWrite.
 //   - The reactor deletes itself in OnDone; the reader thread shares only `State` (shared_ptr)
 //     and touches the reactor only while Finish has not been called.
 //   - ReaderCounter lets the service wait for every reader thread before it is destroyed.
 #pragma once
 
+#include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/server_callback.h>
 
 #include <condition_variable>
@@ -45,7 +48,7 @@ class ReaderCounter {
   int64_t count_ = 0;
 };
 
-class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   static constexpr absl::Duration kPollInterval = absl::Milliseconds(100);
 
@@ -72,7 +75,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 };
 
 // A reactor that finishes at once with `status` (validation and admission errors).
-class ErrorWriteReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+class ErrorWriteReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   explicit ErrorWriteReactor(grpc::Status status) { Finish(std::move(status)); }
   void OnDone() override { delete this; }

@@ -11,6 +11,7 @@
 #include "common/logging.h"
 #include "model/tokenizer/tokenizer.h"
 #include "server/grpc/convert.h"
+#include "server/grpc/raw_message.h"
 
 namespace lychee::grpc_server {
 namespace {
@@ -61,16 +62,30 @@ grpc::Status LycheeService::Reject(std::string_view method, grpc::Status status)
   return status;
 }
 
-grpc::ServerUnaryReactor* LycheeService::Unauthenticated(grpc::CallbackServerContext* context,
-                                                         std::string_view method) const {
-  return FinishUnary(context, Reject(method, grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                                          kUnauthenticatedMessage)));
+template <typename Request, typename Response, typename Handler>
+grpc::ServerUnaryReactor* LycheeService::Unary(std::string_view method,
+                                               grpc::CallbackServerContext* context,
+                                               const grpc::ByteBuffer& request,
+                                               grpc::ByteBuffer* response, Handler handler) {
+  const std::optional<std::string> principal = Authenticate(*context);
+  if (!principal.has_value()) {
+    return FinishUnary(context, Reject(method, grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                                            kUnauthenticatedMessage)));
+  }
+  Request typed_request;
+  if (grpc::Status parsed = ParseMessage(request, &typed_request); !parsed.ok()) {
+    return FinishUnary(context, Reject(method, std::move(parsed)));
+  }
+  Response typed_response;
+  grpc::Status status = handler(*principal, typed_request, &typed_response);
+  if (status.ok()) status = SerializeMessage(typed_response, response);
+  return FinishUnary(context, std::move(status));
 }
 
 LycheeService::~LycheeService() { readers_.Wait(); }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* LycheeService::Generate(
-    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* LycheeService::Generate(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request_bytes) {
   const std::optional<std::string> principal = Authenticate(*context);
   if (!principal.has_value()) {
     return new ErrorWriteReactor(Reject(
@@ -80,9 +95,13 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* LycheeService::Generate(
     return new ErrorWriteReactor(
         Reject("Generate", grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down")));
   }
+  v1::GenerateRequest request;
+  if (grpc::Status parsed = ParseMessage(*request_bytes, &request); !parsed.ok()) {
+    return new ErrorWriteReactor(Reject("Generate", std::move(parsed)));
+  }
   const ModelInfo& info = engine_.model_info();
   absl::StatusOr<GenerationRequest> converted =
-      ToGenerationRequest(*request, engine_.tokenizer(), info.vocab_size, info.max_model_len,
+      ToGenerationRequest(request, engine_.tokenizer(), info.vocab_size, info.max_model_len,
                           options_.default_policy, options_.max_prompt_bytes);
   if (!converted.ok()) {
     return new ErrorWriteReactor(Reject("Generate", ToGrpcStatus(converted.status())));
@@ -99,65 +118,113 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* LycheeService::Generate(
 }
 
 grpc::ServerUnaryReactor* LycheeService::Abort(grpc::CallbackServerContext* context,
-                                               const v1::AbortRequest* request,
-                                               v1::AbortResponse* /*response*/) {
-  const std::optional<std::string> principal = Authenticate(*context);
-  if (!principal.has_value()) return Unauthenticated(context, "Abort");
-  // Only the caller's own requests; others' ids are ignored as unknown ones are (no answer
-  // tells them apart).
-  for (const std::string& id : request->request_ids()) {
-    if (id.empty() || id.size() > kMaxRequestIdLength) continue;
-    if (owners_->IsOwner(id, *principal)) engine_.Abort(id);
-  }
-  return FinishUnary(context, grpc::Status::OK);
+                                               const grpc::ByteBuffer* request,
+                                               grpc::ByteBuffer* response) {
+  return Unary<v1::AbortRequest, v1::AbortResponse>(
+      "Abort", context, *request, response,
+      [this](const std::string& principal, const v1::AbortRequest& r, v1::AbortResponse* out) {
+        return DoAbort(principal, r, out);
+      });
 }
 
 grpc::ServerUnaryReactor* LycheeService::Tokenize(grpc::CallbackServerContext* context,
-                                                  const v1::TokenizeRequest* request,
-                                                  v1::TokenizeResponse* response) {
-  if (!Authenticate(*context).has_value()) return Unauthenticated(context, "Tokenize");
-  if (options_.max_prompt_bytes > 0 &&
-      static_cast<int64_t>(request->text().size()) > options_.max_prompt_bytes) {
-    return FinishUnary(
-        context, Reject("Tokenize", grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                                 fmt::format("text is {} bytes, more than this "
-                                                             "server's max_prompt_bytes={}",
-                                                             request->text().size(),
-                                                             options_.max_prompt_bytes))));
-  }
-  const Tokenizer& tokenizer = engine_.tokenizer();
-  const bool add_special = request->has_add_special_tokens() ? request->add_special_tokens() : true;
-  for (const int32_t id : tokenizer.Encode(request->text(), add_special)) {
-    response->add_token_ids(id);
-    response->add_tokens(tokenizer.IdToToken(id));
-  }
-  return FinishUnary(context, grpc::Status::OK);
+                                                  const grpc::ByteBuffer* request,
+                                                  grpc::ByteBuffer* response) {
+  return Unary<v1::TokenizeRequest, v1::TokenizeResponse>(
+      "Tokenize", context, *request, response,
+      [this](const std::string&, const v1::TokenizeRequest& r, v1::TokenizeResponse* out) {
+        return DoTokenize(r, out);
+      });
 }
 
 grpc::ServerUnaryReactor* LycheeService::Detokenize(grpc::CallbackServerContext* context,
-                                                    const v1::DetokenizeRequest* request,
-                                                    v1::DetokenizeResponse* response) {
-  if (!Authenticate(*context).has_value()) return Unauthenticated(context, "Detokenize");
-  const Tokenizer& tokenizer = engine_.tokenizer();
-  for (int i = 0; i < request->token_ids_size(); ++i) {
-    const int32_t id = request->token_ids(i);
-    if (id < 0 || id >= tokenizer.vocab_size()) {
-      return FinishUnary(context,
-                         grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                      fmt::format("token_ids[{}] is {}, must be in [0, {})", i, id,
-                                                  tokenizer.vocab_size())));
-    }
-  }
-  const bool skip = request->has_skip_special_tokens() ? request->skip_special_tokens() : true;
-  response->set_text(tokenizer.Decode(
-      absl::MakeConstSpan(request->token_ids().data(), request->token_ids_size()), skip));
-  return FinishUnary(context, grpc::Status::OK);
+                                                    const grpc::ByteBuffer* request,
+                                                    grpc::ByteBuffer* response) {
+  return Unary<v1::DetokenizeRequest, v1::DetokenizeResponse>(
+      "Detokenize", context, *request, response,
+      [this](const std::string&, const v1::DetokenizeRequest& r, v1::DetokenizeResponse* out) {
+        return DoDetokenize(r, out);
+      });
 }
 
 grpc::ServerUnaryReactor* LycheeService::GetModelInfo(grpc::CallbackServerContext* context,
-                                                      const v1::GetModelInfoRequest* /*request*/,
-                                                      v1::GetModelInfoResponse* response) {
-  if (!Authenticate(*context).has_value()) return Unauthenticated(context, "GetModelInfo");
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response) {
+  return Unary<v1::GetModelInfoRequest, v1::GetModelInfoResponse>(
+      "GetModelInfo", context, *request, response,
+      [this](const std::string&, const v1::GetModelInfoRequest&, v1::GetModelInfoResponse* out) {
+        return DoGetModelInfo(out);
+      });
+}
+
+grpc::ServerUnaryReactor* LycheeService::GetServerInfo(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
+  return Unary<v1::GetServerInfoRequest, v1::GetServerInfoResponse>(
+      "GetServerInfo", context, *request, response,
+      [this](const std::string&, const v1::GetServerInfoRequest&, v1::GetServerInfoResponse* out) {
+        return DoGetServerInfo(out);
+      });
+}
+
+grpc::ServerUnaryReactor* LycheeService::GetLoads(grpc::CallbackServerContext* context,
+                                                  const grpc::ByteBuffer* request,
+                                                  grpc::ByteBuffer* response) {
+  return Unary<v1::GetLoadsRequest, v1::GetLoadsResponse>(
+      "GetLoads", context, *request, response,
+      [this](const std::string&, const v1::GetLoadsRequest&, v1::GetLoadsResponse* out) {
+        return DoGetLoads(out);
+      });
+}
+
+grpc::Status LycheeService::DoAbort(const std::string& principal, const v1::AbortRequest& request,
+                                    v1::AbortResponse* /*response*/) {
+  // Only the caller's own requests; others' ids are ignored as unknown ones are (no answer
+  // tells them apart).
+  for (const std::string& id : request.request_ids()) {
+    if (id.empty() || id.size() > kMaxRequestIdLength) continue;
+    if (owners_->IsOwner(id, principal)) engine_.Abort(id);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status LycheeService::DoTokenize(const v1::TokenizeRequest& request,
+                                       v1::TokenizeResponse* response) {
+  if (options_.max_prompt_bytes > 0 &&
+      static_cast<int64_t>(request.text().size()) > options_.max_prompt_bytes) {
+    return Reject("Tokenize",
+                  grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                               fmt::format("text is {} bytes, more than this server's "
+                                           "max_prompt_bytes={}",
+                                           request.text().size(), options_.max_prompt_bytes)));
+  }
+  const Tokenizer& tokenizer = engine_.tokenizer();
+  const bool add_special = request.has_add_special_tokens() ? request.add_special_tokens() : true;
+  for (const int32_t id : tokenizer.Encode(request.text(), add_special)) {
+    response->add_token_ids(id);
+    response->add_tokens(tokenizer.IdToToken(id));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status LycheeService::DoDetokenize(const v1::DetokenizeRequest& request,
+                                         v1::DetokenizeResponse* response) {
+  const Tokenizer& tokenizer = engine_.tokenizer();
+  for (int i = 0; i < request.token_ids_size(); ++i) {
+    const int32_t id = request.token_ids(i);
+    if (id < 0 || id >= tokenizer.vocab_size()) {
+      return grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          fmt::format("token_ids[{}] is {}, must be in [0, {})", i, id, tokenizer.vocab_size()));
+    }
+  }
+  const bool skip = request.has_skip_special_tokens() ? request.skip_special_tokens() : true;
+  response->set_text(tokenizer.Decode(
+      absl::MakeConstSpan(request.token_ids().data(), request.token_ids_size()), skip));
+  return grpc::Status::OK;
+}
+
+grpc::Status LycheeService::DoGetModelInfo(v1::GetModelInfoResponse* response) {
   const ModelInfo& info = engine_.model_info();
   response->set_model_id(info.model_id);
   // The folder name only: the server's filesystem layout is nobody's business (issue 15).
@@ -168,13 +235,10 @@ grpc::ServerUnaryReactor* LycheeService::GetModelInfo(grpc::CallbackServerContex
   response->set_bos_token_id(info.bos_token_id);
   response->mutable_eos_token_ids()->Add(info.eos_token_ids.begin(), info.eos_token_ids.end());
   response->set_device(info.device);
-  return FinishUnary(context, grpc::Status::OK);
+  return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* LycheeService::GetServerInfo(grpc::CallbackServerContext* context,
-                                                       const v1::GetServerInfoRequest* /*request*/,
-                                                       v1::GetServerInfoResponse* response) {
-  if (!Authenticate(*context).has_value()) return Unauthenticated(context, "GetServerInfo");
+grpc::Status LycheeService::DoGetServerInfo(v1::GetServerInfoResponse* response) {
   const EngineStats stats = engine_.Stats();
   response->set_server_version(options_.server_version);
   response->set_active_requests(stats.num_running + stats.num_waiting);
@@ -188,13 +252,10 @@ grpc::ServerUnaryReactor* LycheeService::GetServerInfo(grpc::CallbackServerConte
   response->set_model_id(engine_.model_info().model_id);
   for (const std::string& policy : options_.policies) response->add_policies(policy);
   ToPolicyMessage(options_.default_policy, response->mutable_default_policy());
-  return FinishUnary(context, grpc::Status::OK);
+  return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* LycheeService::GetLoads(grpc::CallbackServerContext* context,
-                                                  const v1::GetLoadsRequest* /*request*/,
-                                                  v1::GetLoadsResponse* response) {
-  if (!Authenticate(*context).has_value()) return Unauthenticated(context, "GetLoads");
+grpc::Status LycheeService::DoGetLoads(v1::GetLoadsResponse* response) {
   const EngineStats stats = engine_.Stats();
   response->set_num_running_reqs(stats.num_running);
   response->set_num_waiting_reqs(stats.num_waiting);
@@ -204,7 +265,7 @@ grpc::ServerUnaryReactor* LycheeService::GetLoads(grpc::CallbackServerContext* c
   response->set_block_size(stats.block_size);
   response->set_num_used_tokens(stats.num_kv_blocks_used * stats.block_size);
   response->set_max_total_num_tokens(stats.num_kv_blocks_total * stats.block_size);
-  return FinishUnary(context, grpc::Status::OK);
+  return grpc::Status::OK;
 }
 
 }  // namespace lychee::grpc_server

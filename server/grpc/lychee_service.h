@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // LycheeService: the lychee.v1.LycheeService callback service over an EngineClient.
 //
+// Its methods are registered raw (requests and responses are bytes) and parse requests
+// themselves, so a message that does not parse is INVALID_ARGUMENT with a message rather than
+// gRPC's own UNIMPLEMENTED with empty details (raw_message.h says why). Clients see the same
+// service, methods and messages; reflection and health are unchanged.
+//
 // Every handler runs on a gRPC callback thread and returns quickly: unary calls answer from the
 // tokenizer or Engine::Stats(); Generate validates, tokenizes, submits and hands the stream to a
 // GenerateReactor (see generate_reactor.h for the threading). It holds no engine state.
@@ -49,7 +54,17 @@ struct ServiceOptions {
       on_reject = {};
 };
 
-class LycheeService final : public v1::LycheeService::CallbackService {
+// Every lychee.v1.LycheeService method as a raw callback method.
+using RawLycheeService = v1::LycheeService::WithRawCallbackMethod_Generate<
+    v1::LycheeService::WithRawCallbackMethod_Abort<
+        v1::LycheeService::WithRawCallbackMethod_Tokenize<
+            v1::LycheeService::WithRawCallbackMethod_Detokenize<
+                v1::LycheeService::WithRawCallbackMethod_GetModelInfo<
+                    v1::LycheeService::WithRawCallbackMethod_GetServerInfo<
+                        v1::LycheeService::WithRawCallbackMethod_GetLoads<
+                            v1::LycheeService::Service>>>>>>>;
+
+class LycheeService final : public RawLycheeService {
  public:
   LycheeService(EngineClient& engine, ServiceOptions options);
   // Waits for the reader threads of finished calls (each exits within a poll interval).
@@ -60,26 +75,27 @@ class LycheeService final : public v1::LycheeService::CallbackService {
   bool draining() const { return draining_.load(); }
   int64_t num_live_streams() const { return readers_.count(); }
 
-  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
-      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  // The raw methods: authenticate, parse the request, run the typed handler below, serialize.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* context,
-                                  const v1::AbortRequest* request,
-                                  v1::AbortResponse* response) override;
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
-                                     const v1::TokenizeRequest* request,
-                                     v1::TokenizeResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
-                                       const v1::DetokenizeRequest* request,
-                                       v1::DetokenizeResponse* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
-                                         const v1::GetModelInfoRequest* request,
-                                         v1::GetModelInfoResponse* response) override;
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* context,
-                                          const v1::GetServerInfoRequest* request,
-                                          v1::GetServerInfoResponse* response) override;
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetLoads(grpc::CallbackServerContext* context,
-                                     const v1::GetLoadsRequest* request,
-                                     v1::GetLoadsResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
 
  private:
   // The caller's principal: its API key's ("key#N"), or without keys its connection
@@ -87,9 +103,21 @@ class LycheeService final : public v1::LycheeService::CallbackService {
   std::optional<std::string> Authenticate(const grpc::CallbackServerContext& context) const;
   // `status` as the call's answer, counted and logged as a rejection.
   grpc::Status Reject(std::string_view method, grpc::Status status) const;
-  // The unary reactor for an unauthenticated call.
-  grpc::ServerUnaryReactor* Unauthenticated(grpc::CallbackServerContext* context,
-                                            std::string_view method) const;
+  // A unary call: authenticates, parses `request` as a `Request`, runs
+  // `handler(principal, request, &response)` and serializes its response when it succeeds.
+  template <typename Request, typename Response, typename Handler>
+  grpc::ServerUnaryReactor* Unary(std::string_view method, grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer& request, grpc::ByteBuffer* response,
+                                  Handler handler);
+
+  // The typed handlers (one per unary method).
+  grpc::Status DoAbort(const std::string& principal, const v1::AbortRequest& request,
+                       v1::AbortResponse* response);
+  grpc::Status DoTokenize(const v1::TokenizeRequest& request, v1::TokenizeResponse* response);
+  grpc::Status DoDetokenize(const v1::DetokenizeRequest& request, v1::DetokenizeResponse* response);
+  grpc::Status DoGetModelInfo(v1::GetModelInfoResponse* response);
+  grpc::Status DoGetServerInfo(v1::GetServerInfoResponse* response);
+  grpc::Status DoGetLoads(v1::GetLoadsResponse* response);
 
   EngineClient& engine_;
   const ServiceOptions options_;

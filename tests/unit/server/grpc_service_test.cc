@@ -3,12 +3,14 @@
 // error mapping, Abort RPC, client cancellation and deadlines reaching the engine, slow readers,
 // concurrency, health, draining and shutdown with live streams. No model runs here; the real
 // engine is exercised by tests/integration.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "lychee/v1/generate.grpc.pb.h"
 #include "server/grpc/grpc_server.h"
+#include "server/security/api_keys.h"
 #include "tests/unit/server/grpc_fake_engine.h"
 
 namespace lychee::grpc_server {
@@ -424,6 +427,116 @@ TEST_F(GrpcServiceTest, TokenizeDetokenizeAndInfo) {
   EXPECT_EQ(loads.num_kv_blocks_total(), 100);
   EXPECT_EQ(loads.max_total_num_tokens(), 1600);
   EXPECT_DOUBLE_EQ(loads.kv_usage(), 0.07);
+}
+
+// One unary call of `method` with `bytes` as the request message, over the generic stub (so
+// the bytes need not be a valid message). Server-streaming Generate works this way too: the
+// status is what matters. `authorization`, when set, is sent as that metadata.
+grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                     const std::string& bytes, grpc::ByteBuffer* response = nullptr,
+                     const std::string& authorization = "") {
+  grpc::GenericStub generic(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (!authorization.empty()) context.AddMetadata("authorization", authorization);
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::CompletionQueue cq;
+  auto call = generic.PrepareUnaryCall(&context, method, request, &cq);
+  call->StartCall();
+  grpc::ByteBuffer received;
+  grpc::Status status;
+  call->Finish(&received, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  EXPECT_TRUE(cq.Next(&tag, &ok));
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  if (response != nullptr) *response = received;
+  return status;
+}
+
+constexpr char kGarbage[] = "\xff\xff\xff\x0f\x12\x99garbage";
+
+// Garbage bytes on every method are INVALID_ARGUMENT naming the message type, not gRPC's own
+// UNIMPLEMENTED with empty details (grpc/grpc#30454), and the server keeps serving.
+TEST_F(GrpcServiceTest, GarbageBytesAreInvalidArgumentOnEveryMethod) {
+  const std::string garbage(kGarbage, sizeof(kGarbage) - 1);
+  for (const std::string method : {"Generate", "Abort", "Tokenize", "Detokenize", "GetModelInfo",
+                                   "GetServerInfo", "GetLoads"}) {
+    const grpc::Status status = RawCall(channel_, "/lychee.v1.LycheeService/" + method, garbage);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
+    EXPECT_NE(status.error_message().find("is not a valid lychee.v1." + method + "Request"),
+              std::string::npos)
+        << method << ": " << status.error_message();
+  }
+  // A truncated valid message (a length prefix promising more bytes) does not parse either.
+  v1::TokenizeRequest tokenize;
+  tokenize.set_text("Once upon a time");
+  const std::string encoded = tokenize.SerializeAsString();
+  EXPECT_EQ(
+      RawCall(channel_, "/lychee.v1.LycheeService/Tokenize", encoded.substr(0, 5)).error_code(),
+      grpc::StatusCode::INVALID_ARGUMENT);
+  // The same bytes, whole, go through: the raw methods parse and serialize real messages.
+  grpc::ByteBuffer response_bytes;
+  ASSERT_TRUE(
+      RawCall(channel_, "/lychee.v1.LycheeService/Tokenize", encoded, &response_bytes).ok());
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response_bytes.Dump(&slices).ok());
+  std::string response_wire;
+  for (const grpc::Slice& s : slices) {
+    response_wire.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  v1::TokenizeResponse tokens;
+  ASSERT_TRUE(tokens.ParseFromString(response_wire));
+  EXPECT_EQ(std::vector<int32_t>(tokens.token_ids().begin(), tokens.token_ids().end()),
+            engine_->tokenizer().Encode("Once upon a time", true));
+  // An empty message is a valid one (every field unset): GetLoads answers.
+  EXPECT_TRUE(RawCall(channel_, "/lychee.v1.LycheeService/GetLoads", "").ok());
+  // Still serving streams.
+  StreamResult after = RunStream(TextRequest("still here", 4));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.num_tokens, 4);
+}
+
+// With API keys, a call without one is UNAUTHENTICATED before its bytes are looked at; with
+// one, garbage is INVALID_ARGUMENT. Both are counted as rejections with their reason.
+TEST_F(GrpcServiceTest, GarbageBytesAreCheckedAfterAuthenticationAndCounted) {
+  TearDown();
+  engine_ = std::make_unique<FakeEngine>(absl::Milliseconds(1));
+  const security::ApiKeys keys({"secret-key"});
+  std::mutex mu;
+  std::vector<std::string> rejections;
+  auto server = GrpcServer::Start(
+      *engine_,
+      {.host = "127.0.0.1",
+       .port = 0,
+       .server_version = "test",
+       .api_keys = &keys,
+       .on_reject = [&](std::string_view reason, std::string_view method, const grpc::Status&) {
+         std::lock_guard<std::mutex> lock(mu);
+         rejections.push_back(std::string(method) + ":" + std::string(reason));
+       }});
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = *std::move(server);
+  channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+  const std::string garbage(kGarbage, sizeof(kGarbage) - 1);
+  for (const std::string method : {"Generate", "Tokenize"}) {
+    const std::string path = "/lychee.v1.LycheeService/" + method;
+    EXPECT_EQ(RawCall(channel_, path, garbage).error_code(), grpc::StatusCode::UNAUTHENTICATED)
+        << method;
+    EXPECT_EQ(RawCall(channel_, path, garbage, nullptr, "Bearer secret-key").error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT)
+        << method;
+  }
+  // The keys and the hook are locals: stop the server before they go.
+  server_->Shutdown(absl::Now() + absl::Seconds(5));
+  server_.reset();
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(rejections,
+            (std::vector<std::string>{"Generate:unauthenticated", "Generate:invalid_request",
+                                      "Tokenize:unauthenticated", "Tokenize:invalid_request"}));
 }
 
 grpc::health::v1::HealthCheckResponse::ServingStatus Health(grpc::Channel* channel,
