@@ -8,7 +8,8 @@
 //
 // Selection: CTA (kv head, sequence), 256 threads, the row's scores staged in shared memory. The
 // take-th best candidate score is found by a 4-pass MSB-first radix select over order-preserving
-// uint32 images of the floats (8 bits a pass); candidates strictly above it are taken, and of
+// uint32 images of the floats (8 bits a pass, the bin holding it found by a block scan over the
+// 256 bins); candidates strictly above it are taken, and of
 // those equal to it the earliest `remaining` ones (ties go to the earlier block). Two block-wide
 // prefix sums in index order then give each taken block its output slot, so rows come out in
 // ascending logical order without a sort.
@@ -27,7 +28,7 @@ namespace {
 
 constexpr int kScoreWarps = 8;
 constexpr int kScoreBlocksPerWarp = 8;  // blocks a warp scores, so q is loaded once per 8
-constexpr int kSelectThreads = 256;
+constexpr int kSelectThreads = 256;     // one radix bin per thread
 constexpr int kMaxGroup = kBlockSelectMaxGroup;
 
 __device__ __forceinline__ int64_t NumBlocks(const BlockSelectParams& p, int seq, int64_t* ctx) {
@@ -157,15 +158,16 @@ __global__ void __launch_bounds__(kSelectThreads)
       if ((u & high_mask) == prefix) atomicAdd(&s_hist[(u >> shift) & 0xff], 1);
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-      int remaining = s_remaining;
-      int digit = 255;
-      for (; digit > 0; --digit) {
-        if (s_hist[digit] >= remaining) break;
-        remaining -= s_hist[digit];
-      }
+    // Thread t looks at digit 255 - t: with the counts of the digits above it (a block scan), the
+    // one thread whose digit holds the remaining-th best sets the prefix.
+    const int digit = 255 - static_cast<int>(threadIdx.x);
+    const int count = s_hist[digit];
+    const int remaining = s_remaining;
+    int above = 0;
+    Scan(scan_storage).ExclusiveSum(count, above);
+    if (above < remaining && above + count >= remaining) {
       s_prefix = prefix | (static_cast<uint32_t>(digit) << shift);
-      s_remaining = remaining;  // still to take among those equal to the prefix so far
+      s_remaining = remaining - above;  // still to take among those equal to the prefix so far
     }
     __syncthreads();
   }

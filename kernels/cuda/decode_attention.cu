@@ -41,6 +41,7 @@ constexpr int kKeys = 64;               // tokens per K/V tile: 16 per warp
 constexpr int kTablePrefetchTiles = 8;  // the block table is prefetched into L2 this far ahead
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
+constexpr int kMaxGroup = 8;  // query heads per kv head: the 8 real rows of an m16 tile
 static_assert(kKeys == kWarps * 16, "one m16n8k16 key step per warp and tile");
 
 template <int D, int kStages>
@@ -323,23 +324,55 @@ __global__ void __launch_bounds__(kThreads, 2)
   __syncthreads();
   if (!s_last) return;
   __threadfence();
+  // Stage the group's partial LSEs (log2 units) in the free ring, turn them into normalised
+  // weights once per head (a warp per head), then each (head, d) output sums its partials with
+  // independent loads.
+  __shared__ float s_merge_max[kMaxGroup], s_merge_sum[kMaxGroup];
+  float* s_w = reinterpret_cast<float*>(smem_raw);  // [group][num_parts]
+  const int64_t row0 = static_cast<int64_t>(seq) * s.num_heads + kv_head * group;
+  const float* lse0 = WorkspaceLse(p, plan.num_splits) + row0 * plan.num_splits;
+  for (int i = threadIdx.x; i < group * num_parts; i += kThreads) {
+    s_w[i] = __ldcg(lse0 + (i / num_parts) * plan.num_splits + i % num_parts);
+  }
+  __syncthreads();
+  for (int h = warp; h < group; h += kWarps) {
+    float* w = s_w + h * num_parts;
+    float mx = kNegInf;
+    for (int i = lane; i < num_parts; i += 32) mx = fmaxf(mx, w[i]);
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, offset));
+    }
+    float sum = 0.0f;
+    if (mx != kNegInf) {
+      for (int i = lane; i < num_parts; i += 32) {
+        w[i] = exp2f(w[i] - mx);
+        sum += w[i];
+      }
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (lane == 0) {
+      s_merge_max[h] = mx;
+      s_merge_sum[h] = sum;
+    }
+  }
+  __syncthreads();
   for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
     const int h = idx / D;
     const int d = idx % D;
-    const int64_t row = static_cast<int64_t>(seq) * s.num_heads + kv_head * group + h;
-    const float* lse = WorkspaceLse(p, plan.num_splits) + row * plan.num_splits;
-    const float* po = WorkspaceO(p) + row * plan.num_splits * D + d;
-    float mx = kNegInf;
-    for (int i = 0; i < num_parts; ++i) mx = fmaxf(mx, __ldcg(lse + i));
-    float sum = 0.0f, acc = 0.0f;
-    if (mx != kNegInf) {
-      for (int i = 0; i < num_parts; ++i) {
-        const float w = exp2f(__ldcg(lse + i) - mx);
-        sum += w;
-        acc = fmaf(w, __ldcg(po + static_cast<int64_t>(i) * D), acc);
-      }
-    }
+    const int64_t row = row0 + h;
+    const float mx = s_merge_max[h];
     const bool empty = mx == kNegInf;
+    float acc = 0.0f;
+    if (!empty) {
+      const float* po = WorkspaceO(p) + row * plan.num_splits * D + d;
+      const float* w = s_w + h * num_parts;
+#pragma unroll 4
+      for (int i = 0; i < num_parts; ++i)
+        acc = fmaf(w[i], __ldcg(po + static_cast<int64_t>(i) * D), acc);
+    }
+    const float sum = s_merge_sum[h];
     p.out[row * D + d] = __float2bfloat16_rn(empty ? 0.0f : acc / sum);
     if (d == 0 && p.maybe_lse != nullptr) {
       p.maybe_lse[row] = empty ? kNegInf : (mx + log2f(sum)) * kLn2;

@@ -13,6 +13,7 @@ namespace {
 
 constexpr int64_t kMaxGrid = 65535;  // gridDim.y / gridDim.z limit
 constexpr int64_t kMaxInt32 = 2147483647;
+constexpr int kMaxSplits = 1024;
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -90,7 +91,7 @@ DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& s, int num_s
   // drop the splits that would start past the longest context.
   int64_t chunk = CeilDiv(CeilDiv(ctx, splits), bs) * bs;
   chunk = std::max(chunk, std::min(min_chunk, CeilDiv(ctx, bs) * bs));
-  splits = std::clamp<int64_t>(CeilDiv(ctx, chunk), 1, kMaxGrid);
+  splits = std::clamp<int64_t>(CeilDiv(ctx, chunk), 1, kMaxSplits);
   plan.num_splits = static_cast<int>(splits);
   plan.chunk_tokens = static_cast<int>(std::min<int64_t>(chunk, kMaxInt32));
   return plan;
@@ -130,8 +131,10 @@ absl::Status CanRunDecodeAttention(const DecodeAttentionParams& p,
                      p.cache.block_size, ", head_dim ", p.cache.head_dim, ", blocks ",
                      p.cache.num_blocks, ") does not match the shape"));
   }
+  // The last split stages every split's LSE for its GQA group in the smallest ring the kernel
+  // has (32 KiB): at most kMaxSplits splits.
   if (plan.num_splits < 1 || plan.chunk_tokens <= 0 || plan.chunk_tokens % s.block_size != 0 ||
-      plan.num_splits > kMaxGrid) {
+      plan.num_splits > kMaxSplits) {
     return absl::InvalidArgumentError(absl::StrCat("decode attention: invalid plan (splits ",
                                                    plan.num_splits, ", chunk ", plan.chunk_tokens,
                                                    ")"));
