@@ -76,7 +76,7 @@ struct DecodeAttentionPlanOptions {
   // (the default is the H100's for head_dim 128 and 3 stages).
   int ctas_per_sm = 2;
   int min_chunk_tokens = 256;  // below this a split costs more than it saves
-  int max_splits = 128;        // bounds the workspace (the kernel takes at most 1024)
+  int max_splits = 128;        // bounds the workspace (the kernel takes at most 1000)
   int stages = 3;
 };
 

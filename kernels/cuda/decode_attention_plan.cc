@@ -13,7 +13,7 @@ namespace {
 
 constexpr int64_t kMaxGrid = 65535;  // gridDim.y / gridDim.z limit
 constexpr int64_t kMaxInt32 = 2147483647;
-constexpr int kMaxSplits = 1024;
+constexpr int kMaxSplits = 1000;
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -132,7 +132,7 @@ absl::Status CanRunDecodeAttention(const DecodeAttentionParams& p,
                      p.cache.num_blocks, ") does not match the shape"));
   }
   // The last split stages every split's LSE for its GQA group in the smallest ring the kernel
-  // has (32 KiB): at most kMaxSplits splits.
+  // has (32 KiB), with their max and sum: at most kMaxSplits splits.
   if (plan.num_splits < 1 || plan.chunk_tokens <= 0 || plan.chunk_tokens % s.block_size != 0 ||
       plan.num_splits > kMaxSplits) {
     return absl::InvalidArgumentError(absl::StrCat("decode attention: invalid plan (splits ",
