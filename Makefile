@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc)
 PROMPT ?= Once upon a time
 MAX_TOKENS ?= 200
 
-.PHONY: all deps build test run generate format clean
+.PHONY: all deps build test fuzz run generate format clean
 all: build
 
 deps:
@@ -21,6 +21,11 @@ build: deps
 
 test: build
 	@ctest --preset $(PRESET) -j $(JOBS)
+
+# Every libFuzzer target for FUZZ_SECONDS each (clang, build/fuzz; scripts/fuzz.sh).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
 
 # Starts lychee-server on the embedded model, shows one generation through lychee-client, and
 # keeps serving (Ctrl-C stops it; DEMO_ONCE=1 stops after the example).

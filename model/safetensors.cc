@@ -148,16 +148,16 @@ absl::StatusOr<TensorView> ParseEntry(const std::string& name, const Json& entry
   return view;
 }
 
-// Parses one mapped file's header and adds its tensors to `tensors` (duplicates are errors).
-absl::Status ParseFile(const MappedFile& mapped, std::map<std::string, TensorView>* tensors) {
-  const std::string& file = mapped.path();
-  const uint64_t size = mapped.size();
+// Parses one file's header (`bytes` is the whole file, `size` bytes) and adds its tensors to
+// `tensors` (duplicates are errors); the views point into `bytes`.
+absl::Status ParseFile(const std::string& file, const uint8_t* bytes, uint64_t size,
+                       std::map<std::string, TensorView>* tensors) {
   if (size < 8) {
     return FileError(
         file, absl::StrCat("file is ", size, " bytes, too short for a safetensors header length"));
   }
   uint64_t header_len = 0;
-  std::memcpy(&header_len, mapped.data(), 8);
+  std::memcpy(&header_len, bytes, 8);
   if constexpr (std::endian::native == std::endian::big) header_len = __builtin_bswap64(header_len);
   if (header_len > kMaxHeaderBytes) {
     return FileError(file, absl::StrCat("header length ", header_len, " exceeds the limit of ",
@@ -167,10 +167,10 @@ absl::Status ParseFile(const MappedFile& mapped, std::map<std::string, TensorVie
     return FileError(file, absl::StrCat("header length ", header_len, " exceeds the ", size - 8,
                                         " bytes after the length field (file truncated?)"));
   }
-  const std::string_view header(reinterpret_cast<const char*>(mapped.data() + 8), header_len);
+  const std::string_view header(reinterpret_cast<const char*>(bytes + 8), header_len);
   LY_ASSIGN_OR_RETURN(const Json json, ParseJson(header, file));
   if (!json.is_object()) return FileError(file, "header must be a JSON object");
-  const uint8_t* data = mapped.data() + 8 + header_len;
+  const uint8_t* data = bytes + 8 + header_len;
   const uint64_t data_size = size - 8 - header_len;
   for (const auto& [name, entry] : json.items()) {
     if (name == "__metadata__") {
@@ -184,6 +184,10 @@ absl::Status ParseFile(const MappedFile& mapped, std::map<std::string, TensorVie
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status ParseFile(const MappedFile& mapped, std::map<std::string, TensorView>* tensors) {
+  return ParseFile(mapped.path(), mapped.data(), mapped.size(), tensors);
 }
 
 bool EndsWith(std::string_view s, std::string_view suffix) {
@@ -321,6 +325,14 @@ absl::StatusOr<SafetensorsArchive> SafetensorsArchive::Open(const std::string& p
           absl::StrCat("weight_map says ", shard_path, " but found in ", it->second.file));
     }
   }
+  return archive;
+}
+
+absl::StatusOr<SafetensorsArchive> SafetensorsArchive::FromBuffer(const std::string& name,
+                                                                  std::string_view bytes) {
+  SafetensorsArchive archive;
+  LY_RETURN_IF_ERROR(ParseFile(name, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                               &archive.tensors_));
   return archive;
 }
 

@@ -44,6 +44,10 @@ class SafetensorsArchive {
   // `path` is a .safetensors file, a .safetensors.index.json file, or a directory holding
   // model.safetensors.index.json or model.safetensors.
   static absl::StatusOr<SafetensorsArchive> Open(const std::string& path);
+  // One safetensors file already in memory (`name` names it in errors). The tensors are views
+  // into `bytes`, which must outlive the archive (the fuzz target's entry point).
+  static absl::StatusOr<SafetensorsArchive> FromBuffer(const std::string& name,
+                                                       std::string_view bytes);
 
   bool Contains(const std::string& name) const;
   absl::StatusOr<const TensorView*> Find(const std::string& name) const;

@@ -29,9 +29,9 @@ class ValueDict {
   Value* Find(std::string_view key);
   void Set(std::string key, Value value);
   const std::vector<std::pair<std::string, Value>>& items() const { return items_; }
-  size_t size() const { return items_.size(); }
+  size_t size() const;  // defined below Value: clang needs Value complete here
   int depth() const { return depth_; }
-  void Clear() { items_.clear(); }
+  void Clear();
 
   // A namespace() object: attributes are assignable with `set ns.attr = ...`.
   bool is_namespace = false;
@@ -133,5 +133,8 @@ class Value {
 
 // Python's repr() of a float: shortest round-trip digits, "1.0", "1e-05", "1e+16".
 std::string PyFloatRepr(double d);
+
+inline size_t ValueDict::size() const { return items_.size(); }
+inline void ValueDict::Clear() { items_.clear(); }
 
 }  // namespace lychee::jinja

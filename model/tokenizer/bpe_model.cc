@@ -31,10 +31,17 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
   if (!vocab.is_object()) return absl::InvalidArgumentError("model.vocab must be an object");
   bpe->token_to_id_.reserve(vocab.size());
   for (const auto& [token, id_json] : vocab.items()) {
-    const int64_t id = id_json.get<int64_t>();
+    // An integer first: get<int64_t>() of a float that does not fit is undefined behaviour.
+    if (!id_json.is_number_integer()) {
+      return absl::InvalidArgumentError(
+          fmt::format("model.vocab[\"{}\"] = {} is not an integer id", token, id_json.dump()));
+    }
+    const int64_t id = id_json.is_number_unsigned() && id_json.get<uint64_t>() > (1u << 24)
+                           ? int64_t{-1}
+                           : id_json.get<int64_t>();
     if (id < 0 || id > (1 << 24)) {
       return absl::InvalidArgumentError(
-          fmt::format("model.vocab[\"{}\"] = {} is out of range", token, id));
+          fmt::format("model.vocab[\"{}\"] = {} is out of range", token, id_json.dump()));
     }
     bpe->token_to_id_[token] = static_cast<int32_t>(id);
     if (static_cast<size_t>(id) >= bpe->id_to_token_.size()) {

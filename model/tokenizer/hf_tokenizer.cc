@@ -20,6 +20,19 @@ absl::Status InField(const absl::Status& status, const std::string& path, const 
                       fmt::format("{}: \"{}\": {}", path, field, std::string(status.message())));
 }
 
+// A token id written in the file: an integer in [0, 2^31). Checked before conversion, since
+// nlohmann::json's get<int32_t>() of a float that does not fit is undefined behaviour (found by
+// the tokenizer_json fuzz target).
+absl::StatusOr<int32_t> TokenId(const nlohmann::json& value, std::string_view what) {
+  if (!value.is_number_integer() ||
+      (value.is_number_unsigned() ? value.get<uint64_t>() > INT32_MAX
+                                  : value.get<int64_t>() < 0 || value.get<int64_t>() > INT32_MAX)) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} is {}, not a token id (an integer in [0, 2^31))", what, value.dump()));
+  }
+  return static_cast<int32_t>(value.get<int64_t>());
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJsonText(const std::string& json_text,
@@ -74,7 +87,7 @@ absl::Status HfTokenizer::Load(const nlohmann::json& root) {
   special_.unk_id = model_->unk_id();
   for (const auto& entry : root.value("added_tokens", nlohmann::json::array())) {
     AddedToken token;
-    token.id = entry.at("id").get<int32_t>();
+    LY_ASSIGN_OR_RETURN(token.id, TokenId(entry.at("id"), "added_tokens[].id"));
     token.content = entry.at("content").get<std::string>();
     token.special = entry.value("special", false);
     token.lstrip = entry.value("lstrip", false);
@@ -115,7 +128,8 @@ absl::Status HfTokenizer::LoadPostProcessor(const nlohmann::json& spec) {
     const std::string name = item.at("SpecialToken").at("id").get<std::string>();
     std::optional<int32_t> id;
     if (specials.contains(name) && !specials.at(name).at("ids").empty()) {
-      id = specials.at(name).at("ids").at(0).get<int32_t>();
+      LY_ASSIGN_OR_RETURN(
+          id, TokenId(specials.at(name).at("ids").at(0), "post_processor.special_tokens[].ids[0]"));
     } else {
       id = TokenToId(name);
     }

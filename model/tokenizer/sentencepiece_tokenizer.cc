@@ -6,6 +6,7 @@
 
 #include <utility>
 
+#include "common/file.h"
 #include "common/status.h"
 #include "model/tokenizer/utf8.h"
 
@@ -18,20 +19,29 @@ constexpr char kLlamaDecoder[] = R"({"type": "Sequence", "decoders": [
   {"type": "ByteFallback"}, {"type": "Fuse"},
   {"type": "Strip", "content": " ", "start": 1, "stop": 0}]})";
 
+// Unsupported model kinds stay Unimplemented; anything else is a bad file.
+absl::Status CannotLoad(const std::string& path, const absl::Status& status) {
+  const absl::StatusCode code = status.code() == absl::StatusCode::kUnimplemented
+                                    ? absl::StatusCode::kUnimplemented
+                                    : absl::StatusCode::kInvalidArgument;
+  return absl::Status(code, fmt::format("{}: cannot load SentencePiece model: {}", path,
+                                        std::string(status.message())));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::Load(
     const std::string& path) {
+  absl::StatusOr<std::string> bytes = ReadFile(path);
+  if (!bytes.ok()) return CannotLoad(path, bytes.status());
+  return FromSerialized(*bytes, path);
+}
+
+absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::FromSerialized(
+    std::string_view bytes, const std::string& path) {
   auto tokenizer = std::unique_ptr<SentencePieceTokenizer>(new SentencePieceTokenizer());
-  auto processor = SpmProcessor::Load(path);
-  if (!processor.ok()) {
-    // Unsupported model kinds stay Unimplemented; anything else is a bad file.
-    const absl::StatusCode code = processor.status().code() == absl::StatusCode::kUnimplemented
-                                      ? absl::StatusCode::kUnimplemented
-                                      : absl::StatusCode::kInvalidArgument;
-    return absl::Status(code, fmt::format("{}: cannot load SentencePiece model: {}", path,
-                                          std::string(processor.status().message())));
-  }
+  auto processor = SpmProcessor::FromSerialized(bytes);
+  if (!processor.ok()) return CannotLoad(path, processor.status());
   tokenizer->processor_ = *std::move(processor);
   const SpmProcessor& sp = *tokenizer->processor_;
   for (int id = 0; id < sp.size(); ++id) {

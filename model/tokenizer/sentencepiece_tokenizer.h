@@ -19,6 +19,9 @@ namespace lychee::tokenizer_internal {
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   static absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> Load(const std::string& path);
+  // A serialized tokenizer.model already in memory; `path` only names it in error messages.
+  static absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> FromSerialized(
+      std::string_view bytes, const std::string& path);
 
   std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens) const override;
   std::string Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const override;

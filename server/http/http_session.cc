@@ -14,6 +14,7 @@
 
 #include "common/logging.h"
 #include "fmt/format.h"
+#include "server/http/request_parser.h"
 
 namespace lychee::http {
 namespace net = boost::asio;
@@ -207,8 +208,7 @@ void Session::Start(bool admitted) {
 void Session::ReadHeader() {
   if (closed_.load()) return CloseOnStrand();
   parser_.emplace();
-  parser_->header_limit(static_cast<std::uint32_t>(core_->options.max_header_bytes));
-  parser_->body_limit(core_->options.max_body_bytes);
+  ConfigureParser(*parser_, core_->options.max_header_bytes, core_->options.max_body_bytes);
   lowest().expires_after(core_->options.idle_timeout);
   WithStream([this](auto& stream) {
     bhttp::async_read_header(
@@ -218,21 +218,7 @@ void Session::ReadHeader() {
 }
 
 void Session::OnHeader(beast::error_code ec) {
-  if (ec == bhttp::error::header_limit) {
-    return Reject(431, "request header fields too large");
-  }
-  // Beast checks a declared Content-Length against the body limit while parsing the header.
-  if (ec == bhttp::error::body_limit) return Reject(413, "request body too large");
-  if (ec) {
-    // A clean close between requests, a timeout or a reset: nothing to answer. A partial or
-    // malformed request gets 400 (if the socket is still writable).
-    if (ec == bhttp::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout ||
-        ec == net::error::operation_aborted || ec == net::error::connection_reset ||
-        ec == bhttp::error::partial_message || ec == net::ssl::error::stream_truncated) {
-      return CloseOnStrand();
-    }
-    return Reject(400, fmt::format("malformed request: {}", ec.message()));
-  }
+  if (ec) return OnReadError(ec);
   const auto& header = parser_->get();
   if (const auto length = parser_->content_length();
       length && *length > core_->options.max_body_bytes) {
@@ -255,32 +241,27 @@ void Session::OnHeader(beast::error_code ec) {
 }
 
 void Session::OnBody(beast::error_code ec) {
-  if (ec == bhttp::error::body_limit) return Reject(413, "request body too large");
-  if (ec) {
-    if (ec == beast::error::timeout || ec == net::error::operation_aborted ||
-        ec == net::error::eof || ec == bhttp::error::end_of_stream ||
-        ec == net::error::connection_reset || ec == bhttp::error::partial_message ||
-        ec == net::ssl::error::stream_truncated) {
-      return CloseOnStrand();
-    }
-    return Reject(400, fmt::format("malformed request: {}", ec.message()));
-  }
+  if (ec) return OnReadError(ec);
   Dispatch();
 }
 
-void Session::Dispatch() {
-  auto message = parser_->release();
-  parser_.reset();
-  HttpRequest request;
-  request.method = std::string(message.method_string());
-  request.target = std::string(message.target());
-  const size_t question = request.target.find('?');
-  request.path = request.target.substr(0, question);
-  if (question != std::string::npos) request.query = request.target.substr(question + 1);
-  for (const auto& field : message) {
-    request.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+void Session::OnReadError(beast::error_code ec) {
+  switch (const int status = StatusForReadError(ec)) {
+    case 0:
+      return CloseOnStrand();
+    case 431:
+      return Reject(status, "request header fields too large");
+    case 413:
+      return Reject(status, "request body too large");
+    default:
+      return Reject(status, fmt::format("malformed request: {}", ec.message()));
   }
-  request.body = std::move(message.body());
+}
+
+void Session::Dispatch() {
+  BeastRequest message = parser_->release();
+  parser_.reset();
+  HttpRequest request = ToHttpRequest(message);
   beast::error_code ec;
   const auto endpoint = lowest().socket().remote_endpoint(ec);
   if (!ec)

@@ -97,6 +97,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void ReadHeader();
   void OnHeader(boost::beast::error_code ec);
   void OnBody(boost::beast::error_code ec);
+  // Closes or answers (400/413/431) after a failed read (request_parser.h).
+  void OnReadError(boost::beast::error_code ec);
   void Dispatch();
   // Answers a protocol error (400/413/431) and closes the connection.
   void Reject(int status, std::string_view message);
