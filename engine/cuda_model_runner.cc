@@ -26,6 +26,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/prefill_attention.h"
 #include "kernels/cuda/runner_ops.h"
+#include "kernels/cuda/sampling.h"
 
 namespace lychee {
 namespace {
@@ -44,6 +45,9 @@ class PinnedBuffer {
   PinnedBuffer(const PinnedBuffer&) = delete;
   PinnedBuffer& operator=(const PinnedBuffer&) = delete;
   [[nodiscard]] absl::Status Allocate(size_t count) {
+    if (ptr_ != nullptr) cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    count_ = 0;
     void* p = nullptr;
     LY_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, std::max<size_t>(count, 1) * sizeof(T)));
     ptr_ = static_cast<T*>(p);
@@ -65,6 +69,20 @@ struct StepLayout {
   size_t ids = 0, positions = 0, slots = 0, row_seq = 0, logit_rows = 0, context_lens = 0,
          tiles = 0, block_tables = 0, total = 0;
 };
+
+// Device sampling's buffers (host and device alike). Inputs: [max_chunks] SamplingRow, then the
+// penalty ids and counts of the step's rows ([penalty_capacity] int32 each). Outputs: tokens,
+// logprobs, top logprobs of up to max_chunks rows.
+struct SampleLayout {
+  size_t ids = 0, counts = 0, in_total = 0;
+  size_t logprobs = 0, top = 0, out_total = 0;
+};
+
+// Penalty entries the sampling buffers hold at first; they grow (doubling) when a step needs
+// more (long prompts with a repetition penalty).
+constexpr int64_t kInitialPenaltyCapacity = 16384;
+static_assert(kMaxTopLogprobs == cuda::kMaxTopLogprobs);
+static_assert(sizeof(cuda::TopLogprobEntry) == sizeof(TokenLogprob));
 
 }  // namespace
 
@@ -96,6 +114,13 @@ struct CudaModelRunner::Impl {
   // The KV pool: [layers][num_blocks][2][kv_heads][block_size][head_dim] bf16.
   cuda::DeviceBuffer<bf16> kv;
   int64_t num_blocks = 0;
+
+  // Device sampling (kernels/cuda/sampling.h).
+  cuda::DeviceBuffer<uint8_t> sample_in_d, sample_out_d, sample_workspace;
+  PinnedBuffer<uint8_t> sample_in_h, sample_out_h;
+  int64_t penalty_capacity = 0;
+  SampleLayout sample_layout;
+  std::vector<TokenLogprob> top_h;  // [max_chunks * kMaxTopLogprobs]
 
   std::vector<SparseChunkStats> stats;     // defaults per chunk: this backend runs dense only
   std::vector<cuda::PrefillTile> tiles_h;  // reused per step
@@ -133,6 +158,15 @@ struct CudaModelRunner::Impl {
   absl::Status Layer(int64_t layer, const Forward& f, const StepLayout& layout);
   absl::Status Attention(int64_t layer, const Forward& f, const StepLayout& layout);
   absl::StatusOr<absl::Span<const float>> CopyLogits(int64_t logit_rows);
+  // Checks the step and enqueues its forward pass up to the logits (logits_d); returns the
+  // number of logit rows. Nothing is synchronised.
+  absl::StatusOr<int64_t> EnqueueForward(const SchedulerOutput& step,
+                                         absl::Span<sparsity::Policy* const> policies);
+  // Device sampling: buffers for `entries` penalty entries (reallocated only to grow), the rows'
+  // inputs uploaded (asynchronously), the kernel, and the results copied back (synchronously).
+  absl::Status EnsurePenaltyCapacity(int64_t entries);
+  absl::Status UploadSampling(absl::Span<const DeviceSamplingInput> rows);
+  absl::StatusOr<DeviceSampledTokens> SampleRows(int64_t logit_rows);
   absl::Status Gemm(const bf16* x, const bf16* w, void* y, int64_t m, int64_t n, int64_t k,
                     cuda::GemmOutType out = cuda::GemmOutType::kBf16) {
     cuda::GemmArgs a;
@@ -203,6 +237,10 @@ absl::Status CudaModelRunner::Impl::AllocateScratch() {
   const StepLayout most = Layout(t, max_chunks, max_tiles, max_blocks_per_seq);
   LY_RETURN_IF_ERROR(step_inputs_d.Allocate(most.total));
   LY_RETURN_IF_ERROR(step_inputs_h.Allocate(most.total));
+  if (options.device_sampling) {
+    LY_RETURN_IF_ERROR(EnsurePenaltyCapacity(kInitialPenaltyCapacity));
+    top_h.resize(n(max_chunks * kMaxTopLogprobs));
+  }
   stats.reserve(n(max_chunks));
   tiles_h.reserve(n(max_tiles));
   decode_ctx_h.reserve(n(max_chunks));
@@ -645,9 +683,9 @@ absl::Status CudaModelRunner::Impl::Layer(int64_t layer, const Forward& f,
 
 // ---- (4) Execute -------------------------------------------------------------------------------
 
-absl::StatusOr<absl::Span<const float>> CudaModelRunner::Execute(
+absl::StatusOr<int64_t> CudaModelRunner::Impl::EnqueueForward(
     const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies) {
-  Impl& m = *impl_;
+  Impl& m = *this;
   StepLimits limits;
   limits.vocab_size = m.config.vocab_size;
   limits.block_size = m.options.block_size;
@@ -675,7 +713,7 @@ absl::StatusOr<absl::Span<const float>> CudaModelRunner::Execute(
     }
   }
   m.stats.assign(step.chunks.size(), SparseChunkStats{});
-  if (size.rows == 0) return absl::Span<const float>();
+  if (size.rows == 0) return int64_t{0};
 
   const bool pure_decode = std::all_of(step.chunks.begin(), step.chunks.end(), [](const auto& ch) {
     return ch.token_ids.size() == 1 && ch.needs_logits;
@@ -695,7 +733,7 @@ absl::StatusOr<absl::Span<const float>> CudaModelRunner::Execute(
       if (m.graphs.CanLaunch(key)) {
         LY_RETURN_IF_ERROR(
             m.graphs.Launch(key, m.stream, [&m, &f, &layout] { return m.Run(f, layout); }));
-        return m.CopyLogits(size.logit_rows);
+        return size.logit_rows;  // the padding rows' logits follow and are never read
       }
       // Over the graph limit: this step runs eagerly below (its inputs are uploaded again).
     }
@@ -709,11 +747,175 @@ absl::StatusOr<absl::Span<const float>> CudaModelRunner::Execute(
   f.num_tiles = static_cast<int64_t>(m.tiles_h.size());
   for (int32_t len : m.decode_ctx_h) f.max_decode_ctx = std::max<int64_t>(f.max_decode_ctx, len);
   LY_RETURN_IF_ERROR(m.Run(f, layout));
-  if (size.logit_rows == 0) {
-    LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
+  return size.logit_rows;
+}
+
+absl::StatusOr<absl::Span<const float>> CudaModelRunner::Execute(
+    const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies) {
+  LY_ASSIGN_OR_RETURN(const int64_t logit_rows, impl_->EnqueueForward(step, policies));
+  if (logit_rows == 0) {
+    LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(impl_->stream));
     return absl::Span<const float>();
   }
-  return m.CopyLogits(size.logit_rows);
+  return impl_->CopyLogits(logit_rows);
+}
+
+bool CudaModelRunner::samples_on_device() const { return impl_->options.device_sampling; }
+
+absl::StatusOr<DeviceSampledTokens> CudaModelRunner::ExecuteAndSample(
+    const SchedulerOutput& step, absl::Span<const DeviceSamplingInput> rows,
+    absl::Span<sparsity::Policy* const> policies) {
+  Impl& m = *impl_;
+  if (!m.options.device_sampling) {
+    return absl::FailedPreconditionError("device sampling is off (device_sampling: false)");
+  }
+  const int64_t wanted = std::count_if(step.chunks.begin(), step.chunks.end(),
+                                       [](const ScheduledChunk& ch) { return ch.needs_logits; });
+  if (static_cast<int64_t>(rows.size()) != wanted) {
+    return absl::InvalidArgumentError(absl::StrCat("ExecuteAndSample: ", rows.size(),
+                                                   " sampling rows for ", wanted, " logit rows"));
+  }
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (rows[r].top_logprobs < 0 || rows[r].top_logprobs > kMaxTopLogprobs) {
+      return absl::InvalidArgumentError(absl::StrCat("sampling row ", r, ": top_logprobs ",
+                                                     rows[r].top_logprobs, " outside [0, ",
+                                                     kMaxTopLogprobs, "]"));
+    }
+    if (rows[r].penalty_ids.size() != rows[r].penalty_counts.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sampling row ", r, ": penalty ids and counts differ in length"));
+    }
+  }
+  // Uploaded first: the copy then overlaps nothing it could race with (the previous step ended
+  // with a sync) and is done when the forward pass is.
+  LY_RETURN_IF_ERROR(m.UploadSampling(rows));
+  LY_ASSIGN_OR_RETURN(const int64_t logit_rows, m.EnqueueForward(step, policies));
+  if (logit_rows == 0) {
+    LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
+    return DeviceSampledTokens{};
+  }
+  return m.SampleRows(logit_rows);
+}
+
+absl::Status CudaModelRunner::Impl::EnsurePenaltyCapacity(int64_t entries) {
+  if (entries <= penalty_capacity && sample_in_d.size() > 0) return absl::OkStatus();
+  int64_t capacity = std::max<int64_t>(penalty_capacity, kInitialPenaltyCapacity);
+  while (capacity < entries) capacity *= 2;
+  if (capacity > 2147483647) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("a step's penalty lists hold ", entries, " tokens, more than int32 indexes"));
+  }
+  SampleLayout l;
+  const size_t rows_bytes =
+      AlignUp(static_cast<size_t>(max_chunks) * sizeof(cuda::SamplingRow), 16);
+  const size_t list_bytes = AlignUp(static_cast<size_t>(capacity) * sizeof(int32_t), 16);
+  l.ids = rows_bytes;
+  l.counts = rows_bytes + list_bytes;
+  l.in_total = rows_bytes + 2 * list_bytes;
+  const size_t per_row = AlignUp(static_cast<size_t>(max_chunks) * sizeof(int32_t), 16);
+  l.logprobs = per_row;
+  l.top = 2 * per_row;
+  l.out_total = l.top + static_cast<size_t>(max_chunks) * cuda::kMaxTopLogprobs *
+                            sizeof(cuda::TopLogprobEntry);
+  if (penalty_capacity > 0) {
+    LY_LOG_INFO("cuda runner: sampling penalty lists grow to {} tokens", capacity);
+  }
+  LY_RETURN_IF_ERROR(sample_in_d.Allocate(l.in_total));
+  LY_RETURN_IF_ERROR(sample_in_h.Allocate(l.in_total));
+  LY_RETURN_IF_ERROR(sample_workspace.Allocate(cuda::SampleWorkspaceBytes(capacity)));
+  if (sample_out_d.size() == 0) {
+    LY_RETURN_IF_ERROR(sample_out_d.Allocate(l.out_total));
+    LY_RETURN_IF_ERROR(sample_out_h.Allocate(l.out_total));
+  }
+  penalty_capacity = capacity;
+  sample_layout = l;
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::Impl::UploadSampling(absl::Span<const DeviceSamplingInput> rows) {
+  if (static_cast<int64_t>(rows.size()) > max_chunks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(rows.size(), " sampling rows, more than ", max_chunks, " (max_num_seqs)"));
+  }
+  int64_t entries = 0;
+  for (const DeviceSamplingInput& r : rows) entries += static_cast<int64_t>(r.penalty_ids.size());
+  LY_RETURN_IF_ERROR(EnsurePenaltyCapacity(entries));
+  uint8_t* base = sample_in_h.get();
+  int32_t* ids = reinterpret_cast<int32_t*>(base + sample_layout.ids);
+  int32_t* counts = reinterpret_cast<int32_t*>(base + sample_layout.counts);
+  int64_t at = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const DeviceSamplingInput& in = rows[i];
+    cuda::SamplingRow r;
+    r.temperature = in.params.temperature;
+    r.top_p = in.params.top_p;
+    r.min_p = in.params.min_p;
+    r.repetition_penalty = in.params.repetition_penalty;
+    r.presence_penalty = in.params.presence_penalty;
+    r.frequency_penalty = in.params.frequency_penalty;
+    r.top_k = in.params.top_k;
+    r.top_logprobs = in.top_logprobs;
+    r.want_logprob = in.top_logprobs > 0 ? 1 : 0;
+    r.penalty_begin = static_cast<int32_t>(at);
+    r.penalty_count = static_cast<int32_t>(in.penalty_ids.size());
+    r.seed = in.seed;
+    r.step = static_cast<uint64_t>(in.step);
+    std::memcpy(base + i * sizeof(cuda::SamplingRow), &r, sizeof(r));
+    std::copy(in.penalty_ids.begin(), in.penalty_ids.end(), ids + at);
+    std::copy(in.penalty_counts.begin(), in.penalty_counts.end(), counts + at);
+    at += r.penalty_count;
+  }
+  // Rows and ids are contiguous: one copy, and one more for the counts when there are any.
+  uint8_t* dev = sample_in_d.get();
+  const size_t head = entries > 0 ? sample_layout.ids + static_cast<size_t>(entries) * 4
+                                  : rows.size() * sizeof(cuda::SamplingRow);
+  if (head > 0) {
+    LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dev, base, head, cudaMemcpyHostToDevice, stream));
+  }
+  if (entries > 0) {
+    LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dev + sample_layout.counts, counts,
+                                            static_cast<size_t>(entries) * sizeof(int32_t),
+                                            cudaMemcpyHostToDevice, stream));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DeviceSampledTokens> CudaModelRunner::Impl::SampleRows(int64_t logit_rows) {
+  const SampleLayout& l = sample_layout;
+  uint8_t* in = sample_in_d.get();
+  uint8_t* out = sample_out_d.get();
+  cuda::SampleParams p;
+  p.logits = logits_d.get();
+  p.row_params = reinterpret_cast<const cuda::SamplingRow*>(in);
+  p.penalty_ids = reinterpret_cast<const int32_t*>(in + l.ids);
+  p.penalty_counts = reinterpret_cast<const int32_t*>(in + l.counts);
+  p.out_tokens = reinterpret_cast<int32_t*>(out);
+  p.out_logprobs = reinterpret_cast<float*>(out + l.logprobs);
+  p.out_top = reinterpret_cast<cuda::TopLogprobEntry*>(out + l.top);
+  p.workspace = sample_workspace.get();
+  p.workspace_bytes = sample_workspace.bytes();
+  p.rows = logit_rows;
+  p.vocab = config.vocab_size;
+  p.penalty_capacity = penalty_capacity;
+  LY_RETURN_IF_ERROR(cuda::Sample(p, stream));
+  const size_t top_count = static_cast<size_t>(logit_rows) * cuda::kMaxTopLogprobs;
+  const size_t bytes = l.top + top_count * sizeof(cuda::TopLogprobEntry);
+  LY_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(sample_out_h.get(), out, bytes, cudaMemcpyDeviceToHost, stream));
+  LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+  const uint8_t* host = sample_out_h.get();
+  for (size_t i = 0; i < top_count; ++i) {
+    cuda::TopLogprobEntry e;
+    std::memcpy(&e, host + l.top + i * sizeof(e), sizeof(e));
+    top_h[i] = TokenLogprob{e.token, e.logprob};
+  }
+  DeviceSampledTokens result;
+  const size_t rows = static_cast<size_t>(logit_rows);
+  result.tokens = absl::Span<const int32_t>(reinterpret_cast<const int32_t*>(host), rows);
+  result.logprobs =
+      absl::Span<const float>(reinterpret_cast<const float*>(host + l.logprobs), rows);
+  result.top = absl::Span<const TokenLogprob>(top_h.data(), top_count);
+  return result;
 }
 
 absl::StatusOr<absl::Span<const float>> CudaModelRunner::Impl::CopyLogits(int64_t logit_rows) {

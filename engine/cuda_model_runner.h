@@ -11,6 +11,9 @@
 // kernel for head dims or sliding windows those do not cover) → O GEMM → fused add + norm →
 // gate/up GEMM → SiLU·mul → down GEMM; the final norm, the rows whose logits are wanted, the LM
 // head in fp32, and one copy of the logits back to the host, which is the step's only sync.
+// ExecuteAndSample (the engine's path unless device_sampling is off) instead samples the logit
+// rows on the GPU (kernels/cuda/sampling.h; the rows' parameters and penalty lists go up in one
+// or two small copies) and copies back only the tokens and logprobs.
 //
 // Memory: weights (CudaWeights) and every scratch buffer are allocated at Create for
 // max_num_batched_tokens rows; the KV pool then takes what gpu_memory_utilization leaves of the
@@ -49,6 +52,9 @@ struct CudaModelRunnerOptions {
   // Replay captured graphs for pure-decode steps (cuda_graph_cache.h); verified against eager
   // steps on the H100 by cuda_model_runner_test.
   bool cuda_graphs = true;
+  // samples_on_device(): the engine samples through ExecuteAndSample (only tokens and logprobs
+  // come back) instead of copying the logits to the host Sampler.
+  bool device_sampling = true;
 };
 
 class CudaModelRunner final : public ModelRunner {
@@ -70,6 +76,13 @@ class CudaModelRunner final : public ModelRunner {
   // them), so a non-empty `policies` with any non-null entry is InvalidArgument.
   absl::StatusOr<absl::Span<const float>> Execute(
       const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies = {}) override;
+  // Execute, then kernels/cuda/sampling.h on the logit rows. InvalidArgument when `rows` does not
+  // have one entry per chunk with needs_logits or an entry is out of range (top_logprobs,
+  // penalty lists of different lengths); sampling parameters are the engine's (validated there).
+  absl::StatusOr<DeviceSampledTokens> ExecuteAndSample(
+      const SchedulerOutput& step, absl::Span<const DeviceSamplingInput> rows,
+      absl::Span<sparsity::Policy* const> policies = {}) override;
+  bool samples_on_device() const override;
   absl::Span<const SparseChunkStats> sparse_stats() const override;
   bool supports_sparse_policies() const override { return false; }
   const ModelConfig& config() const override;

@@ -162,6 +162,11 @@ class Engine::Impl {
   // step.
   absl::flat_hash_map<SeqId, SparseRequest> policies_;
   std::vector<sparsity::Policy*> chunk_policies_;
+  // Per logit row of the step: the sampled token (-1: no live request), and with device
+  // sampling the rows' inputs. Reused every step.
+  std::vector<int32_t> step_tokens_;
+  std::vector<DeviceSamplingInput> sampling_rows_;
+  std::vector<LiveRequest*> sampling_live_;
   int64_t arrival_counter_ = 0;
   int64_t last_prefix_queries_ = 0;
   int64_t last_prefix_hits_ = 0;
@@ -227,6 +232,7 @@ absl::Status Engine::Impl::Load() {
     o.num_kv_blocks_override = config_.num_kv_blocks_override;
     o.gpu_memory_utilization = config_.gpu_memory_utilization;
     o.cuda_graphs = !config_.enforce_eager;
+    o.device_sampling = config_.device_sampling;
     o.synthetic_seed = config_.seed;
     LY_ASSIGN_OR_RETURN(std::unique_ptr<CudaModelRunner> cuda_runner,
                         CudaModelRunner::Create(model_config, archive ? &*archive : nullptr, o));
@@ -331,7 +337,7 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& request) const {
         absl::StrCat("prompt (", prompt_len, " tokens) + max_tokens (", request.max_tokens,
                      ") exceeds max_model_len (", info_.max_model_len, ")"));
   }
-  if (request.top_logprobs < 0 || request.top_logprobs > 20) {
+  if (request.top_logprobs < 0 || request.top_logprobs > kMaxTopLogprobs) {
     return absl::InvalidArgumentError("top_logprobs: must be in [0, 20]");
   }
   for (int32_t id : request.stop_token_ids) {
@@ -498,29 +504,72 @@ void Engine::Impl::RunStep() {
     }
   }
   if (any_sparse) MarkAudits(out);
-  absl::StatusOr<absl::Span<const float>> logits =
-      runner_->Execute(out, any_sparse ? absl::MakeConstSpan(chunk_policies_)
-                                       : absl::Span<sparsity::Policy* const>());
-  if (!logits.ok()) {
-    FailStep(out, logits.status());
-    return;
+  const absl::Span<sparsity::Policy* const> policies =
+      any_sparse ? absl::MakeConstSpan(chunk_policies_) : absl::Span<sparsity::Policy* const>();
+  // The step's tokens, one per logit row: sampled on the runner's device when it offers that
+  // (only tokens and logprobs come back), else from the logits on the host.
+  step_tokens_.clear();
+  if (runner_->samples_on_device()) {
+    sampling_rows_.clear();
+    sampling_live_.clear();
+    for (const ScheduledChunk& chunk : out.chunks) {
+      if (!chunk.needs_logits) continue;
+      auto it = live_.find(chunk.seq_id);
+      LiveRequest* live = it == live_.end() || it->second->finished() ? nullptr : it->second.get();
+      sampling_live_.push_back(live);
+      // A row nobody reads still gets sampled: greedy, no logprobs, no penalties.
+      sampling_rows_.push_back(live != nullptr ? live->DeviceSampling(info_.vocab_size)
+                                               : DeviceSamplingInput{});
+    }
+    absl::StatusOr<DeviceSampledTokens> sampled_rows =
+        runner_->ExecuteAndSample(out, sampling_rows_, policies);
+    if (!sampled_rows.ok()) {
+      FailStep(out, sampled_rows.status());
+      return;
+    }
+    for (size_t r = 0; r < sampling_live_.size(); ++r) {
+      const int32_t token = sampled_rows->tokens[r];
+      if (sampling_live_[r] == nullptr) {
+        step_tokens_.push_back(-1);
+        continue;
+      }
+      sampling_live_[r]->SetDeviceSample(
+          token, sampled_rows->logprobs[r],
+          sampled_rows->top.subspan(r * static_cast<size_t>(kMaxTopLogprobs), kMaxTopLogprobs));
+      step_tokens_.push_back(token);
+    }
+  } else {
+    absl::StatusOr<absl::Span<const float>> logits = runner_->Execute(out, policies);
+    if (!logits.ok()) {
+      FailStep(out, logits.status());
+      return;
+    }
+    const int64_t vocab = info_.vocab_size;
+    std::vector<float> row(static_cast<size_t>(vocab));
+    int64_t row_index = 0;
+    for (const ScheduledChunk& chunk : out.chunks) {
+      if (!chunk.needs_logits) continue;
+      const float* src = logits->data() + row_index++ * vocab;
+      auto it = live_.find(chunk.seq_id);
+      if (it == live_.end() || it->second->finished()) {
+        step_tokens_.push_back(-1);
+        continue;
+      }
+      row.assign(src, src + vocab);
+      step_tokens_.push_back(it->second->SampleNext(absl::MakeSpan(row)));
+    }
   }
   if (any_sparse) RecordSparseStats(out);
   const absl::Time now = absl::Now();
-  const int64_t vocab = info_.vocab_size;
-  std::vector<float> row(static_cast<size_t>(vocab));
   std::vector<SampledToken> sampled;
   std::vector<SeqId> finished;
-  int64_t row_index = 0;
+  size_t row_index = 0;
   int64_t prompt_tokens = 0;  // prompts whose processing completed this step (vLLM's counting)
   for (const ScheduledChunk& chunk : out.chunks) {
     if (!chunk.needs_logits) continue;
-    const float* src = logits->data() + row_index++ * vocab;
-    auto it = live_.find(chunk.seq_id);
-    if (it == live_.end() || it->second->finished()) continue;
-    LiveRequest& live = *it->second;
-    row.assign(src, src + vocab);
-    const int32_t token = live.SampleNext(absl::MakeSpan(row));
+    const int32_t token = step_tokens_[row_index++];
+    if (token < 0) continue;
+    LiveRequest& live = *live_.at(chunk.seq_id);
     live.AppendToken(token, now);
     sampled.push_back(SampledToken{chunk.seq_id, token});
     if (live.output_tokens().size() == 1) {

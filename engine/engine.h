@@ -26,6 +26,8 @@ struct EngineConfig {
   std::string device = "auto";            // auto (CUDA when a GPU is usable), cpu, cuda, cuda:N
   double gpu_memory_utilization = 0.9;    // CUDA: fraction of device memory for weights + KV
   bool enforce_eager = false;             // CUDA: true runs decode steps without CUDA graphs
+  bool device_sampling = true;            // CUDA: sample on the GPU (kernels/cuda/sampling.h);
+                                          // false: logits go back to the host Sampler
   int64_t block_size = 16;                // KV cache tokens per block
   int64_t kv_cache_bytes = 0;             // KV pool size; 0: CPU: enough for max_num_seqs full
                                           // contexts (<= 4 GiB); CUDA: gpu_memory_utilization

@@ -31,7 +31,8 @@ LiveRequest::LiveRequest(GenerationRequest request, TokenStreamPtr stream,
       tokenizer_(tokenizer),
       eos_ids_(eos_ids),
       max_model_len_(max_model_len),
-      sampler_(request_.sampling, SeedFor(request_.sampling, fallback_seed)),
+      seed_(SeedFor(request_.sampling, fallback_seed)),
+      sampler_(request_.sampling, seed_),
       detokenizer_(tokenizer, request_.skip_special_tokens, request_.prompt),
       stop_matcher_(request_.stop),
       arrival_(arrival) {}
@@ -51,6 +52,34 @@ int32_t LiveRequest::SampleNext(absl::Span<float> logits) {
     next_logprob_->logprob = TokenLogprobOf(raw, token);
   }
   return token;
+}
+
+DeviceSamplingInput LiveRequest::DeviceSampling(int64_t vocab) {
+  DeviceSamplingInput in;
+  in.params = request_.sampling;
+  in.seed = seed_;
+  in.step = static_cast<int64_t>(output_.size());
+  in.top_logprobs = request_.top_logprobs;
+  const SamplingParams& p = request_.sampling;
+  if (p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) {
+    if (!penalty_tokens_) penalty_tokens_.emplace(p, request_.prompt, output_, vocab);
+    in.penalty_ids = penalty_tokens_->ids();
+    in.penalty_counts = penalty_tokens_->counts();
+  }
+  return in;
+}
+
+void LiveRequest::SetDeviceSample(int32_t token, float logprob,
+                                  absl::Span<const TokenLogprob> top) {
+  if (request_.top_logprobs <= 0) return;
+  OutputLogprob out;
+  out.token_id = token;
+  out.logprob = logprob;
+  for (size_t i = 0; i < top.size() && static_cast<int32_t>(i) < request_.top_logprobs; ++i) {
+    if (top[i].token < 0) break;
+    out.top.push_back(top[i]);
+  }
+  next_logprob_ = std::move(out);
 }
 
 void LiveRequest::MarkScheduled(absl::Time now) {
@@ -80,6 +109,7 @@ void LiveRequest::AppendToken(int32_t token, absl::Time now) {
   last_token_ = now;
 
   output_.push_back(token);
+  if (penalty_tokens_) penalty_tokens_->Append(token);
   pending_tokens_.push_back(token);
   if (next_logprob_) {
     pending_logprobs_.push_back(std::move(*next_logprob_));

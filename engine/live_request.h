@@ -4,8 +4,10 @@
 // events it owes its TokenStream.
 //
 // Owned and used only by the engine thread. The engine calls, per step in which the request got
-// logits: SampleNext(logits) → AppendToken(token, now) → (if anything to say) TakeEvent() →
-// stream->Push(event). Finish(...) ends it for reasons decided outside (abort, error, deadline).
+// logits: SampleNext(logits) (or, when the runner samples on its device, DeviceSampling() before
+// the step and SetDeviceSample(...) after it) → AppendToken(token, now) → (if anything to say)
+// TakeEvent() → stream->Push(event). Finish(...) ends it for reasons decided outside (abort, error,
+// deadline).
 #pragma once
 
 #include <cstdint>
@@ -42,6 +44,14 @@ class LiveRequest {
   // recording its logprobs first when the request asked for them.
   int32_t SampleNext(absl::Span<float> logits);
 
+  // Device sampling (ModelRunner::samples_on_device), instead of SampleNext: this request's
+  // inputs for its next token (its seed, the draw counter = tokens generated so far, the penalty
+  // lists kept incrementally; spans valid until AppendToken), then what the device picked.
+  DeviceSamplingInput DeviceSampling(int64_t vocab);
+  // Records the device's logprobs for `token` when the request asked for them (`top`: the
+  // row's kMaxTopLogprobs entries, best first, token -1 past the end). AppendToken follows.
+  void SetDeviceSample(int32_t token, float logprob, absl::Span<const TokenLogprob> top);
+
   // Appends a sampled token: detokenizes, applies EOS / stop ids / stop strings / max_tokens /
   // max_model_len, and finishes the request when one of them says so.
   void AppendToken(int32_t token, absl::Time now);
@@ -72,7 +82,9 @@ class LiveRequest {
   const Tokenizer& tokenizer_;
   const std::vector<int32_t>& eos_ids_;
   const int64_t max_model_len_;
+  const uint64_t seed_;
   Sampler sampler_;
+  std::optional<PenaltyTokens> penalty_tokens_;  // device sampling with penalties only
   StreamDecoder detokenizer_;
   StopStringMatcher stop_matcher_;
 

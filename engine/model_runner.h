@@ -2,13 +2,16 @@
 // ModelRunner: the forward pass of one engine step on one backend (CpuModelRunner, or
 // CudaModelRunner when built with CUDA). The engine, scheduler and KV cache manager only see this
 // interface, so they stay device-agnostic: the scheduler plans chunks and block ids, the runner
-// owns the KV pool's contents on its device and returns the logits the sampler needs.
+// owns the KV pool's contents on its device and returns the logits the sampler needs (or, on a
+// backend that samples on its device, the sampled tokens).
 #pragma once
 
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/sampler.h"
 #include "model/config.h"
 #include "scheduler/scheduler_output.h"
 #include "sparsity/policy.h"
@@ -29,6 +32,19 @@ struct SparseChunkStats {
   double selection_seconds = 0;  // time in Policy::Select
 };
 
+// What a runner that samples on its device returns per logit row (chunks with needs_logits, in
+// chunk order), valid until the next Execute / ExecuteAndSample.
+struct DeviceSampledTokens {
+  absl::Span<const int32_t> tokens;  // [rows]
+  // [rows]: log-softmax of the chosen token under the raw logits (rows that asked for
+  // logprobs; 0 for the others).
+  absl::Span<const float> logprobs;
+  // [rows * kMaxTopLogprobs]: each row's top_logprobs best under the raw logits, best first
+  // (TopLogprobs' order); entries past what the row asked for, or past its usable logits, have
+  // token -1.
+  absl::Span<const TokenLogprob> top;
+};
+
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
@@ -43,6 +59,22 @@ class ModelRunner {
   // Per chunk of the last Execute, in chunk order: what its sparse policy did (defaults for
   // chunks that ran dense). Valid until the next Execute.
   virtual absl::Span<const SparseChunkStats> sparse_stats() const = 0;
+
+  // Device sampling (optional): a runner that returns true here also implements
+  // ExecuteAndSample, and the engine then samples through it instead of copying logits to the
+  // host Sampler.
+  virtual bool samples_on_device() const { return false; }
+
+  // Execute, then sampling on the device with the host Sampler's semantics (engine/sampler.h:
+  // penalties, temperature, top-k, top-p, min-p; greedy rows are the exact argmax) and a
+  // counter-based RNG keyed by each row's seed and step, so a row's token does not depend on the
+  // rest of the batch. `rows` has one entry per chunk with needs_logits, in chunk order. Only
+  // the tokens and logprobs come back to the host.
+  virtual absl::StatusOr<DeviceSampledTokens> ExecuteAndSample(
+      const SchedulerOutput& step, absl::Span<const DeviceSamplingInput> rows,
+      absl::Span<sparsity::Policy* const> policies = {}) {
+    return absl::UnimplementedError("this backend does not sample on its device");
+  }
 
   // Whether sparse policies run on this backend (false: the engine refuses them per request).
   virtual bool supports_sparse_policies() const = 0;

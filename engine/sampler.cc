@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <limits>
 #include <numeric>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -201,6 +203,48 @@ std::vector<TokenLogprob> TopLogprobs(absl::Span<const float> logits, int k) {
     out.push_back({ids[i], static_cast<float>(logits[ids[i]] - log_z)});
   }
   return out;
+}
+
+PenaltyTokens::PenaltyTokens(const SamplingParams& params, absl::Span<const int32_t> prompt_tokens,
+                             absl::Span<const int32_t> output_tokens, int64_t vocab)
+    : vocab_(vocab) {
+  const bool repetition = params.repetition_penalty != 1.0f;
+  active_ = repetition || params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f;
+  if (!active_) return;
+  const size_t v = static_cast<size_t>(std::max<int64_t>(vocab, 0));
+  std::vector<int32_t> output_ids, output_counts;
+  CountTokens(output_tokens, v, &output_ids, &output_counts);
+  if (!repetition) {
+    ids_ = std::move(output_ids);
+    counts_ = std::move(output_counts);
+    return;
+  }
+  std::vector<int32_t> prompt_ids, prompt_counts;
+  CountTokens(prompt_tokens, v, &prompt_ids, &prompt_counts);
+  // Merge: prompt-only ids count 0.
+  size_t a = 0, b = 0;
+  while (a < prompt_ids.size() || b < output_ids.size()) {
+    if (b == output_ids.size() || (a < prompt_ids.size() && prompt_ids[a] < output_ids[b])) {
+      ids_.push_back(prompt_ids[a++]);
+      counts_.push_back(0);
+    } else {
+      if (a < prompt_ids.size() && prompt_ids[a] == output_ids[b]) ++a;
+      ids_.push_back(output_ids[b]);
+      counts_.push_back(output_counts[b++]);
+    }
+  }
+}
+
+void PenaltyTokens::Append(int32_t token) {
+  if (!active_ || token < 0 || token >= vocab_) return;
+  const auto it = std::lower_bound(ids_.begin(), ids_.end(), token);
+  const size_t at = static_cast<size_t>(it - ids_.begin());
+  if (it != ids_.end() && *it == token) {
+    ++counts_[at];
+    return;
+  }
+  ids_.insert(it, token);
+  counts_.insert(counts_.begin() + static_cast<std::ptrdiff_t>(at), 1);
 }
 
 Sampler::Sampler(const SamplingParams& params, uint64_t seed) : params_(params), rng_(seed) {}

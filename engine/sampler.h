@@ -5,7 +5,8 @@
 // Ownership: one Sampler per request, owned by whoever owns the request's state (the engine
 // thread); it is not thread-safe. Determinism: each Sample() call consumes exactly one draw of
 // the request's own RNG, so the same seed gives the same tokens whatever else is in the batch.
-// The filter stages are free functions so tests (and a future GPU path) can check each alone.
+// The filter stages are free functions so tests (and the GPU sampler, kernels/cuda/sampling.h,
+// which has the same semantics) can check each alone.
 #pragma once
 
 #include <cstdint>
@@ -55,6 +56,42 @@ struct TokenLogprob {
 // The k most likely tokens under log-softmax(logits), best first. Call on the raw logits,
 // before Sample() modifies them, to report what the model said (as OpenAI and vLLM do).
 std::vector<TokenLogprob> TopLogprobs(absl::Span<const float> logits, int k);
+
+// Top logprobs a request may ask for per token (OpenAI's and vLLM's limit).
+inline constexpr int kMaxTopLogprobs = 20;
+
+// The distinct tokens a request's penalties touch, kept up to date one generated token at a time,
+// for samplers that apply the penalties elsewhere (the GPU: ModelRunner::ExecuteAndSample): the
+// ids of prompt ∪ output when repetition_penalty != 1, else of the output only (none when no
+// penalty is on), ascending, each with its count among the output tokens (0: prompt only). What
+// ApplyPenalties derives from the token lists, without re-sorting the prompt every step.
+class PenaltyTokens {
+ public:
+  PenaltyTokens(const SamplingParams& params, absl::Span<const int32_t> prompt_tokens,
+                absl::Span<const int32_t> output_tokens, int64_t vocab);
+
+  // A token was generated.
+  void Append(int32_t token);
+
+  absl::Span<const int32_t> ids() const { return ids_; }
+  absl::Span<const int32_t> counts() const { return counts_; }
+
+ private:
+  bool active_ = false;
+  int64_t vocab_ = 0;
+  std::vector<int32_t> ids_, counts_;
+};
+
+// One logit row's sampling inputs for a sampler that runs elsewhere (a device; see
+// ModelRunner::ExecuteAndSample). The spans are the request's, valid until the step returns.
+struct DeviceSamplingInput {
+  SamplingParams params;     // temperature 0: greedy (rows without a live request use the default)
+  uint64_t seed = 0;         // the request's seed (params.seed, else the engine's for the request)
+  int64_t step = 0;          // tokens generated so far: with the seed, which random numbers to use
+  int32_t top_logprobs = 0;  // [0, kMaxTopLogprobs]; > 0 also asks for the chosen token's logprob
+  absl::Span<const int32_t> penalty_ids;     // PenaltyTokens::ids() (empty: no penalty)
+  absl::Span<const int32_t> penalty_counts;  // PenaltyTokens::counts()
+};
 
 class Sampler {
  public:

@@ -111,6 +111,7 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v, ServerConfig&
   if (key == "tokenizer") return Read(v, key, e.tokenizer_dir);
   if (key == "gpu_memory_utilization") return Read(v, key, e.gpu_memory_utilization);
   if (key == "enforce_eager") return Read(v, key, e.enforce_eager);
+  if (key == "device_sampling") return Read(v, key, e.device_sampling);
   if (key == "block_size") return Read(v, key, e.block_size);
   if (key == "kv_cache_bytes") return Read(v, key, e.kv_cache_bytes);
   if (key == "max_num_seqs") return Read(v, key, e.max_num_seqs);
@@ -264,6 +265,8 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   app.add_option("--enforce-eager", flags.engine.enforce_eager,
                  "CUDA: run decode steps kernel by kernel instead of replaying CUDA graphs "
                  "(true/false)");
+  app.add_option("--device-sampling", flags.engine.device_sampling,
+                 "CUDA: sample on the GPU (true/false; false copies logits to the host sampler)");
   app.add_option("--block-size", flags.engine.block_size, "KV cache tokens per block");
   app.add_option("--kv-cache-bytes", flags.engine.kv_cache_bytes, "KV pool bytes; 0: automatic");
   app.add_option("--max-num-seqs", flags.engine.max_num_seqs, "requests per step at most");
@@ -327,6 +330,7 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
     c.engine.gpu_memory_utilization = flags.engine.gpu_memory_utilization;
   }
   if (given("--enforce-eager")) c.engine.enforce_eager = flags.engine.enforce_eager;
+  if (given("--device-sampling")) c.engine.device_sampling = flags.engine.device_sampling;
   if (given("--block-size")) c.engine.block_size = flags.engine.block_size;
   if (given("--kv-cache-bytes")) c.engine.kv_cache_bytes = flags.engine.kv_cache_bytes;
   if (given("--max-num-seqs")) c.engine.max_num_seqs = flags.engine.max_num_seqs;

@@ -9,6 +9,9 @@
 //    tensor-core kernels, and through the generic kernel, each within bf16 tolerance of the fp32
 //    CpuModelRunner on the same steps, and decode steps replayed as CUDA graphs against the same
 //    steps run eagerly;
+//  - sampling on the device (ExecuteAndSample) against the host Sampler on the same logits:
+//    greedy tokens (with penalties too) exactly, logprobs within fp32, random draws inside the
+//    host's kept sets and repeatable;
 //  - invalid steps are rejected before anything runs.
 // Seeds: LYCHEE_TEST_SEED=<seed> replays a failure.
 #include "engine/cuda_model_runner.h"
@@ -20,6 +23,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -27,6 +31,7 @@
 
 #include "engine/cpu_model_runner.h"
 #include "engine/device_select.h"
+#include "engine/sampler.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kvcache/kv_pool.h"
 #include "model/safetensors.h"
@@ -379,6 +384,162 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaRandomModelTest,
                          [](const ::testing::TestParamInfo<RandomModelShape>& param_info) {
                            return std::string(param_info.param.name);
                          });
+
+// ---- Device sampling vs the host sampler --------------------------------------------------------
+
+// Two runners with the same weights run the same steps: one returns logits (the host sampler's
+// input), the other samples on the device. Greedy rows (with and without penalties) must give the
+// host's tokens exactly and logprobs within fp32; random rows a token the host's filters keep,
+// the same again from a third runner (seeded, counter-based draws).
+TEST(CudaModelRunnerTest, ExecuteAndSampleMatchesTheHostSampler) {
+  LY_SKIP_WITHOUT_GPU();
+  const uint64_t seed = ::lychee::testing::TestSeed();
+  SCOPED_TRACE("LYCHEE_TEST_SEED=" + std::to_string(seed));
+  const RandomModelShape shape{"sampling", 8, 2, 64};
+  const std::string dir = WriteRandomModel(shape, seed);
+  const CudaModelRunnerOptions options{
+      .block_size = 16, .max_num_batched_tokens = 256, .max_num_seqs = 8};
+  auto host = MakeCudaRunner(dir, options);
+  auto device = MakeCudaRunner(dir, options);
+  auto again = MakeCudaRunner(dir, options);
+  ASSERT_TRUE(host != nullptr && device != nullptr && again != nullptr);
+  EXPECT_TRUE(device->samples_on_device());
+  const int64_t vocab = host->config().vocab_size;
+
+  // One request per row kind; prompts of different lengths, decoded for `steps` steps.
+  struct Req {
+    SamplingParams params;
+    int32_t top_logprobs = 0;
+    std::vector<int32_t> tokens;  // prompt, then sampled
+    int64_t prompt_len = 0;
+    std::vector<int32_t> table;
+    std::unique_ptr<PenaltyTokens> penalties;
+  };
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(vocab - 1));
+  std::vector<Req> reqs(6);
+  reqs[1].top_logprobs = 5;                  // greedy with logprobs
+  reqs[2].params.repetition_penalty = 1.5f;  // greedy with penalties
+  reqs[2].params.frequency_penalty = 0.4f;
+  reqs[2].top_logprobs = 2;
+  reqs[3].params.temperature = 0.8f;  // random, filtered
+  reqs[3].params.top_k = 20;
+  reqs[3].params.top_p = 0.9f;
+  reqs[4].params.temperature = 1.0f;  // random, min-p and penalties
+  reqs[4].params.min_p = 0.05f;
+  reqs[4].params.presence_penalty = 0.5f;
+  reqs[4].top_logprobs = 20;
+  reqs[5].params.temperature = 1.2f;  // random, unfiltered
+  const std::vector<int64_t> prompt_lens = {5, 17, 33, 9, 64, 2};
+  const int steps = 12;
+  int32_t next_block = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    Req& r = reqs[i];
+    for (int64_t k = 0; k < prompt_lens[i]; ++k) r.tokens.push_back(tok(rng));
+    r.prompt_len = prompt_lens[i];
+    for (int64_t b = 0; b < (prompt_lens[i] + steps + 15) / 16; ++b) r.table.push_back(next_block++);
+  }
+  ASSERT_LE(next_block, host->num_kv_blocks());
+  int mismatched_random = 0;
+  for (int step = 0; step <= steps; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    SchedulerOutput out;
+    std::vector<DeviceSamplingInput> rows;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      Req& r = reqs[i];
+      const int64_t known = static_cast<int64_t>(r.tokens.size());
+      const int64_t start = step == 0 ? 0 : known - 1;
+      ScheduledChunk ch;
+      ch.seq_id = static_cast<SeqId>(i);
+      ch.token_ids = absl::MakeConstSpan(r.tokens).subspan(static_cast<size_t>(start));
+      ch.start_position = start;
+      ch.block_table = r.table;
+      ch.needs_logits = true;
+      ch.is_decode = step > 0;
+      out.chunks.push_back(ch);
+      out.num_batched_tokens += known - start;
+      const auto output = absl::MakeConstSpan(r.tokens).subspan(static_cast<size_t>(r.prompt_len));
+      r.penalties = std::make_unique<PenaltyTokens>(
+          r.params, absl::MakeConstSpan(r.tokens).first(static_cast<size_t>(r.prompt_len)), output,
+          vocab);
+      DeviceSamplingInput in;
+      in.params = r.params;
+      in.seed = 1000 + i;
+      in.step = static_cast<int64_t>(output.size());
+      in.top_logprobs = r.top_logprobs;
+      in.penalty_ids = r.penalties->ids();
+      in.penalty_counts = r.penalties->counts();
+      rows.push_back(in);
+    }
+    auto logits = host->Execute(out);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    auto sampled = device->ExecuteAndSample(out, rows);
+    ASSERT_TRUE(sampled.ok()) << sampled.status();
+    auto repeat = again->ExecuteAndSample(out, rows);
+    ASSERT_TRUE(repeat.ok()) << repeat.status();
+    ASSERT_EQ(sampled->tokens.size(), reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      SCOPED_TRACE("request " + std::to_string(i));
+      Req& r = reqs[i];
+      const float* raw = logits->data() + i * static_cast<size_t>(vocab);
+      std::vector<float> row(raw, raw + vocab);
+      const auto output = absl::MakeConstSpan(r.tokens).subspan(static_cast<size_t>(r.prompt_len));
+      Sampler cpu(r.params, 0);
+      const int32_t host_token = cpu.Sample(
+          absl::MakeSpan(row), absl::MakeConstSpan(r.tokens).first(static_cast<size_t>(r.prompt_len)),
+          output);
+      const int32_t token = sampled->tokens[i];
+      EXPECT_EQ(repeat->tokens[i], token) << "the same seeds and steps drew differently";
+      if (r.params.temperature == 0.0f) {
+        EXPECT_EQ(token, host_token);
+      } else {
+        ASSERT_GE(token, 0);
+        ASSERT_LT(token, vocab);
+        // `row` holds the host's processed logits: the kept set is what is finite.
+        if (row[static_cast<size_t>(token)] == -std::numeric_limits<float>::infinity()) {
+          ++mismatched_random;
+          ADD_FAILURE() << "drew token " << token << ", which the host's filters remove";
+        }
+      }
+      if (r.top_logprobs > 0) {
+        const auto want = TopLogprobs(absl::MakeConstSpan(raw, static_cast<size_t>(vocab)),
+                                      r.top_logprobs);
+        const auto top = sampled->top.subspan(i * kMaxTopLogprobs, kMaxTopLogprobs);
+        for (size_t j = 0; j < want.size(); ++j) {
+          EXPECT_EQ(top[j].token, want[j].token) << "top " << j;
+          EXPECT_NEAR(top[j].logprob, want[j].logprob, 1e-4) << "top " << j;
+        }
+        double max = raw[0], sum = 0.0;
+        for (int64_t v = 0; v < vocab; ++v) max = std::max<double>(max, raw[v]);
+        for (int64_t v = 0; v < vocab; ++v) sum += std::exp(raw[v] - max);
+        EXPECT_NEAR(sampled->logprobs[i], raw[token] - max - std::log(sum), 1e-4);
+      }
+      r.tokens.push_back(token);
+    }
+  }
+  EXPECT_EQ(mismatched_random, 0);
+
+  // Rows that do not match the step are refused before anything runs.
+  SchedulerOutput one;
+  ScheduledChunk ch;
+  ch.token_ids = absl::MakeConstSpan(reqs[0].tokens).first(1);
+  ch.block_table = reqs[0].table;
+  ch.needs_logits = true;
+  one.chunks.push_back(ch);
+  one.num_batched_tokens = 1;
+  EXPECT_EQ(device->ExecuteAndSample(one, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  DeviceSamplingInput too_many;
+  too_many.top_logprobs = kMaxTopLogprobs + 1;
+  EXPECT_EQ(device->ExecuteAndSample(one, {too_many}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto off = MakeCudaRunner(dir, {.block_size = 16, .max_num_batched_tokens = 256,
+                                  .max_num_seqs = 8, .device_sampling = false});
+  ASSERT_NE(off, nullptr);
+  EXPECT_FALSE(off->samples_on_device());
+  EXPECT_EQ(off->ExecuteAndSample(one, {DeviceSamplingInput{}}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  std::filesystem::remove_all(dir);
+}
 
 // ---- Invalid steps -----------------------------------------------------------------------------
 

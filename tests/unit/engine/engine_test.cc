@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The Engine end to end on the embedded stories260K model (real weights, real tokenizer, the real
 // scheduler and paged KV cache): reference greedy output, batch invariance, seeded sampling,
-// stop conditions, aborts and cancellation, preemption under a tiny KV pool, prefix caching,
-// admission errors and draining.
+// device sampling against the host sampler (on the GPU), stop conditions, aborts and
+// cancellation, preemption under a tiny KV pool, prefix caching, admission errors and draining.
 #include "engine/engine.h"
 
 #include <gtest/gtest.h>
@@ -335,6 +335,73 @@ TEST(EngineTest, LogprobsDescribeTheChosenToken) {
     if (event->finished) break;
   }
   EXPECT_EQ(seen, 5);
+}
+
+// Sampling on the device (the default with device: cuda) against the host sampler over the same
+// logits (device_sampling: false): the same greedy tokens and text, with and without penalties,
+// and the same logprobs within fp32. Requests run one at a time, so both engines run identical
+// steps. On the CPU both engines sample on the host.
+TEST(EngineTest, DeviceSamplingGivesTheHostSamplersGreedyTokens) {
+  std::vector<GenerationRequest> requests;
+  requests.push_back(Greedy({1}, 60));
+  GenerationRequest with_logprobs = Greedy({1, 400, 25, 90}, 30);
+  with_logprobs.top_logprobs = 4;
+  requests.push_back(with_logprobs);
+  GenerationRequest penalised = Greedy({1, 77, 77, 300}, 50);
+  penalised.sampling.repetition_penalty = 1.3f;
+  penalised.sampling.frequency_penalty = 0.4f;
+  penalised.sampling.presence_penalty = 0.2f;
+  penalised.top_logprobs = 2;
+  requests.push_back(penalised);
+  const auto run_all = [&requests](bool device_sampling) {
+    EngineConfig config = SmallConfig();
+    config.device_sampling = device_sampling;
+    auto engine = MakeEngine(config);
+    std::vector<Collected> out;
+    std::vector<std::vector<OutputLogprob>> logprobs;
+    if (engine == nullptr) return std::make_pair(out, logprobs);
+    for (const GenerationRequest& r : requests) {
+      auto stream = engine->Submit(r);
+      EXPECT_TRUE(stream.ok()) << stream.status();
+      if (!stream.ok()) continue;
+      Collected c;
+      std::vector<OutputLogprob> lp;
+      while (auto event = (*stream)->Next(absl::Now() + absl::Seconds(60))) {
+        c.tokens.insert(c.tokens.end(), event->token_ids.begin(), event->token_ids.end());
+        c.text += event->text;
+        lp.insert(lp.end(), event->logprobs.begin(), event->logprobs.end());
+        if (event->finished) break;
+      }
+      out.push_back(std::move(c));
+      logprobs.push_back(std::move(lp));
+    }
+    return std::make_pair(out, logprobs);
+  };
+  const auto [host, host_lp] = run_all(false);
+  const auto [device, device_lp] = run_all(true);
+  ASSERT_EQ(host.size(), requests.size());
+  ASSERT_EQ(device.size(), requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    SCOPED_TRACE("request " + std::to_string(i));
+    ASSERT_EQ(host[i].tokens.size(), static_cast<size_t>(requests[i].max_tokens));
+    EXPECT_EQ(device[i].tokens, host[i].tokens);
+    EXPECT_EQ(device[i].text, host[i].text);
+    ASSERT_EQ(device_lp[i].size(), host_lp[i].size());
+    for (size_t t = 0; t < host_lp[i].size(); ++t) {
+      const OutputLogprob& h = host_lp[i][t];
+      const OutputLogprob& d = device_lp[i][t];
+      EXPECT_EQ(d.token_id, h.token_id);
+      EXPECT_NEAR(d.logprob, h.logprob, 1e-4) << "token " << t;
+      ASSERT_EQ(d.top.size(), h.top.size()) << "token " << t;
+      for (size_t j = 0; j < h.top.size(); ++j) {
+        EXPECT_EQ(d.top[j].token, h.top[j].token) << "token " << t << " top " << j;
+        EXPECT_NEAR(d.top[j].logprob, h.top[j].logprob, 1e-4) << "token " << t << " top " << j;
+      }
+    }
+  }
+  // The penalties change the greedy continuation (else this case would test nothing).
+  EXPECT_NE(RunToEnd(*MakeEngine(SmallConfig()), Greedy({1, 77, 77, 300}, 50)).tokens,
+            host[2].tokens);
 }
 
 TEST(EngineTest, ShutdownFinishesInFlightWorkThenRefusesNewRequests) {

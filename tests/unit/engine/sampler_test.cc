@@ -5,8 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <vector>
 
 namespace lychee {
@@ -231,6 +233,57 @@ TEST(SamplerTest, TopLogprobsAreLogSoftmaxBestFirst) {
   for (const TokenLogprob& t : top) EXPECT_NEAR(t.logprob, std::log(p[t.token]), 1e-5);
   EXPECT_EQ(TopLogprobs(kLogits, 100).size(), kLogits.size());
   EXPECT_TRUE(TopLogprobs(kLogits, 0).empty());
+}
+
+// PenaltyTokens is what the GPU sampler applies instead of ApplyPenalties: applying its entries
+// the way the kernel does (repetition on every entry, presence/frequency on entries with a
+// count) gives ApplyPenalties' logits bit for bit, and appending tokens one at a time gives the
+// entries a rebuild from the token lists gives.
+TEST(SamplerTest, PenaltyTokensReproduceApplyPenalties) {
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<float> value(-5.0f, 5.0f), rep(0.5f, 2.0f), occ(-2.0f, 2.0f);
+  const int64_t vocab = 40;
+  std::uniform_int_distribution<int32_t> token(-3, static_cast<int32_t>(vocab + 2));  // some out
+  for (int trial = 0; trial < 200; ++trial) {
+    SamplingParams p;
+    p.repetition_penalty = trial % 4 == 0 ? 1.0f : rep(rng);
+    p.presence_penalty = trial % 3 == 0 ? 0.0f : occ(rng);
+    p.frequency_penalty = trial % 5 == 0 ? 0.0f : occ(rng);
+    std::vector<int32_t> prompt(static_cast<size_t>(trial % 30)), output;
+    for (int32_t& t : prompt) t = token(rng);
+    PenaltyTokens incremental(p, prompt, {}, vocab);
+    for (int k = 0; k < trial % 25; ++k) {
+      output.push_back(token(rng));
+      incremental.Append(output.back());
+    }
+    const PenaltyTokens rebuilt(p, prompt, output, vocab);
+    ASSERT_EQ(std::vector<int32_t>(incremental.ids().begin(), incremental.ids().end()),
+              std::vector<int32_t>(rebuilt.ids().begin(), rebuilt.ids().end()));
+    ASSERT_EQ(std::vector<int32_t>(incremental.counts().begin(), incremental.counts().end()),
+              std::vector<int32_t>(rebuilt.counts().begin(), rebuilt.counts().end()));
+    ASSERT_TRUE(std::is_sorted(rebuilt.ids().begin(), rebuilt.ids().end()));
+    std::vector<float> want(static_cast<size_t>(vocab));
+    for (float& x : want) x = value(rng);
+    std::vector<float> got = want;
+    ApplyPenalties(p, prompt, output, absl::MakeSpan(want));
+    const bool repetition = p.repetition_penalty != 1.0f;
+    const bool occurrence = p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+    if (!repetition && !occurrence) {
+      EXPECT_TRUE(rebuilt.ids().empty());
+    }
+    for (size_t j = 0; j < rebuilt.ids().size(); ++j) {
+      const int32_t id = rebuilt.ids()[j];
+      ASSERT_GE(id, 0);
+      ASSERT_LT(id, vocab);
+      float& x = got[static_cast<size_t>(id)];
+      if (repetition) x = x > 0 ? x / p.repetition_penalty : x * p.repetition_penalty;
+      const int32_t c = rebuilt.counts()[j];
+      if (occurrence && c > 0) {
+        x -= p.frequency_penalty * static_cast<float>(c) + p.presence_penalty;
+      }
+    }
+    ASSERT_EQ(got, want) << "trial " << trial;
+  }
 }
 
 TEST(SamplerTest, ValidationNamesTheField) {

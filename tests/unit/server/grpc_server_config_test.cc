@@ -46,6 +46,7 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
   EXPECT_EQ(from_file.engine.tokenizer_dir, defaults.engine.tokenizer_dir);
   EXPECT_EQ(from_file.engine.gpu_memory_utilization, defaults.engine.gpu_memory_utilization);
   EXPECT_EQ(from_file.engine.enforce_eager, defaults.engine.enforce_eager);
+  EXPECT_EQ(from_file.engine.device_sampling, defaults.engine.device_sampling);
   EXPECT_EQ(from_file.shutdown_grace_seconds, defaults.shutdown_grace_seconds);
   EXPECT_EQ(from_file.log_level, defaults.log_level);
   EXPECT_EQ(from_file.engine.head_roles_path, defaults.engine.head_roles_path);
@@ -106,6 +107,7 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
                           "tokenizer:",
                           "gpu_memory_utilization:",
                           "enforce_eager:",
+                          "device_sampling:",
                           "head_roles:",
                           "default_policy:",
                           "api_keys:",
