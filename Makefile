@@ -9,7 +9,7 @@ JOBS ?= $(shell nproc)
 PROMPT ?= Once upon a time
 MAX_TOKENS ?= 200
 
-.PHONY: all deps build test fuzz run generate format clean
+.PHONY: all deps build test test-sanitize test-tsan fuzz run generate format clean
 all: build
 
 deps:
@@ -21,6 +21,22 @@ build: deps
 
 test: build
 	@ctest --preset $(PRESET) -j $(JOBS)
+
+# The whole CPU suite built with ASan+UBSan (build/asan; its own server binaries in
+# build/asan/bin, which the integration tests start). Slow (a second, instrumented build of
+# everything); not part of CI. SANITIZE_TESTS=asan-core runs only the engine, scheduler, KV cache
+# and server tests.
+SANITIZE_TESTS ?= asan
+test-sanitize: deps
+	@cmake --preset asan >/dev/null
+	@cmake --build --preset asan -j $(JOBS)
+	@ctest --preset $(SANITIZE_TESTS) -j $(JOBS)
+
+# The engine, scheduler, KV cache and server tests under ThreadSanitizer (build/tsan).
+test-tsan: deps
+	@cmake --preset tsan >/dev/null
+	@cmake --build --preset tsan -j $(JOBS)
+	@ctest --preset tsan -j $(JOBS)
 
 # Every libFuzzer target for FUZZ_SECONDS each (clang, build/fuzz; scripts/fuzz.sh).
 FUZZ_SECONDS ?= 60

@@ -6,6 +6,11 @@ set(LYCHEE_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wno-un
 if(LYCHEE_WERROR)
   list(APPEND LYCHEE_WARNINGS -Werror)
 endif()
+# GCC's -Wmaybe-uninitialized gives false positives under the sanitizers' instrumentation (in
+# Boost.Beast's parser, for one); the sanitizers themselves check what it guesses at.
+if(LYCHEE_SANITIZE AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  list(APPEND LYCHEE_WARNINGS -Wno-maybe-uninitialized)
+endif()
 
 # lychee_cc_library(NAME name SRCS ... DEPS ...)
 function(lychee_cc_library)
@@ -39,6 +44,12 @@ function(lychee_cc_test)
   add_test(NAME ${A_NAME} COMMAND ${A_NAME} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   if(NOT A_TIMEOUT)
     set(A_TIMEOUT 300)
+  endif()
+  # tests/unit/<folder> tests carry the folder's name as a label too (ctest -L "engine|server").
+  get_filename_component(folder ${CMAKE_CURRENT_SOURCE_DIR} NAME)
+  get_filename_component(parent ${CMAKE_CURRENT_SOURCE_DIR} DIRECTORY)
+  if(parent MATCHES "tests/unit$")
+    list(APPEND A_LABELS ${folder})
   endif()
   set_tests_properties(${A_NAME} PROPERTIES TIMEOUT ${A_TIMEOUT} LABELS "${A_LABELS}"
                        ENVIRONMENT "LYCHEE_BIN_DIR=${LYCHEE_BIN_DIR};OPENBLAS_NUM_THREADS=2")
