@@ -38,4 +38,25 @@ RequestRecord TokenClock::Finish(bool ok, std::string error_code, std::string er
   return record_;
 }
 
+CancelTimer::CancelTimer(double after_seconds, std::function<void()> cancel) {
+  if (after_seconds < 0) return;
+  const Clock::time_point at = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                  std::chrono::duration<double>(after_seconds));
+  thread_ = std::thread([this, at, cancel = std::move(cancel)] {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (done_cv_.wait_until(lock, at, [this] { return done_; })) return;
+    fired_.store(true);
+    cancel();
+  });
+}
+
+CancelTimer::~CancelTimer() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+  }
+  done_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
 }  // namespace lychee::loadtest

@@ -9,9 +9,14 @@
 // measure the same way.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "loadtest/stats.h"
@@ -54,6 +59,25 @@ class TokenClock {
   Clock::time_point send_;
   Clock::time_point last_token_;
   RequestRecord record_;
+};
+
+// Runs `cancel` on a thread of its own `after_seconds` from now, unless destroyed first (the
+// request ended); nothing when after_seconds < 0. Drivers use it for --cancel-fraction.
+class CancelTimer {
+ public:
+  CancelTimer(double after_seconds, std::function<void()> cancel);
+  ~CancelTimer();
+  CancelTimer(const CancelTimer&) = delete;
+  CancelTimer& operator=(const CancelTimer&) = delete;
+  // Whether `cancel` ran.
+  bool fired() const { return fired_.load(); }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+  std::atomic<bool> fired_{false};
+  std::thread thread_;
 };
 
 }  // namespace lychee::loadtest

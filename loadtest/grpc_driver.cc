@@ -82,6 +82,8 @@ RequestRecord GrpcDriver::Send(const PlannedRequest& request, const RequestOptio
   TokenClock clock(request.index, static_cast<int64_t>(request.prompt.size()), run_start);
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
       stub_->Generate(&context, message);
+  // --cancel-fraction: the client gives up mid-stream (TryCancel is thread-safe).
+  CancelTimer cancel(request.cancel_after_seconds, [&context] { context.TryCancel(); });
   v1::GenerateResponse response;
   std::string finish_reason;
   std::string stream_error_code, stream_error;
@@ -104,6 +106,9 @@ RequestRecord GrpcDriver::Send(const PlannedRequest& request, const RequestOptio
     }
   }
   const grpc::Status status = reader->Finish();
+  if (cancel.fired() && !status.ok()) {
+    return clock.Finish(false, kClientCancelled, status.error_message());
+  }
   if (!status.ok()) {
     return clock.Finish(false, CodeName(status.error_code()), status.error_message());
   }

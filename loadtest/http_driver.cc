@@ -5,6 +5,7 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
@@ -58,6 +59,16 @@ class Exchange {
   void Close() {
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+
+  // From any thread: closes the connection at the next (or the current) operation, as a client
+  // that goes away would.
+  void Disconnect() {
+    net::post(io_, [this] {
+      beast::error_code ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+      stream_.socket().close(ignored);
+    });
   }
 
  private:
@@ -229,7 +240,10 @@ RequestRecord HttpDriver::Send(const PlannedRequest& request, const RequestOptio
 
   Exchange exchange(host_, port_, options.timeout_seconds);
   TokenClock clock(request.index, static_cast<int64_t>(request.prompt.size()), run_start);
+  // --cancel-fraction: the client disconnects mid-request.
+  CancelTimer cancel(request.cancel_after_seconds, [&exchange] { exchange.Disconnect(); });
   auto fail = [&](const beast::error_code& ec) {
+    if (cancel.fired()) return clock.Finish(false, kClientDisconnected, ec.message());
     return clock.Finish(false, ec == beast::error::timeout ? "DEADLINE_EXCEEDED" : "UNAVAILABLE",
                         ec.message());
   };
@@ -252,6 +266,9 @@ RequestRecord HttpDriver::Send(const PlannedRequest& request, const RequestOptio
     if (status == 200) offset = sse.Feed(parser.get().body(), offset);
   }
   exchange.Close();
+  if (cancel.fired() && !(status == 200 && sse.done() && sse.finished())) {
+    return clock.Finish(false, kClientDisconnected, "the client closed the connection");
+  }
   if (status != 200) {
     return clock.Finish(false, fmt::format("HTTP {}", status), ErrorMessage(parser.get().body()));
   }

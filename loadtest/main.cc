@@ -97,6 +97,8 @@ nlohmann::json ConfigJson(const Flags& f, double rate) {
           {"shared_prefix_fraction", w.shared_prefix_fraction},
           {"vocab_size", w.vocab_size},
           {"seed", w.seed},
+          {"cancel_fraction", w.cancel_fraction},
+          {"cancel_after_max_seconds", w.cancel_after_max_seconds},
           {"request_rate", f.concurrency > 0  ? nlohmann::json()  // closed loop: no rate
                            : std::isinf(rate) ? nlohmann::json("inf")
                                               : nlohmann::json(rate)},
@@ -253,6 +255,12 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--slo-tpot-ms", f.slo_tpot_ms, "goodput SLO on TPOT (ms)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--cancel-fraction", f.workload.cancel_fraction,
+                 "share of requests the client cancels (gRPC) or disconnects (HTTP) mid-way")
+      ->capture_default_str();
+  app.add_option("--cancel-after-max", f.workload.cancel_after_max_seconds,
+                 "a cancelled request gives up after a delay uniform in [0, this] seconds")
+      ->capture_default_str();
   app.add_option("--timeout", f.timeout, "per-request deadline (s)")->capture_default_str();
   app.add_option("--json", f.json_path, "write config, aggregates and per-request records here");
   try {

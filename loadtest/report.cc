@@ -48,6 +48,7 @@ Json SummaryJson(const Summary& s) {
   Json out = Json::object();
   out["completed"] = s.completed;
   out["failed"] = s.failed;
+  out["cancelled"] = s.cancelled;
   out["errors"] = s.errors;
   out["duration"] = s.duration_seconds;
   out["total_input_tokens"] = s.total_input_tokens;
@@ -95,6 +96,7 @@ void PrintSummary(std::FILE* out, const std::string& title, const Summary& s) {
   };
   line("Successful requests:", std::to_string(s.completed));
   line("Failed requests:", std::to_string(s.failed));
+  if (s.cancelled > 0) line("Cancelled by the client:", std::to_string(s.cancelled));
   for (const auto& [code, count] : s.errors) {
     line(fmt::format("  {}:", code).c_str(), std::to_string(count));
   }

@@ -57,6 +57,10 @@ Summary Summarize(const std::vector<RequestRecord>& records, double duration_sec
   std::vector<double> ttft, tpot, itl, e2el;
   double busy = 0.0;
   for (const RequestRecord& r : records) {
+    if (!r.ok && (r.error_code == kClientCancelled || r.error_code == kClientDisconnected)) {
+      ++s.cancelled;
+      continue;
+    }
     if (!r.ok) {
       ++s.failed;
       ++s.errors[r.error_code.empty() ? "UNKNOWN" : r.error_code];

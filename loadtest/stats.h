@@ -20,6 +20,11 @@
 
 namespace lychee::loadtest {
 
+// The error codes of requests the client itself gave up (--cancel-fraction; gRPC and HTTP):
+// counted as cancelled, not as failures of the server.
+inline constexpr char kClientCancelled[] = "CLIENT_CANCELLED";
+inline constexpr char kClientDisconnected[] = "CLIENT_DISCONNECTED";
+
 struct RequestRecord {
   int64_t index = 0;
   int64_t input_len = 0;
@@ -60,8 +65,10 @@ struct Summary {
   int64_t completed = 0;
   int64_t failed = 0;
   std::map<std::string, int64_t> errors;  // by error_code
-  double duration_seconds = 0.0;          // start of the run → last request done
-  int64_t total_input_tokens = 0;         // of completed requests
+  // Ended by the client itself (--cancel-fraction): neither completed nor failed.
+  int64_t cancelled = 0;
+  double duration_seconds = 0.0;   // start of the run → last request done
+  int64_t total_input_tokens = 0;  // of completed requests
   int64_t total_output_tokens = 0;
   int64_t total_cached_tokens = 0;
   double request_throughput = 0.0;  // completed / duration

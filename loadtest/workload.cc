@@ -34,6 +34,15 @@ absl::Status ValidateWorkload(const WorkloadOptions& o) {
     return absl::InvalidArgumentError(
         fmt::format("--vocab-size is {}, must be above {}", o.vocab_size, kMinTokenId));
   }
+  if (!(o.cancel_fraction >= 0.0 && o.cancel_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(
+        fmt::format("--cancel-fraction is {}, must be in [0, 1]", o.cancel_fraction));
+  }
+  if (!(o.cancel_after_max_seconds >= 0.0) || std::isinf(o.cancel_after_max_seconds)) {
+    return absl::InvalidArgumentError(
+        fmt::format("--cancel-after-max is {}, must be a finite number of seconds",
+                    o.cancel_after_max_seconds));
+  }
   if (std::isnan(o.request_rate)) {
     return absl::InvalidArgumentError("--request-rate is not a number");
   }
@@ -79,6 +88,16 @@ absl::StatusOr<std::vector<PlannedRequest>> BuildWorkload(const WorkloadOptions&
     if (i > 0 && !all_at_once) now += gap(rng);
     r.arrival_seconds = now;
     out.push_back(std::move(r));
+  }
+  if (o.cancel_fraction > 0.0) {
+    std::mt19937_64 cancel_rng(o.seed ^ 0x9e3779b97f4a7c15ull);
+    std::bernoulli_distribution cancel(o.cancel_fraction);
+    std::uniform_real_distribution<double> after(0.0, o.cancel_after_max_seconds);
+    for (PlannedRequest& r : out) {
+      const bool cancelled = cancel(cancel_rng);
+      const double delay = after(cancel_rng);
+      if (cancelled) r.cancel_after_seconds = delay;
+    }
   }
   return out;
 }

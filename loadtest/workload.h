@@ -28,6 +28,11 @@ struct WorkloadOptions {
   int64_t vocab_size = 0;               // token ids are drawn from [kMinTokenId, vocab_size)
   double request_rate = 0.0;            // requests/s; <= 0 or inf: all arrive at once
   uint64_t seed = 0;
+  // This share of the requests is cancelled by the client (gRPC: the call is cancelled; HTTP:
+  // the connection is closed) after a delay uniform in [0, cancel_after_max_seconds]. Drawn
+  // from a generator of its own, so the prompts and arrivals of a seed do not change.
+  double cancel_fraction = 0.0;
+  double cancel_after_max_seconds = 5.0;
 };
 
 // Ids below this are left out of prompts: models put BOS/EOS/UNK/pad there (Llama 2: 0..2).
@@ -37,7 +42,8 @@ struct PlannedRequest {
   int64_t index = 0;
   std::vector<int32_t> prompt;
   int64_t output_len = 0;
-  double arrival_seconds = 0.0;  // since the start of the run (open loop)
+  double arrival_seconds = 0.0;        // since the start of the run (open loop)
+  double cancel_after_seconds = -1.0;  // >= 0: the client gives up this long after sending
 };
 
 // InvalidArgument naming the flag when an option is out of range.

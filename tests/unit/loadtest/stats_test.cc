@@ -92,6 +92,20 @@ TEST(Summarize, ThroughputGoodputAndConcurrency) {
   EXPECT_EQ(s.itl_ms.count, 27);
 }
 
+// Requests the client gave up (--cancel-fraction) are neither completed nor failed.
+TEST(Summarize, ClientCancellationsAreCountedApart) {
+  RequestRecord cancelled, disconnected, rejected;
+  cancelled.error_code = kClientCancelled;
+  disconnected.error_code = kClientDisconnected;
+  rejected.error_code = "HTTP 429";
+  const Summary s = Summarize({Ok(0.1, 0.2, 2), cancelled, disconnected, rejected}, 1.0, Slo{});
+  EXPECT_EQ(s.completed, 1);
+  EXPECT_EQ(s.cancelled, 2);
+  EXPECT_EQ(s.failed, 1);
+  EXPECT_EQ(s.errors.size(), 1u);
+  EXPECT_EQ(s.errors.at("HTTP 429"), 1);
+}
+
 TEST(Summarize, GoodputOnlyWithAnSlo) {
   const Summary s = Summarize({Ok(0.1, 0.2, 2)}, 1.0, Slo{});
   EXPECT_FALSE(s.request_goodput.has_value());

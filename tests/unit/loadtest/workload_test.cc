@@ -105,5 +105,35 @@ TEST(Workload, RefusesBadOptions) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// --cancel-fraction marks about that share, with delays in range, seeded, and leaves the
+// prompts and arrivals of the seed as they were.
+TEST(Workload, CancellationsAreSeededAndLeaveTheRestAlone) {
+  WorkloadOptions o = Options();
+  o.num_prompts = 2000;
+  o.cancel_fraction = 0.25;
+  o.cancel_after_max_seconds = 3.0;
+  const auto a = BuildWorkload(o);
+  const auto b = BuildWorkload(o);
+  WorkloadOptions plain = Options();
+  plain.num_prompts = 2000;
+  const auto c = BuildWorkload(plain);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  int cancelled = 0;
+  for (size_t i = 0; i < a->size(); ++i) {
+    const PlannedRequest& r = (*a)[i];
+    EXPECT_EQ(r.cancel_after_seconds, (*b)[i].cancel_after_seconds);
+    EXPECT_EQ(r.prompt, (*c)[i].prompt);
+    EXPECT_EQ(r.arrival_seconds, (*c)[i].arrival_seconds);
+    EXPECT_LT((*c)[i].cancel_after_seconds, 0.0);
+    if (r.cancel_after_seconds >= 0) {
+      ++cancelled;
+      EXPECT_LE(r.cancel_after_seconds, 3.0);
+    }
+  }
+  EXPECT_NEAR(cancelled, 500, 75);
+  o.cancel_fraction = 1.5;
+  EXPECT_EQ(BuildWorkload(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace lychee::loadtest
