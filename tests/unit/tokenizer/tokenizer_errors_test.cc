@@ -106,8 +106,17 @@ TEST_F(TokenizerErrorsTest, MissingVocab) {
 TEST_F(TokenizerErrorsTest, WrongFieldType) {
   Write("tokenizer.json",
         TokenizerJson(R"({"type": "BPE", "vocab": {"a": "zero"}, "merges": []})"));
-  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument,
-              {"tokenizer.json", "\"model\"", "type must be number"});
+  ExpectError(
+      LoadStatus(), absl::StatusCode::kInvalidArgument,
+      {"tokenizer.json", "\"model\"", "model.vocab[\"a\"] = \"zero\" is not an integer id"});
+  // A float id is refused before any conversion (converting 5.5e97 to an integer was undefined
+  // behaviour; found by the tokenizer_json fuzz target), and so is one past 2^24.
+  Write("tokenizer.json",
+        TokenizerJson(R"({"type": "BPE", "vocab": {"a": 5.5e97}, "merges": []})"));
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument, {"is not an integer id"});
+  Write("tokenizer.json",
+        TokenizerJson(R"({"type": "BPE", "vocab": {"a": 18446744073709551615}, "merges": []})"));
+  ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument, {"is out of range"});
 }
 
 TEST_F(TokenizerErrorsTest, MergeWithUnknownToken) {
