@@ -34,13 +34,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-
-// Marks helpers that both host code (g++) and kernels (nvcc) call (as in cuda_kernels.h).
-#if defined(__CUDACC__)
-#define LY_HOST_DEVICE __host__ __device__
-#else
-#define LY_HOST_DEVICE
-#endif
+#include "kernels/cuda/host_device.h"
 
 namespace lychee::cuda {
 
