@@ -10,7 +10,9 @@
 #pragma once
 
 #include <cstdint>
-#include <vector>
+#include <cstdlib>
+#include <memory>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "kvcache/paged_kv_view.h"
@@ -22,17 +24,28 @@ struct KvCacheShape {
   int64_t num_layers = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
-  int64_t block_size = 16;  // tokens per block
+  int64_t block_size = 16;         // tokens per block
+  KvDtype dtype = KvDtype::kFp32;  // K/V pages (summaries stay fp32)
 };
 
-// Bytes one block takes across all layers: K and V (2 × kv_heads × block_size × head_dim fp32)
-// plus the key summaries (box: kv_heads × 2 × head_dim fp32; ball: kv_heads × (head_dim + 1)
-// fp32), times the layers.
+// "fp32" / "bf16", and back (InvalidArgument for any other name).
+const char* KvDtypeName(KvDtype dtype);
+[[nodiscard]] absl::StatusOr<KvDtype> ParseKvDtype(std::string_view name);
+
+// Bytes one block takes across all layers: K and V (2 × kv_heads × block_size × head_dim fp32,
+// or bf16) plus the key summaries (box: kv_heads × 2 × head_dim fp32; ball: kv_heads × (head_dim +
+// 1) fp32), times the layers.
 int64_t KvBytesPerBlock(const KvCacheShape& shape);
 
 // Bytes of the blocks that hold `num_tokens` tokens (rounded up to whole blocks): the budget
 // for, e.g., max_num_seqs full contexts when no kv_cache_bytes is configured.
 int64_t KvBytesForTokens(const KvCacheShape& shape, int64_t num_tokens);
+
+// The KV budget on the CPU when none is configured: kDefaultCpuKvMemoryFraction of the RAM this
+// process may use (HostMemoryBytes). Pools allocate lazily zeroed memory, so a budget that is
+// never filled costs address space, not RAM.
+inline constexpr double kDefaultCpuKvMemoryFraction = 0.25;
+int64_t DefaultCpuKvCacheBytes();
 
 // How many blocks `kv_cache_bytes` holds: floor(kv_cache_bytes / KvBytesPerBlock(shape)).
 // InvalidArgument when the shape is degenerate or the budget holds no block at all.
@@ -41,7 +54,8 @@ int64_t KvBytesForTokens(const KvCacheShape& shape, int64_t num_tokens);
 
 class KvPool {
  public:
-  // Allocates (and zero-fills) every layer up front: nothing is allocated afterwards.
+  // Allocates every layer up front, zeroed (calloc: large pools get fresh zero pages from the
+  // kernel, so untouched blocks take no RAM): nothing is allocated afterwards.
   KvPool(const KvCacheShape& shape, int64_t num_blocks);
 
   KvPool(const KvPool&) = delete;
@@ -55,7 +69,8 @@ class KvPool {
   // The POD view of `layer` that kernels take.
   PagedKvView View(int64_t layer);
 
-  // Convenience accessors (same as View(layer).K(...)): [block_size][head_dim] runs.
+  // Convenience accessors (same as View(layer).K(...)): [block_size][head_dim] runs; K/V of an
+  // fp32 pool only.
   float* KPtr(int64_t layer, int64_t block, int64_t kv_head) {
     return View(layer).K(block, kv_head);
   }
@@ -74,11 +89,18 @@ class KvPool {
   int64_t LayerSummaryFloats() const;
   int64_t LayerBallFloats() const;
 
+  struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+  };
+  using Buffer = std::unique_ptr<float[], FreeDeleter>;
+  static void* ZeroedBytes(int64_t n);
+
   KvCacheShape shape_;
   int64_t num_blocks_ = 0;
-  std::vector<float> kv_;           // [num_layers] × layer kv
-  std::vector<float> key_summary_;  // [num_layers] × layer summaries (min/max)
-  std::vector<float> key_ball_;     // [num_layers] × layer balls (centroid, radius)
+  Buffer kv_;                                         // [num_layers] × layer kv (fp32 pools)
+  std::unique_ptr<uint16_t[], FreeDeleter> kv_bf16_;  // [num_layers] × layer kv (bf16 pools)
+  Buffer key_summary_;                                // [num_layers] × layer summaries (min/max)
+  Buffer key_ball_;  // [num_layers] × layer balls (centroid, radius)
 };
 
 }  // namespace lychee

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "common/bf16.h"
 #include "kernels/cpu/cpu_runtime.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -42,6 +43,8 @@ struct TileOps {
   void (*softmax)(float* st, int64_t nk, int64_t mp, float* m, float* l, float* alpha);
   void (*pv)(const float* const* vrows, int64_t nk, const float* st, int64_t mp, int64_t d,
              const float* alpha, float* o);
+  // bf16 K/V rows (a bf16 cache) widened to fp32: n values.
+  void (*widen)(const uint16_t* src, int64_t n, float* dst);
 };
 
 // Scalar.
@@ -92,7 +95,11 @@ void PvScalar(const float* const* vrows, int64_t nk, const float* st, int64_t mp
   }
 }
 
-constexpr TileOps kScalarOps = {QkScalar, SoftmaxScalar, PvScalar};
+void WidenScalar(const uint16_t* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = Bf16ToFloat(src[i]);
+}
+
+constexpr TileOps kScalarOps = {QkScalar, SoftmaxScalar, PvScalar, WidenScalar};
 
 // AVX2 + FMA. Compiled for those instructions through target attributes only, so nothing else in
 // the binary needs them; called only when DetectedIsa() reports them. Requires d % 8 == 0.
@@ -226,9 +233,19 @@ LY_AVX2 void PvAvx2(const float* const* vrows, int64_t nk, const float* st, int6
   }
 }
 
+// bf16 → fp32 is a 16-bit shift of each value into the upper half of a 32-bit lane.
+LY_AVX2 void WidenAvx2(const uint16_t* src, int64_t n, float* dst) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+  }
+  for (; i < n; ++i) dst[i] = Bf16ToFloat(src[i]);
+}
+
 #undef LY_AVX2
 
-constexpr TileOps kAvx2Ops = {QkAvx2, SoftmaxAvx2, PvAvx2};
+constexpr TileOps kAvx2Ops = {QkAvx2, SoftmaxAvx2, PvAvx2, WidenAvx2};
 
 // ---- Geometry ----------------------------------------------------------------------------------
 
@@ -251,9 +268,10 @@ Geometry MakeGeometry(int64_t num_heads, int64_t num_kv_heads, int64_t d) {
   g.group = num_heads / num_kv_heads;
   g.queries_per_tile = std::max<int64_t>(1, kTargetRows / g.group);
   g.mp = RoundUp(g.queries_per_tile * g.group, kRowAlign);
-  // qt, o: mp·d each; st: kKeyTile·mp; m, l, alpha, qpos: mp each; a vector of slack so that
-  // every thread's block starts 64-byte aligned relative to the workspace.
-  g.thread_floats = RoundUp(2 * g.mp * d + kKeyTile * g.mp + 4 * g.mp, 16);
+  // qt, o: mp·d each; st: kKeyTile·mp; m, l, alpha, qpos: mp each; K and V of one key tile
+  // widened from a bf16 cache: kKeyTile·d each; a vector of slack so that every thread's block
+  // starts 64-byte aligned relative to the workspace.
+  g.thread_floats = RoundUp(2 * g.mp * d + kKeyTile * g.mp + 4 * g.mp + 2 * kKeyTile * d, 16);
   g.slot_floats = RoundUp(g.mp * (d + 2), 16);
   return g;
 }
@@ -286,6 +304,8 @@ void RunUnit(const FlashAttentionParams& p, const Geometry& geo, const TileOps& 
   float* l = m + cap;
   float* alpha = l + cap;
   float* qpos = alpha + cap;  // positions as floats (exact below 2^24)
+  float* kwide = qpos + cap;  // [kKeyTile][d] keys of a bf16 cache's tile, as fp32
+  float* vwide = kwide + kKeyTile * d;
 
   const int64_t p_lo = p.query_start + u.q_lo;
   const int64_t p_hi = p_lo + u.num_q - 1;
@@ -320,8 +340,17 @@ void RunUnit(const FlashAttentionParams& p, const Geometry& geo, const TileOps& 
       const int64_t block = p.block_table[pos / bs];
       const int64_t slot = pos % bs;
       const int64_t run = std::min(bs - slot, nk - j);
-      const float* kb = c.K(block, u.kv_head) + slot * d;
-      const float* vb = c.V(block, u.kv_head) + slot * d;
+      const float* kb;
+      const float* vb;
+      if (c.is_bf16()) {
+        ops.widen(c.KBf16(block, u.kv_head) + slot * d, run * d, kwide + j * d);
+        ops.widen(c.VBf16(block, u.kv_head) + slot * d, run * d, vwide + j * d);
+        kb = kwide + j * d;
+        vb = vwide + j * d;
+      } else {
+        kb = c.K(block, u.kv_head) + slot * d;
+        vb = c.V(block, u.kv_head) + slot * d;
+      }
       for (int64_t i = 0; i < run; ++i) {
         krows[j + i] = kb + i * d;
         vrows[j + i] = vb + i * d;

@@ -13,6 +13,9 @@
 // context), the keys are split over threads as in flash-decoding and the partial results merged
 // with their log-sum-exp. Units run on NumThreads() threads (ParallelFor), longest first.
 //
+// The cache may be fp32 or bf16 (PagedKvView::kv_bf16): a bf16 key tile is widened to fp32 once
+// per unit and read from the thread's scratch, so the tile math is the same.
+//
 // No allocation: the caller passes a workspace of at least FlashAttentionWorkspaceFloats(...)
 // floats; the kernel runs on as many threads (and key splits) as the workspace was sized for.
 #pragma once

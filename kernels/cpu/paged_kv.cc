@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "common/bf16.h"
 #include "kernels/cpu/dot.h"
 
 namespace lychee::cpu {
@@ -25,10 +26,23 @@ void WritePagedKv(const WritePagedKvParams& p) {
     for (int64_t h = 0; h < c.num_kv_heads; ++h) {
       const float* k = p.k + t * k_stride + h * d;
       const float* v = p.v + t * v_stride + h * d;
-      std::memcpy(c.K(block, h) + slot * d, k, d * sizeof(float));
-      std::memcpy(c.V(block, h) + slot * d, v, d * sizeof(float));
       float* lo = c.KeyMin(block, h);
       float* hi = c.KeyMax(block, h);
+      if (c.is_bf16()) {
+        // The summaries bound the stored (rounded) keys.
+        uint16_t* kd = c.KBf16(block, h) + slot * d;
+        uint16_t* vd = c.VBf16(block, h) + slot * d;
+        for (int64_t e = 0; e < d; ++e) {
+          kd[e] = FloatToBf16(k[e]);
+          vd[e] = FloatToBf16(v[e]);
+          const float ke = Bf16ToFloat(kd[e]);
+          lo[e] = slot == 0 ? ke : std::min(lo[e], ke);
+          hi[e] = slot == 0 ? ke : std::max(hi[e], ke);
+        }
+        continue;
+      }
+      std::memcpy(c.K(block, h) + slot * d, k, d * sizeof(float));
+      std::memcpy(c.V(block, h) + slot * d, v, d * sizeof(float));
       if (slot == 0) {
         // A block's first slot starts its summary: whatever the block held before belongs to a
         // freed sequence.
@@ -51,11 +65,14 @@ void WritePagedKv(const WritePagedKvParams& p) {
 
 void UpdateKeyBall(const PagedKvView& c, int64_t block, int64_t kv_head, int64_t filled) {
   const int64_t d = c.head_dim;
-  const float* k = c.K(block, kv_head);
+  // Key i, element e, as stored (fp32 or rounded bf16).
+  const float* k = c.is_bf16() ? nullptr : c.K(block, kv_head);
+  const uint16_t* kb = c.is_bf16() ? c.KBf16(block, kv_head) : nullptr;
+  auto key = [&](int64_t i) { return k != nullptr ? k[i] : Bf16ToFloat(kb[i]); };
   float* centroid = c.KeyCentroid(block, kv_head);
   for (int64_t e = 0; e < d; ++e) {
     double sum = 0.0;
-    for (int64_t s = 0; s < filled; ++s) sum += k[s * d + e];
+    for (int64_t s = 0; s < filled; ++s) sum += key(s * d + e);
     centroid[e] = static_cast<float>(sum / static_cast<double>(filled));
   }
   // The radius around the stored (rounded) centroid, in double, then rounded up to float with a
@@ -64,7 +81,7 @@ void UpdateKeyBall(const PagedKvView& c, int64_t block, int64_t kv_head, int64_t
   for (int64_t s = 0; s < filled; ++s) {
     double dist2 = 0.0;
     for (int64_t e = 0; e < d; ++e) {
-      const double diff = static_cast<double>(k[s * d + e]) - centroid[e];
+      const double diff = static_cast<double>(key(s * d + e)) - centroid[e];
       dist2 += diff * diff;
     }
     r2 = std::max(r2, dist2);
@@ -96,9 +113,15 @@ void PagedAttention(const PagedAttentionParams& p) {
         const int64_t block = p.block_table[j / bs];
         const int64_t slot = j % bs;
         const int64_t run = std::min(bs - slot, pos - j + 1);
-        const float* k = c.K(block, kvh) + slot * d;
         for (int64_t r = 0; r < run; ++r) {
-          const float sc = Dot(q, k + r * d, d) * p.scale;
+          float dot = 0.0f;
+          if (c.is_bf16()) {
+            const uint16_t* k = c.KBf16(block, kvh) + (slot + r) * d;
+            for (int64_t e = 0; e < d; ++e) dot += q[e] * Bf16ToFloat(k[e]);
+          } else {
+            dot = Dot(q, c.K(block, kvh) + (slot + r) * d, d);
+          }
+          const float sc = dot * p.scale;
           scores[j - first + r] = sc;
           max_score = std::max(max_score, sc);
         }
@@ -115,11 +138,15 @@ void PagedAttention(const PagedAttentionParams& p) {
         const int64_t block = p.block_table[j / bs];
         const int64_t slot = j % bs;
         const int64_t run = std::min(bs - slot, pos - j + 1);
-        const float* v = c.V(block, kvh) + slot * d;
         for (int64_t r = 0; r < run; ++r) {
           const float w = scores[j - first + r];
-          const float* vj = v + r * d;
-          for (int64_t e = 0; e < d; ++e) out[e] += w * vj[e];
+          if (c.is_bf16()) {
+            const uint16_t* vj = c.VBf16(block, kvh) + (slot + r) * d;
+            for (int64_t e = 0; e < d; ++e) out[e] += w * Bf16ToFloat(vj[e]);
+          } else {
+            const float* vj = c.V(block, kvh) + (slot + r) * d;
+            for (int64_t e = 0; e < d; ++e) out[e] += w * vj[e];
+          }
         }
         j += run;
       }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // fp32 CPU kernels over the paged KV layout (kvcache/paged_kv_view.h): scattering a chunk's new
-// K/V rows into its blocks, and causal GQA attention through a block table.
+// K/V rows into its blocks, and causal GQA attention through a block table. Both take fp32 or
+// bf16 views (bf16: K/V stored rounded to nearest even, read back exactly; math in fp32).
 //
 // Like cpu_kernels.h: raw pointers, sizes and the POD PagedKvView only; no allocation, the caller
 // owns every buffer (scratch included); synchronous on the calling thread. Block tables are the

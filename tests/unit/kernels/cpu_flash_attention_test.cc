@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/bf16.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/cpu_runtime.h"
 #include "kernels/cpu/flash_attention.h"
@@ -57,7 +58,12 @@ class FlashAttentionTest : public ::testing::Test {
   // Fills a shuffled paged cache for `c`, runs the reference and FlashAttention (with `threads`
   // threads, a workspace for `workspace_threads`) on the last num_queries tokens, and returns the
   // relative L2 error. `score_range` scales the queries (large values stress the softmax).
-  double Run(const Case& c, int threads, int workspace_threads, float score_range = 2.0f) {
+  // kBf16: FlashAttention reads a bf16 cache and the reference an fp32 cache of the same rounded
+  // values; then `maybe_vs_fp32` gets the error against the reference on the unrounded values
+  // and `maybe_ref_bf16` that of the reference's own bf16 path against its fp32 path.
+  double Run(const Case& c, int threads, int workspace_threads, float score_range = 2.0f,
+             KvDtype dtype = KvDtype::kFp32, double* maybe_vs_fp32 = nullptr,
+             double* maybe_ref_bf16 = nullptr) {
     const int64_t num_table_blocks = (c.seq_len + c.block_size - 1) / c.block_size;
     const int64_t num_blocks = num_table_blocks + 3;
     std::vector<int32_t> ids(static_cast<size_t>(num_blocks));
@@ -72,6 +78,19 @@ class FlashAttentionTest : public ::testing::Test {
     view.num_kv_heads = c.num_kv_heads;
     view.block_size = c.block_size;
     view.head_dim = c.head_dim;
+    PagedKvView run_view = view;  // what FlashAttention reads
+    std::vector<uint16_t> kv_bf16;
+    std::vector<float> kv_exact;
+    if (dtype == KvDtype::kBf16) {
+      kv_exact = kv;
+      kv_bf16.resize(kv.size());
+      for (size_t i = 0; i < kv.size(); ++i) {
+        kv_bf16[i] = FloatToBf16(kv[i]);
+        kv[i] = Bf16ToFloat(kv_bf16[i]);
+      }
+      run_view.kv = nullptr;
+      run_view.kv_bf16 = kv_bf16.data();
+    }
     const auto q =
         RandomVector(rng_, c.num_queries * c.num_heads * c.head_dim, -score_range, score_range);
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
@@ -91,6 +110,22 @@ class FlashAttentionTest : public ::testing::Test {
     r.sliding_window = c.window;
     r.scale = scale;
     PagedAttention(r);
+    if (dtype == KvDtype::kBf16) {
+      auto other = NanVector(q.size());
+      PagedAttentionParams r2 = r;
+      r2.out = other.data();
+      if (maybe_ref_bf16 != nullptr) {
+        r2.cache = run_view;
+        PagedAttention(r2);
+        *maybe_ref_bf16 = RelativeL2(other, want);
+      }
+      if (maybe_vs_fp32 != nullptr) {
+        r2.cache = view;
+        r2.cache.kv = kv_exact.data();
+        PagedAttention(r2);
+        vs_fp32_reference_ = other;
+      }
+    }
 
     SetNumThreads(threads);
     auto workspace = NanVector(static_cast<size_t>(
@@ -98,7 +133,7 @@ class FlashAttentionTest : public ::testing::Test {
     auto got = NanVector(q.size());
     FlashAttentionParams f;
     f.q = q.data();
-    f.cache = view;
+    f.cache = run_view;
     f.block_table = table.data();
     f.out = got.data();
     f.workspace = workspace.data();
@@ -110,9 +145,13 @@ class FlashAttentionTest : public ::testing::Test {
     f.sliding_window = c.window;
     f.scale = scale;
     FlashAttention(f);
+    if (maybe_vs_fp32 != nullptr && dtype == KvDtype::kBf16) {
+      *maybe_vs_fp32 = RelativeL2(got, vs_fp32_reference_);
+    }
     return RelativeL2(got, want);
   }
 
+  std::vector<float> vs_fp32_reference_;  // Run's reference output on unrounded fp32 K/V
   uint64_t seed_;
   std::mt19937_64 rng_;
 };
@@ -197,6 +236,37 @@ TEST_F(FlashAttentionTest, LargeScoresStayFinite) {
     SCOPED_TRACE(SeedNote() + " isa=" + IsaName(isa));
     // Scores of several hundred: exp without the running max would overflow.
     EXPECT_LT(Run(c, 2, 2, /*score_range=*/300.0f), 1e-4);
+  }
+}
+
+// A bf16 cache: FlashAttention widens each key tile and must then equal the fp32 reference on the
+// same rounded values (to fp32 summation-order error), and stay within bf16 rounding of the
+// reference on the unrounded values; the reference's own bf16 path equals its fp32 path.
+TEST_F(FlashAttentionTest, Bf16CacheMatchesReference) {
+  const Case cases[] = {
+      {8, 4, 8, 16, 37, 1, 0},        // decode, head_dim 8
+      {8, 8, 64, 16, 200, 200, 0},    // prefill over several tiles
+      {14, 2, 128, 16, 97, 33, 0},    // group 7, head_dim 128, chunk after history
+      {16, 2, 64, 3, 130, 130, 0},    // block size 3: runs of 3 keys widened per page
+      {4, 4, 64, 5, 129, 70, 40},     // sliding window
+      {6, 3, 12, 4, 90, 20, 0},       // head_dim 12: scalar widening tail on AVX2
+      {12, 3, 64, 16, 3000, 1, 0},    // decode at depth: key splits
+      {12, 4, 64, 16, 2500, 3, 700},  // short chunk at depth with a window
+  };
+  for (const VectorIsa isa : Isas()) {
+    SetIsaOverride(isa);
+    for (const int threads : {1, 2}) {
+      for (const Case& c : cases) {
+        SCOPED_TRACE(SeedNote() + " isa=" + IsaName(isa) + " threads=" + std::to_string(threads) +
+                     " " + Describe(c));
+        double vs_fp32 = 1.0, ref_bf16 = 1.0;
+        EXPECT_LT(Run(c, threads, threads, 2.0f, KvDtype::kBf16, &vs_fp32, &ref_bf16), kTol);
+        EXPECT_LT(ref_bf16, 1e-6);
+        // bf16 keeps 8 significant bits: ~2^-9 relative per value, averaged over the keys.
+        EXPECT_LT(vs_fp32, 1e-2);
+        EXPECT_GT(vs_fp32, 0.0) << "the bf16 cache should not be bit-identical to fp32";
+      }
+    }
   }
 }
 

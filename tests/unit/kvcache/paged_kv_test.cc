@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "common/bf16.h"
+#include "common/host_memory.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kvcache/kv_pool.h"
 #include "tests/util/numeric.h"
@@ -53,23 +55,34 @@ TEST_F(PagedKvTest, PagedAttentionMatchesContiguousAndSummariesMatchScratch) {
       {2, 1, 5, 7, 50, 30, 11},  // MQA, window, queries spanning blocks
       {4, 2, 8, 64, 70, 70, 0},  // block larger than most of the sequence
   };
-  for (const Case& c : cases) {
-    SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
-                 std::to_string(c.num_kv_heads) + " dim=" + std::to_string(c.head_dim) +
-                 " bs=" + std::to_string(c.block_size) + " len=" + std::to_string(c.seq_len) +
-                 " q=" + std::to_string(c.num_queries) + " window=" + std::to_string(c.window));
+  // bf16: the pool stores K/V rounded to bf16; summaries and attention must then equal those of
+  // the rounded values exactly as fp32 does for its own.
+  constexpr size_t kNumCases = sizeof(cases) / sizeof(cases[0]);
+  for (size_t variant = 0; variant < 2 * kNumCases; ++variant) {
+    const Case& c = cases[variant % kNumCases];
+    const KvDtype dtype = variant < kNumCases ? KvDtype::kFp32 : KvDtype::kBf16;
+    SCOPED_TRACE(SeedNote() + " dtype=" + KvDtypeName(dtype) +
+                 " heads=" + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) +
+                 " dim=" + std::to_string(c.head_dim) + " bs=" + std::to_string(c.block_size) +
+                 " len=" + std::to_string(c.seq_len) + " q=" + std::to_string(c.num_queries) +
+                 " window=" + std::to_string(c.window));
     const int64_t num_table_blocks = (c.seq_len + c.block_size - 1) / c.block_size;
     const int64_t num_blocks = num_table_blocks * 2 + 3;
     KvPool pool({.num_layers = 2,
                  .num_kv_heads = c.num_kv_heads,
                  .head_dim = c.head_dim,
-                 .block_size = c.block_size},
+                 .block_size = c.block_size,
+                 .dtype = dtype},
                 num_blocks);
     const PagedKvView view = pool.View(1);
     // Stale contents in every block: summaries must not leak them.
     for (int64_t b = 0; b < num_blocks; ++b) {
       for (int64_t h = 0; h < c.num_kv_heads; ++h) {
-        std::fill(view.K(b, h), view.K(b, h) + view.head_stride(), 1e6f);
+        if (dtype == KvDtype::kBf16) {
+          std::fill(view.KBf16(b, h), view.KBf16(b, h) + view.head_stride(), FloatToBf16(1e6f));
+        } else {
+          std::fill(view.K(b, h), view.K(b, h) + view.head_stride(), 1e6f);
+        }
         std::fill(view.KeyMin(b, h), view.KeyMin(b, h) + c.head_dim, -1e6f);
         std::fill(view.KeyMax(b, h), view.KeyMax(b, h) + c.head_dim, 1e6f);
       }
@@ -82,6 +95,12 @@ TEST_F(PagedKvTest, PagedAttentionMatchesContiguousAndSummariesMatchScratch) {
     const int64_t row = c.num_kv_heads * c.head_dim;
     const auto k = RandomVector(rng_, c.seq_len * row, -2.0f, 2.0f);
     const auto v = RandomVector(rng_, c.seq_len * row);
+    // What the pool holds: the values, or the values rounded to bf16.
+    std::vector<float> k_stored = k, v_stored = v;
+    if (dtype == KvDtype::kBf16) {
+      for (float& x : k_stored) x = RoundToBf16(x);
+      for (float& x : v_stored) x = RoundToBf16(x);
+    }
     // Write in random chunks; odd chunks come from a wider (fused-QKV-like) buffer.
     for (int64_t pos = 0; pos < c.seq_len;) {
       const int64_t n = std::min<int64_t>(c.seq_len - pos, Uniform(1, 2 * c.block_size + 1));
@@ -117,7 +136,7 @@ TEST_F(PagedKvTest, PagedAttentionMatchesContiguousAndSummariesMatchScratch) {
         for (int64_t e = 0; e < c.head_dim; ++e) {
           float lo = INFINITY, hi = -INFINITY;
           for (int64_t s = 0; s < filled; ++s) {
-            const float x = k[(i * c.block_size + s) * row + h * c.head_dim + e];
+            const float x = k_stored[(i * c.block_size + s) * row + h * c.head_dim + e];
             lo = std::min(lo, x);
             hi = std::max(hi, x);
           }
@@ -131,7 +150,7 @@ TEST_F(PagedKvTest, PagedAttentionMatchesContiguousAndSummariesMatchScratch) {
         for (int64_t e = 0; e < c.head_dim; ++e) {
           double mean = 0.0;
           for (int64_t s = 0; s < filled; ++s)
-            mean += k[(i * c.block_size + s) * row + h * c.head_dim + e];
+            mean += k_stored[(i * c.block_size + s) * row + h * c.head_dim + e];
           mean /= static_cast<double>(filled);
           ASSERT_NEAR(centroid[e], mean, 1e-6 * (1.0 + std::abs(mean))) << "block " << i;
         }
@@ -139,7 +158,7 @@ TEST_F(PagedKvTest, PagedAttentionMatchesContiguousAndSummariesMatchScratch) {
           double dist2 = 0.0;
           for (int64_t e = 0; e < c.head_dim; ++e) {
             const double diff =
-                static_cast<double>(k[(i * c.block_size + s) * row + h * c.head_dim + e]) -
+                static_cast<double>(k_stored[(i * c.block_size + s) * row + h * c.head_dim + e]) -
                 centroid[e];
             dist2 += diff * diff;
           }
@@ -158,8 +177,8 @@ TEST_F(PagedKvTest, PagedAttentionMatchesContiguousAndSummariesMatchScratch) {
     auto want = NanVector(q.size());
     auto scratch = NanVector(c.seq_len);
     cpu::AttentionParams a{.q = q.data(),
-                           .k_cache = k.data(),
-                           .v_cache = v.data(),
+                           .k_cache = k_stored.data(),
+                           .v_cache = v_stored.data(),
                            .out = want.data(),
                            .scratch = scratch.data(),
                            .num_queries = c.num_queries,
@@ -218,10 +237,46 @@ TEST_F(PagedKvTest, RewritingABlockFromSlotZeroResetsItsSummary) {
   EXPECT_EQ(view.KeyMax(1, 0)[1], 2);
 }
 
+TEST(KvPoolSizing, DefaultCpuBudgetIsAFractionOfHostMemory) {
+  const int64_t host = HostMemoryBytes();
+  EXPECT_GT(host, 0);
+  EXPECT_EQ(host, HostMemoryBytes()) << "read once";
+  EXPECT_EQ(DefaultCpuKvCacheBytes(),
+            static_cast<int64_t>(kDefaultCpuKvMemoryFraction * static_cast<double>(host)));
+}
+
+TEST(KvPoolSizing, LargePoolIsZeroedAndTakesMemoryOnlyWhereWritten) {
+  // 2 GiB of K/V on a host that may have less free: calloc maps zero pages lazily, so this
+  // allocates address space only; what is read back is zero and what is written sticks.
+  const KvCacheShape shape{.num_layers = 8, .num_kv_heads = 8, .head_dim = 128, .block_size = 16};
+  const int64_t num_blocks = (int64_t{2} << 30) / KvBytesPerBlock(shape);
+  KvPool pool(shape, num_blocks);
+  EXPECT_GE(pool.bytes(), (int64_t{2} << 30) - KvBytesPerBlock(shape));
+  PagedKvView last = pool.View(7);
+  EXPECT_EQ(last.V(num_blocks - 1, 7)[16 * 128 - 1], 0.0f);
+  EXPECT_EQ(last.KeyMax(num_blocks - 1, 7)[127], 0.0f);
+  last.K(num_blocks / 2, 3)[5] = 1.5f;
+  EXPECT_EQ(pool.KPtr(7, num_blocks / 2, 3)[5], 1.5f);
+  EXPECT_EQ(pool.KPtr(7, num_blocks / 2, 3)[4], 0.0f);
+}
+
 TEST(KvPoolSizing, BytesPerBlockAndBudget) {
   const KvCacheShape shape{.num_layers = 3, .num_kv_heads = 2, .head_dim = 8, .block_size = 16};
   // Per layer: K+V 2*2*16*8 = 512 floats, box summaries 2*2*8 = 32 floats, balls 2*(8+1).
   EXPECT_EQ(KvBytesPerBlock(shape), 3 * (512 + 32 + 18) * 4);
+  // bf16 pages halve the K/V bytes; summaries stay fp32.
+  KvCacheShape bf16_shape = shape;
+  bf16_shape.dtype = KvDtype::kBf16;
+  EXPECT_EQ(KvBytesPerBlock(bf16_shape), 3 * (512 * 2 + (32 + 18) * 4));
+  KvPool bf16_pool(bf16_shape, 10);
+  EXPECT_EQ(bf16_pool.bytes(), KvBytesPerBlock(bf16_shape) * 10);
+  EXPECT_TRUE(bf16_pool.View(2).is_bf16());
+  EXPECT_EQ(bf16_pool.View(2).kv, nullptr);
+  EXPECT_EQ(bf16_pool.View(2).kv_bf16 - bf16_pool.View(1).kv_bf16,
+            10 * shape.num_kv_heads * 2 * 16 * 8);
+  EXPECT_EQ(*ParseKvDtype("bf16"), KvDtype::kBf16);
+  EXPECT_EQ(*ParseKvDtype(KvDtypeName(KvDtype::kFp32)), KvDtype::kFp32);
+  EXPECT_FALSE(ParseKvDtype("fp16").ok());
   const int64_t per_block = KvBytesPerBlock(shape);
   EXPECT_EQ(*NumKvBlocksForBudget(shape, per_block * 10 + per_block - 1), 10);
   EXPECT_FALSE(NumKvBlocksForBudget(shape, per_block - 1).ok());
