@@ -9,6 +9,7 @@
 //   runner  CpuModelRunner on a random Llama (hidden 768, 12 layers: ~125M params, fp32):
 //           prefill of N tokens in chunks of --chunk (prompt tok/s) and --decode-steps decode
 //           steps at --depth (tok/s), with reference_attention on (old) and off (new).
+//   The kernel rows also time the new kernel over a bf16 copy of the cache (new-bf16kv).
 //
 // Times are the median of --reps repetitions (the reference and the scalar tiles run --ref-reps
 // times: they are slow).
@@ -30,6 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "bench/synthetic_llama.h"
+#include "common/bf16.h"
 #include "common/status.h"
 #include "engine/cpu_model_runner.h"
 #include "kernels/cpu/cpu_runtime.h"
@@ -78,6 +80,7 @@ struct Result {
   std::string section, what;
   int64_t tokens = 0;
   double old_s = 0.0, new_s = 0.0, scalar_s = 0.0;  // scalar_s: kernel rows only
+  double bf16_s = 0.0;  // kernel rows: the new kernel over a bf16 copy of the cache
   double Speedup() const { return old_s / new_s; }
 };
 
@@ -95,6 +98,18 @@ std::vector<Result> BenchKernels(const Flags& f) {
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   std::fill(view.kv, view.kv + blocks * view.block_stride(), 0.0f);
   for (int64_t i = 0; i < blocks * view.block_stride(); ++i) view.kv[i] = dist(rng);
+  // The same cache in bf16 (half the bytes the kernel reads).
+  KvPool pool16({.num_layers = 1,
+                 .num_kv_heads = kv_heads,
+                 .head_dim = d,
+                 .block_size = kBlockSize,
+                 .dtype = KvDtype::kBf16},
+                blocks);
+  const PagedKvView view16 = pool16.View(0);
+  for (int64_t i = 0; i < blocks * view.block_stride(); ++i) {
+    view16.kv_bf16[i] = FloatToBf16(view.kv[i]);
+  }
+  bool use_bf16 = false;  // FlashAttention reads view16
   std::vector<int32_t> table(static_cast<size_t>(blocks));
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), rng);
@@ -122,7 +137,7 @@ std::vector<Result> BenchKernels(const Flags& f) {
     }
     cpu::FlashAttentionParams p;
     p.q = q.data();
-    p.cache = view;
+    p.cache = use_bf16 ? view16 : view;
     p.block_table = table.data();
     p.out = out.data();
     p.workspace = workspace.data();
@@ -141,6 +156,10 @@ std::vector<Result> BenchKernels(const Flags& f) {
     cpu::SetIsaOverride(std::nullopt);
     run(num_queries, query_start, false);  // warm
     r.new_s = MedianSeconds(reps, [&] { run(num_queries, query_start, false); });
+    use_bf16 = true;
+    run(num_queries, query_start, false);
+    r.bf16_s = MedianSeconds(reps, [&] { run(num_queries, query_start, false); });
+    use_bf16 = false;
     return r;
   };
   std::vector<Result> rows;
@@ -167,6 +186,13 @@ std::vector<Result> BenchKernels(const Flags& f) {
                             for (int i = 0; i < calls; ++i) run(1, f.depth, false);
                           }) /
             calls;
+  use_bf16 = true;
+  r.bf16_s = MedianSeconds(f.reps,
+                           [&] {
+                             for (int i = 0; i < calls; ++i) run(1, f.depth, false);
+                           }) /
+             calls;
+  use_bf16 = false;
   rows.push_back(r);
   return rows;
 }
@@ -250,8 +276,8 @@ int Run(const Flags& f) {
   }
   std::printf("threads %d, isa %s, median of %d reps (reference: %d)\n", f.threads,
               cpu::IsaName(cpu::ActiveIsa()), f.reps, f.ref_reps);
-  std::printf("%-7s %-38s %7s %12s %12s %12s %8s\n", "section", "what", "tokens", "old s", "new s",
-              "new-scalar s", "speedup");
+  std::printf("%-7s %-38s %7s %12s %12s %12s %8s %12s\n", "section", "what", "tokens", "old s",
+              "new s", "new-scalar s", "speedup", "new-bf16kv s");
   nlohmann::json out;
   out["bench"] = "cpu_attention";
   out["threads"] = f.threads;
@@ -263,14 +289,16 @@ int Run(const Flags& f) {
   out["chunk"] = f.chunk;
   out["results"] = nlohmann::json::array();
   for (const Result& r : rows) {
-    std::printf("%-7s %-38s %7lld %12.5f %12.5f %12.5f %7.2fx\n", r.section.c_str(), r.what.c_str(),
-                static_cast<long long>(r.tokens), r.old_s, r.new_s, r.scalar_s, r.Speedup());
+    std::printf("%-7s %-38s %7lld %12.5f %12.5f %12.5f %7.2fx %12.5f\n", r.section.c_str(),
+                r.what.c_str(), static_cast<long long>(r.tokens), r.old_s, r.new_s, r.scalar_s,
+                r.Speedup(), r.bf16_s);
     out["results"].push_back({{"section", r.section},
                               {"what", r.what},
                               {"tokens", r.tokens},
                               {"old_seconds", r.old_s},
                               {"new_seconds", r.new_s},
                               {"new_scalar_seconds", r.scalar_s},
+                              {"new_bf16_kv_seconds", r.bf16_s},
                               {"speedup", r.Speedup()}});
   }
   if (!f.json_path.empty()) std::ofstream(f.json_path) << out.dump(2) << "\n";

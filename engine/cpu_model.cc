@@ -16,6 +16,8 @@ namespace {
 
 // Block size of the private pool: any value works (the block table is trivial); 16 as the engine.
 constexpr int64_t kBlockSize = 16;
+// Context when the config names no max_position_embeddings.
+constexpr int64_t kFallbackContext = 8192;
 
 }  // namespace
 
@@ -36,18 +38,28 @@ absl::StatusOr<std::unique_ptr<CpuModel>> CpuModel::Create(ModelConfig config, M
     return absl::InvalidArgumentError(
         "num_hidden_layers, num_key_value_heads and head_dim must be positive");
   }
+  if (options.kv_cache_bytes < 0) return absl::InvalidArgumentError("kv_cache_bytes must be >= 0");
+  KvCacheShape shape = KvCacheShapeFor(config, kBlockSize);
+  shape.dtype = options.kv_cache_dtype;
+  const int64_t budget =
+      options.kv_cache_bytes > 0 ? options.kv_cache_bytes : DefaultCpuKvCacheBytes();
   int64_t capacity = options.max_context;
   if (capacity == 0) {
-    capacity = config.max_position_embeddings > 0
-                   ? std::min<int64_t>(config.max_position_embeddings, 8192)
-                   : 8192;
+    capacity =
+        config.max_position_embeddings > 0 ? config.max_position_embeddings : kFallbackContext;
+    LY_ASSIGN_OR_RETURN(const int64_t fit_blocks, NumKvBlocksForBudget(shape, budget));
+    capacity = std::min(capacity, fit_blocks * kBlockSize);
+  } else if (options.kv_cache_bytes > 0 && KvBytesForTokens(shape, capacity) > budget) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_context ", capacity, " needs ", KvBytesForTokens(shape, capacity) >> 20,
+                     " MiB of KV cache, more than kv_cache_bytes (", budget >> 20, " MiB)"));
   }
   std::unique_ptr<CpuModel> m(new CpuModel());
   m->max_context_ = capacity;
   // No chunk is longer than the context, so no scratch beyond it.
   m->prefill_chunk_ = std::min(options.prefill_chunk, capacity);
   const int64_t num_blocks = (capacity + kBlockSize - 1) / kBlockSize;
-  m->pool_ = std::make_unique<KvPool>(KvCacheShapeFor(config, kBlockSize), num_blocks);
+  m->pool_ = std::make_unique<KvPool>(shape, num_blocks);
   CpuModelRunnerOptions runner_options;
   runner_options.max_num_batched_tokens = m->prefill_chunk_;
   runner_options.max_num_seqs = 1;

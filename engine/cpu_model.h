@@ -26,8 +26,15 @@
 namespace lychee {
 
 struct CpuModelOptions {
-  // KV cache capacity in tokens; 0 = min(max_position_embeddings, 8192).
+  // KV cache capacity in tokens; 0 = the model's max_position_embeddings, or as many tokens as
+  // kv_cache_bytes holds when that is fewer.
   int64_t max_context = 0;
+  // KV cache memory budget in bytes; 0 = DefaultCpuKvCacheBytes() (a fraction of RAM). An
+  // explicit max_context that needs more than an explicit budget is an error.
+  int64_t kv_cache_bytes = 0;
+  // K/V page storage: fp32 (the reference) or bf16 (half the bytes read per attention step;
+  // sparse policies need fp32).
+  KvDtype kv_cache_dtype = KvDtype::kFp32;
   // Prefill runs in chunks of at most this many tokens (the runner's max_num_batched_tokens:
   // bounds scratch memory; the GEMMs of a chunk cover all its rows at once).
   int64_t prefill_chunk = 512;

@@ -338,6 +338,15 @@ absl::Status CpuModelRunner::Impl::Run(const SchedulerOutput& step,
     return absl::InvalidArgumentError(absl::StrCat("step has ", step.chunks.size(), " chunks but ",
                                                    policies.size(), " policies"));
   }
+  if (pool->shape().dtype != KvDtype::kFp32) {
+    for (const sparsity::Policy* policy : policies) {
+      if (policy != nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("sparse policies need an fp32 KV cache; this one is ",
+                         KvDtypeName(pool->shape().dtype)));
+      }
+    }
+  }
   // Chunks never exceed rows (each has a token), so this assign never reallocates. Defaults
   // (max_bound -1) mark a chunk that ran dense.
   stats.assign(step.chunks.size(), SparseChunkStats{});

@@ -42,10 +42,6 @@
 namespace lychee {
 namespace {
 
-// Default KV budget when none is configured: every sequence at full length, capped so that a
-// big model on a laptop does not take all memory.
-constexpr int64_t kMaxDefaultKvBytes = int64_t{4} << 30;
-
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -242,11 +238,14 @@ absl::Status Engine::Impl::Load() {
 #endif
   } else {
     LY_ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(*archive, model_config));
-    const KvCacheShape shape = KvCacheShapeFor(model_config, config_.block_size);
+    KvCacheShape shape = KvCacheShapeFor(model_config, config_.block_size);
+    shape.dtype = config_.cpu_kv_cache_dtype;
     int64_t kv_bytes = config_.kv_cache_bytes;
     if (kv_bytes <= 0) {
       const int64_t blocks_per_seq = (max_model_len + config_.block_size - 1) / config_.block_size;
-      kv_bytes = std::min(kMaxDefaultKvBytes,
+      // Every sequence at full length, capped at a fraction of RAM (DefaultCpuKvCacheBytes) so
+      // that a big model on a laptop does not take all memory.
+      kv_bytes = std::min(DefaultCpuKvCacheBytes(),
                           config_.max_num_seqs * blocks_per_seq * KvBytesPerBlock(shape));
     }
     LY_ASSIGN_OR_RETURN(num_blocks, NumKvBlocksForBudget(shape, kv_bytes));

@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "engine/engine_client.h"
 #include "engine/engine_observer.h"
+#include "kvcache/paged_kv_view.h"
 
 namespace lychee {
 
@@ -30,7 +31,10 @@ struct EngineConfig {
                                           // false: logits go back to the host Sampler
   int64_t block_size = 16;                // KV cache tokens per block
   int64_t kv_cache_bytes = 0;             // KV pool size; 0: CPU: enough for max_num_seqs full
-                                          // contexts (<= 4 GiB); CUDA: gpu_memory_utilization
+                                          // contexts (<= a quarter of RAM, kv_pool.h); CUDA:
+                                          // gpu_memory_utilization
+  KvDtype cpu_kv_cache_dtype = KvDtype::kFp32;  // CPU: K/V page storage (fp32 reference, or
+                                                // bf16: half the bytes; dense requests only)
   int64_t num_kv_blocks_override = 0;     // > 0: exactly this many KV blocks (tests, tuning)
   int64_t max_num_seqs = 16;              // requests in one step at most
   int64_t max_num_batched_tokens = 1024;  // tokens in one step at most (prefill chunks + decodes)

@@ -37,12 +37,16 @@
 #include "engine/sampler.h"
 #include "engine/stop_strings.h"
 #include "kernels/cpu/cpu_runtime.h"
+#include "kvcache/kv_pool.h"
 #include "model/chat_template/chat_template.h"
 #include "model/chat_template/model_chat_template.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace lychee {
 namespace {
+
+// --kv-cache-dtype auto picks bf16 beyond this context (the old fixed CPU cap).
+constexpr int64_t kLongContext = 8192;
 
 struct Flags {
   std::string model_dir;
@@ -60,6 +64,8 @@ struct Flags {
   std::string chat_template;  // built-in template name overriding the model's
   bool no_bos = false;
   int64_t max_context = 0;
+  int64_t kv_cache_bytes = 0;
+  std::string kv_cache_dtype = "auto";
   int threads = 0;
   bool verbose = false;
 };
@@ -118,8 +124,29 @@ int Run(const Flags& flags) {
   }
   // Before Load: the runner sizes its attention workspace for this many threads.
   if (flags.threads > 0) cpu::SetNumThreads(flags.threads);
+  // auto: bf16 pages for contexts beyond kLongContext tokens (half the bytes each step reads),
+  // fp32 (the reference) below.
+  KvDtype kv_dtype = KvDtype::kFp32;
+  if (flags.kv_cache_dtype == "auto") {
+    int64_t context = flags.max_context;
+    if (context == 0) {
+      auto config = LoadModelConfig(flags.model_dir);
+      if (config.ok()) context = config->max_position_embeddings;
+    }
+    if (context > kLongContext) kv_dtype = KvDtype::kBf16;
+  } else {
+    auto parsed = ParseKvDtype(flags.kv_cache_dtype);
+    if (!parsed.ok()) {
+      std::fprintf(stderr, "lychee-generate: --kv-cache-dtype: %s\n",
+                   std::string(parsed.status().message()).c_str());
+      return 1;
+    }
+    kv_dtype = *parsed;
+  }
   auto model_or =
-      CpuModel::Load(flags.model_dir, CpuModelOptions{.max_context = flags.max_context});
+      CpuModel::Load(flags.model_dir, CpuModelOptions{.max_context = flags.max_context,
+                                                      .kv_cache_bytes = flags.kv_cache_bytes,
+                                                      .kv_cache_dtype = kv_dtype});
   if (!model_or.ok()) {
     std::fprintf(stderr, "lychee-generate: cannot load model from %s: %s\n",
                  flags.model_dir.c_str(), model_or.status().ToString().c_str());
@@ -156,6 +183,8 @@ int Run(const Flags& flags) {
     std::string stops;
     for (int32_t id : stop_ids) stops += (stops.empty() ? "" : " ") + std::to_string(id);
     std::fprintf(stderr, "[lychee-generate] stop ids: %s\n", stops.c_str());
+    std::fprintf(stderr, "[lychee-generate] KV cache: %lld tokens, %s\n",
+                 static_cast<long long>(model.max_context()), KvDtypeName(kv_dtype));
   }
 
   SamplingParams params;
@@ -264,8 +293,17 @@ int main(int argc, char** argv) {
   app.add_option("--chat-template", flags.chat_template,
                  "Built-in chat template (llama3, chatml, mistral) instead of the model's");
   app.add_flag("--no-bos", flags.no_bos, "Do not add BOS to a plain prompt");
-  app.add_option("--max-context", flags.max_context, "KV cache capacity (0: model's, <= 8192)")
+  app.add_option("--max-context", flags.max_context,
+                 "KV cache capacity in tokens (0: the model's max_position_embeddings, as far as "
+                 "--kv-cache-bytes allows)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--kv-cache-bytes", flags.kv_cache_bytes,
+                 "KV cache memory, e.g. 2GiB or 512MiB (0: a quarter of the RAM)")
+      ->transform(CLI::AsSizeValue(/*kb_is_1000=*/false));
+  app.add_option("--kv-cache-dtype", flags.kv_cache_dtype,
+                 "KV cache storage: fp32, bf16, or auto (bf16 when the context exceeds 8192 "
+                 "tokens)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   app.add_option("--threads", flags.threads,
                  "CPU threads (0: OPENBLAS_NUM_THREADS or all cores; tiny GEMMs stay on one)")
       ->check(CLI::NonNegativeNumber);

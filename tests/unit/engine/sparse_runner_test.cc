@@ -175,6 +175,38 @@ class SparseRunnerTest : public ::testing::Test {
   sparsity::PolicyContext context_;
 };
 
+// Sparse policies score and gather fp32 pages: a runner over a bf16 pool refuses a decode chunk
+// with a policy (InvalidArgument, before anything runs) and runs the same chunk densely.
+TEST_F(SparseRunnerTest, Bf16PoolRefusesSparsePolicies) {
+  KvCacheShape shape = pool_->shape();
+  shape.dtype = KvDtype::kBf16;
+  KvPool pool(shape, pool_->num_blocks());
+  auto archive = SafetensorsArchive::Open(kModelDir);
+  ASSERT_TRUE(archive.ok()) << archive.status();
+  auto weights = LoadModelWeights(*archive, config_);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto runner = CpuModelRunner::Create(config_, std::move(*weights), &pool);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  Seq s = MakeSeq(1, 40, 64, 0);
+  SchedulerOutput prefill;
+  prefill.chunks.push_back(Chunk(s, 0, 40, false));
+  ASSERT_TRUE((*runner)->Execute(prefill).ok());
+  s.tokens.push_back(7);
+  PolicySpec spec;
+  spec.name = "quest";
+  spec.budget_tokens = 2 * kBlock;
+  std::unique_ptr<sparsity::Policy> policy = Make(spec);
+  ASSERT_NE(policy, nullptr);
+  SchedulerOutput step;
+  step.chunks.push_back(Chunk(s, 40, 1, true));
+  sparsity::Policy* const policies[] = {policy.get()};
+  const auto refused = (*runner)->Execute(step, policies);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("fp32 KV cache"), std::string::npos)
+      << refused.status();
+  EXPECT_TRUE((*runner)->Execute(step).ok());
+}
+
 // Quest at 2 blocks with max_dropped_mass 0.02: the heads that miss it double their budget
 // (alone), the others keep theirs; every final bound meets it or the head reads everything.
 TEST_F(SparseRunnerTest, BudgetsWidenPerKvHeadUntilTheBoundHolds) {
