@@ -2,7 +2,8 @@
 // End-to-end speed of the CUDA model runner on a synthetic model (default synthetic:llama-3-8b,
 // random bf16 weights at the real size), each figure beside its bound measured in the same run:
 //   decode: tokens/s at batch × context (steps of one token per sequence over a KV cache of that
-//     length; replaying CUDA graphs, beside the same steps run eagerly), next to the byte bound = batch / ((weight bytes + KV bytes read) / copy bandwidth);
+//     length; replaying CUDA graphs, beside the same steps run eagerly), next to the byte bound =
+//     batch / ((weight bytes + KV bytes read) / copy bandwidth);
 //   prefill: tokens/s, achieved TFLOP/s and TTFT of one prompt in chunks of
 //     max_num_batched_tokens, next to the FLOP bound from the measured bf16 GEMM peak.
 // Decode steps read a KV cache that was never prefilled (zeros): attention reads the same bytes,
@@ -12,17 +13,21 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "common/status.h"
 #include "engine/cuda_model_runner.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/gemm.h"
 #include "model/synthetic.h"
+#include "sparsity/head_roles.h"
+#include "sparsity/policy_factory.h"
 
 namespace lychee {
 namespace {
@@ -37,6 +42,10 @@ struct Options {
   std::vector<int64_t> prefill = {4096, 32768};
   int64_t chunk = 8192;  // prefill chunk (max_num_batched_tokens)
   int steps = 20;
+  // Sparse decode per policy beside dense in the same cells (empty: none), at this budget; the
+  // lychee mask makes kv head (layer mod kv_heads) of each layer a retrieval head.
+  std::vector<std::string> policies = {"quest", "streaming", "lychee"};
+  int64_t budget = 2048;
   double gpu_memory_utilization = 0.92;
   std::string json_path;
 };
@@ -135,14 +144,24 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
       "byte bound tok/s | %% of bound |\n");
   std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
   out["decode"] = nlohmann::json::array();
+  std::string sparse_table;
+  auto roles = std::make_shared<sparsity::HeadRoles>(config.num_layers, config.num_kv_heads);
+  for (int64_t l = 0; l < config.num_layers; ++l) {
+    roles->set_retrieval(l, l % config.num_kv_heads, true);
+  }
+  sparsity::PolicyContext policy_context;
+  policy_context.block_size = ro.block_size;
+  policy_context.num_layers = config.num_layers;
+  policy_context.num_kv_heads = config.num_kv_heads;
+  policy_context.head_roles = roles;
   for (int64_t batch : o.batches) {
     for (int64_t ctx : o.contexts) {
       const int64_t blocks_per_seq = (ctx + 15) / 16;
       nlohmann::json cell = {{"batch", batch}, {"context", ctx}};
       if (batch * blocks_per_seq > runner->num_kv_blocks()) {
         cell["skipped"] = "KV cache does not fit";
-        std::printf("| %lld | %lld | — | — | — | does not fit | | |\n", static_cast<long long>(batch),
-                    static_cast<long long>(ctx));
+        std::printf("| %lld | %lld | — | — | — | does not fit | | |\n",
+                    static_cast<long long>(batch), static_cast<long long>(ctx));
         out["decode"].push_back(cell);
         continue;
       }
@@ -185,11 +204,55 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
       cell["fraction_of_bound"] = tok_s / bound_tok_s;
       std::printf("| %lld | %lld | %.2f | %.2f | %.2fx | %.1f | %.1f | %.0f%% |\n",
                   static_cast<long long>(batch), static_cast<long long>(ctx), step_s * 1e3,
-                  eager_s * 1e3, eager_s / step_s, tok_s, bound_tok_s,
-                  100.0 * tok_s / bound_tok_s);
+                  eager_s * 1e3, eager_s / step_s, tok_s, bound_tok_s, 100.0 * tok_s / bound_tok_s);
       std::fflush(stdout);
+      // The same cell under each sparse policy (eager steps: sparse steps are not graphed).
+      for (const std::string& name : o.policies) {
+        PolicySpec spec;
+        spec.name = name;
+        spec.budget_tokens = o.budget;
+        std::vector<std::unique_ptr<sparsity::Policy>> owned;
+        std::vector<sparsity::Policy*> policies;
+        for (int64_t b = 0; b < batch; ++b) {
+          LY_ASSIGN_OR_RETURN(auto p, sparsity::MakePolicy(spec, policy_context));
+          policies.push_back(p.get());
+          owned.push_back(std::move(p));
+        }
+        for (int i = 0; i < 3; ++i) LY_RETURN_IF_ERROR(runner->Execute(step, policies).status());
+        const SparseChunkStats st = runner->sparse_stats()[0];
+        const double read = static_cast<double>(st.kv_tokens_read) /
+                            static_cast<double>(std::max<int64_t>(1, st.kv_tokens_dense));
+        const auto start = Clock::now();
+        for (int i = 0; i < o.steps; ++i) {
+          LY_RETURN_IF_ERROR(runner->Execute(step, policies).status());
+        }
+        const double sparse_s = Seconds(start, Clock::now()) / o.steps;
+        const double sparse_bound_s =
+            (weight_bytes + static_cast<double>(batch * ctx) * kv_bytes_per_token * read) / copy_bw;
+        nlohmann::json sc = {{"policy", name},
+                             {"budget_tokens", o.budget},
+                             {"ms_per_step", sparse_s * 1e3},
+                             {"tokens_per_s", static_cast<double>(batch) / sparse_s},
+                             {"kv_read_fraction", read},
+                             {"max_bound", st.max_bound},
+                             {"speedup_vs_dense_graphs", step_s / sparse_s},
+                             {"speedup_vs_dense_eager", eager_s / sparse_s},
+                             {"byte_bound_speedup", bound_s / sparse_bound_s}};
+        cell["sparse"].push_back(sc);
+        sparse_table +=
+            absl::StrFormat("| %d | %d | %s | %.2f | %.1f | %.3f | %.2fx | %.2fx | %.2fx |\n",
+                            batch, ctx, name, sparse_s * 1e3, static_cast<double>(batch) / sparse_s,
+                            read, step_s / sparse_s, eager_s / sparse_s, bound_s / sparse_bound_s);
+      }
       out["decode"].push_back(cell);
     }
+  }
+  if (!sparse_table.empty()) {
+    std::printf(
+        "\nsparse decode, budget %lld tokens (eager steps):\n| batch | context | policy | "
+        "ms/step | tokens/s | KV read | vs dense (graphs) | vs dense (eager) | byte-bound "
+        "speedup |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n%s",
+        static_cast<long long>(o.budget), sparse_table.c_str());
   }
 
   // ---- prefill ----
@@ -255,6 +318,9 @@ int main(int argc, char** argv) {
   app.add_option("--prefill", o.prefill, "prefill prompt lengths (empty: none)")->delimiter(',');
   app.add_option("--chunk", o.chunk, "prefill chunk tokens (max_num_batched_tokens)");
   app.add_option("--steps", o.steps, "timed decode steps per cell");
+  app.add_option("--policies", o.policies, "sparse policies to time beside dense (none: \"\")")
+      ->delimiter(',');
+  app.add_option("--budget", o.budget, "sparse policies' budget_tokens");
   app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization, "fraction of the GPU");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);

@@ -89,7 +89,9 @@ class CpuModelRunner final : public ModelRunner {
   // selection time of its sparse decode (defaults, max_bound -1, for chunks that ran dense).
   // Valid until the next Execute*.
   absl::Span<const SparseChunkStats> sparse_stats() const override;
-  bool supports_sparse_policies() const override { return true; }
+  absl::Status SupportsPolicy(const PolicySpec& /*spec*/) const override {
+    return absl::OkStatus();
+  }
 
   // As Execute, but writes the logits of every token of every chunk, [Σ chunk sizes, vocab] in
   // row order, into the caller's `logits` (needs_logits is ignored). For scoring a whole prompt

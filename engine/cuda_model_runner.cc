@@ -16,9 +16,11 @@
 #include "common/status.h"
 #include "engine/cpu_packed_weights.h"
 #include "engine/cuda_graph_cache.h"
+#include "engine/cuda_sparse_decode.h"
 #include "engine/cuda_weights.h"
 #include "engine/step_check.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/block_select.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/cuda_kernels.h"
@@ -111,9 +113,12 @@ struct CudaModelRunner::Impl {
   PinnedBuffer<uint8_t> step_inputs_h;
   PinnedBuffer<float> logits_h;
 
-  // The KV pool: [layers][num_blocks][2][kv_heads][block_size][head_dim] bf16.
-  cuda::DeviceBuffer<bf16> kv;
+  // The KV pool: [layers][num_blocks][2][kv_heads][block_size][head_dim] bf16, and with sparse
+  // policies its key summaries [layers][num_blocks][kv_heads][2][head_dim] bf16.
+  cuda::DeviceBuffer<bf16> kv, key_summary;
   int64_t num_blocks = 0;
+  std::unique_ptr<CudaSparseDecode> sparse;  // null: dense only (see SupportsPolicy)
+  bool last_step_sparse = false;
 
   // Device sampling (kernels/cuda/sampling.h).
   cuda::DeviceBuffer<uint8_t> sample_in_d, sample_out_d, sample_workspace;
@@ -134,6 +139,9 @@ struct CudaModelRunner::Impl {
     c.block_size = options.block_size;
     c.head_dim = config.head_dim;
     c.kv = kv.get() + layer * num_blocks * c.block_stride();
+    if (key_summary.get() != nullptr) {
+      c.key_summary = key_summary.get() + layer * num_blocks * c.summary_block_stride();
+    }
     return c;
   }
 
@@ -151,6 +159,7 @@ struct CudaModelRunner::Impl {
     int64_t max_decode_ctx = 1;  // the decode plan's length cap
     int64_t num_tiles = 0;       // prefill tiles
     int64_t logit_rows = 0;
+    bool sparse = false;  // the decode rows run their policies (CudaSparseDecode)
   };
   absl::Status UploadPaddedDecode(const SchedulerOutput& step, int64_t bucket, int64_t* max_ctx,
                                   StepLayout* layout);
@@ -158,6 +167,10 @@ struct CudaModelRunner::Impl {
   absl::Status Layer(int64_t layer, const Forward& f, const StepLayout& layout);
   absl::Status Attention(int64_t layer, const Forward& f, const StepLayout& layout);
   absl::StatusOr<absl::Span<const float>> CopyLogits(int64_t logit_rows);
+  // After the stream's sync: the sparse stats of the step just run.
+  void CollectSparseStats(const SchedulerOutput& step) {
+    if (last_step_sparse) sparse->CollectStats(step, &stats);
+  }
   // Checks the step and enqueues its forward pass up to the logits (logits_d); returns the
   // number of logit rows. Nothing is synchronised.
   absl::StatusOr<int64_t> EnqueueForward(const SchedulerOutput& step,
@@ -248,8 +261,13 @@ absl::Status CudaModelRunner::Impl::AllocateScratch() {
 }
 
 absl::Status CudaModelRunner::Impl::SizeKvPool() {
-  const int64_t block_bytes = config.num_layers * 2 * config.num_kv_heads * options.block_size *
-                              config.head_dim * static_cast<int64_t>(sizeof(bf16));
+  const int64_t kv_block_bytes = config.num_layers * 2 * config.num_kv_heads * options.block_size *
+                                 config.head_dim * static_cast<int64_t>(sizeof(bf16));
+  const int64_t summary_block_bytes = sparse == nullptr ? 0
+                                                        : config.num_layers * config.num_kv_heads *
+                                                              2 * config.head_dim *
+                                                              static_cast<int64_t>(sizeof(bf16));
+  const int64_t block_bytes = kv_block_bytes + summary_block_bytes;
   size_t free_bytes = 0, total_bytes = 0;
   LY_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
   int64_t budget = options.kv_cache_bytes;
@@ -277,9 +295,14 @@ absl::Status CudaModelRunner::Impl::SizeKvPool() {
                      options.gpu_memory_utilization, "; raise it or lower max_num_batched_tokens"));
   }
   if (num_blocks > 2147483647) num_blocks = 2147483647;
-  LY_RETURN_IF_ERROR(kv.Allocate(static_cast<size_t>(num_blocks * block_bytes / 2)));
+  LY_RETURN_IF_ERROR(kv.Allocate(static_cast<size_t>(num_blocks * kv_block_bytes / 2)));
   // Zeroed so that a read of a never-written slot (none should happen) is finite.
   LY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(kv.get(), 0, kv.bytes(), stream));
+  if (summary_block_bytes > 0) {
+    LY_RETURN_IF_ERROR(
+        key_summary.Allocate(static_cast<size_t>(num_blocks * summary_block_bytes / 2)));
+    LY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(key_summary.get(), 0, key_summary.bytes(), stream));
+  }
   LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
   return absl::OkStatus();
 }
@@ -372,13 +395,34 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
   }
   LY_ASSIGN_OR_RETURN(impl->gemm, cuda::LtGemm::Create());
   LY_RETURN_IF_ERROR(impl->AllocateScratch());
+  cuda::BlockSelectShape select_shape;
+  select_shape.batch = 1;
+  select_shape.num_heads = config.num_heads;
+  select_shape.num_kv_heads = config.num_kv_heads;
+  select_shape.head_dim = config.head_dim;
+  select_shape.block_size = options.block_size;
+  select_shape.max_blocks_per_seq = impl->max_blocks_per_seq;
+  select_shape.budget_blocks = impl->max_blocks_per_seq;
+  if (options.sparse_policies && impl->fast_attention &&
+      cuda::CanImplementBlockSelect(select_shape).ok()) {
+    CudaSparseDecode::Sizes sizes;
+    sizes.num_layers = config.num_layers;
+    sizes.num_heads = config.num_heads;
+    sizes.num_kv_heads = config.num_kv_heads;
+    sizes.head_dim = config.head_dim;
+    sizes.block_size = options.block_size;
+    sizes.max_rows = impl->max_chunks;
+    sizes.max_blocks_per_seq = impl->max_blocks_per_seq;
+    impl->sparse = std::make_unique<CudaSparseDecode>(sizes);
+  }
   LY_RETURN_IF_ERROR(impl->SizeKvPool());
   LY_LOG_INFO(
       "cuda runner: {} (sm_{}{}), weights {:.1f} GiB bf16, KV pool {} blocks of {} tokens "
-      "({:.1f} GiB), attention kernels: {}",
+      "({:.1f} GiB), attention kernels: {}, sparse policies: {}",
       impl->device.name, impl->device.compute_major, impl->device.compute_minor,
       impl->weights->bytes() / 1073741824.0, impl->num_blocks, options.block_size,
-      impl->kv.bytes() / 1073741824.0, impl->fast_attention ? "tensor-core" : "generic");
+      impl->kv.bytes() / 1073741824.0, impl->fast_attention ? "tensor-core" : "generic",
+      impl->sparse != nullptr ? "quest, streaming, lychee" : "none");
   return std::unique_ptr<CudaModelRunner>(new CudaModelRunner(std::move(impl)));
 }
 
@@ -569,7 +613,28 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
     if (cuda::DecodeAttentionWorkspaceBytes(d.shape, plan) > decode_workspace_bytes) {
       return absl::InternalError("decode attention plan needs more workspace than reserved");
     }
-    LY_RETURN_IF_ERROR(cuda::DecodeAttention(d, plan, stream));
+    if (!f.sparse) {
+      LY_RETURN_IF_ERROR(cuda::DecodeAttention(d, plan, stream));
+    } else {
+      // Sparse rows: per-(sequence, kv head) tables from the selection, the LSE for the bound; an
+      // audit also runs the dense attention (into scratch) for the exact dropped mass.
+      cuda::DecodeAttentionParams dense = d;
+      LY_RETURN_IF_ERROR(
+          sparse->Select(layer, qdec.get(), cache, d.block_tables, d.context_lens, scale, stream));
+      d.block_tables = sparse->tables();
+      d.context_lens = sparse->lens();
+      d.per_kv_head_tables = true;
+      d.maybe_lse = sparse->lse();
+      LY_RETURN_IF_ERROR(cuda::DecodeAttention(d, plan, stream));
+      const float* dense_lse = nullptr;
+      if (sparse->audited()) {
+        dense.out = sparse->audit_out();
+        dense.maybe_lse = sparse->dense_lse();
+        LY_RETURN_IF_ERROR(cuda::DecodeAttention(dense, plan, stream));
+        dense_lse = sparse->dense_lse();
+      }
+      LY_RETURN_IF_ERROR(sparse->Accumulate(dense_lse, stream));
+    }
   }
   if (f.num_tiles > 0) {
     cuda::PrefillAttentionParams p;
@@ -706,19 +771,26 @@ absl::StatusOr<int64_t> CudaModelRunner::Impl::EnqueueForward(
                                                      ", beyond max_model_len"));
     }
   }
-  for (sparsity::Policy* p : policies) {
-    if (p != nullptr) {
-      return absl::InvalidArgumentError(
-          "sparse policies do not run on the CUDA backend yet; use --device cpu");
-    }
+  if (!policies.empty() && policies.size() != step.chunks.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("step has ", step.chunks.size(), " chunks but ",
+                                                   policies.size(), " policies"));
+  }
+  const bool any_policy =
+      std::any_of(policies.begin(), policies.end(), [](auto* p) { return p != nullptr; });
+  if (any_policy && m.sparse == nullptr) {
+    return absl::InvalidArgumentError(
+        "sparse policies do not run on this CUDA runner (sparse_policies off, or the model's "
+        "shape has no sparse kernels); use --device cpu");
   }
   m.stats.assign(step.chunks.size(), SparseChunkStats{});
+  m.last_step_sparse = false;
   if (size.rows == 0) return int64_t{0};
 
   const bool pure_decode = std::all_of(step.chunks.begin(), step.chunks.end(), [](const auto& ch) {
     return ch.token_ids.size() == 1 && ch.needs_logits;
   });
-  if (m.options.cuda_graphs && pure_decode) {
+  // Sparse steps run eagerly: their selection kernels are sized by the step.
+  if (m.options.cuda_graphs && pure_decode && !any_policy) {
     // A decode step padded to its bucket replays a captured graph (cuda_graph_cache.h).
     Impl::Forward f;
     f.rows = f.num_chunks = f.logit_rows = DecodeBatchBucket(size.rows);
@@ -746,7 +818,15 @@ absl::StatusOr<int64_t> CudaModelRunner::Impl::EnqueueForward(
   LY_RETURN_IF_ERROR(m.Upload(step, size.rows, size.logit_rows, &f.num_decodes, &f.width, &layout));
   f.num_tiles = static_cast<int64_t>(m.tiles_h.size());
   for (int32_t len : m.decode_ctx_h) f.max_decode_ctx = std::max<int64_t>(f.max_decode_ctx, len);
+  f.sparse = any_policy && CudaSparseDecode::Wanted(policies, f.num_decodes);
+  if (f.sparse) {
+    LY_RETURN_IF_ERROR(m.sparse->Prepare(step, policies, f.num_decodes, f.width, m.stream));
+  }
   LY_RETURN_IF_ERROR(m.Run(f, layout));
+  if (f.sparse) {
+    LY_RETURN_IF_ERROR(m.sparse->EnqueueStatsCopy(m.stream));
+    m.last_step_sparse = true;
+  }
   return size.logit_rows;
 }
 
@@ -755,9 +835,12 @@ absl::StatusOr<absl::Span<const float>> CudaModelRunner::Execute(
   LY_ASSIGN_OR_RETURN(const int64_t logit_rows, impl_->EnqueueForward(step, policies));
   if (logit_rows == 0) {
     LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(impl_->stream));
+    impl_->CollectSparseStats(step);
     return absl::Span<const float>();
   }
-  return impl_->CopyLogits(logit_rows);
+  absl::StatusOr<absl::Span<const float>> logits = impl_->CopyLogits(logit_rows);
+  if (logits.ok()) impl_->CollectSparseStats(step);
+  return logits;
 }
 
 bool CudaModelRunner::samples_on_device() const { return impl_->options.device_sampling; }
@@ -792,9 +875,12 @@ absl::StatusOr<DeviceSampledTokens> CudaModelRunner::ExecuteAndSample(
   LY_ASSIGN_OR_RETURN(const int64_t logit_rows, m.EnqueueForward(step, policies));
   if (logit_rows == 0) {
     LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(m.stream));
+    m.CollectSparseStats(step);
     return DeviceSampledTokens{};
   }
-  return m.SampleRows(logit_rows);
+  absl::StatusOr<DeviceSampledTokens> sampled = m.SampleRows(logit_rows);
+  if (sampled.ok()) m.CollectSparseStats(step);
+  return sampled;
 }
 
 absl::Status CudaModelRunner::Impl::EnsurePenaltyCapacity(int64_t entries) {
@@ -963,6 +1049,18 @@ absl::Status CudaModelRunner::Impl::Run(const Forward& f, const StepLayout& layo
 }
 
 absl::Span<const SparseChunkStats> CudaModelRunner::sparse_stats() const { return impl_->stats; }
+
+absl::Status CudaModelRunner::SupportsPolicy(const PolicySpec& spec) const {
+  if (spec.name.empty() || spec.name == "dense") return absl::OkStatus();
+  if (impl_->sparse == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "policy: '", spec.name, "' does not run on this CUDA runner (",
+        impl_->options.sparse_policies ? "the model's attention shape has no sparse kernels"
+                                       : "sparse_policies is off",
+        "); start the server with --device cpu for sparse policies"));
+  }
+  return CudaSparsePolicySupport(spec);
+}
 const ModelConfig& CudaModelRunner::config() const { return impl_->config; }
 const CudaModelRunnerOptions& CudaModelRunner::options() const { return impl_->options; }
 int64_t CudaModelRunner::num_kv_blocks() const { return impl_->num_blocks; }

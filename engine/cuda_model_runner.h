@@ -55,6 +55,10 @@ struct CudaModelRunnerOptions {
   // samples_on_device(): the engine samples through ExecuteAndSample (only tokens and logprobs
   // come back) instead of copying the logits to the host Sampler.
   bool device_sampling = true;
+  // Key summaries (per block and kv head, the keys' element-wise min and max) in the KV pool, for
+  // the sparse policies (engine/cuda_sparse_decode.h); they cost 1/block_size of the pool. Off:
+  // dense only.
+  bool sparse_policies = true;
 };
 
 class CudaModelRunner final : public ModelRunner {
@@ -71,9 +75,9 @@ class CudaModelRunner final : public ModelRunner {
   CudaModelRunner(const CudaModelRunner&) = delete;
   CudaModelRunner& operator=(const CudaModelRunner&) = delete;
 
-  // ModelRunner. Errors as CpuModelRunner::Execute (checked before anything is written);
-  // sparse policies are not run here (supports_sparse_policies() is false: the engine refuses
-  // them), so a non-empty `policies` with any non-null entry is InvalidArgument.
+  // ModelRunner. Errors as CpuModelRunner::Execute (checked before anything is written). The
+  // policies of the leading one-token chunks (decode rows) run on the GPU
+  // (engine/cuda_sparse_decode.h); a policy SupportsPolicy refuses is InvalidArgument.
   absl::StatusOr<absl::Span<const float>> Execute(
       const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies = {}) override;
   // Execute, then kernels/cuda/sampling.h on the logit rows. InvalidArgument when `rows` does not
@@ -84,7 +88,7 @@ class CudaModelRunner final : public ModelRunner {
       absl::Span<sparsity::Policy* const> policies = {}) override;
   bool samples_on_device() const override;
   absl::Span<const SparseChunkStats> sparse_stats() const override;
-  bool supports_sparse_policies() const override { return false; }
+  absl::Status SupportsPolicy(const PolicySpec& spec) const override;
   const ModelConfig& config() const override;
 
   const CudaModelRunnerOptions& options() const;

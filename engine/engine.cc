@@ -345,12 +345,7 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& request) const {
     }
   }
   LY_RETURN_IF_ERROR(sparsity::ValidatePolicySpec(request.policy, policy_context_));
-  if (!runner_->supports_sparse_policies() && !request.policy.name.empty() &&
-      request.policy.name != "dense") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "policy: '", request.policy.name, "' does not run on ", info_.device,
-        " yet (dense only there); start the server with --device cpu for sparse policies"));
-  }
+  LY_RETURN_IF_ERROR(runner_->SupportsPolicy(request.policy));
   return ValidateSamplingParams(request.sampling);
 }
 

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/request.h"
 #include "engine/sampler.h"
 #include "model/config.h"
 #include "scheduler/scheduler_output.h"
@@ -76,8 +77,9 @@ class ModelRunner {
     return absl::UnimplementedError("this backend does not sample on its device");
   }
 
-  // Whether sparse policies run on this backend (false: the engine refuses them per request).
-  virtual bool supports_sparse_policies() const = 0;
+  // Whether `spec` runs on this backend: OK, or InvalidArgument saying why not (the engine
+  // refuses the request with it).
+  virtual absl::Status SupportsPolicy(const PolicySpec& spec) const = 0;
 
   virtual const ModelConfig& config() const = 0;
 };

@@ -40,11 +40,12 @@ case "${1:-}" in
   prepare)
     # Tests and benchmarks (about 8 MB in xz). The server travels separately (prepare-serve).
     tests=$(ctest --test-dir build/cuda -L gpu -N | awk '/Test +#/{print $3}')
-    cmake --build --preset cuda -j"$(nproc)" --target $tests cuda_decode_attention_bench cuda_e2e_bench
+    cmake --build --preset cuda -j"$(nproc)" --target $tests cuda_decode_attention_bench cuda_e2e_bench \
+      cuda_sparse_attention_bench
     rm -rf "$bundle" && mkdir -p "$bundle"
     printf '%s\n' $tests >"$bundle/tests.txt"
     scripts/gpu-bundle "$bundle" $(sed 's|^|build/cuda/tests/|' "$bundle/tests.txt") \
-      build/bin/cuda_decode_attention_bench build/bin/cuda_e2e_bench
+      build/bin/cuda_decode_attention_bench build/bin/cuda_e2e_bench build/bin/cuda_sparse_attention_bench
     strip --strip-debug "$bundle"/bin/* "$bundle"/lib/*
     rm -rf "$carry" && mkdir -p "$carry"
     XZ_OPT="-9 -T$(nproc)" tar -C .gpu -cJf "$carry/bundle.txz" bundle

@@ -51,6 +51,11 @@ class LycheePolicy final : public Policy {
               Selection* selection) override;
   void AfterAttention(const DecodeQuery& query, absl::Span<const float> head_dropped_mass) override;
   PolicyCounters counters() const override { return counters_; }
+  // Block mode only: token mode has no device form yet.
+  DeviceSelection device_selection() const override {
+    if (token_mode_) return {};
+    return {DeviceSelection::Kind::kLychee, knobs_.sink_tokens, knobs_.local_tokens, roles_.get()};
+  }
 
  private:
   LycheeKnobs knobs_;

@@ -73,6 +73,18 @@ struct PolicyLimits {
   double max_dropped_mass = 1.0;  // certified bound to meet per step; 1 = no constraint
 };
 
+class HeadRoles;
+
+// A policy as data, for a backend that selects on its device (the CUDA runner cannot call Select
+// per layer without a host round trip): which rule, and its knobs. kNone: no device form.
+struct DeviceSelection {
+  enum class Kind { kNone, kQuest, kStreaming, kLychee };
+  Kind kind = Kind::kNone;
+  int64_t sink_tokens = 0;
+  int64_t local_tokens = 0;          // kLychee
+  const HeadRoles* roles = nullptr;  // kLychee: owned by the policy, valid while it lives
+};
+
 class Policy {
  public:
   explicit Policy(const PolicyLimits& limits) : limits_(limits) {}
@@ -96,6 +108,9 @@ class Policy {
                               absl::Span<const float> /*head_dropped_mass*/) {}
 
   virtual PolicyCounters counters() const { return {}; }
+
+  // This policy's rule as data (the CUDA backend runs it with kernels/cuda/block_select.h).
+  virtual DeviceSelection device_selection() const { return {}; }
 
  private:
   PolicyLimits limits_;

@@ -26,6 +26,10 @@ class QuestPolicy final : public Policy {
   void Select(const DecodeQuery& query, absl::Span<const int64_t> budget_tokens,
               Selection* selection) override;
 
+  DeviceSelection device_selection() const override {
+    return {DeviceSelection::Kind::kQuest, sink_tokens_, 0, nullptr};
+  }
+
  private:
   int64_t sink_tokens_;
   // Scratch kept between steps so that a step does not allocate once the context stopped growing.

@@ -24,6 +24,10 @@ class StreamingPolicy final : public Policy {
   void Select(const DecodeQuery& query, absl::Span<const int64_t> budget_tokens,
               Selection* selection) override;
 
+  DeviceSelection device_selection() const override {
+    return {DeviceSelection::Kind::kStreaming, sink_tokens_, 0, nullptr};
+  }
+
  private:
   int64_t sink_tokens_;
 };

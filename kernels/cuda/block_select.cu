@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Quest block selection (block_select.h): key-summary scoring, then a per-(sequence, kv head)
-// radix select of the budget and an in-order compaction into sparse block-table rows.
+// Block selection (block_select.h): scoring, then a per-(sequence, kv head) radix select of the
+// budget and an in-order compaction into sparse block-table rows; and the dropped-mass stats.
+// QuestBlockSelect and SparseBlockSelect share both kernels (Quest: every row kTopK).
 //
 // Scoring: CTA (block range, kv head, sequence) of 8 warps; a warp scores one block at a time:
 // lane l holds dims [l * D/32, (l + 1) * D/32) of every query head of the GQA group and of the
@@ -12,11 +13,14 @@
 // 256 bins); candidates strictly above it are taken, and of
 // those equal to it the earliest `remaining` ones (ties go to the earlier block). Two block-wide
 // prefix sums in index order then give each taken block its output slot, so rows come out in
-// ascending logical order without a sort.
+// ascending logical order without a sort. With a bound wanted, the read blocks' staged scores
+// are set to -inf as they are emitted and a block reduction gives ln Σ tokens · exp(score) over
+// the rest.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
 #include "kernels/cuda/block_select.h"
@@ -46,16 +50,58 @@ __device__ __forceinline__ uint32_t OrderedBits(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// What a row does in this launch (QuestBlockSelect: every row kTopK under Quest's rule).
+struct RowPlan {
+  SelectRowMode mode = SelectRowMode::kTopK;
+  SelectRange range;
+  int32_t n = 0;
+  int64_t ctx = 0;
+  bool box_scores = false;    // the score kernel writes key-summary bounds for it
+  bool exact_scores = false;  // ... or the exact scores of the group-mean query
+};
+
+__device__ __forceinline__ RowPlan PlanRow(const BlockSelectParams& p, int seq, int kv_head) {
+  const BlockSelectShape& s = p.shape;
+  RowPlan r;
+  r.n = static_cast<int32_t>(NumBlocks(p, seq, &r.ctx));
+  SelectSeqRule rule;
+  if (p.row_modes == nullptr) {
+    rule.budget_blocks = static_cast<int32_t>(s.budget_blocks);
+    rule.sink_blocks = static_cast<int32_t>(s.sink_blocks);
+    rule.rule = SelectRule::kQuest;
+  } else {
+    r.mode = static_cast<SelectRowMode>(
+        p.row_modes[static_cast<int64_t>(seq) * s.num_kv_heads + kv_head]);
+    rule = p.seq_rules[seq];
+  }
+  const bool bound = p.maybe_log_unread != nullptr;
+  if (r.mode == SelectRowMode::kTopK || r.mode == SelectRowMode::kExactTopK) {
+    r.range = ResolveSelectRule(rule, r.n);
+    const int32_t cands = r.range.last_begin - r.range.first;
+    const bool ranks = r.range.take > 0 && r.range.take < cands;
+    r.box_scores = r.mode == SelectRowMode::kTopK && (ranks || (bound && r.range.take < cands));
+    r.exact_scores = r.mode == SelectRowMode::kExactTopK && ranks;
+  } else if (r.mode == SelectRowMode::kInherit) {
+    r.box_scores = bound;
+  }
+  return r;
+}
+
+// Scoring: CTA (block range, kv head, sequence); a warp scores kScoreBlocksPerWarp blocks, lane l
+// holding dims [l * D/32, (l + 1) * D/32). Box rows: the max over the group of the key-summary
+// bound (scaled); exact rows: the max over the block's keys of the group-mean query's dot
+// product (unscaled, as the CPU's ExactBlockScores).
 template <int D>
 __global__ void __launch_bounds__(kScoreWarps * 32)
-    QuestScoreKernel(const __grid_constant__ BlockSelectParams p) {
+    ScoreKernel(const __grid_constant__ BlockSelectParams p) {
   constexpr int kPer = D / 32;  // dims per lane
   const BlockSelectShape& s = p.shape;
   const int kv_head = blockIdx.y;
   const int seq = blockIdx.z;
   const int group = static_cast<int>(s.num_heads / s.num_kv_heads);
-  int64_t ctx = 0;
-  const int64_t n = NumBlocks(p, seq, &ctx);
+  const RowPlan plan = PlanRow(p, seq, kv_head);
+  if (!plan.box_scores && !plan.exact_scores) return;
+  const int64_t n = plan.n;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kScoreWarps * kScoreBlocksPerWarp;
   if (first >= n) return;
   const int warp = threadIdx.x / 32;
@@ -77,6 +123,39 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * s.max_blocks_per_seq;
   float* out =
       p.scores + (static_cast<int64_t>(seq) * s.num_kv_heads + kv_head) * s.max_blocks_per_seq;
+  if (plan.exact_scores) {
+    // The group-mean query, summed in head order then scaled, as GroupMeanQuery on the CPU.
+    float qbar[kPer];
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int h = 0; h < kMaxGroup; ++h) {
+        if (h < group) sum += q[h][e];
+      }
+      qbar[e] = sum * (1.0f / static_cast<float>(group));
+    }
+    for (int i = 0; i < kScoreBlocksPerWarp; ++i) {
+      const int64_t b = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp + i;
+      if (b >= n) break;  // uniform over the warp
+      const bf16* keys = p.cache.kv + table[b] * p.cache.block_stride() +
+                         kv_head * p.cache.head_stride() + lane * kPer;
+      const int64_t rows_in_block = b == n - 1 ? plan.ctx - (n - 1) * s.block_size : s.block_size;
+      float best = -__int_as_float(0x7f800000);
+      for (int64_t r = 0; r < rows_in_block; ++r) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) dot += qbar[e] * __bfloat162float(keys[r * D + e]);
+#pragma unroll
+        for (int offset = 16; offset > 0; offset /= 2) {
+          dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+        }
+        best = fmaxf(best, dot);
+      }
+      if (lane == 0) out[b] = best;
+    }
+    return;
+  }
   const int64_t summary_stride = p.cache.summary_block_stride();
   for (int i = 0; i < kScoreBlocksPerWarp; ++i) {
     const int64_t b = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp + i;
@@ -106,110 +185,233 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   }
 }
 
+// Selection: CTA (kv head, sequence). See the file comment for the radix select.
 __global__ void __launch_bounds__(kSelectThreads)
-    QuestSelectKernel(const __grid_constant__ BlockSelectParams p) {
+    SelectKernel(const __grid_constant__ BlockSelectParams p) {
   using Scan = cub::BlockScan<int, kSelectThreads>;
-  __shared__ typename Scan::TempStorage scan_storage;
+  using Reduce = cub::BlockReduce<float, kSelectThreads>;
+  __shared__ union {
+    typename Scan::TempStorage scan;
+    typename Reduce::TempStorage reduce;
+  } storage;
   __shared__ int s_hist[256];
   __shared__ uint32_t s_prefix;
   __shared__ int s_remaining;
+  __shared__ int s_last_read;  // the sequence's last (partial) block is read
+  __shared__ float s_max;
   extern __shared__ float s_scores[];
 
   const BlockSelectShape& s = p.shape;
   const int kv_head = blockIdx.x;
   const int seq = blockIdx.y;
   const int64_t row = static_cast<int64_t>(seq) * s.num_kv_heads + kv_head;
-  int64_t ctx = 0;
-  const int n = static_cast<int>(NumBlocks(p, seq, &ctx));
+  const RowPlan plan = PlanRow(p, seq, kv_head);
+  const int n = plan.n;
+  const int64_t width = p.row_modes == nullptr ? s.budget_blocks : s.max_blocks_per_seq;
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * s.max_blocks_per_seq;
-  int32_t* out_pages = p.sel_tables + row * s.budget_blocks;
-  int32_t* out_blocks =
-      p.maybe_sel_blocks == nullptr ? nullptr : p.maybe_sel_blocks + row * s.budget_blocks;
-  auto emit = [&](int slot, int block) {
-    out_pages[slot] = table[block];
-    if (out_blocks != nullptr) out_blocks[slot] = block;
-  };
-
-  const int budget = static_cast<int>(s.budget_blocks);
-  if (n <= budget) {  // everything fits
-    for (int b = threadIdx.x; b < n; b += kSelectThreads) emit(b, b);
-    if (threadIdx.x == 0) p.sel_lens[row] = static_cast<int32_t>(ctx);
-    return;
-  }
-  const int sinks = min(n - 1, static_cast<int>(s.sink_blocks));
-  const int cand_begin = sinks, cand_end = n - 1;  // the last block is forced too
-  const int take = budget - sinks - 1;             // >= 0: budget_blocks > sink_blocks
+  int32_t* out_pages = p.sel_tables + row * width;
+  int32_t* set = p.maybe_sel_blocks == nullptr ? nullptr : p.maybe_sel_blocks + row * width;
   const float* scores = p.scores + row * s.max_blocks_per_seq;
-  for (int b = cand_begin + threadIdx.x; b < cand_end; b += kSelectThreads) s_scores[b] = scores[b];
-  if (threadIdx.x == 0) {
-    s_prefix = 0;
-    s_remaining = take;
+  const bool bound = p.maybe_log_unread != nullptr;
+  const bool reads_all = plan.mode == SelectRowMode::kAll || plan.mode == SelectRowMode::kExactTopK;
+  if (threadIdx.x == 0) s_last_read = 0;
+
+  if (reads_all) {
+    for (int b = threadIdx.x; b < n; b += kSelectThreads) out_pages[b] = table[b];
+    if (threadIdx.x == 0) {
+      p.sel_lens[row] = static_cast<int32_t>(plan.ctx);
+      if (bound) p.maybe_log_unread[row] = -__int_as_float(0x7f800000);
+    }
+    if (plan.mode == SelectRowMode::kAll) return;
+  }
+  // Marks a read block when the bound is wanted: its score leaves the unread sum.
+  auto mark = [&](int block) {
+    if (bound) s_scores[block] = -__int_as_float(0x7f800000);
+    if (block == n - 1) s_last_read = 1;
+  };
+  int count = 0;  // blocks in the row's set (read, for kTopK and kInherit)
+  if (plan.mode == SelectRowMode::kInherit) {
+    count = p.maybe_set_sizes[row];
+    if (bound) {
+      for (int b = threadIdx.x; b < n; b += kSelectThreads) s_scores[b] = scores[b];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < count; i += kSelectThreads) {
+      out_pages[i] = table[set[i]];
+      mark(set[i]);
+    }
+  } else {
+    // kTopK / kExactTopK: the forced ranges and the best `take` candidates, in block order.
+    const bool write_pages = plan.mode == SelectRowMode::kTopK;
+    const bool stage_all = write_pages && bound;
+    auto emit = [&](int slot, int block) {
+      if (write_pages) out_pages[slot] = table[block];
+      if (set != nullptr) set[slot] = block;
+      if (write_pages) mark(block);
+    };
+    const int first = plan.range.first, cand_end = plan.range.last_begin;
+    const int cands = cand_end - first;
+    const int take = plan.range.take;
+    if (take >= cands) {  // everything is chosen
+      count = n;
+      __syncthreads();  // s_last_read is reset
+      for (int b = threadIdx.x; b < n; b += kSelectThreads) emit(b, b);
+    } else {
+      count = first + take + (n - cand_end);
+      if (plan.box_scores || plan.exact_scores) {
+        const int lo_b = stage_all ? 0 : first, hi_b = stage_all ? n : cand_end;
+        for (int b = lo_b + threadIdx.x; b < hi_b; b += kSelectThreads) s_scores[b] = scores[b];
+      }
+      if (threadIdx.x == 0) {
+        s_prefix = 0;
+        s_remaining = take;
+      }
+      __syncthreads();
+
+      // Radix select of the take-th largest candidate image, 8 bits a pass from the top.
+      for (int shift = 24; shift >= 0 && take > 0; shift -= 8) {
+        for (int i = threadIdx.x; i < 256; i += kSelectThreads) s_hist[i] = 0;
+        __syncthreads();
+        const uint32_t prefix = s_prefix;
+        const uint32_t high_mask = shift == 24 ? 0u : (0xffffffffu << (shift + 8));
+        for (int b = first + threadIdx.x; b < cand_end; b += kSelectThreads) {
+          const uint32_t u = OrderedBits(s_scores[b]);
+          if ((u & high_mask) == prefix) atomicAdd(&s_hist[(u >> shift) & 0xff], 1);
+        }
+        __syncthreads();
+        // Thread t looks at digit 255 - t: with the counts of the digits above it (a block
+        // scan), the one thread whose digit holds the remaining-th best sets the prefix.
+        const int digit = 255 - static_cast<int>(threadIdx.x);
+        const int digit_count = s_hist[digit];
+        const int remaining = s_remaining;
+        int above = 0;
+        Scan(storage.scan).ExclusiveSum(digit_count, above);
+        if (above < remaining && above + digit_count >= remaining) {
+          s_prefix = prefix | (static_cast<uint32_t>(digit) << shift);
+          s_remaining = remaining - above;  // still to take among those equal to the prefix
+        }
+        __syncthreads();
+      }
+      const uint32_t threshold = s_prefix;  // image of the take-th best score
+      const int equal_quota = s_remaining;  // how many candidates equal to it are taken
+
+      // In index order: thread t owns candidates [lo, hi). First the ranks of the equal ones,
+      // then the output slots of the taken ones.
+      const int per = (cands + kSelectThreads - 1) / kSelectThreads;
+      const int lo = min(cand_end, first + static_cast<int>(threadIdx.x) * per);
+      const int hi = min(cand_end, lo + per);
+      int equal = 0;
+      if (take > 0) {
+        for (int b = lo; b < hi; ++b) equal += OrderedBits(s_scores[b]) == threshold;
+      }
+      int equal_before = 0;
+      Scan(storage.scan).ExclusiveSum(equal, equal_before);
+      __syncthreads();
+      int taken = 0;
+      if (take > 0) {
+        int rank = equal_before;
+        for (int b = lo; b < hi; ++b) {
+          const uint32_t u = OrderedBits(s_scores[b]);
+          if (u > threshold || (u == threshold && rank++ < equal_quota)) ++taken;
+        }
+      }
+      int slot = 0;
+      Scan(storage.scan).ExclusiveSum(taken, slot);
+      __syncthreads();  // every thread has read its candidates before any is marked
+      if (take > 0) {
+        int rank = equal_before;
+        slot += first;
+        for (int b = lo; b < hi; ++b) {
+          const uint32_t u = OrderedBits(s_scores[b]);
+          if (u > threshold || (u == threshold && rank++ < equal_quota)) emit(slot++, b);
+        }
+      }
+      for (int b = threadIdx.x; b < first; b += kSelectThreads) emit(b, b);
+      for (int b = cand_end + threadIdx.x; b < n; b += kSelectThreads) {
+        emit(first + take + (b - cand_end), b);
+      }
+    }
+    if (p.maybe_set_sizes != nullptr && threadIdx.x == 0) p.maybe_set_sizes[row] = count;
+    if (!write_pages) return;  // kExactTopK: reads everything (written above)
   }
   __syncthreads();
-
-  // Radix select of the take-th largest candidate image, 8 bits a pass from the top.
-  for (int shift = 24; shift >= 0 && take > 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += kSelectThreads) s_hist[i] = 0;
-    __syncthreads();
-    const uint32_t prefix = s_prefix;
-    const uint32_t high_mask = shift == 24 ? 0u : (0xffffffffu << (shift + 8));
-    for (int b = cand_begin + threadIdx.x; b < cand_end; b += kSelectThreads) {
-      const uint32_t u = OrderedBits(s_scores[b]);
-      if ((u & high_mask) == prefix) atomicAdd(&s_hist[(u >> shift) & 0xff], 1);
-    }
-    __syncthreads();
-    // Thread t looks at digit 255 - t: with the counts of the digits above it (a block scan), the
-    // one thread whose digit holds the remaining-th best sets the prefix.
-    const int digit = 255 - static_cast<int>(threadIdx.x);
-    const int count = s_hist[digit];
-    const int remaining = s_remaining;
-    int above = 0;
-    Scan(scan_storage).ExclusiveSum(count, above);
-    if (above < remaining && above + count >= remaining) {
-      s_prefix = prefix | (static_cast<uint32_t>(digit) << shift);
-      s_remaining = remaining - above;  // still to take among those equal to the prefix so far
-    }
-    __syncthreads();
-  }
-  const uint32_t threshold = s_prefix;  // image of the take-th best score
-  const int equal_quota = s_remaining;  // how many candidates equal to it are taken
-
-  // In index order: thread t owns candidates [lo, hi). First the ranks of the equal ones, then the
-  // output slots of the taken ones.
-  const int per = (cand_end - cand_begin + kSelectThreads - 1) / kSelectThreads;
-  const int lo = min(cand_end, cand_begin + static_cast<int>(threadIdx.x) * per);
-  const int hi = min(cand_end, lo + per);
-  int equal = 0;
-  if (take > 0) {
-    for (int b = lo; b < hi; ++b) equal += OrderedBits(s_scores[b]) == threshold;
-  }
-  int equal_before = 0;
-  Scan(scan_storage).ExclusiveSum(equal, equal_before);
-  __syncthreads();
-  int taken = 0;
-  if (take > 0) {
-    int rank = equal_before;
-    for (int b = lo; b < hi; ++b) {
-      const uint32_t u = OrderedBits(s_scores[b]);
-      if (u > threshold || (u == threshold && rank++ < equal_quota)) ++taken;
-    }
-  }
-  int slot = 0;
-  Scan(scan_storage).ExclusiveSum(taken, slot);
-  if (take > 0) {
-    int rank = equal_before;
-    slot += sinks;
-    for (int b = lo; b < hi; ++b) {
-      const uint32_t u = OrderedBits(s_scores[b]);
-      if (u > threshold || (u == threshold && rank++ < equal_quota)) emit(slot++, b);
-    }
-  }
-  for (int b = threadIdx.x; b < sinks; b += kSelectThreads) emit(b, b);
   if (threadIdx.x == 0) {
-    emit(sinks + take, n - 1);
-    // Every selected page is full except the sequence's last one.
-    p.sel_lens[row] = static_cast<int32_t>((sinks + take) * s.block_size + ctx -
-                                           static_cast<int64_t>(n - 1) * s.block_size);
+    // Every read page is full except the sequence's last one.
+    p.sel_lens[row] =
+        count == 0
+            ? 0
+            : static_cast<int32_t>(
+                  static_cast<int64_t>(count) * s.block_size -
+                  (s_last_read != 0 ? static_cast<int64_t>(n) * s.block_size - plan.ctx : 0));
+  }
+  if (!bound) return;
+  // ln Σ over unread blocks of tokens · exp(score), shifted by the largest unread score.
+  float m = -__int_as_float(0x7f800000);
+  for (int b = threadIdx.x; b < n; b += kSelectThreads) m = fmaxf(m, s_scores[b]);
+  m = Reduce(storage.reduce).Reduce(m, [](float a, float b) { return fmaxf(a, b); });
+  if (threadIdx.x == 0) s_max = m;
+  __syncthreads();
+  m = s_max;
+  float sum = 0.0f;
+  if (m != -__int_as_float(0x7f800000)) {
+    for (int b = threadIdx.x; b < n; b += kSelectThreads) {
+      const float tokens =
+          b == n - 1 ? static_cast<float>(plan.ctx - static_cast<int64_t>(n - 1) * s.block_size)
+                     : static_cast<float>(s.block_size);
+      sum += tokens * __expf(s_scores[b] - m);
+    }
+  }
+  sum = Reduce(storage.reduce).Sum(sum);
+  if (threadIdx.x == 0) {
+    p.maybe_log_unread[row] = m == -__int_as_float(0x7f800000) ? m : m + __logf(sum);
+  }
+}
+
+// One warp per sequence: lanes over kv heads.
+__global__ void __launch_bounds__(32)
+    DroppedMassKernel(const __grid_constant__ DroppedMassParams p) {
+  const int seq = blockIdx.x;
+  const int lane = threadIdx.x;
+  const int64_t group = p.num_heads / p.num_kv_heads;
+  float max_bound = 0.0f, sum_bound = 0.0f, exact_max = 0.0f;
+  long long tokens = 0;
+  for (int64_t g = lane; g < p.num_kv_heads; g += 32) {
+    const int64_t row = seq * p.num_kv_heads + g;
+    const float log_unread = p.log_unread[row];
+    float bound = 0.0f;
+    if (log_unread != -__int_as_float(0x7f800000)) {
+      for (int64_t h = 0; h < group; ++h) {
+        const float lse = p.lse[seq * p.num_heads + g * group + h];
+        bound = fmaxf(bound, 1.0f / (1.0f + __expf(lse - log_unread)));
+      }
+    }
+    if (p.maybe_dense_lse != nullptr) {
+      for (int64_t h = 0; h < group; ++h) {
+        const int64_t i = seq * p.num_heads + g * group + h;
+        // The sparse set is a subset of the dense one: read mass / all mass = exp(lse - dense).
+        if (p.maybe_dense_lse[i] != -__int_as_float(0x7f800000)) {
+          exact_max = fmaxf(exact_max, 1.0f - __expf(p.lse[i] - p.maybe_dense_lse[i]));
+        }
+      }
+    }
+    max_bound = fmaxf(max_bound, bound);
+    sum_bound += bound;
+    tokens += p.sel_lens[row];
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    max_bound = fmaxf(max_bound, __shfl_xor_sync(0xffffffffu, max_bound, offset));
+    exact_max = fmaxf(exact_max, __shfl_xor_sync(0xffffffffu, exact_max, offset));
+    sum_bound += __shfl_xor_sync(0xffffffffu, sum_bound, offset);
+    tokens += __shfl_xor_sync(0xffffffffu, tokens, offset);
+  }
+  if (lane == 0) {
+    SparseSeqStats& st = p.stats[seq];
+    st.max_bound = fmaxf(st.max_bound, max_bound);
+    st.exact_max = fmaxf(st.exact_max, exact_max);
+    st.sum_bound += sum_bound;
+    st.heads += p.num_kv_heads;
+    st.tokens_read += tokens;
   }
 }
 
@@ -219,14 +421,14 @@ absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
   const int64_t per_cta = kScoreWarps * kScoreBlocksPerWarp;
   const dim3 score_grid(static_cast<unsigned>((s.max_blocks_per_seq + per_cta - 1) / per_cta),
                         static_cast<unsigned>(s.num_kv_heads), static_cast<unsigned>(s.batch));
-  QuestScoreKernel<D><<<score_grid, kScoreWarps * 32, 0, stream>>>(p);
+  ScoreKernel<D><<<score_grid, kScoreWarps * 32, 0, stream>>>(p);
   LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   const int smem = static_cast<int>(s.max_blocks_per_seq * sizeof(float));
   // A host-side attribute (no stream op): legal during graph capture.
   LY_CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(QuestSelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      cudaFuncSetAttribute(SelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 select_grid(static_cast<unsigned>(s.num_kv_heads), static_cast<unsigned>(s.batch));
-  QuestSelectKernel<<<select_grid, kSelectThreads, smem, stream>>>(p);
+  SelectKernel<<<select_grid, kSelectThreads, smem, stream>>>(p);
   LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
@@ -235,9 +437,35 @@ absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
 
 absl::Status QuestBlockSelect(const BlockSelectParams& p, cudaStream_t stream) {
   LY_CUDA_RETURN_IF_NOT_OK(CanRunBlockSelect(p));
+  if (p.row_modes != nullptr || p.seq_rules != nullptr || p.maybe_log_unread != nullptr) {
+    return absl::InvalidArgumentError(
+        "QuestBlockSelect: row_modes, seq_rules and maybe_log_unread are SparseBlockSelect's");
+  }
   return DispatchHeadDim(p.shape.head_dim, [&](auto head_dim) {
     return Launch<decltype(head_dim)::value>(p, stream);
   });
+}
+
+absl::Status SparseBlockSelect(const BlockSelectParams& p, cudaStream_t stream) {
+  LY_CUDA_RETURN_IF_NOT_OK(CanRunSparseBlockSelect(p));
+  return DispatchHeadDim(p.shape.head_dim, [&](auto head_dim) {
+    return Launch<decltype(head_dim)::value>(p, stream);
+  });
+}
+
+absl::Status AccumulateDroppedMass(const DroppedMassParams& p, cudaStream_t stream) {
+  if (p.lse == nullptr || p.log_unread == nullptr || p.sel_lens == nullptr || p.stats == nullptr) {
+    return absl::InvalidArgumentError(
+        "dropped mass: lse, log_unread, sel_lens and stats must be set");
+  }
+  if (p.batch <= 0 || p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0 ||
+      p.batch > 2147483647) {
+    return absl::InvalidArgumentError(
+        "dropped mass: sizes must be positive, heads a multiple of kv heads");
+  }
+  DroppedMassKernel<<<static_cast<unsigned>(p.batch), 32, 0, stream>>>(p);
+  LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
 }
 
 }  // namespace lychee::cuda

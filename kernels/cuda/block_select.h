@@ -17,6 +17,14 @@
 // per (sequence, kv head, block), the summaries read once per GQA group) and a per-(sequence,
 // kv head) radix select of the budget over (score, -block) keys, then an in-order compaction.
 // No host sync, no allocation: capturable in a CUDA graph.
+//
+// SparseBlockSelect generalises it to a batch mixing policies, row by row (the CUDA runner's
+// sparse decode steps): each (sequence, kv head) row has a mode (read everything; choose by the
+// key-summary bound; read everything and choose by the exact keys of the group-mean query, as a
+// LycheeDecode retrieval head; or read the set an earlier launch chose at this row, as a
+// LycheeDecode sparse head), each sequence a rule (AppendTopK's forced ranges and budget, Quest's,
+// or StreamingLLM's sinks + window). It can also write each row's certified unread bound, and
+// AccumulateDroppedMass turns it and the attention's LSE into per-sequence dropped-mass stats.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -44,6 +52,59 @@ struct BlockSelectShape {
   int64_t sink_blocks = 1;         // leading blocks always read, >= 0
 };
 
+// What one (sequence, kv head) row of SparseBlockSelect reads.
+enum class SelectRowMode : int8_t {
+  kAll = 0,        // every block (a dense request); the set is left alone
+  kTopK = 1,       // the sequence's rule over key-summary bounds (Quest, streaming); set = read
+  kExactTopK = 2,  // every block, and a set chosen by the rule over max_t q̄·k_t per block (q̄ the
+                   // GQA group's mean query, unscaled: sparsity::ExactBlockScores)
+  kInherit = 3,  // the row's set as an earlier launch left it (a LycheeDecode sparse head)
+};
+
+// How a sequence's kTopK / kExactTopK rows choose among its n written blocks: blocks
+// [0, first) and [last_begin, n) always, and the best `take` of [first, last_begin) (ties to the
+// earlier block), as sparsity::AppendTopK.
+enum class SelectRule : int32_t {
+  kTopK = 0,       // AppendTopK(scores, sink_blocks, local_blocks, budget_blocks) (LycheeDecode)
+  kQuest = 1,      // sparsity::QuestPolicy: the sinks only when a block follows them, the last
+  kStreaming = 2,  // sparsity::StreamingPolicy: the sinks and the most recent blocks, no scoring
+};
+struct SelectSeqRule {
+  int32_t budget_blocks = 1;
+  int32_t sink_blocks = 0;
+  int32_t local_blocks = 1;
+  SelectRule rule = SelectRule::kTopK;
+};
+struct SelectRange {
+  int32_t first = 0, last_begin = 0, take = 0;
+};
+
+// The ranges of `rule` for a sequence of n blocks (host and device).
+LY_HOST_DEVICE inline SelectRange ResolveSelectRule(const SelectSeqRule& r, int32_t n) {
+  auto clamp = [](int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); };
+  const int32_t budget = r.budget_blocks < 1 ? 1 : r.budget_blocks;
+  SelectRange s;
+  if (n <= 0) return s;
+  if (r.rule == SelectRule::kStreaming) {
+    s.first = clamp(r.sink_blocks, 0, n);
+    if (s.first >= n) {
+      s.last_begin = n;
+      return s;
+    }
+    const int32_t window = budget - s.first < 1 ? 1 : budget - s.first;
+    const int32_t recent = n - window > s.first ? n - window : s.first;
+    s.last_begin = recent < n - 1 ? recent : n - 1;
+    return s;
+  }
+  const bool quest = r.rule == SelectRule::kQuest;
+  s.first = clamp(r.sink_blocks, 0, quest ? n - 1 : n);
+  const int32_t local = clamp(quest ? 1 : r.local_blocks, 0, n);
+  s.last_begin = n - local > s.first ? n - local : s.first;
+  const int32_t forced = s.first + (n - s.last_begin);
+  s.take = clamp(budget - forced, 0, s.last_begin - s.first);
+  return s;
+}
+
 struct BlockSelectParams {
   // Pointers.
   const bf16* q = nullptr;                // [batch, q_row_stride] ([num_heads, head_dim] used)
@@ -56,11 +117,46 @@ struct BlockSelectParams {
   float* scores = nullptr;  // [batch * num_kv_heads, max_blocks_per_seq] workspace; after the
                             // call, each row's scores of its blocks (in log units, unscaled by
                             // log2 e: the bound of scale · q·k)
+  // SparseBlockSelect only (QuestBlockSelect: every row kTopK under Quest's rule with
+  // shape.budget_blocks and shape.sink_blocks, tables of width budget_blocks). With these,
+  // sel_tables, maybe_sel_blocks (the rows' sets, required) and scores are
+  // [batch * num_kv_heads, max_blocks_per_seq] and budget_blocks is unused.
+  const int8_t* row_modes = nullptr;         // [batch * num_kv_heads] SelectRowMode
+  const SelectSeqRule* seq_rules = nullptr;  // [batch]
+  int32_t* maybe_set_sizes = nullptr;        // [batch * num_kv_heads] blocks in each row's set
+  // Optional out [batch * num_kv_heads]: ln Σ over the blocks the row does not read of
+  // tokens · exp(bound), the bound being the kv head's key-summary score (an upper bound of every
+  // query head's scaled score); -inf when the row reads everything. Needs key summaries.
+  float* maybe_log_unread = nullptr;
   // Sizes.
   BlockSelectShape shape;
   int64_t q_row_stride = 0;  // 0 = num_heads * head_dim
   // Scalars.
   float scale = 1.0f;
+};
+
+// Per-sequence totals of a sparse decode step, accumulated over layers by AccumulateDroppedMass
+// (zero-fill before the first layer; max_bound starts at 0).
+struct SparseSeqStats {
+  float max_bound = 0.0f;   // largest certified dropped-mass bound over layers and kv heads
+  float exact_max = 0.0f;   // largest exact dropped mass (launches given the dense LSE)
+  double sum_bound = 0.0;   // sum of the per-(layer, kv head) bounds
+  int64_t heads = 0;        // (layer, kv head) rows
+  int64_t tokens_read = 0;  // KV tokens the attention read, over layers and kv heads
+};
+static_assert(sizeof(SparseSeqStats) == 32);
+
+struct DroppedMassParams {
+  const float* lse = nullptr;  // [batch, num_heads]: the sparse attention's maybe_lse
+  // Optional [batch, num_heads]: dense attention's LSE of the same queries (an audit); the exact
+  // dropped mass 1 - exp(lse - dense_lse) then goes into exact_max.
+  const float* maybe_dense_lse = nullptr;
+  const float* log_unread = nullptr;  // [batch * num_kv_heads]: SparseBlockSelect's
+  const int32_t* sel_lens = nullptr;  // [batch * num_kv_heads]: tokens each row read
+  SparseSeqStats* stats = nullptr;    // [batch], accumulated
+  int64_t batch = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
 };
 
 // Supported: head_dim 64/128, GQA group 1..8, budget_blocks in (sink_blocks, max_blocks_per_seq],
@@ -71,5 +167,17 @@ absl::Status CanRunBlockSelect(const BlockSelectParams& params);
 // Enqueues scoring and selection on `stream`. Context lengths are read on the device (clamped to
 // the block table); a length of 0 gives an empty row.
 [[nodiscard]] absl::Status QuestBlockSelect(const BlockSelectParams& params, cudaStream_t stream);
+
+// Checks for SparseBlockSelect: the per-row pointers and sets present (budget_blocks unused).
+absl::Status CanRunSparseBlockSelect(const BlockSelectParams& params);
+
+// Enqueues scoring (rows that need it) and the per-row selection on `stream`; no host sync.
+[[nodiscard]] absl::Status SparseBlockSelect(const BlockSelectParams& params, cudaStream_t stream);
+
+// Per kv head, the bound is the max over its query heads of 1 / (1 + exp(lse_h - log_unread)),
+// the certified dropped mass (an upper bound of the unread softmax mass given the read mass
+// exp(lse_h)); added to stats with the tokens read. One launch, no host sync.
+[[nodiscard]] absl::Status AccumulateDroppedMass(const DroppedMassParams& params,
+                                                 cudaStream_t stream);
 
 }  // namespace lychee::cuda

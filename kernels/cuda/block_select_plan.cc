@@ -60,4 +60,20 @@ absl::Status CanRunBlockSelect(const BlockSelectParams& p) {
   return absl::OkStatus();
 }
 
+absl::Status CanRunSparseBlockSelect(const BlockSelectParams& p) {
+  // budget_blocks and sink_blocks are per sequence here (seq_rules): check the rest. Key
+  // summaries stay required: which rows score by them is known on the device only.
+  BlockSelectParams q = p;
+  q.shape.budget_blocks = q.shape.max_blocks_per_seq;
+  q.shape.sink_blocks = 0;
+  if (absl::Status st = CanRunBlockSelect(q); !st.ok()) return st;
+  if (p.row_modes == nullptr || p.seq_rules == nullptr || p.maybe_sel_blocks == nullptr ||
+      p.maybe_set_sizes == nullptr) {
+    return absl::InvalidArgumentError(
+        "sparse block select: row_modes, seq_rules, maybe_sel_blocks (the sets) and "
+        "maybe_set_sizes must be set");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace lychee::cuda

@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -36,6 +37,8 @@
 #include "kvcache/kv_pool.h"
 #include "model/safetensors.h"
 #include "nlohmann/json.hpp"
+#include "sparsity/head_roles.h"
+#include "sparsity/policy_factory.h"
 #include "tests/unit/engine/runner_step_driver.h"
 #include "tests/unit/model/safetensors_builder.h"
 #include "tests/util/numeric.h"
@@ -140,13 +143,13 @@ TEST_P(CudaGoldenTest, BatchedChunkedPrefillAndGreedyDecodeMatchTransformers) {
   AssignBlocks(seqs, 4, runner->num_kv_blocks(), rng);
   // Teacher forcing: each decode step feeds the reference's greedy token, so every row is
   // compared in the reference's context even where bf16 noise would flip a near-tie.
-  RunToCompletion(*runner, seqs, /*budget=*/11, rng,
-                  [&seqs, &prompts](const SimSeq& s, const std::vector<float>&) {
-                    const Prompt& pr = prompts[static_cast<size_t>(&s - seqs.data())];
-                    return static_cast<int32_t>(
-                        pr.greedy[static_cast<size_t>(static_cast<int64_t>(s.tokens.size()) -
-                                                      pr.len)]);
-                  });
+  RunToCompletion(
+      *runner, seqs, /*budget=*/11, rng,
+      [&seqs, &prompts](const SimSeq& s, const std::vector<float>&) {
+        const Prompt& pr = prompts[static_cast<size_t>(&s - seqs.data())];
+        return static_cast<int32_t>(
+            pr.greedy[static_cast<size_t>(static_cast<int64_t>(s.tokens.size()) - pr.len)]);
+      });
   double worst = 0.0;
   int near_ties = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -385,6 +388,147 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaRandomModelTest,
                            return std::string(param_info.param.name);
                          });
 
+// ---- Sparse policies on the GPU vs the CPU runner
+// -------------------------------------------------
+
+// Every chunk is one token, so both runners run every position through the policy (the CPU on
+// each one-token chunk, the GPU on the leading decode rows, here all). Streaming selects without
+// scores, so its logits must match the CPU's; Quest and LycheeDecode rank blocks by bf16 keys on
+// the GPU and fp32 keys on the CPU, so a near tie may pick another block: their read counts must
+// match exactly (the rules fix them), most logit rows within bf16 tolerance, and every audited
+// step's exact dropped mass under the GPU's certified bound.
+TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
+  LY_SKIP_WITHOUT_GPU();
+  const uint64_t seed = ::lychee::testing::TestSeed();
+  SCOPED_TRACE("LYCHEE_TEST_SEED=" + std::to_string(seed));
+  const RandomModelShape shape{"sparse_d64_group4", 8, 2, 64};
+  const std::string dir = WriteRandomModel(shape, seed);
+  auto config = LoadModelConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto archive = SafetensorsArchive::Open(dir);
+  ASSERT_TRUE(archive.ok()) << archive.status();
+  const int64_t vocab = config->vocab_size;
+  constexpr int64_t kBlock = 16;
+  const std::vector<int64_t> prompt_lens = {40, 200, 330};
+  const int64_t decode = 6;
+  auto roles = std::make_shared<sparsity::HeadRoles>(config->num_layers, config->num_kv_heads);
+  roles->set_retrieval(1, 0, true);  // layer 1: kv head 0 retrieval, kv head 1 inherits
+  sparsity::PolicyContext context;
+  context.block_size = kBlock;
+  context.num_layers = config->num_layers;
+  context.num_kv_heads = config->num_kv_heads;
+  context.head_roles = roles;
+  const auto teacher = [vocab](const SimSeq& s, const std::vector<float>&) {
+    return TeacherToken(s, vocab);
+  };
+
+  // (sequence, position) -> stats of that one-token chunk.
+  using StatsMap = std::map<std::pair<size_t, int64_t>, SparseChunkStats>;
+  auto run = [&](ModelRunner& runner, const PolicySpec* spec, StatsMap* stats) {
+    std::mt19937_64 rng(seed);
+    std::vector<SimSeq> seqs = MakeSeqs(prompt_lens, decode, vocab, rng);
+    AssignBlocks(seqs, kBlock, 96, rng);
+    std::vector<std::unique_ptr<sparsity::Policy>> policies;
+    for (size_t i = 0; spec != nullptr && i < seqs.size(); ++i) {
+      auto p = sparsity::MakePolicy(*spec, context);
+      EXPECT_TRUE(p.ok()) << p.status();
+      policies.push_back(p.ok() ? std::move(*p) : nullptr);
+    }
+    ::lychee::testing::SparseHooks hooks;
+    if (spec != nullptr) {
+      hooks.policy_of = [&policies](size_t i) { return policies[i].get(); };
+      hooks.audit = true;
+      hooks.after_step = [stats](const SchedulerOutput& step, absl::Span<const SparseChunkStats> st,
+                                 const std::vector<size_t>& owner) {
+        for (size_t c = 0; c < step.chunks.size(); ++c) {
+          (*stats)[{owner[c], step.chunks[c].start_position}] = st[c];
+        }
+      };
+    }
+    RunToCompletion(runner, seqs, /*budget=*/256, rng, teacher, /*chunk_sizes=*/{1}, hooks);
+    return seqs;
+  };
+
+  auto gpu =
+      MakeCudaRunner(dir, {.block_size = kBlock, .max_num_batched_tokens = 256, .max_num_seqs = 8});
+  ASSERT_NE(gpu, nullptr);
+  const std::vector<SimSeq> dense = run(*gpu, nullptr, nullptr);
+
+  PolicySpec streaming, quest, lychee;
+  streaming.name = "streaming";
+  streaming.budget_tokens = 64;
+  quest.name = "quest";
+  quest.budget_tokens = 96;
+  lychee.name = "lychee";
+  lychee.budget_tokens = 96;
+  lychee.lychee.sink_tokens = 16;
+  lychee.lychee.local_tokens = 32;
+  for (const PolicySpec* spec : {&streaming, &quest, &lychee}) {
+    SCOPED_TRACE(spec->name);
+    const absl::Status supported = gpu->SupportsPolicy(*spec);
+    ASSERT_TRUE(supported.ok()) << supported;
+    auto weights = LoadModelWeights(*archive, *config);
+    ASSERT_TRUE(weights.ok()) << weights.status();
+    KvPool pool(KvCacheShapeFor(*config, kBlock), 96);
+    auto cpu = CpuModelRunner::Create(*config, *std::move(weights), &pool,
+                                      {.max_num_batched_tokens = 256, .max_num_seqs = 8});
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    StatsMap cpu_stats, gpu_stats;
+    const std::vector<SimSeq> want = run(**cpu, spec, &cpu_stats);
+    const std::vector<SimSeq> got = run(*gpu, spec, &gpu_stats);
+    ASSERT_EQ(cpu_stats.size(), gpu_stats.size());
+    int64_t sparse_steps = 0;
+    double worst_gap = -1.0;
+    for (const auto& [key, g] : gpu_stats) {
+      const SparseChunkStats& c = cpu_stats.at(key);
+      SCOPED_TRACE("seq " + std::to_string(key.first) + " position " + std::to_string(key.second));
+      ASSERT_EQ(g.kv_tokens_read, c.kv_tokens_read);
+      ASSERT_EQ(g.kv_tokens_dense, c.kv_tokens_dense);
+      ASSERT_EQ(g.heads, c.heads);
+      ASSERT_GE(g.max_bound, 0.0f);
+      ASSERT_LE(g.max_bound, 1.0f);
+      ASSERT_GE(g.exact_max, -1e-6f);  // audited: measured
+      ASSERT_LE(g.exact_max, g.max_bound + 1e-3f);
+      sparse_steps += g.kv_tokens_read < g.kv_tokens_dense;
+      worst_gap = std::max(worst_gap, static_cast<double>(g.exact_max - g.max_bound));
+    }
+    EXPECT_GT(sparse_steps, 100);
+    int rows = 0, close = 0, differ_from_dense = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(got[i].tokens, want[i].tokens);
+      for (size_t p = 0; p < got[i].logits.size(); ++p) {
+        if (got[i].logits[p].empty()) continue;
+        ++rows;
+        close += ::lychee::testing::RelativeL2(got[i].logits[p], want[i].logits[p]) < kBf16Tol;
+        differ_from_dense +=
+            ::lychee::testing::RelativeL2(got[i].logits[p], dense[i].logits[p]) > kKernelTol;
+      }
+    }
+    std::printf(
+        "%s: %d logit rows, %d within bf16 tolerance of the CPU, %d differ from dense; "
+        "%lld sparse steps, exact - bound at most %.3g\n",
+        spec->name.c_str(), rows, close, differ_from_dense, static_cast<long long>(sparse_steps),
+        worst_gap);
+    EXPECT_GT(differ_from_dense, 0);  // the policy did change what was read
+    if (spec == &streaming) {
+      EXPECT_EQ(close, rows);
+    } else {
+      EXPECT_GE(close, rows * 9 / 10);
+    }
+  }
+  // What the GPU refuses, in words.
+  PolicySpec prhs;
+  prhs.name = "prhs";
+  EXPECT_NE(gpu->SupportsPolicy(prhs).message().find("prhs"), std::string::npos);
+  PolicySpec bounded = quest;
+  bounded.max_dropped_mass = 0.1;
+  EXPECT_NE(gpu->SupportsPolicy(bounded).message().find("max_dropped_mass"), std::string::npos);
+  PolicySpec token = lychee;
+  token.lychee.mode = "token";
+  EXPECT_NE(gpu->SupportsPolicy(token).message().find("token"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
 // ---- Device sampling vs the host sampler --------------------------------------------------------
 
 // Two runners with the same weights run the same steps: one returns logits (the host sampler's
@@ -437,7 +581,8 @@ TEST(CudaModelRunnerTest, ExecuteAndSampleMatchesTheHostSampler) {
     Req& r = reqs[i];
     for (int64_t k = 0; k < prompt_lens[i]; ++k) r.tokens.push_back(tok(rng));
     r.prompt_len = prompt_lens[i];
-    for (int64_t b = 0; b < (prompt_lens[i] + steps + 15) / 16; ++b) r.table.push_back(next_block++);
+    for (int64_t b = 0; b < (prompt_lens[i] + steps + 15) / 16; ++b)
+      r.table.push_back(next_block++);
   }
   ASSERT_LE(next_block, host->num_kv_blocks());
   int mismatched_random = 0;
@@ -486,8 +631,8 @@ TEST(CudaModelRunnerTest, ExecuteAndSampleMatchesTheHostSampler) {
       const auto output = absl::MakeConstSpan(r.tokens).subspan(static_cast<size_t>(r.prompt_len));
       Sampler cpu(r.params, 0);
       const int32_t host_token = cpu.Sample(
-          absl::MakeSpan(row), absl::MakeConstSpan(r.tokens).first(static_cast<size_t>(r.prompt_len)),
-          output);
+          absl::MakeSpan(row),
+          absl::MakeConstSpan(r.tokens).first(static_cast<size_t>(r.prompt_len)), output);
       const int32_t token = sampled->tokens[i];
       EXPECT_EQ(repeat->tokens[i], token) << "the same seeds and steps drew differently";
       if (r.params.temperature == 0.0f) {
@@ -502,8 +647,8 @@ TEST(CudaModelRunnerTest, ExecuteAndSampleMatchesTheHostSampler) {
         }
       }
       if (r.top_logprobs > 0) {
-        const auto want = TopLogprobs(absl::MakeConstSpan(raw, static_cast<size_t>(vocab)),
-                                      r.top_logprobs);
+        const auto want =
+            TopLogprobs(absl::MakeConstSpan(raw, static_cast<size_t>(vocab)), r.top_logprobs);
         const auto top = sampled->top.subspan(i * kMaxTopLogprobs, kMaxTopLogprobs);
         for (size_t j = 0; j < want.size(); ++j) {
           EXPECT_EQ(top[j].token, want[j].token) << "top " << j;
@@ -532,8 +677,10 @@ TEST(CudaModelRunnerTest, ExecuteAndSampleMatchesTheHostSampler) {
   too_many.top_logprobs = kMaxTopLogprobs + 1;
   EXPECT_EQ(device->ExecuteAndSample(one, {too_many}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  auto off = MakeCudaRunner(dir, {.block_size = 16, .max_num_batched_tokens = 256,
-                                  .max_num_seqs = 8, .device_sampling = false});
+  auto off = MakeCudaRunner(dir, {.block_size = 16,
+                                  .max_num_batched_tokens = 256,
+                                  .max_num_seqs = 8,
+                                  .device_sampling = false});
   ASSERT_NE(off, nullptr);
   EXPECT_FALSE(off->samples_on_device());
   EXPECT_EQ(off->ExecuteAndSample(one, {DeviceSamplingInput{}}).status().code(),

@@ -9,6 +9,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -249,6 +250,59 @@ TEST(EngineTest, BadRequestsAreRejectedWithTheFieldNamed) {
   EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists);
   (*first)->Cancel();
   Drain(*first);
+}
+
+// Sparse policies through the engine on the GPU (engine/cuda_sparse_decode.h): lc20m (head_dim
+// 64, GQA 2, a calibrated lychee mask), dense and sparse requests in one batch, every decode
+// step audited. The CPU runs the same policies in engine_policy_test.
+TEST(EngineTest, SparsePoliciesRunOnTheGpuBesideDenseRequests) {
+  if (std::string(kDevice) == "cpu") GTEST_SKIP() << "the CPU case is engine_policy_test";
+  EngineConfig config = SmallConfig();
+  config.model_dir = "models/lc20m";
+  config.max_num_batched_tokens = 2048;
+  auto engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
+  std::mt19937_64 rng(7);
+  std::uniform_int_distribution<int32_t> token(3, 1000);
+  std::vector<int32_t> prompt = {1};
+  for (int i = 0; i < 1500; ++i) prompt.push_back(token(rng));
+  std::vector<std::pair<std::string, TokenStreamPtr>> streams;
+  for (const char* name : {"dense", "quest", "streaming", "lychee"}) {
+    GenerationRequest r = Greedy(prompt, 8);
+    r.policy.name = name;
+    r.policy.budget_tokens = 256;
+    r.policy.audit_rate = 1.0;
+    auto stream = engine->Submit(std::move(r));
+    ASSERT_TRUE(stream.ok()) << name << ": " << stream.status();
+    streams.emplace_back(name, *stream);
+  }
+  for (auto& [name, stream] : streams) {
+    SCOPED_TRACE(name);
+    const Collected c = Drain(stream);
+    ASSERT_EQ(c.last.finish_reason, FinishReason::kLength) << c.last.error;
+    ASSERT_EQ(c.tokens.size(), 8u);
+    const PolicyReport& r = c.last.policy_report;
+    EXPECT_EQ(r.policy, name);
+    if (name == "dense") {
+      EXPECT_EQ(r.max_bound, -1.0f);
+      continue;
+    }
+    EXPECT_GE(r.max_bound, 0.0f);
+    EXPECT_LE(r.max_bound, 1.0f);
+    EXPECT_LT(r.kv_read_fraction, 0.5);  // 256 of ~1500 tokens per kv head and layer
+    EXPECT_GE(r.audited_steps, 7);
+    EXPECT_GE(r.max_exact, 0.0f);
+    EXPECT_LE(r.max_exact, r.max_bound + 1e-3f);  // the certified bound holds
+    std::printf("%s: kv read %.3f, max bound %.3f, max exact %.3f over %lld audited steps\n",
+                name.c_str(), r.kv_read_fraction, r.max_bound, r.max_exact,
+                static_cast<long long>(r.audited_steps));
+  }
+  GenerationRequest prhs = Greedy(prompt, 4);
+  prhs.policy.name = "prhs";
+  auto refused = engine->Submit(std::move(prhs));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(refused.status().message()).find("CUDA"), std::string::npos);
 }
 
 TEST(EngineTest, FullQueueIsResourceExhaustedAndOthersAreUnharmed) {

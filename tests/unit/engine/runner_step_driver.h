@@ -14,8 +14,10 @@
 #include <random>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "engine/model_runner.h"
 #include "scheduler/scheduler_output.h"
+#include "sparsity/policy.h"
 
 namespace lychee::testing {
 
@@ -30,6 +32,16 @@ struct SimSeq {
 };
 
 using NextToken = std::function<int32_t(const SimSeq&, const std::vector<float>& last_logits)>;
+
+// Optional sparse decoding in RunToCompletion: the policy of sequence i (null: dense) for its
+// one-token chunks, audits on those, and a look at each step's stats.
+struct SparseHooks {
+  std::function<sparsity::Policy*(size_t seq)> policy_of;
+  bool audit = false;
+  std::function<void(const SchedulerOutput&, absl::Span<const SparseChunkStats>,
+                     const std::vector<size_t>& owner)>
+      after_step;
+};
 
 // Gives every sequence shuffled, non-contiguous blocks of `pool`.
 inline void AssignBlocks(std::vector<SimSeq>& seqs, int64_t block_size, int64_t num_blocks,
@@ -54,7 +66,8 @@ inline void AssignBlocks(std::vector<SimSeq>& seqs, int64_t block_size, int64_t 
 // chunks, to check those rows too.
 inline void RunToCompletion(ModelRunner& runner, std::vector<SimSeq>& seqs, int64_t budget,
                             std::mt19937_64& rng, const NextToken& next_token,
-                            const std::vector<int64_t>& chunk_sizes = {1, 2, 3, 5, 7, 9, 13}) {
+                            const std::vector<int64_t>& chunk_sizes = {1, 2, 3, 5, 7, 9, 13},
+                            const SparseHooks& sparse = {}) {
   const int64_t vocab = runner.config().vocab_size;
   std::uniform_int_distribution<size_t> pick(0, chunk_sizes.size() - 1);
   std::bernoulli_distribution extra_logits(0.3);
@@ -85,8 +98,19 @@ inline void RunToCompletion(ModelRunner& runner, std::vector<SimSeq>& seqs, int6
     }
     first = (first + 1) % seqs.size();
     if (step.chunks.empty()) break;
-    auto logits = runner.Execute(step);
+    std::vector<sparsity::Policy*> policies;
+    if (sparse.policy_of) {
+      for (size_t c = 0; c < step.chunks.size(); ++c) {
+        ScheduledChunk& ch = step.chunks[c];
+        sparsity::Policy* p = ch.token_ids.size() == 1 ? sparse.policy_of(owner[c]) : nullptr;
+        ch.is_decode = p != nullptr;
+        ch.audit = p != nullptr && sparse.audit;
+        policies.push_back(p);
+      }
+    }
+    auto logits = runner.Execute(step, policies);
     ASSERT_TRUE(logits.ok()) << logits.status();
+    if (sparse.after_step) sparse.after_step(step, runner.sparse_stats(), owner);
     size_t row = 0;
     for (size_t c = 0; c < step.chunks.size(); ++c) {
       SimSeq& s = seqs[owner[c]];

@@ -24,6 +24,8 @@
 #include "kernels/cuda/decode_attention.h"
 #include "kvcache/paged_kv_view.h"
 #include "sparsity/block_scoring.h"
+#include "sparsity/policy.h"
+#include "sparsity/streaming_policy.h"
 #include "tests/unit/kernels/cuda_test_util.h"
 #include "tests/util/numeric.h"
 
@@ -67,39 +69,35 @@ TEST(CudaBlockSelectPlanTest, CanImplementNamesWhatIsUnsupported) {
   EXPECT_EQ(QuestBlockSelect(p, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
-struct SelectCase {
-  int64_t num_heads, num_kv_heads, head_dim, block_size, budget_blocks, sink_blocks;
+// A pool of NaN with random bf16 keys and values in the written slots of shuffled pages, and
+// their key summaries. Block 5 of every long sequence repeats block 3's keys: equal scores, a tie
+// to break.
+struct RandomPool {
+  int64_t num_blocks = 0, max_blocks = 0;
+  std::vector<int32_t> tables;  // [batch, max_blocks]
+  std::vector<float> pool, summary;
+  PagedKvView view;
 };
 
-class CudaBlockSelectTest : public CudaKernelTest {
- protected:
-  void RunCase(const SelectCase& c, const std::vector<int64_t>& contexts);
-};
-
-void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t>& contexts) {
-  SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
-               std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) + " bs=" +
-               std::to_string(c.block_size) + " budget=" + std::to_string(c.budget_blocks));
+void FillRandomPool(std::mt19937_64& rng, const std::vector<int64_t>& contexts, int64_t kvh,
+                    int64_t bs, int64_t d, int64_t max_blocks, RandomPool* out) {
   const int64_t batch = static_cast<int64_t>(contexts.size());
-  const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
-  const int64_t group = h / kvh;
-  const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
-  const int64_t max_blocks = std::max((max_ctx + bs - 1) / bs + 1, c.budget_blocks);
-
-  // Pool: NaN everywhere, random bf16 keys and values in the written slots of shuffled pages.
   int64_t total_pages = 0;
   for (int64_t ctx : contexts) total_pages += (ctx + bs - 1) / bs;
   const int64_t num_blocks = total_pages + 3;
   std::vector<int32_t> perm(num_blocks);
   for (int64_t i = 0; i < num_blocks; ++i) perm[i] = static_cast<int32_t>(i);
-  std::shuffle(perm.begin(), perm.end(), rng_);
-  std::vector<int32_t> tables(batch * max_blocks, 0);
-  PagedKvView view{nullptr, nullptr, num_blocks, kvh, bs, d};
-  std::vector<float> pool(num_blocks * view.block_stride(),
-                          std::numeric_limits<float>::quiet_NaN());
-  std::vector<float> summary(num_blocks * view.summary_block_stride(), 0.0f);
-  view.kv = pool.data();
-  view.key_summary = summary.data();
+  std::shuffle(perm.begin(), perm.end(), rng);
+  out->num_blocks = num_blocks;
+  out->max_blocks = max_blocks;
+  out->tables.assign(batch * max_blocks, 0);
+  out->view = PagedKvView{nullptr, nullptr, num_blocks, kvh, bs, d};
+  PagedKvView& view = out->view;
+  out->pool.assign(num_blocks * view.block_stride(), std::numeric_limits<float>::quiet_NaN());
+  out->summary.assign(num_blocks * view.summary_block_stride(), 0.0f);
+  view.kv = out->pool.data();
+  view.key_summary = out->summary.data();
+  std::vector<int32_t>& tables = out->tables;
   int64_t next = 0;
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t pages = (contexts[b] + bs - 1) / bs;
@@ -108,10 +106,9 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
       const int64_t block = tables[b * max_blocks + i];
       const int64_t rows = std::min(bs, contexts[b] - i * bs);
       for (int64_t g = 0; g < kvh; ++g) {
-        // Block 5 of every long sequence repeats block 3's keys: equal scores, a tie to break.
         const bool copy = i == 5 && pages > 8;
-        const std::vector<float> k = RandomBf16Values(rng_, rows * d);
-        const std::vector<float> v = RandomBf16Values(rng_, rows * d);
+        const std::vector<float> k = RandomBf16Values(rng, rows * d);
+        const std::vector<float> v = RandomBf16Values(rng, rows * d);
         float* kd = view.K(block, g);
         if (copy) {
           std::copy_n(view.K(tables[b * max_blocks + 3], g), rows * d, kd);
@@ -131,6 +128,57 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
       }
     }
   }
+}
+
+// The box bound of block `i` of sequence b for kv head g (max over its query heads, scaled), in
+// double, and the magnitude its fp32 sum may be off by.
+std::pair<double, double> BoxBound(const RandomPool& rp, const std::vector<float>& q, int64_t b,
+                                   int64_t g, int64_t i, int64_t h, float scale) {
+  const PagedKvView& view = rp.view;
+  const int64_t d = view.head_dim, kvh = view.num_kv_heads, group = h / kvh;
+  const int64_t block = rp.tables[b * rp.max_blocks + i];
+  double best = -INFINITY, magnitude = 0.0;
+  for (int64_t hh = 0; hh < group; ++hh) {
+    const float* qh = q.data() + (b * h + g * group + hh) * d;
+    double bound = 0.0;
+    for (int64_t e = 0; e < d; ++e) {
+      const double lo = static_cast<double>(qh[e]) * view.KeyMin(block, g)[e];
+      const double hi = static_cast<double>(qh[e]) * view.KeyMax(block, g)[e];
+      bound += std::max(lo, hi);
+      magnitude += std::fabs(qh[e]) * std::max(std::fabs(view.KeyMin(block, g)[e]),
+                                               std::fabs(view.KeyMax(block, g)[e]));
+    }
+    best = std::max(best, bound * scale);
+  }
+  return {best, magnitude * scale};
+}
+
+struct SelectCase {
+  int64_t num_heads, num_kv_heads, head_dim, block_size, budget_blocks, sink_blocks;
+};
+
+class CudaBlockSelectTest : public CudaKernelTest {
+ protected:
+  void RunCase(const SelectCase& c, const std::vector<int64_t>& contexts);
+  void RunSparseCase(const SelectCase& c, const std::vector<int64_t>& contexts);
+};
+
+void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t>& contexts) {
+  SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
+               std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) + " bs=" +
+               std::to_string(c.block_size) + " budget=" + std::to_string(c.budget_blocks));
+  const int64_t batch = static_cast<int64_t>(contexts.size());
+  const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
+  const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
+  const int64_t max_blocks = std::max((max_ctx + bs - 1) / bs + 1, c.budget_blocks);
+
+  RandomPool rp;
+  FillRandomPool(rng_, contexts, kvh, bs, d, max_blocks, &rp);
+  const int64_t num_blocks = rp.num_blocks;
+  const std::vector<int32_t>& tables = rp.tables;
+  const std::vector<float>& pool = rp.pool;
+  const std::vector<float>& summary = rp.summary;
+  const PagedKvView& view = rp.view;
   const std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
 
@@ -195,21 +243,8 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
       const float* got_scores = scores.data() + row * max_blocks;
       if (n > c.budget_blocks) {
         for (int64_t i = 0; i < n; ++i) {
-          const int64_t block = tables[b * max_blocks + i];
-          double best = -INFINITY, magnitude = 0.0;
-          for (int64_t hh = 0; hh < group; ++hh) {
-            const float* qh = q.data() + (b * h + g * group + hh) * d;
-            double bound = 0.0;
-            for (int64_t e = 0; e < d; ++e) {
-              const double lo = static_cast<double>(qh[e]) * view.KeyMin(block, g)[e];
-              const double hi = static_cast<double>(qh[e]) * view.KeyMax(block, g)[e];
-              bound += std::max(lo, hi);
-              magnitude += std::fabs(qh[e]) * std::max(std::fabs(view.KeyMin(block, g)[e]),
-                                                       std::fabs(view.KeyMax(block, g)[e]));
-            }
-            best = std::max(best, bound * scale);
-          }
-          ASSERT_NEAR(got_scores[i], best, 1e-5 * magnitude * scale + 1e-6) << "block " << i;
+          const auto [best, magnitude] = BoxBound(rp, q, b, g, i, h, scale);
+          ASSERT_NEAR(got_scores[i], best, 1e-5 * magnitude + 1e-6) << "block " << i;
         }
         if (n > 8) ties_seen += got_scores[3] == got_scores[5];
       }
@@ -338,6 +373,371 @@ TEST_F(CudaBlockSelectTest, RandomShapes) {
              budget(rng_), pick(rng_)},
             contexts);
   }
+}
+
+// ---- SparseBlockSelect: rows of mixed modes, rules per sequence, the unread bound
+// ----------------
+
+// The set a kTopK / kExactTopK row must choose, by the CPU's own code: AppendTopK as the CPU
+// policies call it (Quest, LycheeDecode) over the GPU's scores, StreamingPolicy's Select.
+std::vector<int32_t> WantedSet(const SelectSeqRule& rule, const RandomPool& rp, int64_t ctx,
+                               const float* scores) {
+  const int64_t bs = rp.view.block_size;
+  const int64_t n = (ctx + bs - 1) / bs;
+  std::vector<int32_t> out, order;
+  if (n == 0) return out;
+  const std::vector<float> row(scores, scores + n);
+  switch (rule.rule) {
+    case SelectRule::kQuest:
+      sparsity::AppendTopK(row, std::min<int64_t>(n - 1, rule.sink_blocks), 1, rule.budget_blocks,
+                           {}, &order, &out);
+      break;
+    case SelectRule::kTopK:
+      sparsity::AppendTopK(row, rule.sink_blocks, rule.local_blocks, rule.budget_blocks, {}, &order,
+                           &out);
+      break;
+    case SelectRule::kStreaming: {
+      sparsity::StreamingPolicy policy({rule.budget_blocks * bs, 1.0}, rule.sink_blocks * bs);
+      sparsity::DecodeQuery query;
+      query.cache = rp.view;
+      query.position = ctx - 1;
+      const std::vector<int64_t> budgets(rp.view.num_kv_heads, rule.budget_blocks * bs);
+      sparsity::Selection sel;
+      policy.Select(query, budgets, &sel);
+      out.assign(sel.blocks.begin() + sel.offsets[0], sel.blocks.begin() + sel.offsets[1]);
+      break;
+    }
+  }
+  return out;
+}
+
+void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<int64_t>& contexts) {
+  SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
+               std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) +
+               " bs=" + std::to_string(c.block_size));
+  const int64_t batch = static_cast<int64_t>(contexts.size());
+  const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
+  const int64_t group = h / kvh;
+  const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
+  const int64_t max_blocks = (max_ctx + bs - 1) / bs + 1;
+  RandomPool rp;
+  FillRandomPool(rng_, contexts, kvh, bs, d, max_blocks, &rp);
+  const PagedKvView& view = rp.view;
+  const std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t rows = batch * kvh;
+
+  // A rule per sequence: the three kinds in turn, random budgets, sinks and windows.
+  std::vector<SelectSeqRule> rules(batch);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t n = (contexts[b] + bs - 1) / bs;
+    std::uniform_int_distribution<int64_t> budget(1, std::max<int64_t>(1, n / 2 + 2));
+    std::uniform_int_distribution<int> small(0, 3);
+    rules[b].rule = static_cast<SelectRule>(b % 3);
+    rules[b].budget_blocks = static_cast<int32_t>(budget(rng_));
+    rules[b].sink_blocks = small(rng_);
+    rules[b].local_blocks = 1 + small(rng_);
+  }
+  std::vector<int32_t> lens(contexts.begin(), contexts.end());
+  DeviceBuffer<bf16> d_q, d_pool, d_summary;
+  DeviceBuffer<int32_t> d_tables, d_lens, d_sel_tables, d_sel_lens, d_sets, d_set_sizes;
+  DeviceBuffer<float> d_scores, d_log_unread;
+  DeviceBuffer<int8_t> d_modes;
+  DeviceBuffer<SelectSeqRule> d_rules;
+  LY_ASSERT_OK(d_q.Upload(ToBf16(q)));
+  LY_ASSERT_OK(d_pool.Upload(ToBf16(rp.pool)));
+  LY_ASSERT_OK(d_summary.Upload(ToBf16(rp.summary)));
+  LY_ASSERT_OK(d_tables.Upload(rp.tables));
+  LY_ASSERT_OK(d_lens.Upload(lens));
+  LY_ASSERT_OK(d_rules.Upload(rules));
+  LY_ASSERT_OK(d_sel_tables.Allocate(rows * max_blocks));
+  LY_ASSERT_OK(d_sets.Allocate(rows * max_blocks));
+  LY_ASSERT_OK(d_sets.FillBytes(0xff));
+  LY_ASSERT_OK(d_sel_lens.Allocate(rows));
+  LY_ASSERT_OK(d_set_sizes.Allocate(rows));
+  LY_ASSERT_OK(d_scores.Allocate(rows * max_blocks));
+  LY_ASSERT_OK(d_log_unread.Allocate(rows));
+  PagedKvBf16 cache{d_pool.get(), d_summary.get(), rp.num_blocks, kvh, bs, d};
+  BlockSelectParams sp;
+  sp.q = d_q.get();
+  sp.cache = cache;
+  sp.block_tables = d_tables.get();
+  sp.context_lens = d_lens.get();
+  sp.sel_tables = d_sel_tables.get();
+  sp.sel_lens = d_sel_lens.get();
+  sp.maybe_sel_blocks = d_sets.get();
+  sp.maybe_set_sizes = d_set_sizes.get();
+  sp.scores = d_scores.get();
+  sp.maybe_log_unread = d_log_unread.get();
+  sp.seq_rules = d_rules.get();
+  sp.shape.batch = batch;
+  sp.shape.num_heads = h;
+  sp.shape.num_kv_heads = kvh;
+  sp.shape.head_dim = d;
+  sp.shape.block_size = bs;
+  sp.shape.max_blocks_per_seq = max_blocks;
+  sp.scale = scale;
+
+  // Launch 1 ("layer 0") chooses sets; launch 2 also inherits them where launch 1 chose one.
+  std::vector<int32_t> prev_sets, prev_sizes;
+  std::vector<int8_t> prev_modes(rows, 0);
+  std::uniform_int_distribution<int> pick(0, 2);
+  int64_t checked[4] = {0, 0, 0, 0};
+  std::vector<int32_t> sel_tables, sel_lens, sets, set_sizes;
+  std::vector<float> scores, log_unread;
+  std::vector<int8_t> modes(rows);
+  for (int launch = 0; launch < 2; ++launch) {
+    SCOPED_TRACE("launch " + std::to_string(launch));
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto m = static_cast<SelectRowMode>(pick(rng_));
+      const bool chose = prev_modes[r] == static_cast<int8_t>(SelectRowMode::kTopK) ||
+                         prev_modes[r] == static_cast<int8_t>(SelectRowMode::kExactTopK);
+      modes[r] = static_cast<int8_t>(
+          launch == 1 && m == SelectRowMode::kExactTopK && chose ? SelectRowMode::kInherit : m);
+    }
+    LY_ASSERT_OK(d_modes.Upload(modes));
+    LY_ASSERT_OK(d_sel_tables.FillBytes(0xff));
+    LY_ASSERT_OK(d_sel_lens.FillBytes(0xff));
+    LY_ASSERT_OK(d_scores.FillBytes(0xff));
+    LY_ASSERT_OK(d_log_unread.FillBytes(0xff));
+    sp.row_modes = d_modes.get();
+    LY_ASSERT_OK(SparseBlockSelect(sp, nullptr));
+    LY_ASSERT_OK(d_sel_tables.Download(sel_tables));
+    LY_ASSERT_OK(d_sel_lens.Download(sel_lens));
+    LY_ASSERT_OK(d_sets.Download(sets));
+    LY_ASSERT_OK(d_set_sizes.Download(set_sizes));
+    LY_ASSERT_OK(d_scores.Download(scores));
+    LY_ASSERT_OK(d_log_unread.Download(log_unread));
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t ctx = contexts[b], n = (ctx + bs - 1) / bs;
+      const int32_t* table = rp.tables.data() + b * max_blocks;
+      for (int64_t g = 0; g < kvh; ++g) {
+        const int64_t row = b * kvh + g;
+        const auto mode = static_cast<SelectRowMode>(modes[row]);
+        SCOPED_TRACE("sequence " + std::to_string(b) + " (context " + std::to_string(ctx) +
+                     ", rule " + std::to_string(static_cast<int>(rules[b].rule)) + ", budget " +
+                     std::to_string(rules[b].budget_blocks) + ") kv head " + std::to_string(g) +
+                     " mode " + std::to_string(modes[row]));
+        ++checked[modes[row]];
+        const float* row_scores = scores.data() + row * max_blocks;
+        const SelectRange range = ResolveSelectRule(rules[b], static_cast<int32_t>(n));
+        const bool ranks = range.take > 0 && range.take < range.last_begin - range.first;
+        // Scores where the row needed them: exact ones of the group-mean query, or box bounds.
+        if (mode == SelectRowMode::kExactTopK && ranks) {
+          std::vector<double> qbar(d, 0.0);
+          for (int64_t hh = 0; hh < group; ++hh) {
+            for (int64_t e = 0; e < d; ++e) qbar[e] += q[(b * h + g * group + hh) * d + e];
+          }
+          for (double& v : qbar) v /= static_cast<double>(group);
+          for (int64_t i = 0; i < n; ++i) {
+            const float* k = view.K(table[i], g);
+            double best = -INFINITY, magnitude = 0.0;
+            for (int64_t t = 0; t < std::min(bs, ctx - i * bs); ++t) {
+              double dot = 0.0, mag = 0.0;
+              for (int64_t e = 0; e < d; ++e) {
+                dot += qbar[e] * k[t * d + e];
+                mag += std::fabs(qbar[e] * k[t * d + e]);
+              }
+              best = std::max(best, dot);
+              magnitude = std::max(magnitude, mag);
+            }
+            ASSERT_NEAR(row_scores[i], best, 1e-5 * magnitude + 1e-6) << "block " << i;
+          }
+        } else if (mode == SelectRowMode::kTopK || mode == SelectRowMode::kInherit) {
+          const bool scored =
+              mode == SelectRowMode::kInherit || range.take < range.last_begin - range.first;
+          for (int64_t i = 0; scored && i < n; ++i) {
+            const auto [best, magnitude] = BoxBound(rp, q, b, g, i, h, scale);
+            ASSERT_NEAR(row_scores[i], best, 1e-5 * magnitude + 1e-6) << "block " << i;
+          }
+        }
+        // What the row reads.
+        std::vector<int32_t> read;
+        if (mode == SelectRowMode::kAll || mode == SelectRowMode::kExactTopK) {
+          for (int64_t i = 0; i < n; ++i) read.push_back(static_cast<int32_t>(i));
+        } else if (mode == SelectRowMode::kTopK) {
+          read = WantedSet(rules[b], rp, ctx, row_scores);
+        } else {
+          read.assign(prev_sets.begin() + row * max_blocks,
+                      prev_sets.begin() + row * max_blocks + prev_sizes[row]);
+        }
+        if (mode == SelectRowMode::kTopK || mode == SelectRowMode::kExactTopK) {
+          const std::vector<int32_t> want_set =
+              mode == SelectRowMode::kTopK ? read : WantedSet(rules[b], rp, ctx, row_scores);
+          ASSERT_EQ(set_sizes[row], static_cast<int32_t>(want_set.size()));
+          for (size_t j = 0; j < want_set.size(); ++j) {
+            ASSERT_EQ(sets[row * max_blocks + j], want_set[j]) << "set slot " << j;
+          }
+        }
+        int64_t tokens = 0;
+        std::vector<uint8_t> is_read(n, 0);
+        for (size_t j = 0; j < read.size(); ++j) {
+          ASSERT_EQ(sel_tables[row * max_blocks + j], table[read[j]]) << "slot " << j;
+          tokens += std::min(bs, ctx - read[j] * bs);
+          is_read[read[j]] = 1;
+        }
+        ASSERT_EQ(sel_lens[row], tokens);
+        // ln Σ over unread blocks of tokens · exp(bound), from the GPU's own scores.
+        double m = -INFINITY;
+        for (int64_t i = 0; i < n; ++i) {
+          if (is_read[i] == 0) m = std::max(m, static_cast<double>(row_scores[i]));
+        }
+        if (m == -INFINITY) {
+          ASSERT_EQ(log_unread[row], -INFINITY);
+        } else {
+          double sum = 0.0;
+          for (int64_t i = 0; i < n; ++i) {
+            if (is_read[i] == 0) sum += std::min(bs, ctx - i * bs) * std::exp(row_scores[i] - m);
+          }
+          ASSERT_NEAR(log_unread[row], m + std::log(sum), 1e-4 * std::max(1.0, std::fabs(m)));
+        }
+      }
+    }
+    prev_sets = sets;
+    prev_sizes = set_sizes;
+    prev_modes = modes;
+  }
+  std::printf("  rows checked by mode (all, top-k, exact top-k, inherit): %lld %lld %lld %lld\n",
+              static_cast<long long>(checked[0]), static_cast<long long>(checked[1]),
+              static_cast<long long>(checked[2]), static_cast<long long>(checked[3]));
+
+  // The sparse attention's LSE over launch 2's tables and the dense LSE: the certified bound
+  // must hold for every head, and AccumulateDroppedMass must total both.
+  DecodeAttentionShape as;
+  as.batch = batch;
+  as.num_heads = h;
+  as.num_kv_heads = kvh;
+  as.head_dim = d;
+  as.block_size = bs;
+  as.max_blocks_per_seq = max_blocks;
+  as.max_context_len = max_ctx;
+  const DecodeAttentionPlan plan = PlanDecodeAttention(as, ::lychee::cuda::testing::NumSms());
+  DeviceBuffer<bf16> d_out;
+  DeviceBuffer<uint8_t> d_ws;
+  DeviceBuffer<int32_t> d_counters;
+  DeviceBuffer<float> d_lse, d_dense_lse;
+  DeviceBuffer<SparseSeqStats> d_stats;
+  LY_ASSERT_OK(d_out.Allocate(batch * h * d));
+  LY_ASSERT_OK(d_ws.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(as, plan))));
+  LY_ASSERT_OK(d_counters.Allocate(rows));
+  LY_ASSERT_OK(d_counters.FillBytes(0));
+  LY_ASSERT_OK(d_lse.Allocate(batch * h));
+  LY_ASSERT_OK(d_dense_lse.Allocate(batch * h));
+  LY_ASSERT_OK(d_stats.Allocate(batch));
+  LY_ASSERT_OK(d_stats.FillBytes(0));
+  DecodeAttentionParams ap;
+  ap.q = d_q.get();
+  ap.cache = cache;
+  ap.block_tables = d_tables.get();
+  ap.context_lens = d_lens.get();
+  ap.out = d_out.get();
+  ap.maybe_lse = d_dense_lse.get();
+  ap.workspace = d_ws.get();
+  ap.split_counters = d_counters.get();
+  ap.shape = as;
+  ap.scale = scale;
+  LY_ASSERT_OK(DecodeAttention(ap, plan, nullptr));
+  ap.block_tables = d_sel_tables.get();
+  ap.context_lens = d_sel_lens.get();
+  ap.per_kv_head_tables = true;
+  ap.maybe_lse = d_lse.get();
+  LY_ASSERT_OK(DecodeAttention(ap, plan, nullptr));
+  DroppedMassParams dp;
+  dp.lse = d_lse.get();
+  dp.maybe_dense_lse = d_dense_lse.get();
+  dp.log_unread = d_log_unread.get();
+  dp.sel_lens = d_sel_lens.get();
+  dp.stats = d_stats.get();
+  dp.batch = batch;
+  dp.num_heads = h;
+  dp.num_kv_heads = kvh;
+  LY_ASSERT_OK(AccumulateDroppedMass(dp, nullptr));
+  std::vector<float> lse, dense_lse;
+  std::vector<SparseSeqStats> stats;
+  LY_ASSERT_OK(d_lse.Download(lse));
+  LY_ASSERT_OK(d_dense_lse.Download(dense_lse));
+  LY_ASSERT_OK(d_stats.Download(stats));
+  double tightest = 1.0;
+  for (int64_t b = 0; b < batch; ++b) {
+    SCOPED_TRACE("sequence " + std::to_string(b));
+    double max_bound = 0.0, sum_bound = 0.0, exact_max = 0.0;
+    int64_t tokens = 0;
+    for (int64_t g = 0; g < kvh; ++g) {
+      const int64_t row = b * kvh + g;
+      double bound = 0.0;
+      for (int64_t hh = 0; hh < group; ++hh) {
+        const int64_t i = b * h + g * group + hh;
+        double head_bound = 0.0;
+        if (log_unread[row] != -INFINITY) {
+          head_bound = 1.0 / (1.0 + std::exp(static_cast<double>(lse[i]) - log_unread[row]));
+        }
+        bound = std::max(bound, head_bound);
+        if (contexts[b] == 0) continue;
+        const double exact = 1.0 - std::exp(static_cast<double>(lse[i]) - dense_lse[i]);
+        exact_max = std::max(exact_max, exact);
+        // The certified property: the bound is never below the exact dropped mass.
+        ASSERT_LE(exact, head_bound + 1e-4) << "kv head " << g << " head " << hh;
+        if (exact > 1e-3) tightest = std::min(tightest, exact / head_bound);
+      }
+      max_bound = std::max(max_bound, bound);
+      sum_bound += bound;
+      tokens += sel_lens[row];
+    }
+    EXPECT_NEAR(stats[b].max_bound, max_bound, 1e-4);
+    EXPECT_NEAR(stats[b].sum_bound, sum_bound, 1e-4 * kvh);
+    EXPECT_NEAR(stats[b].exact_max, exact_max, 1e-4);
+    EXPECT_EQ(stats[b].heads, kvh);
+    EXPECT_EQ(stats[b].tokens_read, tokens);
+  }
+  std::printf("  certified bound held for every head; tightest exact/bound %.3f\n", tightest);
+}
+
+TEST_F(CudaBlockSelectTest, SparseModesRulesAndBounds) {
+  LY_SKIP_WITHOUT_GPU();
+  const std::vector<int64_t> contexts = {0, 1, 40, 700, 5003, 20000, 333};
+  RunSparseCase({32, 8, 128, 16, 0, 0}, contexts);  // Llama-3-8B heads
+  RunSparseCase({14, 2, 64, 32, 0, 0}, contexts);   // group 7, head_dim 64
+  RunSparseCase({4, 2, 64, 16, 0, 0}, contexts);    // lc20m's heads
+}
+
+TEST(CudaBlockSelectPlanTest, SparseSelectNeedsItsInputs) {
+  BlockSelectParams p;
+  p.shape = Shape(2, 64, 8);
+  EXPECT_FALSE(CanRunSparseBlockSelect(p).ok());
+  EXPECT_EQ(SparseBlockSelect(p, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  DroppedMassParams dp;
+  EXPECT_EQ(AccumulateDroppedMass(dp, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CudaBlockSelectPlanTest, RulesResolveAsTheCpuPolicies) {
+  // Quest: the sinks only before the last block, the last block always, everything within the
+  // budget.
+  SelectSeqRule quest{8, 2, 1, SelectRule::kQuest};
+  SelectRange r = ResolveSelectRule(quest, 100);
+  EXPECT_EQ(r.first, 2);
+  EXPECT_EQ(r.last_begin, 99);
+  EXPECT_EQ(r.take, 5);
+  r = ResolveSelectRule(quest, 2);
+  EXPECT_EQ(r.first, 1);
+  EXPECT_EQ(r.last_begin, 1);
+  r = ResolveSelectRule(quest, 6);
+  EXPECT_EQ(r.take, r.last_begin - r.first);  // n <= budget: all
+  // Streaming: sinks and the recent window, never a ranked block.
+  SelectSeqRule streaming{10, 3, 0, SelectRule::kStreaming};
+  r = ResolveSelectRule(streaming, 100);
+  EXPECT_EQ(r.first, 3);
+  EXPECT_EQ(r.last_begin, 93);
+  EXPECT_EQ(r.take, 0);
+  r = ResolveSelectRule(streaming, 2);  // all sinks
+  EXPECT_EQ(r.first, 2);
+  EXPECT_EQ(r.last_begin, 2);
+  // LycheeDecode (AppendTopK): sinks, local window, the rest by score.
+  SelectSeqRule topk{16, 1, 4, SelectRule::kTopK};
+  r = ResolveSelectRule(topk, 100);
+  EXPECT_EQ(r.first, 1);
+  EXPECT_EQ(r.last_begin, 96);
+  EXPECT_EQ(r.take, 11);
+  EXPECT_EQ(ResolveSelectRule(topk, 0).take, 0);
 }
 
 }  // namespace

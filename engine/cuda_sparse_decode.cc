@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "engine/cuda_sparse_decode.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "sparsity/head_roles.h"
+
+namespace lychee {
+namespace {
+
+using Kind = sparsity::DeviceSelection::Kind;
+
+int32_t CeilDiv(int64_t a, int64_t b) { return static_cast<int32_t>((a + b - 1) / b); }
+
+}  // namespace
+
+absl::Status CudaSparsePolicySupport(const PolicySpec& spec) {
+  if (spec.name.empty() || spec.name == "dense") return absl::OkStatus();
+  if (spec.name != "quest" && spec.name != "streaming" && spec.name != "lychee") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("policy: '", spec.name,
+                     "' does not run on the CUDA backend yet (dense, quest, streaming and lychee "
+                     "do); start the server with --device cpu for it"));
+  }
+  if (spec.name == "lychee" && spec.lychee.mode != "block") {
+    return absl::InvalidArgumentError(
+        "policy: lychee's token mode does not run on the CUDA backend yet (block mode does)");
+  }
+  if (spec.max_dropped_mass < 1.0) {
+    return absl::InvalidArgumentError(
+        "policy: max_dropped_mass below 1 is not enforced on the CUDA backend yet (it does not "
+        "widen budgets); the bound is still measured and reported");
+  }
+  return absl::OkStatus();
+}
+
+bool CudaSparseDecode::Wanted(absl::Span<sparsity::Policy* const> policies, int64_t num_decodes) {
+  const int64_t n = std::min<int64_t>(num_decodes, static_cast<int64_t>(policies.size()));
+  for (int64_t c = 0; c < n; ++c) {
+    if (policies[static_cast<size_t>(c)] != nullptr) return true;
+  }
+  return false;
+}
+
+CudaSparseDecode::~CudaSparseDecode() {
+  if (stats_h_ != nullptr) cudaFreeHost(stats_h_);
+}
+
+absl::Status CudaSparseDecode::Allocate() {
+  const Sizes& s = sizes_;
+  const size_t rows = static_cast<size_t>(s.max_rows * s.num_kv_heads);
+  const size_t cells = rows * static_cast<size_t>(s.max_blocks_per_seq);
+  LY_RETURN_IF_ERROR(tables_.Allocate(cells));
+  LY_RETURN_IF_ERROR(sets_.Allocate(cells));
+  LY_RETURN_IF_ERROR(scores_.Allocate(cells));
+  LY_RETURN_IF_ERROR(lens_.Allocate(rows));
+  LY_RETURN_IF_ERROR(set_sizes_.Allocate(rows));
+  LY_RETURN_IF_ERROR(log_unread_.Allocate(rows));
+  LY_RETURN_IF_ERROR(lse_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads)));
+  LY_RETURN_IF_ERROR(dense_lse_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads)));
+  LY_RETURN_IF_ERROR(
+      audit_out_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads * s.head_dim)));
+  LY_RETURN_IF_ERROR(stats_.Allocate(static_cast<size_t>(s.max_rows)));
+  rules_offset_ = (static_cast<size_t>(s.num_layers) * rows + 15) / 16 * 16;
+  LY_RETURN_IF_ERROR(inputs_.Allocate(rules_offset_ + static_cast<size_t>(s.max_rows) *
+                                                          sizeof(cuda::SelectSeqRule)));
+  void* pinned = nullptr;
+  LY_CUDA_RETURN_IF_ERROR(
+      cudaMallocHost(&pinned, static_cast<size_t>(s.max_rows) * sizeof(cuda::SparseSeqStats)));
+  stats_h_ = static_cast<cuda::SparseSeqStats*>(pinned);
+  allocated_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
+                                       absl::Span<sparsity::Policy* const> policies,
+                                       int64_t num_decodes, int64_t width, cudaStream_t stream) {
+  const Sizes& s = sizes_;
+  if (num_decodes > s.max_rows || width > s.max_blocks_per_seq) {
+    return absl::InternalError(absl::StrCat("sparse decode: ", num_decodes, " rows of width ",
+                                            width, " exceed ", s.max_rows, " x ",
+                                            s.max_blocks_per_seq));
+  }
+  if (!allocated_) LY_RETURN_IF_ERROR(Allocate());
+  rows_ = num_decodes;
+  width_ = width;
+  const int64_t kv = s.num_kv_heads, bs = s.block_size;
+  const size_t layer_stride = static_cast<size_t>(rows_ * kv);
+  inputs_h_.assign(rules_offset_ + static_cast<size_t>(rows_) * sizeof(cuda::SelectSeqRule), 0);
+  sparse_rows_.assign(static_cast<size_t>(rows_), 0);
+  audit_rows_.assign(static_cast<size_t>(rows_), 0);
+  audited_ = false;
+  auto mode_at = [&](int64_t layer, int64_t row, int64_t g) -> int8_t& {
+    return reinterpret_cast<int8_t&>(
+        inputs_h_[static_cast<size_t>(layer) * layer_stride + static_cast<size_t>(row * kv + g)]);
+  };
+  for (int64_t r = 0; r < rows_; ++r) {
+    sparsity::Policy* policy =
+        static_cast<size_t>(r) < policies.size() ? policies[static_cast<size_t>(r)] : nullptr;
+    cuda::SelectSeqRule rule;
+    const sparsity::DeviceSelection d =
+        policy == nullptr ? sparsity::DeviceSelection{} : policy->device_selection();
+    if (policy != nullptr && d.kind == Kind::kNone) {
+      return absl::InvalidArgumentError(absl::StrCat("policy '", std::string(policy->name()),
+                                                     "' has no CUDA form (the engine should "
+                                                     "have refused it)"));
+    }
+    const int64_t budget = policy == nullptr ? 1 : policy->limits().budget_tokens;
+    rule.budget_blocks = static_cast<int32_t>(std::clamp<int64_t>(budget / bs, 1, 1 << 30));
+    rule.sink_blocks = CeilDiv(d.sink_tokens, bs);
+    cuda::SelectRowMode mode = cuda::SelectRowMode::kAll;
+    switch (d.kind) {
+      case Kind::kNone:
+        break;
+      case Kind::kQuest:
+        rule.rule = cuda::SelectRule::kQuest;
+        mode = cuda::SelectRowMode::kTopK;
+        break;
+      case Kind::kStreaming:
+        rule.rule = cuda::SelectRule::kStreaming;
+        mode = cuda::SelectRowMode::kTopK;
+        break;
+      case Kind::kLychee:
+        rule.rule = cuda::SelectRule::kTopK;
+        // The query's own block plus enough whole blocks for the local window (LycheeTopSet).
+        rule.local_blocks = 1 + CeilDiv(std::max<int64_t>(0, d.local_tokens - 1), bs);
+        break;
+    }
+    for (int64_t l = 0; l < s.num_layers; ++l) {
+      for (int64_t g = 0; g < kv; ++g) {
+        cuda::SelectRowMode m = mode;
+        if (d.kind == Kind::kLychee) {
+          const bool retrieval = l == 0 || d.roles == nullptr || d.roles->retrieval(l, g);
+          m = retrieval ? cuda::SelectRowMode::kExactTopK : cuda::SelectRowMode::kInherit;
+        }
+        mode_at(l, r, g) = static_cast<int8_t>(m);
+      }
+    }
+    std::memcpy(inputs_h_.data() + rules_offset_ + static_cast<size_t>(r) * sizeof(rule), &rule,
+                sizeof(rule));
+    sparse_rows_[static_cast<size_t>(r)] = policy != nullptr ? 1 : 0;
+    const bool audit = policy != nullptr && step.chunks[static_cast<size_t>(r)].audit;
+    audit_rows_[static_cast<size_t>(r)] = audit ? 1 : 0;
+    audited_ = audited_ || audit;
+  }
+  // The layers' modes are laid out for rows_ rows: upload exactly what this step uses.
+  LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(inputs_.get(), inputs_h_.data(), inputs_h_.size(),
+                                          cudaMemcpyHostToDevice, stream));
+  LY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
+      stats_.get(), 0, static_cast<size_t>(rows_) * sizeof(cuda::SparseSeqStats), stream));
+  return absl::OkStatus();
+}
+
+absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q,
+                                      const cuda::PagedKvBf16& cache, const int32_t* block_tables,
+                                      const int32_t* context_lens, float scale,
+                                      cudaStream_t stream) {
+  const Sizes& s = sizes_;
+  cuda::BlockSelectParams p;
+  p.q = q;
+  p.cache = cache;
+  p.block_tables = block_tables;
+  p.context_lens = context_lens;
+  p.sel_tables = tables_.get();
+  p.sel_lens = lens_.get();
+  p.maybe_sel_blocks = sets_.get();
+  p.maybe_set_sizes = set_sizes_.get();
+  p.scores = scores_.get();
+  p.maybe_log_unread = log_unread_.get();
+  p.row_modes = reinterpret_cast<const int8_t*>(inputs_.get()) +
+                static_cast<size_t>(layer * rows_ * s.num_kv_heads);
+  p.seq_rules = reinterpret_cast<const cuda::SelectSeqRule*>(inputs_.get() + rules_offset_);
+  p.shape.batch = rows_;
+  p.shape.num_heads = s.num_heads;
+  p.shape.num_kv_heads = s.num_kv_heads;
+  p.shape.head_dim = s.head_dim;
+  p.shape.block_size = s.block_size;
+  p.shape.max_blocks_per_seq = width_;
+  p.scale = scale;
+  return cuda::SparseBlockSelect(p, stream);
+}
+
+absl::Status CudaSparseDecode::Accumulate(const float* maybe_dense_lse, cudaStream_t stream) {
+  cuda::DroppedMassParams p;
+  p.lse = lse_.get();
+  p.maybe_dense_lse = maybe_dense_lse;
+  p.log_unread = log_unread_.get();
+  p.sel_lens = lens_.get();
+  p.stats = stats_.get();
+  p.batch = rows_;
+  p.num_heads = sizes_.num_heads;
+  p.num_kv_heads = sizes_.num_kv_heads;
+  return cuda::AccumulateDroppedMass(p, stream);
+}
+
+absl::Status CudaSparseDecode::EnqueueStatsCopy(cudaStream_t stream) {
+  LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(stats_h_, stats_.get(),
+                                          static_cast<size_t>(rows_) * sizeof(cuda::SparseSeqStats),
+                                          cudaMemcpyDeviceToHost, stream));
+  return absl::OkStatus();
+}
+
+void CudaSparseDecode::CollectStats(const SchedulerOutput& step,
+                                    std::vector<SparseChunkStats>* stats) const {
+  for (int64_t r = 0; r < rows_ && static_cast<size_t>(r) < stats->size(); ++r) {
+    if (sparse_rows_[static_cast<size_t>(r)] == 0) continue;
+    const cuda::SparseSeqStats& got = stats_h_[r];
+    SparseChunkStats& st = (*stats)[static_cast<size_t>(r)];
+    st.max_bound = got.max_bound;
+    st.sum_bound = got.sum_bound;
+    st.heads = got.heads;
+    st.kv_tokens_read = got.tokens_read;
+    st.kv_tokens_dense = sizes_.num_layers * sizes_.num_kv_heads *
+                         (step.chunks[static_cast<size_t>(r)].start_position + 1);
+    if (audit_rows_[static_cast<size_t>(r)] != 0) st.exact_max = got.exact_max;
+  }
+}
+
+}  // namespace lychee

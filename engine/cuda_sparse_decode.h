@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: Apache-2.0
+// CudaSparseDecode: the sparse policies of a decode step on the GPU (CudaModelRunner's helper).
+//
+// The CPU runner calls Policy::Select per request and layer; on the GPU that would be a host
+// round trip per layer. Instead each request's policy is turned into data once per step
+// (Policy::device_selection: a rule per sequence and a mode per layer and kv head, uploaded with
+// the step) and every layer runs, for the whole batch of decode rows: SparseBlockSelect (scoring
+// and top-k into per-(sequence, kv head) block tables; dense requests read everything), the
+// sparse DecodeAttention with those tables and the LSE, and AccumulateDroppedMass (certified
+// bound, tokens read). Audited rows also run dense attention for the exact dropped mass. The
+// per-sequence totals come back with the step's results.
+//
+// Semantics per policy (as the CPU policies; no widening: max_dropped_mass < 1 is refused):
+//   quest      every layer and kv head: Quest's rule over key-summary bounds
+//   streaming  sinks + recent window (no scoring)
+//   lychee     layer 0 and the mask's retrieval heads read everything and choose the set of their
+//              kv-head index by exact scores; the other heads read the set last chosen there
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "engine/model_runner.h"
+#include "kernels/cuda/block_select.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_kernels.h"
+#include "scheduler/scheduler.h"
+#include "sparsity/policy.h"
+
+namespace lychee {
+
+// Whether the CUDA backend can run `spec` (OK, or InvalidArgument saying why not).
+absl::Status CudaSparsePolicySupport(const PolicySpec& spec);
+
+class CudaSparseDecode {
+ public:
+  struct Sizes {
+    int64_t num_layers = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0, block_size = 0;
+    int64_t max_rows = 0;            // decode rows a step may have (max_num_seqs)
+    int64_t max_blocks_per_seq = 0;  // block-table width at most
+  };
+  explicit CudaSparseDecode(const Sizes& sizes) : sizes_(sizes) {}
+
+  // Whether any of the first `num_decodes` chunks has a policy (the step then runs here).
+  static bool Wanted(absl::Span<sparsity::Policy* const> policies, int64_t num_decodes);
+
+  // The step's rules and modes from the policies of its first `num_decodes` chunks (dense where
+  // null), uploaded on `stream`; the stats zeroed. Allocates its buffers on first use.
+  absl::Status Prepare(const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies,
+                       int64_t num_decodes, int64_t width, cudaStream_t stream);
+
+  // One layer: selection into tables()/lens() for q (decode rows, contiguous) over `cache`.
+  absl::Status Select(int64_t layer, const cuda::bf16* q, const cuda::PagedKvBf16& cache,
+                      const int32_t* block_tables, const int32_t* context_lens, float scale,
+                      cudaStream_t stream);
+  // After the sparse attention wrote lse(): the layer's bounds (and, when dense_lse is given,
+  // the exact dropped mass) into the per-sequence stats.
+  absl::Status Accumulate(const float* maybe_dense_lse, cudaStream_t stream);
+  // Copies the stats to pinned memory on `stream` (after the last layer).
+  absl::Status EnqueueStatsCopy(cudaStream_t stream);
+  // After the stream was synchronised: the step's per-chunk stats (dense chunks untouched).
+  void CollectStats(const SchedulerOutput& step, std::vector<SparseChunkStats>* stats) const;
+
+  const int32_t* tables() const { return tables_.get(); }  // [rows * kv_heads, width]
+  const int32_t* lens() const { return lens_.get(); }      // [rows * kv_heads]
+  float* lse() { return lse_.get(); }                      // [rows, num_heads]
+  float* dense_lse() { return dense_lse_.get(); }          // [rows, num_heads] (audits)
+  cuda::bf16* audit_out() { return audit_out_.get(); }     // [rows, num_heads * head_dim]
+  int64_t rows() const { return rows_; }
+  bool audited() const { return audited_; }
+
+ private:
+  absl::Status Allocate();
+
+  Sizes sizes_;
+  bool allocated_ = false;
+  int64_t rows_ = 0, width_ = 0;
+  bool audited_ = false;
+  std::vector<uint8_t> sparse_rows_;  // per decode row: has a policy
+  std::vector<uint8_t> audit_rows_;   // per decode row: audited
+  // Device: the inputs (modes [layers][rows][kv_heads] int8, then rules), the sets and outputs.
+  cuda::DeviceBuffer<uint8_t> inputs_;
+  cuda::DeviceBuffer<int32_t> tables_, lens_, sets_, set_sizes_;
+  cuda::DeviceBuffer<float> scores_, log_unread_, lse_, dense_lse_;
+  cuda::DeviceBuffer<cuda::bf16> audit_out_;
+  cuda::DeviceBuffer<cuda::SparseSeqStats> stats_;
+  std::vector<uint8_t> inputs_h_;
+  cuda::SparseSeqStats* stats_h_ = nullptr;  // pinned
+  size_t rules_offset_ = 0;
+
+ public:
+  ~CudaSparseDecode();
+  CudaSparseDecode(const CudaSparseDecode&) = delete;
+  CudaSparseDecode& operator=(const CudaSparseDecode&) = delete;
+};
+
+}  // namespace lychee
