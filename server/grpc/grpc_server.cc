@@ -67,6 +67,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(EngineClient& engi
   grpc::ServerBuilder builder;
   builder.AddListeningPort(JoinHostPort(options.host, options.port), credentials, &server->port_);
   builder.RegisterService(server->service_.get());
+  if (options.on_call_done) {
+    builder.experimental().SetInterceptorCreators(CallLogInterceptors(options.on_call_done));
+  }
   // As vLLM's gRPC worker: a stream may send no data for a long time (long prefills), so let
   // clients ping every 10 s without being told off.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/engine_client.h"
+#include "server/grpc/call_log.h"
 #include "server/grpc/lychee_service.h"
 
 namespace lychee::grpc_server {
@@ -33,6 +34,8 @@ struct GrpcServerOptions {
   int64_t max_prompt_bytes = 0;
   std::function<void(std::string_view reason, std::string_view method, const grpc::Status&)>
       on_reject = {};
+  // Every finished call, any service (the access log; call_log.h). Unset: none.
+  OnCallDone on_call_done = {};
   // TLS: PEM files of the certificate chain and key (both or neither); with tls_client_ca, a
   // client certificate signed by it is required (mutual TLS).
   std::string tls_cert = {};

@@ -45,7 +45,11 @@ struct ResponseRecord {
   double duration_seconds = 0;  // from the complete request to the complete response
   std::string request_id = {};  // the response's X-Request-Id, else the request's, else ""
   std::string remote_address = {};
-  bool complete = true;  // false: a stream that ended without its last chunk
+  bool complete = true;           // false: a stream that ended without its last chunk
+  size_t request_body_bytes = 0;  // the request's body as received
+  // Token counts where the handler reported them (ResponseWriter::SetTokenCounts); -1: unknown.
+  int64_t prompt_tokens = -1;
+  int64_t completion_tokens = -1;
 };
 
 struct HttpServerOptions {

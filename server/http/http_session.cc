@@ -131,6 +131,11 @@ class SessionWriter final : public ResponseWriter {
   bool client_gone() const override { return session_->closed(); }
   size_t pending_bytes() const override { return session_->pending_bytes(); }
   void OnClientGone(std::function<void()> fn) override { session_->AddGoneCallback(std::move(fn)); }
+  void SetTokenCounts(int64_t prompt_tokens, int64_t completion_tokens) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    record_.prompt_tokens = prompt_tokens;
+    record_.completion_tokens = completion_tokens;
+  }
 
  private:
   enum class State { kNew, kStreaming, kDone };
@@ -282,6 +287,7 @@ void Session::Dispatch() {
   record.path = request.path;
   record.request_id = std::string(request.Header("X-Request-Id"));
   record.remote_address = request.remote_address;
+  record.request_body_bytes = request.body.size();
   auto writer =
       std::make_shared<SessionWriter>(shared_from_this(), message.version(), message.keep_alive(),
                                       message.method() == bhttp::verb::head, std::move(record));

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -70,6 +71,9 @@ class ResponseWriter {
   // `fn` runs once, on an I/O thread, when the client is found gone before the response was
   // complete (e.g. to abort the request in the engine). Runs at once if it is already gone.
   virtual void OnClientGone(std::function<void()> fn) = 0;
+  // For the access log: the request's token counts so far. Counts set before the response is
+  // complete (Send, End, or the writer's end for a cut stream) are the ones logged.
+  virtual void SetTokenCounts(int64_t /*prompt_tokens*/, int64_t /*completion_tokens*/) {}
 };
 
 using ResponseWriterPtr = std::shared_ptr<ResponseWriter>;

@@ -131,6 +131,8 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v, ServerConfig&
   if (key == "max_prompt_bytes") return Read(v, key, c.max_prompt_bytes);
   if (key == "max_connections") return Read(v, key, c.max_connections);
   if (key == "access_log") return Read(v, key, c.access_log);
+  if (key == "access_log_format") return Read(v, key, c.access_log_format);
+  if (key == "memory_trim") return Read(v, key, c.memory_trim);
   if (key == "tls_cert") return Read(v, key, c.tls_cert);
   if (key == "tls_key") return Read(v, key, c.tls_key);
   if (key == "tls_client_ca") return Read(v, key, c.tls_client_ca);
@@ -213,6 +215,10 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   LY_RETURN_IF_ERROR(ValidateDefaultPolicy(c.default_policy, e.block_size));
   LY_RETURN_IF_ERROR(CheckAtLeast("max_prompt_bytes", c.max_prompt_bytes, 0));
   LY_RETURN_IF_ERROR(CheckAtLeast("max_connections", c.max_connections, 1));
+  if (c.access_log_format != "text" && c.access_log_format != "json") {
+    return absl::InvalidArgumentError(
+        fmt::format("access_log_format is `{}`, must be text or json", c.access_log_format));
+  }
   for (const std::string& key : c.api_keys) {
     if (!security::IsValidApiKey(key)) {
       return absl::InvalidArgumentError(
@@ -295,6 +301,10 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   app.add_option("--max-connections", flags.max_connections,
                  "HTTP connections at most; beyond, requests other than probes get 503");
   app.add_option("--access-log", flags.access_log, "one log line per HTTP request (true/false)");
+  app.add_option("--access-log-format", flags.access_log_format,
+                 "text (a log line) or json (one JSON object a line, also for gRPC calls)");
+  app.add_option("--memory-trim", flags.memory_trim,
+                 "give freed heap memory back to the system once idle after work (true/false)");
   app.add_option("--tls-cert", flags.tls_cert, "PEM certificate chain: TLS on both ports");
   app.add_option("--tls-key", flags.tls_key, "PEM private key of --tls-cert");
   app.add_option("--tls-client-ca", flags.tls_client_ca,
@@ -370,6 +380,8 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   if (given("--max-prompt-bytes")) c.max_prompt_bytes = flags.max_prompt_bytes;
   if (given("--max-connections")) c.max_connections = flags.max_connections;
   if (given("--access-log")) c.access_log = flags.access_log;
+  if (given("--access-log-format")) c.access_log_format = flags.access_log_format;
+  if (given("--memory-trim")) c.memory_trim = flags.memory_trim;
   if (given("--tls-cert")) c.tls_cert = flags.tls_cert;
   if (given("--tls-key")) c.tls_key = flags.tls_key;
   if (given("--tls-client-ca")) c.tls_client_ca = flags.tls_client_ca;

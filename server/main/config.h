@@ -42,6 +42,12 @@ struct ServerConfig {
   int64_t max_prompt_bytes = 0;
   int max_connections = 1024;  // HTTP connections; beyond, requests other than probes get 503
   bool access_log = false;     // one info line per HTTP request
+  // "text": a log line; "json": one JSON object per line on stdout, without the log's prefix
+  // (server/http/access_log.h has the fields), and a line per gRPC call too.
+  std::string access_log_format = "text";
+  // Give heap memory freed after a spike back to the system (malloc_trim) once the engine is
+  // idle after work, and under load after a large request (common/memory_trim.h).
+  bool memory_trim = true;
   // TLS on both ports: PEM certificate chain and private key; with tls_client_ca, clients must
   // present a certificate signed by it (mutual TLS).
   std::string tls_cert;

@@ -17,10 +17,12 @@
 // step thread, gRPC's callback threads and the HTTP I/O threads do the work.
 #include <fcntl.h>
 #include <signal.h>
+#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -33,6 +35,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/logging.h"
+#include "common/memory_trim.h"
 #include "engine/engine.h"
 #include "server/grpc/grpc_server.h"
 #include "server/main/config.h"
@@ -40,6 +43,7 @@
 #include "server/security/request_owners.h"
 #include "sparsity/policy_factory.h"
 #if LYCHEE_WITH_HTTP
+#include "server/http/access_log.h"
 #include "server/http/http_server.h"
 #include "server/http/side_routes.h"
 #include "server/metrics/engine_metrics.h"
@@ -129,6 +133,41 @@ int Run(int argc, char** argv) {
               : config.tls_client_ca.empty() ? "on"
                                              : "on, client certificates required",
               max_prompt_bytes, config.min_priority);
+  // The access log (both ports). JSON lines go to stdout as they are, through a logger of their
+  // own without the time and level prefix (stdout loggers share one lock: lines never mix).
+  const bool access_json = config.access_log_format == "json";
+  std::shared_ptr<spdlog::logger> access_logger;
+  if (config.access_log && access_json) {
+    access_logger = spdlog::stdout_logger_mt("access");
+    access_logger->set_pattern("%v");
+    access_logger->flush_on(spdlog::level::trace);
+  }
+  auto log_access = [&access_logger](const std::string& line) {
+    if (access_logger) {
+      access_logger->info(line);
+    } else {
+      LY_LOG_INFO("{}", line);
+    }
+  };
+  // Gives memory back after spikes (common/memory_trim.h): told of every finished gRPC call and
+  // HTTP request (by the gateway's workers, once they have freed their request), it trims once
+  // the engine is idle. Declared before the front ends, which call it, and after the engine.
+  std::optional<MemoryTrimmer> trimmer;
+  if (config.memory_trim) {
+    trimmer.emplace(MemoryTrimmerOptions{.is_idle = [&eng] {
+      const EngineStats stats = eng.Stats();
+      return stats.num_running == 0 && stats.num_waiting == 0;
+    }});
+  }
+  auto on_grpc_call = [&config, access_json, &log_access,
+                       &trimmer](const grpc_server::CallRecord& call) {
+    if (trimmer) trimmer->NoteWork();
+    if (!config.access_log) return;
+    log_access(access_json ? http::GrpcAccessJson(call.method, call.code, call.duration_seconds,
+                                                  call.peer, std::chrono::system_clock::now())
+                           : http::GrpcAccessText(call.method, call.code, call.duration_seconds,
+                                                  call.peer));
+  };
 #if LYCHEE_WITH_HTTP
   // Every refused request, on either port: counted by reason and logged at info.
   auto& rejected = registry.AddCounter(
@@ -176,7 +215,8 @@ int Run(int argc, char** argv) {
        .principal_of = principal_of,
        .owners = &owners,
        .min_priority = config.min_priority,
-       .max_prompt_bytes = max_prompt_bytes});
+       .max_prompt_bytes = max_prompt_bytes,
+       .trimmer = trimmer ? &*trimmer : nullptr});
   http::HttpServerOptions http_options{
       .address = config.host,
       .port = static_cast<uint16_t>(config.http_port),
@@ -188,13 +228,11 @@ int Run(int argc, char** argv) {
       .tls_cert = config.tls_cert,
       .tls_key = config.tls_key,
       .tls_client_ca = config.tls_client_ca,
-      .on_response = [&rejected, &model_label,
+      .on_response = [&rejected, &model_label, &log_access, access_json,
                       access_log = config.access_log](const http::ResponseRecord& r) {
         if (access_log) {
-          LY_LOG_INFO("http: {} {} {} {:.1f}ms id={} peer={}{}", r.method, r.path, r.status,
-                      r.duration_seconds * 1e3, r.request_id.empty() ? "-" : r.request_id,
-                      r.remote_address.empty() ? "-" : r.remote_address,
-                      r.complete ? "" : " (stream cut)");
+          log_access(access_json ? http::AccessLogJson(r, std::chrono::system_clock::now())
+                                 : http::AccessLogText(r));
         }
         if ((r.status >= 400 && r.status < 500) || r.status == 503) {
           const std::string_view reason = security::RejectReasonForHttp(r.status);
@@ -246,6 +284,7 @@ int Run(int argc, char** argv) {
             .min_priority = config.min_priority,
             .max_prompt_bytes = max_prompt_bytes,
             .on_reject = on_grpc_reject,
+            .on_call_done = on_grpc_call,
             .tls_cert = config.tls_cert,
             .tls_key = config.tls_key,
             .tls_client_ca = config.tls_client_ca});

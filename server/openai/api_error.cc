@@ -71,6 +71,7 @@ std::string_view ErrorTypeFor(int http_status) {
     case 400:
     case 404:
     case 409:
+    case 415:
       return "invalid_request_error";
     case 401:
       return "authentication_error";
@@ -92,8 +93,19 @@ std::string_view ErrorTypeFor(int http_status) {
 }
 
 nlohmann::ordered_json ErrorJson(const absl::Status& status) {
+  return ErrorJsonWithStatus(status, HttpStatusFor(status.code()));
+}
+
+http::HttpResponse UnsupportedMediaType(const absl::Status& status) {
+  http::HttpResponse response;
+  response.status = 415;
+  response.content_type = "application/json";
+  response.body = Dump(ErrorJsonWithStatus(WithCode(status, "unsupported_media_type"), 415));
+  return response;
+}
+
+nlohmann::ordered_json ErrorJsonWithStatus(const absl::Status& status, int http_status) {
   using Json = nlohmann::ordered_json;
-  const int http_status = HttpStatusFor(status.code());
   const std::string param = ParamOf(status);
   const std::string code = CodeOf(status);
   Json error = Json::object();

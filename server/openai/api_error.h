@@ -41,9 +41,14 @@ std::string_view ErrorTypeFor(int http_status);
 
 // {"error": {...}} for a non-OK status.
 nlohmann::ordered_json ErrorJson(const absl::Status& status);
+// The same for a response with `http_status` (which gives "type" and the default "code").
+nlohmann::ordered_json ErrorJsonWithStatus(const absl::Status& status, int http_status);
 // ErrorJson as a complete HTTP response with the mapped status; 429 and 503 carry
 // `Retry-After: 1`.
 http::HttpResponse ErrorResponse(const absl::Status& status);
+// 415 Unsupported Media Type for `status` (no canonical code maps to it), "type"
+// invalid_request_error and "code" unsupported_media_type.
+http::HttpResponse UnsupportedMediaType(const absl::Status& status);
 
 // JSON text for the wire: invalid UTF-8 (a token that is half a character) is replaced, never
 // thrown on.

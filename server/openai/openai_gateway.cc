@@ -78,17 +78,23 @@ void OpenAiGateway::AddRoutes(http::Router& router) {
                    [this](const http::HttpRequest& request, http::ResponseWriterPtr writer) {
                      HandleModel(request, std::move(writer));
                    });
-  // The body and the one header the workers need are copied: the request dies with the handler.
-  router.Add("POST", "/v1/completions",
-             [this](const http::HttpRequest& request, http::ResponseWriterPtr writer) {
-               Dispatch(writer,
-                        [this, call = MakeCall(request), writer] { RunCompletion(call, writer); });
-             });
-  router.Add("POST", "/v1/chat/completions",
-             [this](const http::HttpRequest& request, http::ResponseWriterPtr writer) {
-               Dispatch(writer,
-                        [this, call = MakeCall(request), writer] { RunChat(call, writer); });
-             });
+  // Bodies must be declared JSON (CheckJsonContentType says why). The body and the one header the
+  // workers need are copied: the request dies with the handler.
+  using Run = void (OpenAiGateway::*)(const Call&, http::ResponseWriterPtr);
+  for (const auto& [path, run] :
+       {std::pair<const char*, Run>{"/v1/completions", &OpenAiGateway::RunCompletion},
+        std::pair<const char*, Run>{"/v1/chat/completions", &OpenAiGateway::RunChat}}) {
+    router.Add(
+        "POST", path,
+        [this, run](const http::HttpRequest& request, http::ResponseWriterPtr writer) {
+          if (absl::Status st = CheckJsonContentType(request.Header("Content-Type")); !st.ok()) {
+            return writer->Send(UnsupportedMediaType(st));
+          }
+          Dispatch(
+              writer, [this, run, call = MakeCall(request), writer] { (this->*run)(call, writer); },
+              request.body.size());
+        });
+  }
 }
 
 OpenAiGateway::Call OpenAiGateway::MakeCall(const http::HttpRequest& request) const {
@@ -111,7 +117,8 @@ int64_t OpenAiGateway::WaitIdle(absl::Time deadline) const {
   return num_workers_;
 }
 
-void OpenAiGateway::Dispatch(http::ResponseWriterPtr writer, std::function<void()> work) {
+void OpenAiGateway::Dispatch(http::ResponseWriterPtr writer, std::function<void()> work,
+                             size_t body_bytes) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) {
@@ -123,18 +130,27 @@ void OpenAiGateway::Dispatch(http::ResponseWriterPtr writer, std::function<void(
     }
     ++num_workers_;
   }
-  auto done = [this] {
+  // After `work` and everything it held (the body, JSON, tokens) are gone.
+  auto done = [this, large = body_bytes >= options_.large_body_bytes] {
+    if (options_.trimmer != nullptr) {
+      if (large) {
+        options_.trimmer->NoteLargeRequest();
+      } else {
+        options_.trimmer->NoteWork();
+      }
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (--num_workers_ == 0) idle_.notify_all();
   };
   try {
-    std::thread([work = std::move(work), done] {
+    std::thread([work = std::move(work), done]() mutable {
       // Nothing may escape a worker: nlohmann::json and the allocator throw.
       try {
         work();
       } catch (const std::exception& e) {
         LY_LOG_ERROR("openai: request worker failed: {}", e.what());
       }
+      work = nullptr;  // frees the request (its Call) before `done` reports it
       done();
     }).detach();
   } catch (const std::system_error& e) {
@@ -223,6 +239,7 @@ void OpenAiGateway::Serve(GenerationRequest request, const Call& call, ResponseB
   if (absl::Status st = CheckNotDraining(); !st.ok()) return writer.Send(ErrorResponse(st));
   request.priority = std::max(request.priority, options_.min_priority);
   const std::string request_id = request.request_id;
+  const auto num_prompt_tokens = static_cast<int64_t>(request.prompt.size());
   absl::StatusOr<TokenStreamPtr> submitted = engine_.Submit(std::move(request));
   if (!submitted.ok()) {
     absl::Status st = submitted.status();
@@ -244,6 +261,7 @@ void OpenAiGateway::Serve(GenerationRequest request, const Call& call, ResponseB
   };
   // Runs on an I/O thread when the connection breaks (or at once if it already has).
   writer.OnClientGone(abort);
+  writer.SetTokenCounts(num_prompt_tokens, 0);
 
   PumpEnd end = PumpEnd::kFinished;
   if (stream) {
@@ -260,10 +278,16 @@ void OpenAiGateway::Serve(GenerationRequest request, const Call& call, ResponseB
       http::HttpResponse response =
           builder.error().ok() ? JsonResponse(builder.Complete()) : ErrorResponse(builder.error());
       response.headers.emplace_back("X-Request-Id", request_id);
+      writer.SetTokenCounts(builder.usage().prompt_tokens, builder.usage().completion_tokens);
       writer.Send(std::move(response));
     }
   }
-  if (end != PumpEnd::kFinished) abort();
+  if (end != PumpEnd::kFinished) {
+    // A cut stream is logged when its writer goes: with the tokens produced until then.
+    writer.SetTokenCounts(std::max(num_prompt_tokens, builder.usage().prompt_tokens),
+                          builder.usage().completion_tokens);
+    abort();
+  }
 }
 
 }  // namespace lychee::openai

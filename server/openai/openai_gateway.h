@@ -33,6 +33,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "common/memory_trim.h"
 #include "engine/engine_client.h"
 #include "server/http/router.h"
 #include "server/openai/chat_prompt.h"
@@ -59,6 +60,10 @@ struct GatewayOptions {
   // Prompt text (completions prompt, rendered chat) above this many bytes is refused before
   // tokenizing. 0: no limit.
   int64_t max_prompt_bytes = 0;
+  // Told when each worker has finished and freed its request (NoteLargeRequest for a body of at
+  // least large_body_bytes), to give memory back after spikes. Null: none.
+  MemoryTrimmer* trimmer = nullptr;
+  size_t large_body_bytes = size_t{1} << 20;
 };
 
 class OpenAiGateway {
@@ -79,8 +84,8 @@ class OpenAiGateway {
  private:
   void HandleModels(const http::HttpRequest& request, http::ResponseWriterPtr writer) const;
   void HandleModel(const http::HttpRequest& request, http::ResponseWriterPtr writer) const;
-  // Runs `work` on a new worker thread, or answers 429/503 itself.
-  void Dispatch(http::ResponseWriterPtr writer, std::function<void()> work);
+  // Runs `work` (for a request of `body_bytes`) on a new worker thread, or answers 429/503 itself.
+  void Dispatch(http::ResponseWriterPtr writer, std::function<void()> work, size_t body_bytes);
 
   // What a worker needs of the HTTP request (which dies with the handler).
   struct Call {

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <limits>
 #include <utility>
 
@@ -629,6 +631,25 @@ absl::StatusOr<ChatParams> ParseChatRequest(std::string_view body, const ModelLi
   LY_RETURN_IF_ERROR(f.Bool("echo", echo));
   if (echo.value_or(false)) return Unsupported("echo", "echo in chat completions");
   return out;
+}
+
+absl::Status CheckJsonContentType(std::string_view content_type) {
+  std::string_view media_type = content_type.substr(0, content_type.find(';'));
+  while (!media_type.empty() && (media_type.back() == ' ' || media_type.back() == '\t')) {
+    media_type.remove_suffix(1);
+  }
+  while (!media_type.empty() && (media_type.front() == ' ' || media_type.front() == '\t')) {
+    media_type.remove_prefix(1);
+  }
+  constexpr std::string_view kJson = "application/json";
+  if (std::equal(media_type.begin(), media_type.end(), kJson.begin(), kJson.end(),
+                 [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; })) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      fmt::format("the request body must be JSON sent with `Content-Type: application/json` ({})",
+                  content_type.empty() ? std::string("no Content-Type given")
+                                       : fmt::format("`{}` given", content_type.substr(0, 100))));
 }
 
 absl::Status CheckModel(std::string_view model, const ModelLimits& limits) {

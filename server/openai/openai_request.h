@@ -98,6 +98,14 @@ absl::StatusOr<CompletionParams> ParseCompletionRequest(std::string_view body,
                                                         const ModelLimits& limits);
 absl::StatusOr<ChatParams> ParseChatRequest(std::string_view body, const ModelLimits& limits);
 
+// The body must be declared JSON: `Content-Type: application/json`, any case, parameters
+// (charset) allowed. Anything else, or none, is InvalidArgument (the gateway answers 415). Why:
+// a web page may send a cross-origin POST without asking first (a CORS "simple request") only as
+// text/plain, form data, or with no type; any other type needs a preflight, which this server
+// never grants. So another site cannot make a visitor's browser run generations here, even
+// without API keys.
+absl::Status CheckJsonContentType(std::string_view content_type);
+
 // NotFound (404, code "model_not_found", param "model") unless `model` is empty or the served
 // name.
 absl::Status CheckModel(std::string_view model, const ModelLimits& limits);

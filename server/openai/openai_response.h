@@ -95,6 +95,8 @@ class ResponseBuilder {
   void Add(const GenerationOutput& event);
   virtual Json Complete() = 0;
   const absl::Status& error() const { return error_; }
+  // Token counts so far, from the events seen (the access log reports them).
+  const Usage& usage() const { return usage_; }
 
  protected:
   ResponseBuilder(ResponseMeta meta, bool include_usage, bool continuous_usage)

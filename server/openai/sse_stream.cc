@@ -44,6 +44,7 @@ PumpEnd PumpSse(TokenStream& stream, ResponseBuilder& builder, http::ResponseWri
       last_write = absl::Now();
     }
     if (event->finished) {
+      writer.SetTokenCounts(builder.usage().prompt_tokens, builder.usage().completion_tokens);
       writer.End();
       return PumpEnd::kFinished;
     }

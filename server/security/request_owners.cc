@@ -79,6 +79,8 @@ std::string_view RejectReasonForHttp(int http_status) {
       return "conflict";
     case 413:
       return "too_large";
+    case 415:
+      return "unsupported_media_type";
     case 429:
       return "overloaded";
     case 431:

@@ -64,7 +64,8 @@ class RequestOwners {
 std::string RandomRequestId(std::string_view prefix);
 
 // Why a request was refused, in one small vocabulary for both front ends: invalid_request (400),
-// unauthenticated (401), not_found (404), conflict (409), too_large (413), overloaded (429),
+// unauthenticated (401), not_found (404), conflict (409), too_large (413),
+// unsupported_media_type (415), overloaded (429),
 // header_too_large (431), unavailable (503), deadline (504), other.
 std::string_view RejectReasonForHttp(int http_status);
 std::string_view RejectReasonFor(absl::StatusCode code);

@@ -57,6 +57,8 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
   EXPECT_EQ(from_file.max_prompt_bytes, defaults.max_prompt_bytes);
   EXPECT_EQ(from_file.max_connections, defaults.max_connections);
   EXPECT_EQ(from_file.access_log, defaults.access_log);
+  EXPECT_EQ(from_file.access_log_format, defaults.access_log_format);
+  EXPECT_EQ(from_file.memory_trim, defaults.memory_trim);
   EXPECT_EQ(from_file.tls_cert, defaults.tls_cert);
   EXPECT_EQ(from_file.tls_key, defaults.tls_key);
   EXPECT_EQ(from_file.tls_client_ca, defaults.tls_client_ca);
@@ -117,6 +119,8 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
                           "max_prompt_bytes:",
                           "max_connections:",
                           "access_log:",
+                          "access_log_format:",
+                          "memory_trim:",
                           "tls_cert:",
                           "tls_key:",
                           "tls_client_ca:"}) {
@@ -289,6 +293,16 @@ TEST(ServerConfigTest, InvalidValuesAreRejected) {
   EXPECT_FALSE(Parse({"--max-num-seqs", "0"}).ok());
   EXPECT_FALSE(Parse({"--no-such-flag"}).ok());
   EXPECT_FALSE(Parse({"--config", "/nonexistent/x.yaml"}).ok());
+  // The access log's format: text or json, nothing else.
+  auto json_format = Parse({"--access-log-format", "json"});
+  ASSERT_TRUE(json_format.ok()) << json_format.status();
+  EXPECT_EQ(json_format->config.access_log_format, "json");
+  auto no_trim = Parse({"--memory-trim", "false"});
+  ASSERT_TRUE(no_trim.ok()) << no_trim.status();
+  EXPECT_FALSE(no_trim->config.memory_trim);
+  auto bad_format = Parse({"--access-log-format", "xml"});
+  ASSERT_FALSE(bad_format.ok());
+  EXPECT_NE(bad_format.status().message().find("access_log_format"), absl::string_view::npos);
   auto help = Parse({"--help"});
   ASSERT_TRUE(help.ok());
   EXPECT_TRUE(help->exit_now);

@@ -57,6 +57,8 @@ absl::StatusOr<ClientResponse> DoRequest(Connection::Impl& impl, const std::stri
   bhttp::request<bhttp::string_body> request(bhttp::string_to_verb(method), target, 11);
   if (request.method() == bhttp::verb::unknown) request.method_string(method);
   request.set(bhttp::field::host, impl.host);
+  // As OpenAI clients do (the gateway refuses bodies of any other type with 415).
+  if (!body.empty()) request.set(bhttp::field::content_type, "application/json");
   request.body() = body;
   request.prepare_payload();
   beast::error_code ec = RunWithTimeout(

@@ -25,7 +25,7 @@ struct ClientResponse {
   }
 };
 
-// One request on a fresh connection.
+// One request on a fresh connection. A non-empty body is sent as `application/json`.
 absl::StatusOr<ClientResponse> Fetch(const std::string& host, uint16_t port,
                                      const std::string& method, const std::string& target,
                                      const std::string& body = "",

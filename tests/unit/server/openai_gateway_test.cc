@@ -4,7 +4,8 @@
 // draining answers 503 while /v1/models still serves; SSE comment pings flow while the engine
 // is silent; a client that hangs up mid-stream is aborted in the engine; the in-flight cap
 // answers 429; the response id is the engine request id (X-Request-Id: "x" gives "cmpl-x", as
-// the hang-up test uses); the gateway's destructor ends live streams.
+// the hang-up test uses); the gateway's destructor ends live streams; bodies not declared JSON
+// get 415; token counts reach the access log's record.
 #include "server/openai/openai_gateway.h"
 
 #include <arpa/inet.h>
@@ -15,10 +16,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "server/http/http_server.h"
 #include "tests/unit/server/grpc_fake_engine.h"
@@ -69,7 +73,7 @@ class OpenAiGatewayTest : public ::testing::Test {
     gateway_ = std::make_unique<OpenAiGateway>(
         *engine_, ChatPrompt::Load("models/stories260K", engine_->tokenizer()), options);
     server_ = std::make_unique<http::HttpServer>(
-        http::HttpServerOptions{.address = "127.0.0.1", .port = 0});
+        http::HttpServerOptions{.address = "127.0.0.1", .port = 0, .on_response = on_response_});
     gateway_->AddRoutes(server_->router());
     ASSERT_TRUE(server_->Start().ok());
     port_ = static_cast<uint16_t>(server_->port());
@@ -96,8 +100,9 @@ class OpenAiGatewayTest : public ::testing::Test {
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     const std::string text = body.dump();
     const std::string request =
-        "POST /v1/completions HTTP/1.1\r\nHost: t\r\nX-Request-Id: " + request_id +
-        "\r\nContent-Length: " + std::to_string(text.size()) + "\r\n\r\n" + text;
+        "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        "X-Request-Id: " +
+        request_id + "\r\nContent-Length: " + std::to_string(text.size()) + "\r\n\r\n" + text;
     EXPECT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
     std::string received;
     char buffer[256];
@@ -116,6 +121,18 @@ class OpenAiGatewayTest : public ::testing::Test {
     return condition();
   }
 
+  // A POST of `body` with `content_type` ("": no Content-Type header) on a connection of its own;
+  // returns the raw response.
+  std::string PostRaw(const std::string& path, const std::string& content_type,
+                      const std::string& body) const {
+    std::string request = "POST " + path + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n";
+    if (!content_type.empty()) request += "Content-Type: " + content_type + "\r\n";
+    request += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    absl::StatusOr<std::string> response = testing::RawExchange(port_, request);
+    return response.ok() ? *response : response.status().ToString();
+  }
+
+  std::function<void(const http::ResponseRecord&)> on_response_;  // set before Start
   std::unique_ptr<ScriptedEngine> engine_;
   std::unique_ptr<OpenAiGateway> gateway_;
   std::unique_ptr<http::HttpServer> server_;
@@ -255,6 +272,70 @@ TEST_F(OpenAiGatewayTest, DestructorEndsLiveStreams) {
   EXPECT_TRUE(engine_->fake().WasAborted("cmpl-live"));
   server_->Shutdown();
   close(fd);
+}
+
+// Issue 15: a web page may POST cross-origin without a CORS preflight as text/plain, form data
+// or without a type; such bodies are refused (415, OpenAI's error shape) and never run. Only a
+// declared JSON body is served.
+TEST_F(OpenAiGatewayTest, BodiesThatAreNotDeclaredJsonAre415) {
+  Start(absl::Milliseconds(1));
+  const std::string body = R"({"prompt": "Once", "max_tokens": 2,
+                               "messages": [{"role": "user", "content": "x"}]})";
+  for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
+    for (const char* type : {"text/plain", "text/plain;charset=UTF-8",
+                             "application/x-www-form-urlencoded", "multipart/form-data", ""}) {
+      const std::string response = PostRaw(path, type, body);
+      EXPECT_EQ(response.rfind("HTTP/1.1 415 ", 0), 0u) << path << " " << type << ": " << response;
+      const std::string json_body = response.substr(response.find("\r\n\r\n") + 4);
+      const json error = json::parse(json_body)["error"];
+      EXPECT_EQ(error["type"], "invalid_request_error");
+      EXPECT_EQ(error["code"], "unsupported_media_type");
+      EXPECT_NE(error["message"].get<std::string>().find("application/json"), std::string::npos);
+    }
+    const std::string served = PostRaw(path, "Application/JSON; charset=utf-8", body);
+    EXPECT_EQ(served.rfind("HTTP/1.1 200 ", 0), 0u) << served;
+  }
+  EXPECT_EQ(engine_->fake().submitted().size(), 2u);  // only the two JSON bodies ran
+}
+
+// Issue 15: the access log's token counts reach the server's response hook, for a whole
+// response, a stream, and a refusal (unknown).
+TEST_F(OpenAiGatewayTest, TokenCountsReachTheResponseRecord) {
+  std::mutex mu;
+  std::vector<http::ResponseRecord> records;
+  on_response_ = [&](const http::ResponseRecord& r) {
+    std::lock_guard<std::mutex> lock(mu);
+    records.push_back(r);
+  };
+  Start(absl::Milliseconds(1));
+  for (bool stream : {false, true}) {
+    auto r = Post("/v1/completions", {{"prompt", "Once"}, {"max_tokens", 3}, {"stream", stream}});
+    ASSERT_TRUE(r.ok());
+    ASSERT_EQ(r->status, 200) << r->body;
+  }
+  auto refused = Post("/v1/completions", {{"prompt", "Once"}, {"temperature", -1}});
+  ASSERT_TRUE(refused.ok());
+  ASSERT_EQ(refused->status, 400);
+  ASSERT_TRUE(WaitFor([&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return records.size() == 3;
+  }));
+  std::lock_guard<std::mutex> lock(mu);
+  const size_t num_prompt = engine_->fake().submitted().at(0).prompt.size();
+  int num_served = 0;
+  for (const http::ResponseRecord& r : records) {
+    EXPECT_GT(r.request_body_bytes, 0u);
+    if (r.status == 200) {
+      ++num_served;
+      EXPECT_EQ(r.prompt_tokens, static_cast<int64_t>(num_prompt));
+      EXPECT_EQ(r.completion_tokens, 3);
+    } else {
+      EXPECT_EQ(r.status, 400);
+      EXPECT_EQ(r.prompt_tokens, -1);  // refused before tokenizing: unknown
+      EXPECT_EQ(r.completion_tokens, -1);
+    }
+  }
+  EXPECT_EQ(num_served, 2);
 }
 
 }  // namespace

@@ -520,5 +520,28 @@ TEST(OpenAiStopLimitsTest, StopListsAreBounded) {
   EXPECT_TRUE(ParseCompletionRequest(json{{"prompt", "x"}, {"stop", many}}.dump(), kLimits).ok());
 }
 
+// Issue 15: only bodies declared JSON are read (a browser sends the others cross-origin without
+// a preflight).
+TEST(OpenAiRequestTest, ContentTypeMustBeJson) {
+  for (const char* ok : {"application/json", "application/json; charset=utf-8", "Application/JSON",
+                         " application/json ;charset=UTF-8"}) {
+    EXPECT_TRUE(CheckJsonContentType(ok).ok()) << ok;
+  }
+  for (const char* refused :
+       {"", "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+        "multipart/form-data; b=x", "application/jsonx", "application/json-seq", "json"}) {
+    const absl::Status st = CheckJsonContentType(refused);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << refused;
+    EXPECT_NE(st.message().find("Content-Type: application/json"), absl::string_view::npos);
+  }
+  const http::HttpResponse response = UnsupportedMediaType(CheckJsonContentType("text/plain"));
+  EXPECT_EQ(response.status, 415);
+  const auto body = nlohmann::json::parse(response.body);
+  EXPECT_EQ(body["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(body["error"]["code"], "unsupported_media_type");
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("`text/plain` given"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace lychee::openai
