@@ -137,6 +137,14 @@ absl::Status HfTokenizer::LoadPostProcessor(const nlohmann::json& spec) {
       return absl::InvalidArgumentError(
           fmt::format("TemplateProcessing special token \"{}\" is not in the vocabulary", name));
     }
+    // Encode would hand this id to the model, which indexes its embedding with it (found by the
+    // tokenizer_json fuzz target: an id past the vocabulary was accepted).
+    if (*id >= vocab_size_) {
+      return absl::InvalidArgumentError(
+          fmt::format("TemplateProcessing special token \"{}\" has id {}, outside the vocabulary "
+                      "(ids 0 to {})",
+                      name, *id, vocab_size_ - 1));
+    }
     if (!seen_sequence) {
       special_.bos_id = id;
       special_.add_bos = true;

@@ -5,7 +5,9 @@
 // across tokens), so each step decodes the window ids[prefix_offset_:] and compares it with the
 // already emitted window text ids[prefix_offset_:read_offset_]. The new suffix is emitted only
 // when the text does not end in U+FFFD, i.e. no character is still waiting for bytes; then the
-// window slides forward, so it stays a few tokens long.
+// window slides forward, so it stays a few tokens long. Text ending in U+FFFD for good (invalid
+// bytes) slides it too (TextBeforeLast), so the window never grows with the output.
+#include <string>
 #include <string_view>
 
 #include "model/tokenizer/tokenizer.h"
@@ -29,6 +31,29 @@ StreamDecoder::StreamDecoder(const Tokenizer& tokenizer, bool skip_special_token
   read_offset_ = ids_.size();
 }
 
+namespace {
+
+// Push's case of a window whose text ends in U+FFFD: a character that the next ids may still
+// complete, or bytes that are invalid for good (a model emitting stray byte tokens). Holding
+// everything back until a clean end would let the window grow with every such id and make each
+// Push decode all of them: quadratic (found by the tokenizer_text fuzzer; Push runs on the
+// engine's step thread). So the text up to the id before the last is final, and the window may
+// slide there, when the last id's text strictly extends it: its final unit is then closed (a
+// U+FFFD followed by more text can no longer become a character, as decoding repairs UTF-8 left
+// to right, Utf8Lossy), so later ids cannot change it. A last id that completes a character
+// changes that text instead, and one that adds nothing leaves it open: both wait, as before.
+// Returns the text to emit ("" for none); `held_text` is the window's text before the last id.
+std::string TextBeforeLast(std::string_view prefix_text, std::string_view held_text,
+                           std::string_view new_text) {
+  if (held_text.size() <= prefix_text.size() || held_text.size() >= new_text.size() ||
+      !held_text.starts_with(prefix_text) || !new_text.starts_with(held_text)) {
+    return std::string();
+  }
+  return std::string(held_text.substr(prefix_text.size()));
+}
+
+}  // namespace
+
 std::string StreamDecoder::Push(int32_t id) {
   ids_.push_back(id);
   const absl::Span<const int32_t> all(ids_);
@@ -36,9 +61,20 @@ std::string StreamDecoder::Push(int32_t id) {
       all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_tokens_);
   const std::string new_text = tokenizer_.Decode(all.subspan(prefix_offset_), skip_special_tokens_);
   if (new_text.size() <= prefix_text.size() ||
-      std::string_view(new_text).ends_with(tokenizer_internal::kReplacementChar) ||
       new_text.compare(0, prefix_text.size(), prefix_text) != 0) {
     return std::string();
+  }
+  if (std::string_view(new_text).ends_with(tokenizer_internal::kReplacementChar)) {
+    const size_t last = ids_.size() - 1;
+    if (last <= read_offset_) return std::string();
+    const std::string held_text =
+        tokenizer_.Decode(all.subspan(prefix_offset_, last - prefix_offset_), skip_special_tokens_);
+    std::string text = TextBeforeLast(prefix_text, held_text, new_text);
+    if (!text.empty()) {
+      prefix_offset_ = read_offset_;
+      read_offset_ = last;
+    }
+    return text;
   }
   prefix_offset_ = read_offset_;
   read_offset_ = ids_.size();

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/file.h"
@@ -188,6 +190,73 @@ std::string TokenizerName(const ::testing::TestParamInfo<std::string>& param) {
   if (dir.find("tokenizer-llama2") != std::string::npos) return "Mistral";
   if (dir.find("llama2-tokenizer") != std::string::npos) return "Llama2Spm";
   return "Stories260K";
+}
+
+// Delegates to a real tokenizer and counts the ids it is asked to decode.
+class CountingTokenizer final : public Tokenizer {
+ public:
+  explicit CountingTokenizer(const Tokenizer& inner) : inner_(inner) {
+    special_ = inner.special_tokens();
+  }
+  std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens) const override {
+    return inner_.Encode(text, add_special_tokens);
+  }
+  std::string Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const override {
+    num_decoded_ += static_cast<int64_t>(ids.size());
+    return inner_.Decode(ids, skip_special_tokens);
+  }
+  int32_t vocab_size() const override { return inner_.vocab_size(); }
+  std::optional<int32_t> TokenToId(std::string_view token) const override {
+    return inner_.TokenToId(token);
+  }
+  std::string IdToToken(int32_t id) const override { return inner_.IdToToken(id); }
+  bool IsSpecial(int32_t id) const override { return inner_.IsSpecial(id); }
+  int64_t num_decoded() const { return num_decoded_; }
+
+ private:
+  const Tokenizer& inner_;
+  mutable int64_t num_decoded_ = 0;
+};
+
+// Issue 15 (the tokenizer_text fuzzer's slowness): output that is invalid UTF-8 for good (stray
+// byte tokens, as a small or adversarially prompted model emits) used to hold the whole window
+// back, so every Push decoded all ids since the last clean character: quadratic, on the engine's
+// step thread. Each Push now decodes a few ids, and the stream still equals Decode.
+TEST_P(StreamDecoderTest, InvalidBytesStreamInLinearWork) {
+  std::vector<int32_t> byte_ids;  // the tokenizer's ids for single bytes 0x80..0xFF
+  for (int b = 0x80; b < 0x100; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    std::optional<int32_t> id = tokenizer_->TokenToId(name);
+    if (!id.has_value()) id = tokenizer_->TokenToId(tokenizer_internal::ByteToUnicode()[b]);
+    ASSERT_TRUE(id.has_value()) << b;
+    byte_ids.push_back(*id);
+  }
+  const int32_t ff = byte_ids[0x7F];  // 0xFF: never part of a character
+  const int32_t e4 = byte_ids[0x64], bd = byte_ids[0x3D], a0 = byte_ids[0x20];  // 你 = E4 BD A0
+  std::mt19937 rng(99);
+  for (int trial = 0; trial < 3; ++trial) {
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 3000; ++i) {
+      switch (trial) {
+        case 0:  // all invalid
+          ids.push_back(ff);
+          break;
+        case 1:  // characters cut short by invalid bytes, and whole ones
+          for (int32_t id : {e4, ff, e4, bd, ff, e4, bd, a0}) ids.push_back(id);
+          break;
+        default:  // any high bytes
+          ids.push_back(byte_ids[rng() % byte_ids.size()]);
+      }
+    }
+    for (bool skip : {true, false}) {
+      CountingTokenizer counting(*tokenizer_);
+      CheckStream(counting, ids, skip);
+      // Push decodes the window two or three times, Flush and Decode once: a few ids per id.
+      EXPECT_LE(counting.num_decoded(), 20 * static_cast<int64_t>(ids.size()))
+          << "trial " << trial << ": " << ids.size() << " ids";
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokenizers, StreamDecoderTest,

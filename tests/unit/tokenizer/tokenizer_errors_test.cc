@@ -149,6 +149,31 @@ TEST_F(TokenizerErrorsTest, UnsupportedPostProcessor) {
               {"tokenizer.json", "post_processor", "BertProcessing"});
 }
 
+// Found by the tokenizer_json fuzz target (issue 15): a TemplateProcessing id past the
+// vocabulary was accepted, and Encode then returned it as BOS.
+TEST_F(TokenizerErrorsTest, PostProcessorIdOutsideTheVocabulary) {
+  std::string json = TokenizerJson(kGoodModel);
+  const std::string from = "\"post_processor\": null";
+  const std::string processor = R"("post_processor": {"type": "TemplateProcessing",
+      "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A"}}],
+      "special_tokens": {"<s>": {"id": "<s>", "ids": [ID], "tokens": ["<s>"]}}})";
+  for (const char* id : {"3", "2"}) {  // the vocabulary is a, b, ab: ids 0 to 2
+    std::string with = json;
+    std::string spec = processor;
+    spec.replace(spec.find("ID"), 2, id);
+    with.replace(with.find(from), from.size(), spec);
+    Write("tokenizer.json", with);
+    if (std::string(id) == "3") {
+      ExpectError(LoadStatus(), absl::StatusCode::kInvalidArgument,
+                  {"tokenizer.json", "post_processor", "<s>", "has id 3, outside the vocabulary"});
+    } else {
+      auto tokenizer = Tokenizer::FromDirectory(dir_.string());
+      ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+      EXPECT_EQ((*tokenizer)->Encode("ab", true), (std::vector<int32_t>{2, 2}));
+    }
+  }
+}
+
 TEST_F(TokenizerErrorsTest, MalformedTokenizerConfig) {
   Write("tokenizer.json", TokenizerJson(kGoodModel));
   Write("tokenizer_config.json", "{oops");
