@@ -40,6 +40,45 @@ absl::Status CudaSparsePolicySupport(const PolicySpec& spec) {
   return absl::OkStatus();
 }
 
+cuda::SelectSeqRule SeqRuleFor(const sparsity::DeviceSelection& d, int64_t budget_tokens,
+                               int64_t block_size) {
+  const int64_t bs = block_size;
+  cuda::SelectSeqRule rule;
+  rule.budget_blocks = static_cast<int32_t>(std::clamp<int64_t>(budget_tokens / bs, 1, 1 << 30));
+  rule.sink_blocks = CeilDiv(d.sink_tokens, bs);
+  switch (d.kind) {
+    case Kind::kNone:
+    case Kind::kQuest:
+      rule.rule = cuda::SelectRule::kQuest;
+      break;
+    case Kind::kStreaming:
+      rule.rule = cuda::SelectRule::kStreaming;
+      break;
+    case Kind::kLychee:
+      rule.rule = cuda::SelectRule::kTopK;
+      // The query's own block plus enough whole blocks for the local window (LycheeTopSet).
+      rule.local_blocks = 1 + CeilDiv(std::max<int64_t>(0, d.local_tokens - 1), bs);
+      break;
+  }
+  return rule;
+}
+
+cuda::SelectRowMode RowModeFor(const sparsity::DeviceSelection& d, int64_t layer, int64_t kv_head) {
+  switch (d.kind) {
+    case Kind::kNone:
+      return cuda::SelectRowMode::kAll;
+    case Kind::kQuest:
+    case Kind::kStreaming:
+      return cuda::SelectRowMode::kTopK;
+    case Kind::kLychee:
+      // Layer 0 is all retrieval, so every kv-head index has a set before a sparse head reads it.
+      return layer == 0 || d.roles == nullptr || d.roles->retrieval(layer, kv_head)
+                 ? cuda::SelectRowMode::kExactTopK
+                 : cuda::SelectRowMode::kInherit;
+  }
+  return cuda::SelectRowMode::kAll;
+}
+
 bool CudaSparseDecode::Wanted(absl::Span<sparsity::Policy* const> policies, int64_t num_decodes) {
   const int64_t n = std::min<int64_t>(num_decodes, static_cast<int64_t>(policies.size()));
   for (int64_t c = 0; c < n; ++c) {
@@ -103,7 +142,6 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   for (int64_t r = 0; r < rows_; ++r) {
     sparsity::Policy* policy =
         static_cast<size_t>(r) < policies.size() ? policies[static_cast<size_t>(r)] : nullptr;
-    cuda::SelectSeqRule rule;
     const sparsity::DeviceSelection d =
         policy == nullptr ? sparsity::DeviceSelection{} : policy->device_selection();
     if (policy != nullptr && d.kind == Kind::kNone) {
@@ -111,36 +149,10 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
                                                      "' has no CUDA form (the engine should "
                                                      "have refused it)"));
     }
-    const int64_t budget = policy == nullptr ? 1 : policy->limits().budget_tokens;
-    rule.budget_blocks = static_cast<int32_t>(std::clamp<int64_t>(budget / bs, 1, 1 << 30));
-    rule.sink_blocks = CeilDiv(d.sink_tokens, bs);
-    cuda::SelectRowMode mode = cuda::SelectRowMode::kAll;
-    switch (d.kind) {
-      case Kind::kNone:
-        break;
-      case Kind::kQuest:
-        rule.rule = cuda::SelectRule::kQuest;
-        mode = cuda::SelectRowMode::kTopK;
-        break;
-      case Kind::kStreaming:
-        rule.rule = cuda::SelectRule::kStreaming;
-        mode = cuda::SelectRowMode::kTopK;
-        break;
-      case Kind::kLychee:
-        rule.rule = cuda::SelectRule::kTopK;
-        // The query's own block plus enough whole blocks for the local window (LycheeTopSet).
-        rule.local_blocks = 1 + CeilDiv(std::max<int64_t>(0, d.local_tokens - 1), bs);
-        break;
-    }
+    const cuda::SelectSeqRule rule =
+        SeqRuleFor(d, policy == nullptr ? 1 : policy->limits().budget_tokens, bs);
     for (int64_t l = 0; l < s.num_layers; ++l) {
-      for (int64_t g = 0; g < kv; ++g) {
-        cuda::SelectRowMode m = mode;
-        if (d.kind == Kind::kLychee) {
-          const bool retrieval = l == 0 || d.roles == nullptr || d.roles->retrieval(l, g);
-          m = retrieval ? cuda::SelectRowMode::kExactTopK : cuda::SelectRowMode::kInherit;
-        }
-        mode_at(l, r, g) = static_cast<int8_t>(m);
-      }
+      for (int64_t g = 0; g < kv; ++g) mode_at(l, r, g) = static_cast<int8_t>(RowModeFor(d, l, g));
     }
     std::memcpy(inputs_h_.data() + rules_offset_ + static_cast<size_t>(r) * sizeof(rule), &rule,
                 sizeof(rule));

@@ -36,6 +36,13 @@ namespace lychee {
 // Whether the CUDA backend can run `spec` (OK, or InvalidArgument saying why not).
 absl::Status CudaSparsePolicySupport(const PolicySpec& spec);
 
+// The selection rule a policy gives its sequence (budget and sinks in blocks), and the mode of kv
+// head `kv_head` at `layer`: pure host logic, checked against the CPU policies without a GPU
+// (cuda_sparse_rules_test). kNone (a dense request): kAll everywhere.
+cuda::SelectSeqRule SeqRuleFor(const sparsity::DeviceSelection& d, int64_t budget_tokens,
+                               int64_t block_size);
+cuda::SelectRowMode RowModeFor(const sparsity::DeviceSelection& d, int64_t layer, int64_t kv_head);
+
 class CudaSparseDecode {
  public:
   struct Sizes {

@@ -393,10 +393,11 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaRandomModelTest,
 
 // Every chunk is one token, so both runners run every position through the policy (the CPU on
 // each one-token chunk, the GPU on the leading decode rows, here all). Streaming selects without
-// scores, so its logits must match the CPU's; Quest and LycheeDecode rank blocks by bf16 keys on
-// the GPU and fp32 keys on the CPU, so a near tie may pick another block: their read counts must
-// match exactly (the rules fix them), most logit rows within bf16 tolerance, and every audited
-// step's exact dropped mass under the GPU's certified bound.
+// scores, so its logits must match the CPU's; LycheeDecode ranks blocks by bf16 keys on the GPU and
+// fp32 keys on the CPU, so a near tie may pick another block: most logit rows within bf16
+// tolerance; Quest's GPU ranking uses the box bound only (the CPU's min(box, ball) when its pool
+// has balls). For all three the read counts must match exactly (the rules fix them) and every
+// audited step's exact dropped mass must stay under the GPU's certified bound.
 TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
   LY_SKIP_WITHOUT_GPU();
   const uint64_t seed = ::lychee::testing::TestSeed();
@@ -512,9 +513,9 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
     EXPECT_GT(differ_from_dense, 0);  // the policy did change what was read
     if (spec == &streaming) {
       EXPECT_EQ(close, rows);
-    } else {
+    } else if (spec == &lychee) {
       EXPECT_GE(close, rows * 9 / 10);
-    }
+    }  // quest ranks by the box bound on the GPU, by min(box, ball) on the CPU: counts only
   }
   // What the GPU refuses, in words.
   PolicySpec prhs;
