@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
 #include "kernels/cpu/sparse_attention.h"
 #include "kernels/cuda/block_select.h"
 #include "kernels/cuda/cuda_check.h"
@@ -130,6 +131,26 @@ void FillRandomPool(std::mt19937_64& rng, const std::vector<int64_t>& contexts, 
   }
 }
 
+// The pool, queries, block tables and lengths on the device.
+struct DeviceInputs {
+  DeviceBuffer<bf16> q, pool, summary;
+  DeviceBuffer<int32_t> tables, lens;
+  PagedKvBf16 cache;
+};
+
+absl::Status Upload(const RandomPool& rp, const std::vector<float>& q,
+                    const std::vector<int64_t>& contexts, DeviceInputs* out) {
+  const std::vector<int32_t> lens(contexts.begin(), contexts.end());
+  LY_RETURN_IF_ERROR(out->q.Upload(ToBf16(q)));
+  LY_RETURN_IF_ERROR(out->pool.Upload(ToBf16(rp.pool)));
+  LY_RETURN_IF_ERROR(out->summary.Upload(ToBf16(rp.summary)));
+  LY_RETURN_IF_ERROR(out->tables.Upload(rp.tables));
+  LY_RETURN_IF_ERROR(out->lens.Upload(lens));
+  out->cache = PagedKvBf16{out->pool.get(),      out->summary.get(), rp.num_blocks,
+                           rp.view.num_kv_heads, rp.view.block_size, rp.view.head_dim};
+  return absl::OkStatus();
+}
+
 // The box bound of block `i` of sequence b for kv head g (max over its query heads, scaled), in
 // double, and the magnitude its fp32 sum may be off by.
 std::pair<double, double> BoxBound(const RandomPool& rp, const std::vector<float>& q, int64_t b,
@@ -174,10 +195,7 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
 
   RandomPool rp;
   FillRandomPool(rng_, contexts, kvh, bs, d, max_blocks, &rp);
-  const int64_t num_blocks = rp.num_blocks;
   const std::vector<int32_t>& tables = rp.tables;
-  const std::vector<float>& pool = rp.pool;
-  const std::vector<float>& summary = rp.summary;
   const PagedKvView& view = rp.view;
   const std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -193,15 +211,10 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
   shape.budget_blocks = c.budget_blocks;
   shape.sink_blocks = c.sink_blocks;
   LY_ASSERT_OK(CanImplementBlockSelect(shape));
-  std::vector<int32_t> lens(contexts.begin(), contexts.end());
-  DeviceBuffer<bf16> d_q, d_pool, d_summary;
-  DeviceBuffer<int32_t> d_tables, d_lens, d_sel_tables, d_sel_lens, d_sel_blocks;
+  DeviceInputs in;
+  LY_ASSERT_OK(Upload(rp, q, contexts, &in));
+  DeviceBuffer<int32_t> d_sel_tables, d_sel_lens, d_sel_blocks;
   DeviceBuffer<float> d_scores;
-  LY_ASSERT_OK(d_q.Upload(ToBf16(q)));
-  LY_ASSERT_OK(d_pool.Upload(ToBf16(pool)));
-  LY_ASSERT_OK(d_summary.Upload(ToBf16(summary)));
-  LY_ASSERT_OK(d_tables.Upload(tables));
-  LY_ASSERT_OK(d_lens.Upload(lens));
   const int64_t rows = batch * kvh;
   LY_ASSERT_OK(d_sel_tables.Allocate(rows * c.budget_blocks));
   LY_ASSERT_OK(d_sel_tables.FillBytes(0xff));
@@ -211,12 +224,12 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
   LY_ASSERT_OK(d_sel_lens.FillBytes(0xff));
   LY_ASSERT_OK(d_scores.Allocate(rows * max_blocks));
   LY_ASSERT_OK(d_scores.FillBytes(0xff));
-  PagedKvBf16 cache{d_pool.get(), d_summary.get(), num_blocks, kvh, bs, d};
+  const PagedKvBf16 cache = in.cache;
   BlockSelectParams sp;
-  sp.q = d_q.get();
+  sp.q = in.q.get();
   sp.cache = cache;
-  sp.block_tables = d_tables.get();
-  sp.context_lens = d_lens.get();
+  sp.block_tables = in.tables.get();
+  sp.context_lens = in.lens.get();
   sp.sel_tables = d_sel_tables.get();
   sp.sel_lens = d_sel_lens.get();
   sp.maybe_sel_blocks = d_sel_blocks.get();
@@ -295,7 +308,7 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
     LY_ASSERT_OK(d_counters.Allocate(rows));
     LY_ASSERT_OK(d_counters.FillBytes(0));
     DecodeAttentionParams ap;
-    ap.q = d_q.get();
+    ap.q = in.q.get();
     ap.cache = cache;
     ap.block_tables = d_sel_tables.get();
     ap.context_lens = d_sel_lens.get();
@@ -438,17 +451,12 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
     rules[b].sink_blocks = small(rng_);
     rules[b].local_blocks = 1 + small(rng_);
   }
-  std::vector<int32_t> lens(contexts.begin(), contexts.end());
-  DeviceBuffer<bf16> d_q, d_pool, d_summary;
-  DeviceBuffer<int32_t> d_tables, d_lens, d_sel_tables, d_sel_lens, d_sets, d_set_sizes;
+  DeviceInputs in;
+  LY_ASSERT_OK(Upload(rp, q, contexts, &in));
+  DeviceBuffer<int32_t> d_sel_tables, d_sel_lens, d_sets, d_set_sizes;
   DeviceBuffer<float> d_scores, d_log_unread;
   DeviceBuffer<int8_t> d_modes;
   DeviceBuffer<SelectSeqRule> d_rules;
-  LY_ASSERT_OK(d_q.Upload(ToBf16(q)));
-  LY_ASSERT_OK(d_pool.Upload(ToBf16(rp.pool)));
-  LY_ASSERT_OK(d_summary.Upload(ToBf16(rp.summary)));
-  LY_ASSERT_OK(d_tables.Upload(rp.tables));
-  LY_ASSERT_OK(d_lens.Upload(lens));
   LY_ASSERT_OK(d_rules.Upload(rules));
   LY_ASSERT_OK(d_sel_tables.Allocate(rows * max_blocks));
   LY_ASSERT_OK(d_sets.Allocate(rows * max_blocks));
@@ -457,12 +465,12 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   LY_ASSERT_OK(d_set_sizes.Allocate(rows));
   LY_ASSERT_OK(d_scores.Allocate(rows * max_blocks));
   LY_ASSERT_OK(d_log_unread.Allocate(rows));
-  PagedKvBf16 cache{d_pool.get(), d_summary.get(), rp.num_blocks, kvh, bs, d};
+  const PagedKvBf16 cache = in.cache;
   BlockSelectParams sp;
-  sp.q = d_q.get();
+  sp.q = in.q.get();
   sp.cache = cache;
-  sp.block_tables = d_tables.get();
-  sp.context_lens = d_lens.get();
+  sp.block_tables = in.tables.get();
+  sp.context_lens = in.lens.get();
   sp.sel_tables = d_sel_tables.get();
   sp.sel_lens = d_sel_lens.get();
   sp.maybe_sel_blocks = d_sets.get();
@@ -626,10 +634,10 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   LY_ASSERT_OK(d_stats.Allocate(batch));
   LY_ASSERT_OK(d_stats.FillBytes(0));
   DecodeAttentionParams ap;
-  ap.q = d_q.get();
+  ap.q = in.q.get();
   ap.cache = cache;
-  ap.block_tables = d_tables.get();
-  ap.context_lens = d_lens.get();
+  ap.block_tables = in.tables.get();
+  ap.context_lens = in.lens.get();
   ap.out = d_out.get();
   ap.maybe_lse = d_dense_lse.get();
   ap.workspace = d_ws.get();
