@@ -447,6 +447,15 @@ absl::StatusOr<absl::Span<const float>> CpuModelRunner::Execute(
 
 absl::Span<const SparseChunkStats> CpuModelRunner::sparse_stats() const { return impl_->stats; }
 
+absl::Status CpuModelRunner::SupportsPolicy(const PolicySpec& spec) const {
+  const KvDtype dtype = impl_->pool->shape().dtype;
+  if (dtype == KvDtype::kFp32 || spec.name.empty() || spec.name == "dense") {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "policy '", spec.name, "' needs an fp32 KV cache; this server's is ", KvDtypeName(dtype)));
+}
+
 absl::Status CpuModelRunner::ExecuteAllLogits(const SchedulerOutput& step,
                                               absl::Span<float> logits) {
   absl::Span<const float> unused;

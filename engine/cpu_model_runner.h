@@ -89,9 +89,9 @@ class CpuModelRunner final : public ModelRunner {
   // selection time of its sparse decode (defaults, max_bound -1, for chunks that ran dense).
   // Valid until the next Execute*.
   absl::Span<const SparseChunkStats> sparse_stats() const override;
-  absl::Status SupportsPolicy(const PolicySpec& /*spec*/) const override {
-    return absl::OkStatus();
-  }
+  // Every policy over an fp32 pool; dense only over a bf16 pool (sparse policies score and
+  // gather fp32 pages): InvalidArgument for the others.
+  absl::Status SupportsPolicy(const PolicySpec& spec) const override;
 
   // As Execute, but writes the logits of every token of every chunk, [Σ chunk sizes, vocab] in
   // row order, into the caller's `logits` (needs_logits is ignored). For scoring a whole prompt

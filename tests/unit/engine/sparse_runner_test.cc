@@ -175,8 +175,9 @@ class SparseRunnerTest : public ::testing::Test {
   sparsity::PolicyContext context_;
 };
 
-// Sparse policies score and gather fp32 pages: a runner over a bf16 pool refuses a decode chunk
-// with a policy (InvalidArgument, before anything runs) and runs the same chunk densely.
+// Sparse policies score and gather fp32 pages: a runner over a bf16 pool says so in
+// SupportsPolicy (the engine refuses such requests with it), refuses a decode chunk with a policy
+// (InvalidArgument, before anything runs) and runs the same chunk densely.
 TEST_F(SparseRunnerTest, Bf16PoolRefusesSparsePolicies) {
   KvCacheShape shape = pool_->shape();
   shape.dtype = KvDtype::kBf16;
@@ -187,14 +188,17 @@ TEST_F(SparseRunnerTest, Bf16PoolRefusesSparsePolicies) {
   ASSERT_TRUE(weights.ok()) << weights.status();
   auto runner = CpuModelRunner::Create(config_, std::move(*weights), &pool);
   ASSERT_TRUE(runner.ok()) << runner.status();
+  PolicySpec spec;
+  spec.name = "quest";
+  spec.budget_tokens = 2 * kBlock;
+  EXPECT_TRUE((*runner)->SupportsPolicy(PolicySpec{}).ok());
+  EXPECT_EQ((*runner)->SupportsPolicy(spec).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(runner_->SupportsPolicy(spec).ok()) << "the fp32 pool runs every policy";
   Seq s = MakeSeq(1, 40, 64, 0);
   SchedulerOutput prefill;
   prefill.chunks.push_back(Chunk(s, 0, 40, false));
   ASSERT_TRUE((*runner)->Execute(prefill).ok());
   s.tokens.push_back(7);
-  PolicySpec spec;
-  spec.name = "quest";
-  spec.budget_tokens = 2 * kBlock;
   std::unique_ptr<sparsity::Policy> policy = Make(spec);
   ASSERT_NE(policy, nullptr);
   SchedulerOutput step;
