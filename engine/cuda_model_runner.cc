@@ -166,6 +166,8 @@ struct CudaModelRunner::Impl {
   absl::Status Run(const Forward& f, const StepLayout& layout);
   absl::Status Layer(int64_t layer, const Forward& f, const StepLayout& layout);
   absl::Status Attention(int64_t layer, const Forward& f, const StepLayout& layout);
+  absl::Status SparseDecodeAttention(int64_t layer, const Forward& f,
+                                     const cuda::DecodeAttentionParams& d);
   absl::StatusOr<absl::Span<const float>> CopyLogits(int64_t logit_rows);
   // After the stream's sync: the sparse stats of the step just run.
   void CollectSparseStats(const SchedulerOutput& step) {
@@ -622,10 +624,9 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
       LY_RETURN_IF_ERROR(
           sparse->Select(layer, qdec.get(), cache, d.block_tables, d.context_lens, scale, stream));
       d.block_tables = sparse->tables();
-      d.context_lens = sparse->lens();
       d.per_kv_head_tables = true;
       d.maybe_lse = sparse->lse();
-      LY_RETURN_IF_ERROR(cuda::DecodeAttention(d, plan, stream));
+      LY_RETURN_IF_ERROR(SparseDecodeAttention(layer, f, d));
       const float* dense_lse = nullptr;
       if (sparse->audited()) {
         dense.out = sparse->audit_out();
@@ -653,6 +654,38 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
     p.shape.num_tiles = f.num_tiles;
     p.scale = scale;
     LY_RETURN_IF_ERROR(cuda::PrefillAttention(p, stream));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::Impl::SparseDecodeAttention(int64_t layer, const Forward& f,
+                                                          const cuda::DecodeAttentionParams& d) {
+  // Two launches, each planned for its own rows: those that read everything (dense requests,
+  // LycheeDecode's retrieval heads) and the budget-bound rest. Planned as one batch, a few long
+  // rows among many short ones would get the splits of a batch of long rows and run as a thin
+  // wave; planned alone, they are split across the GPU.
+  const int64_t per_split = d.shape.batch * config.num_heads * (config.head_dim + 1) *
+                            static_cast<int64_t>(sizeof(float));
+  for (int part = 0; part < 2; ++part) {
+    const int64_t rows = sparse->part_rows(layer, part);
+    if (rows == 0) continue;
+    cuda::DecodeAttentionParams sub = d;
+    sub.context_lens = sparse->split_lens(part);
+    if (part == 1) {
+      sub.shape.max_context_len = std::min(f.max_decode_ctx, sparse->max_sparse_tokens());
+    }
+    cuda::DecodeAttentionShape alone = sub.shape;  // the plan sees only this part's rows
+    alone.batch = rows;
+    alone.num_kv_heads = 1;
+    cuda::DecodeAttentionPlanOptions o = decode_plan_options;
+    // The workspace was reserved for dense batches; more splits than fit would not.
+    o.max_splits = static_cast<int>(std::clamp<int64_t>(
+        static_cast<int64_t>(decode_workspace_bytes) / per_split, 1, o.max_splits));
+    const cuda::DecodeAttentionPlan plan = cuda::PlanDecodeAttention(alone, device.num_sms, o);
+    if (cuda::DecodeAttentionWorkspaceBytes(sub.shape, plan) > decode_workspace_bytes) {
+      return absl::InternalError("sparse decode attention plan needs more workspace than reserved");
+    }
+    LY_RETURN_IF_ERROR(cuda::DecodeAttention(sub, plan, stream));
   }
   return absl::OkStatus();
 }

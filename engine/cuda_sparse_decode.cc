@@ -99,6 +99,7 @@ absl::Status CudaSparseDecode::Allocate() {
   LY_RETURN_IF_ERROR(sets_.Allocate(cells));
   LY_RETURN_IF_ERROR(scores_.Allocate(cells));
   LY_RETURN_IF_ERROR(lens_.Allocate(rows));
+  LY_RETURN_IF_ERROR(split_lens_.Allocate(2 * rows));
   LY_RETURN_IF_ERROR(set_sizes_.Allocate(rows));
   LY_RETURN_IF_ERROR(log_unread_.Allocate(rows));
   LY_RETURN_IF_ERROR(lse_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads)));
@@ -135,6 +136,8 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   sparse_rows_.assign(static_cast<size_t>(rows_), 0);
   audit_rows_.assign(static_cast<size_t>(rows_), 0);
   audited_ = false;
+  part_rows_.assign(static_cast<size_t>(2 * s.num_layers), 0);
+  max_sparse_tokens_ = 0;
   auto mode_at = [&](int64_t layer, int64_t row, int64_t g) -> int8_t& {
     return reinterpret_cast<int8_t&>(
         inputs_h_[static_cast<size_t>(layer) * layer_stride + static_cast<size_t>(row * kv + g)]);
@@ -152,8 +155,20 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
     const cuda::SelectSeqRule rule =
         SeqRuleFor(d, policy == nullptr ? 1 : policy->limits().budget_tokens, bs);
     for (int64_t l = 0; l < s.num_layers; ++l) {
-      for (int64_t g = 0; g < kv; ++g) mode_at(l, r, g) = static_cast<int8_t>(RowModeFor(d, l, g));
+      for (int64_t g = 0; g < kv; ++g) {
+        const cuda::SelectRowMode m = RowModeFor(d, l, g);
+        mode_at(l, r, g) = static_cast<int8_t>(m);
+        const bool reads_all =
+            m == cuda::SelectRowMode::kAll || m == cuda::SelectRowMode::kExactTopK;
+        ++part_rows_[static_cast<size_t>(2 * l + (reads_all ? 0 : 1))];
+      }
     }
+    // What a budget-bound row of this sequence reads at most: its rule's block count.
+    const int64_t ctx = step.chunks[static_cast<size_t>(r)].start_position + 1;
+    const int32_t n = static_cast<int32_t>((ctx + bs - 1) / bs);
+    const cuda::SelectRange range = cuda::ResolveSelectRule(rule, n);
+    const int64_t count = range.first + range.take + (n - range.last_begin);
+    max_sparse_tokens_ = std::max(max_sparse_tokens_, std::min(ctx, count * bs));
     std::memcpy(inputs_h_.data() + rules_offset_ + static_cast<size_t>(r) * sizeof(rule), &rule,
                 sizeof(rule));
     sparse_rows_[static_cast<size_t>(r)] = policy != nullptr ? 1 : 0;
@@ -185,6 +200,7 @@ absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q,
   p.maybe_set_sizes = set_sizes_.get();
   p.scores = scores_.get();
   p.maybe_log_unread = log_unread_.get();
+  p.maybe_split_lens = split_lens_.get();
   p.row_modes = reinterpret_cast<const int8_t*>(inputs_.get()) +
                 static_cast<size_t>(layer * rows_ * s.num_kv_heads);
   p.seq_rules = reinterpret_cast<const cuda::SelectSeqRule*>(inputs_.get() + rules_offset_);

@@ -74,9 +74,19 @@ class CudaSparseDecode {
 
   const int32_t* tables() const { return tables_.get(); }  // [rows * kv_heads, width]
   const int32_t* lens() const { return lens_.get(); }      // [rows * kv_heads]
-  float* lse() { return lse_.get(); }                      // [rows, num_heads]
-  float* dense_lse() { return dense_lse_.get(); }          // [rows, num_heads] (audits)
-  cuda::bf16* audit_out() { return audit_out_.get(); }     // [rows, num_heads * head_dim]
+  // The lengths split for two attention launches (part 0: rows that read everything, part 1 the
+  // budget-bound rest; -1 for the other part's rows), and how many rows each part has at `layer`.
+  const int32_t* split_lens(int part) const {
+    return split_lens_.get() + part * rows_ * sizes_.num_kv_heads;
+  }
+  int64_t part_rows(int64_t layer, int part) const {
+    return part_rows_[static_cast<size_t>(2 * layer + part)];
+  }
+  // An upper bound of the tokens a part-1 row reads this step.
+  int64_t max_sparse_tokens() const { return max_sparse_tokens_; }
+  float* lse() { return lse_.get(); }                   // [rows, num_heads]
+  float* dense_lse() { return dense_lse_.get(); }       // [rows, num_heads] (audits)
+  cuda::bf16* audit_out() { return audit_out_.get(); }  // [rows, num_heads * head_dim]
   int64_t rows() const { return rows_; }
   bool audited() const { return audited_; }
 
@@ -89,9 +99,11 @@ class CudaSparseDecode {
   bool audited_ = false;
   std::vector<uint8_t> sparse_rows_;  // per decode row: has a policy
   std::vector<uint8_t> audit_rows_;   // per decode row: audited
+  std::vector<int64_t> part_rows_;    // [layers][2]
+  int64_t max_sparse_tokens_ = 0;
   // Device: the inputs (modes [layers][rows][kv_heads] int8, then rules), the sets and outputs.
   cuda::DeviceBuffer<uint8_t> inputs_;
-  cuda::DeviceBuffer<int32_t> tables_, lens_, sets_, set_sizes_;
+  cuda::DeviceBuffer<int32_t> tables_, lens_, split_lens_, sets_, set_sizes_;
   cuda::DeviceBuffer<float> scores_, log_unread_, lse_, dense_lse_;
   cuda::DeviceBuffer<cuda::bf16> audit_out_;
   cuda::DeviceBuffer<cuda::SparseSeqStats> stats_;

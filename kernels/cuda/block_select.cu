@@ -221,6 +221,10 @@ __global__ void __launch_bounds__(kSelectThreads)
     if (threadIdx.x == 0) {
       p.sel_lens[row] = static_cast<int32_t>(plan.ctx);
       if (bound) p.maybe_log_unread[row] = -__int_as_float(0x7f800000);
+      if (p.maybe_split_lens != nullptr) {
+        p.maybe_split_lens[row] = static_cast<int32_t>(plan.ctx);
+        p.maybe_split_lens[s.batch * s.num_kv_heads + row] = -1;
+      }
     }
     if (plan.mode == SelectRowMode::kAll) return;
   }
@@ -343,6 +347,10 @@ __global__ void __launch_bounds__(kSelectThreads)
             : static_cast<int32_t>(
                   static_cast<int64_t>(count) * s.block_size -
                   (s_last_read != 0 ? static_cast<int64_t>(n) * s.block_size - plan.ctx : 0));
+    if (p.maybe_split_lens != nullptr) {
+      p.maybe_split_lens[row] = -1;
+      p.maybe_split_lens[s.batch * s.num_kv_heads + row] = p.sel_lens[row];
+    }
   }
   if (!bound) return;
   // ln Σ over unread blocks of tokens · exp(score), shifted by the largest unread score.

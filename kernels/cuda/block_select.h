@@ -128,6 +128,9 @@ struct BlockSelectParams {
   // tokens · exp(bound), the bound being the kv head's key-summary score (an upper bound of every
   // query head's scaled score); -inf when the row reads everything. Needs key summaries.
   float* maybe_log_unread = nullptr;
+  // Optional out [2][batch * num_kv_heads]: sel_lens split for two decode launches, [0] the rows
+  // that read everything (kAll, kExactTopK) and [1] the others, -1 where the row is the other's.
+  int32_t* maybe_split_lens = nullptr;
   // Sizes.
   BlockSelectShape shape;
   int64_t q_row_stride = 0;  // 0 = num_heads * head_dim

@@ -92,6 +92,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   // Dense: one block table row and length per sequence. Sparse: one per (sequence, kv head).
   const int64_t table_row =
       p.per_kv_head_tables ? static_cast<int64_t>(seq) * s.num_kv_heads + kv_head : seq;
+  // A negative length leaves the row to another launch: nothing is written for it.
+  if (p.context_lens[table_row] < 0) return;
   const int ctx = static_cast<int>(ContextLen(p, table_row));
   const int start = split * plan.chunk_tokens;
   // Splits past the end hold no tokens and take no part in the merge; an empty sequence gets its

@@ -110,7 +110,9 @@ absl::Status CanRunDecodeAttention(const DecodeAttentionParams& params,
 // kv head) to finish merges the partials (no second kernel). No host sync, no allocation. A context
 // length of 0 writes zeros and lse = -inf; a context length above max_context_len is still attended
 // completely (the last split takes the excess, slowly); one above max_blocks_per_seq * block_size
-// is clamped to it.
+// is clamped to it. A negative context length skips the row: nothing of it is written, so two
+// launches with complementary rows (each planned for its own rows: the runner's sparse steps, long
+// rows apart from short ones) fill one output.
 [[nodiscard]] absl::Status DecodeAttention(const DecodeAttentionParams& params,
                                            const DecodeAttentionPlan& plan, cudaStream_t stream);
 
