@@ -18,6 +18,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/file.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -86,6 +87,18 @@ class Engine::Impl {
   void Shutdown(absl::Duration grace);
 
   const ModelInfo& model_info() const { return info_; }
+  std::vector<std::string> ServedPolicies() const {
+    std::vector<std::string> names;
+    for (absl::string_view name : absl::StrSplit(sparsity::AvailablePolicies(), ", ")) {
+      PolicySpec spec;
+      spec.name = std::string(name);
+      if (sparsity::ValidatePolicySpec(spec, policy_context_).ok() &&
+          runner_->SupportsPolicy(spec).ok()) {
+        names.push_back(spec.name);
+      }
+    }
+    return names;
+  }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
 
  private:
@@ -760,6 +773,7 @@ void Engine::Abort(const std::string& request_id) { impl_->Abort(request_id); }
 EngineStats Engine::Stats() const { return impl_->Stats(); }
 const ModelInfo& Engine::model_info() const { return impl_->model_info(); }
 const Tokenizer& Engine::tokenizer() const { return impl_->tokenizer(); }
+std::vector<std::string> Engine::ServedPolicies() const { return impl_->ServedPolicies(); }
 void Engine::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
 
 }  // namespace lychee

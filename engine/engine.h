@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -22,21 +23,21 @@ namespace lychee {
 
 struct EngineConfig {
   std::string model_dir;
-  std::string served_model_name;          // default: the model folder's name
-  std::string tokenizer_dir;              // default: model_dir (synthetic models need one)
-  std::string device = "auto";            // auto (CUDA when a GPU is usable), cpu, cuda, cuda:N
-  double gpu_memory_utilization = 0.9;    // CUDA: fraction of device memory for weights + KV
-  bool enforce_eager = false;             // CUDA: true runs decode steps without CUDA graphs
-  bool device_sampling = true;            // CUDA: sample on the GPU (kernels/cuda/sampling.h);
-                                          // false: logits go back to the host Sampler
-  int64_t block_size = 16;                // KV cache tokens per block
-  int64_t kv_cache_bytes = 0;             // KV pool size; 0: CPU: enough for max_num_seqs full
-                                          // contexts (<= a quarter of RAM, kv_pool.h); CUDA:
-                                          // gpu_memory_utilization
+  std::string served_model_name;        // default: the model folder's name
+  std::string tokenizer_dir;            // default: model_dir (synthetic models need one)
+  std::string device = "auto";          // auto (CUDA when a GPU is usable), cpu, cuda, cuda:N
+  double gpu_memory_utilization = 0.9;  // CUDA: fraction of device memory for weights + KV
+  bool enforce_eager = false;           // CUDA: true runs decode steps without CUDA graphs
+  bool device_sampling = true;          // CUDA: sample on the GPU (kernels/cuda/sampling.h);
+                                        // false: logits go back to the host Sampler
+  int64_t block_size = 16;              // KV cache tokens per block
+  int64_t kv_cache_bytes = 0;           // KV pool size; 0: CPU: enough for max_num_seqs full
+                                        // contexts (<= a quarter of RAM, kv_pool.h); CUDA:
+                                        // gpu_memory_utilization
   KvDtype cpu_kv_cache_dtype = KvDtype::kFp32;  // CPU: K/V page storage (fp32 reference, or
                                                 // bf16: half the bytes; dense requests only)
-  int64_t num_kv_blocks_override = 0;     // > 0: exactly this many KV blocks (tests, tuning)
-  int64_t max_num_seqs = 16;              // requests in one step at most
+  int64_t num_kv_blocks_override = 0;           // > 0: exactly this many KV blocks (tests, tuning)
+  int64_t max_num_seqs = 16;                    // requests in one step at most
   int64_t max_num_batched_tokens = 1024;  // tokens in one step at most (prefill chunks + decodes)
   int64_t max_model_len = 0;              // prompt + output per request; 0: the model's limit
   int64_t max_queue_len = 256;            // waiting requests beyond this get ResourceExhausted
@@ -62,6 +63,9 @@ class Engine final : public EngineClient {
   EngineStats Stats() const override;
   const ModelInfo& model_info() const override;
   const Tokenizer& tokenizer() const override;
+  // The policy names a request may use here (sparsity::AvailablePolicies less those this model
+  // or backend refuses: lychee without a head-role mask, the GPU's refusals), for GetServerInfo.
+  std::vector<std::string> ServedPolicies() const;
 
   // Stops accepting requests (Submit → Unavailable), lets live ones finish for up to `grace`,
   // aborts the rest, and joins the step thread. Idempotent.

@@ -273,21 +273,21 @@ int Run(int argc, char** argv) {
   };
 #endif
 
-  absl::StatusOr<std::unique_ptr<grpc_server::GrpcServer>> grpc = grpc_server::GrpcServer::Start(
-      eng, {.host = config.host,
-            .port = config.grpc_port,
-            .server_version = LYCHEE_VERSION,
-            .default_policy = config.default_policy,
-            .policies = absl::StrSplit(sparsity::AvailablePolicies(), ", "),
-            .api_keys = &api_keys,
-            .owners = &owners,
-            .min_priority = config.min_priority,
-            .max_prompt_bytes = max_prompt_bytes,
-            .on_reject = on_grpc_reject,
-            .on_call_done = on_grpc_call,
-            .tls_cert = config.tls_cert,
-            .tls_key = config.tls_key,
-            .tls_client_ca = config.tls_client_ca});
+  absl::StatusOr<std::unique_ptr<grpc_server::GrpcServer>> grpc =
+      grpc_server::GrpcServer::Start(eng, {.host = config.host,
+                                           .port = config.grpc_port,
+                                           .server_version = LYCHEE_VERSION,
+                                           .default_policy = config.default_policy,
+                                           .policies = eng.ServedPolicies(),
+                                           .api_keys = &api_keys,
+                                           .owners = &owners,
+                                           .min_priority = config.min_priority,
+                                           .max_prompt_bytes = max_prompt_bytes,
+                                           .on_reject = on_grpc_reject,
+                                           .on_call_done = on_grpc_call,
+                                           .tls_cert = config.tls_cert,
+                                           .tls_key = config.tls_key,
+                                           .tls_client_ca = config.tls_client_ca});
   if (!grpc.ok()) return Fail(grpc.status());
   LY_LOG_INFO("lychee-server: grpc listening on {}", (*grpc)->address());
 #if LYCHEE_WITH_HTTP
