@@ -114,6 +114,7 @@ absl::Status ApplyKey(const std::string& key, const YAML::Node& v, ServerConfig&
   if (key == "device_sampling") return Read(v, key, e.device_sampling);
   if (key == "block_size") return Read(v, key, e.block_size);
   if (key == "kv_cache_bytes") return Read(v, key, e.kv_cache_bytes);
+  if (key == "kv_cache_dtype") return Read(v, key, c.kv_cache_dtype);
   if (key == "max_num_seqs") return Read(v, key, e.max_num_seqs);
   if (key == "max_num_batched_tokens") return Read(v, key, e.max_num_batched_tokens);
   if (key == "max_model_len") return Read(v, key, e.max_model_len);
@@ -215,6 +216,10 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   LY_RETURN_IF_ERROR(ValidateDefaultPolicy(c.default_policy, e.block_size));
   LY_RETURN_IF_ERROR(CheckAtLeast("max_prompt_bytes", c.max_prompt_bytes, 0));
   LY_RETURN_IF_ERROR(CheckAtLeast("max_connections", c.max_connections, 1));
+  if (c.kv_cache_dtype != "fp32" && c.kv_cache_dtype != "bf16") {
+    return absl::InvalidArgumentError(
+        fmt::format("kv_cache_dtype is `{}`, must be fp32 or bf16", c.kv_cache_dtype));
+  }
   if (c.access_log_format != "text" && c.access_log_format != "json") {
     return absl::InvalidArgumentError(
         fmt::format("access_log_format is `{}`, must be text or json", c.access_log_format));
@@ -275,6 +280,8 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
                  "CUDA: sample on the GPU (true/false; false copies logits to the host sampler)");
   app.add_option("--block-size", flags.engine.block_size, "KV cache tokens per block");
   app.add_option("--kv-cache-bytes", flags.engine.kv_cache_bytes, "KV pool bytes; 0: automatic");
+  app.add_option("--kv-cache-dtype", flags.kv_cache_dtype,
+                 "CPU KV pages: fp32 or bf16 (half the bytes; dense requests only)");
   app.add_option("--max-num-seqs", flags.engine.max_num_seqs, "requests per step at most");
   app.add_option("--max-num-batched-tokens", flags.engine.max_num_batched_tokens,
                  "tokens per step at most");
@@ -385,7 +392,9 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   if (given("--tls-cert")) c.tls_cert = flags.tls_cert;
   if (given("--tls-key")) c.tls_key = flags.tls_key;
   if (given("--tls-client-ca")) c.tls_client_ca = flags.tls_client_ca;
+  if (given("--kv-cache-dtype")) c.kv_cache_dtype = flags.kv_cache_dtype;
   LY_RETURN_IF_ERROR(ValidateServerConfig(c));
+  c.engine.cpu_kv_cache_dtype = c.kv_cache_dtype == "bf16" ? KvDtype::kBf16 : KvDtype::kFp32;
   return parsed;
 }
 

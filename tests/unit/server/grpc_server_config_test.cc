@@ -58,6 +58,7 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
   EXPECT_EQ(from_file.max_connections, defaults.max_connections);
   EXPECT_EQ(from_file.access_log, defaults.access_log);
   EXPECT_EQ(from_file.access_log_format, defaults.access_log_format);
+  EXPECT_EQ(from_file.kv_cache_dtype, defaults.kv_cache_dtype);
   EXPECT_EQ(from_file.memory_trim, defaults.memory_trim);
   EXPECT_EQ(from_file.tls_cert, defaults.tls_cert);
   EXPECT_EQ(from_file.tls_key, defaults.tls_key);
@@ -98,6 +99,7 @@ TEST(ServerConfigTest, DefaultYamlHasEveryKeyAndTheDefaults) {
                           "device:",
                           "block_size:",
                           "kv_cache_bytes:",
+                          "kv_cache_dtype:",
                           "max_num_seqs:",
                           "max_num_batched_tokens:",
                           "max_model_len:",
@@ -306,6 +308,18 @@ TEST(ServerConfigTest, InvalidValuesAreRejected) {
   auto help = Parse({"--help"});
   ASSERT_TRUE(help.ok());
   EXPECT_TRUE(help->exit_now);
+}
+
+TEST(ServerConfigTest, KvCacheDtypeReachesTheEngine) {
+  auto fp32 = Parse({});
+  ASSERT_TRUE(fp32.ok()) << fp32.status();
+  EXPECT_EQ(fp32->config.engine.cpu_kv_cache_dtype, KvDtype::kFp32);
+  auto bf16 = Parse({"--kv-cache-dtype", "bf16"});
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_EQ(bf16->config.engine.cpu_kv_cache_dtype, KvDtype::kBf16);
+  auto fp16 = Parse({"--kv-cache-dtype", "fp16"});
+  ASSERT_FALSE(fp16.ok());
+  EXPECT_NE(fp16.status().message().find("kv_cache_dtype"), absl::string_view::npos);
 }
 
 }  // namespace
