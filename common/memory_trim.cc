@@ -24,6 +24,11 @@
 #endif
 
 namespace lychee {
+namespace {
+
+constexpr int64_t kNotableBytes = int64_t{16} << 20;
+
+}  // namespace
 
 bool MemoryTrimmer::Supported() {
 #if defined(__GLIBC__) && !defined(LY_SANITIZER_ALLOCATOR)
@@ -79,8 +84,14 @@ void MemoryTrimmer::Trim() {
 #endif
   num_trims_.fetch_add(1);
   const int64_t after = ResidentBytes();
-  LY_LOG_DEBUG("memory: trimmed the heap, RSS {:.1f} -> {:.1f} MiB", before / 1048576.0,
-               after / 1048576.0);
+  // Worth a line when it mattered (a spike's worth); otherwise debug.
+  if (before - after >= kNotableBytes) {
+    LY_LOG_INFO("memory: gave {:.0f} MiB back to the system (RSS {:.0f} -> {:.0f} MiB)",
+                (before - after) / 1048576.0, before / 1048576.0, after / 1048576.0);
+  } else {
+    LY_LOG_DEBUG("memory: trimmed the heap, RSS {:.1f} -> {:.1f} MiB", before / 1048576.0,
+                 after / 1048576.0);
+  }
 }
 
 }  // namespace lychee

@@ -15,6 +15,9 @@
 //   MemoryTrimmer trimmer({.is_idle = [&] { return engine.Stats().num_running == 0 && ...; }});
 //   ... on every finished request: trimmer.NoteWork(); for a large one NoteLargeRequest().
 //
+// A trim that returns 16 MiB or more is logged at info ("memory: gave 72 MiB back to the system
+// (RSS 291 -> 219 MiB)"), others at debug.
+//
 // Threading: Note* from any thread (atomics); is_idle runs on the trimmer's thread. Destroy the
 // trimmer before what is_idle reads. Without glibc (or under a sanitizer, whose allocator is
 // not glibc's) trimming does nothing and Supported() is false.

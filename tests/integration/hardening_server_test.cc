@@ -14,6 +14,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -180,7 +181,8 @@ TEST(HardeningServerTest, MemoryComesBackAfterASpikeOfHugePrompts) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "the sanitizers' allocators keep freed memory (quarantine)";
 #endif
-  auto server = ServerProcess::Start(LoopbackServerArgs(kModel, {"--max-prompt-bytes", "4000000"}));
+  auto server = ServerProcess::Start(
+      LoopbackServerArgs(kModel, {"--max-prompt-bytes", "4000000", "--log-level", "debug"}));
   ASSERT_TRUE(server.ok()) << server.status();
   const pid_t pid = (*server)->pid();
   const auto port = static_cast<uint16_t>((*server)->http_port());
@@ -216,15 +218,31 @@ TEST(HardeningServerTest, MemoryComesBackAfterASpikeOfHugePrompts) {
   ASSERT_GT(spike, int64_t{100} << 20)
       << "no spike to come back from: baseline " << baseline << ", peak " << peak;
 
-  // Back to within a fifth of the spike (the wait only bounds the test; RSS is the assertion).
-  // Measured on 2 cores: baseline 179 MiB, peak 548; 219 MiB after with the trim, 291 without
-  // (malloc_trim made a no-op), which stays there.
-  int64_t rss = ProcMemory(pid, "VmRSS");
-  for (int i = 0; i < 60 && rss > baseline + spike / 5; ++i) {
+  // The trims give a part of the spike back: the server logs each trim with the RSS before and
+  // after it (measured there); a trim that finds nothing to return changes it by a page or so. The
+  // allocator alone keeps it: measured on 2 cores, 179 MiB before, peak 581, 279 after and staying
+  // there with malloc_trim made a no-op; with the trims 221 MiB. The wait only bounds the test;
+  // memory is the assertion. Every trim's line (info when large, else debug) carries the RSS around
+  // it.
+  const std::regex trim_line(R"(memory: [^\n]*RSS ([0-9.]+) -> ([0-9.]+) MiB)");
+  // What the trims gave back in all (one under load during the spike may take a part).
+  auto given_back = [&] {
+    const std::string output = (*server)->output();
+    double mib = 0;
+    for (auto it = std::sregex_iterator(output.begin(), output.end(), trim_line);
+         it != std::sregex_iterator(); ++it) {
+      mib += std::stod((*it)[1].str()) - std::stod((*it)[2].str());
+    }
+    return static_cast<int64_t>(mib * (1 << 20));
+  };
+  for (int i = 0; i < 60 && given_back() < spike / 16; ++i) {
     absl::SleepFor(absl::Milliseconds(500));
-    rss = ProcMemory(pid, "VmRSS");
   }
-  EXPECT_LE(rss, baseline + spike / 5) << "baseline " << (baseline >> 20) << " MiB, peak "
+  EXPECT_GE(given_back(), spike / 16)
+      << "baseline " << (baseline >> 20) << " MiB, peak " << (peak >> 20) << " MiB, now "
+      << (ProcMemory(pid, "VmRSS") >> 20) << " MiB; " << (*server)->output().substr(0, 4000);
+  const int64_t rss = ProcMemory(pid, "VmRSS");
+  EXPECT_LE(rss, baseline + spike / 4) << "baseline " << (baseline >> 20) << " MiB, peak "
                                        << (peak >> 20) << " MiB, after " << (rss >> 20) << " MiB";
   // Still serving.
   auto after = testing::Fetch("127.0.0.1", port, "POST", "/v1/completions",
