@@ -7,11 +7,16 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_device.h"
 
 namespace lychee::cuda {
 
@@ -47,6 +52,38 @@ absl::StatusOr<double> TimeLaunches(int iters, bool warm, cudaStream_t stream,
   cudaEventDestroy(stop);
   if (!status.ok()) return status;
   return Median(samples);
+}
+
+// The end of every CUDA benchmark's main(): without a usable GPU it says so and exits 0 (CI builds
+// them and runs them nowhere); otherwise runs `run(device, json)`, writes the JSON (also what a
+// failed run measured before failing) and returns the exit code.
+template <typename F>
+int RunBenchmark(const char* name, const std::string& json_path, F&& run) {
+  auto devices = ListDevices();
+  if (!devices.ok()) {
+    std::printf(
+        "no GPU on this machine (%s); run %s on the GPU machine (scripts/gpu-check.sh prepare "
+        "here, then there: LD_LIBRARY_PATH=.gpu/bundle/lib:/usr/local/cuda/lib64 "
+        ".gpu/bundle/bin/%s)\n",
+        std::string(devices.status().message()).c_str(), name, name);
+    return 0;
+  }
+  nlohmann::json json;
+  const absl::Status status = run(devices->front(), json);
+  if (!json_path.empty()) {
+    std::ofstream f(json_path);
+    f << json.dump(2) << "\n";
+    if (!f) {
+      std::fprintf(stderr, "%s: cannot write %s\n", name, json_path.c_str());
+      return 1;
+    }
+    std::printf("wrote %s\n", json_path.c_str());
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "%s: %s\n", name, status.ToString().c_str());
+    return 1;
+  }
+  return 0;
 }
 
 }  // namespace lychee::cuda

@@ -233,29 +233,9 @@ int main(int argc, char** argv) {
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);
 
-  auto devices = lychee::cuda::ListDevices();
-  if (!devices.ok()) {
-    std::printf(
-        "no GPU on this machine (%s); run this benchmark on the GPU machine "
-        "(scripts/gpu-check.sh prepare here, then on the GPU machine: "
-        "LD_LIBRARY_PATH=.gpu/bundle/lib:/usr/local/cuda/lib64 "
-        ".gpu/bundle/bin/cuda_decode_attention_bench)\n",
-        std::string(devices.status().message()).c_str());
-    return 0;
-  }
-  nlohmann::json json;
-  if (const absl::Status s = lychee::cuda::Run(o, devices->front(), json); !s.ok()) {
-    std::fprintf(stderr, "cuda_decode_attention_bench: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  if (!o.json_path.empty()) {
-    std::ofstream f(o.json_path);
-    f << json.dump(2) << "\n";
-    if (!f) {
-      std::fprintf(stderr, "cannot write %s\n", o.json_path.c_str());
-      return 1;
-    }
-    std::printf("wrote %s\n", o.json_path.c_str());
-  }
-  return 0;
+  return lychee::cuda::RunBenchmark(
+      "cuda_decode_attention_bench", o.json_path,
+      [&o](const lychee::cuda::DeviceInfo& device, nlohmann::json& json) {
+        return lychee::cuda::Run(o, device, json);
+      });
 }

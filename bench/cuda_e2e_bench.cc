@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "bench/cuda_bench_util.h"
 #include "common/status.h"
 #include "engine/cuda_model_runner.h"
 #include "kernels/cuda/cuda_check.h"
@@ -324,21 +325,7 @@ int main(int argc, char** argv) {
   app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization, "fraction of the GPU");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);
-  auto devices = lychee::cuda::ListDevices();
-  if (!devices.ok()) {
-    std::printf("no GPU on this machine (%s); run this benchmark on the GPU machine\n",
-                std::string(devices.status().message()).c_str());
-    return 0;
-  }
-  nlohmann::json json;
-  const absl::Status s = lychee::Run(o, json);
-  if (!o.json_path.empty()) {
-    std::ofstream(o.json_path) << json.dump(2) << "\n";
-    std::printf("wrote %s\n", o.json_path.c_str());
-  }
-  if (!s.ok()) {
-    std::fprintf(stderr, "cuda_e2e_bench: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  return 0;
+  return lychee::cuda::RunBenchmark("cuda_e2e_bench", o.json_path,
+                                    [&o](const lychee::cuda::DeviceInfo& device,
+                                         nlohmann::json& json) { return lychee::Run(o, json); });
 }
