@@ -163,12 +163,14 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
         ++part_rows_[static_cast<size_t>(2 * l + (reads_all ? 0 : 1))];
       }
     }
-    // What a budget-bound row of this sequence reads at most: its rule's block count.
-    const int64_t ctx = step.chunks[static_cast<size_t>(r)].start_position + 1;
-    const int32_t n = static_cast<int32_t>((ctx + bs - 1) / bs);
-    const cuda::SelectRange range = cuda::ResolveSelectRule(rule, n);
-    const int64_t count = range.first + range.take + (n - range.last_begin);
-    max_sparse_tokens_ = std::max(max_sparse_tokens_, std::min(ctx, count * bs));
+    if (policy != nullptr) {
+      // What a budget-bound row of this sequence reads at most: its rule's block count.
+      const int64_t ctx = step.chunks[static_cast<size_t>(r)].start_position + 1;
+      const int32_t n = static_cast<int32_t>((ctx + bs - 1) / bs);
+      const cuda::SelectRange range = cuda::ResolveSelectRule(rule, n);
+      const int64_t count = range.first + range.take + (n - range.last_begin);
+      max_sparse_tokens_ = std::max(max_sparse_tokens_, std::min(ctx, count * bs));
+    }
     std::memcpy(inputs_h_.data() + rules_offset_ + static_cast<size_t>(r) * sizeof(rule), &rule,
                 sizeof(rule));
     sparse_rows_[static_cast<size_t>(r)] = policy != nullptr ? 1 : 0;

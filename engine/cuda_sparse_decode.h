@@ -51,6 +51,9 @@ class CudaSparseDecode {
     int64_t max_blocks_per_seq = 0;  // block-table width at most
   };
   explicit CudaSparseDecode(const Sizes& sizes) : sizes_(sizes) {}
+  ~CudaSparseDecode();
+  CudaSparseDecode(const CudaSparseDecode&) = delete;
+  CudaSparseDecode& operator=(const CudaSparseDecode&) = delete;
 
   // Whether any of the first `num_decodes` chunks has a policy (the step then runs here).
   static bool Wanted(absl::Span<sparsity::Policy* const> policies, int64_t num_decodes);
@@ -110,11 +113,6 @@ class CudaSparseDecode {
   std::vector<uint8_t> inputs_h_;
   cuda::SparseSeqStats* stats_h_ = nullptr;  // pinned
   size_t rules_offset_ = 0;
-
- public:
-  ~CudaSparseDecode();
-  CudaSparseDecode(const CudaSparseDecode&) = delete;
-  CudaSparseDecode& operator=(const CudaSparseDecode&) = delete;
 };
 
 }  // namespace lychee

@@ -87,15 +87,17 @@ class Engine::Impl {
   void Shutdown(absl::Duration grace);
 
   const ModelInfo& model_info() const { return info_; }
+  // The request's policy is valid for this model and runs on this backend.
+  absl::Status CheckPolicy(const PolicySpec& spec) const {
+    LY_RETURN_IF_ERROR(sparsity::ValidatePolicySpec(spec, policy_context_));
+    return runner_->SupportsPolicy(spec);
+  }
   std::vector<std::string> ServedPolicies() const {
     std::vector<std::string> names;
     for (absl::string_view name : absl::StrSplit(sparsity::AvailablePolicies(), ", ")) {
       PolicySpec spec;
       spec.name = std::string(name);
-      if (sparsity::ValidatePolicySpec(spec, policy_context_).ok() &&
-          runner_->SupportsPolicy(spec).ok()) {
-        names.push_back(spec.name);
-      }
+      if (CheckPolicy(spec).ok()) names.push_back(spec.name);
     }
     return names;
   }
@@ -357,8 +359,7 @@ absl::Status Engine::Impl::Validate(const GenerationRequest& request) const {
       return absl::InvalidArgumentError(absl::StrCat("stop_token_ids: ", id, " is out of range"));
     }
   }
-  LY_RETURN_IF_ERROR(sparsity::ValidatePolicySpec(request.policy, policy_context_));
-  LY_RETURN_IF_ERROR(runner_->SupportsPolicy(request.policy));
+  LY_RETURN_IF_ERROR(CheckPolicy(request.policy));
   return ValidateSamplingParams(request.sampling);
 }
 

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/bf16.h"
 
 namespace lychee::cuda {
 
@@ -52,24 +53,11 @@ namespace lychee::cuda {
 
 // ---- bf16 on the host -------------------------------------------------------------------------
 
-// Bits of the bf16 nearest to `f` (ties to even); NaN stays a (quiet) NaN.
-inline uint16_t FloatToBf16Bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
-  const uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>((u + rounding) >> 16);
-}
-
-inline float Bf16BitsToFloat(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof(f));
-  return f;
-}
-
-// `f` rounded to the nearest bf16, as a float.
-inline float RoundToBf16(float f) { return Bf16BitsToFloat(FloatToBf16Bits(f)); }
+// The bits' conversions are common/bf16.h's (the CPU KV cache uses the same ones): ties to even,
+// NaN stays a quiet NaN.
+inline uint16_t FloatToBf16Bits(float f) { return ::lychee::FloatToBf16(f); }
+inline float Bf16BitsToFloat(uint16_t b) { return ::lychee::Bf16ToFloat(b); }
+using ::lychee::RoundToBf16;  // `f` rounded to the nearest bf16, as a float
 
 inline bf16 FloatToBf16(float f) {
   __nv_bfloat16_raw raw;
