@@ -2,14 +2,15 @@
 // cpu_attention_bench: the CPU attention kernels old vs new in the same run, on the same data and
 // thread count, as ratios.
 //
-//   kernel  PagedAttention (the single-threaded reference) vs FlashAttention (tiled, AVX2 or
-//           scalar, on --threads threads): a causal prefill of N tokens in one call, and one
-//           decode query at --depth, on a random Llama's attention shape (12 heads, 3 kv heads,
+//   kernel  PagedAttention (the single-threaded reference) vs FlashAttention (tiled, AVX-512,
+//           AVX2 or scalar, on --threads threads): a causal prefill of N tokens in one call, and
+//           one decode query at --depth, on a random Llama's attention shape (12 heads, 3 kv heads,
 //           head_dim 64, blocks of 16, block table shuffled).
 //   runner  CpuModelRunner on a random Llama (hidden 768, 12 layers: ~125M params, fp32):
 //           prefill of N tokens in chunks of --chunk (prompt tok/s) and --decode-steps decode
 //           steps at --depth (tok/s), with reference_attention on (old) and off (new).
-//   The kernel rows also time the new kernel over a bf16 copy of the cache (new-bf16kv).
+//   The kernel rows also time the new kernel over a bf16 copy of the cache (new-bf16kv) and, on
+//   an AVX-512 CPU, the new kernel forced to its AVX2 tiles (new-avx2).
 //
 // Times are the median of --reps repetitions (the reference and the scalar tiles run --ref-reps
 // times: they are slow).
@@ -81,6 +82,7 @@ struct Result {
   int64_t tokens = 0;
   double old_s = 0.0, new_s = 0.0, scalar_s = 0.0;  // scalar_s: kernel rows only
   double bf16_s = 0.0;  // kernel rows: the new kernel over a bf16 copy of the cache
+  double avx2_s = 0.0;  // kernel rows on an AVX-512 CPU: the new kernel forced to AVX2 tiles
   double Speedup() const { return old_s / new_s; }
 };
 
@@ -153,6 +155,11 @@ std::vector<Result> BenchKernels(const Flags& f) {
     r.old_s = MedianSeconds(f.ref_reps, [&] { run(num_queries, query_start, true); });
     cpu::SetIsaOverride(cpu::VectorIsa::kScalar);
     r.scalar_s = MedianSeconds(f.ref_reps, [&] { run(num_queries, query_start, false); });
+    if (cpu::DetectedIsa() == cpu::VectorIsa::kAvx512) {
+      cpu::SetIsaOverride(cpu::VectorIsa::kAvx2);
+      run(num_queries, query_start, false);  // warm
+      r.avx2_s = MedianSeconds(reps, [&] { run(num_queries, query_start, false); });
+    }
     cpu::SetIsaOverride(std::nullopt);
     run(num_queries, query_start, false);  // warm
     r.new_s = MedianSeconds(reps, [&] { run(num_queries, query_start, false); });
@@ -180,6 +187,14 @@ std::vector<Result> BenchKernels(const Flags& f) {
                                for (int i = 0; i < calls; ++i) run(1, f.depth, false);
                              }) /
                calls;
+  if (cpu::DetectedIsa() == cpu::VectorIsa::kAvx512) {
+    cpu::SetIsaOverride(cpu::VectorIsa::kAvx2);
+    r.avx2_s = MedianSeconds(f.reps,
+                             [&] {
+                               for (int i = 0; i < calls; ++i) run(1, f.depth, false);
+                             }) /
+               calls;
+  }
   cpu::SetIsaOverride(std::nullopt);
   r.new_s = MedianSeconds(f.reps,
                           [&] {
@@ -274,14 +289,15 @@ int Run(const Flags& f) {
     }
     rows.insert(rows.end(), runner_rows->begin(), runner_rows->end());
   }
-  std::printf("threads %d, isa %s, median of %d reps (reference: %d)\n", f.threads,
-              cpu::IsaName(cpu::ActiveIsa()), f.reps, f.ref_reps);
-  std::printf("%-7s %-38s %7s %12s %12s %12s %8s %12s\n", "section", "what", "tokens", "old s",
-              "new s", "new-scalar s", "speedup", "new-bf16kv s");
+  std::printf("threads %d, isa %s, BLAS core %s, median of %d reps (reference: %d)\n", f.threads,
+              cpu::IsaName(cpu::ActiveIsa()), cpu::BlasCoreName(), f.reps, f.ref_reps);
+  std::printf("%-7s %-38s %7s %12s %12s %12s %8s %12s %12s\n", "section", "what", "tokens", "old s",
+              "new s", "new-scalar s", "speedup", "new-bf16kv s", "new-avx2 s");
   nlohmann::json out;
   out["bench"] = "cpu_attention";
   out["threads"] = f.threads;
   out["isa"] = cpu::IsaName(cpu::ActiveIsa());
+  out["blas_core"] = cpu::BlasCoreName();
   out["reps"] = f.reps;
   out["ref_reps"] = f.ref_reps;
   out["hidden"] = f.hidden;
@@ -289,9 +305,9 @@ int Run(const Flags& f) {
   out["chunk"] = f.chunk;
   out["results"] = nlohmann::json::array();
   for (const Result& r : rows) {
-    std::printf("%-7s %-38s %7lld %12.5f %12.5f %12.5f %7.2fx %12.5f\n", r.section.c_str(),
+    std::printf("%-7s %-38s %7lld %12.5f %12.5f %12.5f %7.2fx %12.5f %12.5f\n", r.section.c_str(),
                 r.what.c_str(), static_cast<long long>(r.tokens), r.old_s, r.new_s, r.scalar_s,
-                r.Speedup(), r.bf16_s);
+                r.Speedup(), r.bf16_s, r.avx2_s);
     out["results"].push_back({{"section", r.section},
                               {"what", r.what},
                               {"tokens", r.tokens},
@@ -299,6 +315,7 @@ int Run(const Flags& f) {
                               {"new_seconds", r.new_s},
                               {"new_scalar_seconds", r.scalar_s},
                               {"new_bf16_kv_seconds", r.bf16_s},
+                              {"new_avx2_seconds", r.avx2_s},
                               {"speedup", r.Speedup()}});
   }
   if (!f.json_path.empty()) std::ofstream(f.json_path) << out.dump(2) << "\n";

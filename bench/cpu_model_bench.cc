@@ -78,6 +78,8 @@ std::vector<int32_t> RandomIds(int64_t n, int64_t vocab, std::mt19937& rng) {
 
 absl::Status Run(const Flags& f) {
   cpu::SetNumThreads(f.threads);
+  std::fprintf(stderr, "[cpu_model_bench] threads %d, isa %s, BLAS core %s\n", cpu::NumThreads(),
+               cpu::IsaName(cpu::ActiveIsa()), cpu::BlasCoreName());
   int64_t context = 1;
   for (int64_t n : f.prompts) context = std::max(context, n);
   for (int64_t d : f.depths) context = std::max(context, d + f.decode);

@@ -33,7 +33,7 @@ struct CpuModelOptions {
   // explicit max_context that needs more than an explicit budget is an error.
   int64_t kv_cache_bytes = 0;
   // K/V page storage: fp32 (the reference) or bf16 (half the bytes read per attention step;
-  // sparse policies need fp32).
+  // every policy runs on both).
   KvDtype kv_cache_dtype = KvDtype::kFp32;
   // Prefill runs in chunks of at most this many tokens (the runner's max_num_batched_tokens:
   // bounds scratch memory; the GEMMs of a chunk cover all its rows at once).

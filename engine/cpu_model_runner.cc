@@ -338,15 +338,6 @@ absl::Status CpuModelRunner::Impl::Run(const SchedulerOutput& step,
     return absl::InvalidArgumentError(absl::StrCat("step has ", step.chunks.size(), " chunks but ",
                                                    policies.size(), " policies"));
   }
-  if (pool->shape().dtype != KvDtype::kFp32) {
-    for (const sparsity::Policy* policy : policies) {
-      if (policy != nullptr) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("sparse policies need an fp32 KV cache; this one is ",
-                         KvDtypeName(pool->shape().dtype)));
-      }
-    }
-  }
   // Chunks never exceed rows (each has a token), so this assign never reallocates. Defaults
   // (max_bound -1) mark a chunk that ran dense.
   stats.assign(step.chunks.size(), SparseChunkStats{});
@@ -447,13 +438,8 @@ absl::StatusOr<absl::Span<const float>> CpuModelRunner::Execute(
 
 absl::Span<const SparseChunkStats> CpuModelRunner::sparse_stats() const { return impl_->stats; }
 
-absl::Status CpuModelRunner::SupportsPolicy(const PolicySpec& spec) const {
-  const KvDtype dtype = impl_->pool->shape().dtype;
-  if (dtype == KvDtype::kFp32 || spec.name.empty() || spec.name == "dense") {
-    return absl::OkStatus();
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "policy '", spec.name, "' needs an fp32 KV cache; this server's is ", KvDtypeName(dtype)));
+absl::Status CpuModelRunner::SupportsPolicy(const PolicySpec& /*spec*/) const {
+  return absl::OkStatus();  // every policy, over fp32 and bf16 pages alike
 }
 
 absl::Status CpuModelRunner::ExecuteAllLogits(const SchedulerOutput& step,

@@ -89,8 +89,7 @@ class CpuModelRunner final : public ModelRunner {
   // selection time of its sparse decode (defaults, max_bound -1, for chunks that ran dense).
   // Valid until the next Execute*.
   absl::Span<const SparseChunkStats> sparse_stats() const override;
-  // Every policy over an fp32 pool; dense only over a bf16 pool (sparse policies score and
-  // gather fp32 pages): InvalidArgument for the others.
+  // Every policy, over an fp32 or a bf16 pool (the sparse kernels widen bf16 rows as they read).
   absl::Status SupportsPolicy(const PolicySpec& spec) const override;
 
   // As Execute, but writes the logits of every token of every chunk, [Σ chunk sizes, vocab] in

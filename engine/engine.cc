@@ -254,7 +254,7 @@ absl::Status Engine::Impl::Load() {
   } else {
     LY_ASSIGN_OR_RETURN(ModelWeights weights, LoadModelWeights(*archive, model_config));
     KvCacheShape shape = KvCacheShapeFor(model_config, config_.block_size);
-    shape.dtype = config_.cpu_kv_cache_dtype;
+    shape.dtype = config_.cpu_kv_cache_dtype.value_or(DefaultCpuKvDtype(max_model_len));
     int64_t kv_bytes = config_.kv_cache_bytes;
     if (kv_bytes <= 0) {
       const int64_t blocks_per_seq = (max_model_len + config_.block_size - 1) / config_.block_size;
@@ -321,9 +321,9 @@ absl::Status Engine::Impl::Load() {
 
   stats_.num_kv_blocks_total = num_blocks;
   stats_.block_size = config_.block_size;
-  LY_LOG_INFO("engine: {} ({}) on {}, {} KV blocks of {} tokens ({:.1f} MiB), max_model_len {}",
+  LY_LOG_INFO("engine: {} ({}) on {}, {} KV blocks of {} tokens ({:.1f} MiB, {}), max_model_len {}",
               info_.model_id, info_.model_type, info_.device, num_blocks, config_.block_size,
-              kv_mib, max_model_len);
+              kv_mib, pool_ != nullptr ? KvDtypeName(pool_->shape().dtype) : "bf16", max_model_len);
   return absl::OkStatus();
 }
 

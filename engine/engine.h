@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,10 +35,11 @@ struct EngineConfig {
   int64_t kv_cache_bytes = 0;           // KV pool size; 0: CPU: enough for max_num_seqs full
                                         // contexts (<= a quarter of RAM, kv_pool.h); CUDA:
                                         // gpu_memory_utilization
-  KvDtype cpu_kv_cache_dtype = KvDtype::kFp32;  // CPU: K/V page storage (fp32 reference, or
-                                                // bf16: half the bytes; dense requests only)
-  int64_t num_kv_blocks_override = 0;           // > 0: exactly this many KV blocks (tests, tuning)
-  int64_t max_num_seqs = 16;                    // requests in one step at most
+  // CPU: K/V page storage, fp32 (the reference) or bf16 (half the bytes); nullopt: by the
+  // served context (DefaultCpuKvDtype of max_model_len: bf16 beyond 8192 tokens).
+  std::optional<KvDtype> cpu_kv_cache_dtype;
+  int64_t num_kv_blocks_override = 0;     // > 0: exactly this many KV blocks (tests, tuning)
+  int64_t max_num_seqs = 16;              // requests in one step at most
   int64_t max_num_batched_tokens = 1024;  // tokens in one step at most (prefill chunks + decodes)
   int64_t max_model_len = 0;              // prompt + output per request; 0: the model's limit
   int64_t max_queue_len = 256;            // waiting requests beyond this get ResourceExhausted

@@ -45,9 +45,6 @@
 namespace lychee {
 namespace {
 
-// --kv-cache-dtype auto picks bf16 beyond this context (the old fixed CPU cap).
-constexpr int64_t kLongContext = 8192;
-
 struct Flags {
   std::string model_dir;
   std::string prompt;
@@ -124,8 +121,7 @@ int Run(const Flags& flags) {
   }
   // Before Load: the runner sizes its attention workspace for this many threads.
   if (flags.threads > 0) cpu::SetNumThreads(flags.threads);
-  // auto: bf16 pages for contexts beyond kLongContext tokens (half the bytes each step reads),
-  // fp32 (the reference) below.
+  // auto: DefaultCpuKvDtype of the context (bf16 beyond 8192 tokens).
   KvDtype kv_dtype = KvDtype::kFp32;
   if (flags.kv_cache_dtype == "auto") {
     int64_t context = flags.max_context;
@@ -133,7 +129,7 @@ int Run(const Flags& flags) {
       auto config = LoadModelConfig(flags.model_dir);
       if (config.ok()) context = config->max_position_embeddings;
     }
-    if (context > kLongContext) kv_dtype = KvDtype::kBf16;
+    kv_dtype = DefaultCpuKvDtype(context);
   } else {
     auto parsed = ParseKvDtype(flags.kv_cache_dtype);
     if (!parsed.ok()) {

@@ -47,6 +47,14 @@ int64_t KvBytesForTokens(const KvCacheShape& shape, int64_t num_tokens);
 inline constexpr double kDefaultCpuKvMemoryFraction = 0.25;
 int64_t DefaultCpuKvCacheBytes();
 
+// The CPU KV page dtype when none is configured ("auto"): bf16 for contexts beyond
+// kLongCpuContext tokens (half the bytes each decode step reads, half the memory; every policy
+// runs on it), fp32 (the reference) up to it.
+inline constexpr int64_t kLongCpuContext = 8192;
+inline KvDtype DefaultCpuKvDtype(int64_t context_tokens) {
+  return context_tokens > kLongCpuContext ? KvDtype::kBf16 : KvDtype::kFp32;
+}
+
 // How many blocks `kv_cache_bytes` holds: floor(kv_cache_bytes / KvBytesPerBlock(shape)).
 // InvalidArgument when the shape is degenerate or the budget holds no block at all.
 [[nodiscard]] absl::StatusOr<int64_t> NumKvBlocksForBudget(const KvCacheShape& shape,

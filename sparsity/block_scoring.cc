@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "kernels/cpu/dot.h"
+#include "kernels/cpu/paged_kv.h"
 
 namespace lychee::sparsity {
 
@@ -24,11 +26,14 @@ void GroupMeanQuery(const DecodeQuery& query, int64_t kv_head, float* out) {
 void ExactBlockScores(const DecodeQuery& query, int64_t kv_head, const float* qbar, float* out) {
   const PagedKvView& c = query.cache;
   const int64_t d = c.head_dim, bs = c.block_size, n = query.num_blocks();
+  std::vector<float> row(static_cast<size_t>(d));  // a bf16 cache's key, widened
   for (int64_t b = 0; b < n; ++b) {
-    const float* k = c.K(query.block_table[static_cast<size_t>(b)], kv_head);
+    const int32_t block = query.block_table[static_cast<size_t>(b)];
     const int64_t run = std::min(bs, query.position + 1 - b * bs);
     float best = -std::numeric_limits<float>::infinity();
-    for (int64_t r = 0; r < run; ++r) best = std::max(best, cpu::Dot(qbar, k + r * d, d));
+    for (int64_t r = 0; r < run; ++r) {
+      best = std::max(best, cpu::Dot(qbar, cpu::KeyRow(c, block, kv_head, r, row.data()), d));
+    }
     out[b] = best;
   }
 }
@@ -36,10 +41,13 @@ void ExactBlockScores(const DecodeQuery& query, int64_t kv_head, const float* qb
 void ExactTokenScores(const DecodeQuery& query, int64_t kv_head, const float* qbar, float* out) {
   const PagedKvView& c = query.cache;
   const int64_t d = c.head_dim, bs = c.block_size, n = query.num_blocks();
+  std::vector<float> row(static_cast<size_t>(d));  // a bf16 cache's key, widened
   for (int64_t b = 0; b < n; ++b) {
-    const float* k = c.K(query.block_table[static_cast<size_t>(b)], kv_head);
+    const int32_t block = query.block_table[static_cast<size_t>(b)];
     const int64_t run = std::min(bs, query.position + 1 - b * bs);
-    for (int64_t r = 0; r < run; ++r) out[b * bs + r] = cpu::Dot(qbar, k + r * d, d);
+    for (int64_t r = 0; r < run; ++r) {
+      out[b * bs + r] = cpu::Dot(qbar, cpu::KeyRow(c, block, kv_head, r, row.data()), d);
+    }
   }
 }
 

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "kernels/cpu/dot.h"
+#include "kernels/cpu/paged_kv.h"
 
 namespace lychee::sparsity {
 
@@ -39,6 +40,7 @@ void InheritanceRecorder::Select(const DecodeQuery& query,
   }
   if (l == 0) ++sums_.steps;
   scores_.resize(static_cast<size_t>(pos + 1));
+  row_.resize(static_cast<size_t>(d));
   for (int64_t g = 0; g < H; ++g) {
     std::vector<int32_t>& own_set = sets_[static_cast<size_t>(l * H + g)];
     LycheeTopSet(query, g, knobs_, budget_tokens_, &scratch_, &own_set);
@@ -48,7 +50,8 @@ void InheritanceRecorder::Select(const DecodeQuery& query,
       const float* q = query.q + h * d;
       float top = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j <= pos; ++j) {
-        const float* k = c.K(query.block_table[static_cast<size_t>(j / bs)], g) + (j % bs) * d;
+        const float* k =
+            cpu::KeyRow(c, query.block_table[static_cast<size_t>(j / bs)], g, j % bs, row_.data());
         scores_[static_cast<size_t>(j)] = cpu::Dot(q, k, d) * query.scale;
         top = std::max(top, scores_[static_cast<size_t>(j)]);
       }

@@ -67,13 +67,16 @@ load_between=$(cut -d" " -f1-3 /proc/loadavg)  # after llama.cpp, before lychee
 
 # 4. lychee, same tests, fp32 and bf16 KV caches.
 build/bin/cpu_model_bench --model "$out/hf" --threads "$threads" --prompts 512,4096 --decode 64 \
-  --depths 0,4096 --reps "$reps" --kv-dtypes fp32,bf16 --json "$out/lychee.json" >/dev/null
+  --depths 0,4096 --reps "$reps" --kv-dtypes fp32,bf16 --json "$out/lychee.json" \
+  2> >(tee "$out/lychee.log" >&2) >/dev/null
+# The GEMMs' speed depends on OpenBLAS's kernel set (OPENBLAS_CORETYPE overrides its choice).
+lychee_setup=$(sed -n 's/^\[cpu_model_bench\] threads [0-9]*, //p' "$out/lychee.log" | head -1)
 
 # 5. Table and JSON with ratios.
 $py - "$out" "$json" "$threads" "$llama_commit" "$(git rev-parse --short HEAD)" \
-  "$load_between" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+  "$load_between" "$(cut -d' ' -f1-3 /proc/loadavg)" "$lychee_setup" <<'PY'
 import json, sys
-out, path, threads, llama_commit, lychee_commit, load_between, load_after = sys.argv[1:8]
+out, path, threads, llama_commit, lychee_commit, load_between, load_after, setup = sys.argv[1:9]
 def key_llama(r):
     if r["n_gen"] == 0:
         return f"pp{r['n_prompt']}"
@@ -107,11 +110,12 @@ for test in ["pp512", "pp4096", "tg64@d0", "tg64@d4096"]:
           f"{lp['avg_ts']:.1f} ± {lp['stddev_ts']:.1f} | " + " | ".join(cells) + " |")
     rows.append(row)
 print(f"\nload average (1, 5, 15 min) after llama.cpp: {load_between}; after lychee: {load_after}")
+print(f"lychee: {setup}")
 llama = json.load(open(f"{out}/llama-pp-active.json"))
 doc = {"threads": int(threads), "llama_cpp_commit": llama_commit,
        "load_average_after_llama_cpp": load_between, "load_average_after_lychee": load_after,
        "llama_cpp_build": llama[0].get("build_commit"), "cpu_info": llama[0].get("cpu_info"),
-       "lychee_commit": lychee_commit, "model": "random Llama fp32, hidden 768, 12 layers, "
+       "lychee_commit": lychee_commit, "lychee_setup": setup, "model": "random Llama fp32, hidden 768, 12 layers, "
        "12/3 heads, ffn 2112, vocab 32000", "flash_attn": True, "rows": rows}
 json.dump(doc, open(path, "w"), indent=2)
 print(f"\nJSON: {path}")

@@ -26,11 +26,15 @@ int DefaultThreads() {
 
 }  // namespace
 
+const char* BlasCoreName() { return openblas_get_corename(); }
+
 VectorIsa DetectedIsa() {
   static const VectorIsa isa = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? VectorIsa::kAvx2
-                                                                           : VectorIsa::kScalar;
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!avx2) return VectorIsa::kScalar;
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+    return avx512 ? VectorIsa::kAvx512 : VectorIsa::kAvx2;
   }();
   return isa;
 }
@@ -52,6 +56,8 @@ const char* IsaName(VectorIsa isa) {
       return "scalar";
     case VectorIsa::kAvx2:
       return "avx2+fma";
+    case VectorIsa::kAvx512:
+      return "avx512";
   }
   return "?";
 }

@@ -7,11 +7,11 @@
 // query tile's rows of every query head of the kv head's group into one M-row tile, so each K/V
 // row it reads serves the whole group; keys stream through in tiles of kKeyTile through the block
 // table (a tile may span pages) with online softmax (base-2, running max and sum per row), the
-// products Q·Kᵀ and P·V on an AVX2/FMA micro-kernel (or portable scalar code, cpu_runtime.h).
-// Causal and sliding-window masks apply only to tiles that cross a row's bounds. When there are
-// too few (kv head, query tile) pairs to fill the threads (decode, short chunks over a long
-// context), the keys are split over threads as in flash-decoding and the partial results merged
-// with their log-sum-exp. Units run on NumThreads() threads (ParallelFor), longest first.
+// products Q·Kᵀ and P·V on AVX-512 or AVX2/FMA micro-kernels (or portable scalar code;
+// flash_tiles.h). Causal and sliding-window masks apply only to tiles that cross a row's bounds.
+// When there are too few (kv head, query tile) pairs to fill the threads (decode, short chunks over
+// a long context), the keys are split over threads as in flash-decoding and the partial results
+// merged with their log-sum-exp. Units run on NumThreads() threads (ParallelFor), longest first.
 //
 // The cache may be fp32 or bf16 (PagedKvView::kv_bf16): a bf16 key tile is widened to fp32 once
 // per unit and read from the thread's scratch, so the tile math is the same.

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -92,9 +94,19 @@ void UpdateKeyBall(const PagedKvView& c, int64_t block, int64_t kv_head, int64_t
   centroid[d] = rf;
 }
 
+void CheckWidenedRowFits(int64_t head_dim) {
+  if (head_dim > kMaxWidenedRow) {
+    std::fprintf(stderr, "paged KV kernels: head_dim %lld > %lld\n",
+                 static_cast<long long>(head_dim), static_cast<long long>(kMaxWidenedRow));
+    std::abort();
+  }
+}
+
 void PagedAttention(const PagedAttentionParams& p) {
   const PagedKvView& c = p.cache;
   const int64_t d = c.head_dim;
+  float row[kMaxWidenedRow];  // one K or V row of a bf16 cache, widened
+  CheckWidenedRowFits(d);
   const int64_t bs = c.block_size;
   const int64_t group = p.num_heads / c.num_kv_heads;
   const int64_t q_row = p.num_heads * d;
@@ -114,14 +126,7 @@ void PagedAttention(const PagedAttentionParams& p) {
         const int64_t slot = j % bs;
         const int64_t run = std::min(bs - slot, pos - j + 1);
         for (int64_t r = 0; r < run; ++r) {
-          float dot = 0.0f;
-          if (c.is_bf16()) {
-            const uint16_t* k = c.KBf16(block, kvh) + (slot + r) * d;
-            for (int64_t e = 0; e < d; ++e) dot += q[e] * Bf16ToFloat(k[e]);
-          } else {
-            dot = Dot(q, c.K(block, kvh) + (slot + r) * d, d);
-          }
-          const float sc = dot * p.scale;
+          const float sc = Dot(q, KeyRow(c, block, kvh, slot + r, row), d) * p.scale;
           scores[j - first + r] = sc;
           max_score = std::max(max_score, sc);
         }
@@ -140,13 +145,8 @@ void PagedAttention(const PagedAttentionParams& p) {
         const int64_t run = std::min(bs - slot, pos - j + 1);
         for (int64_t r = 0; r < run; ++r) {
           const float w = scores[j - first + r];
-          if (c.is_bf16()) {
-            const uint16_t* vj = c.VBf16(block, kvh) + (slot + r) * d;
-            for (int64_t e = 0; e < d; ++e) out[e] += w * Bf16ToFloat(vj[e]);
-          } else {
-            const float* vj = c.V(block, kvh) + (slot + r) * d;
-            for (int64_t e = 0; e < d; ++e) out[e] += w * vj[e];
-          }
+          const float* vj = ValueRow(c, block, kvh, slot + r, row);
+          for (int64_t e = 0; e < d; ++e) out[e] += w * vj[e];
         }
         j += run;
       }

@@ -11,9 +11,36 @@
 
 #include <cstdint>
 
+#include "common/bf16.h"
 #include "kvcache/paged_kv_view.h"
 
 namespace lychee::cpu {
+
+// Row `slot` of (block, kv_head)'s keys or values as fp32, for code that reads rows one at a
+// time (sparse attention, block scoring): a pointer into an fp32 view, or the row of a bf16 view
+// widened (exactly) into `scratch` [head_dim]. Either way the values are the ones attention
+// reads, so scores and bounds computed from them agree across dtypes.
+inline const float* RowAsFloat(const PagedKvView& c, bool values, int64_t block, int64_t kv_head,
+                               int64_t slot, float* scratch) {
+  if (!c.is_bf16()) return (values ? c.V(block, kv_head) : c.K(block, kv_head)) + slot * c.head_dim;
+  const uint16_t* src =
+      (values ? c.VBf16(block, kv_head) : c.KBf16(block, kv_head)) + slot * c.head_dim;
+  for (int64_t e = 0; e < c.head_dim; ++e) scratch[e] = Bf16ToFloat(src[e]);
+  return scratch;
+}
+// The row kernels widen into a stack buffer of this many floats (no allocation per call);
+// CheckWidenedRowFits aborts with a message for a larger head_dim (models have <= 256).
+inline constexpr int64_t kMaxWidenedRow = 1024;
+void CheckWidenedRowFits(int64_t head_dim);
+
+inline const float* KeyRow(const PagedKvView& c, int64_t block, int64_t kv_head, int64_t slot,
+                           float* scratch) {
+  return RowAsFloat(c, false, block, kv_head, slot, scratch);
+}
+inline const float* ValueRow(const PagedKvView& c, int64_t block, int64_t kv_head, int64_t slot,
+                             float* scratch) {
+  return RowAsFloat(c, true, block, kv_head, slot, scratch);
+}
 
 // Writes K/V of `num_tokens` tokens at positions start_position .. start_position + num_tokens - 1
 // into one layer of the paged cache, and updates each touched block's key summary: a block's

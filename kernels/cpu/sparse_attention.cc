@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels/cpu/dot.h"
+#include "kernels/cpu/paged_kv.h"
 
 namespace lychee::cpu {
 namespace {
@@ -134,6 +135,8 @@ void SparseDecodeAttention(const SparseDecodeAttentionParams& p) {
   const int64_t pos = p.position;
   const int64_t num_blocks = pos / bs + 1;
   auto keys_in = [&](int64_t b) { return std::min(bs, pos + 1 - b * bs); };
+  float row[kMaxWidenedRow];  // one K or V row of a bf16 cache, widened
+  CheckWidenedRowFits(d);
   for (int64_t h = 0; h < p.num_heads; ++h) {
     const float* q = p.q + h * d;
     const int64_t kvh = h / group;
@@ -164,9 +167,9 @@ void SparseDecodeAttention(const SparseDecodeAttentionParams& p) {
     float max_score = -std::numeric_limits<float>::infinity();
     int64_t n_read = 0;
     for_each_run([&](int64_t b, int64_t slot, int64_t run) {
-      const float* k = c.K(p.block_table[b], kvh) + slot * d;
       for (int64_t r = 0; r < run; ++r) {
-        const float sc = Dot(q, k + r * d, d) * p.scale;
+        const float* k = KeyRow(c, p.block_table[b], kvh, slot + r, row);
+        const float sc = Dot(q, k, d) * p.scale;
         scores[n_read++] = sc;
         max_score = std::max(max_score, sc);
       }
@@ -236,10 +239,9 @@ void SparseDecodeAttention(const SparseDecodeAttentionParams& p) {
     std::fill(out, out + d, 0.0f);
     int64_t j = 0;
     for_each_run([&](int64_t b, int64_t slot, int64_t run) {
-      const float* v = c.V(p.block_table[b], kvh) + slot * d;
       for (int64_t r = 0; r < run; ++r) {
         const float w = scores[j++];
-        const float* vj = v + r * d;
+        const float* vj = ValueRow(c, p.block_table[b], kvh, slot + r, row);
         for (int64_t e = 0; e < d; ++e) out[e] += w * vj[e];
       }
     });
@@ -279,12 +281,14 @@ void ExactDroppedMass(const SparseDecodeAttentionParams& p, double* exact) {
   const int64_t bs = c.block_size;
   const int64_t group = p.num_heads / c.num_kv_heads;
   std::vector<double> scores(static_cast<size_t>(p.position + 1));
+  float row[kMaxWidenedRow];
+  CheckWidenedRowFits(d);
   for (int64_t h = 0; h < p.num_heads; ++h) {
     const float* q = p.q + h * d;
     const int64_t kvh = h / group;
     double m = -std::numeric_limits<double>::infinity();
     for (int64_t j = 0; j <= p.position; ++j) {
-      const float* k = c.K(p.block_table[j / bs], kvh) + (j % bs) * d;
+      const float* k = KeyRow(c, p.block_table[j / bs], kvh, j % bs, row);
       double dot = 0.0;
       for (int64_t e = 0; e < d; ++e) dot += static_cast<double>(q[e]) * k[e];
       scores[static_cast<size_t>(j)] = dot * p.scale;

@@ -2,7 +2,9 @@
 // fp32 CPU kernels for sparse decoding over the paged KV layout (kvcache/paged_kv_view.h): the
 // per-block upper and lower bounds of q·k from the key summaries (what Quest ranks blocks by and
 // what PrHS's accuracy control grows a selection with), and decode attention over a selection
-// of blocks or tokens that also certifies the softmax mass it skipped.
+// of blocks or tokens that also certifies the softmax mass it skipped. The view may be fp32 or
+// bf16: bf16 rows are widened exactly and the summaries bound the rounded keys, so the bounds and
+// the certificate hold alike (head_dim <= 1024).
 //
 // Bounds per (block, kv head), from the two key summaries the pool keeps:
 //   box  (element-wise min lo / max hi):  scale · Σ_e min/max(q_e·lo_e, q_e·hi_e)

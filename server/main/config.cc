@@ -216,9 +216,9 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   LY_RETURN_IF_ERROR(ValidateDefaultPolicy(c.default_policy, e.block_size));
   LY_RETURN_IF_ERROR(CheckAtLeast("max_prompt_bytes", c.max_prompt_bytes, 0));
   LY_RETURN_IF_ERROR(CheckAtLeast("max_connections", c.max_connections, 1));
-  if (c.kv_cache_dtype != "fp32" && c.kv_cache_dtype != "bf16") {
+  if (c.kv_cache_dtype != "auto" && c.kv_cache_dtype != "fp32" && c.kv_cache_dtype != "bf16") {
     return absl::InvalidArgumentError(
-        fmt::format("kv_cache_dtype is `{}`, must be fp32 or bf16", c.kv_cache_dtype));
+        fmt::format("kv_cache_dtype is `{}`, must be auto, fp32 or bf16", c.kv_cache_dtype));
   }
   if (c.access_log_format != "text" && c.access_log_format != "json") {
     return absl::InvalidArgumentError(
@@ -281,7 +281,7 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   app.add_option("--block-size", flags.engine.block_size, "KV cache tokens per block");
   app.add_option("--kv-cache-bytes", flags.engine.kv_cache_bytes, "KV pool bytes; 0: automatic");
   app.add_option("--kv-cache-dtype", flags.kv_cache_dtype,
-                 "CPU KV pages: fp32 or bf16 (half the bytes; dense requests only)");
+                 "CPU KV pages: auto (bf16 beyond 8192 tokens of context), fp32 or bf16");
   app.add_option("--max-num-seqs", flags.engine.max_num_seqs, "requests per step at most");
   app.add_option("--max-num-batched-tokens", flags.engine.max_num_batched_tokens,
                  "tokens per step at most");
@@ -394,7 +394,11 @@ absl::StatusOr<ParsedServerArgs> ParseServerArgs(int argc, const char* const* ar
   if (given("--tls-client-ca")) c.tls_client_ca = flags.tls_client_ca;
   if (given("--kv-cache-dtype")) c.kv_cache_dtype = flags.kv_cache_dtype;
   LY_RETURN_IF_ERROR(ValidateServerConfig(c));
-  c.engine.cpu_kv_cache_dtype = c.kv_cache_dtype == "bf16" ? KvDtype::kBf16 : KvDtype::kFp32;
+  if (c.kv_cache_dtype == "auto") {
+    c.engine.cpu_kv_cache_dtype.reset();
+  } else {
+    c.engine.cpu_kv_cache_dtype = c.kv_cache_dtype == "bf16" ? KvDtype::kBf16 : KvDtype::kFp32;
+  }
   return parsed;
 }
 

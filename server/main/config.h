@@ -45,9 +45,9 @@ struct ServerConfig {
   // "text": a log line; "json": one JSON object per line on stdout, without the log's prefix
   // (server/http/access_log.h has the fields), and a line per gRPC call too.
   std::string access_log_format = "text";
-  // CPU KV pages: fp32 (the reference; sparse policies need it) or bf16 (half the bytes read by
-  // attention; dense requests only). Sets engine.cpu_kv_cache_dtype.
-  std::string kv_cache_dtype = "fp32";
+  // CPU KV pages: auto (bf16 when the served context exceeds 8192 tokens, else fp32), fp32 (the
+  // reference) or bf16 (half the bytes attention reads). Sets engine.cpu_kv_cache_dtype.
+  std::string kv_cache_dtype = "auto";
   // Give heap memory freed after a spike back to the system (malloc_trim) once the engine is
   // idle after work, and under load after a large request (common/memory_trim.h).
   bool memory_trim = true;

@@ -9,6 +9,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -250,6 +251,42 @@ TEST(EngineTest, BadRequestsAreRejectedWithTheFieldNamed) {
   EXPECT_EQ(second.status().code(), absl::StatusCode::kAlreadyExists);
   (*first)->Cancel();
   Drain(*first);
+}
+
+// The CPU pool's page dtype by default follows the served context (DefaultCpuKvDtype): lc20m at
+// its 32K context gets bf16 pages (~2x the blocks of fp32 in the same budget), at 4K fp32; an
+// explicit dtype wins. A sparse request then runs on the bf16 pool.
+TEST(EngineTest, CpuKvDtypeFollowsTheContextUnlessSet) {
+  if (std::string(kDevice) != "cpu") GTEST_SKIP() << "the CPU pool's dtype";
+  auto blocks = [](int64_t max_model_len, std::optional<KvDtype> dtype) -> int64_t {
+    EngineConfig config = SmallConfig();
+    config.model_dir = "models/lc20m";
+    config.kv_cache_bytes = int64_t{32} << 20;
+    config.max_model_len = max_model_len;
+    config.cpu_kv_cache_dtype = dtype;
+    auto engine = MakeEngine(config);
+    return engine == nullptr ? -1 : engine->Stats().num_kv_blocks_total;
+  };
+  const int64_t fp32 = blocks(0, KvDtype::kFp32);
+  const int64_t bf16 = blocks(0, KvDtype::kBf16);
+  ASSERT_GT(fp32, 0);
+  EXPECT_GT(bf16, fp32 * 3 / 2) << "half the K/V bytes (the fp32 key summaries stay)";
+  EXPECT_EQ(blocks(0, std::nullopt), bf16) << "32K context: bf16 by default";
+  EXPECT_EQ(blocks(4096, std::nullopt), fp32) << "4K context: fp32 by default";
+
+  EngineConfig config = SmallConfig();
+  config.model_dir = "models/lc20m";
+  config.kv_cache_bytes = int64_t{32} << 20;
+  auto engine = MakeEngine(config);
+  ASSERT_NE(engine, nullptr);
+  std::vector<int32_t> prompt = {1};
+  for (int i = 0; i < 300; ++i) prompt.push_back(3 + (i * 7919) % 900);
+  GenerationRequest r = Greedy(prompt, 4);
+  r.policy.name = "quest";
+  r.policy.budget_tokens = 64;
+  const Collected out = RunToEnd(*engine, std::move(r));
+  EXPECT_TRUE(out.last.error.ok()) << out.last.error;
+  EXPECT_EQ(out.tokens.size(), 4u);
 }
 
 // Sparse policies through the engine on the GPU (engine/cuda_sparse_decode.h): lc20m (head_dim

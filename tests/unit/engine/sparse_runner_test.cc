@@ -139,24 +139,28 @@ class SparseRunnerTest : public ::testing::Test {
     c.is_decode = is_decode;
     return c;
   }
-  void Prefill(const Seq& s) {
+  // On the fixture's runner unless another is given.
+  void Prefill(const Seq& s, CpuModelRunner* runner = nullptr) {
+    if (runner == nullptr) runner = runner_.get();
     SchedulerOutput step;
     step.chunks.push_back(Chunk(s, 0, static_cast<int64_t>(s.tokens.size()), false));
-    ASSERT_TRUE(runner_->Execute(step).ok());
+    ASSERT_TRUE(runner->Execute(step).ok());
   }
   // One decode step of `s` (its last token) through `policy`; returns the logits and stats.
   std::pair<std::vector<float>, SparseChunkStats> Decode(Seq& s, sparsity::Policy* policy,
-                                                         bool audit = false) {
+                                                         bool audit = false,
+                                                         CpuModelRunner* runner = nullptr) {
+    if (runner == nullptr) runner = runner_.get();
     SchedulerOutput step;
     step.chunks.push_back(Chunk(s, static_cast<int64_t>(s.tokens.size()) - 1, 1, true));
     step.chunks.back().audit = audit;
     sparsity::Policy* const policies[] = {policy};
     auto logits =
-        runner_->Execute(step, policy != nullptr ? absl::Span<sparsity::Policy* const>(policies)
-                                                 : absl::Span<sparsity::Policy* const>());
+        runner->Execute(step, policy != nullptr ? absl::Span<sparsity::Policy* const>(policies)
+                                                : absl::Span<sparsity::Policy* const>());
     EXPECT_TRUE(logits.ok()) << logits.status();
     if (!logits.ok()) return {};
-    return {std::vector<float>(logits->begin(), logits->end()), runner_->sparse_stats()[0]};
+    return {std::vector<float>(logits->begin(), logits->end()), runner->sparse_stats()[0]};
   }
   static int32_t Argmax(const std::vector<float>& v) {
     return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
@@ -175,10 +179,12 @@ class SparseRunnerTest : public ::testing::Test {
   sparsity::PolicyContext context_;
 };
 
-// Sparse policies score and gather fp32 pages: a runner over a bf16 pool says so in
-// SupportsPolicy (the engine refuses such requests with it), refuses a decode chunk with a policy
-// (InvalidArgument, before anything runs) and runs the same chunk densely.
-TEST_F(SparseRunnerTest, Bf16PoolRefusesSparsePolicies) {
+// A bf16 pool runs every policy (the sparse kernels widen bf16 rows exactly, the summaries
+// bound the rounded keys): audited steps report an exact dropped mass at or below the certified
+// bound, sparse steps read fewer keys, and a selection of every block equals dense attention
+// over the same bf16 pages bit for bit.
+TEST_F(SparseRunnerTest, Bf16PoolRunsEveryPolicyWithCertifiedBounds) {
+  SCOPED_TRACE(Seed());
   KvCacheShape shape = pool_->shape();
   shape.dtype = KvDtype::kBf16;
   KvPool pool(shape, pool_->num_blocks());
@@ -186,29 +192,46 @@ TEST_F(SparseRunnerTest, Bf16PoolRefusesSparsePolicies) {
   ASSERT_TRUE(archive.ok()) << archive.status();
   auto weights = LoadModelWeights(*archive, config_);
   ASSERT_TRUE(weights.ok()) << weights.status();
-  auto runner = CpuModelRunner::Create(config_, std::move(*weights), &pool);
+  CpuModelRunnerOptions options;
+  options.reference_attention = true;  // dense steps on PagedAttention, as the fixture's
+  auto runner = CpuModelRunner::Create(config_, std::move(*weights), &pool, options);
   ASSERT_TRUE(runner.ok()) << runner.status();
-  PolicySpec spec;
-  spec.name = "quest";
-  spec.budget_tokens = 2 * kBlock;
-  EXPECT_TRUE((*runner)->SupportsPolicy(PolicySpec{}).ok());
-  EXPECT_EQ((*runner)->SupportsPolicy(spec).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(runner_->SupportsPolicy(spec).ok()) << "the fp32 pool runs every policy";
-  Seq s = MakeSeq(1, 40, 64, 0);
-  SchedulerOutput prefill;
-  prefill.chunks.push_back(Chunk(s, 0, 40, false));
-  ASSERT_TRUE((*runner)->Execute(prefill).ok());
-  s.tokens.push_back(7);
-  std::unique_ptr<sparsity::Policy> policy = Make(spec);
-  ASSERT_NE(policy, nullptr);
-  SchedulerOutput step;
-  step.chunks.push_back(Chunk(s, 40, 1, true));
-  sparsity::Policy* const policies[] = {policy.get()};
-  const auto refused = (*runner)->Execute(step, policies);
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(refused.status().message().find("fp32 KV cache"), std::string::npos)
-      << refused.status();
-  EXPECT_TRUE((*runner)->Execute(step).ok());
+  auto roles = std::make_shared<sparsity::HeadRoles>(config_.num_layers, config_.num_kv_heads);
+  roles->set_retrieval(0, 0, true);
+  context_.head_roles = roles;
+
+  Seq s = MakeSeq(1, 150, 230, 0);
+  Prefill(s, runner->get());
+  PolicySpec full;
+  full.name = "quest";
+  full.budget_tokens = 512;
+  auto all = Make(full);
+  for (const char* name : {"quest", "streaming", "prhs", "lychee"}) {
+    SCOPED_TRACE(name);
+    PolicySpec spec;
+    spec.name = name;
+    spec.budget_tokens = 4 * kBlock;
+    if (spec.name == "prhs") spec.max_dropped_mass = 0.2;
+    ASSERT_TRUE((*runner)->SupportsPolicy(spec).ok());
+    auto policy = Make(spec);
+    ASSERT_NE(policy, nullptr);
+    for (int step = 0; step < 5; ++step) {
+      auto [logits, st] = Decode(s, policy.get(), /*audit=*/true, runner->get());
+      ASSERT_FALSE(logits.empty());
+      ASSERT_GE(st.exact_max, 0.0f);
+      EXPECT_LE(st.exact_max, st.max_bound) << "step " << step;
+      if (spec.name == "prhs") {
+        EXPECT_LE(st.max_bound, 0.2f) << "step " << step;  // widens up to reading everything
+      } else {
+        EXPECT_LT(st.kv_tokens_read, st.kv_tokens_dense) << "step " << step;
+      }
+      auto [dense, none] = Decode(s, nullptr, false, runner->get());
+      auto [every, st_every] = Decode(s, all.get(), false, runner->get());
+      EXPECT_EQ(every, dense) << "a selection of every block is dense attention";
+      EXPECT_EQ(st_every.kv_tokens_read, st_every.kv_tokens_dense);
+      s.tokens.push_back(Argmax(dense));
+    }
+  }
 }
 
 // Quest at 2 blocks with max_dropped_mass 0.02: the heads that miss it double their budget

@@ -311,7 +311,11 @@ TEST(ServerConfigTest, InvalidValuesAreRejected) {
 }
 
 TEST(ServerConfigTest, KvCacheDtypeReachesTheEngine) {
-  auto fp32 = Parse({});
+  auto by_default = Parse({});
+  ASSERT_TRUE(by_default.ok()) << by_default.status();
+  EXPECT_EQ(by_default->config.kv_cache_dtype, "auto");
+  EXPECT_FALSE(by_default->config.engine.cpu_kv_cache_dtype.has_value()) << "auto: by context";
+  auto fp32 = Parse({"--kv-cache-dtype", "fp32"});
   ASSERT_TRUE(fp32.ok()) << fp32.status();
   EXPECT_EQ(fp32->config.engine.cpu_kv_cache_dtype, KvDtype::kFp32);
   auto bf16 = Parse({"--kv-cache-dtype", "bf16"});
