@@ -48,9 +48,9 @@ void SoftmaxScalar(float* st, int64_t nk, int64_t mp, float* m, float* l, float*
   }
 }
 
-void PvScalar(const float* const* vrows, int64_t nk, const float* st, int64_t mp, int64_t d,
-              const float* alpha, float* o) {
-  for (int64_t r = 0; r < mp; ++r) {
+void PvScalar(const float* const* vrows, int64_t nk, const float* st, int64_t mp, int64_t rows,
+              int64_t d, const float* alpha, float* o) {
+  for (int64_t r = 0; r < rows; ++r) {
     float* orow = o + r * d;
     for (int64_t e = 0; e < d; ++e) orow[e] *= alpha[r];
     for (int64_t j = 0; j < nk; ++j) {
@@ -188,9 +188,9 @@ LY_AVX2 inline void PvBlockAvx2(const float* const* vrows, int64_t nk, const flo
   }
 }
 
-LY_AVX2 void PvAvx2(const float* const* vrows, int64_t nk, const float* st, int64_t mp, int64_t d,
-                    const float* alpha, float* o) {
-  for (int64_t r = 0; r < mp; r += 4) {
+LY_AVX2 void PvAvx2(const float* const* vrows, int64_t nk, const float* st, int64_t mp,
+                    int64_t rows, int64_t d, const float* alpha, float* o) {
+  for (int64_t r = 0; r < rows; r += 4) {
     int64_t e = 0;
     for (; e + 16 <= d; e += 16) PvBlockAvx2<2>(vrows, nk, st, mp, d, alpha, r, e, o);
     if (e < d) PvBlockAvx2<1>(vrows, nk, st, mp, d, alpha, r, e, o);

@@ -27,8 +27,10 @@ struct FlashTileOps {
   void (*qk)(const float* const* krows, int64_t nk, const float* qt, int64_t d, int64_t mp,
              float* st);
   void (*softmax)(float* st, int64_t nk, int64_t mp, float* m, float* l, float* alpha);
-  void (*pv)(const float* const* vrows, int64_t nk, const float* st, int64_t mp, int64_t d,
-             const float* alpha, float* o);
+  // Output rows [0, rows) only, rounded up to a multiple of 4 (<= mp): a decode unit's padded
+  // rows (a GQA group of 2 in 8 vector lanes) cost no P·V work.
+  void (*pv)(const float* const* vrows, int64_t nk, const float* st, int64_t mp, int64_t rows,
+             int64_t d, const float* alpha, float* o);
   // bf16 K/V rows (a bf16 cache) widened to fp32: n values.
   void (*widen)(const uint16_t* src, int64_t n, float* dst);
 };

@@ -170,8 +170,8 @@ LY_AVX512 inline void PvBlock(const float* const* vrows, int64_t nk, const float
 }
 
 LY_AVX512 void PvAvx512(const float* const* vrows, int64_t nk, const float* st, int64_t mp,
-                        int64_t d, const float* alpha, float* o) {
-  for (int64_t r = 0; r < mp; r += 4) {
+                        int64_t rows, int64_t d, const float* alpha, float* o) {
+  for (int64_t r = 0; r < rows; r += 4) {
     int64_t e = 0;
     for (; e + 64 <= d; e += 64) PvBlock<4>(vrows, nk, st, mp, d, alpha, r, e, kFull, o);
     for (; e + 16 <= d; e += 16) PvBlock<1>(vrows, nk, st, mp, d, alpha, r, e, kFull, o);
