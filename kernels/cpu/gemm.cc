@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Gemm on OpenBLAS: the only place kernels/cpu calls into BLAS. OpenBLAS runs single-threaded
+// Gemm on OpenBLAS (and decode's matrix-vector products on Gemv, gemv.h): with gemv.cc the only
+// places kernels/cpu calls into BLAS. OpenBLAS runs single-threaded
 // (cpu_runtime.h); large products are split over the kernels' threads (ParallelFor) by output
 // columns (or rows when there are few columns), each part one single-threaded BLAS call.
 #include <cblas.h>
@@ -8,6 +9,7 @@
 
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/cpu_runtime.h"
+#include "kernels/cpu/gemv.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace lychee::cpu {
@@ -26,8 +28,8 @@ void GemmPart(const float* x, const float* w, float* y, int64_t m, int64_t n, in
   const auto bn = static_cast<blasint>(n);
   const auto bk = static_cast<blasint>(k);
   if (m == 1) {
-    // Decode steps are matrix-vector products; sgemv streams W once without packing it.
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, bn, bk, 1.0f, w, bk, x, 1, beta, y, 1);
+    // Decode steps are matrix-vector products: stream W once, without packing it.
+    Gemv(w, x, y, n, k, beta);
     return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bm, bn, bk, 1.0f, x, bk, w, bk, beta, y,

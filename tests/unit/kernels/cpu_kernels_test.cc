@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/cpu_runtime.h"
+#include "kernels/cpu/gemv.h"
 #include "tests/util/numeric.h"
 
 namespace lychee::cpu {
@@ -67,6 +69,37 @@ TEST_F(CpuKernelsTest, GemmMatchesNaive) {
       EXPECT_LT(RelativeL2(y, want), kTol);
     }
   }
+}
+
+// Decode's matrix-vector product on every ISA this CPU runs (AVX-512, AVX2, OpenBLAS): odd row
+// counts and k with vector tails; beta 0 overwrites a NaN-poisoned y, beta 1 accumulates.
+TEST_F(CpuKernelsTest, GemvMatchesNaiveOnEveryIsa) {
+  std::vector<VectorIsa> isas = {VectorIsa::kScalar};
+  for (VectorIsa isa : {VectorIsa::kAvx2, VectorIsa::kAvx512}) {
+    if (static_cast<int>(DetectedIsa()) >= static_cast<int>(isa)) isas.push_back(isa);
+  }
+  for (const VectorIsa isa : isas) {
+    SetIsaOverride(isa);
+    for (const int64_t n : {1, 3, 4, 5, 37, 512}) {
+      for (const int64_t k : {1, 7, 8, 15, 16, 17, 64, 100, 768}) {
+        SCOPED_TRACE(SeedNote() + " isa=" + IsaName(isa) + " n=" + std::to_string(n) +
+                     " k=" + std::to_string(k));
+        const auto x = RandomVector(rng_, k);
+        const auto w = RandomVector(rng_, n * k);
+        const auto want = NaiveGemm(x, w, nullptr, 1, n, k);
+        auto y = NanVector(n);
+        Gemv(w.data(), x.data(), y.data(), n, k, 0.0f);
+        EXPECT_LT(RelativeL2(y, want), kTol);
+        const auto base = RandomVector(rng_, n);
+        std::vector<float> acc = base;
+        Gemv(w.data(), x.data(), acc.data(), n, k, 1.0f);
+        std::vector<double> want_acc(want);
+        for (int64_t i = 0; i < n; ++i) want_acc[i] += base[i];
+        EXPECT_LT(RelativeL2(acc, want_acc), kTol);
+      }
+    }
+  }
+  SetIsaOverride(std::nullopt);
 }
 
 // ---- RmsNorm ----
