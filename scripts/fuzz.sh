@@ -11,7 +11,9 @@
 # are written to build/fuzz/artifacts/<target>/. Prints one line per target: executions,
 # executions per second, coverage, corpus size, and the result; exits 1 if any target failed.
 # Environment: FUZZ_JOBS (parallel targets, default 1), FUZZ_RSS_MB (default 2048),
-# FUZZ_MAX_LEN (bytes, default 16384).
+# FUZZ_MAX_LEN (bytes, default 16384), FUZZ_RUNS (stop after this many inputs, as well as the
+# time), FUZZ_PRESET (default `fuzz`; `fuzz-fast` builds without ASan, UBSan only, in
+# build/fuzz-fast: for 10^6-input runs of targets that are slow under ASan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,10 +23,11 @@ ALL_TARGETS=(openai_request chat_template http_request model_config safetensors 
              tokenizer_spm tokenizer_text)
 TARGETS=("${@:-${ALL_TARGETS[@]}}")
 JOBS="${FUZZ_JOBS:-1}"
-BUILD=build/fuzz
+PRESET="${FUZZ_PRESET:-fuzz}"
+BUILD="build/$PRESET"
 
 if [[ "${LYCHEE_FUZZ_NO_BUILD:-0}" != 1 ]]; then
-  cmake --preset fuzz >/dev/null
+  cmake --preset "$PRESET" >/dev/null
   cmake --build "$BUILD" --target "${TARGETS[@]/%/_fuzzer}"
 fi
 
@@ -41,6 +44,7 @@ run_one() {
     "$BUILD/fuzz/${target}_fuzzer" "$work" "fuzz/$target/corpus" "${dict[@]}" \
       -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb="${FUZZ_RSS_MB:-2048}" \
       -max_len="${FUZZ_MAX_LEN:-16384}" -artifact_prefix="$artifacts/" -print_final_stats=1 \
+      ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} \
       >"$log" 2>&1 || rc=$?
   local execs per_s cov ft units
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
