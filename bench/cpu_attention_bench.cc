@@ -151,64 +151,40 @@ std::vector<Result> BenchKernels(const Flags& f) {
     p.scale = 0.125f;
     cpu::FlashAttention(p);
   };
-  auto measure = [&](Result r, int64_t num_queries, int64_t query_start, int reps) {
-    r.old_s = MedianSeconds(f.ref_reps, [&] { run(num_queries, query_start, true); });
+  // Each sample runs `calls` calls (a decode call is too short to time alone); seconds per call.
+  auto measure = [&](Result r, int64_t num_queries, int64_t query_start, int reps, int calls) {
+    auto seconds = [&](int samples, bool reference) {
+      return MedianSeconds(samples,
+                           [&] {
+                             for (int i = 0; i < calls; ++i) {
+                               run(num_queries, query_start, reference);
+                             }
+                           }) /
+             calls;
+    };
+    r.old_s = seconds(f.ref_reps, true);
     cpu::SetIsaOverride(cpu::VectorIsa::kScalar);
-    r.scalar_s = MedianSeconds(f.ref_reps, [&] { run(num_queries, query_start, false); });
+    r.scalar_s = seconds(f.ref_reps, false);
     if (cpu::DetectedIsa() == cpu::VectorIsa::kAvx512) {
       cpu::SetIsaOverride(cpu::VectorIsa::kAvx2);
       run(num_queries, query_start, false);  // warm
-      r.avx2_s = MedianSeconds(reps, [&] { run(num_queries, query_start, false); });
+      r.avx2_s = seconds(reps, false);
     }
     cpu::SetIsaOverride(std::nullopt);
     run(num_queries, query_start, false);  // warm
-    r.new_s = MedianSeconds(reps, [&] { run(num_queries, query_start, false); });
+    r.new_s = seconds(reps, false);
     use_bf16 = true;
     run(num_queries, query_start, false);
-    r.bf16_s = MedianSeconds(reps, [&] { run(num_queries, query_start, false); });
+    r.bf16_s = seconds(reps, false);
     use_bf16 = false;
     return r;
   };
   std::vector<Result> rows;
   for (int64_t n : f.prompts) {
-    rows.push_back(measure({"kernel", "prefill (one layer)", n}, n, 0, f.reps));
+    rows.push_back(measure({"kernel", "prefill (one layer)", n}, n, 0, f.reps, 1));
   }
-  // Decode: a per-call time this short needs many calls per sample.
-  Result r = {"kernel", "decode 1 query at depth (one layer)", f.depth};
-  const int calls = 20;
-  r.old_s = MedianSeconds(f.ref_reps,
-                          [&] {
-                            for (int i = 0; i < calls; ++i) run(1, f.depth, true);
-                          }) /
-            calls;
-  cpu::SetIsaOverride(cpu::VectorIsa::kScalar);
-  r.scalar_s = MedianSeconds(f.ref_reps,
-                             [&] {
-                               for (int i = 0; i < calls; ++i) run(1, f.depth, false);
-                             }) /
-               calls;
-  if (cpu::DetectedIsa() == cpu::VectorIsa::kAvx512) {
-    cpu::SetIsaOverride(cpu::VectorIsa::kAvx2);
-    r.avx2_s = MedianSeconds(f.reps,
-                             [&] {
-                               for (int i = 0; i < calls; ++i) run(1, f.depth, false);
-                             }) /
-               calls;
-  }
-  cpu::SetIsaOverride(std::nullopt);
-  r.new_s = MedianSeconds(f.reps,
-                          [&] {
-                            for (int i = 0; i < calls; ++i) run(1, f.depth, false);
-                          }) /
-            calls;
-  use_bf16 = true;
-  r.bf16_s = MedianSeconds(f.reps,
-                           [&] {
-                             for (int i = 0; i < calls; ++i) run(1, f.depth, false);
-                           }) /
-             calls;
-  use_bf16 = false;
-  rows.push_back(r);
+  rows.push_back(
+      measure({"kernel", "decode 1 query at depth (one layer)", f.depth}, 1, f.depth, f.reps, 20));
   return rows;
 }
 

@@ -26,13 +26,14 @@ void GroupMeanQuery(const DecodeQuery& query, int64_t kv_head, float* out) {
 void ExactBlockScores(const DecodeQuery& query, int64_t kv_head, const float* qbar, float* out) {
   const PagedKvView& c = query.cache;
   const int64_t d = c.head_dim, bs = c.block_size, n = query.num_blocks();
-  std::vector<float> row(static_cast<size_t>(d));  // a bf16 cache's key, widened
+  float row[cpu::kMaxWidenedRow];  // a bf16 cache's key, widened
+  cpu::CheckWidenedRowFits(d);
   for (int64_t b = 0; b < n; ++b) {
     const int32_t block = query.block_table[static_cast<size_t>(b)];
     const int64_t run = std::min(bs, query.position + 1 - b * bs);
     float best = -std::numeric_limits<float>::infinity();
     for (int64_t r = 0; r < run; ++r) {
-      best = std::max(best, cpu::Dot(qbar, cpu::KeyRow(c, block, kv_head, r, row.data()), d));
+      best = std::max(best, cpu::Dot(qbar, cpu::KeyRow(c, block, kv_head, r, row), d));
     }
     out[b] = best;
   }
@@ -41,12 +42,13 @@ void ExactBlockScores(const DecodeQuery& query, int64_t kv_head, const float* qb
 void ExactTokenScores(const DecodeQuery& query, int64_t kv_head, const float* qbar, float* out) {
   const PagedKvView& c = query.cache;
   const int64_t d = c.head_dim, bs = c.block_size, n = query.num_blocks();
-  std::vector<float> row(static_cast<size_t>(d));  // a bf16 cache's key, widened
+  float row[cpu::kMaxWidenedRow];  // a bf16 cache's key, widened
+  cpu::CheckWidenedRowFits(d);
   for (int64_t b = 0; b < n; ++b) {
     const int32_t block = query.block_table[static_cast<size_t>(b)];
     const int64_t run = std::min(bs, query.position + 1 - b * bs);
     for (int64_t r = 0; r < run; ++r) {
-      out[b * bs + r] = cpu::Dot(qbar, cpu::KeyRow(c, block, kv_head, r, row.data()), d);
+      out[b * bs + r] = cpu::Dot(qbar, cpu::KeyRow(c, block, kv_head, r, row), d);
     }
   }
 }

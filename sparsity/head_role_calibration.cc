@@ -40,7 +40,8 @@ void InheritanceRecorder::Select(const DecodeQuery& query,
   }
   if (l == 0) ++sums_.steps;
   scores_.resize(static_cast<size_t>(pos + 1));
-  row_.resize(static_cast<size_t>(d));
+  float row[cpu::kMaxWidenedRow];  // a bf16 cache's key, widened
+  cpu::CheckWidenedRowFits(d);
   for (int64_t g = 0; g < H; ++g) {
     std::vector<int32_t>& own_set = sets_[static_cast<size_t>(l * H + g)];
     LycheeTopSet(query, g, knobs_, budget_tokens_, &scratch_, &own_set);
@@ -51,7 +52,7 @@ void InheritanceRecorder::Select(const DecodeQuery& query,
       float top = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j <= pos; ++j) {
         const float* k =
-            cpu::KeyRow(c, query.block_table[static_cast<size_t>(j / bs)], g, j % bs, row_.data());
+            cpu::KeyRow(c, query.block_table[static_cast<size_t>(j / bs)], g, j % bs, row);
         scores_[static_cast<size_t>(j)] = cpu::Dot(q, k, d) * query.scale;
         top = std::max(top, scores_[static_cast<size_t>(j)]);
       }

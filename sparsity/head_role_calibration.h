@@ -59,7 +59,6 @@ class InheritanceRecorder final : public Policy {
   std::vector<std::vector<int32_t>> sets_;  // [layer × kv head] chosen this step
   std::vector<double> mass_;                // per block (or token) attention mass of one head
   std::vector<float> scores_;
-  std::vector<float> row_;  // a bf16 cache's key, widened
   LycheeScratch scratch_;
 };
 

@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "common/bf16.h"
 #include "kernels/cpu/cpu_runtime.h"
 #include "kernels/cpu/flash_tiles.h"
 #include "kernels/cpu/thread_pool.h"
