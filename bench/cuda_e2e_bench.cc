@@ -120,9 +120,12 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
   out["copy_bandwidth_bytes_per_s"] = copy_bw;
   out["bf16_gemm_tflops"] = peak_tflops;
 
-  const int64_t max_ctx = std::max(*std::max_element(o.contexts.begin(), o.contexts.end()),
-                                   *std::max_element(o.prefill.begin(), o.prefill.end()));
-  const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  // Any list may be empty (no cells of that kind).
+  auto max_of = [](const std::vector<int64_t>& v) {
+    return v.empty() ? int64_t{0} : *std::max_element(v.begin(), v.end());
+  };
+  const int64_t max_ctx = std::max<int64_t>({max_of(o.contexts), max_of(o.prefill), 16});
+  const int64_t max_batch = max_of(o.batches);
   CudaModelRunnerOptions ro;
   ro.block_size = 16;
   ro.max_num_seqs = std::max<int64_t>(max_batch, 1);
@@ -140,10 +143,12 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
   const double weight_bytes = static_cast<double>(runner->weight_bytes());
 
   // ---- decode ----
-  std::printf(
-      "\n| batch | context | ms/step (graphs) | ms/step (eager) | graph gain | tokens/s | "
-      "byte bound tok/s | %% of bound |\n");
-  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  if (!o.batches.empty() && !o.contexts.empty()) {
+    std::printf(
+        "\n| batch | context | ms/step (graphs) | ms/step (eager) | graph gain | tokens/s | "
+        "byte bound tok/s | %% of bound |\n");
+    std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  }
   out["decode"] = nlohmann::json::array();
   std::string sparse_table;
   auto roles = std::make_shared<sparsity::HeadRoles>(config.num_layers, config.num_kv_heads);
@@ -257,8 +262,10 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
   }
 
   // ---- prefill ----
-  std::printf("\n| prompt | TTFT s | tokens/s | TFLOP/s | FLOP bound s | TTFT / bound |\n");
-  std::printf("| --- | --- | --- | --- | --- | --- |\n");
+  if (!o.prefill.empty()) {
+    std::printf("\n| prompt | TTFT s | tokens/s | TFLOP/s | FLOP bound s | TTFT / bound |\n");
+    std::printf("| --- | --- | --- | --- | --- | --- |\n");
+  }
   out["prefill"] = nlohmann::json::array();
   for (int64_t len : o.prefill) {
     const int64_t blocks = (len + 15) / 16;
@@ -314,8 +321,8 @@ int main(int argc, char** argv) {
   lychee::Options o;
   CLI::App app{"End-to-end decode and prefill speed of the CUDA runner vs byte and FLOP bounds"};
   app.add_option("--model", o.model, "synthetic model name");
-  app.add_option("--batches", o.batches, "decode batch sizes")->delimiter(',');
-  app.add_option("--contexts", o.contexts, "decode context lengths")->delimiter(',');
+  app.add_option("--batches", o.batches, "decode batch sizes (empty: none)")->delimiter(',');
+  app.add_option("--contexts", o.contexts, "decode context lengths (empty: none)")->delimiter(',');
   app.add_option("--prefill", o.prefill, "prefill prompt lengths (empty: none)")->delimiter(',');
   app.add_option("--chunk", o.chunk, "prefill chunk tokens (max_num_batched_tokens)");
   app.add_option("--steps", o.steps, "timed decode steps per cell");
@@ -325,6 +332,11 @@ int main(int argc, char** argv) {
   app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization, "fraction of the GPU");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);
+  // CLI11 reads an empty list ("") as one empty string or one 0: drop those, leaving no cells.
+  std::erase_if(o.batches, [](int64_t v) { return v <= 0; });
+  std::erase_if(o.contexts, [](int64_t v) { return v <= 0; });
+  std::erase_if(o.prefill, [](int64_t v) { return v <= 0; });
+  std::erase_if(o.policies, [](const std::string& p) { return p.empty(); });
   return lychee::cuda::RunBenchmark("cuda_e2e_bench", o.json_path,
                                     [&o](const lychee::cuda::DeviceInfo& device,
                                          nlohmann::json& json) { return lychee::Run(o, json); });

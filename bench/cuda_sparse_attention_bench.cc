@@ -8,11 +8,30 @@
 //   select     QuestBlockSelect: key-summary bounds of every block + per-(sequence, kv head)
 //              top-k of --budget tokens (sink block and last block forced);
 //   quest      the sparse attention over that selection (per_kv_head_tables);
-//   lychee     sparse attention where kv head 0 reads every token (a retrieval head: one in
-//              eight, the LycheeDecode shape) and the other seven the budget;
+//   lychee     the LycheeDecode shape as the CUDA runner serves it
+//              (CudaModelRunner::Impl::SparseDecodeAttention): kv head 0 reads every token (a
+//              retrieval head: one in eight) and the other seven the budget, in TWO launches back
+//              to back on one stream (one timed sample covers both): part 0 the rows that read
+//              everything, planned alone for the full context, part 1 the budget-bound rows,
+//              planned alone for the budget's tokens; each marks the other's rows with context
+//              length -1 (skipped), and each caps its splits by the decode workspace the runner
+//              reserves for dense batches (--runner-max-seqs);
+//   lychee-1launch  the same rows in ONE launch planned as one batch for the full context (the
+//              figure this column showed before the runner split its launches);
 //   all        sparse attention with every block selected (the overhead of the sparse path).
-// Ratios: dense / (select + quest), dense / quest, dense / lychee, all / dense. Prints a table
-// and writes JSON with --json PATH. Without a GPU it says so and exits 0.
+// Ratios: dense / (select + quest), dense / quest, dense / lychee, dense / lychee-1launch,
+// all / dense.
+//
+// With --prhs-cell (on by default) it also times issue 12's operator target ("PrHS's attention
+// operator >= 9.9x vs dense at batch 16 x 2K context at 1/16 budget"): dense attention against
+// sparse attention over a pre-chosen subset, a fixed random --prhs-budget tokens (8 blocks) per
+// (sequence, kv head) including the last block, at --prhs-batch x --prhs-context. The selection
+// is not timed (PrHS chooses the blocks before scoring); its own table and JSON "prhs_operator".
+//
+// Prints the tables and writes JSON with --json PATH ("results": one entry per cell with dense_us,
+// select_us, quest_us, lychee_us (two launches; files without "lychee_launches": 2 hold the
+// single-launch figure there), lychee_1launch_us, all_us and the plans' splits). Without a GPU it
+// says so and exits 0.
 #include <cuda_runtime_api.h>
 
 #include <CLI/CLI.hpp>
@@ -46,13 +65,25 @@ struct Options {
   int64_t budget_tokens = 2048;
   std::vector<int64_t> batches = {1, 8};
   std::vector<int64_t> contexts = {32768, 131072};
+  // Sequences of the runner whose decode workspace caps the lychee launches' splits (0: the
+  // cell's batch, a runner sized for the cell).
+  int64_t runner_max_seqs = 0;
+  bool prhs_cell = true;
+  int64_t prhs_batch = 16, prhs_context = 2048, prhs_budget_tokens = 128;
   bool warm = false;
   std::string json_path;
 };
 
 struct Row {
   int64_t batch = 0, context = 0;
-  double dense_us = 0, select_us = 0, quest_us = 0, lychee_us = 0, all_us = 0;
+  double dense_us = 0, select_us = 0, quest_us = 0, lychee_us = 0, lychee_1launch_us = 0,
+         all_us = 0;
+  int dense_splits = 0, lychee_splits[2] = {0, 0}, lychee_1launch_splits = 0;
+};
+
+struct PrhsRow {
+  double dense_us = 0, sparse_us = 0;
+  int dense_splits = 0, sparse_splits = 0;
 };
 
 // One decode attention launch over per-(sequence, kv head) rows or the dense tables.
@@ -61,9 +92,15 @@ struct Attention {
   DecodeAttentionPlan plan;
 };
 
+// The decode attention of `base` with tables `width` blocks wide, planned for `max_len` tokens.
+// With plan_rows > 0 the plan sees only those rows (one kv head each) and its splits are capped by
+// `reserved` workspace bytes, as the CUDA runner plans each part of a sparse step
+// (CudaModelRunner::Impl::SparseDecodeAttention); the workspace is still laid out for the whole
+// batch. Grows `workspace` to what the plan needs (earlier Attentions' pointers then go stale).
 absl::StatusOr<Attention> MakeAttention(const DecodeAttentionParams& base, int64_t width,
                                         int64_t max_len, int num_sms, int ctas_per_sm,
-                                        DeviceBuffer<uint8_t>& workspace) {
+                                        DeviceBuffer<uint8_t>& workspace, int64_t plan_rows = 0,
+                                        size_t reserved = 0) {
   Attention a;
   a.params = base;
   a.params.shape.max_blocks_per_seq = width;
@@ -71,34 +108,76 @@ absl::StatusOr<Attention> MakeAttention(const DecodeAttentionParams& base, int64
   if (absl::Status st = CanImplementDecodeAttention(a.params.shape); !st.ok()) return st;
   DecodeAttentionPlanOptions options;
   options.ctas_per_sm = ctas_per_sm;
-  a.plan = PlanDecodeAttention(a.params.shape, num_sms, options);
+  DecodeAttentionShape planned = a.params.shape;
+  if (plan_rows > 0) {
+    planned.batch = plan_rows;
+    planned.num_kv_heads = 1;
+    const int64_t per_split =
+        a.params.shape.batch * kHeads * (kHeadDim + 1) * static_cast<int64_t>(sizeof(float));
+    options.max_splits = static_cast<int>(
+        std::clamp<int64_t>(static_cast<int64_t>(reserved) / per_split, 1, options.max_splits));
+  }
+  a.plan = PlanDecodeAttention(planned, num_sms, options);
   const size_t ws = DecodeAttentionWorkspaceBytes(a.params.shape, a.plan);
   if (ws > workspace.bytes()) LY_CUDA_RETURN_IF_NOT_OK(workspace.Allocate(ws));
   a.params.workspace = workspace.get();
   return a;
 }
 
+// The decode workspace the CUDA runner reserves (CudaModelRunner::Impl::Init): the most a dense
+// batch of 1..max_seqs sequences needs at `ctx` tokens.
+size_t RunnerDecodeWorkspace(int64_t max_seqs, int64_t ctx, int num_sms, int ctas_per_sm) {
+  DecodeAttentionPlanOptions options;
+  options.ctas_per_sm = ctas_per_sm;
+  size_t bytes = 0;
+  for (int64_t b = 1; b <= max_seqs; ++b) {
+    const DecodeAttentionShape s{b, kHeads, kKvHeads, kHeadDim, kBlock, ctx / kBlock, ctx};
+    bytes =
+        std::max(bytes, DecodeAttentionWorkspaceBytes(s, PlanDecodeAttention(s, num_sms, options)));
+  }
+  return bytes;
+}
+
+int64_t MaxOr0(const std::vector<int64_t>& v) {
+  return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+}
+
 absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) {
-  const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
-  const int64_t max_ctx = *std::max_element(o.contexts.begin(), o.contexts.end());
-  const int64_t max_blocks = max_ctx / kBlock;
-  const int64_t pool_blocks = max_batch * max_blocks;
+  for (const int64_t ctx : o.contexts) {
+    if (ctx <= 0 || ctx % kBlock != 0) {
+      return absl::InvalidArgumentError("--contexts: positive multiples of 16");
+    }
+  }
+  if (o.prhs_cell && (o.prhs_context % kBlock != 0 || o.prhs_budget_tokens % kBlock != 0 ||
+                      o.prhs_budget_tokens > o.prhs_context)) {
+    return absl::InvalidArgumentError(
+        "--prhs-context and --prhs-budget: multiples of 16, budget at most the context");
+  }
+  // Buffers fit the largest cell, the PrHS cell included.
+  const int64_t max_batch = std::max(MaxOr0(o.batches), o.prhs_cell ? o.prhs_batch : 0);
+  const int64_t max_blocks =
+      std::max(MaxOr0(o.contexts), o.prhs_cell ? o.prhs_context : 0) / kBlock;
+  const int64_t pool_blocks =
+      std::max<int64_t>(1, std::max(MaxOr0(o.batches) * MaxOr0(o.contexts),
+                                    o.prhs_cell ? o.prhs_batch * o.prhs_context : 0) /
+                               kBlock);
   const int64_t budget_blocks = o.budget_tokens / kBlock;
   PagedKvBf16 cache{nullptr, nullptr, pool_blocks, kKvHeads, kBlock, kHeadDim};
   const int64_t pool_elems = pool_blocks * cache.block_stride();
   const int64_t summary_elems = pool_blocks * cache.summary_block_stride();
-  const int64_t rows = max_batch * kKvHeads;
+  const int64_t rows = std::max<int64_t>(1, max_batch * kKvHeads);
+  const int64_t q_elems = std::max<int64_t>(1, max_batch) * kHeads * kHeadDim;
 
   DeviceBuffer<bf16> pool, summary, q, out;
-  DeviceBuffer<int32_t> tables, lens, all_tables, all_lens, sel_tables, sel_lens, lychee_tables,
-      lychee_lens, counters;
+  DeviceBuffer<int32_t> tables, lens, all_tables, all_lens, sel_tables, sel_lens, lychee_lens,
+      part_lens[2], counters;
   DeviceBuffer<float> scores;
   DeviceBuffer<uint8_t> workspace, flush;
   LY_CUDA_RETURN_IF_NOT_OK(pool.Allocate(pool_elems));
   LY_CUDA_RETURN_IF_NOT_OK(summary.Allocate(summary_elems));
-  LY_CUDA_RETURN_IF_NOT_OK(q.Allocate(max_batch * kHeads * kHeadDim));
-  LY_CUDA_RETURN_IF_NOT_OK(out.Allocate(max_batch * kHeads * kHeadDim));
-  LY_CUDA_RETURN_IF_NOT_OK(scores.Allocate(rows * max_blocks));
+  LY_CUDA_RETURN_IF_NOT_OK(q.Allocate(q_elems));
+  LY_CUDA_RETURN_IF_NOT_OK(out.Allocate(q_elems));
+  LY_CUDA_RETURN_IF_NOT_OK(scores.Allocate(rows * std::max<int64_t>(1, max_blocks)));
   LY_CUDA_RETURN_IF_NOT_OK(sel_tables.Allocate(rows * budget_blocks));
   LY_CUDA_RETURN_IF_NOT_OK(sel_lens.Allocate(rows));
   LY_CUDA_RETURN_IF_NOT_OK(counters.Allocate(rows));
@@ -108,9 +187,23 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   LY_CUDA_RETURN_IF_ERROR(cudaStreamCreate(&stream));
   LY_CUDA_RETURN_IF_NOT_OK(FillUniform({pool.get(), pool_elems, 1}, stream));
   LY_CUDA_RETURN_IF_NOT_OK(FillUniform({summary.get(), summary_elems, 2}, stream));
-  LY_CUDA_RETURN_IF_NOT_OK(FillUniform({q.get(), max_batch * kHeads * kHeadDim, 3}, stream));
+  LY_CUDA_RETURN_IF_NOT_OK(FillUniform({q.get(), q_elems, 3}, stream));
   auto ctas = DecodeAttentionCtasPerSm(kHeadDim, DecodeAttentionPlanOptions{}.stages);
   if (!ctas.ok()) return ctas.status();
+
+  auto time = [&](auto&& launch) { return TimeLaunches(o.iters, o.warm, stream, flush, launch); };
+  auto attend = [&](const Attention& a) {
+    return [&a, stream] { return DecodeAttention(a.params, a.plan, stream); };
+  };
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+  DecodeAttentionParams common;
+  common.q = q.get();
+  common.cache = cache;
+  common.cache.kv = pool.get();
+  common.cache.key_summary = summary.get();
+  common.out = out.get();
+  common.split_counters = counters.get();
+  common.scale = scale;
 
   std::mt19937_64 rng(12345);
   std::vector<Row> results;
@@ -123,7 +216,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       LY_CUDA_RETURN_IF_NOT_OK(tables.Upload(perm));  // [batch, pages]
       LY_CUDA_RETURN_IF_NOT_OK(lens.Upload(std::vector<int32_t>(batch, static_cast<int32_t>(ctx))));
       // Every block for every kv head ("all"), and LycheeDecode's shape: kv head 0 reads every
-      // block, the others the first budget_blocks of the Quest selection.
+      // block, the others the first budget_blocks of theirs.
       std::vector<int32_t> all(static_cast<size_t>(batch * kKvHeads * pages));
       for (int64_t b = 0; b < batch; ++b) {
         for (int64_t g = 0; g < kKvHeads; ++g) {
@@ -133,31 +226,36 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       LY_CUDA_RETURN_IF_NOT_OK(all_tables.Upload(all));
       LY_CUDA_RETURN_IF_NOT_OK(
           all_lens.Upload(std::vector<int32_t>(batch * kKvHeads, static_cast<int32_t>(ctx))));
-      std::vector<int32_t> lychee_len(static_cast<size_t>(batch * kKvHeads),
-                                      static_cast<int32_t>(o.budget_tokens));
-      for (int64_t b = 0; b < batch; ++b) lychee_len[b * kKvHeads] = static_cast<int32_t>(ctx);
-      LY_CUDA_RETURN_IF_NOT_OK(lychee_lens.Upload(lychee_len));
+      // One launch: every row's length. Two launches (the runner's split lengths): part 0 the
+      // retrieval rows (kv head 0), part 1 the budget rows, -1 where the row is the other part's.
+      const int32_t full = static_cast<int32_t>(ctx);
+      const int64_t budget_tokens = std::min(o.budget_tokens, ctx);
+      const int32_t budget = static_cast<int32_t>(budget_tokens);
+      std::vector<int32_t> one(static_cast<size_t>(batch * kKvHeads), budget);
+      std::vector<int32_t> part0(one.size(), -1), part1(one.size(), budget);
+      for (int64_t b = 0; b < batch; ++b) {
+        const size_t r = static_cast<size_t>(b * kKvHeads);
+        one[r] = full;
+        part0[r] = full;
+        part1[r] = -1;
+      }
+      LY_CUDA_RETURN_IF_NOT_OK(lychee_lens.Upload(one));
+      LY_CUDA_RETURN_IF_NOT_OK(part_lens[0].Upload(part0));
+      LY_CUDA_RETURN_IF_NOT_OK(part_lens[1].Upload(part1));
 
       BlockSelectParams sp;
       sp.q = q.get();
-      sp.cache = cache;
-      sp.cache.kv = pool.get();
-      sp.cache.key_summary = summary.get();
+      sp.cache = common.cache;
       sp.block_tables = tables.get();
       sp.context_lens = lens.get();
       sp.sel_tables = sel_tables.get();
       sp.sel_lens = sel_lens.get();
       sp.scores = scores.get();
       sp.shape = {batch, kHeads, kKvHeads, kHeadDim, kBlock, pages, budget_blocks, 1};
-      sp.scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+      sp.scale = scale;
 
-      DecodeAttentionParams base;
-      base.q = q.get();
-      base.cache = sp.cache;
-      base.out = out.get();
-      base.split_counters = counters.get();
+      DecodeAttentionParams base = common;
       base.shape = {batch, kHeads, kKvHeads, kHeadDim, kBlock, pages, ctx};
-      base.scale = sp.scale;
       base.block_tables = tables.get();
       base.context_lens = lens.get();
       auto dense = MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace);
@@ -172,37 +270,111 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       // Lychee rows: the "all" tables (kv head 0 reads all of its row, the others the first
       // budget tokens of theirs: the same bytes as any budget-sized selection).
       base.context_lens = lychee_lens.get();
-      auto lychee = MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace);
-      for (auto* a : {&dense, &quest, &every, &lychee}) {
+      auto lychee1 = MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace);
+      const size_t reserved = RunnerDecodeWorkspace(
+          o.runner_max_seqs > 0 ? o.runner_max_seqs : batch, ctx, dev.num_sms, *ctas);
+      base.context_lens = part_lens[0].get();
+      auto lychee_full =
+          MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace, batch, reserved);
+      base.context_lens = part_lens[1].get();
+      auto lychee_budget = MakeAttention(base, pages, budget_tokens, dev.num_sms, *ctas, workspace,
+                                         batch * (kKvHeads - 1), reserved);
+      for (auto* a : {&dense, &quest, &every, &lychee1, &lychee_full, &lychee_budget}) {
         if (!a->ok()) return a->status();
-        (*a)->params.workspace = workspace.get();  // the largest allocation of the four
+        (*a)->params.workspace = workspace.get();  // the largest allocation of them all
       }
 
       Row r;
       r.batch = batch;
       r.context = ctx;
-      auto time = [&](auto&& launch) {
-        return TimeLaunches(o.iters, o.warm, stream, flush, launch);
-      };
-      auto attend = [&](const Attention& a) {
-        return [&a, stream] { return DecodeAttention(a.params, a.plan, stream); };
-      };
       auto t_dense = time(attend(*dense));
       auto t_select = time([&] { return QuestBlockSelect(sp, stream); });
       LY_CUDA_RETURN_IF_NOT_OK(QuestBlockSelect(sp, stream));  // the selection quest reads
       auto t_quest = time(attend(*quest));
-      auto t_lychee = time(attend(*lychee));
+      // The runner's two launches, back to back on one stream, in one sample.
+      auto t_lychee = time([&]() -> absl::Status {
+        if (absl::Status st = DecodeAttention(lychee_full->params, lychee_full->plan, stream);
+            !st.ok()) {
+          return st;
+        }
+        return DecodeAttention(lychee_budget->params, lychee_budget->plan, stream);
+      });
+      auto t_lychee1 = time(attend(*lychee1));
       auto t_all = time(attend(*every));
-      for (auto* t : {&t_dense, &t_select, &t_quest, &t_lychee, &t_all}) {
+      for (auto* t : {&t_dense, &t_select, &t_quest, &t_lychee, &t_lychee1, &t_all}) {
         if (!t->ok()) return t->status();
       }
       r.dense_us = *t_dense;
       r.select_us = *t_select;
       r.quest_us = *t_quest;
       r.lychee_us = *t_lychee;
+      r.lychee_1launch_us = *t_lychee1;
       r.all_us = *t_all;
+      r.dense_splits = dense->plan.num_splits;
+      r.lychee_splits[0] = lychee_full->plan.num_splits;
+      r.lychee_splits[1] = lychee_budget->plan.num_splits;
+      r.lychee_1launch_splits = lychee1->plan.num_splits;
       results.push_back(r);
     }
+  }
+
+  // PrHS's operator: dense vs sparse attention over a pre-chosen subset (a fixed random set of
+  // blocks per (sequence, kv head), the last block included), the choice not timed.
+  PrhsRow prhs;
+  if (o.prhs_cell) {
+    const int64_t batch = o.prhs_batch, ctx = o.prhs_context, pages = ctx / kBlock;
+    const int64_t keep = o.prhs_budget_tokens / kBlock;
+    std::vector<int32_t> perm(static_cast<size_t>(batch * pages));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    std::vector<int32_t> subset(static_cast<size_t>(batch * kKvHeads * keep));
+    std::vector<int32_t> logical(static_cast<size_t>(pages - 1));
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t g = 0; g < kKvHeads; ++g) {
+        std::iota(logical.begin(), logical.end(), 0);
+        std::shuffle(logical.begin(), logical.end(), rng);
+        std::vector<int32_t> chosen(logical.begin(), logical.begin() + (keep - 1));
+        chosen.push_back(static_cast<int32_t>(pages - 1));  // the query's own block
+        std::sort(chosen.begin(), chosen.end());
+        for (int64_t k = 0; k < keep; ++k) {
+          subset[static_cast<size_t>((b * kKvHeads + g) * keep + k)] =
+              perm[static_cast<size_t>(b * pages + chosen[static_cast<size_t>(k)])];
+        }
+      }
+    }
+    DeviceBuffer<int32_t> prhs_tables, prhs_lens, sub_tables, sub_lens;
+    LY_CUDA_RETURN_IF_NOT_OK(prhs_tables.Upload(perm));
+    LY_CUDA_RETURN_IF_NOT_OK(
+        prhs_lens.Upload(std::vector<int32_t>(batch, static_cast<int32_t>(ctx))));
+    LY_CUDA_RETURN_IF_NOT_OK(sub_tables.Upload(subset));
+    LY_CUDA_RETURN_IF_NOT_OK(sub_lens.Upload(
+        std::vector<int32_t>(batch * kKvHeads, static_cast<int32_t>(o.prhs_budget_tokens))));
+    DecodeAttentionParams base = common;
+    base.shape = {batch, kHeads, kKvHeads, kHeadDim, kBlock, pages, ctx};
+    base.block_tables = prhs_tables.get();
+    base.context_lens = prhs_lens.get();
+    auto dense = MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace);
+    // Every row budget-bound: the runner's part 1 alone.
+    base.per_kv_head_tables = true;
+    base.block_tables = sub_tables.get();
+    base.context_lens = sub_lens.get();
+    const size_t reserved = RunnerDecodeWorkspace(o.runner_max_seqs > 0 ? o.runner_max_seqs : batch,
+                                                  ctx, dev.num_sms, *ctas);
+    auto sparse = MakeAttention(base, keep, o.prhs_budget_tokens, dev.num_sms, *ctas, workspace,
+                                batch * kKvHeads, reserved);
+    for (auto* a : {&dense, &sparse}) {
+      if (!a->ok()) return a->status();
+      (*a)->params.workspace = workspace.get();
+    }
+    auto t_dense = time(attend(*dense));
+    auto t_sparse = time(attend(*sparse));
+    for (auto* t : {&t_dense, &t_sparse}) {
+      if (!t->ok()) return t->status();
+    }
+    prhs.dense_us = *t_dense;
+    prhs.sparse_us = *t_sparse;
+    prhs.dense_splits = dense->plan.num_splits;
+    prhs.sparse_splits = sparse->plan.num_splits;
   }
   LY_CUDA_RETURN_IF_ERROR(cudaStreamDestroy(stream));
 
@@ -210,23 +382,34 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
               dev.name.c_str(), dev.num_sms, static_cast<long long>(o.budget_tokens),
               o.warm ? "warm" : "cold", o.iters);
   std::printf(
-      "| batch x context | dense us | select us | quest us | lychee us | all us | "
-      "dense / (select + quest) | dense / quest | dense / lychee | all / dense |\n");
-  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+      "lychee: two launches as the CUDA runner (full rows, then budget rows); lychee-1launch: the "
+      "same rows in one launch\n");
+  std::printf(
+      "| batch x context | dense us | select us | quest us | lychee us | lychee-1launch us | all "
+      "us "
+      "| dense / (select + quest) | dense / quest | dense / lychee | dense / lychee-1launch | "
+      "all / dense |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   nlohmann::json rows_json = nlohmann::json::array();
   for (const Row& r : results) {
     std::printf(
-        "| %lld x %lldK | %.1f | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2fx | %.2fx | %.2fx |\n",
+        "| %lld x %lldK | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2fx | %.2fx | %.2fx "
+        "| %.2fx |\n",
         static_cast<long long>(r.batch), static_cast<long long>(r.context / 1024), r.dense_us,
-        r.select_us, r.quest_us, r.lychee_us, r.all_us, r.dense_us / (r.select_us + r.quest_us),
-        r.dense_us / r.quest_us, r.dense_us / r.lychee_us, r.all_us / r.dense_us);
+        r.select_us, r.quest_us, r.lychee_us, r.lychee_1launch_us, r.all_us,
+        r.dense_us / (r.select_us + r.quest_us), r.dense_us / r.quest_us, r.dense_us / r.lychee_us,
+        r.dense_us / r.lychee_1launch_us, r.all_us / r.dense_us);
     rows_json.push_back({{"batch", r.batch},
                          {"context", r.context},
                          {"dense_us", r.dense_us},
                          {"select_us", r.select_us},
                          {"quest_us", r.quest_us},
                          {"lychee_us", r.lychee_us},
-                         {"all_us", r.all_us}});
+                         {"lychee_1launch_us", r.lychee_1launch_us},
+                         {"all_us", r.all_us},
+                         {"dense_splits", r.dense_splits},
+                         {"lychee_splits", {r.lychee_splits[0], r.lychee_splits[1]}},
+                         {"lychee_1launch_splits", r.lychee_1launch_splits}});
   }
   json = {{"bench", "cuda_sparse_attention"},
           {"device", dev.name},
@@ -235,7 +418,42 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
           {"block_size", kBlock},
           {"l2", o.warm ? "warm" : "cold"},
           {"iters", o.iters},
+          {"lychee_launches", 2},
+          {"runner_max_seqs", o.runner_max_seqs},
           {"results", rows_json}};
+
+  if (o.prhs_cell) {
+    constexpr double kTarget = 9.9;
+    const double speedup = prhs.dense_us / prhs.sparse_us;
+    std::printf(
+        "\nPrHS attention operator (issue 12 target: >= %.1fx vs dense): sparse attention over a "
+        "pre-chosen fixed random subset of %lld blocks per (sequence, kv head), the last block "
+        "included; selection NOT timed (PrHS chooses before scoring)\n",
+        kTarget, static_cast<long long>(o.prhs_budget_tokens / kBlock));
+    std::printf(
+        "| batch x context | budget tokens | dense us | sparse us | dense / sparse | target |\n");
+    std::printf("| --- | --- | --- | --- | --- | --- |\n");
+    std::printf("| %lld x %lld | %lld (1/%lld) | %.1f | %.1f | %.2fx | %.1fx %s |\n",
+                static_cast<long long>(o.prhs_batch), static_cast<long long>(o.prhs_context),
+                static_cast<long long>(o.prhs_budget_tokens),
+                static_cast<long long>(o.prhs_context / o.prhs_budget_tokens), prhs.dense_us,
+                prhs.sparse_us, speedup, kTarget, speedup >= kTarget ? "met" : "not met");
+    json["prhs_operator"] = {
+        {"batch", o.prhs_batch},
+        {"context", o.prhs_context},
+        {"budget_tokens", o.prhs_budget_tokens},
+        {"kv_read_fraction",
+         static_cast<double>(o.prhs_budget_tokens) / static_cast<double>(o.prhs_context)},
+        {"subset", "fixed random blocks per (sequence, kv head), last block included"},
+        {"selection_timed", false},
+        {"dense_us", prhs.dense_us},
+        {"sparse_us", prhs.sparse_us},
+        {"speedup", speedup},
+        {"target_speedup", kTarget},
+        {"target_met", speedup >= kTarget},
+        {"dense_splits", prhs.dense_splits},
+        {"sparse_splits", prhs.sparse_splits}};
+  }
   return absl::OkStatus();
 }
 
@@ -244,16 +462,32 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
 
 int main(int argc, char** argv) {
   lychee::cuda::Options o;
-  CLI::App app{"Sparse decode attention (Quest selection, LycheeDecode shape) vs dense"};
+  CLI::App app{"Sparse decode attention (Quest selection, LycheeDecode shape, PrHS) vs dense"};
   app.add_option("--iters", o.iters, "timed samples per point (median reported)")
       ->check(CLI::Range(1, 10000));
   app.add_option("--budget", o.budget_tokens, "tokens read per sparse kv head (multiple of 16)")
       ->check(CLI::Range(64, 65536));
-  app.add_option("--batches", o.batches, "batch sizes")->delimiter(',');
-  app.add_option("--contexts", o.contexts, "context lengths (multiples of 16)")->delimiter(',');
+  app.add_option("--batches", o.batches, "batch sizes (empty: none)")->delimiter(',');
+  app.add_option("--contexts", o.contexts, "context lengths (multiples of 16; empty: none)")
+      ->delimiter(',');
+  app.add_option("--runner-max-seqs", o.runner_max_seqs,
+                 "max_num_seqs of the runner whose decode workspace caps the lychee launches' "
+                 "splits (0: the cell's batch)")
+      ->check(CLI::Range(int64_t{0}, int64_t{4096}));
+  app.add_flag("--prhs-cell,!--no-prhs-cell", o.prhs_cell,
+               "time the PrHS operator cell (issue 12: batch 16 x 2K, 1/16 budget; default on)");
+  app.add_option("--prhs-batch", o.prhs_batch, "PrHS cell batch")->check(CLI::Range(1, 4096));
+  app.add_option("--prhs-context", o.prhs_context, "PrHS cell context (multiple of 16)")
+      ->check(CLI::Range(32, 1 << 20));
+  app.add_option("--prhs-budget", o.prhs_budget_tokens,
+                 "PrHS cell tokens per kv head (multiple of 16)")
+      ->check(CLI::Range(16, 1 << 20));
   app.add_flag("--warm", o.warm, "do not flush L2 between samples");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);
+  // CLI11 reads an empty list ("") as one 0: drop it, leaving no cells (the PrHS cell only).
+  std::erase_if(o.batches, [](int64_t v) { return v <= 0; });
+  std::erase_if(o.contexts, [](int64_t v) { return v <= 0; });
   return lychee::cuda::RunBenchmark(
       "cuda_sparse_attention_bench", o.json_path,
       [&o](const lychee::cuda::DeviceInfo& device, nlohmann::json& json) {
