@@ -5,17 +5,18 @@
 //
 // Scoring: CTA (block range, kv head, sequence) of 8 warps; a warp scores one block at a time:
 // lane l holds dims [l * D/32, (l + 1) * D/32) of every query head of the GQA group and of the
-// block's min/max summary rows, and the group's bounds are reduced across the warp.
+// block's min/max summary rows (or of eight of its keys at a time, for exact scores); the eight
+// per-lane partial sums are reduced across the warp in one reduce-scatter (9 shuffles, not 40).
 //
 // Selection: CTA (kv head, sequence), 256 threads, the row's scores staged in shared memory. The
 // take-th best candidate score is found by a 4-pass MSB-first radix select over order-preserving
-// uint32 images of the floats (8 bits a pass, the bin holding it found by a block scan over the
-// 256 bins); candidates strictly above it are taken, and of
-// those equal to it the earliest `remaining` ones (ties go to the earlier block). Two block-wide
-// prefix sums in index order then give each taken block its output slot, so rows come out in
-// ascending logical order without a sort. With a bound wanted, the read blocks' staged scores
-// are set to -inf as they are emitted and a block reduction gives ln Σ tokens · exp(score) over
-// the rest.
+// uint32 images of the floats (8 bits a pass, lanes with equal digits adding to the shared
+// histogram once, the bin holding it found by a block scan over the 256 bins); candidates
+// strictly above it are taken, and of those equal to it the earliest `remaining` ones (ties go
+// to the earlier block). Per-warp counts in index order and ballots then give each taken block
+// its output slot, so rows come out in ascending logical order without a sort. With a bound
+// wanted, the read blocks' staged scores are set to -inf as they are emitted and a block
+// reduction gives ln Σ tokens · exp(score) over the rest.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -25,6 +26,7 @@
 
 #include "kernels/cuda/block_select.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_utils.cuh"
 #include "kernels/cuda/dispatch.cuh"
 
 namespace lychee::cuda {
@@ -34,6 +36,8 @@ constexpr int kScoreWarps = 8;
 constexpr int kScoreBlocksPerWarp = 8;  // blocks a warp scores, so q is loaded once per 8
 constexpr int kSelectThreads = 256;     // one radix bin per thread
 constexpr int kMaxGroup = kBlockSelectMaxGroup;
+static_assert(kMaxGroup == 8, "the score kernel reduces eight heads in one reduce-scatter");
+constexpr int kSelectWarps = kSelectThreads / 32;
 
 __device__ __forceinline__ int64_t NumBlocks(const BlockSelectParams& p, int seq, int64_t* ctx) {
   const BlockSelectShape& s = p.shape;
@@ -111,18 +115,22 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   float q[kMaxGroup][kPer];
 #pragma unroll
   for (int h = 0; h < kMaxGroup; ++h) {
+    if (h < group) {
+      LoadBf16Floats<kPer>(
+          p.q + seq * q_stride + (static_cast<int64_t>(kv_head) * group + h) * D + lane * kPer,
+          q[h]);
+    } else {
 #pragma unroll
-    for (int e = 0; e < kPer; ++e) {
-      q[h][e] = h < group
-                    ? __bfloat162float(
-                          p.q[seq * q_stride + (static_cast<int64_t>(kv_head) * group + h) * D +
-                              lane * kPer + e])
-                    : 0.0f;
+      for (int e = 0; e < kPer; ++e) q[h][e] = 0.0f;
     }
   }
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * s.max_blocks_per_seq;
   float* out =
       p.scores + (static_cast<int64_t>(seq) * s.num_kv_heads + kv_head) * s.max_blocks_per_seq;
+  const float kNegInf = -__int_as_float(0x7f800000);
+  // After WarpReduceScatter8, lanes 4r..4r+3 hold row r's sum (a query head, or a key of the
+  // block).
+  const int lane_row = lane / 4;
   if (plan.exact_scores) {
     // The group-mean query, summed in head order then scaled, as GroupMeanQuery on the CPU.
     float qbar[kPer];
@@ -140,18 +148,26 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
       if (b >= n) break;  // uniform over the warp
       const bf16* keys = p.cache.kv + table[b] * p.cache.block_stride() +
                          kv_head * p.cache.head_stride() + lane * kPer;
-      const int64_t rows_in_block = b == n - 1 ? plan.ctx - (n - 1) * s.block_size : s.block_size;
-      float best = -__int_as_float(0x7f800000);
-      for (int64_t r = 0; r < rows_in_block; ++r) {
-        float dot = 0.0f;
+      const int rows_in_block =
+          static_cast<int>(b == n - 1 ? plan.ctx - (n - 1) * s.block_size : s.block_size);
+      // Eight keys at a time: per-lane partial dots, then one reduce-scatter for all eight.
+      float best = kNegInf;
+      for (int r0 = 0; r0 < rows_in_block; r0 += 8) {
+        float part[8];
 #pragma unroll
-        for (int e = 0; e < kPer; ++e) dot += qbar[e] * __bfloat162float(keys[r * D + e]);
+        for (int j = 0; j < 8; ++j) {
+          part[j] = 0.0f;
+          if (r0 + j < rows_in_block) {  // uniform over the warp
+            float k[kPer];
+            LoadBf16Floats<kPer>(keys + static_cast<int64_t>(r0 + j) * D, k);
 #pragma unroll
-        for (int offset = 16; offset > 0; offset /= 2) {
-          dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+            for (int e = 0; e < kPer; ++e) part[j] += qbar[e] * k[e];
+          }
         }
-        best = fmaxf(best, dot);
+        const float dot = WarpReduceScatter8(part);
+        if (r0 + lane_row < rows_in_block) best = fmaxf(best, dot);
       }
+      best = WarpMaxOverRows8(best);
       if (lane == 0) out[b] = best;
     }
     return;
@@ -163,25 +179,20 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
     const bf16* summary =
         p.cache.key_summary + table[b] * summary_stride + kv_head * 2 * D + lane * kPer;
     float mn[kPer], mx[kPer];
-#pragma unroll
-    for (int e = 0; e < kPer; ++e) {
-      mn[e] = __bfloat162float(summary[e]);
-      mx[e] = __bfloat162float(summary[D + e]);
-    }
-    float best = -__int_as_float(0x7f800000);
+    LoadBf16Floats<kPer>(summary, mn);
+    LoadBf16Floats<kPer>(summary + D, mx);
+    // Per-lane partial bounds of every query head (zero for the padding heads), summed over the
+    // warp in one reduce-scatter; then the max over the group's heads.
+    float part[kMaxGroup];
 #pragma unroll
     for (int h = 0; h < kMaxGroup; ++h) {
-      if (h >= group) break;
-      float bound = 0.0f;
+      part[h] = 0.0f;
 #pragma unroll
-      for (int e = 0; e < kPer; ++e) bound += fmaxf(q[h][e] * mn[e], q[h][e] * mx[e]);
-#pragma unroll
-      for (int offset = 16; offset > 0; offset /= 2) {
-        bound += __shfl_xor_sync(0xffffffffu, bound, offset);
-      }
-      best = fmaxf(best, bound);
+      for (int e = 0; e < kPer; ++e) part[h] += fmaxf(q[h][e] * mn[e], q[h][e] * mx[e]);
     }
-    if (lane == 0) out[b] = best * p.scale;
+    float bound = WarpReduceScatter8(part);
+    bound = WarpMaxOverRows8(lane_row < group ? bound : kNegInf);
+    if (lane == 0) out[b] = bound * p.scale;
   }
 }
 
@@ -199,6 +210,7 @@ __global__ void __launch_bounds__(kSelectThreads)
   __shared__ int s_remaining;
   __shared__ int s_last_read;  // the sequence's last (partial) block is read
   __shared__ float s_max;
+  __shared__ int s_warp_above[kSelectWarps], s_warp_equal[kSelectWarps];
   extern __shared__ float s_scores[];
 
   const BlockSelectShape& s = p.shape;
@@ -272,15 +284,26 @@ __global__ void __launch_bounds__(kSelectThreads)
       }
       __syncthreads();
 
-      // Radix select of the take-th largest candidate image, 8 bits a pass from the top.
+      // Radix select of the take-th largest candidate image, 8 bits a pass from the top. Lanes
+      // of a warp with the same digit add to its bin once (__match_any_sync): the top digits
+      // of similar scores are mostly one bin, and 8192 single-lane atomics on one shared
+      // address would serialise.
+      const int lane = threadIdx.x % 32;
       for (int shift = 24; shift >= 0 && take > 0; shift -= 8) {
         for (int i = threadIdx.x; i < 256; i += kSelectThreads) s_hist[i] = 0;
         __syncthreads();
         const uint32_t prefix = s_prefix;
         const uint32_t high_mask = shift == 24 ? 0u : (0xffffffffu << (shift + 8));
-        for (int b = first + threadIdx.x; b < cand_end; b += kSelectThreads) {
-          const uint32_t u = OrderedBits(s_scores[b]);
-          if ((u & high_mask) == prefix) atomicAdd(&s_hist[(u >> shift) & 0xff], 1);
+        // The trip count is the block's, so every lane takes part in each __match_any_sync.
+        for (int base = first; base < cand_end; base += kSelectThreads) {
+          const int b = base + static_cast<int>(threadIdx.x);
+          uint32_t key = 256;  // outside every bin: a lane with nothing to count
+          if (b < cand_end) {
+            const uint32_t u = OrderedBits(s_scores[b]);
+            if ((u & high_mask) == prefix) key = (u >> shift) & 0xff;
+          }
+          const unsigned peers = __match_any_sync(0xffffffffu, key);
+          if (key < 256 && __ffs(peers) - 1 == lane) atomicAdd(&s_hist[key], __popc(peers));
         }
         __syncthreads();
         // Thread t looks at digit 255 - t: with the counts of the digits above it (a block
@@ -299,35 +322,50 @@ __global__ void __launch_bounds__(kSelectThreads)
       const uint32_t threshold = s_prefix;  // image of the take-th best score
       const int equal_quota = s_remaining;  // how many candidates equal to it are taken
 
-      // In index order: thread t owns candidates [lo, hi). First the ranks of the equal ones,
-      // then the output slots of the taken ones.
-      const int per = (cands + kSelectThreads - 1) / kSelectThreads;
-      const int lo = min(cand_end, first + static_cast<int>(threadIdx.x) * per);
+      // In index order, warp w owns candidates [lo, hi) and walks them 32 at a time, a lane per
+      // candidate (conflict-free shared reads): first its counts of candidates above and equal
+      // to the threshold, then, with the warps before it counted, each taken candidate's slot
+      // from ballots.
+      const int warp = threadIdx.x / 32;
+      const int per = (cands + kSelectWarps - 1) / kSelectWarps;
+      const int lo = min(cand_end, first + warp * per);
       const int hi = min(cand_end, lo + per);
-      int equal = 0;
+      const unsigned lanes_below = (1u << lane) - 1u;
       if (take > 0) {
-        for (int b = lo; b < hi; ++b) equal += OrderedBits(s_scores[b]) == threshold;
-      }
-      int equal_before = 0;
-      Scan(storage.scan).ExclusiveSum(equal, equal_before);
-      __syncthreads();
-      int taken = 0;
-      if (take > 0) {
-        int rank = equal_before;
-        for (int b = lo; b < hi; ++b) {
+        int above = 0, equal = 0;
+        for (int b = lo + lane; b < hi; b += 32) {
           const uint32_t u = OrderedBits(s_scores[b]);
-          if (u > threshold || (u == threshold && rank++ < equal_quota)) ++taken;
+          above += u > threshold;
+          equal += u == threshold;
+        }
+        above = __reduce_add_sync(0xffffffffu, above);
+        equal = __reduce_add_sync(0xffffffffu, equal);
+        if (lane == 0) {
+          s_warp_above[warp] = above;
+          s_warp_equal[warp] = equal;
         }
       }
-      int slot = 0;
-      Scan(storage.scan).ExclusiveSum(taken, slot);
-      __syncthreads();  // every thread has read its candidates before any is marked
+      __syncthreads();  // the warps' counts are in; every thread has read the scores it needs
       if (take > 0) {
-        int rank = equal_before;
-        slot += first;
-        for (int b = lo; b < hi; ++b) {
-          const uint32_t u = OrderedBits(s_scores[b]);
-          if (u > threshold || (u == threshold && rank++ < equal_quota)) emit(slot++, b);
+        // The ties taken before this warp's range, and this warp's first output slot.
+        int equal_rank = 0, slot = first;
+        for (int w = 0; w < warp; ++w) {
+          const int eq = s_warp_equal[w];
+          slot += s_warp_above[w] + min(eq, max(0, equal_quota - equal_rank));
+          equal_rank += eq;
+        }
+        for (int base = lo; base < hi; base += 32) {
+          const int b = base + lane;
+          const uint32_t u = b < hi ? OrderedBits(s_scores[b]) : 0u;
+          const bool eq = b < hi && u == threshold;
+          const unsigned eq_mask = __ballot_sync(0xffffffffu, eq);
+          const bool taken =
+              b < hi &&
+              (u > threshold || (eq && equal_rank + __popc(eq_mask & lanes_below) < equal_quota));
+          const unsigned taken_mask = __ballot_sync(0xffffffffu, taken);
+          if (taken) emit(slot + __popc(taken_mask & lanes_below), b);
+          slot += __popc(taken_mask);
+          equal_rank += __popc(eq_mask);
         }
       }
       for (int b = threadIdx.x; b < first; b += kSelectThreads) emit(b, b);
