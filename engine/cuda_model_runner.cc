@@ -1092,7 +1092,7 @@ absl::Status CudaModelRunner::SupportsPolicy(const PolicySpec& spec) const {
                                        : "sparse_policies is off",
         "); start the server with --device cpu for sparse policies"));
   }
-  return CudaSparsePolicySupport(spec);
+  return CudaSparsePolicySupport(spec, impl_->options.block_size);
 }
 const ModelConfig& CudaModelRunner::config() const { return impl_->config; }
 const CudaModelRunnerOptions& CudaModelRunner::options() const { return impl_->options; }

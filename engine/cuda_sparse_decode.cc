@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "sparsity/head_roles.h"
+#include "sparsity/prhs_policy.h"
 
 namespace lychee {
 namespace {
@@ -20,13 +21,20 @@ int32_t CeilDiv(int64_t a, int64_t b) { return static_cast<int32_t>((a + b - 1) 
 
 }  // namespace
 
-absl::Status CudaSparsePolicySupport(const PolicySpec& spec) {
+absl::Status CudaSparsePolicySupport(const PolicySpec& spec, int64_t block_size) {
   if (spec.name.empty() || spec.name == "dense") return absl::OkStatus();
-  if (spec.name != "quest" && spec.name != "streaming" && spec.name != "lychee") {
+  if (spec.name != "quest" && spec.name != "streaming" && spec.name != "lychee" &&
+      spec.name != "prhs") {
     return absl::InvalidArgumentError(
         absl::StrCat("policy: '", spec.name,
-                     "' does not run on the CUDA backend yet (dense, quest, streaming and lychee "
-                     "do); start the server with --device cpu for it"));
+                     "' does not run on the CUDA backend (dense, quest, streaming, lychee and "
+                     "prhs do); start the server with --device cpu for it"));
+  }
+  if (spec.name == "prhs" && spec.budget_tokens / block_size > cuda::kPrhsMaxAnchorBlocks) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("policy: prhs budget_tokens ", spec.budget_tokens,
+                     " exceeds the CUDA backend's ", cuda::kPrhsMaxAnchorBlocks * block_size, " (",
+                     cuda::kPrhsMaxAnchorBlocks, " blocks an anchor holds)"));
   }
   if (spec.name == "lychee" && spec.lychee.mode != "block") {
     return absl::InvalidArgumentError(
@@ -55,6 +63,7 @@ cuda::SelectSeqRule SeqRuleFor(const sparsity::DeviceSelection& d, int64_t budge
       rule.rule = cuda::SelectRule::kStreaming;
       break;
     case Kind::kLychee:
+    case Kind::kPrhs:
       rule.rule = cuda::SelectRule::kTopK;
       // The query's own block plus enough whole blocks for the local window (LycheeTopSet).
       rule.local_blocks = 1 + CeilDiv(std::max<int64_t>(0, d.local_tokens - 1), bs);
@@ -75,6 +84,8 @@ cuda::SelectRowMode RowModeFor(const sparsity::DeviceSelection& d, int64_t layer
       return layer == 0 || d.roles == nullptr || d.roles->retrieval(layer, kv_head)
                  ? cuda::SelectRowMode::kExactTopK
                  : cuda::SelectRowMode::kInherit;
+    case Kind::kPrhs:
+      return cuda::SelectRowMode::kPrhs;
   }
   return cuda::SelectRowMode::kAll;
 }
@@ -138,6 +149,21 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   audited_ = false;
   part_rows_.assign(static_cast<size_t>(2 * s.num_layers), 0);
   max_sparse_tokens_ = 0;
+  ++step_;
+  int64_t prhs_rows = 0;
+  for (int64_t r = 0; r < rows_ && static_cast<size_t>(r) < policies.size(); ++r) {
+    const sparsity::Policy* policy = policies[static_cast<size_t>(r)];
+    if (policy != nullptr && policy->device_selection().kind == Kind::kPrhs) ++prhs_rows;
+  }
+  has_prhs_ = prhs_rows > 0;
+  if (has_prhs_) {
+    prhs_h_.assign(static_cast<size_t>(s.num_layers * rows_), cuda::PrhsSeqParams{});
+    if (prhs_params_.size() == 0) {
+      const size_t cells = static_cast<size_t>(s.max_rows * s.num_kv_heads * s.max_blocks_per_seq);
+      LY_RETURN_IF_ERROR(prhs_params_.Allocate(static_cast<size_t>(s.num_layers * s.max_rows)));
+      LY_RETURN_IF_ERROR(prhs_scores_.Allocate(cells));
+    }
+  }
   auto mode_at = [&](int64_t layer, int64_t row, int64_t g) -> int8_t& {
     return reinterpret_cast<int8_t&>(
         inputs_h_[static_cast<size_t>(layer) * layer_stride + static_cast<size_t>(row * kv + g)]);
@@ -164,12 +190,30 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
       }
     }
     if (policy != nullptr) {
-      // What a budget-bound row of this sequence reads at most: its rule's block count.
+      // What a budget-bound row of this sequence reads at most: its rule's block count (prhs:
+      // an anchor chosen when fewer blocks were forced can bring a few more).
       const int64_t ctx = step.chunks[static_cast<size_t>(r)].start_position + 1;
       const int32_t n = static_cast<int32_t>((ctx + bs - 1) / bs);
       const cuda::SelectRange range = cuda::ResolveSelectRule(rule, n);
-      const int64_t count = range.first + range.take + (n - range.last_begin);
+      int64_t count = range.first + range.take + (n - range.last_begin);
+      if (d.kind == Kind::kPrhs) count = rule.budget_blocks + range.first + (n - range.last_begin);
       max_sparse_tokens_ = std::max(max_sparse_tokens_, std::min(ctx, count * bs));
+    }
+    if (d.kind == Kind::kPrhs) {
+      LY_ASSIGN_OR_RETURN(const int32_t slot, PrhsSlot(policy->serial(), prhs_rows, stream));
+      const PrhsKnobs& k = *d.prhs;
+      const int64_t tokens = step.chunks[static_cast<size_t>(r)].start_position + 1;
+      for (int64_t l = 0; l < s.num_layers; ++l) {
+        cuda::PrhsSeqParams& pp = prhs_h_[static_cast<size_t>(l * rows_ + r)];
+        pp.dilate_fraction = k.dilate_fraction;
+        pp.tau = k.tau;
+        pp.dilation = static_cast<int32_t>(std::clamp<int64_t>(k.dilation, 0, 1 << 20));
+        pp.window_first_block = static_cast<int32_t>(
+            sparsity::PrhsPolicy::PsawWindowStart(k, l, s.num_layers, tokens) / bs);
+        pp.anchor_row = static_cast<int32_t>((slot * s.num_layers + l) * kv);
+        pp.budget_tokens = static_cast<int32_t>(
+            std::clamp<int64_t>(policy->limits().budget_tokens, 1, int64_t{1} << 30));
+      }
     }
     std::memcpy(inputs_h_.data() + rules_offset_ + static_cast<size_t>(r) * sizeof(rule), &rule,
                 sizeof(rule));
@@ -181,6 +225,11 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   // The layers' modes are laid out for rows_ rows: upload exactly what this step uses.
   LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(inputs_.get(), inputs_h_.data(), inputs_h_.size(),
                                           cudaMemcpyHostToDevice, stream));
+  if (has_prhs_) {
+    LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(prhs_params_.get(), prhs_h_.data(),
+                                            prhs_h_.size() * sizeof(cuda::PrhsSeqParams),
+                                            cudaMemcpyHostToDevice, stream));
+  }
   LY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
       stats_.get(), 0, static_cast<size_t>(rows_) * sizeof(cuda::SparseSeqStats), stream));
   return absl::OkStatus();
@@ -213,7 +262,81 @@ absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q,
   p.shape.block_size = s.block_size;
   p.shape.max_blocks_per_seq = width_;
   p.scale = scale;
+  if (has_prhs_) {
+    p.prhs_seqs = prhs_params_.get() + layer * rows_;
+    p.prhs_scores = prhs_scores_.get();
+    p.prhs_anchor_q = anchor_q_.get();
+    p.prhs_anchor_info = anchor_info_.get();
+    p.prhs_anchor_blocks = anchor_blocks_.get();
+  }
   return cuda::SparseBlockSelect(p, stream);
+}
+
+absl::StatusOr<int32_t> CudaSparseDecode::PrhsSlot(uint64_t serial, int64_t prhs_rows,
+                                                   cudaStream_t stream) {
+  if (auto it = slot_of_.find(serial); it != slot_of_.end()) {
+    slot_step_[static_cast<size_t>(it->second)] = step_;
+    return it->second;
+  }
+  // A free slot, else the one least recently used by a request not in this step.
+  int32_t slot = -1;
+  for (int64_t i = 0; i < prhs_slots_; ++i) {
+    const size_t si = static_cast<size_t>(i);
+    if (slot_owner_[si] == 0) {
+      slot = static_cast<int32_t>(i);
+      break;
+    }
+    if (slot_step_[si] < step_ && (slot < 0 || slot_step_[si] < slot_step_[slot])) {
+      slot = static_cast<int32_t>(i);
+    }
+  }
+  if (slot < 0) {
+    slot = static_cast<int32_t>(prhs_slots_);
+    LY_RETURN_IF_ERROR(GrowPrhsArenas(
+        std::clamp<int64_t>(std::max(2 * prhs_slots_, prhs_rows), 1, sizes_.max_rows), stream));
+  }
+  const size_t si = static_cast<size_t>(slot);
+  if (slot_owner_[si] != 0) slot_of_.erase(slot_owner_[si]);
+  slot_owner_[si] = serial;
+  slot_step_[si] = step_;
+  slot_of_[serial] = slot;
+  // No anchors yet: info (budget 0) for every layer and kv head of the slot.
+  const int64_t rows_per_slot = sizes_.num_layers * sizes_.num_kv_heads;
+  LY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(anchor_info_.get() + 2 * slot * rows_per_slot, 0,
+                                          2 * rows_per_slot * sizeof(int32_t), stream));
+  return slot;
+}
+
+absl::Status CudaSparseDecode::GrowPrhsArenas(int64_t slots, cudaStream_t stream) {
+  if (slots <= prhs_slots_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "sparse decode: more prhs requests in a step than ", prhs_slots_, " anchor slots"));
+  }
+  const size_t rows = static_cast<size_t>(slots * sizes_.num_layers * sizes_.num_kv_heads);
+  const size_t old_rows =
+      static_cast<size_t>(prhs_slots_ * sizes_.num_layers * sizes_.num_kv_heads);
+  cuda::DeviceBuffer<float> q;
+  cuda::DeviceBuffer<int32_t> info, blocks;
+  LY_RETURN_IF_ERROR(q.Allocate(rows * static_cast<size_t>(sizes_.head_dim)));
+  LY_RETURN_IF_ERROR(info.Allocate(2 * rows));
+  LY_RETURN_IF_ERROR(blocks.Allocate(rows * static_cast<size_t>(cuda::kPrhsMaxAnchorBlocks)));
+  if (old_rows > 0) {
+    LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(q.get(), anchor_q_.get(), anchor_q_.bytes(),
+                                            cudaMemcpyDeviceToDevice, stream));
+    LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(info.get(), anchor_info_.get(), anchor_info_.bytes(),
+                                            cudaMemcpyDeviceToDevice, stream));
+    LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(blocks.get(), anchor_blocks_.get(),
+                                            anchor_blocks_.bytes(), cudaMemcpyDeviceToDevice,
+                                            stream));
+    // The old arenas are freed below (cudaFree waits for the copies).
+  }
+  anchor_q_ = std::move(q);
+  anchor_info_ = std::move(info);
+  anchor_blocks_ = std::move(blocks);
+  slot_owner_.resize(static_cast<size_t>(slots), 0);
+  slot_step_.resize(static_cast<size_t>(slots), 0);
+  prhs_slots_ = slots;
+  return absl::OkStatus();
 }
 
 absl::Status CudaSparseDecode::Accumulate(const float* maybe_dense_lse, cudaStream_t stream) {

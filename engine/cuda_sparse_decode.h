@@ -15,14 +15,19 @@
 //   streaming  sinks + recent window (no scoring)
 //   lychee     layer 0 and the mask's retrieval heads read everything and choose the set of their
 //              kv-head index by exact scores; the other heads read the set last chosen there
+//   prhs       every layer and kv head: CIS anchors on the device (an arena row per request
+//              slot, layer and kv head, keyed by Policy::serial; a request whose slot was given
+//              to another rescores), dilation, PSAW windows (per layer, computed here)
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/model_runner.h"
 #include "kernels/cuda/block_select.h"
@@ -33,8 +38,9 @@
 
 namespace lychee {
 
-// Whether the CUDA backend can run `spec` (OK, or InvalidArgument saying why not).
-absl::Status CudaSparsePolicySupport(const PolicySpec& spec);
+// Whether the CUDA backend can run `spec` with pages of `block_size` tokens (OK, or
+// InvalidArgument saying why not).
+absl::Status CudaSparsePolicySupport(const PolicySpec& spec, int64_t block_size = 16);
 
 // The selection rule a policy gives its sequence (budget and sinks in blocks), and the mode of kv
 // head `kv_head` at `layer`: pure host logic, checked against the CPU policies without a GPU
@@ -95,6 +101,10 @@ class CudaSparseDecode {
 
  private:
   absl::Status Allocate();
+  // kPrhs: the arena slot of a policy (by serial) for this step, growing the arenas when every
+  // slot is held by a request of this step; a slot new to its policy starts without anchors.
+  absl::StatusOr<int32_t> PrhsSlot(uint64_t serial, int64_t prhs_rows, cudaStream_t stream);
+  absl::Status GrowPrhsArenas(int64_t slots, cudaStream_t stream);
 
   Sizes sizes_;
   bool allocated_ = false;
@@ -113,6 +123,18 @@ class CudaSparseDecode {
   std::vector<uint8_t> inputs_h_;
   cuda::SparseSeqStats* stats_h_ = nullptr;  // pinned
   size_t rules_offset_ = 0;
+  // kPrhs: per (layer, row) params, the exact-score workspace and the anchor arenas
+  // ([slot][layer][kv head] rows), allocated on first use.
+  bool has_prhs_ = false;
+  std::vector<cuda::PrhsSeqParams> prhs_h_;
+  cuda::DeviceBuffer<cuda::PrhsSeqParams> prhs_params_;
+  cuda::DeviceBuffer<float> prhs_scores_, anchor_q_;
+  cuda::DeviceBuffer<int32_t> anchor_info_, anchor_blocks_;
+  int64_t prhs_slots_ = 0;
+  int64_t step_ = 0;
+  std::unordered_map<uint64_t, int32_t> slot_of_;  // policy serial -> slot
+  std::vector<uint64_t> slot_owner_;               // 0: free
+  std::vector<int64_t> slot_step_;                 // the last step that used it
 };
 
 }  // namespace lychee

@@ -17,12 +17,17 @@
 // decode step.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string_view>
 #include <vector>
 
 #include "absl/types/span.h"
 #include "kvcache/paged_kv_view.h"
+
+namespace lychee {
+struct PrhsKnobs;  // engine/request.h
+}  // namespace lychee
 
 namespace lychee::sparsity {
 
@@ -78,19 +83,23 @@ class HeadRoles;
 // A policy as data, for a backend that selects on its device (the CUDA runner cannot call Select
 // per layer without a host round trip): which rule, and its knobs. kNone: no device form.
 struct DeviceSelection {
-  enum class Kind { kNone, kQuest, kStreaming, kLychee };
+  enum class Kind { kNone, kQuest, kStreaming, kLychee, kPrhs };
   Kind kind = Kind::kNone;
   int64_t sink_tokens = 0;
-  int64_t local_tokens = 0;          // kLychee
+  int64_t local_tokens = 0;          // kLychee, kPrhs
   const HeadRoles* roles = nullptr;  // kLychee: owned by the policy, valid while it lives
+  const PrhsKnobs* prhs = nullptr;   // kPrhs: owned by the policy, valid while it lives
 };
 
 class Policy {
  public:
-  explicit Policy(const PolicyLimits& limits) : limits_(limits) {}
+  explicit Policy(const PolicyLimits& limits) : limits_(limits), serial_(NextSerial()) {}
   virtual ~Policy() = default;
 
   const PolicyLimits& limits() const { return limits_; }
+  // Unique over the process's policies (a GPU runner keys device-side state by it: an address
+  // can be reused by the next request's policy, a serial cannot).
+  uint64_t serial() const { return serial_; }
 
   // The policy's name as requests spell it ("streaming", "quest").
   virtual std::string_view name() const = 0;
@@ -113,7 +122,13 @@ class Policy {
   virtual DeviceSelection device_selection() const { return {}; }
 
  private:
+  static uint64_t NextSerial() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
+
   PolicyLimits limits_;
+  uint64_t serial_;
 };
 
 }  // namespace lychee::sparsity

@@ -45,6 +45,16 @@ class PrhsPolicy final : public Policy {
               Selection* selection) override;
   void AfterAttention(const DecodeQuery& query, absl::Span<const float> head_dropped_mass) override;
   PolicyCounters counters() const override { return counters_; }
+  // On the GPU (kernels/cuda/block_select.h, SelectRowMode::kPrhs) the anchors live on the
+  // device; widening (max_dropped_mass < 1) is CPU-only.
+  DeviceSelection device_selection() const override {
+    DeviceSelection d;
+    d.kind = DeviceSelection::Kind::kPrhs;
+    d.sink_tokens = knobs_.sink_tokens;
+    d.local_tokens = knobs_.local_tokens;
+    d.prhs = &knobs_;
+    return d;
+  }
 
   // The first token position layer `layer` of `num_layers` may read at context `tokens` (PSAW).
   static int64_t PsawWindowStart(const PrhsKnobs& knobs, int64_t layer, int64_t num_layers,

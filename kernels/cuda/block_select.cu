@@ -60,8 +60,11 @@ struct RowPlan {
   SelectRange range;
   int32_t n = 0;
   int64_t ctx = 0;
+  int32_t budget_blocks = 1;
+  int32_t window_first = 0;   // kPrhs: first candidate block (PSAW)
   bool box_scores = false;    // the score kernel writes key-summary bounds for it
-  bool exact_scores = false;  // ... or the exact scores of the group-mean query
+  bool exact_scores = false;  // ... or the exact scores of the group-mean query (kPrhs: unless
+                              // the row reuses its anchor, which only a warp can tell)
 };
 
 __device__ __forceinline__ RowPlan PlanRow(const BlockSelectParams& p, int seq, int kv_head) {
@@ -78,6 +81,7 @@ __device__ __forceinline__ RowPlan PlanRow(const BlockSelectParams& p, int seq, 
         p.row_modes[static_cast<int64_t>(seq) * s.num_kv_heads + kv_head]);
     rule = p.seq_rules[seq];
   }
+  r.budget_blocks = rule.budget_blocks < 1 ? 1 : rule.budget_blocks;
   const bool bound = p.maybe_log_unread != nullptr;
   if (r.mode == SelectRowMode::kTopK || r.mode == SelectRowMode::kExactTopK) {
     r.range = ResolveSelectRule(rule, r.n);
@@ -87,14 +91,77 @@ __device__ __forceinline__ RowPlan PlanRow(const BlockSelectParams& p, int seq, 
     r.exact_scores = r.mode == SelectRowMode::kExactTopK && ranks;
   } else if (r.mode == SelectRowMode::kInherit) {
     r.box_scores = bound;
+  } else if (r.mode == SelectRowMode::kPrhs) {
+    // As PrhsPolicy::Select: a budget covering every block reads everything; otherwise the
+    // candidates are [max(sinks, PSAW window), local window), `take` of them chosen.
+    r.range = ResolveSelectRule(rule, r.n);
+    const int32_t wf = p.prhs_seqs[seq].window_first_block;
+    r.window_first = min(r.range.last_begin, max(r.range.first, wf));
+    const int32_t forced = r.range.first + (r.n - r.range.last_begin);
+    const int32_t take = r.budget_blocks - forced;
+    const bool all = r.budget_blocks >= r.n;
+    r.box_scores = bound && !all;
+    r.exact_scores = !all && take > 0 && take < r.range.last_begin - r.window_first;
   }
   return r;
+}
+
+// The GQA group's mean query (summed in head order, then scaled, as the CPU's GroupMeanQuery),
+// lane l's dims [l * kPer, (l + 1) * kPer).
+template <int D>
+__device__ __forceinline__ void LaneGroupMeanQuery(const BlockSelectParams& p, int seq, int kv_head,
+                                                   int lane, float (&qbar)[D / 32]) {
+  constexpr int kPer = D / 32;
+  const BlockSelectShape& s = p.shape;
+  const int group = static_cast<int>(s.num_heads / s.num_kv_heads);
+  const int64_t q_stride = p.q_row_stride == 0 ? s.num_heads * D : p.q_row_stride;
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) qbar[e] = 0.0f;
+  for (int h = 0; h < group; ++h) {
+    float q[kPer];
+    LoadBf16Floats<kPer>(
+        p.q + seq * q_stride + (static_cast<int64_t>(kv_head) * group + h) * D + lane * kPer, q);
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) qbar[e] += q[e];
+  }
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) qbar[e] *= 1.0f / static_cast<float>(group);
+}
+
+// kPrhs, by a whole warp: whether the row reuses its anchor (one chosen under the same budget,
+// cos(q̄, q̄_anchor) > tau in double, as the CPU's Cosine). Every warp that asks gets the same
+// answer: the same lanes sum in the same order.
+template <int D>
+__device__ __forceinline__ bool PrhsReusesAnchor(const BlockSelectParams& p, int seq, int kv_head,
+                                                 int lane, const float (&qbar)[D / 32]) {
+  constexpr int kPer = D / 32;
+  const PrhsSeqParams& sp = p.prhs_seqs[seq];
+  const int64_t arow = static_cast<int64_t>(sp.anchor_row) + kv_head;
+  if (sp.budget_tokens <= 0 || p.prhs_anchor_info[2 * arow] != sp.budget_tokens) return false;
+  const float* a = p.prhs_anchor_q + arow * D + lane * kPer;
+  double ab = 0.0, aa = 0.0, bb = 0.0;
+#pragma unroll
+  for (int e = 0; e < kPer; ++e) {
+    const double x = qbar[e], y = a[e];
+    ab += x * y;
+    aa += x * x;
+    bb += y * y;
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    ab += __shfl_xor_sync(0xffffffffu, ab, offset);
+    aa += __shfl_xor_sync(0xffffffffu, aa, offset);
+    bb += __shfl_xor_sync(0xffffffffu, bb, offset);
+  }
+  const float cosine = aa == 0.0 || bb == 0.0 ? 0.0f : static_cast<float>(ab / sqrt(aa * bb));
+  return static_cast<double>(cosine) > sp.tau;
 }
 
 // Scoring: CTA (block range, kv head, sequence); a warp scores kScoreBlocksPerWarp blocks, lane l
 // holding dims [l * D/32, (l + 1) * D/32). Box rows: the max over the group of the key-summary
 // bound (scaled); exact rows: the max over the block's keys of the group-mean query's dot
-// product (unscaled, as the CPU's ExactBlockScores).
+// product (unscaled, as the CPU's ExactBlockScores). A kPrhs row can want both: box bounds for
+// its certified bound (into scores) and exact scores for a new anchor (into prhs_scores).
 template <int D>
 __global__ void __launch_bounds__(kScoreWarps * 32)
     ScoreKernel(const __grid_constant__ BlockSelectParams p) {
@@ -103,13 +170,55 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   const int kv_head = blockIdx.y;
   const int seq = blockIdx.z;
   const int group = static_cast<int>(s.num_heads / s.num_kv_heads);
-  const RowPlan plan = PlanRow(p, seq, kv_head);
+  RowPlan plan = PlanRow(p, seq, kv_head);
   if (!plan.box_scores && !plan.exact_scores) return;
   const int64_t n = plan.n;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kScoreWarps * kScoreBlocksPerWarp;
   if (first >= n) return;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
+  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * s.max_blocks_per_seq;
+  const int64_t row = static_cast<int64_t>(seq) * s.num_kv_heads + kv_head;
+  const float kNegInf = -__int_as_float(0x7f800000);
+  // After WarpReduceScatter8, lanes 4r..4r+3 hold row r's sum (a query head, or a key of the
+  // block).
+  const int lane_row = lane / 4;
+  if (plan.exact_scores) {
+    float qbar[kPer];
+    LaneGroupMeanQuery<D>(p, seq, kv_head, lane, qbar);
+    const bool prhs = plan.mode == SelectRowMode::kPrhs;
+    if (!prhs || !PrhsReusesAnchor<D>(p, seq, kv_head, lane, qbar)) {
+      float* out = (prhs ? p.prhs_scores : p.scores) + row * s.max_blocks_per_seq;
+      for (int i = 0; i < kScoreBlocksPerWarp; ++i) {
+        const int64_t b = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp + i;
+        if (b >= n) break;  // uniform over the warp
+        const bf16* keys = p.cache.kv + table[b] * p.cache.block_stride() +
+                           kv_head * p.cache.head_stride() + lane * kPer;
+        const int rows_in_block =
+            static_cast<int>(b == n - 1 ? plan.ctx - (n - 1) * s.block_size : s.block_size);
+        // Eight keys at a time: per-lane partial dots, then one reduce-scatter for all eight.
+        float best = kNegInf;
+        for (int r0 = 0; r0 < rows_in_block; r0 += 8) {
+          float part[8];
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            part[j] = 0.0f;
+            if (r0 + j < rows_in_block) {  // uniform over the warp
+              float k[kPer];
+              LoadBf16Floats<kPer>(keys + static_cast<int64_t>(r0 + j) * D, k);
+#pragma unroll
+              for (int e = 0; e < kPer; ++e) part[j] += qbar[e] * k[e];
+            }
+          }
+          const float dot = WarpReduceScatter8(part);
+          if (r0 + lane_row < rows_in_block) best = fmaxf(best, dot);
+        }
+        best = WarpMaxOverRows8(best);
+        if (lane == 0) out[b] = best;
+      }
+    }
+  }
+  if (!plan.box_scores) return;
 
   const int64_t q_stride = p.q_row_stride == 0 ? s.num_heads * D : p.q_row_stride;
   float q[kMaxGroup][kPer];
@@ -124,54 +233,7 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
       for (int e = 0; e < kPer; ++e) q[h][e] = 0.0f;
     }
   }
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * s.max_blocks_per_seq;
-  float* out =
-      p.scores + (static_cast<int64_t>(seq) * s.num_kv_heads + kv_head) * s.max_blocks_per_seq;
-  const float kNegInf = -__int_as_float(0x7f800000);
-  // After WarpReduceScatter8, lanes 4r..4r+3 hold row r's sum (a query head, or a key of the
-  // block).
-  const int lane_row = lane / 4;
-  if (plan.exact_scores) {
-    // The group-mean query, summed in head order then scaled, as GroupMeanQuery on the CPU.
-    float qbar[kPer];
-#pragma unroll
-    for (int e = 0; e < kPer; ++e) {
-      float sum = 0.0f;
-#pragma unroll
-      for (int h = 0; h < kMaxGroup; ++h) {
-        if (h < group) sum += q[h][e];
-      }
-      qbar[e] = sum * (1.0f / static_cast<float>(group));
-    }
-    for (int i = 0; i < kScoreBlocksPerWarp; ++i) {
-      const int64_t b = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp + i;
-      if (b >= n) break;  // uniform over the warp
-      const bf16* keys = p.cache.kv + table[b] * p.cache.block_stride() +
-                         kv_head * p.cache.head_stride() + lane * kPer;
-      const int rows_in_block =
-          static_cast<int>(b == n - 1 ? plan.ctx - (n - 1) * s.block_size : s.block_size);
-      // Eight keys at a time: per-lane partial dots, then one reduce-scatter for all eight.
-      float best = kNegInf;
-      for (int r0 = 0; r0 < rows_in_block; r0 += 8) {
-        float part[8];
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          part[j] = 0.0f;
-          if (r0 + j < rows_in_block) {  // uniform over the warp
-            float k[kPer];
-            LoadBf16Floats<kPer>(keys + static_cast<int64_t>(r0 + j) * D, k);
-#pragma unroll
-            for (int e = 0; e < kPer; ++e) part[j] += qbar[e] * k[e];
-          }
-        }
-        const float dot = WarpReduceScatter8(part);
-        if (r0 + lane_row < rows_in_block) best = fmaxf(best, dot);
-      }
-      best = WarpMaxOverRows8(best);
-      if (lane == 0) out[b] = best;
-    }
-    return;
-  }
+  float* out = p.scores + row * s.max_blocks_per_seq;
   const int64_t summary_stride = p.cache.summary_block_stride();
   for (int i = 0; i < kScoreBlocksPerWarp; ++i) {
     const int64_t b = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp + i;
@@ -196,22 +258,308 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   }
 }
 
+using SelectScan = cub::BlockScan<int, kSelectThreads>;
+using SelectReduce = cub::BlockReduce<float, kSelectThreads>;
+using SelectReduceInt = cub::BlockReduce<int, kSelectThreads>;
+
+// The select kernel's shared scalars and scratch (the scores and bit sets are dynamic).
+struct SelectShared {
+  union {
+    typename SelectScan::TempStorage scan;
+    typename SelectReduce::TempStorage reduce;
+    typename SelectReduceInt::TempStorage reduce_int;
+  } storage;
+  int hist[256];
+  uint32_t prefix;
+  int remaining;
+  int last_read;  // the sequence's last (partial) block is read
+  float max;
+  int total;
+  int flag;
+  int warp_above[kSelectWarps], warp_equal[kSelectWarps];
+  float qbar[128];  // kPrhs: the group-mean query, for a new anchor
+};
+
+// The k-th largest of image(b) over [lo, hi) (1 <= k <= the number of b with image(b) > 0; 0
+// marks an element that never counts): the threshold image and how many elements equal to it
+// are taken (the earliest ones). A radix select, 8 bits a pass from the top; lanes of a warp with
+// the same digit add to its bin once (__match_any_sync): the top digits of similar scores are
+// mostly one bin, and thousands of single-lane atomics on one shared address would serialise.
+// Every thread of the block calls it.
+struct RadixPick {
+  uint32_t threshold;
+  int equal_quota;
+};
+template <typename Image>
+__device__ RadixPick RadixSelectTop(int k, int lo, int hi, Image image, SelectShared& sh) {
+  const int lane = threadIdx.x % 32;
+  if (threadIdx.x == 0) {
+    sh.prefix = 0;
+    sh.remaining = k;
+  }
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += kSelectThreads) sh.hist[i] = 0;
+    __syncthreads();
+    const uint32_t prefix = sh.prefix;
+    const uint32_t high_mask = shift == 24 ? 0u : (0xffffffffu << (shift + 8));
+    // The trip count is the block's, so every lane takes part in each __match_any_sync.
+    for (int base = lo; base < hi; base += kSelectThreads) {
+      const int b = base + static_cast<int>(threadIdx.x);
+      uint32_t key = 256;  // outside every bin: a lane with nothing to count
+      if (b < hi) {
+        const uint32_t u = image(b);
+        if ((u & high_mask) == prefix) key = (u >> shift) & 0xff;
+      }
+      const unsigned peers = __match_any_sync(0xffffffffu, key);
+      if (key < 256 && __ffs(peers) - 1 == lane) atomicAdd(&sh.hist[key], __popc(peers));
+    }
+    __syncthreads();
+    // Thread t looks at digit 255 - t: with the counts of the digits above it (a block scan),
+    // the one thread whose digit holds the remaining-th best sets the prefix.
+    const int digit = 255 - static_cast<int>(threadIdx.x);
+    const int digit_count = sh.hist[digit];
+    const int remaining = sh.remaining;
+    int above = 0;
+    SelectScan(sh.storage.scan).ExclusiveSum(digit_count, above);
+    if (above < remaining && above + digit_count >= remaining) {
+      sh.prefix = prefix | (static_cast<uint32_t>(digit) << shift);
+      sh.remaining = remaining - above;  // still to take among those equal to the prefix
+    }
+    __syncthreads();
+  }
+  const RadixPick pick{sh.prefix, sh.remaining};
+  __syncthreads();  // read before another call resets them
+  return pick;
+}
+
+// Calls taken(slot, b) for each b of [lo, hi) that `pick` takes (image above the threshold, or
+// equal to it and among the first equal_quota such), slots from slot0 in index order. Warp w owns
+// a contiguous range and walks it 32 at a time, a lane per element (conflict-free shared reads):
+// first its counts, then, with the warps before it counted, slots from ballots. Every thread of
+// the block calls it; image() must not change meanwhile.
+template <typename Image, typename Taken>
+__device__ void ForEachTaken(int lo_all, int hi_all, RadixPick pick, Image image, int slot0,
+                             Taken taken, SelectShared& sh) {
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const int per = (hi_all - lo_all + kSelectWarps - 1) / kSelectWarps;
+  const int lo = min(hi_all, lo_all + warp * per);
+  const int hi = min(hi_all, lo + per);
+  const unsigned lanes_below = (1u << lane) - 1u;
+  int above = 0, equal = 0;
+  for (int b = lo + lane; b < hi; b += 32) {
+    const uint32_t u = image(b);
+    above += u > pick.threshold;
+    equal += u == pick.threshold;
+  }
+  above = __reduce_add_sync(0xffffffffu, above);
+  equal = __reduce_add_sync(0xffffffffu, equal);
+  if (lane == 0) {
+    sh.warp_above[warp] = above;
+    sh.warp_equal[warp] = equal;
+  }
+  __syncthreads();
+  // The ties taken before this warp's range, and this warp's first output slot.
+  int equal_rank = 0, slot = slot0;
+  for (int w = 0; w < warp; ++w) {
+    const int eq = sh.warp_equal[w];
+    slot += sh.warp_above[w] + min(eq, max(0, pick.equal_quota - equal_rank));
+    equal_rank += eq;
+  }
+  for (int base = lo; base < hi; base += 32) {
+    const int b = base + lane;
+    const uint32_t u = b < hi ? image(b) : 0u;
+    const bool eq = b < hi && u == pick.threshold;
+    const unsigned eq_mask = __ballot_sync(0xffffffffu, eq);
+    const bool take =
+        b < hi && (u > pick.threshold ||
+                   (eq && equal_rank + __popc(eq_mask & lanes_below) < pick.equal_quota));
+    const unsigned take_mask = __ballot_sync(0xffffffffu, take);
+    if (take) taken(slot + __popc(take_mask & lanes_below), b);
+    slot += __popc(take_mask);
+    equal_rank += __popc(eq_mask);
+  }
+  __syncthreads();
+}
+
+__device__ __forceinline__ bool TestBit(const uint32_t* bits, int b) {
+  return ((bits[b >> 5] >> (b & 31)) & 1u) != 0;
+}
+__device__ __forceinline__ void SetBit(uint32_t* bits, int b) {
+  atomicOr(&bits[b >> 5], 1u << (b & 31));
+}
+
+// The members of `bits` in [lo, hi), in index order, as slots slot0, slot0 + 1, ...; returns
+// how many (every thread). Every thread of the block calls it.
+template <typename Emit>
+__device__ int EmitBits(int lo, int hi, const uint32_t* bits, int slot0, Emit emit,
+                        SelectShared& sh) {
+  const auto image = [&](int b) { return TestBit(bits, b) ? 1u : 0u; };
+  // Every member is above threshold 0: a pick of all of them.
+  int members = 0;
+  for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) {
+    members += TestBit(bits, b);
+  }
+  members = SelectReduceInt(sh.storage.reduce_int).Sum(members);
+  if (threadIdx.x == 0) sh.total = members;
+  __syncthreads();
+  members = sh.total;
+  ForEachTaken(lo, hi, RadixPick{0u, 0}, image, slot0, emit, sh);
+  return members;
+}
+
+// A kPrhs row (PrhsPolicy::Select and Rescore on the GPU): fills `member` with the chosen
+// candidate blocks of [plan.window_first, plan.range.last_begin) and returns whether the row
+// reused its anchor. s_scores holds nothing on entry; `extra` is scratch. Blocks a rescore adds,
+// in the CPU's order: the candidates by exact score (ties to the earlier block), each of the top
+// W = ceil(dilate_fraction · take) bringing its candidate neighbours ±1..±dilation along, until
+// `take` blocks are in. Without truncation (|top W ∪ their neighbours| <= take) that is those
+// plus the best of the rest; otherwise the `take` earliest arrivals, ranked by (rank of the
+// block that brought it, order of the additions).
+template <int D>
+__device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, int seq, int kv_head,
+                              float* s_scores, uint32_t* member, uint32_t* extra,
+                              int32_t* scratch_a, int32_t* scratch_b, SelectShared& sh) {
+  constexpr int kPer = D / 32;
+  const BlockSelectShape& s = p.shape;
+  const PrhsSeqParams& sp = p.prhs_seqs[seq];
+  const int64_t row = static_cast<int64_t>(seq) * s.num_kv_heads + kv_head;
+  const int64_t arow = static_cast<int64_t>(sp.anchor_row) + kv_head;
+  const int wf = plan.window_first, cand_end = plan.range.last_begin;
+  const int cands = cand_end - wf;
+  const int forced = plan.range.first + (plan.n - cand_end);
+  const int take = plan.budget_blocks - forced;
+  const int lane = threadIdx.x % 32;
+  if (threadIdx.x < 32) {
+    float qbar[kPer];
+    LaneGroupMeanQuery<D>(p, seq, kv_head, lane, qbar);
+    const bool reuse = PrhsReusesAnchor<D>(p, seq, kv_head, lane, qbar);
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) sh.qbar[lane * kPer + e] = qbar[e];
+    if (lane == 0) sh.flag = reuse ? 1 : 0;
+  }
+  __syncthreads();
+  const bool reuse = sh.flag != 0;
+  if (reuse) {
+    const int count = p.prhs_anchor_info[2 * arow + 1];
+    const int32_t* blocks = p.prhs_anchor_blocks + arow * kPrhsMaxAnchorBlocks;
+    for (int i = threadIdx.x; i < count; i += kSelectThreads) {
+      const int b = blocks[i];
+      if (b >= wf && b < cand_end) SetBit(member, b);
+    }
+    __syncthreads();
+    return true;
+  }
+  if (take > 0 && take >= cands) {
+    for (int b = wf + threadIdx.x; b < cand_end; b += kSelectThreads) SetBit(member, b);
+  } else if (take > 0) {
+    const float* exact = p.prhs_scores + row * s.max_blocks_per_seq;
+    for (int b = wf + threadIdx.x; b < cand_end; b += kSelectThreads) s_scores[b] = exact[b];
+    __syncthreads();
+    const auto score = [&](int b) { return OrderedBits(s_scores[b]); };
+    const double widened_d = ceil(sp.dilate_fraction * static_cast<double>(take));
+    const int widened =
+        widened_d < 0.0 ? 0 : (widened_d > take ? take : static_cast<int>(widened_d));
+    const int r_max = sp.dilation < 0 ? 0 : sp.dilation;
+    int brought = 0;  // |top W ∪ their neighbours|
+    if (widened > 0) {
+      const RadixPick top = RadixSelectTop(widened, wf, cand_end, score, sh);
+      ForEachTaken(
+          wf, cand_end, top, score, 0, [&](int, int b) { SetBit(member, b); }, sh);
+      for (int b = wf + threadIdx.x; b < cand_end; b += kSelectThreads) {
+        if (!TestBit(member, b)) continue;
+        for (int r = 1; r <= r_max; ++r) {
+          if (b - r >= wf && !TestBit(member, b - r)) SetBit(extra, b - r);
+          if (b + r < cand_end && !TestBit(member, b + r)) SetBit(extra, b + r);
+        }
+      }
+      __syncthreads();
+      int c = 0;
+      for (int b = wf + threadIdx.x; b < cand_end; b += kSelectThreads) {
+        c += TestBit(member, b) || TestBit(extra, b);
+      }
+      c = SelectReduceInt(sh.storage.reduce_int).Sum(c);
+      if (threadIdx.x == 0) sh.total = c;
+      __syncthreads();
+      brought = sh.total;
+    }
+    if (brought <= take) {
+      // All of them, then the best of the rest by score.
+      for (int b = wf + threadIdx.x; b < cand_end; b += kSelectThreads) {
+        if (TestBit(extra, b)) SetBit(member, b);
+      }
+      __syncthreads();
+      const int words_lo = wf >> 5, words_hi = (cand_end + 31) >> 5;
+      for (int w = words_lo + threadIdx.x; w < words_hi; w += kSelectThreads) extra[w] = 0u;
+      __syncthreads();
+      if (take > brought) {
+        const auto rest = [&](int b) { return TestBit(member, b) ? 0u : OrderedBits(s_scores[b]); };
+        const RadixPick pick = RadixSelectTop(take - brought, wf, cand_end, rest, sh);
+        ForEachTaken(
+            wf, cand_end, pick, rest, 0, [&](int, int b) { SetBit(extra, b); }, sh);
+        for (int b = wf + threadIdx.x; b < cand_end; b += kSelectThreads) {
+          if (TestBit(extra, b)) SetBit(member, b);
+        }
+      }
+    } else {
+      // Truncation inside the dilated top: rank the top W (scratch_a: the blocks in index
+      // order, then each one's rank by score into scratch_b at its block), key every brought
+      // block by its earliest arrival, and keep the `take` earliest.
+      EmitBits(
+          wf, cand_end, member, 0, [&](int slot, int b) { scratch_a[slot] = b; }, sh);
+      for (int i = threadIdx.x; i < widened; i += kSelectThreads) {
+        const int b = scratch_a[i];
+        const uint32_t u = score(b);
+        int rank = 0;
+        for (int j = 0; j < widened; ++j) {
+          const int c = scratch_a[j];
+          const uint32_t v = score(c);
+          rank += v > u || (v == u && c < b);
+        }
+        scratch_b[b] = rank;
+      }
+      __syncthreads();
+      const uint32_t stride = 2u * static_cast<uint32_t>(r_max) + 1u;
+      const auto arrival = [&](int b) -> uint32_t {
+        if (!TestBit(member, b) && !TestBit(extra, b)) return 0u;
+        uint32_t key =
+            TestBit(member, b) ? static_cast<uint32_t>(scratch_b[b]) * stride : 0xffffffffu;
+        for (int r = 1; r <= r_max; ++r) {
+          // Block a adds a - r (order 2r - 1) then a + r (order 2r).
+          if (b + r < cand_end && TestBit(member, b + r)) {
+            key = min(key, static_cast<uint32_t>(scratch_b[b + r]) * stride + 2u * r - 1u);
+          }
+          if (b - r >= wf && TestBit(member, b - r)) {
+            key = min(key, static_cast<uint32_t>(scratch_b[b - r]) * stride + 2u * r);
+          }
+        }
+        return 0xffffffffu - key;  // the earliest arrival is the largest image
+      };
+      const RadixPick pick = RadixSelectTop(take, wf, cand_end, arrival, sh);
+      ForEachTaken(
+          wf, cand_end, pick, arrival, 0, [&](int slot, int b) { scratch_a[slot] = b; }, sh);
+      const int words_lo = wf >> 5, words_hi = (cand_end + 31) >> 5;
+      for (int w = words_lo + threadIdx.x; w < words_hi; w += kSelectThreads) {
+        member[w] = 0u;
+        extra[w] = 0u;
+      }
+      __syncthreads();
+      for (int i = threadIdx.x; i < take; i += kSelectThreads) SetBit(member, scratch_a[i]);
+    }
+  }
+  __syncthreads();
+  // The new anchor: q̄, the budget, the chosen blocks (written by the caller's emission).
+  float* aq = p.prhs_anchor_q + arow * D;
+  for (int e = threadIdx.x; e < D; e += kSelectThreads) aq[e] = sh.qbar[e];
+  return false;
+}
+
 // Selection: CTA (kv head, sequence). See the file comment for the radix select.
+template <int D>
 __global__ void __launch_bounds__(kSelectThreads)
     SelectKernel(const __grid_constant__ BlockSelectParams p) {
-  using Scan = cub::BlockScan<int, kSelectThreads>;
-  using Reduce = cub::BlockReduce<float, kSelectThreads>;
-  __shared__ union {
-    typename Scan::TempStorage scan;
-    typename Reduce::TempStorage reduce;
-  } storage;
-  __shared__ int s_hist[256];
-  __shared__ uint32_t s_prefix;
-  __shared__ int s_remaining;
-  __shared__ int s_last_read;  // the sequence's last (partial) block is read
-  __shared__ float s_max;
-  __shared__ int s_warp_above[kSelectWarps], s_warp_equal[kSelectWarps];
-  extern __shared__ float s_scores[];
+  __shared__ SelectShared sh;
+  extern __shared__ float s_scores[];  // [max_blocks_per_seq], then two bit sets
 
   const BlockSelectShape& s = p.shape;
   const int kv_head = blockIdx.x;
@@ -226,7 +574,7 @@ __global__ void __launch_bounds__(kSelectThreads)
   const float* scores = p.scores + row * s.max_blocks_per_seq;
   const bool bound = p.maybe_log_unread != nullptr;
   const bool reads_all = plan.mode == SelectRowMode::kAll || plan.mode == SelectRowMode::kExactTopK;
-  if (threadIdx.x == 0) s_last_read = 0;
+  if (threadIdx.x == 0) sh.last_read = 0;
 
   if (reads_all) {
     for (int b = threadIdx.x; b < n; b += kSelectThreads) out_pages[b] = table[b];
@@ -243,9 +591,9 @@ __global__ void __launch_bounds__(kSelectThreads)
   // Marks a read block when the bound is wanted: its score leaves the unread sum.
   auto mark = [&](int block) {
     if (bound) s_scores[block] = -__int_as_float(0x7f800000);
-    if (block == n - 1) s_last_read = 1;
+    if (block == n - 1) sh.last_read = 1;
   };
-  int count = 0;  // blocks in the row's set (read, for kTopK and kInherit)
+  int count = 0;  // blocks in the row's set (read, for kTopK, kInherit and kPrhs)
   if (plan.mode == SelectRowMode::kInherit) {
     count = p.maybe_set_sizes[row];
     if (bound) {
@@ -256,6 +604,56 @@ __global__ void __launch_bounds__(kSelectThreads)
       out_pages[i] = table[set[i]];
       mark(set[i]);
     }
+  } else if (plan.mode == SelectRowMode::kPrhs) {
+    auto emit = [&](int slot, int block) {
+      out_pages[slot] = table[block];
+      set[slot] = block;
+      if (block == n - 1) sh.last_read = 1;
+    };
+    if (plan.budget_blocks >= n) {
+      count = n;
+      __syncthreads();  // last_read is reset
+      for (int b = threadIdx.x; b < n; b += kSelectThreads) {
+        emit(b, b);
+        if (bound) s_scores[b] = -__int_as_float(0x7f800000);
+      }
+    } else {
+      const int words = static_cast<int>((s.max_blocks_per_seq + 31) / 32);
+      uint32_t* member = reinterpret_cast<uint32_t*>(s_scores + s.max_blocks_per_seq);
+      uint32_t* extra = member + words;
+      for (int w = threadIdx.x; w < words; w += kSelectThreads) member[w] = extra[w] = 0u;
+      __syncthreads();
+      // The row's output rows are free until the emission below: scratch for a truncation.
+      const bool reused =
+          SelectPrhsRow<D>(p, plan, seq, kv_head, s_scores, member, extra, set, out_pages, sh);
+      const int first = plan.range.first, cand_end = plan.range.last_begin;
+      for (int b = threadIdx.x; b < first; b += kSelectThreads) emit(b, b);
+      const int64_t arow = static_cast<int64_t>(p.prhs_seqs[seq].anchor_row) + kv_head;
+      int32_t* anchor_blocks = p.prhs_anchor_blocks + arow * kPrhsMaxAnchorBlocks;
+      const int chosen = EmitBits(
+          plan.window_first, cand_end, member, first,
+          [&](int slot, int block) {
+            emit(slot, block);
+            if (!reused) anchor_blocks[slot - first] = block;
+          },
+          sh);
+      for (int b = cand_end + threadIdx.x; b < n; b += kSelectThreads) {
+        emit(first + chosen + (b - cand_end), b);
+      }
+      count = first + chosen + (n - cand_end);
+      if (!reused && threadIdx.x == 0) {
+        p.prhs_anchor_info[2 * arow] = p.prhs_seqs[seq].budget_tokens;
+        p.prhs_anchor_info[2 * arow + 1] = chosen;
+      }
+      if (bound) {
+        // The unread blocks keep their key-summary bounds.
+        for (int b = threadIdx.x; b < n; b += kSelectThreads) {
+          const bool read = b < first || b >= cand_end || TestBit(member, b);
+          s_scores[b] = read ? -__int_as_float(0x7f800000) : scores[b];
+        }
+      }
+    }
+    if (threadIdx.x == 0) p.maybe_set_sizes[row] = count;
   } else {
     // kTopK / kExactTopK: the forced ranges and the best `take` candidates, in block order.
     const bool write_pages = plan.mode == SelectRowMode::kTopK;
@@ -270,7 +668,7 @@ __global__ void __launch_bounds__(kSelectThreads)
     const int take = plan.range.take;
     if (take >= cands) {  // everything is chosen
       count = n;
-      __syncthreads();  // s_last_read is reset
+      __syncthreads();  // last_read is reset
       for (int b = threadIdx.x; b < n; b += kSelectThreads) emit(b, b);
     } else {
       count = first + take + (n - cand_end);
@@ -278,95 +676,13 @@ __global__ void __launch_bounds__(kSelectThreads)
         const int lo_b = stage_all ? 0 : first, hi_b = stage_all ? n : cand_end;
         for (int b = lo_b + threadIdx.x; b < hi_b; b += kSelectThreads) s_scores[b] = scores[b];
       }
-      if (threadIdx.x == 0) {
-        s_prefix = 0;
-        s_remaining = take;
-      }
       __syncthreads();
-
-      // Radix select of the take-th largest candidate image, 8 bits a pass from the top. Lanes
-      // of a warp with the same digit add to its bin once (__match_any_sync): the top digits
-      // of similar scores are mostly one bin, and 8192 single-lane atomics on one shared
-      // address would serialise.
-      const int lane = threadIdx.x % 32;
-      for (int shift = 24; shift >= 0 && take > 0; shift -= 8) {
-        for (int i = threadIdx.x; i < 256; i += kSelectThreads) s_hist[i] = 0;
-        __syncthreads();
-        const uint32_t prefix = s_prefix;
-        const uint32_t high_mask = shift == 24 ? 0u : (0xffffffffu << (shift + 8));
-        // The trip count is the block's, so every lane takes part in each __match_any_sync.
-        for (int base = first; base < cand_end; base += kSelectThreads) {
-          const int b = base + static_cast<int>(threadIdx.x);
-          uint32_t key = 256;  // outside every bin: a lane with nothing to count
-          if (b < cand_end) {
-            const uint32_t u = OrderedBits(s_scores[b]);
-            if ((u & high_mask) == prefix) key = (u >> shift) & 0xff;
-          }
-          const unsigned peers = __match_any_sync(0xffffffffu, key);
-          if (key < 256 && __ffs(peers) - 1 == lane) atomicAdd(&s_hist[key], __popc(peers));
-        }
-        __syncthreads();
-        // Thread t looks at digit 255 - t: with the counts of the digits above it (a block
-        // scan), the one thread whose digit holds the remaining-th best sets the prefix.
-        const int digit = 255 - static_cast<int>(threadIdx.x);
-        const int digit_count = s_hist[digit];
-        const int remaining = s_remaining;
-        int above = 0;
-        Scan(storage.scan).ExclusiveSum(digit_count, above);
-        if (above < remaining && above + digit_count >= remaining) {
-          s_prefix = prefix | (static_cast<uint32_t>(digit) << shift);
-          s_remaining = remaining - above;  // still to take among those equal to the prefix
-        }
-        __syncthreads();
-      }
-      const uint32_t threshold = s_prefix;  // image of the take-th best score
-      const int equal_quota = s_remaining;  // how many candidates equal to it are taken
-
-      // In index order, warp w owns candidates [lo, hi) and walks them 32 at a time, a lane per
-      // candidate (conflict-free shared reads): first its counts of candidates above and equal
-      // to the threshold, then, with the warps before it counted, each taken candidate's slot
-      // from ballots.
-      const int warp = threadIdx.x / 32;
-      const int per = (cands + kSelectWarps - 1) / kSelectWarps;
-      const int lo = min(cand_end, first + warp * per);
-      const int hi = min(cand_end, lo + per);
-      const unsigned lanes_below = (1u << lane) - 1u;
       if (take > 0) {
-        int above = 0, equal = 0;
-        for (int b = lo + lane; b < hi; b += 32) {
-          const uint32_t u = OrderedBits(s_scores[b]);
-          above += u > threshold;
-          equal += u == threshold;
-        }
-        above = __reduce_add_sync(0xffffffffu, above);
-        equal = __reduce_add_sync(0xffffffffu, equal);
-        if (lane == 0) {
-          s_warp_above[warp] = above;
-          s_warp_equal[warp] = equal;
-        }
-      }
-      __syncthreads();  // the warps' counts are in; every thread has read the scores it needs
-      if (take > 0) {
-        // The ties taken before this warp's range, and this warp's first output slot.
-        int equal_rank = 0, slot = first;
-        for (int w = 0; w < warp; ++w) {
-          const int eq = s_warp_equal[w];
-          slot += s_warp_above[w] + min(eq, max(0, equal_quota - equal_rank));
-          equal_rank += eq;
-        }
-        for (int base = lo; base < hi; base += 32) {
-          const int b = base + lane;
-          const uint32_t u = b < hi ? OrderedBits(s_scores[b]) : 0u;
-          const bool eq = b < hi && u == threshold;
-          const unsigned eq_mask = __ballot_sync(0xffffffffu, eq);
-          const bool taken =
-              b < hi &&
-              (u > threshold || (eq && equal_rank + __popc(eq_mask & lanes_below) < equal_quota));
-          const unsigned taken_mask = __ballot_sync(0xffffffffu, taken);
-          if (taken) emit(slot + __popc(taken_mask & lanes_below), b);
-          slot += __popc(taken_mask);
-          equal_rank += __popc(eq_mask);
-        }
+        // Marking (-inf) happens only in the second pass, each lane at its own block, after
+        // every count of the first pass is in.
+        const auto score = [&](int b) { return OrderedBits(s_scores[b]); };
+        const RadixPick pick = RadixSelectTop(take, first, cand_end, score, sh);
+        ForEachTaken(first, cand_end, pick, score, first, emit, sh);
       }
       for (int b = threadIdx.x; b < first; b += kSelectThreads) emit(b, b);
       for (int b = cand_end + threadIdx.x; b < n; b += kSelectThreads) {
@@ -384,7 +700,7 @@ __global__ void __launch_bounds__(kSelectThreads)
             ? 0
             : static_cast<int32_t>(
                   static_cast<int64_t>(count) * s.block_size -
-                  (s_last_read != 0 ? static_cast<int64_t>(n) * s.block_size - plan.ctx : 0));
+                  (sh.last_read != 0 ? static_cast<int64_t>(n) * s.block_size - plan.ctx : 0));
     if (p.maybe_split_lens != nullptr) {
       p.maybe_split_lens[row] = -1;
       p.maybe_split_lens[s.batch * s.num_kv_heads + row] = p.sel_lens[row];
@@ -394,10 +710,10 @@ __global__ void __launch_bounds__(kSelectThreads)
   // ln Σ over unread blocks of tokens · exp(score), shifted by the largest unread score.
   float m = -__int_as_float(0x7f800000);
   for (int b = threadIdx.x; b < n; b += kSelectThreads) m = fmaxf(m, s_scores[b]);
-  m = Reduce(storage.reduce).Reduce(m, [](float a, float b) { return fmaxf(a, b); });
-  if (threadIdx.x == 0) s_max = m;
+  m = SelectReduce(sh.storage.reduce).Reduce(m, [](float a, float b) { return fmaxf(a, b); });
+  if (threadIdx.x == 0) sh.max = m;
   __syncthreads();
-  m = s_max;
+  m = sh.max;
   float sum = 0.0f;
   if (m != -__int_as_float(0x7f800000)) {
     for (int b = threadIdx.x; b < n; b += kSelectThreads) {
@@ -407,7 +723,7 @@ __global__ void __launch_bounds__(kSelectThreads)
       sum += tokens * __expf(s_scores[b] - m);
     }
   }
-  sum = Reduce(storage.reduce).Sum(sum);
+  sum = SelectReduce(sh.storage.reduce).Sum(sum);
   if (threadIdx.x == 0) {
     p.maybe_log_unread[row] = m == -__int_as_float(0x7f800000) ? m : m + __logf(sum);
   }
@@ -469,12 +785,14 @@ absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
                         static_cast<unsigned>(s.num_kv_heads), static_cast<unsigned>(s.batch));
   ScoreKernel<D><<<score_grid, kScoreWarps * 32, 0, stream>>>(p);
   LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  const int smem = static_cast<int>(s.max_blocks_per_seq * sizeof(float));
+  // The scores, then two bit sets over the blocks (kPrhs rows).
+  const int smem = static_cast<int>(s.max_blocks_per_seq * sizeof(float) +
+                                    2 * ((s.max_blocks_per_seq + 31) / 32) * sizeof(uint32_t));
   // A host-side attribute (no stream op): legal during graph capture.
   LY_CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(SelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      cudaFuncSetAttribute(SelectKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 select_grid(static_cast<unsigned>(s.num_kv_heads), static_cast<unsigned>(s.batch));
-  SelectKernel<<<select_grid, kSelectThreads, smem, stream>>>(p);
+  SelectKernel<D><<<select_grid, kSelectThreads, smem, stream>>>(p);
   LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }

@@ -59,7 +59,25 @@ enum class SelectRowMode : int8_t {
   kExactTopK = 2,  // every block, and a set chosen by the rule over max_t q̄·k_t per block (q̄ the
                    // GQA group's mean query, unscaled: sparsity::ExactBlockScores)
   kInherit = 3,  // the row's set as an earlier launch left it (a LycheeDecode sparse head)
+  kPrhs = 4,     // PrHS's CIS (sparsity::PrhsPolicy): the anchor's set while cos(q̄, q̄_anchor) >
+                 // tau, else exact scores of q̄ → top blocks with dilation, a new anchor; the
+                 // sequence's rule must be kTopK, its PrhsSeqParams given (BlockSelectParams)
 };
+
+// A kPrhs sequence at one layer: knobs and where its anchor state lives. The state of row
+// (sequence, kv head) is row anchor_row + kv_head of the arenas in BlockSelectParams.
+struct PrhsSeqParams {
+  double dilate_fraction = 1.0 / 3.0;  // the top ceil(fraction · take) blocks bring neighbours
+  double tau = 0.8;                    // reuse the anchor while cos(q̄, q̄_anchor) > tau
+  int32_t dilation = 1;                // ±blocks
+  int32_t window_first_block = 0;      // PSAW: candidates start here (sinks excepted)
+  int32_t anchor_row = 0;              // first arena row of this sequence at this layer
+  int32_t budget_tokens = 0;           // the request's budget: an anchor chosen under another
+                                       // budget is not reused
+};
+static_assert(sizeof(PrhsSeqParams) == 32);
+// Blocks an anchor may hold (its budget's top blocks); a larger budget is refused on the GPU.
+inline constexpr int64_t kPrhsMaxAnchorBlocks = 2048;
 
 // How a sequence's kTopK / kExactTopK rows choose among its n written blocks: blocks
 // [0, first) and [last_begin, n) always, and the best `take` of [first, last_begin) (ties to the
@@ -131,6 +149,16 @@ struct BlockSelectParams {
   // Optional out [2][batch * num_kv_heads]: sel_lens split for two decode launches, [0] the rows
   // that read everything (kAll, kExactTopK) and [1] the others, -1 where the row is the other's.
   int32_t* maybe_split_lens = nullptr;
+  // kPrhs rows only: [batch] per-sequence params, and the anchor arenas (rows as
+  // PrhsSeqParams::anchor_row says): q̄ [rows, head_dim] fp32, info [rows, 2] (the budget the
+  // anchor was chosen under, 0 = none; its block count), blocks [rows, kPrhsMaxAnchorBlocks].
+  // The select kernel writes a new anchor where a row rescored.
+  const PrhsSeqParams* prhs_seqs = nullptr;
+  float* prhs_scores = nullptr;  // [batch * num_kv_heads, max_blocks_per_seq] workspace: exact
+                                 // scores of rescoring kPrhs rows (scores keeps their bounds)
+  float* prhs_anchor_q = nullptr;
+  int32_t* prhs_anchor_info = nullptr;
+  int32_t* prhs_anchor_blocks = nullptr;
   // Sizes.
   BlockSelectShape shape;
   int64_t q_row_stride = 0;  // 0 = num_heads * head_dim

@@ -33,6 +33,7 @@
 #include "engine/cpu_model_runner.h"
 #include "engine/device_select.h"
 #include "engine/sampler.h"
+#include "kernels/cuda/block_select.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kvcache/kv_pool.h"
 #include "model/safetensors.h"
@@ -455,7 +456,7 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
   ASSERT_NE(gpu, nullptr);
   const std::vector<SimSeq> dense = run(*gpu, nullptr, nullptr);
 
-  PolicySpec streaming, quest, lychee;
+  PolicySpec streaming, quest, lychee, prhs_reuse, prhs_rescore;
   streaming.name = "streaming";
   streaming.budget_tokens = 64;
   quest.name = "quest";
@@ -464,7 +465,19 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
   lychee.budget_tokens = 96;
   lychee.lychee.sink_tokens = 16;
   lychee.lychee.local_tokens = 32;
-  for (const PolicySpec* spec : {&streaming, &quest, &lychee}) {
+  // PrHS with its reuse decision made unambiguous (the GPU's q is bf16 activations, the CPU's
+  // fp32: a cosine near tau could go either way): tau -1 reuses every anchor, tau 2 none. With a
+  // PSAW window in the second layer.
+  prhs_reuse.name = "prhs";
+  prhs_reuse.budget_tokens = 160;
+  prhs_reuse.prhs.sink_tokens = 16;
+  prhs_reuse.prhs.local_tokens = 32;
+  prhs_reuse.prhs.tau = -1.0;
+  prhs_rescore = prhs_reuse;
+  prhs_rescore.prhs.tau = 2.0;
+  prhs_rescore.prhs.dilation = 2;
+  prhs_rescore.prhs.psaw_phi = 0.5;
+  for (const PolicySpec* spec : {&streaming, &quest, &lychee, &prhs_reuse, &prhs_rescore}) {
     SCOPED_TRACE(spec->name);
     const absl::Status supported = gpu->SupportsPolicy(*spec);
     ASSERT_TRUE(supported.ok()) << supported;
@@ -513,14 +526,14 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
     EXPECT_GT(differ_from_dense, 0);  // the policy did change what was read
     if (spec == &streaming) {
       EXPECT_EQ(close, rows);
-    } else if (spec == &lychee) {
+    } else if (spec == &lychee || spec == &prhs_reuse || spec == &prhs_rescore) {
       EXPECT_GE(close, rows * 9 / 10);
     }  // quest ranks by the box bound on the GPU, by min(box, ball) on the CPU: counts only
   }
   // What the GPU refuses, in words.
-  PolicySpec prhs;
-  prhs.name = "prhs";
-  EXPECT_NE(gpu->SupportsPolicy(prhs).message().find("prhs"), std::string::npos);
+  PolicySpec prhs = prhs_reuse;
+  prhs.budget_tokens = kBlock * (cuda::kPrhsMaxAnchorBlocks + 1);
+  EXPECT_NE(gpu->SupportsPolicy(prhs).message().find("anchor"), std::string::npos);
   PolicySpec bounded = quest;
   bounded.max_dropped_mass = 0.1;
   EXPECT_NE(gpu->SupportsPolicy(bounded).message().find("max_dropped_mass"), std::string::npos);

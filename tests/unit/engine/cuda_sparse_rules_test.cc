@@ -23,6 +23,7 @@
 #include "sparsity/block_scoring.h"
 #include "sparsity/head_roles.h"
 #include "sparsity/lychee_policy.h"
+#include "sparsity/prhs_policy.h"
 #include "sparsity/quest_policy.h"
 #include "sparsity/streaming_policy.h"
 #include "tests/util/numeric.h"
@@ -177,6 +178,21 @@ TEST(CudaSparseRulesTest, RulesReproduceTheCpuPolicies) {
     EXPECT_EQ(RowModeFor(d, 0, 0), cuda::SelectRowMode::kExactTopK);  // layer 0: all retrieval
     EXPECT_EQ(RowModeFor(d, 1, 0), cuda::SelectRowMode::kInherit);
     EXPECT_EQ(RowModeFor(d, 1, 1), cuda::SelectRowMode::kExactTopK);
+
+    // PrHS: the forced ranges of PrhsPolicy (sinks, local window) as kTopK's, kPrhs everywhere.
+    PrhsKnobs prhs_knobs;
+    prhs_knobs.sink_tokens = sinks;
+    prhs_knobs.local_tokens = local;
+    sparsity::PrhsPolicy prhs(limits, prhs_knobs);
+    const sparsity::DeviceSelection pd = prhs.device_selection();
+    ASSERT_EQ(pd.kind, sparsity::DeviceSelection::Kind::kPrhs);
+    ASSERT_EQ(pd.prhs->tau, prhs_knobs.tau);
+    const cuda::SelectSeqRule prhs_rule = SeqRuleFor(pd, budget, bs);
+    EXPECT_EQ(prhs_rule.rule, cuda::SelectRule::kTopK);
+    EXPECT_EQ(prhs_rule.sink_blocks, (sinks + bs - 1) / bs);
+    EXPECT_EQ(prhs_rule.local_blocks, 1 + (std::max<int64_t>(0, local - 1) + bs - 1) / bs);
+    EXPECT_EQ(prhs_rule.budget_blocks, std::max<int64_t>(1, budget / bs));
+    EXPECT_EQ(RowModeFor(pd, 1, 1), cuda::SelectRowMode::kPrhs);
   }
   EXPECT_GT(ranked, 100);  // most trials had to rank, not take everything
   std::printf("%lld selections compared, %lld trials ranked blocks\n",
@@ -188,12 +204,17 @@ TEST(CudaSparseRulesTest, RulesReproduceTheCpuPolicies) {
 TEST(CudaSparseRulesTest, PoliciesTheGpuRefusesSayWhy) {
   PolicySpec spec;
   EXPECT_TRUE(CudaSparsePolicySupport(spec).ok());
-  for (const char* name : {"quest", "streaming", "lychee"}) {
+  for (const char* name : {"quest", "streaming", "lychee", "prhs"}) {
     spec.name = name;
     EXPECT_TRUE(CudaSparsePolicySupport(spec).ok()) << name;
   }
-  spec.name = "prhs";
-  EXPECT_NE(CudaSparsePolicySupport(spec).message().find("prhs"), std::string::npos);
+  spec.name = "prhs";  // an anchor holds at most kPrhsMaxAnchorBlocks blocks
+  spec.budget_tokens = 16 * (cuda::kPrhsMaxAnchorBlocks + 1);
+  EXPECT_NE(CudaSparsePolicySupport(spec, 16).message().find("anchor"), std::string::npos);
+  EXPECT_TRUE(CudaSparsePolicySupport(spec, 32).ok());
+  spec.budget_tokens = 2048;
+  spec.name = "unknown";
+  EXPECT_NE(CudaSparsePolicySupport(spec).message().find("unknown"), std::string::npos);
   spec.name = "lychee";
   spec.lychee.mode = "token";
   EXPECT_NE(CudaSparsePolicySupport(spec).message().find("token mode"), std::string::npos);

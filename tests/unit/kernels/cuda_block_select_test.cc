@@ -182,7 +182,47 @@ class CudaBlockSelectTest : public CudaKernelTest {
  protected:
   void RunCase(const SelectCase& c, const std::vector<int64_t>& contexts);
   void RunSparseCase(const SelectCase& c, const std::vector<int64_t>& contexts);
+  void RunPrhsCase(const SelectCase& c, const std::vector<int64_t>& contexts);
 };
+
+// sparsity::PrhsPolicy's Rescore on given exact scores: candidates [first, end), `take` of them,
+// the top ceil(fraction · take) bringing their ±1..±dilation candidate neighbours, in the CPU's
+// order (score descending, ties to the earlier block). Ascending.
+std::vector<int32_t> PrhsRescoreReference(const float* scores, int64_t first, int64_t end,
+                                          int64_t take, double fraction, int64_t dilation) {
+  std::vector<int32_t> chosen;
+  if (take <= 0) return chosen;
+  if (take >= end - first) {  // every candidate, whatever the scores (the GPU scores none)
+    for (int64_t b = first; b < end; ++b) chosen.push_back(static_cast<int32_t>(b));
+    return chosen;
+  }
+  std::vector<int32_t> order;
+  for (int64_t b = first; b < end; ++b) order.push_back(static_cast<int32_t>(b));
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return scores[a] != scores[b] ? scores[a] > scores[b] : a < b;
+  });
+  std::vector<uint8_t> in(static_cast<size_t>(std::max<int64_t>(end, 0)), 0);
+  int64_t count = 0;
+  auto add = [&](int64_t b) {
+    if (count >= take || b < first || b >= end || in[b] != 0) return;
+    in[b] = 1;
+    ++count;
+  };
+  const int64_t widened = static_cast<int64_t>(std::ceil(fraction * static_cast<double>(take)));
+  for (size_t i = 0; i < order.size() && count < take; ++i) {
+    add(order[i]);
+    if (static_cast<int64_t>(i) < widened) {
+      for (int64_t r = 1; r <= dilation; ++r) {
+        add(order[i] - r);
+        add(order[i] + r);
+      }
+    }
+  }
+  for (int64_t b = first; b < end; ++b) {
+    if (in[b] != 0) chosen.push_back(static_cast<int32_t>(b));
+  }
+  return chosen;
+}
 
 void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t>& contexts) {
   SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
@@ -706,6 +746,267 @@ TEST_F(CudaBlockSelectTest, SparseModesRulesAndBounds) {
   RunSparseCase({32, 8, 128, 16, 0, 0}, contexts);  // Llama-3-8B heads
   RunSparseCase({14, 2, 64, 32, 0, 0}, contexts);   // group 7, head_dim 64
   RunSparseCase({4, 2, 64, 16, 0, 0}, contexts);    // lc20m's heads
+}
+
+// kPrhs rows: launch 1 has no anchors (every row rescored: exact scores, dilation, the PSAW
+// window), launch 2 reuses the anchor where the group-mean query is unchanged and the budget
+// the same, and rescores elsewhere (new queries, a changed budget), with moved PSAW windows.
+// Sets, pages, lengths, anchors and bounds against the host reference of the CPU policy.
+void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int64_t>& contexts) {
+  SCOPED_TRACE(SeedNote() + " prhs heads=" + std::to_string(c.num_heads) + "/" +
+               std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) +
+               " bs=" + std::to_string(c.block_size));
+  const int64_t batch = static_cast<int64_t>(contexts.size());
+  const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
+  const int64_t group = h / kvh;
+  const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
+  const int64_t max_blocks = (max_ctx + bs - 1) / bs + 1;
+  RandomPool rp;
+  FillRandomPool(rng_, contexts, kvh, bs, d, max_blocks, &rp);
+  const PagedKvView& view = rp.view;
+  std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t rows = batch * kvh;
+
+  std::vector<SelectSeqRule> rules(batch);
+  std::vector<PrhsSeqParams> prhs(batch);
+  const double fractions[] = {0.0, 1.0 / 3.0, 0.5, 1.0};
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t n = (contexts[b] + bs - 1) / bs;
+    std::uniform_int_distribution<int64_t> budget(1, std::max<int64_t>(1, n / 2 + 4));
+    std::uniform_int_distribution<int> small(0, 3);
+    rules[b].rule = SelectRule::kTopK;
+    rules[b].budget_blocks = static_cast<int32_t>(budget(rng_));
+    rules[b].sink_blocks = small(rng_);
+    rules[b].local_blocks = 1 + small(rng_);
+    prhs[b].dilate_fraction = fractions[small(rng_)];
+    prhs[b].dilation = small(rng_);
+    prhs[b].tau = 0.5;
+    prhs[b].window_first_block = b % 2 == 0 ? 0 : static_cast<int32_t>(n / 4);
+    prhs[b].anchor_row = static_cast<int32_t>(b * kvh);
+    prhs[b].budget_tokens = static_cast<int32_t>(rules[b].budget_blocks * bs);
+  }
+  DeviceInputs in;
+  LY_ASSERT_OK(Upload(rp, q, contexts, &in));
+  DeviceBuffer<int32_t> d_sel_tables, d_sel_lens, d_sets, d_set_sizes, d_info, d_blocks;
+  DeviceBuffer<float> d_scores, d_exact, d_log_unread, d_anchor_q;
+  DeviceBuffer<int8_t> d_modes;
+  DeviceBuffer<SelectSeqRule> d_rules;
+  DeviceBuffer<PrhsSeqParams> d_prhs;
+  LY_ASSERT_OK(
+      d_modes.Upload(std::vector<int8_t>(rows, static_cast<int8_t>(SelectRowMode::kPrhs))));
+  LY_ASSERT_OK(d_sel_tables.Allocate(rows * max_blocks));
+  LY_ASSERT_OK(d_sets.Allocate(rows * max_blocks));
+  LY_ASSERT_OK(d_sel_lens.Allocate(rows));
+  LY_ASSERT_OK(d_set_sizes.Allocate(rows));
+  LY_ASSERT_OK(d_scores.Allocate(rows * max_blocks));
+  LY_ASSERT_OK(d_exact.Allocate(rows * max_blocks));
+  LY_ASSERT_OK(d_log_unread.Allocate(rows));
+  LY_ASSERT_OK(d_anchor_q.Allocate(rows * d));
+  LY_ASSERT_OK(d_anchor_q.FillBytes(0xff));
+  LY_ASSERT_OK(d_info.Allocate(2 * rows));
+  LY_ASSERT_OK(d_info.FillBytes(0));  // no anchors
+  LY_ASSERT_OK(d_blocks.Allocate(rows * kPrhsMaxAnchorBlocks));
+  LY_ASSERT_OK(d_blocks.FillBytes(0xff));
+  BlockSelectParams sp;
+  sp.cache = in.cache;
+  sp.block_tables = in.tables.get();
+  sp.context_lens = in.lens.get();
+  sp.sel_tables = d_sel_tables.get();
+  sp.sel_lens = d_sel_lens.get();
+  sp.maybe_sel_blocks = d_sets.get();
+  sp.maybe_set_sizes = d_set_sizes.get();
+  sp.scores = d_scores.get();
+  sp.maybe_log_unread = d_log_unread.get();
+  sp.row_modes = d_modes.get();
+  sp.prhs_scores = d_exact.get();
+  sp.prhs_anchor_q = d_anchor_q.get();
+  sp.prhs_anchor_info = d_info.get();
+  sp.prhs_anchor_blocks = d_blocks.get();
+  sp.shape.batch = batch;
+  sp.shape.num_heads = h;
+  sp.shape.num_kv_heads = kvh;
+  sp.shape.head_dim = d;
+  sp.shape.block_size = bs;
+  sp.shape.max_blocks_per_seq = max_blocks;
+  sp.scale = scale;
+
+  // The host's view of every row's anchor (as PrhsPolicy keeps it).
+  struct Anchor {
+    int32_t budget = 0;
+    std::vector<float> qbar;
+    std::vector<int32_t> blocks;
+  };
+  std::vector<Anchor> anchors(rows);
+  auto group_mean = [&](int64_t b, int64_t g) {
+    std::vector<float> qbar(d, 0.0f);
+    for (int64_t hh = 0; hh < group; ++hh) {
+      for (int64_t e = 0; e < d; ++e) qbar[e] += q[(b * h + g * group + hh) * d + e];
+    }
+    for (float& v : qbar) v *= 1.0f / static_cast<float>(group);
+    return qbar;
+  };
+  int64_t checked_reuse = 0, checked_rescore = 0, checked_all = 0;
+  for (int launch = 0; launch < 2; ++launch) {
+    SCOPED_TRACE("launch " + std::to_string(launch));
+    if (launch == 1) {
+      // Odd sequences get new queries; even ones keep theirs (reuse) unless their budget moves.
+      const std::vector<float> fresh = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
+      for (int64_t b = 1; b < batch; b += 2) {
+        std::copy_n(fresh.begin() + b * h * d, h * d, q.begin() + b * h * d);
+      }
+      LY_ASSERT_OK(in.q.Upload(ToBf16(q)));
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t n = (contexts[b] + bs - 1) / bs;
+        prhs[b].window_first_block += static_cast<int32_t>(n / 8);
+        if (b % 4 == 2) {
+          ++rules[b].budget_blocks;
+          prhs[b].budget_tokens = static_cast<int32_t>(rules[b].budget_blocks * bs);
+        }
+      }
+    }
+    sp.q = in.q.get();
+    LY_ASSERT_OK(d_rules.Upload(rules));
+    LY_ASSERT_OK(d_prhs.Upload(prhs));
+    sp.seq_rules = d_rules.get();
+    sp.prhs_seqs = d_prhs.get();
+    LY_ASSERT_OK(d_sel_tables.FillBytes(0xff));
+    LY_ASSERT_OK(d_sets.FillBytes(0xff));
+    LY_ASSERT_OK(d_sel_lens.FillBytes(0xff));
+    LY_ASSERT_OK(d_exact.FillBytes(0xff));
+    LY_ASSERT_OK(d_scores.FillBytes(0xff));
+    LY_ASSERT_OK(SparseBlockSelect(sp, nullptr));
+    std::vector<int32_t> sel_tables, sel_lens, sets, set_sizes, info, blocks;
+    std::vector<float> scores, exact, log_unread, anchor_q;
+    LY_ASSERT_OK(d_sel_tables.Download(sel_tables));
+    LY_ASSERT_OK(d_sel_lens.Download(sel_lens));
+    LY_ASSERT_OK(d_sets.Download(sets));
+    LY_ASSERT_OK(d_set_sizes.Download(set_sizes));
+    LY_ASSERT_OK(d_scores.Download(scores));
+    LY_ASSERT_OK(d_exact.Download(exact));
+    LY_ASSERT_OK(d_log_unread.Download(log_unread));
+    LY_ASSERT_OK(d_anchor_q.Download(anchor_q));
+    LY_ASSERT_OK(d_info.Download(info));
+    LY_ASSERT_OK(d_blocks.Download(blocks));
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t ctx = contexts[b], n = (ctx + bs - 1) / bs;
+      const int32_t* table = rp.tables.data() + b * max_blocks;
+      const SelectRange range = ResolveSelectRule(rules[b], static_cast<int32_t>(n));
+      const int64_t budget = std::max<int32_t>(1, rules[b].budget_blocks);
+      const int64_t wf = std::min<int64_t>(
+          range.last_begin, std::max<int64_t>(range.first, prhs[b].window_first_block));
+      const int64_t forced = range.first + (n - range.last_begin);
+      const int64_t take = budget - forced;
+      for (int64_t g = 0; g < kvh; ++g) {
+        const int64_t row = b * kvh + g;
+        SCOPED_TRACE("sequence " + std::to_string(b) + " (context " + std::to_string(ctx) +
+                     ", budget " + std::to_string(budget) + ", window " + std::to_string(wf) +
+                     ", take " + std::to_string(take) + ", fraction " +
+                     std::to_string(prhs[b].dilate_fraction) + ", dilation " +
+                     std::to_string(prhs[b].dilation) + ") kv head " + std::to_string(g));
+        const std::vector<float> qbar = group_mean(b, g);
+        Anchor& anchor = anchors[row];
+        std::vector<int32_t> want;  // what the row reads
+        if (budget >= n) {
+          for (int64_t i = 0; i < n; ++i) want.push_back(static_cast<int32_t>(i));
+          ++checked_all;
+        } else {
+          bool reuse = false;
+          if (anchor.budget == prhs[b].budget_tokens) {
+            const double cosine = sparsity::Cosine(qbar.data(), anchor.qbar.data(), d);
+            if (std::fabs(cosine - prhs[b].tau) < 1e-4) continue;  // too close to call
+            reuse = cosine > prhs[b].tau;
+          }
+          std::vector<int32_t> chosen;
+          if (reuse) {
+            for (int32_t blk : anchor.blocks) {
+              if (blk >= wf && blk < range.last_begin) chosen.push_back(blk);
+            }
+            ++checked_reuse;
+          } else {
+            const float* row_exact = exact.data() + row * max_blocks;
+            if (take > 0 && take < range.last_begin - wf) {
+              // The exact scores of q̄ (the GPU's own drive the reference's choice).
+              std::vector<double> qd(qbar.begin(), qbar.end());
+              for (int64_t i = wf; i < range.last_begin; ++i) {
+                const float* k = view.K(table[i], g);
+                double best = -INFINITY, magnitude = 0.0;
+                for (int64_t t = 0; t < std::min(bs, ctx - i * bs); ++t) {
+                  double dot = 0.0, mag = 0.0;
+                  for (int64_t e = 0; e < d; ++e) {
+                    dot += qd[e] * k[t * d + e];
+                    mag += std::fabs(qd[e] * k[t * d + e]);
+                  }
+                  best = std::max(best, dot);
+                  magnitude = std::max(magnitude, mag);
+                }
+                ASSERT_NEAR(row_exact[i], best, 1e-5 * magnitude + 1e-6) << "block " << i;
+              }
+            }
+            chosen = PrhsRescoreReference(row_exact, wf, range.last_begin, take,
+                                          prhs[b].dilate_fraction, prhs[b].dilation);
+            anchor.budget = prhs[b].budget_tokens;
+            anchor.qbar = qbar;
+            anchor.blocks = chosen;
+            ++checked_rescore;
+            // The device's anchor.
+            ASSERT_EQ(info[2 * row], prhs[b].budget_tokens);
+            ASSERT_EQ(info[2 * row + 1], static_cast<int32_t>(chosen.size()));
+            for (size_t j = 0; j < chosen.size(); ++j) {
+              ASSERT_EQ(blocks[row * kPrhsMaxAnchorBlocks + j], chosen[j]) << "anchor slot " << j;
+            }
+            for (int64_t e = 0; e < d; ++e) {
+              ASSERT_NEAR(anchor_q[row * d + e], qbar[e], 1e-6f * (1.0f + std::fabs(qbar[e])));
+            }
+          }
+          for (int64_t i = 0; i < range.first; ++i) want.push_back(static_cast<int32_t>(i));
+          want.insert(want.end(), chosen.begin(), chosen.end());
+          for (int64_t i = range.last_begin; i < n; ++i) want.push_back(static_cast<int32_t>(i));
+        }
+        ASSERT_EQ(set_sizes[row], static_cast<int32_t>(want.size()));
+        int64_t tokens = 0;
+        std::vector<uint8_t> is_read(n, 0);
+        for (size_t j = 0; j < want.size(); ++j) {
+          ASSERT_EQ(sets[row * max_blocks + j], want[j]) << "set slot " << j;
+          ASSERT_EQ(sel_tables[row * max_blocks + j], table[want[j]]) << "slot " << j;
+          tokens += std::min(bs, ctx - want[j] * bs);
+          is_read[want[j]] = 1;
+        }
+        ASSERT_EQ(sel_lens[row], tokens);
+        // The certified bound: the unread blocks' key-summary bounds.
+        const float* row_scores = scores.data() + row * max_blocks;
+        double m = -INFINITY;
+        for (int64_t i = 0; i < n; ++i) {
+          if (is_read[i] != 0) continue;
+          const auto [bound, magnitude] = BoxBound(rp, q, b, g, i, h, scale);
+          ASSERT_NEAR(row_scores[i], bound, 1e-5 * magnitude + 1e-6) << "bound of block " << i;
+          m = std::max(m, static_cast<double>(row_scores[i]));
+        }
+        if (m == -INFINITY) {
+          ASSERT_EQ(log_unread[row], -INFINITY);
+        } else {
+          double sum = 0.0;
+          for (int64_t i = 0; i < n; ++i) {
+            if (is_read[i] == 0) sum += std::min(bs, ctx - i * bs) * std::exp(row_scores[i] - m);
+          }
+          ASSERT_NEAR(log_unread[row], m + std::log(sum), 1e-4 * std::max(1.0, std::fabs(m)));
+        }
+      }
+    }
+  }
+  std::printf("  prhs rows checked (read all, rescored, reused): %lld %lld %lld\n",
+              static_cast<long long>(checked_all), static_cast<long long>(checked_rescore),
+              static_cast<long long>(checked_reuse));
+  EXPECT_GT(checked_reuse, 0);
+  EXPECT_GT(checked_rescore, 0);
+}
+
+TEST_F(CudaBlockSelectTest, PrhsAnchorsDilationAndWindows) {
+  LY_SKIP_WITHOUT_GPU();
+  const std::vector<int64_t> contexts = {0, 1, 40, 700, 5003, 20000, 333, 1600};
+  RunPrhsCase({32, 8, 128, 16, 0, 0}, contexts);  // Llama-3-8B heads
+  RunPrhsCase({14, 2, 64, 32, 0, 0}, contexts);   // group 7, head_dim 64
+  RunPrhsCase({4, 2, 64, 16, 0, 0}, contexts);    // lc20m's heads
 }
 
 TEST(CudaBlockSelectPlanTest, SparseSelectNeedsItsInputs) {
