@@ -112,6 +112,7 @@ absl::Status CudaSparseDecode::Allocate() {
   LY_RETURN_IF_ERROR(lens_.Allocate(rows));
   LY_RETURN_IF_ERROR(split_lens_.Allocate(2 * rows));
   LY_RETURN_IF_ERROR(set_sizes_.Allocate(rows));
+  LY_RETURN_IF_ERROR(row_reused_.Allocate(rows));
   LY_RETURN_IF_ERROR(log_unread_.Allocate(rows));
   LY_RETURN_IF_ERROR(lse_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads)));
   LY_RETURN_IF_ERROR(dense_lse_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads)));
@@ -252,6 +253,7 @@ absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q,
   p.scores = scores_.get();
   p.maybe_log_unread = log_unread_.get();
   p.maybe_split_lens = split_lens_.get();
+  p.maybe_row_reused = row_reused_.get();
   p.row_modes = reinterpret_cast<const int8_t*>(inputs_.get()) +
                 static_cast<size_t>(layer * rows_ * s.num_kv_heads);
   p.seq_rules = reinterpret_cast<const cuda::SelectSeqRule*>(inputs_.get() + rules_offset_);
@@ -345,6 +347,7 @@ absl::Status CudaSparseDecode::Accumulate(const float* maybe_dense_lse, cudaStre
   p.maybe_dense_lse = maybe_dense_lse;
   p.log_unread = log_unread_.get();
   p.sel_lens = lens_.get();
+  p.maybe_row_reused = row_reused_.get();
   p.stats = stats_.get();
   p.batch = rows_;
   p.num_heads = sizes_.num_heads;
@@ -369,6 +372,8 @@ void CudaSparseDecode::CollectStats(const SchedulerOutput& step,
     st.sum_bound = got.sum_bound;
     st.heads = got.heads;
     st.kv_tokens_read = got.tokens_read;
+    st.device_selections = got.heads;
+    st.device_reused = got.reused;
     st.kv_tokens_dense = sizes_.num_layers * sizes_.num_kv_heads *
                          (step.chunks[static_cast<size_t>(r)].start_position + 1);
     if (audit_rows_[static_cast<size_t>(r)] != 0) st.exact_max = got.exact_max;

@@ -116,7 +116,7 @@ class CudaSparseDecode {
   int64_t max_sparse_tokens_ = 0;
   // Device: the inputs (modes [layers][rows][kv_heads] int8, then rules), the sets and outputs.
   cuda::DeviceBuffer<uint8_t> inputs_;
-  cuda::DeviceBuffer<int32_t> tables_, lens_, split_lens_, sets_, set_sizes_;
+  cuda::DeviceBuffer<int32_t> tables_, lens_, split_lens_, sets_, set_sizes_, row_reused_;
   cuda::DeviceBuffer<float> scores_, log_unread_, lse_, dense_lse_;
   cuda::DeviceBuffer<cuda::bf16> audit_out_;
   cuda::DeviceBuffer<cuda::SparseSeqStats> stats_;

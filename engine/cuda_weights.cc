@@ -20,7 +20,7 @@ using bf16 = __nv_bfloat16;
 struct CudaWeights::Builder {
   enum class Kind { kMatrix, kEmbedding, kNorm, kBias };
   struct Piece {
-    std::string name;  // HF tensor name
+    std::string name;               // HF tensor name
     std::vector<int64_t> shape;     // as in the checkpoint: [rows, cols] or [n]
     std::vector<int64_t> reserved;  // as stored: more rows or columns for padding, else = shape
     size_t offset = 0;              // elements into storage
@@ -63,8 +63,8 @@ struct CudaWeights::Builder {
   }
   // One region holding the pieces one after another (fused projections), each with
   // `reserved_rows` rows (0: its own row count).
-  size_t AddFused(const std::vector<std::pair<std::string, std::vector<int64_t>>>& parts,
-                  Kind kind, int64_t reserved_rows = 0) {
+  size_t AddFused(const std::vector<std::pair<std::string, std::vector<int64_t>>>& parts, Kind kind,
+                  int64_t reserved_rows = 0) {
     std::vector<std::vector<int64_t>> reserved;
     int64_t n = 0;
     for (const auto& part : parts) {
@@ -126,8 +126,7 @@ void Layout(const ModelConfig& c, CudaWeights::Builder& b) {
     L.w_gate_up = b.AddFused({{p + "mlp.gate_proj.weight", {inter, hidden}},
                               {p + "mlp.up_proj.weight", {inter, hidden}}},
                              Kind::kMatrix, inter_p);
-    L.w_down =
-        b.Add(p + "mlp.down_proj.weight", {hidden, inter}, Kind::kMatrix, {hidden, inter_p});
+    L.w_down = b.Add(p + "mlp.down_proj.weight", {hidden, inter}, Kind::kMatrix, {hidden, inter_p});
     o.layers.push_back(L);
   }
   o.final_norm = b.Add("model.norm.weight", {hidden}, Kind::kNorm);

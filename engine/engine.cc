@@ -120,6 +120,7 @@ class Engine::Impl {
     double sum_bound = 0.0;
     int64_t bound_heads = 0;
     int64_t kv_read = 0, kv_dense = 0;
+    int64_t device_selections = 0, device_reused = 0;  // a GPU runner's counts
   };
 
   absl::Status Validate(const GenerationRequest& request) const;
@@ -633,6 +634,8 @@ void Engine::Impl::RecordSparseStats(const SchedulerOutput& out) {
     sparse.bound_heads += st.heads;
     sparse.kv_read += st.kv_tokens_read;
     sparse.kv_dense += st.kv_tokens_dense;
+    sparse.device_selections += st.device_selections;
+    sparse.device_reused += st.device_reused;
     r.widenings += st.widenings;
     r.selection_seconds += st.selection_seconds;
     if (st.exact_max >= 0.0f) {
@@ -662,8 +665,8 @@ PolicyReport Engine::Impl::FinalPolicyReport(SeqId seq, const GenerationRequest&
     r.kv_read_fraction = static_cast<double>(sparse.kv_read) / static_cast<double>(sparse.kv_dense);
   }
   const sparsity::PolicyCounters counters = sparse.policy->counters();
-  r.head_selections = counters.head_selections;
-  r.reused = counters.reused;
+  r.head_selections = counters.head_selections + sparse.device_selections;
+  r.reused = counters.reused + sparse.device_reused;
   r.dense_fallbacks = counters.dense_fallbacks;
   r.cache_corrections = std::max(r.cache_corrections, counters.cache_corrections);
   return r;

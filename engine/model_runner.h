@@ -31,6 +31,10 @@ struct SparseChunkStats {
   float exact_max = -1.0f;       // audited chunks: the exact dropped mass (max over layers and
                                  // kv heads); -1: not audited
   double selection_seconds = 0;  // time in Policy::Select
+  // A runner that selects on its device (the CPU's counts are the policies' counters()):
+  // (layer, kv head) selections made and those that reused an earlier set without scoring.
+  int64_t device_selections = 0;
+  int64_t device_reused = 0;
 };
 
 // What a runner that samples on its device returns per logit row (chunks with needs_logits, in

@@ -575,6 +575,9 @@ __global__ void __launch_bounds__(kSelectThreads)
   const bool bound = p.maybe_log_unread != nullptr;
   const bool reads_all = plan.mode == SelectRowMode::kAll || plan.mode == SelectRowMode::kExactTopK;
   if (threadIdx.x == 0) sh.last_read = 0;
+  if (p.maybe_row_reused != nullptr && threadIdx.x == 0) {
+    p.maybe_row_reused[row] = plan.mode == SelectRowMode::kInherit ? 1 : 0;  // kPrhs: below
+  }
 
   if (reads_all) {
     for (int b = threadIdx.x; b < n; b += kSelectThreads) out_pages[b] = table[b];
@@ -626,6 +629,7 @@ __global__ void __launch_bounds__(kSelectThreads)
       // The row's output rows are free until the emission below: scratch for a truncation.
       const bool reused =
           SelectPrhsRow<D>(p, plan, seq, kv_head, s_scores, member, extra, set, out_pages, sh);
+      if (p.maybe_row_reused != nullptr && threadIdx.x == 0) p.maybe_row_reused[row] = reused;
       const int first = plan.range.first, cand_end = plan.range.last_begin;
       for (int b = threadIdx.x; b < first; b += kSelectThreads) emit(b, b);
       const int64_t arow = static_cast<int64_t>(p.prhs_seqs[seq].anchor_row) + kv_head;
@@ -736,7 +740,7 @@ __global__ void __launch_bounds__(32)
   const int lane = threadIdx.x;
   const int64_t group = p.num_heads / p.num_kv_heads;
   float max_bound = 0.0f, sum_bound = 0.0f, exact_max = 0.0f;
-  long long tokens = 0;
+  long long tokens = 0, reused = 0;
   for (int64_t g = lane; g < p.num_kv_heads; g += 32) {
     const int64_t row = seq * p.num_kv_heads + g;
     const float log_unread = p.log_unread[row];
@@ -759,6 +763,7 @@ __global__ void __launch_bounds__(32)
     max_bound = fmaxf(max_bound, bound);
     sum_bound += bound;
     tokens += p.sel_lens[row];
+    if (p.maybe_row_reused != nullptr) reused += p.maybe_row_reused[row];
   }
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) {
@@ -766,6 +771,7 @@ __global__ void __launch_bounds__(32)
     exact_max = fmaxf(exact_max, __shfl_xor_sync(0xffffffffu, exact_max, offset));
     sum_bound += __shfl_xor_sync(0xffffffffu, sum_bound, offset);
     tokens += __shfl_xor_sync(0xffffffffu, tokens, offset);
+    reused += __shfl_xor_sync(0xffffffffu, reused, offset);
   }
   if (lane == 0) {
     SparseSeqStats& st = p.stats[seq];
@@ -774,6 +780,7 @@ __global__ void __launch_bounds__(32)
     st.sum_bound += sum_bound;
     st.heads += p.num_kv_heads;
     st.tokens_read += tokens;
+    st.reused += reused;
   }
 }
 

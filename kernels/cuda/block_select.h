@@ -149,6 +149,9 @@ struct BlockSelectParams {
   // Optional out [2][batch * num_kv_heads]: sel_lens split for two decode launches, [0] the rows
   // that read everything (kAll, kExactTopK) and [1] the others, -1 where the row is the other's.
   int32_t* maybe_split_lens = nullptr;
+  // Optional out [batch * num_kv_heads]: 1 where the row read an earlier set without scoring
+  // (kInherit, a kPrhs row that reused its anchor), else 0.
+  int32_t* maybe_row_reused = nullptr;
   // kPrhs rows only: [batch] per-sequence params, and the anchor arenas (rows as
   // PrhsSeqParams::anchor_row says): q̄ [rows, head_dim] fp32, info [rows, 2] (the budget the
   // anchor was chosen under, 0 = none; its block count), blocks [rows, kPrhsMaxAnchorBlocks].
@@ -174,17 +177,20 @@ struct SparseSeqStats {
   double sum_bound = 0.0;   // sum of the per-(layer, kv head) bounds
   int64_t heads = 0;        // (layer, kv head) rows
   int64_t tokens_read = 0;  // KV tokens the attention read, over layers and kv heads
+  int64_t reused = 0;       // rows that read an earlier set without scoring (kInherit, a kPrhs
+                            // anchor reused)
 };
-static_assert(sizeof(SparseSeqStats) == 32);
+static_assert(sizeof(SparseSeqStats) == 40);
 
 struct DroppedMassParams {
   const float* lse = nullptr;  // [batch, num_heads]: the sparse attention's maybe_lse
   // Optional [batch, num_heads]: dense attention's LSE of the same queries (an audit); the exact
   // dropped mass 1 - exp(lse - dense_lse) then goes into exact_max.
   const float* maybe_dense_lse = nullptr;
-  const float* log_unread = nullptr;  // [batch * num_kv_heads]: SparseBlockSelect's
-  const int32_t* sel_lens = nullptr;  // [batch * num_kv_heads]: tokens each row read
-  SparseSeqStats* stats = nullptr;    // [batch], accumulated
+  const float* log_unread = nullptr;          // [batch * num_kv_heads]: SparseBlockSelect's
+  const int32_t* sel_lens = nullptr;          // [batch * num_kv_heads]: tokens each row read
+  const int32_t* maybe_row_reused = nullptr;  // [batch * num_kv_heads]: SparseBlockSelect's
+  SparseSeqStats* stats = nullptr;            // [batch], accumulated
   int64_t batch = 0;
   int64_t num_heads = 0;
   int64_t num_kv_heads = 0;

@@ -426,6 +426,7 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
 
   // (sequence, position) -> stats of that one-token chunk.
   using StatsMap = std::map<std::pair<size_t, int64_t>, SparseChunkStats>;
+  int64_t cpu_reused = 0;  // the CPU policies' counters().reused of the last run
   auto run = [&](ModelRunner& runner, const PolicySpec* spec, StatsMap* stats) {
     std::mt19937_64 rng(seed);
     std::vector<SimSeq> seqs = MakeSeqs(prompt_lens, decode, vocab, rng);
@@ -448,6 +449,8 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
       };
     }
     RunToCompletion(runner, seqs, /*budget=*/256, rng, teacher, /*chunk_sizes=*/{1}, hooks);
+    cpu_reused = 0;
+    for (const auto& p : policies) cpu_reused += p == nullptr ? 0 : p->counters().reused;
     return seqs;
   };
 
@@ -489,7 +492,17 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
     ASSERT_TRUE(cpu.ok()) << cpu.status();
     StatsMap cpu_stats, gpu_stats;
     const std::vector<SimSeq> want = run(**cpu, spec, &cpu_stats);
+    const int64_t want_reused = cpu_reused;
     const std::vector<SimSeq> got = run(*gpu, spec, &gpu_stats);
+    int64_t got_reused = 0;
+    for (const auto& [key, g] : gpu_stats) got_reused += g.device_reused;
+    // Lychee's sparse heads and PrHS's reuse decisions (unambiguous here) as on the CPU.
+    if (spec == &lychee || spec == &prhs_reuse || spec == &prhs_rescore) {
+      EXPECT_EQ(got_reused, want_reused);
+    }
+    if (spec == &prhs_reuse) {
+      EXPECT_GT(got_reused, 0);
+    }
     ASSERT_EQ(cpu_stats.size(), gpu_stats.size());
     int64_t sparse_steps = 0;
     double worst_gap = -1.0;

@@ -304,7 +304,7 @@ TEST(EngineTest, SparsePoliciesRunOnTheGpuBesideDenseRequests) {
   std::vector<int32_t> prompt = {1};
   for (int i = 0; i < 1500; ++i) prompt.push_back(token(rng));
   std::vector<std::pair<std::string, TokenStreamPtr>> streams;
-  for (const char* name : {"dense", "quest", "streaming", "lychee"}) {
+  for (const char* name : {"dense", "quest", "streaming", "lychee", "prhs"}) {
     GenerationRequest r = Greedy(prompt, 8);
     r.policy.name = name;
     r.policy.budget_tokens = 256;
@@ -327,6 +327,7 @@ TEST(EngineTest, SparsePoliciesRunOnTheGpuBesideDenseRequests) {
     EXPECT_GE(r.max_bound, 0.0f);
     EXPECT_LE(r.max_bound, 1.0f);
     EXPECT_LT(r.kv_read_fraction, 0.5);  // 256 of ~1500 tokens per kv head and layer
+    EXPECT_GT(r.head_selections, 0);     // counted on the device
     EXPECT_GE(r.audited_steps, 7);
     EXPECT_GE(r.max_exact, 0.0f);
     EXPECT_LE(r.max_exact, r.max_bound + 1e-3f);  // the certified bound holds
@@ -334,9 +335,10 @@ TEST(EngineTest, SparsePoliciesRunOnTheGpuBesideDenseRequests) {
                 name.c_str(), r.kv_read_fraction, r.max_bound, r.max_exact,
                 static_cast<long long>(r.audited_steps));
   }
-  GenerationRequest prhs = Greedy(prompt, 4);
-  prhs.policy.name = "prhs";
-  auto refused = engine->Submit(std::move(prhs));
+  GenerationRequest bounded = Greedy(prompt, 4);  // widening runs on the CPU only
+  bounded.policy.name = "prhs";
+  bounded.policy.max_dropped_mass = 0.05;
+  auto refused = engine->Submit(std::move(bounded));
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(refused.status().message()).find("CUDA"), std::string::npos);

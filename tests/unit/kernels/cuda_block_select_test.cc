@@ -493,7 +493,7 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   }
   DeviceInputs in;
   LY_ASSERT_OK(Upload(rp, q, contexts, &in));
-  DeviceBuffer<int32_t> d_sel_tables, d_sel_lens, d_sets, d_set_sizes;
+  DeviceBuffer<int32_t> d_sel_tables, d_sel_lens, d_sets, d_set_sizes, d_reused;
   DeviceBuffer<float> d_scores, d_log_unread;
   DeviceBuffer<int8_t> d_modes;
   DeviceBuffer<SelectSeqRule> d_rules;
@@ -505,6 +505,7 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   LY_ASSERT_OK(d_set_sizes.Allocate(rows));
   LY_ASSERT_OK(d_scores.Allocate(rows * max_blocks));
   LY_ASSERT_OK(d_log_unread.Allocate(rows));
+  LY_ASSERT_OK(d_reused.Allocate(rows));
   const PagedKvBf16 cache = in.cache;
   BlockSelectParams sp;
   sp.q = in.q.get();
@@ -517,6 +518,7 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   sp.maybe_set_sizes = d_set_sizes.get();
   sp.scores = d_scores.get();
   sp.maybe_log_unread = d_log_unread.get();
+  sp.maybe_row_reused = d_reused.get();
   sp.seq_rules = d_rules.get();
   sp.shape.batch = batch;
   sp.shape.num_heads = h;
@@ -548,8 +550,14 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
     LY_ASSERT_OK(d_sel_lens.FillBytes(0xff));
     LY_ASSERT_OK(d_scores.FillBytes(0xff));
     LY_ASSERT_OK(d_log_unread.FillBytes(0xff));
+    LY_ASSERT_OK(d_reused.FillBytes(0xff));
     sp.row_modes = d_modes.get();
     LY_ASSERT_OK(SparseBlockSelect(sp, nullptr));
+    std::vector<int32_t> reused_rows;
+    LY_ASSERT_OK(d_reused.Download(reused_rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      ASSERT_EQ(reused_rows[r], modes[r] == static_cast<int8_t>(SelectRowMode::kInherit) ? 1 : 0);
+    }
     LY_ASSERT_OK(d_sel_tables.Download(sel_tables));
     LY_ASSERT_OK(d_sel_lens.Download(sel_lens));
     LY_ASSERT_OK(d_sets.Download(sets));
@@ -695,6 +703,7 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   dp.maybe_dense_lse = d_dense_lse.get();
   dp.log_unread = d_log_unread.get();
   dp.sel_lens = d_sel_lens.get();
+  dp.maybe_row_reused = d_reused.get();
   dp.stats = d_stats.get();
   dp.batch = batch;
   dp.num_heads = h;
@@ -736,6 +745,11 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
     EXPECT_NEAR(stats[b].exact_max, exact_max, 1e-4);
     EXPECT_EQ(stats[b].heads, kvh);
     EXPECT_EQ(stats[b].tokens_read, tokens);
+    int64_t inherited = 0;
+    for (int64_t g = 0; g < kvh; ++g) {
+      inherited += modes[b * kvh + g] == static_cast<int8_t>(SelectRowMode::kInherit);
+    }
+    EXPECT_EQ(stats[b].reused, inherited);
   }
   std::printf("  certified bound held for every head; tightest exact/bound %.3f\n", tightest);
 }
@@ -788,7 +802,7 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
   }
   DeviceInputs in;
   LY_ASSERT_OK(Upload(rp, q, contexts, &in));
-  DeviceBuffer<int32_t> d_sel_tables, d_sel_lens, d_sets, d_set_sizes, d_info, d_blocks;
+  DeviceBuffer<int32_t> d_sel_tables, d_sel_lens, d_sets, d_set_sizes, d_info, d_blocks, d_reused;
   DeviceBuffer<float> d_scores, d_exact, d_log_unread, d_anchor_q;
   DeviceBuffer<int8_t> d_modes;
   DeviceBuffer<SelectSeqRule> d_rules;
@@ -802,6 +816,7 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
   LY_ASSERT_OK(d_scores.Allocate(rows * max_blocks));
   LY_ASSERT_OK(d_exact.Allocate(rows * max_blocks));
   LY_ASSERT_OK(d_log_unread.Allocate(rows));
+  LY_ASSERT_OK(d_reused.Allocate(rows));
   LY_ASSERT_OK(d_anchor_q.Allocate(rows * d));
   LY_ASSERT_OK(d_anchor_q.FillBytes(0xff));
   LY_ASSERT_OK(d_info.Allocate(2 * rows));
@@ -823,6 +838,7 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
   sp.prhs_anchor_q = d_anchor_q.get();
   sp.prhs_anchor_info = d_info.get();
   sp.prhs_anchor_blocks = d_blocks.get();
+  sp.maybe_row_reused = d_reused.get();
   sp.shape.batch = batch;
   sp.shape.num_heads = h;
   sp.shape.num_kv_heads = kvh;
@@ -875,8 +891,10 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
     LY_ASSERT_OK(d_sel_lens.FillBytes(0xff));
     LY_ASSERT_OK(d_exact.FillBytes(0xff));
     LY_ASSERT_OK(d_scores.FillBytes(0xff));
+    LY_ASSERT_OK(d_reused.FillBytes(0xff));
     LY_ASSERT_OK(SparseBlockSelect(sp, nullptr));
-    std::vector<int32_t> sel_tables, sel_lens, sets, set_sizes, info, blocks;
+    std::vector<int32_t> sel_tables, sel_lens, sets, set_sizes, info, blocks, reused_rows;
+    LY_ASSERT_OK(d_reused.Download(reused_rows));
     std::vector<float> scores, exact, log_unread, anchor_q;
     LY_ASSERT_OK(d_sel_tables.Download(sel_tables));
     LY_ASSERT_OK(d_sel_lens.Download(sel_lens));
@@ -910,6 +928,7 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
         if (budget >= n) {
           for (int64_t i = 0; i < n; ++i) want.push_back(static_cast<int32_t>(i));
           ++checked_all;
+          ASSERT_EQ(reused_rows[row], 0);
         } else {
           bool reuse = false;
           if (anchor.budget == prhs[b].budget_tokens) {
@@ -917,6 +936,7 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
             if (std::fabs(cosine - prhs[b].tau) < 1e-4) continue;  // too close to call
             reuse = cosine > prhs[b].tau;
           }
+          ASSERT_EQ(reused_rows[row], reuse ? 1 : 0);
           std::vector<int32_t> chosen;
           if (reuse) {
             for (int32_t blk : anchor.blocks) {
