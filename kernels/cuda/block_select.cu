@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Block selection (block_select.h): scoring, then a per-(sequence, kv head) radix select of the
+// Block selection (block_select.h): scoring, then a per-(sequence, kv head) top-k select of the
 // budget and an in-order compaction into sparse block-table rows; and the dropped-mass stats.
 // QuestBlockSelect and SparseBlockSelect share both kernels (Quest: every row kTopK).
 //
@@ -9,20 +9,19 @@
 // per-lane partial sums are reduced across the warp in one reduce-scatter (9 shuffles, not 40).
 //
 // Selection: CTA (kv head, sequence), 256 threads, the row's scores staged in shared memory. The
-// take-th best candidate score is found by a 4-pass MSB-first radix select over order-preserving
-// uint32 images of the floats (8 bits a pass, lanes with equal digits adding to the shared
-// histogram once, the bin holding it found by a block scan over the 256 bins); candidates
-// strictly above it are taken, and of those equal to it the earliest `remaining` ones (ties go
-// to the earlier block). Per-warp counts in index order and ballots then give each taken block
-// its output slot, so rows come out in ascending logical order without a sort. With a bound
-// wanted, the read blocks' staged scores are set to -inf as they are emitted and a block
-// reduction gives ln Σ tokens · exp(score) over the rest.
+// take-th best candidate score is found by bisection over order-preserving uint32 images of the
+// floats (32 counting rounds, one barrier each; histogram radix passes with shared atomics were
+// 44 µs a row on the H100, latency-bound); candidates strictly above it are taken, and of those
+// equal to it the earliest `remaining` ones (ties go to the earlier block). Per-warp counts in
+// index order and ballots then give each taken block its output slot, so rows come out in
+// ascending logical order without a sort. With a bound wanted, the read blocks' staged scores
+// are set to -inf as they are emitted and a block reduction gives ln Σ tokens · exp(score) over
+// the rest. kPrhs rows (SelectPrhsRow) use the same two steps for their anchors' choice.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <cub/block/block_reduce.cuh>
-#include <cub/block/block_scan.cuh>
 
 #include "kernels/cuda/block_select.h"
 #include "kernels/cuda/cuda_check.h"
@@ -34,7 +33,8 @@ namespace {
 
 constexpr int kScoreWarps = 8;
 constexpr int kScoreBlocksPerWarp = 8;  // blocks a warp scores, so q is loaded once per 8
-constexpr int kSelectThreads = 256;     // one radix bin per thread
+static_assert(kScoreBlocksPerWarp <= 32, "a lane holds each block's page id");
+constexpr int kSelectThreads = 256;  // one radix bin per thread
 constexpr int kMaxGroup = kBlockSelectMaxGroup;
 static_assert(kMaxGroup == 8, "the score kernel reduces eight heads in one reduce-scatter");
 constexpr int kSelectWarps = kSelectThreads / 32;
@@ -235,14 +235,24 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   }
   float* out = p.scores + row * s.max_blocks_per_seq;
   const int64_t summary_stride = p.cache.summary_block_stride();
+  const int64_t b0 = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp;
+  // The warp's page ids (a lane each), then every summary load in flight before any math: one
+  // block at a time left the kernel latency-bound (34 µs at 1 x 128K, DRAM at 31%).
+  const int32_t my_page = lane < kScoreBlocksPerWarp && b0 + lane < n ? table[b0 + lane] : 0;
+  float mn[kScoreBlocksPerWarp][kPer], mx[kScoreBlocksPerWarp][kPer];
+#pragma unroll
   for (int i = 0; i < kScoreBlocksPerWarp; ++i) {
-    const int64_t b = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp + i;
-    if (b >= n) break;  // uniform over the warp
-    const bf16* summary =
-        p.cache.key_summary + table[b] * summary_stride + kv_head * 2 * D + lane * kPer;
-    float mn[kPer], mx[kPer];
-    LoadBf16Floats<kPer>(summary, mn);
-    LoadBf16Floats<kPer>(summary + D, mx);
+    const int32_t page = __shfl_sync(0xffffffffu, my_page, i);
+    if (b0 + i < n) {
+      const bf16* summary =
+          p.cache.key_summary + page * summary_stride + kv_head * 2 * D + lane * kPer;
+      LoadBf16Floats<kPer>(summary, mn[i]);
+      LoadBf16Floats<kPer>(summary + D, mx[i]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kScoreBlocksPerWarp; ++i) {
+    if (b0 + i >= n) break;  // uniform over the warp
     // Per-lane partial bounds of every query head (zero for the padding heads), summed over the
     // warp in one reduce-scatter; then the max over the group's heads.
     float part[kMaxGroup];
@@ -250,86 +260,73 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
     for (int h = 0; h < kMaxGroup; ++h) {
       part[h] = 0.0f;
 #pragma unroll
-      for (int e = 0; e < kPer; ++e) part[h] += fmaxf(q[h][e] * mn[e], q[h][e] * mx[e]);
+      for (int e = 0; e < kPer; ++e) {
+        part[h] += fmaxf(q[h][e] * mn[i][e], q[h][e] * mx[i][e]);
+      }
     }
     float bound = WarpReduceScatter8(part);
     bound = WarpMaxOverRows8(lane_row < group ? bound : kNegInf);
-    if (lane == 0) out[b] = bound * p.scale;
+    if (lane == 0) out[b0 + i] = bound * p.scale;
   }
 }
 
-using SelectScan = cub::BlockScan<int, kSelectThreads>;
 using SelectReduce = cub::BlockReduce<float, kSelectThreads>;
 using SelectReduceInt = cub::BlockReduce<int, kSelectThreads>;
 
 // The select kernel's shared scalars and scratch (the scores and bit sets are dynamic).
 struct SelectShared {
   union {
-    typename SelectScan::TempStorage scan;
     typename SelectReduce::TempStorage reduce;
     typename SelectReduceInt::TempStorage reduce_int;
   } storage;
-  int hist[256];
-  uint32_t prefix;
-  int remaining;
   int last_read;  // the sequence's last (partial) block is read
   float max;
   int total;
   int flag;
   int warp_above[kSelectWarps], warp_equal[kSelectWarps];
+  int round_counts[2][kSelectWarps];
   float qbar[128];  // kPrhs: the group-mean query, for a new anchor
 };
 
 // The k-th largest of image(b) over [lo, hi) (1 <= k <= the number of b with image(b) > 0; 0
 // marks an element that never counts): the threshold image and how many elements equal to it
-// are taken (the earliest ones). A radix select, 8 bits a pass from the top; lanes of a warp with
-// the same digit add to its bin once (__match_any_sync): the top digits of similar scores are
-// mostly one bin, and thousands of single-lane atomics on one shared address would serialise.
-// Every thread of the block calls it.
-struct RadixPick {
+// are taken (the earliest ones). Bisection over the image's 32 bits from the top: a round counts
+// the elements >= prefix | bit (each warp's count in one __reduce_add_sync, the eight warps'
+// through a double-buffered shared row: one barrier a round) and keeps the bit if at least k
+// are; no histograms, no atomics. Every thread of the block calls it.
+struct TopPick {
   uint32_t threshold;
   int equal_quota;
 };
 template <typename Image>
-__device__ RadixPick RadixSelectTop(int k, int lo, int hi, Image image, SelectShared& sh) {
+__device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& sh) {
   const int lane = threadIdx.x % 32;
-  if (threadIdx.x == 0) {
-    sh.prefix = 0;
-    sh.remaining = k;
-  }
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += kSelectThreads) sh.hist[i] = 0;
-    __syncthreads();
-    const uint32_t prefix = sh.prefix;
-    const uint32_t high_mask = shift == 24 ? 0u : (0xffffffffu << (shift + 8));
-    // The trip count is the block's, so every lane takes part in each __match_any_sync.
-    for (int base = lo; base < hi; base += kSelectThreads) {
-      const int b = base + static_cast<int>(threadIdx.x);
-      uint32_t key = 256;  // outside every bin: a lane with nothing to count
-      if (b < hi) {
-        const uint32_t u = image(b);
-        if ((u & high_mask) == prefix) key = (u >> shift) & 0xff;
-      }
-      const unsigned peers = __match_any_sync(0xffffffffu, key);
-      if (key < 256 && __ffs(peers) - 1 == lane) atomicAdd(&sh.hist[key], __popc(peers));
+  const int warp = threadIdx.x / 32;
+  // Elements >= t over the block; every thread gets the same total.
+  int round = 0;
+  auto count_at_least = [&](uint32_t t) {
+    int c = 0;
+    for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) {
+      c += image(b) >= t;
     }
+    c = __reduce_add_sync(0xffffffffu, c);
+    int* row = sh.round_counts[round & 1];
+    ++round;
+    if (lane == 0) row[warp] = c;
     __syncthreads();
-    // Thread t looks at digit 255 - t: with the counts of the digits above it (a block scan),
-    // the one thread whose digit holds the remaining-th best sets the prefix.
-    const int digit = 255 - static_cast<int>(threadIdx.x);
-    const int digit_count = sh.hist[digit];
-    const int remaining = sh.remaining;
-    int above = 0;
-    SelectScan(sh.storage.scan).ExclusiveSum(digit_count, above);
-    if (above < remaining && above + digit_count >= remaining) {
-      sh.prefix = prefix | (static_cast<uint32_t>(digit) << shift);
-      sh.remaining = remaining - above;  // still to take among those equal to the prefix
-    }
-    __syncthreads();
+    int total = 0;
+#pragma unroll
+    for (int w = 0; w < kSelectWarps; ++w) total += row[w];
+    return total;
+  };
+  uint32_t prefix = 0;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t candidate = prefix | (1u << bit);
+    if (count_at_least(candidate) >= k) prefix = candidate;
   }
-  const RadixPick pick{sh.prefix, sh.remaining};
-  __syncthreads();  // read before another call resets them
-  return pick;
+  const int above = prefix == 0xffffffffu ? 0 : count_at_least(prefix + 1u);
+  __syncthreads();  // the rows are read before a later call writes them
+  return TopPick{prefix, k - above};
 }
 
 // Calls taken(slot, b) for each b of [lo, hi) that `pick` takes (image above the threshold, or
@@ -338,7 +335,7 @@ __device__ RadixPick RadixSelectTop(int k, int lo, int hi, Image image, SelectSh
 // first its counts, then, with the warps before it counted, slots from ballots. Every thread of
 // the block calls it; image() must not change meanwhile.
 template <typename Image, typename Taken>
-__device__ void ForEachTaken(int lo_all, int hi_all, RadixPick pick, Image image, int slot0,
+__device__ void ForEachTaken(int lo_all, int hi_all, TopPick pick, Image image, int slot0,
                              Taken taken, SelectShared& sh) {
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
@@ -404,7 +401,7 @@ __device__ int EmitBits(int lo, int hi, const uint32_t* bits, int slot0, Emit em
   if (threadIdx.x == 0) sh.total = members;
   __syncthreads();
   members = sh.total;
-  ForEachTaken(lo, hi, RadixPick{0u, 0}, image, slot0, emit, sh);
+  ForEachTaken(lo, hi, TopPick{0u, 0}, image, slot0, emit, sh);
   return members;
 }
 
@@ -463,7 +460,7 @@ __device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, i
     const int r_max = sp.dilation < 0 ? 0 : sp.dilation;
     int brought = 0;  // |top W ∪ their neighbours|
     if (widened > 0) {
-      const RadixPick top = RadixSelectTop(widened, wf, cand_end, score, sh);
+      const TopPick top = BisectTop(widened, wf, cand_end, score, sh);
       ForEachTaken(
           wf, cand_end, top, score, 0, [&](int, int b) { SetBit(member, b); }, sh);
       for (int b = wf + threadIdx.x; b < cand_end; b += kSelectThreads) {
@@ -494,7 +491,7 @@ __device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, i
       __syncthreads();
       if (take > brought) {
         const auto rest = [&](int b) { return TestBit(member, b) ? 0u : OrderedBits(s_scores[b]); };
-        const RadixPick pick = RadixSelectTop(take - brought, wf, cand_end, rest, sh);
+        const TopPick pick = BisectTop(take - brought, wf, cand_end, rest, sh);
         ForEachTaken(
             wf, cand_end, pick, rest, 0, [&](int, int b) { SetBit(extra, b); }, sh);
         for (int b = wf + threadIdx.x; b < cand_end; b += kSelectThreads) {
@@ -535,7 +532,7 @@ __device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, i
         }
         return 0xffffffffu - key;  // the earliest arrival is the largest image
       };
-      const RadixPick pick = RadixSelectTop(take, wf, cand_end, arrival, sh);
+      const TopPick pick = BisectTop(take, wf, cand_end, arrival, sh);
       ForEachTaken(
           wf, cand_end, pick, arrival, 0, [&](int slot, int b) { scratch_a[slot] = b; }, sh);
       const int words_lo = wf >> 5, words_hi = (cand_end + 31) >> 5;
@@ -685,7 +682,7 @@ __global__ void __launch_bounds__(kSelectThreads)
         // Marking (-inf) happens only in the second pass, each lane at its own block, after
         // every count of the first pass is in.
         const auto score = [&](int b) { return OrderedBits(s_scores[b]); };
-        const RadixPick pick = RadixSelectTop(take, first, cand_end, score, sh);
+        const TopPick pick = BisectTop(take, first, cand_end, score, sh);
         ForEachTaken(first, cand_end, pick, score, first, emit, sh);
       }
       for (int b = threadIdx.x; b < first; b += kSelectThreads) emit(b, b);

@@ -469,7 +469,7 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
   lychee.lychee.sink_tokens = 16;
   lychee.lychee.local_tokens = 32;
   // PrHS with its reuse decision made unambiguous (the GPU's q is bf16 activations, the CPU's
-  // fp32: a cosine near tau could go either way): tau -1 reuses every anchor, tau 2 none. With a
+  // fp32: a cosine near tau could go either way): tau -1 reuses every anchor, tau 1 none. With a
   // PSAW window in the second layer.
   prhs_reuse.name = "prhs";
   prhs_reuse.budget_tokens = 160;
@@ -477,7 +477,7 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
   prhs_reuse.prhs.local_tokens = 32;
   prhs_reuse.prhs.tau = -1.0;
   prhs_rescore = prhs_reuse;
-  prhs_rescore.prhs.tau = 2.0;
+  prhs_rescore.prhs.tau = 1.0;  // cos > 1 never holds
   prhs_rescore.prhs.dilation = 2;
   prhs_rescore.prhs.psaw_phi = 0.5;
   for (const PolicySpec* spec : {&streaming, &quest, &lychee, &prhs_reuse, &prhs_rescore}) {
