@@ -13,9 +13,9 @@
 //              retrieval head: one in eight) and the other seven the budget, in TWO launches back
 //              to back on one stream (one timed sample covers both): part 0 the rows that read
 //              everything, planned alone for the full context, part 1 the budget-bound rows,
-//              planned alone for the budget's tokens; each marks the other's rows with context
-//              length -1 (skipped), and each caps its splits by the decode workspace the runner
-//              reserves for dense batches (--runner-max-seqs);
+//              planned alone for the budget's tokens, each over its row list (workspace and
+//              split counters indexed by list position), its splits capped by the decode
+//              workspace the runner reserves (--runner-max-seqs);
 //   lychee-1launch  the same rows in ONE launch planned as one batch for the full context (the
 //              figure this column showed before the runner split its launches);
 //   all        sparse attention with every block selected (the overhead of the sparse path).
@@ -93,14 +93,14 @@ struct Attention {
 };
 
 // The decode attention of `base` with tables `width` blocks wide, planned for `max_len` tokens.
-// With plan_rows > 0 the plan sees only those rows (one kv head each) and its splits are capped by
-// `reserved` workspace bytes, as the CUDA runner plans each part of a sparse step
-// (CudaModelRunner::Impl::SparseDecodeAttention); the workspace is still laid out for the whole
-// batch. Grows `workspace` to what the plan needs (earlier Attentions' pointers then go stale).
+// With a row list of plan_rows rows the launch covers only those (sequence, kv head) rows, planned
+// alone, its splits capped by `reserved` workspace bytes, as the CUDA runner launches each part of
+// a sparse step (CudaModelRunner::Impl::SparseDecodeAttention). Grows `workspace` to what the plan
+// needs (earlier Attentions' pointers then go stale).
 absl::StatusOr<Attention> MakeAttention(const DecodeAttentionParams& base, int64_t width,
                                         int64_t max_len, int num_sms, int ctas_per_sm,
                                         DeviceBuffer<uint8_t>& workspace, int64_t plan_rows = 0,
-                                        size_t reserved = 0) {
+                                        size_t reserved = 0, const int32_t* row_list = nullptr) {
   Attention a;
   a.params = base;
   a.params.shape.max_blocks_per_seq = width;
@@ -112,20 +112,25 @@ absl::StatusOr<Attention> MakeAttention(const DecodeAttentionParams& base, int64
   if (plan_rows > 0) {
     planned.batch = plan_rows;
     planned.num_kv_heads = 1;
+    a.params.maybe_row_list = row_list;
+    a.params.row_list_len = plan_rows;
     const int64_t per_split =
-        a.params.shape.batch * kHeads * (kHeadDim + 1) * static_cast<int64_t>(sizeof(float));
+        plan_rows * (kHeads / kKvHeads) * (kHeadDim + 1) * static_cast<int64_t>(sizeof(float));
     options.max_splits = static_cast<int>(
         std::clamp<int64_t>(static_cast<int64_t>(reserved) / per_split, 1, options.max_splits));
   }
   a.plan = PlanDecodeAttention(planned, num_sms, options);
-  const size_t ws = DecodeAttentionWorkspaceBytes(a.params.shape, a.plan);
+  const size_t ws = plan_rows > 0
+                        ? DecodeAttentionWorkspaceBytesForRows(a.params.shape, a.plan, plan_rows)
+                        : DecodeAttentionWorkspaceBytes(a.params.shape, a.plan);
   if (ws > workspace.bytes()) LY_CUDA_RETURN_IF_NOT_OK(workspace.Allocate(ws));
   a.params.workspace = workspace.get();
   return a;
 }
 
 // The decode workspace the CUDA runner reserves (CudaModelRunner::Impl::Init): the most a dense
-// batch of 1..max_seqs sequences needs at `ctx` tokens.
+// batch of 1..max_seqs sequences, or a row list of 1..max_seqs * kv heads rows, needs at `ctx`
+// tokens.
 size_t RunnerDecodeWorkspace(int64_t max_seqs, int64_t ctx, int num_sms, int ctas_per_sm) {
   DecodeAttentionPlanOptions options;
   options.ctas_per_sm = ctas_per_sm;
@@ -134,6 +139,11 @@ size_t RunnerDecodeWorkspace(int64_t max_seqs, int64_t ctx, int num_sms, int cta
     const DecodeAttentionShape s{b, kHeads, kKvHeads, kHeadDim, kBlock, ctx / kBlock, ctx};
     bytes =
         std::max(bytes, DecodeAttentionWorkspaceBytes(s, PlanDecodeAttention(s, num_sms, options)));
+  }
+  for (int64_t rows = 1; rows <= max_seqs * kKvHeads; ++rows) {
+    const DecodeAttentionShape s{rows, kHeads / kKvHeads, 1, kHeadDim, kBlock, ctx / kBlock, ctx};
+    bytes = std::max(bytes, DecodeAttentionWorkspaceBytesForRows(
+                                s, PlanDecodeAttention(s, num_sms, options), rows));
   }
   return bytes;
 }
@@ -170,7 +180,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
 
   DeviceBuffer<bf16> pool, summary, q, out;
   DeviceBuffer<int32_t> tables, lens, all_tables, all_lens, sel_tables, sel_lens, lychee_lens,
-      part_lens[2], counters;
+      part_lens[2], part_lists[2], counters;
   DeviceBuffer<float> scores;
   DeviceBuffer<uint8_t> workspace, flush;
   LY_CUDA_RETURN_IF_NOT_OK(pool.Allocate(pool_elems));
@@ -242,6 +252,13 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       LY_CUDA_RETURN_IF_NOT_OK(lychee_lens.Upload(one));
       LY_CUDA_RETURN_IF_NOT_OK(part_lens[0].Upload(part0));
       LY_CUDA_RETURN_IF_NOT_OK(part_lens[1].Upload(part1));
+      // The runner's row lists: part 0 kv head 0 of every sequence, part 1 the rest.
+      std::vector<int32_t> list0, list1;
+      for (int64_t r = 0; r < batch * kKvHeads; ++r) {
+        (r % kKvHeads == 0 ? list0 : list1).push_back(static_cast<int32_t>(r));
+      }
+      LY_CUDA_RETURN_IF_NOT_OK(part_lists[0].Upload(list0));
+      LY_CUDA_RETURN_IF_NOT_OK(part_lists[1].Upload(list1));
 
       BlockSelectParams sp;
       sp.q = q.get();
@@ -274,11 +291,11 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       const size_t reserved = RunnerDecodeWorkspace(
           o.runner_max_seqs > 0 ? o.runner_max_seqs : batch, ctx, dev.num_sms, *ctas);
       base.context_lens = part_lens[0].get();
-      auto lychee_full =
-          MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace, batch, reserved);
+      auto lychee_full = MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace, batch,
+                                       reserved, part_lists[0].get());
       base.context_lens = part_lens[1].get();
       auto lychee_budget = MakeAttention(base, pages, budget_tokens, dev.num_sms, *ctas, workspace,
-                                         batch * (kKvHeads - 1), reserved);
+                                         batch * (kKvHeads - 1), reserved, part_lists[1].get());
       for (auto* a : {&dense, &quest, &every, &lychee1, &lychee_full, &lychee_budget}) {
         if (!a->ok()) return a->status();
         (*a)->params.workspace = workspace.get();  // the largest allocation of them all

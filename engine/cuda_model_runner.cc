@@ -245,6 +245,23 @@ absl::Status CudaModelRunner::Impl::AllocateScratch() {
       decode_workspace_bytes =
           std::max(decode_workspace_bytes, cuda::DecodeAttentionWorkspaceBytes(s, plan));
     }
+    // Sparse steps launch over row lists (a part's (sequence, kv head) rows, each planned alone):
+    // a few long rows take many splits, out of the same workspace.
+    for (int64_t rows = 1; options.sparse_policies && rows <= max_chunks * config.num_kv_heads;
+         ++rows) {
+      cuda::DecodeAttentionShape s;
+      s.batch = rows;
+      s.num_heads = config.num_heads / config.num_kv_heads;
+      s.num_kv_heads = 1;
+      s.head_dim = config.head_dim;
+      s.block_size = options.block_size;
+      s.max_blocks_per_seq = max_blocks_per_seq;
+      s.max_context_len = max_blocks_per_seq * options.block_size;
+      const cuda::DecodeAttentionPlan plan =
+          cuda::PlanDecodeAttention(s, device.num_sms, decode_plan_options);
+      decode_workspace_bytes = std::max(decode_workspace_bytes,
+                                        cuda::DecodeAttentionWorkspaceBytesForRows(s, plan, rows));
+    }
     LY_RETURN_IF_ERROR(decode_workspace.Allocate(std::max<size_t>(decode_workspace_bytes, 16)));
   }
 
@@ -664,13 +681,17 @@ absl::Status CudaModelRunner::Impl::SparseDecodeAttention(int64_t layer, const F
   // LycheeDecode's retrieval heads) and the budget-bound rest. Planned as one batch, a few long
   // rows among many short ones would get the splits of a batch of long rows and run as a thin
   // wave; planned alone, they are split across the GPU.
-  const int64_t per_split = d.shape.batch * config.num_heads * (config.head_dim + 1) *
-                            static_cast<int64_t>(sizeof(float));
+  // Each launch runs over its part's row list: its workspace and split counters are indexed by
+  // position in the list.
   for (int part = 0; part < 2; ++part) {
     const int64_t rows = sparse->part_rows(layer, part);
     if (rows == 0) continue;
     cuda::DecodeAttentionParams sub = d;
     sub.context_lens = sparse->split_lens(part);
+    sub.maybe_row_list = sparse->row_list(layer, part);
+    sub.row_list_len = rows;
+    const int64_t per_split = rows * (config.num_heads / config.num_kv_heads) *
+                              (config.head_dim + 1) * static_cast<int64_t>(sizeof(float));
     if (part == 1) {
       sub.shape.max_context_len = std::min(f.max_decode_ctx, sparse->max_sparse_tokens());
     }
@@ -682,7 +703,8 @@ absl::Status CudaModelRunner::Impl::SparseDecodeAttention(int64_t layer, const F
     o.max_splits = static_cast<int>(std::clamp<int64_t>(
         static_cast<int64_t>(decode_workspace_bytes) / per_split, 1, o.max_splits));
     const cuda::DecodeAttentionPlan plan = cuda::PlanDecodeAttention(alone, device.num_sms, o);
-    if (cuda::DecodeAttentionWorkspaceBytes(sub.shape, plan) > decode_workspace_bytes) {
+    if (cuda::DecodeAttentionWorkspaceBytesForRows(sub.shape, plan, rows) >
+        decode_workspace_bytes) {
       return absl::InternalError("sparse decode attention plan needs more workspace than reserved");
     }
     LY_RETURN_IF_ERROR(cuda::DecodeAttention(sub, plan, stream));

@@ -120,8 +120,11 @@ absl::Status CudaSparseDecode::Allocate() {
       audit_out_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads * s.head_dim)));
   LY_RETURN_IF_ERROR(stats_.Allocate(static_cast<size_t>(s.max_rows)));
   rules_offset_ = (static_cast<size_t>(s.num_layers) * rows + 15) / 16 * 16;
-  LY_RETURN_IF_ERROR(inputs_.Allocate(rules_offset_ + static_cast<size_t>(s.max_rows) *
-                                                          sizeof(cuda::SelectSeqRule)));
+  lists_offset_ =
+      (rules_offset_ + static_cast<size_t>(s.max_rows) * sizeof(cuda::SelectSeqRule) + 15) / 16 *
+      16;
+  LY_RETURN_IF_ERROR(inputs_.Allocate(lists_offset_ + 2 * static_cast<size_t>(s.num_layers) * rows *
+                                                          sizeof(int32_t)));
   void* pinned = nullptr;
   LY_CUDA_RETURN_IF_ERROR(
       cudaMallocHost(&pinned, static_cast<size_t>(s.max_rows) * sizeof(cuda::SparseSeqStats)));
@@ -144,7 +147,16 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   width_ = width;
   const int64_t kv = s.num_kv_heads, bs = s.block_size;
   const size_t layer_stride = static_cast<size_t>(rows_ * kv);
-  inputs_h_.assign(rules_offset_ + static_cast<size_t>(rows_) * sizeof(cuda::SelectSeqRule), 0);
+  // Laid out for rows_ rows (the lists too), so the upload is exactly what this step uses.
+  lists_offset_ =
+      (rules_offset_ + static_cast<size_t>(rows_) * sizeof(cuda::SelectSeqRule) + 15) / 16 * 16;
+  const size_t list_stride = static_cast<size_t>(rows_ * kv);
+  inputs_h_.assign(
+      lists_offset_ + 2 * static_cast<size_t>(s.num_layers) * list_stride * sizeof(int32_t), 0);
+  auto list_at = [&](int64_t layer, int part) {
+    return reinterpret_cast<int32_t*>(inputs_h_.data() + lists_offset_) +
+           static_cast<size_t>(2 * layer + part) * list_stride;
+  };
   sparse_rows_.assign(static_cast<size_t>(rows_), 0);
   audit_rows_.assign(static_cast<size_t>(rows_), 0);
   audited_ = false;
@@ -187,7 +199,9 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
         mode_at(l, r, g) = static_cast<int8_t>(m);
         const bool reads_all =
             m == cuda::SelectRowMode::kAll || m == cuda::SelectRowMode::kExactTopK;
-        ++part_rows_[static_cast<size_t>(2 * l + (reads_all ? 0 : 1))];
+        const int part = reads_all ? 0 : 1;
+        int64_t& count = part_rows_[static_cast<size_t>(2 * l + part)];
+        list_at(l, part)[count++] = static_cast<int32_t>(r * kv + g);
       }
     }
     if (policy != nullptr) {

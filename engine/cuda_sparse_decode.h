@@ -91,6 +91,12 @@ class CudaSparseDecode {
   int64_t part_rows(int64_t layer, int part) const {
     return part_rows_[static_cast<size_t>(2 * layer + part)];
   }
+  // The part's (sequence, kv head) rows at `layer`, as row * num_kv_heads + kv_head
+  // (DecodeAttentionParams::maybe_row_list), part_rows(layer, part) of them.
+  const int32_t* row_list(int64_t layer, int part) const {
+    return reinterpret_cast<const int32_t*>(inputs_.get() + lists_offset_) +
+           (2 * layer + part) * rows_ * sizes_.num_kv_heads;
+  }
   // An upper bound of the tokens a part-1 row reads this step.
   int64_t max_sparse_tokens() const { return max_sparse_tokens_; }
   float* lse() { return lse_.get(); }                   // [rows, num_heads]
@@ -123,6 +129,7 @@ class CudaSparseDecode {
   std::vector<uint8_t> inputs_h_;
   cuda::SparseSeqStats* stats_h_ = nullptr;  // pinned
   size_t rules_offset_ = 0;
+  size_t lists_offset_ = 0;  // [layers][2][rows_ * kv heads] int32 row lists
   // kPrhs: per (layer, row) params, the exact-score workspace and the anchor arenas
   // ([slot][layer][kv head] rows), allocated on first use.
   bool has_prhs_ = false;

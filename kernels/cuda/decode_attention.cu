@@ -65,13 +65,16 @@ __device__ __forceinline__ int64_t ContextLen(const DecodeAttentionParams& p, in
   return ctx < 0 ? 0 : (ctx > max_tokens ? max_tokens : ctx);
 }
 
-// Workspace views: o [batch, heads, splits, D] fp32 (normalised), lse [batch, heads, splits] fp32
-// in log2 units.
+// Workspace views: o [rows, group, splits, D] fp32 (normalised), lse [rows, group, splits] fp32
+// in log2 units, rows the launch's (sequence, kv head) rows (batch x kv heads, or the row list).
 __device__ __forceinline__ float* WorkspaceO(const DecodeAttentionParams& p) {
   return static_cast<float*>(p.workspace);
 }
 __device__ __forceinline__ float* WorkspaceLse(const DecodeAttentionParams& p, int num_splits) {
-  return WorkspaceO(p) + p.shape.batch * p.shape.num_heads * num_splits * p.shape.head_dim;
+  const int64_t kv_rows =
+      p.maybe_row_list != nullptr ? p.row_list_len : p.shape.batch * p.shape.num_kv_heads;
+  const int64_t group = p.shape.num_heads / p.shape.num_kv_heads;
+  return WorkspaceO(p) + kv_rows * group * num_splits * p.shape.head_dim;
 }
 
 template <int D, int kStages>
@@ -82,10 +85,22 @@ __global__ void __launch_bounds__(kThreads, 2)
   extern __shared__ uint4 smem_raw[];
   bf16* s_ring = reinterpret_cast<bf16*>(smem_raw);  // [kStages][K, V][kKeys][D]
 
-  const int split = blockIdx.x;
-  const int kv_head = blockIdx.y;
-  const int seq = blockIdx.z;
   const DecodeAttentionShape& s = p.shape;
+  const int split = blockIdx.x;
+  // (sequence, kv head) from the grid, or from the row list; work_row indexes the workspace and
+  // the split counters.
+  int kv_head, seq;
+  int64_t work_row;
+  if (p.maybe_row_list != nullptr) {
+    const int32_t listed = p.maybe_row_list[blockIdx.y];
+    seq = listed / static_cast<int>(s.num_kv_heads);
+    kv_head = listed % static_cast<int>(s.num_kv_heads);
+    work_row = blockIdx.y;
+  } else {
+    kv_head = blockIdx.y;
+    seq = blockIdx.z;
+    work_row = static_cast<int64_t>(seq) * s.num_kv_heads + kv_head;
+  }
   const int group = static_cast<int>(s.num_heads / s.num_kv_heads);
   const bool direct = plan.num_splits == 1;  // no merge: write the final output here
 
@@ -308,7 +323,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         p.maybe_lse[row] = empty ? kNegInf : (mx + log2f(sum)) * kLn2;
       }
     } else {
-      const int64_t part = row * plan.num_splits + split;
+      const int64_t part = (work_row * group + h) * plan.num_splits + split;
       WorkspaceO(p)[part * D + d] = empty ? 0.0f : acc / sum;
       if (d == 0) WorkspaceLse(p, plan.num_splits)[part] = empty ? kNegInf : mx + log2f(sum);
     }
@@ -321,7 +336,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   __threadfence();
   __syncthreads();
   __shared__ bool s_last;
-  int32_t* counter = p.split_counters + static_cast<int64_t>(seq) * s.num_kv_heads + kv_head;
+  int32_t* counter = p.split_counters + work_row;
   if (threadIdx.x == 0) s_last = atomicAdd(counter, 1) == num_parts - 1;
   __syncthreads();
   if (!s_last) return;
@@ -335,7 +350,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   float* s_merge_max = s_w + group * num_parts;     // [group]
   float* s_merge_sum = s_merge_max + kMaxGroup;     // [group]
   const int64_t row0 = static_cast<int64_t>(seq) * s.num_heads + kv_head * group;
-  const float* lse0 = WorkspaceLse(p, plan.num_splits) + row0 * plan.num_splits;
+  const int64_t work_head0 = work_row * group;  // the group's first partial row
+  const float* lse0 = WorkspaceLse(p, plan.num_splits) + work_head0 * plan.num_splits;
   for (int i = threadIdx.x; i < group * num_parts; i += kThreads) {
     s_w[i] = __ldcg(lse0 + (i / num_parts) * plan.num_splits + i % num_parts);
   }
@@ -375,7 +391,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (!empty) {
       const float4* po =
-          reinterpret_cast<const float4*>(WorkspaceO(p) + row * plan.num_splits * D) + c;
+          reinterpret_cast<const float4*>(WorkspaceO(p) + (work_head0 + h) * plan.num_splits * D) +
+          c;
       const float* w = s_w + h * num_parts;
 #pragma unroll 8
       for (int i = 0; i < num_parts; ++i) {
@@ -405,9 +422,10 @@ absl::Status Launch(const DecodeAttentionParams& p, const DecodeAttentionPlan& p
   // so it is legal while a stream is being captured.
   LY_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(DecodeAttentionKernel<D, kStages>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  const bool listed = p.maybe_row_list != nullptr;
   const dim3 grid(static_cast<unsigned>(plan.num_splits),
-                  static_cast<unsigned>(p.shape.num_kv_heads),
-                  static_cast<unsigned>(p.shape.batch));
+                  static_cast<unsigned>(listed ? p.row_list_len : p.shape.num_kv_heads),
+                  static_cast<unsigned>(listed ? 1 : p.shape.batch));
   DecodeAttentionKernel<D, kStages><<<grid, kThreads, kSmem, stream>>>(p, plan);
   LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();

@@ -60,6 +60,13 @@ struct DecodeAttentionParams {
   // that kv head reads (a subset of the sequence's, in any order; every page full except the
   // last) and their token count. max_blocks_per_seq is then the width of those rows.
   bool per_kv_head_tables = false;
+  // Optional: the (sequence, kv head) rows this launch computes, as seq * num_kv_heads + kv_head,
+  // row_list_len of them (grid over the list instead of batch x kv heads). The workspace and the
+  // split counters are then indexed by position in the list, so a launch over a few rows (the
+  // runner's rows that read everything, among many budget-bound ones) can take many splits out of
+  // a small workspace: DecodeAttentionWorkspaceBytesForRows.
+  const int32_t* maybe_row_list = nullptr;
+  int64_t row_list_len = 0;
   // Scalars.
   float scale = 1.0f;  // 1/sqrt(head_dim) for every model we load
 };
@@ -101,6 +108,9 @@ DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& shape, int n
 // split counters (params.split_counters) are a separate buffer of batch * num_kv_heads int32.
 size_t DecodeAttentionWorkspaceBytes(const DecodeAttentionShape& shape,
                                      const DecodeAttentionPlan& plan);
+// The same for a launch over a row list of `kv_rows` (sequence, kv head) rows.
+size_t DecodeAttentionWorkspaceBytesForRows(const DecodeAttentionShape& shape,
+                                            const DecodeAttentionPlan& plan, int64_t kv_rows);
 
 // Checks the params against the plan (pointers, alignment, plan consistency) on the host.
 absl::Status CanRunDecodeAttention(const DecodeAttentionParams& params,

@@ -99,8 +99,14 @@ DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& s, int num_s
 
 size_t DecodeAttentionWorkspaceBytes(const DecodeAttentionShape& s,
                                      const DecodeAttentionPlan& plan) {
-  if (plan.num_splits <= 1) return 0;
-  const size_t partials = static_cast<size_t>(s.batch) * s.num_heads * plan.num_splits;
+  return DecodeAttentionWorkspaceBytesForRows(s, plan, s.batch * s.num_kv_heads);
+}
+
+size_t DecodeAttentionWorkspaceBytesForRows(const DecodeAttentionShape& s,
+                                            const DecodeAttentionPlan& plan, int64_t kv_rows) {
+  if (plan.num_splits <= 1 || s.num_kv_heads <= 0) return 0;
+  const size_t partials = static_cast<size_t>(kv_rows) *
+                          static_cast<size_t>(s.num_heads / s.num_kv_heads) * plan.num_splits;
   // o: [batch, heads, splits, head_dim] fp32, then lse: [batch, heads, splits] fp32.
   return partials * static_cast<size_t>(s.head_dim) * sizeof(float) + partials * sizeof(float);
 }
@@ -142,6 +148,13 @@ absl::Status CanRunDecodeAttention(const DecodeAttentionParams& p,
   if (plan.num_splits > 1 && (p.workspace == nullptr || !Aligned16(p.workspace))) {
     return absl::InvalidArgumentError(
         "decode attention: a split plan needs a 16-byte aligned workspace");
+  }
+  if (p.maybe_row_list != nullptr &&
+      (p.row_list_len <= 0 || p.row_list_len > s.batch * s.num_kv_heads ||
+       p.row_list_len > kMaxGrid)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "decode attention: row_list_len ", p.row_list_len, " is not in [1, batch * kv_heads ",
+        s.batch * s.num_kv_heads, "] (and <= 65535)"));
   }
   if (plan.num_splits > 1 && p.split_counters == nullptr) {
     return absl::InvalidArgumentError(

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -201,16 +202,18 @@ class CudaDecodeAttentionTest : public CudaKernelTest {
  protected:
   // graph: capture the launch into a CUDA graph while the device holds other context lengths,
   // then store the real ones and replay: the plan and the launch must not depend on them.
+  // listed: a random half of the (sequence, kv head) rows, in random order, as a row list
+  // planned alone (many splits for few rows); the other rows must stay untouched.
   void RunCase(const AttnCase& c, const std::vector<int64_t>& contexts, PlanKind plan_kind,
-               bool graph = false, int stages = 3);
+               bool graph = false, int stages = 3, bool listed = false);
 };
 
 void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64_t>& contexts,
-                                      PlanKind plan_kind, bool graph, int stages) {
+                                      PlanKind plan_kind, bool graph, int stages, bool listed) {
   SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
                std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) +
-               " bs=" + std::to_string(c.block_size) + " plan=" + PlanName(plan_kind) +
-               " stages=" + std::to_string(stages) + (graph ? " graph" : ""));
+               " bs=" + std::to_string(c.block_size) + " plan=" + PlanName(plan_kind) + " stages=" +
+               std::to_string(stages) + (graph ? " graph" : "") + (listed ? " row-list" : ""));
   const int64_t batch = static_cast<int64_t>(contexts.size());
   const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
   const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
@@ -299,6 +302,21 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
       break;
     }
   }
+  // The row list: a random half of the rows, shuffled, planned as a batch of its own.
+  std::vector<int32_t> row_list;
+  std::vector<uint8_t> in_list(batch * kvh, 1);
+  if (listed) {
+    for (int64_t r = 0; r < batch * kvh; ++r) row_list.push_back(static_cast<int32_t>(r));
+    std::shuffle(row_list.begin(), row_list.end(), rng_);
+    row_list.resize(std::max<size_t>(1, row_list.size() / 2));
+    std::fill(in_list.begin(), in_list.end(), 0);
+    for (int32_t r : row_list) in_list[r] = 1;
+    DecodeAttentionShape alone = s;
+    alone.batch = static_cast<int64_t>(row_list.size());
+    alone.num_heads = h / kvh;
+    alone.num_kv_heads = 1;
+    plan = PlanDecodeAttention(alone, sms);
+  }
   plan.stages = stages;
   std::printf("  %s: %d splits of %d tokens, %d stages\n", PlanName(plan_kind), plan.num_splits,
               plan.chunk_tokens, plan.stages);
@@ -316,7 +334,11 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
   LY_ASSERT_OK(d_out.FillBytes(0xff));
   LY_ASSERT_OK(d_lse.Allocate(batch * h));
   LY_ASSERT_OK(d_lse.FillBytes(0xff));
-  const size_t ws_bytes = DecodeAttentionWorkspaceBytes(s, plan);
+  const size_t ws_bytes =
+      listed ? DecodeAttentionWorkspaceBytesForRows(s, plan, static_cast<int64_t>(row_list.size()))
+             : DecodeAttentionWorkspaceBytes(s, plan);
+  DeviceBuffer<int32_t> d_list;
+  if (listed) LY_ASSERT_OK(d_list.Upload(row_list));
   LY_ASSERT_OK(d_ws.Allocate(ws_bytes));
   LY_ASSERT_OK(d_ws.FillBytes(0xff));
   DeviceBuffer<int32_t> d_counters;  // zeroed once, as the contract asks
@@ -335,6 +357,10 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
   p.split_counters = d_counters.get();
   p.shape = s;
   p.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  if (listed) {
+    p.maybe_row_list = d_list.get();
+    p.row_list_len = static_cast<int64_t>(row_list.size());
+  }
   if (graph) {
     LY_ASSERT_OK(d_lens.Write(std::vector<int32_t>(batch, 1)));
     cudaStream_t stream;
@@ -378,6 +404,15 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
       for (int64_t i = 0; i < h; ++i) EXPECT_EQ(lse[b * h + i], -INFINITY);
       continue;
     }
+    // Rows left out of the list keep their poison (0xffff bits: NaN).
+    for (int64_t g = 0; g < kvh; ++g) {
+      if (in_list[b * kvh + g] != 0) continue;
+      for (int64_t i = g * group * d; i < (g + 1) * group * d; ++i) {
+        uint16_t bits;
+        std::memcpy(&bits, &out_raw[b * h * d + i], sizeof(bits));
+        ASSERT_EQ(bits, 0xffffu) << "unlisted kv head " << g << " element " << i;
+      }
+    }
     std::vector<float> want(h * d);
     cpu::PagedAttentionParams r;
     r.q = q.data() + b * h * d;
@@ -391,12 +426,17 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
     r.query_start = contexts[b] - 1;
     r.scale = p.scale;
     cpu::PagedAttention(r);
-    EXPECT_LT(RelativeL2(got, want.data(), want.size()), 1e-2);
+    for (int64_t g = 0; g < kvh; ++g) {
+      if (in_list[b * kvh + g] == 0) continue;
+      EXPECT_LT(RelativeL2(got + g * group * d, want.data() + g * group * d, group * d), 1e-2)
+          << "kv head " << g;
+    }
 
     // LSE in double: log Σ_j exp(scale * q·k_j), natural log.
     for (int64_t head = 0; head < h; ++head) {
       const float* qh = q.data() + (b * h + head) * d;
       const int64_t g = head / group;
+      if (in_list[b * kvh + g] == 0) continue;
       double mx = -INFINITY;
       std::vector<double> sc(contexts[b]);
       for (int64_t pos = 0; pos < contexts[b]; ++pos) {
@@ -456,6 +496,16 @@ TEST_F(CudaDecodeAttentionTest, RandomRaggedBatches) {
     RunCase({kv * groups[pick(rng_)], kv, pick(rng_) == 0 ? 64 : 128, block_sizes[pick(rng_)]},
             contexts, trial % 2 == 0 ? PlanKind::kPlanned : PlanKind::kManySplits);
   }
+}
+
+// A row list (the runner's sparse steps: each part of the rows planned alone) computes exactly
+// its rows, with their workspace and counters indexed by list position, whatever the order.
+TEST_F(CudaDecodeAttentionTest, RowListComputesOnlyItsRows) {
+  LY_SKIP_WITHOUT_GPU();
+  const std::vector<int64_t> contexts = {1, 700, 33000, 0, 5000};
+  RunCase({32, 8, 128, 16}, contexts, PlanKind::kPlanned, false, 3, true);
+  RunCase({28, 4, 64, 32}, contexts, PlanKind::kPlanned, false, 2, true);  // group 7
+  RunCase({8, 8, 128, 16}, {130000}, PlanKind::kPlanned, true, 3, true);   // one long row, graph
 }
 
 TEST_F(CudaDecodeAttentionTest, CapturedGraphReadsContextLengthsAtReplay) {
