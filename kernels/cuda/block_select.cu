@@ -3,10 +3,11 @@
 // budget and an in-order compaction into sparse block-table rows; and the dropped-mass stats.
 // QuestBlockSelect and SparseBlockSelect share both kernels (Quest: every row kTopK).
 //
-// Scoring: CTA (block range, kv head, sequence) of 8 warps; a warp scores one block at a time:
-// lane l holds dims [l * D/32, (l + 1) * D/32) of every query head of the GQA group and of the
-// block's min/max summary rows (or of eight of its keys at a time, for exact scores); the eight
-// per-lane partial sums are reduced across the warp in one reduce-scatter (9 shuffles, not 40).
+// Scoring: CTA (block range, kv head, sequence) of 8 warps. Box bounds: a warp scores eight
+// blocks per mma m16n8k16 (the group's heads x the blocks, q⁺·mx + q⁻·mn). Exact scores: a warp
+// takes one block at a time, lane l holding dims [l * D/32, (l + 1) * D/32) of the group-mean
+// query and of eight of its keys at a time, the eight partial sums reduced across the warp in
+// one reduce-scatter (9 shuffles, not 40).
 //
 // Selection: CTA (kv head, sequence), 256 threads, the row's scores staged in shared memory. The
 // take-th best candidate score is found by bisection over order-preserving uint32 images of the
@@ -27,13 +28,14 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_utils.cuh"
 #include "kernels/cuda/dispatch.cuh"
+#include "kernels/cuda/mma_utils.cuh"
 
 namespace lychee::cuda {
 namespace {
 
 constexpr int kScoreWarps = 8;
 constexpr int kScoreBlocksPerWarp = 8;  // blocks a warp scores, so q is loaded once per 8
-static_assert(kScoreBlocksPerWarp <= 32, "a lane holds each block's page id");
+static_assert(kScoreBlocksPerWarp % 8 == 0, "box scores take eight blocks an mma");
 constexpr int kSelectThreads = 256;  // one radix bin per thread
 constexpr int kMaxGroup = kBlockSelectMaxGroup;
 static_assert(kMaxGroup == 8, "the score kernel reduces eight heads in one reduce-scatter");
@@ -220,53 +222,77 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   }
   if (!plan.box_scores) return;
 
+  // Box bounds on tensor cores: u_b,h = Σ_e max(q_e mn_e, q_e mx_e) = q⁺·mx + q⁻·mn (q⁺ = max(q,
+  // 0), q⁻ = min(q, 0): mx >= mn), a product of the group's heads (rows of mma m16n8k16, padded to
+  // 16 with zeros) and eight blocks' summary rows (columns). The 16-dim k steps take the dims in
+  // an order of our choosing, the same for both operands: lane (g, t) holds dims [32j + 8t, 32j +
+  // 8t + 8) of head g's query and of block g's summaries, one 16-byte load each, and k step 2j + h
+  // reads 4h..4h+3 of them. The bound then is the max over the heads (lanes with the same t).
+  // The scalar form (one block a warp, 4 ops a dim and head) was 34 µs at 1 x 128K, SM-bound.
+  constexpr int kChunks = D / 32;
+  const int g = lane / 4, t = lane % 4;
   const int64_t q_stride = p.q_row_stride == 0 ? s.num_heads * D : p.q_row_stride;
-  float q[kMaxGroup][kPer];
+  uint32_t qpos[kChunks][4], qneg[kChunks][4];
+  {
+    const __nv_bfloat162 zero = __float2bfloat162_rn(0.0f);
 #pragma unroll
-  for (int h = 0; h < kMaxGroup; ++h) {
-    if (h < group) {
-      LoadBf16Floats<kPer>(
-          p.q + seq * q_stride + (static_cast<int64_t>(kv_head) * group + h) * D + lane * kPer,
-          q[h]);
-    } else {
+    for (int j = 0; j < kChunks; ++j) {
+      uint4 raw = make_uint4(0u, 0u, 0u, 0u);
+      if (g < group) {
+        raw = __ldg(reinterpret_cast<const uint4*>(p.q + seq * q_stride +
+                                                   (static_cast<int64_t>(kv_head) * group + g) * D +
+                                                   32 * j + 8 * t));
+      }
+      const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
-      for (int e = 0; e < kPer; ++e) q[h][e] = 0.0f;
+      for (int w = 0; w < 4; ++w) {
+        const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&words[w]);
+        const __nv_bfloat162 hi = __hmax2(v, zero), lo = __hmin2(v, zero);
+        qpos[j][w] = *reinterpret_cast<const uint32_t*>(&hi);
+        qneg[j][w] = *reinterpret_cast<const uint32_t*>(&lo);
+      }
     }
   }
   float* out = p.scores + row * s.max_blocks_per_seq;
   const int64_t summary_stride = p.cache.summary_block_stride();
-  const int64_t b0 = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp;
-  // The warp's page ids (a lane each), then every summary load in flight before any math: one
-  // block at a time left the kernel latency-bound (34 µs at 1 x 128K, DRAM at 31%).
-  const int32_t my_page = lane < kScoreBlocksPerWarp && b0 + lane < n ? table[b0 + lane] : 0;
-  float mn[kScoreBlocksPerWarp][kPer], mx[kScoreBlocksPerWarp][kPer];
+  for (int i = 0; i < kScoreBlocksPerWarp; i += 8) {
+    const int64_t b0 = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp + i;
+    if (b0 >= n) break;  // uniform over the warp
+    const int64_t b = b0 + g;
+    uint4 mn[kChunks], mx[kChunks];
+    if (b < n) {
+      const uint4* summary = reinterpret_cast<const uint4*>(
+          p.cache.key_summary + table[b] * summary_stride + kv_head * 2 * D + 8 * t);
 #pragma unroll
-  for (int i = 0; i < kScoreBlocksPerWarp; ++i) {
-    const int32_t page = __shfl_sync(0xffffffffu, my_page, i);
-    if (b0 + i < n) {
-      const bf16* summary =
-          p.cache.key_summary + page * summary_stride + kv_head * 2 * D + lane * kPer;
-      LoadBf16Floats<kPer>(summary, mn[i]);
-      LoadBf16Floats<kPer>(summary + D, mx[i]);
+      for (int j = 0; j < kChunks; ++j) {
+        mn[j] = __ldg(summary + 4 * j);
+        mx[j] = __ldg(summary + D / 8 + 4 * j);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kChunks; ++j) mn[j] = mx[j] = make_uint4(0u, 0u, 0u, 0u);
     }
-  }
+    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-  for (int i = 0; i < kScoreBlocksPerWarp; ++i) {
-    if (b0 + i >= n) break;  // uniform over the warp
-    // Per-lane partial bounds of every query head (zero for the padding heads), summed over the
-    // warp in one reduce-scatter; then the max over the group's heads.
-    float part[kMaxGroup];
+    for (int j = 0; j < kChunks; ++j) {
+      const uint32_t mnw[4] = {mn[j].x, mn[j].y, mn[j].z, mn[j].w};
+      const uint32_t mxw[4] = {mx[j].x, mx[j].y, mx[j].z, mx[j].w};
 #pragma unroll
-    for (int h = 0; h < kMaxGroup; ++h) {
-      part[h] = 0.0f;
-#pragma unroll
-      for (int e = 0; e < kPer; ++e) {
-        part[h] += fmaxf(q[h][e] * mn[i][e], q[h][e] * mx[i][e]);
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t ap[4] = {qpos[j][2 * h], 0u, qpos[j][2 * h + 1], 0u};
+        const uint32_t an[4] = {qneg[j][2 * h], 0u, qneg[j][2 * h + 1], 0u};
+        Mma16816(c, ap, mxw[2 * h], mxw[2 * h + 1]);
+        Mma16816(c, an, mnw[2 * h], mnw[2 * h + 1]);
       }
     }
-    float bound = WarpReduceScatter8(part);
-    bound = WarpMaxOverRows8(lane_row < group ? bound : kNegInf);
-    if (lane == 0) out[b0 + i] = bound * p.scale;
+    // c[0], c[1]: head g's bounds of blocks b0 + 2t, b0 + 2t + 1; the max over the group.
+    float v0 = g < group ? c[0] : kNegInf, v1 = g < group ? c[1] : kNegInf;
+    v0 = WarpMaxOverRows8(v0);
+    v1 = WarpMaxOverRows8(v1);
+    if (g == 0) {
+      if (b0 + 2 * t < n) out[b0 + 2 * t] = v0 * p.scale;
+      if (b0 + 2 * t + 1 < n) out[b0 + 2 * t + 1] = v1 * p.scale;
+    }
   }
 }
 
@@ -306,6 +332,7 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
   int round = 0;
   auto count_at_least = [&](uint32_t t) {
     int c = 0;
+#pragma unroll 8
     for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) {
       c += image(b) >= t;
     }
@@ -379,6 +406,25 @@ __device__ void ForEachTaken(int lo_all, int hi_all, TopPick pick, Image image, 
   __syncthreads();
 }
 
+// dst[b] = src[b] for b in [lo, hi), eight loads in flight per thread (one at a time, each
+// waiting for L2, was most of a row's staging time).
+__device__ __forceinline__ void StageScores(float* dst, const float* src, int lo, int hi) {
+  constexpr int kBatch = 8;
+  for (int base = lo + static_cast<int>(threadIdx.x); base < hi; base += kBatch * kSelectThreads) {
+    float v[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int b = base + j * kSelectThreads;
+      v[j] = b < hi ? __ldcg(src + b) : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int b = base + j * kSelectThreads;
+      if (b < hi) dst[b] = v[j];
+    }
+  }
+}
+
 __device__ __forceinline__ bool TestBit(const uint32_t* bits, int b) {
   return ((bits[b >> 5] >> (b & 31)) & 1u) != 0;
 }
@@ -450,8 +496,7 @@ __device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, i
   if (take > 0 && take >= cands) {
     for (int b = wf + threadIdx.x; b < cand_end; b += kSelectThreads) SetBit(member, b);
   } else if (take > 0) {
-    const float* exact = p.prhs_scores + row * s.max_blocks_per_seq;
-    for (int b = wf + threadIdx.x; b < cand_end; b += kSelectThreads) s_scores[b] = exact[b];
+    StageScores(s_scores, p.prhs_scores + row * s.max_blocks_per_seq, wf, cand_end);
     __syncthreads();
     const auto score = [&](int b) { return OrderedBits(s_scores[b]); };
     const double widened_d = ceil(sp.dilate_fraction * static_cast<double>(take));
@@ -596,9 +641,7 @@ __global__ void __launch_bounds__(kSelectThreads)
   int count = 0;  // blocks in the row's set (read, for kTopK, kInherit and kPrhs)
   if (plan.mode == SelectRowMode::kInherit) {
     count = p.maybe_set_sizes[row];
-    if (bound) {
-      for (int b = threadIdx.x; b < n; b += kSelectThreads) s_scores[b] = scores[b];
-    }
+    if (bound) StageScores(s_scores, scores, 0, n);
     __syncthreads();
     for (int i = threadIdx.x; i < count; i += kSelectThreads) {
       out_pages[i] = table[set[i]];
@@ -674,8 +717,7 @@ __global__ void __launch_bounds__(kSelectThreads)
     } else {
       count = first + take + (n - cand_end);
       if (plan.box_scores || plan.exact_scores) {
-        const int lo_b = stage_all ? 0 : first, hi_b = stage_all ? n : cand_end;
-        for (int b = lo_b + threadIdx.x; b < hi_b; b += kSelectThreads) s_scores[b] = scores[b];
+        StageScores(s_scores, scores, stage_all ? 0 : first, stage_all ? n : cand_end);
       }
       __syncthreads();
       if (take > 0) {

@@ -56,6 +56,16 @@ absl::Status CanRunBlockSelect(const BlockSelectParams& p) {
   if (p.q_row_stride != 0 && p.q_row_stride < s.num_heads * s.head_dim) {
     return absl::InvalidArgumentError("block select: q_row_stride below num_heads * head_dim");
   }
+  // The scoring reads q and the summaries in 16-byte vectors.
+  const auto aligned16 = [](const void* ptr) {
+    return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0;
+  };
+  if (!aligned16(p.q) || !aligned16(p.cache.kv) || !aligned16(p.cache.key_summary) ||
+      p.q_row_stride % 8 != 0) {
+    return absl::InvalidArgumentError(
+        "block select: q, cache.kv and cache.key_summary must be 16-byte aligned and "
+        "q_row_stride a multiple of 8");
+  }
   if (!(p.scale > 0.0f)) return absl::InvalidArgumentError("block select: scale must be > 0");
   return absl::OkStatus();
 }
