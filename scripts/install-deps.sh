@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 packages=(
   # toolchain
   build-essential cmake ninja-build ccache pkg-config clang-format git
+  # the libFuzzer targets (scripts/fuzz.sh, CI's bounded fuzzing step)
+  clang libclang-rt-14-dev
   # libraries (see DESIGN.md, folder table)
   libabsl-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
   libopenblas-dev libspdlog-dev libfmt-dev libboost-dev
