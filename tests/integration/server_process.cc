@@ -7,8 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <regex>
+#include <string>
 #include <utility>
 
 #include "absl/time/clock.h"
@@ -88,11 +90,26 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
 }
 
 ServerProcess::~ServerProcess() {
+  // SIGTERM first, so the server exits through its drain and a sanitizer build checks its exit
+  // (LeakSanitizer reports at exit); SIGKILL only if it does not stop.
+  bool strict_exit = false;
   if (!WaitExit(absl::ZeroDuration()).has_value()) {
-    kill(pid_, SIGKILL);
-    WaitExit(absl::Seconds(10));
+    kill(pid_, SIGTERM);
+    strict_exit = WaitExit(absl::Seconds(15)).has_value();
+    if (!strict_exit) {
+      kill(pid_, SIGKILL);
+      WaitExit(absl::Seconds(10));
+    }
   }
   if (reader_.joinable()) reader_.join();
+  // Sanitizer presets set LYCHEE_SERVER_EXIT_STRICT=1: a server that exits non-zero after
+  // SIGTERM (a leak or a sanitizer report at shutdown) fails the test process.
+  const char* strict = std::getenv("LYCHEE_SERVER_EXIT_STRICT");
+  if (strict_exit && strict != nullptr && std::string(strict) == "1" && exit_code_ != 0) {
+    std::fprintf(stderr, "lychee-server exited with %d after SIGTERM; its output:\n%s\n",
+                 exit_code_.value_or(-1), output_.c_str());
+    std::abort();
+  }
 }
 
 void ServerProcess::ReadLoop(int fd) {

@@ -6,7 +6,9 @@
 //   lychee-server: http listening on HOST:PORT
 // and RunProgram runs a short-lived program (lychee-generate, lychee-client) with a timeout.
 //
-// A ServerProcess always ends its child: the destructor sends SIGKILL if it is still running.
+// A ServerProcess always ends its child: the destructor sends SIGTERM if it is still running
+// (SIGKILL after 15 s); with LYCHEE_SERVER_EXIT_STRICT=1 (the sanitizer presets) a non-zero exit
+// after SIGTERM aborts the test process, so leaks reported at the server's exit fail the test.
 #pragma once
 
 #include <sys/types.h>
