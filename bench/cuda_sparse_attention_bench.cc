@@ -134,18 +134,9 @@ absl::StatusOr<Attention> MakeAttention(const DecodeAttentionParams& base, int64
 size_t RunnerDecodeWorkspace(int64_t max_seqs, int64_t ctx, int num_sms, int ctas_per_sm) {
   DecodeAttentionPlanOptions options;
   options.ctas_per_sm = ctas_per_sm;
-  size_t bytes = 0;
-  for (int64_t b = 1; b <= max_seqs; ++b) {
-    const DecodeAttentionShape s{b, kHeads, kKvHeads, kHeadDim, kBlock, ctx / kBlock, ctx};
-    bytes =
-        std::max(bytes, DecodeAttentionWorkspaceBytes(s, PlanDecodeAttention(s, num_sms, options)));
-  }
-  for (int64_t rows = 1; rows <= max_seqs * kKvHeads; ++rows) {
-    const DecodeAttentionShape s{rows, kHeads / kKvHeads, 1, kHeadDim, kBlock, ctx / kBlock, ctx};
-    bytes = std::max(bytes, DecodeAttentionWorkspaceBytesForRows(
-                                s, PlanDecodeAttention(s, num_sms, options), rows));
-  }
-  return bytes;
+  const DecodeAttentionShape largest{max_seqs, kHeads,       kKvHeads, kHeadDim,
+                                     kBlock,   ctx / kBlock, ctx};
+  return DecodeAttentionMaxWorkspaceBytes(largest, num_sms, options, /*row_lists=*/true);
 }
 
 int64_t MaxOr0(const std::vector<int64_t>& v) {

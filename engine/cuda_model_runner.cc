@@ -231,37 +231,17 @@ absl::Status CudaModelRunner::Impl::AllocateScratch() {
         cuda::DecodeAttentionCtasPerSm(config.head_dim, decode_plan_options.stages));
     LY_RETURN_IF_ERROR(decode_split_counters.Allocate(n(max_chunks * config.num_kv_heads)));
     LY_RETURN_IF_ERROR(decode_split_counters.FillBytes(0));
-    for (int64_t b = 1; b <= max_chunks; ++b) {
-      cuda::DecodeAttentionShape s;
-      s.batch = b;
-      s.num_heads = config.num_heads;
-      s.num_kv_heads = config.num_kv_heads;
-      s.head_dim = config.head_dim;
-      s.block_size = options.block_size;
-      s.max_blocks_per_seq = max_blocks_per_seq;
-      s.max_context_len = max_blocks_per_seq * options.block_size;
-      const cuda::DecodeAttentionPlan plan =
-          cuda::PlanDecodeAttention(s, device.num_sms, decode_plan_options);
-      decode_workspace_bytes =
-          std::max(decode_workspace_bytes, cuda::DecodeAttentionWorkspaceBytes(s, plan));
-    }
-    // Sparse steps launch over row lists (a part's (sequence, kv head) rows, each planned alone):
-    // a few long rows take many splits, out of the same workspace.
-    for (int64_t rows = 1; options.sparse_policies && rows <= max_chunks * config.num_kv_heads;
-         ++rows) {
-      cuda::DecodeAttentionShape s;
-      s.batch = rows;
-      s.num_heads = config.num_heads / config.num_kv_heads;
-      s.num_kv_heads = 1;
-      s.head_dim = config.head_dim;
-      s.block_size = options.block_size;
-      s.max_blocks_per_seq = max_blocks_per_seq;
-      s.max_context_len = max_blocks_per_seq * options.block_size;
-      const cuda::DecodeAttentionPlan plan =
-          cuda::PlanDecodeAttention(s, device.num_sms, decode_plan_options);
-      decode_workspace_bytes = std::max(decode_workspace_bytes,
-                                        cuda::DecodeAttentionWorkspaceBytesForRows(s, plan, rows));
-    }
+    // Dense batches, and (sparse steps) row lists of a part's rows planned alone, at full length.
+    cuda::DecodeAttentionShape largest;
+    largest.batch = max_chunks;
+    largest.num_heads = config.num_heads;
+    largest.num_kv_heads = config.num_kv_heads;
+    largest.head_dim = config.head_dim;
+    largest.block_size = options.block_size;
+    largest.max_blocks_per_seq = max_blocks_per_seq;
+    largest.max_context_len = max_blocks_per_seq * options.block_size;
+    decode_workspace_bytes = cuda::DecodeAttentionMaxWorkspaceBytes(
+        largest, device.num_sms, decode_plan_options, options.sparse_policies);
     LY_RETURN_IF_ERROR(decode_workspace.Allocate(std::max<size_t>(decode_workspace_bytes, 16)));
   }
 

@@ -112,6 +112,12 @@ size_t DecodeAttentionWorkspaceBytes(const DecodeAttentionShape& shape,
 size_t DecodeAttentionWorkspaceBytesForRows(const DecodeAttentionShape& shape,
                                             const DecodeAttentionPlan& plan, int64_t kv_rows);
 
+// The most workspace any launch a runner may plan needs: dense batches of 1..largest.batch
+// sequences at largest.max_context_len, and, with row_lists, lists of 1..largest.batch *
+// num_kv_heads rows each planned alone (a sparse step's parts). What a runner reserves once.
+size_t DecodeAttentionMaxWorkspaceBytes(const DecodeAttentionShape& largest, int num_sms,
+                                        const DecodeAttentionPlanOptions& options, bool row_lists);
+
 // Checks the params against the plan (pointers, alignment, plan consistency) on the host.
 absl::Status CanRunDecodeAttention(const DecodeAttentionParams& params,
                                    const DecodeAttentionPlan& plan);

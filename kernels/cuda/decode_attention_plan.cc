@@ -111,6 +111,26 @@ size_t DecodeAttentionWorkspaceBytesForRows(const DecodeAttentionShape& s,
   return partials * static_cast<size_t>(s.head_dim) * sizeof(float) + partials * sizeof(float);
 }
 
+size_t DecodeAttentionMaxWorkspaceBytes(const DecodeAttentionShape& largest, int num_sms,
+                                        const DecodeAttentionPlanOptions& options, bool row_lists) {
+  size_t bytes = 0;
+  for (int64_t b = 1; b <= largest.batch; ++b) {
+    DecodeAttentionShape s = largest;
+    s.batch = b;
+    bytes =
+        std::max(bytes, DecodeAttentionWorkspaceBytes(s, PlanDecodeAttention(s, num_sms, options)));
+  }
+  for (int64_t rows = 1; row_lists && rows <= largest.batch * largest.num_kv_heads; ++rows) {
+    DecodeAttentionShape alone = largest;  // a list's rows planned as a batch of their own
+    alone.batch = rows;
+    alone.num_heads = largest.num_heads / largest.num_kv_heads;
+    alone.num_kv_heads = 1;
+    bytes = std::max(bytes, DecodeAttentionWorkspaceBytesForRows(
+                                alone, PlanDecodeAttention(alone, num_sms, options), rows));
+  }
+  return bytes;
+}
+
 absl::Status CanRunDecodeAttention(const DecodeAttentionParams& p,
                                    const DecodeAttentionPlan& plan) {
   const DecodeAttentionShape& s = p.shape;

@@ -177,6 +177,47 @@ std::pair<double, double> BoxBound(const RandomPool& rp, const std::vector<float
   return {best, magnitude * scale};
 }
 
+// The GPU's exact scores of blocks [from, to) of sequence b, kv head g (max over each block's
+// keys of q̄·k) against double precision.
+void ExpectExactScores(const RandomPool& rp, const std::vector<double>& qbar, int64_t b, int64_t g,
+                       int64_t ctx, int64_t from, int64_t to, const float* got) {
+  const PagedKvView& view = rp.view;
+  const int64_t d = view.head_dim, bs = view.block_size;
+  for (int64_t i = from; i < to; ++i) {
+    const float* k = view.K(rp.tables[b * rp.max_blocks + i], g);
+    double best = -INFINITY, magnitude = 0.0;
+    for (int64_t t = 0; t < std::min(bs, ctx - i * bs); ++t) {
+      double dot = 0.0, mag = 0.0;
+      for (int64_t e = 0; e < d; ++e) {
+        dot += qbar[e] * k[t * d + e];
+        mag += std::fabs(qbar[e] * k[t * d + e]);
+      }
+      best = std::max(best, dot);
+      magnitude = std::max(magnitude, mag);
+    }
+    ASSERT_NEAR(got[i], best, 1e-5 * magnitude + 1e-6) << "block " << i;
+  }
+}
+
+// The row's certified unread mass: ln Σ over its unread blocks of tokens · exp(score), from the
+// GPU's own scores (-inf when it read everything).
+void ExpectLogUnread(const float* scores, const std::vector<uint8_t>& is_read, int64_t n,
+                     int64_t bs, int64_t ctx, float got) {
+  double m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) {
+    if (is_read[i] == 0) m = std::max(m, static_cast<double>(scores[i]));
+  }
+  if (m == -INFINITY) {
+    ASSERT_EQ(got, -INFINITY);
+    return;
+  }
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (is_read[i] == 0) sum += std::min(bs, ctx - i * bs) * std::exp(scores[i] - m);
+  }
+  ASSERT_NEAR(got, m + std::log(sum), 1e-4 * std::max(1.0, std::fabs(m)));
+}
+
 struct SelectCase {
   int64_t num_heads, num_kv_heads, head_dim, block_size, budget_blocks, sink_blocks;
 };
@@ -478,7 +519,6 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   const int64_t max_blocks = (max_ctx + bs - 1) / bs + 1;
   RandomPool rp;
   FillRandomPool(rng_, contexts, kvh, bs, d, max_blocks, &rp);
-  const PagedKvView& view = rp.view;
   const std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t rows = batch * kvh;
@@ -588,20 +628,7 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
             for (int64_t e = 0; e < d; ++e) qbar[e] += q[(b * h + g * group + hh) * d + e];
           }
           for (double& v : qbar) v /= static_cast<double>(group);
-          for (int64_t i = 0; i < n; ++i) {
-            const float* k = view.K(table[i], g);
-            double best = -INFINITY, magnitude = 0.0;
-            for (int64_t t = 0; t < std::min(bs, ctx - i * bs); ++t) {
-              double dot = 0.0, mag = 0.0;
-              for (int64_t e = 0; e < d; ++e) {
-                dot += qbar[e] * k[t * d + e];
-                mag += std::fabs(qbar[e] * k[t * d + e]);
-              }
-              best = std::max(best, dot);
-              magnitude = std::max(magnitude, mag);
-            }
-            ASSERT_NEAR(row_scores[i], best, 1e-5 * magnitude + 1e-6) << "block " << i;
-          }
+          ASSERT_NO_FATAL_FAILURE(ExpectExactScores(rp, qbar, b, g, ctx, 0, n, row_scores));
         } else if (mode == SelectRowMode::kTopK || mode == SelectRowMode::kInherit) {
           const bool scored =
               mode == SelectRowMode::kInherit || range.take < range.last_begin - range.first;
@@ -636,20 +663,7 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
           is_read[read[j]] = 1;
         }
         ASSERT_EQ(sel_lens[row], tokens);
-        // ln Σ over unread blocks of tokens · exp(bound), from the GPU's own scores.
-        double m = -INFINITY;
-        for (int64_t i = 0; i < n; ++i) {
-          if (is_read[i] == 0) m = std::max(m, static_cast<double>(row_scores[i]));
-        }
-        if (m == -INFINITY) {
-          ASSERT_EQ(log_unread[row], -INFINITY);
-        } else {
-          double sum = 0.0;
-          for (int64_t i = 0; i < n; ++i) {
-            if (is_read[i] == 0) sum += std::min(bs, ctx - i * bs) * std::exp(row_scores[i] - m);
-          }
-          ASSERT_NEAR(log_unread[row], m + std::log(sum), 1e-4 * std::max(1.0, std::fabs(m)));
-        }
+        ASSERT_NO_FATAL_FAILURE(ExpectLogUnread(row_scores, is_read, n, bs, ctx, log_unread[row]));
       }
     }
     prev_sets = sets;
@@ -780,7 +794,6 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
   const int64_t max_blocks = (max_ctx + bs - 1) / bs + 1;
   RandomPool rp;
   FillRandomPool(rng_, contexts, kvh, bs, d, max_blocks, &rp);
-  const PagedKvView& view = rp.view;
   std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t rows = batch * kvh;
@@ -950,21 +963,9 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
             const float* row_exact = exact.data() + row * max_blocks;
             if (take > 0 && take < range.last_begin - wf) {
               // The exact scores of q̄ (the GPU's own drive the reference's choice).
-              std::vector<double> qd(qbar.begin(), qbar.end());
-              for (int64_t i = wf; i < range.last_begin; ++i) {
-                const float* k = view.K(table[i], g);
-                double best = -INFINITY, magnitude = 0.0;
-                for (int64_t t = 0; t < std::min(bs, ctx - i * bs); ++t) {
-                  double dot = 0.0, mag = 0.0;
-                  for (int64_t e = 0; e < d; ++e) {
-                    dot += qd[e] * k[t * d + e];
-                    mag += std::fabs(qd[e] * k[t * d + e]);
-                  }
-                  best = std::max(best, dot);
-                  magnitude = std::max(magnitude, mag);
-                }
-                ASSERT_NEAR(row_exact[i], best, 1e-5 * magnitude + 1e-6) << "block " << i;
-              }
+              const std::vector<double> qd(qbar.begin(), qbar.end());
+              ASSERT_NO_FATAL_FAILURE(
+                  ExpectExactScores(rp, qd, b, g, ctx, wf, range.last_begin, row_exact));
             }
             chosen = PrhsRescoreReference(row_exact, wf, range.last_begin, take,
                                           prhs[b].dilate_fraction, prhs[b].dilation);
@@ -998,22 +999,12 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
         ASSERT_EQ(sel_lens[row], tokens);
         // The certified bound: the unread blocks' key-summary bounds.
         const float* row_scores = scores.data() + row * max_blocks;
-        double m = -INFINITY;
         for (int64_t i = 0; i < n; ++i) {
           if (is_read[i] != 0) continue;
           const auto [bound, magnitude] = BoxBound(rp, q, b, g, i, h, scale);
           ASSERT_NEAR(row_scores[i], bound, kBoxTol * magnitude + 1e-6) << "bound of block " << i;
-          m = std::max(m, static_cast<double>(row_scores[i]));
         }
-        if (m == -INFINITY) {
-          ASSERT_EQ(log_unread[row], -INFINITY);
-        } else {
-          double sum = 0.0;
-          for (int64_t i = 0; i < n; ++i) {
-            if (is_read[i] == 0) sum += std::min(bs, ctx - i * bs) * std::exp(row_scores[i] - m);
-          }
-          ASSERT_NEAR(log_unread[row], m + std::log(sum), 1e-4 * std::max(1.0, std::fabs(m)));
-        }
+        ASSERT_NO_FATAL_FAILURE(ExpectLogUnread(row_scores, is_read, n, bs, ctx, log_unread[row]));
       }
     }
   }

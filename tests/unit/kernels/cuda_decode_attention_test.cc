@@ -136,6 +136,34 @@ TEST(CudaDecodeAttentionPlanTest, LongSingleSequenceFillsTheGpu) {
   EXPECT_EQ(PlanDecodeAttention(LlamaShape(1, 131072), 132, capped).num_splits, 4);
 }
 
+// What a runner reserves covers every dense batch and, with row lists, every list length.
+TEST(CudaDecodeAttentionPlanTest, MaxWorkspaceCoversBatchesAndRowLists) {
+  const DecodeAttentionShape largest = LlamaShape(6, 131072);
+  const size_t dense_only = DecodeAttentionMaxWorkspaceBytes(largest, 132, {}, false);
+  const size_t with_lists = DecodeAttentionMaxWorkspaceBytes(largest, 132, {}, true);
+  EXPECT_GE(with_lists, dense_only);
+  for (int64_t b = 1; b <= largest.batch; ++b) {
+    DecodeAttentionShape s = largest;
+    s.batch = b;
+    EXPECT_GE(dense_only, DecodeAttentionWorkspaceBytes(s, PlanDecodeAttention(s, 132)));
+  }
+  for (int64_t rows = 1; rows <= largest.batch * largest.num_kv_heads; ++rows) {
+    DecodeAttentionShape alone = largest;
+    alone.batch = rows;
+    alone.num_heads = largest.num_heads / largest.num_kv_heads;
+    alone.num_kv_heads = 1;
+    EXPECT_GE(with_lists,
+              DecodeAttentionWorkspaceBytesForRows(alone, PlanDecodeAttention(alone, 132), rows))
+        << rows << " rows";
+  }
+  // One long row alone takes many more splits than a dense batch row would.
+  DecodeAttentionShape one = largest;
+  one.batch = 1;
+  one.num_heads = 4;
+  one.num_kv_heads = 1;
+  EXPECT_GT(PlanDecodeAttention(one, 132).num_splits, PlanDecodeAttention(largest, 132).num_splits);
+}
+
 TEST(CudaDecodeAttentionPlanTest, CanRunChecksParamsAgainstThePlan) {
   const DecodeAttentionShape s = LlamaShape(2, 1000);
   DecodeAttentionParams p;
