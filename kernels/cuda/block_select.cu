@@ -36,10 +36,9 @@ namespace {
 constexpr int kScoreWarps = 8;
 constexpr int kScoreBlocksPerWarp = 8;  // blocks a warp scores, so q is loaded once per 8
 static_assert(kScoreBlocksPerWarp % 8 == 0, "box scores take eight blocks an mma");
-constexpr int kSelectThreads = 512;  // a row per CTA: more threads, fewer elements each
+constexpr int kSelectThreads = 256;  // one radix bin per thread
 constexpr int kMaxGroup = kBlockSelectMaxGroup;
 static_assert(kMaxGroup == 8, "the score kernel reduces eight heads in one reduce-scatter");
-constexpr int kSelectCached = 16;  // images a thread keeps in registers during a bisection
 constexpr int kSelectWarps = kSelectThreads / 32;
 
 __device__ __forceinline__ int64_t NumBlocks(const BlockSelectParams& p, int seq, int64_t* ctx) {
@@ -319,45 +318,33 @@ struct SelectShared {
 // marks an element that never counts): the threshold image and how many elements equal to it
 // are taken (the earliest ones). Bisection over the image's 32 bits from the top: a round counts
 // the elements >= prefix | bit (each warp's count in one __reduce_add_sync, the eight warps'
-// through a double-buffered shared row: one barrier a round, summed by a lane each) and keeps
-// the bit if at least k are; no histograms, no atomics. Every thread of the block calls it.
+// through a double-buffered shared row: one barrier a round) and keeps the bit if at least k
+// are; no histograms, no atomics. Every thread of the block calls it.
 struct TopPick {
   uint32_t threshold;
   int equal_quota;
 };
 template <typename Image>
 __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& sh) {
-  static_assert(kSelectWarps <= 32, "a lane sums each warp's count");
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
-  // Rows of up to kSelectCached * kSelectThreads candidates (8192: a 128K context at block size
-  // 16) keep each thread's images in registers for all 33 rounds; longer ones re-read them.
-  const bool cached = hi - lo <= kSelectCached * kSelectThreads;
-  uint32_t images[kSelectCached];
-#pragma unroll
-  for (int j = 0; j < kSelectCached; ++j) {
-    const int b = lo + static_cast<int>(threadIdx.x) + j * kSelectThreads;
-    images[j] = cached && b < hi ? image(b) : 0u;
-  }
   // Elements >= t over the block; every thread gets the same total.
   int round = 0;
   auto count_at_least = [&](uint32_t t) {
     int c = 0;
-    if (cached) {
-#pragma unroll
-      for (int j = 0; j < kSelectCached; ++j) c += images[j] >= t;
-    } else {
 #pragma unroll 8
-      for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) {
-        c += image(b) >= t;
-      }
+    for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) {
+      c += image(b) >= t;
     }
     c = __reduce_add_sync(0xffffffffu, c);
     int* row = sh.round_counts[round & 1];
     ++round;
     if (lane == 0) row[warp] = c;
     __syncthreads();
-    return static_cast<int>(__reduce_add_sync(0xffffffffu, lane < kSelectWarps ? row[lane] : 0));
+    int total = 0;
+#pragma unroll
+    for (int w = 0; w < kSelectWarps; ++w) total += row[w];
+    return total;
   };
   uint32_t prefix = 0;
   for (int bit = 31; bit >= 0; --bit) {
@@ -609,9 +596,8 @@ __device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, i
   return false;
 }
 
-// Selection: CTA (kv head, sequence). See the file comment for the top-k select. kWithPrhs: the
-// launch has kPrhs rows (a separate instantiation keeps their registers out of the others').
-template <int D, bool kWithPrhs>
+// Selection: CTA (kv head, sequence). See the file comment for the radix select.
+template <int D>
 __global__ void __launch_bounds__(kSelectThreads)
     SelectKernel(const __grid_constant__ BlockSelectParams p) {
   __shared__ SelectShared sh;
@@ -661,7 +647,7 @@ __global__ void __launch_bounds__(kSelectThreads)
       out_pages[i] = table[set[i]];
       mark(set[i]);
     }
-  } else if (kWithPrhs && plan.mode == SelectRowMode::kPrhs) {
+  } else if (plan.mode == SelectRowMode::kPrhs) {
     auto emit = [&](int slot, int block) {
       out_pages[slot] = table[block];
       set[slot] = block;
@@ -849,11 +835,10 @@ absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
   const int smem = static_cast<int>(s.max_blocks_per_seq * sizeof(float) +
                                     2 * ((s.max_blocks_per_seq + 31) / 32) * sizeof(uint32_t));
   // A host-side attribute (no stream op): legal during graph capture.
-  const auto select = p.prhs_seqs != nullptr ? SelectKernel<D, true> : SelectKernel<D, false>;
   LY_CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(select, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      cudaFuncSetAttribute(SelectKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 select_grid(static_cast<unsigned>(s.num_kv_heads), static_cast<unsigned>(s.batch));
-  select<<<select_grid, kSelectThreads, smem, stream>>>(p);
+  SelectKernel<D><<<select_grid, kSelectThreads, smem, stream>>>(p);
   LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
