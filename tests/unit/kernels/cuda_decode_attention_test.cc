@@ -21,6 +21,7 @@
 #include "kernels/cpu/paged_kv.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/decode_attention.h"
+#include "kernels/cuda/runner_ops.h"
 #include "kvcache/paged_kv_view.h"
 #include "tests/unit/kernels/cuda_test_util.h"
 #include "tests/util/numeric.h"
@@ -514,6 +515,9 @@ TEST_F(CudaDecodeAttentionTest, GqaGroupsHeadDimsAndBlockSizes) {
       {28, 4, 128, 16},  // group 7: the 8-wide kernel with an idle query slot
       {12, 4, 64, 16},   // group 3, head_dim 64
       {4, 2, 128, 32},   // group 2
+      {20, 4, 128, 16},  // group 5
+      {24, 4, 64, 16},   // group 6, head_dim 64
+      {16, 2, 64, 16},   // group 8, head_dim 64
   };
   for (const AttnCase& c : cases) RunCase(c, contexts, PlanKind::kPlanned);
 }
@@ -542,6 +546,91 @@ TEST_F(CudaDecodeAttentionTest, RowListComputesOnlyItsRows) {
   RunCase({32, 8, 128, 16}, contexts, PlanKind::kPlanned, false, 3, true);
   RunCase({28, 4, 64, 32}, contexts, PlanKind::kPlanned, false, 2, true);  // group 7
   RunCase({8, 8, 128, 16}, {130000}, PlanKind::kPlanned, true, 3, true);   // one long row, graph
+}
+
+// q = 0 makes every score 0: the LSE must be ln(context) for every head, whatever the plan, so a
+// token dropped or counted twice at any split, tile or page boundary shows. In a pool of more than
+// 4 GiB (2^31 bf16 elements) with the used pages at its top, contexts past 128K.
+TEST_F(CudaDecodeAttentionTest, ZeroQueryLseCountsEveryTokenInAHugePool) {
+  LY_SKIP_WITHOUT_GPU();
+  SCOPED_TRACE(SeedNote());
+  const std::vector<int64_t> contexts = {140001, 1, 4103, 65536, 17};
+  const int64_t h = 32, kvh = 8, d = 128, bs = 16, batch = static_cast<int64_t>(contexts.size());
+  int64_t pages = 0;
+  for (int64_t c : contexts) pages += (c + bs - 1) / bs;
+  PagedKvBf16 cache{nullptr, nullptr, 0, kvh, bs, d};
+  const int64_t top = (int64_t{1} << 31) / cache.block_stride() + 2 * pages;  // > 4 GiB of bf16
+  cache.num_blocks = top;
+  ASSERT_GT(top * cache.block_stride(), int64_t{1} << 31);
+  DeviceBuffer<bf16> pool, q, out;
+  LY_ASSERT_OK(pool.Allocate(top * cache.block_stride()));
+  // Random K/V in the used pages only (the rest stays unwritten memory that must not be read
+  // into the result: it only could be through a wrong page id).
+  const int64_t max_blocks = (*std::max_element(contexts.begin(), contexts.end()) + bs - 1) / bs;
+  std::vector<int32_t> tables(batch * max_blocks, 0);
+  std::vector<int32_t> used;
+  for (int64_t i = 0; i < pages; ++i) used.push_back(static_cast<int32_t>(top - 1 - i));
+  std::shuffle(used.begin(), used.end(), rng_);
+  int64_t next = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t i = 0; i < (contexts[b] + bs - 1) / bs; ++i)
+      tables[b * max_blocks + i] = used[next++];
+  }
+  for (const int32_t page : used) {
+    LY_ASSERT_OK(FillUniform({pool.get() + page * cache.block_stride(), cache.block_stride(),
+                              static_cast<uint64_t>(page)},
+                             nullptr));
+  }
+  cache.kv = pool.get();
+  LY_ASSERT_OK(q.Allocate(batch * h * d));
+  LY_ASSERT_OK(q.FillBytes(0));
+  LY_ASSERT_OK(out.Allocate(batch * h * d));
+  DeviceBuffer<int32_t> d_tables, d_lens, counters;
+  LY_ASSERT_OK(d_tables.Upload(tables));
+  LY_ASSERT_OK(d_lens.Upload(std::vector<int32_t>(contexts.begin(), contexts.end())));
+  LY_ASSERT_OK(counters.Allocate(batch * kvh));
+  LY_ASSERT_OK(counters.FillBytes(0));
+  DecodeAttentionShape s{batch, h, kvh, d, bs, max_blocks, max_blocks * bs};
+  const int sms = ::lychee::cuda::testing::NumSms();
+  DecodeAttentionPlanOptions many;
+  many.min_chunk_tokens = 1;
+  many.max_splits = 1000;
+  many.ctas_per_sm = 64;
+  DecodeAttentionPlan single{1, static_cast<int>(max_blocks * bs)};
+  for (const DecodeAttentionPlan plan :
+       {PlanDecodeAttention(s, sms), PlanDecodeAttention(s, sms, many), single}) {
+    SCOPED_TRACE(std::to_string(plan.num_splits) + " splits of " +
+                 std::to_string(plan.chunk_tokens));
+    DeviceBuffer<uint8_t> ws;
+    DeviceBuffer<float> lse;
+    LY_ASSERT_OK(ws.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(s, plan))));
+    LY_ASSERT_OK(lse.Allocate(batch * h));
+    LY_ASSERT_OK(lse.FillBytes(0xff));
+    LY_ASSERT_OK(out.FillBytes(0xff));
+    DecodeAttentionParams p;
+    p.q = q.get();
+    p.cache = cache;
+    p.block_tables = d_tables.get();
+    p.context_lens = d_lens.get();
+    p.out = out.get();
+    p.maybe_lse = lse.get();
+    p.workspace = ws.get();
+    p.split_counters = counters.get();
+    p.shape = s;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    LY_ASSERT_OK(DecodeAttention(p, plan, nullptr));
+    std::vector<float> got_lse;
+    std::vector<bf16> got_out;
+    LY_ASSERT_OK(lse.Download(got_lse));
+    LY_ASSERT_OK(out.Download(got_out));
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t head = 0; head < h; ++head) {
+        ASSERT_NEAR(got_lse[b * h + head], std::log(static_cast<double>(contexts[b])), 1e-5)
+            << "sequence " << b << " (context " << contexts[b] << ") head " << head;
+      }
+    }
+    for (const float v : ToFloat(got_out)) ASSERT_TRUE(std::isfinite(v));
+  }
 }
 
 TEST_F(CudaDecodeAttentionTest, CapturedGraphReadsContextLengthsAtReplay) {
