@@ -222,6 +222,25 @@ struct SelectCase {
   int64_t num_heads, num_kv_heads, head_dim, block_size, budget_blocks, sink_blocks;
 };
 
+// SparseBlockSelect's inputs for a case: the uploaded pool, queries, tables and lengths, and the
+// shape (outputs and per-row inputs are the caller's).
+BlockSelectParams SparseSelectInputs(const DeviceInputs& in, const SelectCase& c, int64_t batch,
+                                     int64_t max_blocks, float scale) {
+  BlockSelectParams sp;
+  sp.q = in.q.get();
+  sp.cache = in.cache;
+  sp.block_tables = in.tables.get();
+  sp.context_lens = in.lens.get();
+  sp.shape.batch = batch;
+  sp.shape.num_heads = c.num_heads;
+  sp.shape.num_kv_heads = c.num_kv_heads;
+  sp.shape.head_dim = c.head_dim;
+  sp.shape.block_size = c.block_size;
+  sp.shape.max_blocks_per_seq = max_blocks;
+  sp.scale = scale;
+  return sp;
+}
+
 class CudaBlockSelectTest : public CudaKernelTest {
  protected:
   void RunCase(const SelectCase& c, const std::vector<int64_t>& contexts);
@@ -550,11 +569,7 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   LY_ASSERT_OK(d_log_unread.Allocate(rows));
   LY_ASSERT_OK(d_reused.Allocate(rows));
   const PagedKvBf16 cache = in.cache;
-  BlockSelectParams sp;
-  sp.q = in.q.get();
-  sp.cache = cache;
-  sp.block_tables = in.tables.get();
-  sp.context_lens = in.lens.get();
+  BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
   sp.sel_tables = d_sel_tables.get();
   sp.sel_lens = d_sel_lens.get();
   sp.maybe_sel_blocks = d_sets.get();
@@ -563,13 +578,6 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   sp.maybe_log_unread = d_log_unread.get();
   sp.maybe_row_reused = d_reused.get();
   sp.seq_rules = d_rules.get();
-  sp.shape.batch = batch;
-  sp.shape.num_heads = h;
-  sp.shape.num_kv_heads = kvh;
-  sp.shape.head_dim = d;
-  sp.shape.block_size = bs;
-  sp.shape.max_blocks_per_seq = max_blocks;
-  sp.scale = scale;
 
   // Launch 1 ("layer 0") chooses sets; launch 2 also inherits them where launch 1 chose one.
   std::vector<int32_t> prev_sets, prev_sizes;
@@ -839,10 +847,7 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
   LY_ASSERT_OK(d_info.FillBytes(0));  // no anchors
   LY_ASSERT_OK(d_blocks.Allocate(rows * kPrhsMaxAnchorBlocks));
   LY_ASSERT_OK(d_blocks.FillBytes(0xff));
-  BlockSelectParams sp;
-  sp.cache = in.cache;
-  sp.block_tables = in.tables.get();
-  sp.context_lens = in.lens.get();
+  BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
   sp.sel_tables = d_sel_tables.get();
   sp.sel_lens = d_sel_lens.get();
   sp.maybe_sel_blocks = d_sets.get();
@@ -855,13 +860,6 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
   sp.prhs_anchor_info = d_info.get();
   sp.prhs_anchor_blocks = d_blocks.get();
   sp.maybe_row_reused = d_reused.get();
-  sp.shape.batch = batch;
-  sp.shape.num_heads = h;
-  sp.shape.num_kv_heads = kvh;
-  sp.shape.head_dim = d;
-  sp.shape.block_size = bs;
-  sp.shape.max_blocks_per_seq = max_blocks;
-  sp.scale = scale;
 
   // The host's view of every row's anchor (as PrhsPolicy keeps it).
   struct Anchor {
