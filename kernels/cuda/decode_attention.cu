@@ -23,6 +23,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cassert>
 #include <cstdint>
 #include <type_traits>
 
@@ -139,6 +140,12 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int it = 0; it < Cfg::kLoadIters; ++it) {
       const int pos = start + tile * kKeys + ld_row + it * Cfg::kRowStep;
       pages[it] = tile < num_tiles && pos < end ? __ldg(table + (pos >> bs_shift)) : -1;
+#ifndef NDEBUG
+      // Debug builds check every page id a row uses against the pool (a bad block table would
+      // otherwise read another sequence's KV, or outside the pool, silently).
+      assert(pages[it] < p.cache.num_blocks &&
+             (pages[it] >= 0 || !(tile < num_tiles && pos < end)));
+#endif
     }
   };
   auto load_tile = [&](int tile) {
