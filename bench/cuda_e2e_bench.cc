@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // End-to-end speed of the CUDA model runner on a synthetic model (default synthetic:llama-3-8b,
 // random bf16 weights at the real size), each figure beside its bound measured in the same run:
-//   decode: tokens/s at batch × context (steps of one token per sequence over a KV cache of that
+//   decode: tokens/s at batch × context (and, with --fit-batch, the largest batch whose KV fits
+//     the pool at each context; steps of one token per sequence over a KV cache of that
 //     length; replaying CUDA graphs, beside the same steps run eagerly), next to the byte bound =
 //     batch / ((weight bytes + KV bytes read) / copy bandwidth);
 //   prefill: tokens/s, achieved TFLOP/s and TTFT of one prompt in chunks of
@@ -48,6 +49,10 @@ struct Options {
   std::vector<std::string> policies = {"quest", "streaming", "lychee"};
   int64_t budget = 2048;
   double gpu_memory_utilization = 0.92;
+  // Also time, per context, the largest batch whose KV fits the pool (at most fit_batch_limit
+  // sequences): issue 12's "largest batch that fits" cell.
+  bool fit_batch = false;
+  int64_t fit_batch_limit = 32;
   std::string json_path;
 };
 
@@ -128,8 +133,9 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
   const int64_t max_batch = max_of(o.batches);
   CudaModelRunnerOptions ro;
   ro.block_size = 16;
-  ro.max_num_seqs = std::max<int64_t>(max_batch, 1);
-  ro.max_num_batched_tokens = std::max(o.chunk, max_batch);
+  const int64_t max_seqs = std::max<int64_t>(o.fit_batch ? o.fit_batch_limit : 0, max_batch);
+  ro.max_num_seqs = std::max<int64_t>(max_seqs, 1);
+  ro.max_num_batched_tokens = std::max(o.chunk, max_seqs);
   ro.max_model_len = max_ctx + 1;
   ro.gpu_memory_utilization = o.gpu_memory_utilization;
   const auto load_start = Clock::now();
@@ -160,98 +166,106 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
   policy_context.num_layers = config.num_layers;
   policy_context.num_kv_heads = config.num_kv_heads;
   policy_context.head_roles = roles;
+  // The (batch, context) cells: the grid, then per context the largest batch that fits.
+  std::vector<std::pair<int64_t, int64_t>> cells;
   for (int64_t batch : o.batches) {
-    for (int64_t ctx : o.contexts) {
-      const int64_t blocks_per_seq = (ctx + 15) / 16;
-      nlohmann::json cell = {{"batch", batch}, {"context", ctx}};
-      if (batch * blocks_per_seq > runner->num_kv_blocks()) {
-        cell["skipped"] = "KV cache does not fit";
-        std::printf("| %lld | %lld | — | — | — | does not fit | | |\n",
-                    static_cast<long long>(batch), static_cast<long long>(ctx));
-        out["decode"].push_back(cell);
-        continue;
-      }
-      std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch));
-      std::vector<int32_t> token(static_cast<size_t>(batch), 1000);
-      for (int64_t b = 0; b < batch; ++b) {
-        auto& t = tables[static_cast<size_t>(b)];
-        t.resize(static_cast<size_t>(blocks_per_seq));
-        std::iota(t.begin(), t.end(), static_cast<int32_t>(b * blocks_per_seq));
-      }
-      SchedulerOutput step;
-      for (int64_t b = 0; b < batch; ++b) {
-        ScheduledChunk ch;
-        ch.seq_id = b;
-        ch.token_ids = absl::MakeConstSpan(&token[static_cast<size_t>(b)], 1);
-        ch.start_position = ctx - 1;
-        ch.block_table = tables[static_cast<size_t>(b)];
-        ch.needs_logits = true;
-        step.chunks.push_back(ch);
-      }
-      step.num_batched_tokens = batch;
-      // Seconds per step with decode graphs replayed, and eagerly (the first steps capture).
-      auto time_steps = [&](bool graphs) -> absl::StatusOr<double> {
-        runner->set_cuda_graphs(graphs);
-        for (int i = 0; i < 3; ++i) LY_RETURN_IF_ERROR(runner->Execute(step).status());
-        const auto start = Clock::now();
-        for (int i = 0; i < o.steps; ++i) LY_RETURN_IF_ERROR(runner->Execute(step).status());
-        return Seconds(start, Clock::now()) / o.steps;
-      };
-      LY_ASSIGN_OR_RETURN(const double eager_s, time_steps(false));
-      LY_ASSIGN_OR_RETURN(const double step_s, time_steps(true));
-      const double tok_s = static_cast<double>(batch) / step_s;
-      const double bound_s =
-          (weight_bytes + static_cast<double>(batch * ctx) * kv_bytes_per_token) / copy_bw;
-      const double bound_tok_s = static_cast<double>(batch) / bound_s;
-      cell["ms_per_step"] = step_s * 1e3;
-      cell["eager_ms_per_step"] = eager_s * 1e3;
-      cell["tokens_per_s"] = tok_s;
-      cell["byte_bound_tokens_per_s"] = bound_tok_s;
-      cell["fraction_of_bound"] = tok_s / bound_tok_s;
-      std::printf("| %lld | %lld | %.2f | %.2f | %.2fx | %.1f | %.1f | %.0f%% |\n",
-                  static_cast<long long>(batch), static_cast<long long>(ctx), step_s * 1e3,
-                  eager_s * 1e3, eager_s / step_s, tok_s, bound_tok_s, 100.0 * tok_s / bound_tok_s);
-      std::fflush(stdout);
-      // The same cell under each sparse policy (eager steps: sparse steps are not graphed).
-      for (const std::string& name : o.policies) {
-        PolicySpec spec;
-        spec.name = name;
-        spec.budget_tokens = o.budget;
-        std::vector<std::unique_ptr<sparsity::Policy>> owned;
-        std::vector<sparsity::Policy*> policies;
-        for (int64_t b = 0; b < batch; ++b) {
-          LY_ASSIGN_OR_RETURN(auto p, sparsity::MakePolicy(spec, policy_context));
-          policies.push_back(p.get());
-          owned.push_back(std::move(p));
-        }
-        for (int i = 0; i < 3; ++i) LY_RETURN_IF_ERROR(runner->Execute(step, policies).status());
-        const SparseChunkStats st = runner->sparse_stats()[0];
-        const double read = static_cast<double>(st.kv_tokens_read) /
-                            static_cast<double>(std::max<int64_t>(1, st.kv_tokens_dense));
-        const auto start = Clock::now();
-        for (int i = 0; i < o.steps; ++i) {
-          LY_RETURN_IF_ERROR(runner->Execute(step, policies).status());
-        }
-        const double sparse_s = Seconds(start, Clock::now()) / o.steps;
-        const double sparse_bound_s =
-            (weight_bytes + static_cast<double>(batch * ctx) * kv_bytes_per_token * read) / copy_bw;
-        nlohmann::json sc = {{"policy", name},
-                             {"budget_tokens", o.budget},
-                             {"ms_per_step", sparse_s * 1e3},
-                             {"tokens_per_s", static_cast<double>(batch) / sparse_s},
-                             {"kv_read_fraction", read},
-                             {"max_bound", st.max_bound},
-                             {"speedup_vs_dense_graphs", step_s / sparse_s},
-                             {"speedup_vs_dense_eager", eager_s / sparse_s},
-                             {"byte_bound_speedup", bound_s / sparse_bound_s}};
-        cell["sparse"].push_back(sc);
-        sparse_table +=
-            absl::StrFormat("| %d | %d | %s | %.2f | %.1f | %.3f | %.2fx | %.2fx | %.2fx |\n",
-                            batch, ctx, name, sparse_s * 1e3, static_cast<double>(batch) / sparse_s,
-                            read, step_s / sparse_s, eager_s / sparse_s, bound_s / sparse_bound_s);
-      }
+    for (int64_t ctx : o.contexts) cells.emplace_back(batch, ctx);
+  }
+  for (int64_t ctx : o.contexts) {
+    const int64_t fit = std::min(o.fit_batch_limit, runner->num_kv_blocks() / ((ctx + 15) / 16));
+    const bool listed = std::find(o.batches.begin(), o.batches.end(), fit) != o.batches.end();
+    if (o.fit_batch && fit > 0 && !listed) cells.emplace_back(fit, ctx);
+  }
+  for (const auto& [batch, ctx] : cells) {
+    const int64_t blocks_per_seq = (ctx + 15) / 16;
+    nlohmann::json cell = {{"batch", batch}, {"context", ctx}};
+    if (batch * blocks_per_seq > runner->num_kv_blocks()) {
+      cell["skipped"] = "KV cache does not fit";
+      std::printf("| %lld | %lld | — | — | — | does not fit | | |\n", static_cast<long long>(batch),
+                  static_cast<long long>(ctx));
       out["decode"].push_back(cell);
+      continue;
     }
+    std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch));
+    std::vector<int32_t> token(static_cast<size_t>(batch), 1000);
+    for (int64_t b = 0; b < batch; ++b) {
+      auto& t = tables[static_cast<size_t>(b)];
+      t.resize(static_cast<size_t>(blocks_per_seq));
+      std::iota(t.begin(), t.end(), static_cast<int32_t>(b * blocks_per_seq));
+    }
+    SchedulerOutput step;
+    for (int64_t b = 0; b < batch; ++b) {
+      ScheduledChunk ch;
+      ch.seq_id = b;
+      ch.token_ids = absl::MakeConstSpan(&token[static_cast<size_t>(b)], 1);
+      ch.start_position = ctx - 1;
+      ch.block_table = tables[static_cast<size_t>(b)];
+      ch.needs_logits = true;
+      step.chunks.push_back(ch);
+    }
+    step.num_batched_tokens = batch;
+    // Seconds per step with decode graphs replayed, and eagerly (the first steps capture).
+    auto time_steps = [&](bool graphs) -> absl::StatusOr<double> {
+      runner->set_cuda_graphs(graphs);
+      for (int i = 0; i < 3; ++i) LY_RETURN_IF_ERROR(runner->Execute(step).status());
+      const auto start = Clock::now();
+      for (int i = 0; i < o.steps; ++i) LY_RETURN_IF_ERROR(runner->Execute(step).status());
+      return Seconds(start, Clock::now()) / o.steps;
+    };
+    LY_ASSIGN_OR_RETURN(const double eager_s, time_steps(false));
+    LY_ASSIGN_OR_RETURN(const double step_s, time_steps(true));
+    const double tok_s = static_cast<double>(batch) / step_s;
+    const double bound_s =
+        (weight_bytes + static_cast<double>(batch * ctx) * kv_bytes_per_token) / copy_bw;
+    const double bound_tok_s = static_cast<double>(batch) / bound_s;
+    cell["ms_per_step"] = step_s * 1e3;
+    cell["eager_ms_per_step"] = eager_s * 1e3;
+    cell["tokens_per_s"] = tok_s;
+    cell["byte_bound_tokens_per_s"] = bound_tok_s;
+    cell["fraction_of_bound"] = tok_s / bound_tok_s;
+    std::printf("| %lld | %lld | %.2f | %.2f | %.2fx | %.1f | %.1f | %.0f%% |\n",
+                static_cast<long long>(batch), static_cast<long long>(ctx), step_s * 1e3,
+                eager_s * 1e3, eager_s / step_s, tok_s, bound_tok_s, 100.0 * tok_s / bound_tok_s);
+    std::fflush(stdout);
+    // The same cell under each sparse policy (eager steps: sparse steps are not graphed).
+    for (const std::string& name : o.policies) {
+      PolicySpec spec;
+      spec.name = name;
+      spec.budget_tokens = o.budget;
+      std::vector<std::unique_ptr<sparsity::Policy>> owned;
+      std::vector<sparsity::Policy*> policies;
+      for (int64_t b = 0; b < batch; ++b) {
+        LY_ASSIGN_OR_RETURN(auto p, sparsity::MakePolicy(spec, policy_context));
+        policies.push_back(p.get());
+        owned.push_back(std::move(p));
+      }
+      for (int i = 0; i < 3; ++i) LY_RETURN_IF_ERROR(runner->Execute(step, policies).status());
+      const SparseChunkStats st = runner->sparse_stats()[0];
+      const double read = static_cast<double>(st.kv_tokens_read) /
+                          static_cast<double>(std::max<int64_t>(1, st.kv_tokens_dense));
+      const auto start = Clock::now();
+      for (int i = 0; i < o.steps; ++i) {
+        LY_RETURN_IF_ERROR(runner->Execute(step, policies).status());
+      }
+      const double sparse_s = Seconds(start, Clock::now()) / o.steps;
+      const double sparse_bound_s =
+          (weight_bytes + static_cast<double>(batch * ctx) * kv_bytes_per_token * read) / copy_bw;
+      nlohmann::json sc = {{"policy", name},
+                           {"budget_tokens", o.budget},
+                           {"ms_per_step", sparse_s * 1e3},
+                           {"tokens_per_s", static_cast<double>(batch) / sparse_s},
+                           {"kv_read_fraction", read},
+                           {"max_bound", st.max_bound},
+                           {"speedup_vs_dense_graphs", step_s / sparse_s},
+                           {"speedup_vs_dense_eager", eager_s / sparse_s},
+                           {"byte_bound_speedup", bound_s / sparse_bound_s}};
+      cell["sparse"].push_back(sc);
+      sparse_table +=
+          absl::StrFormat("| %d | %d | %s | %.2f | %.1f | %.3f | %.2fx | %.2fx | %.2fx |\n", batch,
+                          ctx, name, sparse_s * 1e3, static_cast<double>(batch) / sparse_s, read,
+                          step_s / sparse_s, eager_s / sparse_s, bound_s / sparse_bound_s);
+    }
+    out["decode"].push_back(cell);
   }
   if (!sparse_table.empty()) {
     std::printf(
@@ -330,6 +344,9 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--budget", o.budget, "sparse policies' budget_tokens");
   app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization, "fraction of the GPU");
+  app.add_flag("--fit-batch", o.fit_batch,
+               "also time, per context, the largest batch whose KV fits the pool");
+  app.add_option("--fit-batch-limit", o.fit_batch_limit, "the most sequences --fit-batch tries");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);
   // CLI11 reads an empty list ("") as one empty string or one 0: drop those, leaving no cells.
