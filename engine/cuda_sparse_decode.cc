@@ -146,16 +146,16 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   rows_ = num_decodes;
   width_ = width;
   const int64_t kv = s.num_kv_heads, bs = s.block_size;
-  const size_t layer_stride = static_cast<size_t>(rows_ * kv);
-  // Laid out for rows_ rows (the lists too), so the upload is exactly what this step uses.
+  // Modes per layer and row lists per (layer, part) are laid out for rows_ rows, so the upload
+  // is exactly what this step uses.
+  const size_t row_stride = static_cast<size_t>(rows_ * kv);
   lists_offset_ =
       (rules_offset_ + static_cast<size_t>(rows_) * sizeof(cuda::SelectSeqRule) + 15) / 16 * 16;
-  const size_t list_stride = static_cast<size_t>(rows_ * kv);
   inputs_h_.assign(
-      lists_offset_ + 2 * static_cast<size_t>(s.num_layers) * list_stride * sizeof(int32_t), 0);
+      lists_offset_ + 2 * static_cast<size_t>(s.num_layers) * row_stride * sizeof(int32_t), 0);
   auto list_at = [&](int64_t layer, int part) {
     return reinterpret_cast<int32_t*>(inputs_h_.data() + lists_offset_) +
-           static_cast<size_t>(2 * layer + part) * list_stride;
+           static_cast<size_t>(2 * layer + part) * row_stride;
   };
   sparse_rows_.assign(static_cast<size_t>(rows_), 0);
   audit_rows_.assign(static_cast<size_t>(rows_), 0);
@@ -163,10 +163,14 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   part_rows_.assign(static_cast<size_t>(2 * s.num_layers), 0);
   max_sparse_tokens_ = 0;
   ++step_;
+  // Each row's policy as data (dense rows: kNone).
+  selections_.assign(static_cast<size_t>(rows_), sparsity::DeviceSelection{});
   int64_t prhs_rows = 0;
   for (int64_t r = 0; r < rows_ && static_cast<size_t>(r) < policies.size(); ++r) {
     const sparsity::Policy* policy = policies[static_cast<size_t>(r)];
-    if (policy != nullptr && policy->device_selection().kind == Kind::kPrhs) ++prhs_rows;
+    if (policy == nullptr) continue;
+    selections_[static_cast<size_t>(r)] = policy->device_selection();
+    prhs_rows += selections_[static_cast<size_t>(r)].kind == Kind::kPrhs;
   }
   has_prhs_ = prhs_rows > 0;
   if (has_prhs_) {
@@ -179,13 +183,13 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   }
   auto mode_at = [&](int64_t layer, int64_t row, int64_t g) -> int8_t& {
     return reinterpret_cast<int8_t&>(
-        inputs_h_[static_cast<size_t>(layer) * layer_stride + static_cast<size_t>(row * kv + g)]);
+        inputs_h_[static_cast<size_t>(layer) * row_stride + static_cast<size_t>(row * kv + g)]);
   };
   for (int64_t r = 0; r < rows_; ++r) {
     sparsity::Policy* policy =
         static_cast<size_t>(r) < policies.size() ? policies[static_cast<size_t>(r)] : nullptr;
-    const sparsity::DeviceSelection d =
-        policy == nullptr ? sparsity::DeviceSelection{} : policy->device_selection();
+    const sparsity::DeviceSelection& d = selections_[static_cast<size_t>(r)];
+    const int64_t ctx = step.chunks[static_cast<size_t>(r)].start_position + 1;
     if (policy != nullptr && d.kind == Kind::kNone) {
       return absl::InvalidArgumentError(absl::StrCat("policy '", std::string(policy->name()),
                                                      "' has no CUDA form (the engine should "
@@ -207,7 +211,6 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
     if (policy != nullptr) {
       // What a budget-bound row of this sequence reads at most: its rule's block count (prhs:
       // an anchor chosen when fewer blocks were forced can bring a few more).
-      const int64_t ctx = step.chunks[static_cast<size_t>(r)].start_position + 1;
       const int32_t n = static_cast<int32_t>((ctx + bs - 1) / bs);
       const cuda::SelectRange range = cuda::ResolveSelectRule(rule, n);
       int64_t count = range.first + range.take + (n - range.last_begin);
@@ -217,14 +220,13 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
     if (d.kind == Kind::kPrhs) {
       LY_ASSIGN_OR_RETURN(const int32_t slot, PrhsSlot(policy->serial(), prhs_rows, stream));
       const PrhsKnobs& k = *d.prhs;
-      const int64_t tokens = step.chunks[static_cast<size_t>(r)].start_position + 1;
       for (int64_t l = 0; l < s.num_layers; ++l) {
         cuda::PrhsSeqParams& pp = prhs_h_[static_cast<size_t>(l * rows_ + r)];
         pp.dilate_fraction = k.dilate_fraction;
         pp.tau = k.tau;
         pp.dilation = static_cast<int32_t>(std::clamp<int64_t>(k.dilation, 0, 1 << 20));
         pp.window_first_block = static_cast<int32_t>(
-            sparsity::PrhsPolicy::PsawWindowStart(k, l, s.num_layers, tokens) / bs);
+            sparsity::PrhsPolicy::PsawWindowStart(k, l, s.num_layers, ctx) / bs);
         pp.anchor_row = static_cast<int32_t>((slot * s.num_layers + l) * kv);
         pp.budget_tokens = static_cast<int32_t>(
             std::clamp<int64_t>(policy->limits().budget_tokens, 1, int64_t{1} << 30));

@@ -116,9 +116,10 @@ class CudaSparseDecode {
   bool allocated_ = false;
   int64_t rows_ = 0, width_ = 0;
   bool audited_ = false;
-  std::vector<uint8_t> sparse_rows_;  // per decode row: has a policy
-  std::vector<uint8_t> audit_rows_;   // per decode row: audited
-  std::vector<int64_t> part_rows_;    // [layers][2]
+  std::vector<uint8_t> sparse_rows_;                   // per decode row: has a policy
+  std::vector<uint8_t> audit_rows_;                    // per decode row: audited
+  std::vector<sparsity::DeviceSelection> selections_;  // per decode row (this step's policies)
+  std::vector<int64_t> part_rows_;                     // [layers][2]
   int64_t max_sparse_tokens_ = 0;
   // Device: the inputs (modes [layers][rows][kv_heads] int8, then rules), the sets and outputs.
   cuda::DeviceBuffer<uint8_t> inputs_;
