@@ -9,15 +9,18 @@
 // query and of eight of its keys at a time, the eight partial sums reduced across the warp in
 // one reduce-scatter (9 shuffles, not 40).
 //
-// Selection: CTA (kv head, sequence), 256 threads, the row's scores staged in shared memory. The
+// Selection: CTA (kv head, sequence), 512 threads, the row's scores staged in shared memory. The
 // take-th best candidate score is found by bisection over order-preserving uint32 images of the
-// floats (32 counting rounds, one barrier each; histogram radix passes with shared atomics were
-// 44 µs a row on the H100, latency-bound); candidates strictly above it are taken, and of those
-// equal to it the earliest `remaining` ones (ties go to the earlier block). Per-warp counts in
-// index order and ballots then give each taken block its output slot, so rows come out in
-// ascending logical order without a sort. With a bound wanted, the read blocks' staged scores
-// are set to -inf as they are emitted and a block reduction gives ln Σ tokens · exp(score) over
-// the rest. kPrhs rows (SelectPrhsRow) use the same two steps for their anchors' choice.
+// floats (32 counting rounds, one barrier each, each thread's images in registers for rows up to
+// 8192 candidates; histogram radix passes with shared atomics were 44 µs a row on the H100,
+// latency-bound); candidates strictly above it are taken, and of those equal to it the earliest
+// `remaining` ones (ties go to the earlier block). Per-warp counts in index order and ballots
+// then give each taken block its output slot, so rows come out in ascending logical order
+// without a sort. Slots receive block ids first; the page ids follow in one batched gather
+// (GatherPages), as a block-table load per emitted block, waited for before the next, cost an
+// L2 round trip each. With a bound wanted, the read blocks' staged scores are set to -inf as they
+// are emitted and a block reduction gives ln Σ tokens · exp(score) over the rest. kPrhs rows
+// (SelectPrhsRow) use the same two steps for their anchors' choice.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -36,9 +39,10 @@ namespace {
 constexpr int kScoreWarps = 8;
 constexpr int kScoreBlocksPerWarp = 8;  // blocks a warp scores, so q is loaded once per 8
 static_assert(kScoreBlocksPerWarp % 8 == 0, "box scores take eight blocks an mma");
-constexpr int kSelectThreads = 256;  // one radix bin per thread
+constexpr int kSelectThreads = 512;  // a row per CTA: more threads, fewer elements each
 constexpr int kMaxGroup = kBlockSelectMaxGroup;
 static_assert(kMaxGroup == 8, "the score kernel reduces eight heads in one reduce-scatter");
+constexpr int kSelectCached = 16;  // images a thread keeps in registers during a bisection
 constexpr int kSelectWarps = kSelectThreads / 32;
 
 __device__ __forceinline__ int64_t NumBlocks(const BlockSelectParams& p, int seq, int64_t* ctx) {
@@ -232,8 +236,11 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   constexpr int kChunks = D / 32;
   const int g = lane / 4, t = lane % 4;
   const int64_t q_stride = p.q_row_stride == 0 ? s.num_heads * D : p.q_row_stride;
-  uint32_t qpos[kChunks][4], qneg[kChunks][4];
-  {
+  // The CTA's warps share one (sequence, kv head): warp 0 splits q into q⁺ and q⁻ fragments once,
+  // in shared memory by lane (conflict-free); kept in registers they were 32 of the kernel's 66,
+  // which held it to 3 CTAs an SM.
+  __shared__ uint32_t s_q[2][kChunks][4][32];  // [q⁺, q⁻][chunk][word][lane]
+  if (warp == 0) {
     const __nv_bfloat162 zero = __float2bfloat162_rn(0.0f);
 #pragma unroll
     for (int j = 0; j < kChunks; ++j) {
@@ -248,11 +255,12 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
       for (int w = 0; w < 4; ++w) {
         const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&words[w]);
         const __nv_bfloat162 hi = __hmax2(v, zero), lo = __hmin2(v, zero);
-        qpos[j][w] = *reinterpret_cast<const uint32_t*>(&hi);
-        qneg[j][w] = *reinterpret_cast<const uint32_t*>(&lo);
+        s_q[0][j][w][lane] = *reinterpret_cast<const uint32_t*>(&hi);
+        s_q[1][j][w][lane] = *reinterpret_cast<const uint32_t*>(&lo);
       }
     }
   }
+  __syncthreads();  // every warp of the CTA reaches it: the returns above are CTA-uniform
   float* out = p.scores + row * s.max_blocks_per_seq;
   const int64_t summary_stride = p.cache.summary_block_stride();
   for (int i = 0; i < kScoreBlocksPerWarp; i += 8) {
@@ -279,8 +287,8 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
       const uint32_t mxw[4] = {mx[j].x, mx[j].y, mx[j].z, mx[j].w};
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const uint32_t ap[4] = {qpos[j][2 * h], 0u, qpos[j][2 * h + 1], 0u};
-        const uint32_t an[4] = {qneg[j][2 * h], 0u, qneg[j][2 * h + 1], 0u};
+        const uint32_t ap[4] = {s_q[0][j][2 * h][lane], 0u, s_q[0][j][2 * h + 1][lane], 0u};
+        const uint32_t an[4] = {s_q[1][j][2 * h][lane], 0u, s_q[1][j][2 * h + 1][lane], 0u};
         Mma16816(c, ap, mxw[2 * h], mxw[2 * h + 1]);
         Mma16816(c, an, mnw[2 * h], mnw[2 * h + 1]);
       }
@@ -318,33 +326,45 @@ struct SelectShared {
 // marks an element that never counts): the threshold image and how many elements equal to it
 // are taken (the earliest ones). Bisection over the image's 32 bits from the top: a round counts
 // the elements >= prefix | bit (each warp's count in one __reduce_add_sync, the eight warps'
-// through a double-buffered shared row: one barrier a round) and keeps the bit if at least k
-// are; no histograms, no atomics. Every thread of the block calls it.
+// through a double-buffered shared row: one barrier a round, summed by a lane each) and keeps
+// the bit if at least k are; no histograms, no atomics. Every thread of the block calls it.
 struct TopPick {
   uint32_t threshold;
   int equal_quota;
 };
 template <typename Image>
 __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& sh) {
+  static_assert(kSelectWarps <= 32, "a lane sums each warp's count");
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
+  // Rows of up to kSelectCached * kSelectThreads candidates (8192: a 128K context at block size
+  // 16) keep each thread's images in registers for all 33 rounds; longer ones re-read them.
+  const bool cached = hi - lo <= kSelectCached * kSelectThreads;
+  uint32_t images[kSelectCached];
+#pragma unroll
+  for (int j = 0; j < kSelectCached; ++j) {
+    const int b = lo + static_cast<int>(threadIdx.x) + j * kSelectThreads;
+    images[j] = cached && b < hi ? image(b) : 0u;
+  }
   // Elements >= t over the block; every thread gets the same total.
   int round = 0;
   auto count_at_least = [&](uint32_t t) {
     int c = 0;
+    if (cached) {
+#pragma unroll
+      for (int j = 0; j < kSelectCached; ++j) c += images[j] >= t;
+    } else {
 #pragma unroll 8
-    for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) {
-      c += image(b) >= t;
+      for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) {
+        c += image(b) >= t;
+      }
     }
     c = __reduce_add_sync(0xffffffffu, c);
     int* row = sh.round_counts[round & 1];
     ++round;
     if (lane == 0) row[warp] = c;
     __syncthreads();
-    int total = 0;
-#pragma unroll
-    for (int w = 0; w < kSelectWarps; ++w) total += row[w];
-    return total;
+    return static_cast<int>(__reduce_add_sync(0xffffffffu, lane < kSelectWarps ? row[lane] : 0));
   };
   uint32_t prefix = 0;
   for (int bit = 31; bit >= 0; --bit) {
@@ -421,6 +441,37 @@ __device__ __forceinline__ void StageScores(float* dst, const float* src, int lo
     for (int j = 0; j < kBatch; ++j) {
       const int b = base + j * kSelectThreads;
       if (b < hi) dst[b] = v[j];
+    }
+  }
+}
+
+// out[i] = table[blocks[i]] (table[i] when blocks is null) for i in [0, count), eight loads in
+// flight per thread; visit(block) sees each block id. A plain loop of load -> store pairs waits
+// an L2 round trip per element (the compiler may not move a load above a store that could alias
+// it). out may be blocks: a thread reads and writes only its own i. Every thread calls it after
+// a barrier that publishes blocks[0, count).
+template <typename Visit>
+__device__ __forceinline__ void GatherPages(int32_t* out, const int32_t* blocks,
+                                            const int32_t* table, int count, Visit visit) {
+  constexpr int kBatch = 8;
+  for (int base = static_cast<int>(threadIdx.x); base < count; base += kBatch * kSelectThreads) {
+    int32_t v[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int i = base + j * kSelectThreads;
+      v[j] = i >= count ? 0 : (blocks == nullptr ? i : blocks[i]);
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      if (base + j * kSelectThreads < count) {
+        visit(v[j]);
+        v[j] = __ldg(table + v[j]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int i = base + j * kSelectThreads;
+      if (i < count) out[i] = v[j];
     }
   }
 }
@@ -596,8 +647,9 @@ __device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, i
   return false;
 }
 
-// Selection: CTA (kv head, sequence). See the file comment for the radix select.
-template <int D>
+// Selection: CTA (kv head, sequence). See the file comment for the top-k select. kWithPrhs: the
+// launch has kPrhs rows (a separate instantiation keeps their registers out of the others').
+template <int D, bool kWithPrhs>
 __global__ void __launch_bounds__(kSelectThreads)
     SelectKernel(const __grid_constant__ BlockSelectParams p) {
   __shared__ SelectShared sh;
@@ -622,7 +674,7 @@ __global__ void __launch_bounds__(kSelectThreads)
   }
 
   if (reads_all) {
-    for (int b = threadIdx.x; b < n; b += kSelectThreads) out_pages[b] = table[b];
+    GatherPages(out_pages, nullptr, table, n, [](int) {});
     if (threadIdx.x == 0) {
       p.sel_lens[row] = static_cast<int32_t>(plan.ctx);
       if (bound) p.maybe_log_unread[row] = -__int_as_float(0x7f800000);
@@ -643,13 +695,9 @@ __global__ void __launch_bounds__(kSelectThreads)
     count = p.maybe_set_sizes[row];
     if (bound) StageScores(s_scores, scores, 0, n);
     __syncthreads();
-    for (int i = threadIdx.x; i < count; i += kSelectThreads) {
-      out_pages[i] = table[set[i]];
-      mark(set[i]);
-    }
-  } else if (plan.mode == SelectRowMode::kPrhs) {
-    auto emit = [&](int slot, int block) {
-      out_pages[slot] = table[block];
+    GatherPages(out_pages, set, table, count, mark);
+  } else if (kWithPrhs && plan.mode == SelectRowMode::kPrhs) {
+    auto emit = [&](int slot, int block) {  // pages: GatherPages below
       set[slot] = block;
       if (block == n - 1) sh.last_read = 1;
     };
@@ -698,12 +746,14 @@ __global__ void __launch_bounds__(kSelectThreads)
       }
     }
     if (threadIdx.x == 0) p.maybe_set_sizes[row] = count;
+    __syncthreads();  // every slot's block is in `set`
+    GatherPages(out_pages, set, table, count, [](int) {});
   } else {
     // kTopK / kExactTopK: the forced ranges and the best `take` candidates, in block order.
     const bool write_pages = plan.mode == SelectRowMode::kTopK;
     const bool stage_all = write_pages && bound;
     auto emit = [&](int slot, int block) {
-      if (write_pages) out_pages[slot] = table[block];
+      if (write_pages) out_pages[slot] = block;  // the page: GatherPages below
       if (set != nullptr) set[slot] = block;
       if (write_pages) mark(block);
     };
@@ -734,6 +784,8 @@ __global__ void __launch_bounds__(kSelectThreads)
     }
     if (p.maybe_set_sizes != nullptr && threadIdx.x == 0) p.maybe_set_sizes[row] = count;
     if (!write_pages) return;  // kExactTopK: reads everything (written above)
+    __syncthreads();           // every slot's block is in out_pages
+    GatherPages(out_pages, out_pages, table, count, [](int) {});
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -835,10 +887,11 @@ absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
   const int smem = static_cast<int>(s.max_blocks_per_seq * sizeof(float) +
                                     2 * ((s.max_blocks_per_seq + 31) / 32) * sizeof(uint32_t));
   // A host-side attribute (no stream op): legal during graph capture.
+  const auto select = p.prhs_seqs != nullptr ? SelectKernel<D, true> : SelectKernel<D, false>;
   LY_CUDA_RETURN_IF_ERROR(
-      cudaFuncSetAttribute(SelectKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      cudaFuncSetAttribute(select, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 select_grid(static_cast<unsigned>(s.num_kv_heads), static_cast<unsigned>(s.batch));
-  SelectKernel<D><<<select_grid, kSelectThreads, smem, stream>>>(p);
+  select<<<select_grid, kSelectThreads, smem, stream>>>(p);
   LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
