@@ -104,7 +104,7 @@ struct CudaModelRunner::Impl {
   bool fast_attention = false;  // decode + prefill kernels support the shape
 
   // Device scratch.
-  cuda::DeviceBuffer<bf16> resid, h, qkv, attn, delta, gate_up, act, qdec, logit_hidden;
+  cuda::DeviceBuffer<bf16> resid, h, qkv, attn, delta, gate_up, act, logit_hidden;
   cuda::DeviceBuffer<float> logits_d, inv_freq;
   cuda::DeviceBuffer<uint8_t> gemm_workspace, decode_workspace, step_inputs_d;
   size_t decode_workspace_bytes = 0;
@@ -214,7 +214,6 @@ absl::Status CudaModelRunner::Impl::AllocateScratch() {
   LY_RETURN_IF_ERROR(delta.Allocate(n(t * hidden)));
   LY_RETURN_IF_ERROR(gate_up.Allocate(n(t * 2 * inter)));
   LY_RETURN_IF_ERROR(act.Allocate(n(t * inter)));
-  LY_RETURN_IF_ERROR(qdec.Allocate(n(max_chunks * q_dim)));
   LY_RETURN_IF_ERROR(logit_hidden.Allocate(n(max_chunks * hidden)));
   LY_RETURN_IF_ERROR(logits_d.Allocate(n(max_chunks * config.vocab_size)));
   LY_RETURN_IF_ERROR(logits_h.Allocate(n(max_chunks * config.vocab_size)));
@@ -586,13 +585,10 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
     return cuda::GenericPagedAttention(g, stream);
   }
   if (f.num_decodes > 0) {
-    // The decode kernel reads q contiguous: gather the decode rows' q out of the QKV rows.
-    LY_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(
-        qdec.get(), static_cast<size_t>(q_dim) * sizeof(bf16), qkv.get(),
-        static_cast<size_t>(qkv_dim) * sizeof(bf16), static_cast<size_t>(q_dim) * sizeof(bf16),
-        static_cast<size_t>(f.num_decodes), cudaMemcpyDeviceToDevice, stream));
+    // The decode rows are the step's first rows: their q is read in place from the QKV rows.
     cuda::DecodeAttentionParams d;
-    d.q = qdec.get();
+    d.q = qkv.get();
+    d.q_row_stride = qkv_dim;
     d.cache = cache;
     d.block_tables = At<int32_t>(layout.block_tables);
     d.context_lens = At<int32_t>(layout.context_lens);
@@ -618,8 +614,8 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
       // Sparse rows: per-(sequence, kv head) tables from the selection, the LSE for the bound; an
       // audit also runs the dense attention (into scratch) for the exact dropped mass.
       cuda::DecodeAttentionParams dense = d;
-      LY_RETURN_IF_ERROR(
-          sparse->Select(layer, qdec.get(), cache, d.block_tables, d.context_lens, scale, stream));
+      LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, cache, d.block_tables,
+                                        d.context_lens, scale, stream));
       d.block_tables = sparse->tables();
       d.per_kv_head_tables = true;
       d.maybe_lse = sparse->lse();

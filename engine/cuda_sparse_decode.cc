@@ -252,13 +252,14 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   return absl::OkStatus();
 }
 
-absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q,
+absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q, int64_t q_row_stride,
                                       const cuda::PagedKvBf16& cache, const int32_t* block_tables,
                                       const int32_t* context_lens, float scale,
                                       cudaStream_t stream) {
   const Sizes& s = sizes_;
   cuda::BlockSelectParams p;
   p.q = q;
+  p.q_row_stride = q_row_stride;
   p.cache = cache;
   p.block_tables = block_tables;
   p.context_lens = context_lens;

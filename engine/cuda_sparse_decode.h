@@ -69,10 +69,11 @@ class CudaSparseDecode {
   absl::Status Prepare(const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies,
                        int64_t num_decodes, int64_t width, cudaStream_t stream);
 
-  // One layer: selection into tables()/lens() for q (decode rows, contiguous) over `cache`.
-  absl::Status Select(int64_t layer, const cuda::bf16* q, const cuda::PagedKvBf16& cache,
-                      const int32_t* block_tables, const int32_t* context_lens, float scale,
-                      cudaStream_t stream);
+  // One layer: selection into tables()/lens() for q (decode rows, q_row_stride elements apart;
+  // 0: contiguous) over `cache`.
+  absl::Status Select(int64_t layer, const cuda::bf16* q, int64_t q_row_stride,
+                      const cuda::PagedKvBf16& cache, const int32_t* block_tables,
+                      const int32_t* context_lens, float scale, cudaStream_t stream);
   // After the sparse attention wrote lse(): the layer's bounds (and, when dense_lse is given,
   // the exact dropped mass) into the per-sequence stats.
   absl::Status Accumulate(const float* maybe_dense_lse, cudaStream_t stream);
