@@ -11,6 +11,10 @@
 #                # tool carries; move models/lc20m (41 MB) out of the tree for that one call)
 #   GPU machine: scripts/gpu-check.sh run            # (device tool, carry [".gpu/carry"]) prints a table
 #   GPU machine: scripts/gpu-check.sh sanitize       # the same tests under compute-sanitizer memcheck
+#   GPU machine: scripts/gpu-check.sh perf [DIR]     # the benchmark set of issues 10 and 12 in one
+#                # call, JSON into DIR (default $OUT, else .gpu/perf): decode attention beside torch
+#                # SDPA, the sparse kernels, Nsight Compute on the selection kernels (when ncu is
+#                # there), end to end at 32K and 128K incl. the largest batch that fits
 #   GPU machine: scripts/gpu-check.sh serve [MODEL [SERVER FLAGS...]]
 #                # lychee-server --device cuda: a gRPC generation, an OpenAI completion, /metrics,
 #                # and a short lychee-load run (LOAD_ARGS overrides its flags)
@@ -91,6 +95,34 @@ case "${1:-}" in
     done <"$bundle/tests.txt"
     exit $failed
     ;;
+  perf)
+    unpack_bundle
+    out=${2:-${OUT:-.gpu/perf}}
+    mkdir -p "$out"
+    export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    git log -1 --format='commit %h %s' 2>/dev/null || true
+    echo "--- decode attention vs torch SDPA (issue 10)"
+    "$bundle/bin/cuda_decode_attention_bench" --json "$out/decode-attention.json"
+    if python3 -c 'import torch' 2>/dev/null; then
+      python3 tools/sdpa_decode_baseline.py --ours "$out/decode-attention.json" \
+        --json "$out/sdpa-decode.json" || true
+    fi
+    echo "--- sparse kernels (issue 12)"
+    "$bundle/bin/cuda_sparse_attention_bench" --json "$out/sparse-attention.json"
+    ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+    if [ -x "$ncu" ]; then
+      echo "--- selection kernels under Nsight Compute (1 x 128K and 8 x 128K, two launches each)"
+      for b in 1 8; do
+        "$ncu" --metrics gpu__time_duration.sum -k regex:'ScoreKernel|SelectKernel' --launch-count 4 \
+          "$bundle/bin/cuda_sparse_attention_bench" --batches "$b" --contexts 131072 --iters 2 \
+          --no-prhs-cell 2>&1 | grep -E '(Score|Select)Kernel|duration' | sed 's/  */ /g' || true
+      done
+    fi
+    echo "--- end to end (issue 12: the largest batch that fits, at 32K and 128K)"
+    "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
+      --policies quest,lychee,prhs --budget 2048 --fit-batch --json "$out/e2e.json"
+    ;;
   serve)
     shift
     model=${1:-models/stories260K}
@@ -126,7 +158,7 @@ case "${1:-}" in
     curl -s "http://$http/metrics" | grep -E '^lychee_(cache_config_info|generation_tokens_total|prompt_tokens_total|kv_cache_usage)' || true
     ;;
   *)
-    echo "usage: $0 prepare | prepare-serve | run | sanitize | serve [MODEL [FLAGS...]]" >&2
+    echo "usage: $0 prepare | prepare-serve | run | sanitize | perf [DIR] | serve [MODEL [FLAGS...]]" >&2
     exit 2
     ;;
 esac
