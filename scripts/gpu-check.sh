@@ -15,6 +15,8 @@
 #                # call, JSON into DIR (default $OUT, else .gpu/perf): decode attention beside torch
 #                # SDPA, the sparse kernels, Nsight Compute on the selection kernels (when ncu is
 #                # there), end to end at 32K and 128K incl. the largest batch that fits
+#   GPU machine: scripts/gpu-check.sh eval [DIR]     # (serve bundle) lc20m on the GPU, lychee-eval over
+#                # every policy: issue 12's accuracy table (EVAL_ARGS overrides its flags)
 #   GPU machine: scripts/gpu-check.sh serve [MODEL [SERVER FLAGS...]]
 #                # lychee-server --device cuda: a gRPC generation, an OpenAI completion, /metrics,
 #                # and a short lychee-load run (LOAD_ARGS overrides its flags)
@@ -38,6 +40,30 @@ unpack_bundle() {
       python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(".gpu")' "$carry/bundle.txz"
   fi
   [ -f "$bundle/tests.txt" ] || { echo "run 'scripts/gpu-check.sh prepare' first" >&2; exit 2; }
+}
+
+# Starts lychee-server --device ${DEVICE:-cuda} on MODEL with FLAGS (ports chosen by the OS) in the
+# background; sets $address (gRPC) and $http, and stops the server when the script exits.
+start_server() {
+  local model=$1
+  shift
+  export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+  local log
+  log=$(mktemp)
+  "$bundle/bin/lychee-server" --model "$model" --device "${DEVICE:-cuda}" --host 127.0.0.1 --grpc-port 0 \
+    --http-port 0 "$@" >"$log" 2>&1 &
+  server=$!
+  trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+  address="" http=""
+  for _ in $(seq 3000); do
+    address=$(sed -n 's/.*grpc listening on \([^ ]*\).*/\1/p' "$log" | head -n 1)
+    http=$(sed -n 's/.*http listening on \([^ ]*\).*/\1/p' "$log" | head -n 1)
+    [ -n "$address" ] && [ -n "$http" ] && break
+    kill -0 $server 2>/dev/null || { cat "$log"; echo "lychee-server exited" >&2; exit 1; }
+    sleep 0.1
+  done
+  cat "$log"
+  [ -n "$address" ] || { echo "lychee-server did not start" >&2; exit 1; }
 }
 
 case "${1:-}" in
@@ -123,27 +149,26 @@ case "${1:-}" in
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
       --policies quest,lychee,prhs --budget 2048 --fit-batch --json "$out/e2e.json"
     ;;
+  eval)
+    # Issue 12's accuracy table on the GPU: lc20m served with --device cuda, lychee-eval over
+    # every policy the GPU runs (the serve bundle: prepare-serve; move tests/golden aside for the
+    # call to stay under the carry limit). JSON into DIR.
+    out=${2:-${OUT:-.gpu/eval}}
+    mkdir -p "$out"
+    unpack_bundle
+    start_server models/lc20m --max-model-len 32768 --max-num-seqs 16 --max-num-batched-tokens 8192
+    # shellcheck disable=SC2086
+    "$bundle/bin/lychee-eval" --address "$address" --tokenizer models/lc20m \
+      --filler eval/data/filler-web-bible.txt \
+      ${EVAL_ARGS:---tasks needle multikey --lengths 4096 16384 32000 --prompts 8 --policies dense quest streaming lychee prhs --budgets 1024 2048 --audit-rate 1} \
+      --json "$out/eval.json"
+    ;;
   serve)
     shift
     model=${1:-models/stories260K}
     [ $# -gt 0 ] && shift
     unpack_bundle
-    export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-    log=$(mktemp)
-    "$bundle/bin/lychee-server" --model "$model" --device cuda --host 127.0.0.1 --grpc-port 0 \
-      --http-port 0 "$@" >"$log" 2>&1 &
-    server=$!
-    trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT
-    address="" http=""
-    for _ in $(seq 3000); do
-      address=$(sed -n 's/.*grpc listening on \([^ ]*\).*/\1/p' "$log" | head -n 1)
-      http=$(sed -n 's/.*http listening on \([^ ]*\).*/\1/p' "$log" | head -n 1)
-      [ -n "$address" ] && [ -n "$http" ] && break
-      kill -0 $server 2>/dev/null || { cat "$log"; echo "lychee-server exited" >&2; exit 1; }
-      sleep 0.1
-    done
-    cat "$log"
-    [ -n "$address" ] || { echo "lychee-server did not start" >&2; exit 1; }
+    start_server "$model" "$@"
     echo "--- gRPC generation"
     "$bundle/bin/lychee-client" --address "$address" generate --prompt "Once upon a time" \
       --max-tokens 48 --temperature 0
@@ -158,7 +183,7 @@ case "${1:-}" in
     curl -s "http://$http/metrics" | grep -E '^lychee_(cache_config_info|generation_tokens_total|prompt_tokens_total|kv_cache_usage)' || true
     ;;
   *)
-    echo "usage: $0 prepare | prepare-serve | run | sanitize | perf [DIR] | serve [MODEL [FLAGS...]]" >&2
+    echo "usage: $0 prepare | prepare-serve | run | sanitize | perf [DIR] | eval [DIR] | serve [MODEL [FLAGS...]]" >&2
     exit 2
     ;;
 esac
