@@ -9,6 +9,8 @@
 //     max_num_batched_tokens, next to the FLOP bound from the measured bf16 GEMM peak.
 // Decode steps read a KV cache that was never prefilled (zeros): attention reads the same bytes,
 // so the time is that of a real step. Prints a table; --json writes the figures.
+#include <nvtx3/nvToolsExt.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -239,7 +241,16 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
         policies.push_back(p.get());
         owned.push_back(std::move(p));
       }
-      for (int i = 0; i < 3; ++i) LY_RETURN_IF_ERROR(runner->Execute(step, policies).status());
+      for (int i = 0; i < 3; ++i) {
+        // The last warm-up step inside an NVTX range, "sparse-step:<policy>", for a per-kernel
+        // profile of one step: ncu --nvtx --nvtx-include "sparse-step:quest/" --print-summary
+        // per-kernel (scripts/gpu-check.sh perf).
+        const std::string range = "sparse-step:" + name;
+        if (i == 2) nvtxRangePushA(range.c_str());
+        const auto executed = runner->Execute(step, policies);
+        if (i == 2) nvtxRangePop();
+        LY_RETURN_IF_ERROR(executed.status());
+      }
       const SparseChunkStats st = runner->sparse_stats()[0];
       const double read = static_cast<double>(st.kv_tokens_read) /
                           static_cast<double>(std::max<int64_t>(1, st.kv_tokens_dense));

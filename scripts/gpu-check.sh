@@ -145,6 +145,15 @@ case "${1:-}" in
           --no-prhs-cell 2>&1 | grep -E '(Score|Select)Kernel|duration' | sed 's/  */ /g' || true
       done
     fi
+    if [ -x "$ncu" ]; then
+      echo "--- one quest and one prhs decode step at 3 x 128K, per kernel (Nsight Compute)"
+      for policy in quest prhs; do
+        "$ncu" --nvtx --nvtx-include "sparse-step:$policy/" --metrics gpu__time_duration.sum \
+          --print-summary per-kernel "$bundle/bin/cuda_e2e_bench" --batches 3 --contexts 131072 \
+          --prefill "" --steps 1 --policies "$policy" --budget 2048 2>&1 |
+          grep -vE '^==PROF==|^\|' | tail -n 80 || true
+      done
+    fi
     echo "--- end to end (issue 12: the largest batch that fits, at 32K and 128K)"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
       --policies quest,lychee,prhs --budget 2048 --fit-batch --json "$out/e2e.json"
