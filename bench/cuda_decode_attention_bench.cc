@@ -46,6 +46,7 @@ struct Options {
   DecodeAttentionPlanOptions plan;  // defaults of the runner unless overridden
   int ctas_per_sm = 0;              // 0: from the occupancy calculator
   bool warm = false;
+  bool sequential_pages = false;  // block table in pool order instead of shuffled
   std::string json_path;
 };
 
@@ -108,11 +109,12 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   std::vector<Row> rows;
   for (const int64_t batch : batches) {
     for (const int64_t ctx : contexts) {
-      // Shuffled pages: each sequence gets ctx / bs random blocks of the pool.
+      // Shuffled pages: each sequence gets ctx / bs random blocks of the pool (or, with
+      // --sequential-pages, consecutive ones: how much DRAM locality of the pages is worth).
       const int64_t pages = ctx / bs;
       std::vector<int32_t> perm(batch * pages);
       std::iota(perm.begin(), perm.end(), 0);
-      std::shuffle(perm.begin(), perm.end(), rng);
+      if (!o.sequential_pages) std::shuffle(perm.begin(), perm.end(), rng);
       LY_CUDA_RETURN_IF_NOT_OK(tables.Upload(perm));  // [batch, pages] row-major
       LY_CUDA_RETURN_IF_NOT_OK(lens.Upload(std::vector<int32_t>(batch, static_cast<int32_t>(ctx))));
 
@@ -230,6 +232,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(2, 4));
   app.add_option("--min-chunk", o.plan.min_chunk_tokens, "plan: fewest tokens per split");
   app.add_flag("--warm", o.warm, "do not flush L2 between samples");
+  app.add_flag("--sequential-pages", o.sequential_pages,
+               "each sequence's pages consecutive in the pool (default: shuffled)");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);
 

@@ -66,6 +66,20 @@ start_server() {
   [ -n "$address" ] || { echo "lychee-server did not start" >&2; exit 1; }
 }
 
+# Folds `ncu --print-summary per-kernel` into one row per kernel: average and total µs of the
+# profiled range, invocations, the name (without its parameter list), largest total first.
+ncu_per_kernel_table() {
+  awk '/Invocations [0-9]+$/ {
+         name = $0; sub(/^ +/, "", name); sub(/\(.*$/, "", name); sub(/^void /, "", name)
+         inv = $NF
+       }
+       /gpu__time_duration.sum/ && inv != "" {
+         printf "%10.1f %8.2f %5d  %s\n", $NF * inv, $NF, inv, name; total += $NF * inv; inv = ""
+       }
+       END { printf "%10.1f %8s %5s  %s\n", total, "", "", "all kernels of the step (µs)" }' |
+    sort -rn | sed '1i\  total µs   avg µs calls  kernel'
+}
+
 case "${1:-}" in
   prepare)
     # Tests and benchmarks (about 8 MB in xz). The server travels separately (prepare-serve).
@@ -146,12 +160,11 @@ case "${1:-}" in
       done
     fi
     if [ -x "$ncu" ]; then
-      echo "--- one quest and one prhs decode step at 3 x 128K, per kernel (Nsight Compute)"
-      for policy in quest prhs; do
+      echo "--- one quest, one prhs and one lychee decode step at 3 x 128K, per kernel (Nsight Compute)"
+      for policy in quest prhs lychee; do
         "$ncu" --nvtx --nvtx-include "sparse-step:$policy/" --metrics gpu__time_duration.sum \
           --print-summary per-kernel "$bundle/bin/cuda_e2e_bench" --batches 3 --contexts 131072 \
-          --prefill "" --steps 1 --policies "$policy" --budget 2048 2>&1 |
-          grep -vE '^==PROF==|^\|' | tail -n 80 || true
+          --prefill "" --steps 1 --policies "$policy" --budget 2048 2>&1 | ncu_per_kernel_table || true
       done
     fi
     echo "--- end to end (issue 12: the largest batch that fits, at 32K and 128K)"
