@@ -166,8 +166,10 @@ struct CudaModelRunner::Impl {
   absl::Status Run(const Forward& f, const StepLayout& layout);
   absl::Status Layer(int64_t layer, const Forward& f, const StepLayout& layout);
   absl::Status Attention(int64_t layer, const Forward& f, const StepLayout& layout);
-  absl::Status SparseDecodeAttention(int64_t layer, const Forward& f,
-                                     const cuda::DecodeAttentionParams& d);
+  // One part of a sparse step's decode attention (see there); d's tables and lengths are the
+  // part's.
+  absl::Status SparseDecodeAttentionPart(int64_t layer, const Forward& f,
+                                         const cuda::DecodeAttentionParams& d, int part);
   absl::StatusOr<absl::Span<const float>> CopyLogits(int64_t logit_rows);
   // After the stream's sync: the sparse stats of the step just run.
   void CollectSparseStats(const SchedulerOutput& step) {
@@ -614,12 +616,28 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
       // Sparse rows: per-(sequence, kv head) tables from the selection, the LSE for the bound; an
       // audit also runs the dense attention (into scratch) for the exact dropped mass.
       cuda::DecodeAttentionParams dense = d;
+      d.maybe_lse = sparse->lse();
+      // With 16-token blocks the rows that read everything (dense requests, LycheeDecode's
+      // retrieval heads) attend first, over the sequences' own tables, and write their exact
+      // block scores on the way: selection then ranks the retrieval heads without reading their
+      // keys a second time (at 3 x 128K that second read was the largest part of lychee's
+      // selection).
+      const bool scores_from_attention = options.block_size == cuda::kBlockScoresBlockSize;
+      if (scores_from_attention) {
+        cuda::DecodeAttentionParams full = d;
+        full.maybe_block_scores = sparse->scores();
+        full.block_scores_row_stride = sparse->width();
+        LY_RETURN_IF_ERROR(SparseDecodeAttentionPart(layer, f, full, 0));
+      }
       LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, cache, d.block_tables,
-                                        d.context_lens, scale, stream));
+                                        d.context_lens, scale, scores_from_attention, stream));
       d.block_tables = sparse->tables();
       d.per_kv_head_tables = true;
-      d.maybe_lse = sparse->lse();
-      LY_RETURN_IF_ERROR(SparseDecodeAttention(layer, f, d));
+      for (int part = scores_from_attention ? 1 : 0; part < 2; ++part) {
+        cuda::DecodeAttentionParams sub = d;
+        sub.context_lens = sparse->split_lens(part);
+        LY_RETURN_IF_ERROR(SparseDecodeAttentionPart(layer, f, sub, part));
+      }
       const float* dense_lse = nullptr;
       if (sparse->audited()) {
         dense.out = sparse->audit_out();
@@ -651,40 +669,37 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
   return absl::OkStatus();
 }
 
-absl::Status CudaModelRunner::Impl::SparseDecodeAttention(int64_t layer, const Forward& f,
-                                                          const cuda::DecodeAttentionParams& d) {
-  // Two launches, each planned for its own rows: those that read everything (dense requests,
-  // LycheeDecode's retrieval heads) and the budget-bound rest. Planned as one batch, a few long
-  // rows among many short ones would get the splits of a batch of long rows and run as a thin
-  // wave; planned alone, they are split across the GPU.
-  // Each launch runs over its part's row list: its workspace and split counters are indexed by
-  // position in the list.
-  for (int part = 0; part < 2; ++part) {
-    const int64_t rows = sparse->part_rows(layer, part);
-    if (rows == 0) continue;
-    cuda::DecodeAttentionParams sub = d;
-    sub.context_lens = sparse->split_lens(part);
-    sub.maybe_row_list = sparse->row_list(layer, part);
-    sub.row_list_len = rows;
-    const int64_t per_split = rows * (config.num_heads / config.num_kv_heads) *
-                              (config.head_dim + 1) * static_cast<int64_t>(sizeof(float));
-    if (part == 1) {
-      sub.shape.max_context_len = std::min(f.max_decode_ctx, sparse->max_sparse_tokens());
-    }
-    cuda::DecodeAttentionShape alone = sub.shape;  // the plan sees only this part's rows
-    alone.batch = rows;
-    alone.num_kv_heads = 1;
-    cuda::DecodeAttentionPlanOptions o = decode_plan_options;
-    // The workspace was reserved for dense batches; more splits than fit would not.
-    o.max_splits = static_cast<int>(std::clamp<int64_t>(
-        static_cast<int64_t>(decode_workspace_bytes) / per_split, 1, o.max_splits));
-    const cuda::DecodeAttentionPlan plan = cuda::PlanDecodeAttention(alone, device.num_sms, o);
-    if (cuda::DecodeAttentionWorkspaceBytesForRows(sub.shape, plan, rows) >
-        decode_workspace_bytes) {
-      return absl::InternalError("sparse decode attention plan needs more workspace than reserved");
-    }
-    LY_RETURN_IF_ERROR(cuda::DecodeAttention(sub, plan, stream));
+absl::Status CudaModelRunner::Impl::SparseDecodeAttentionPart(int64_t layer, const Forward& f,
+                                                              const cuda::DecodeAttentionParams& d,
+                                                              int part) {
+  // A sparse step attends in two launches, each planned for its own rows: part 0, those that
+  // read everything (dense requests, LycheeDecode's retrieval heads), and part 1, the
+  // budget-bound rest. Planned as one batch, a few long rows among many short ones would get the
+  // splits of a batch of long rows and run as a thin wave; planned alone, they are split across
+  // the GPU. Each launch runs over its part's row list: its workspace and split counters are
+  // indexed by position in the list.
+  const int64_t rows = sparse->part_rows(layer, part);
+  if (rows == 0) return absl::OkStatus();
+  cuda::DecodeAttentionParams sub = d;
+  sub.maybe_row_list = sparse->row_list(layer, part);
+  sub.row_list_len = rows;
+  const int64_t per_split = rows * (config.num_heads / config.num_kv_heads) *
+                            (config.head_dim + 1) * static_cast<int64_t>(sizeof(float));
+  if (part == 1) {
+    sub.shape.max_context_len = std::min(f.max_decode_ctx, sparse->max_sparse_tokens());
   }
+  cuda::DecodeAttentionShape alone = sub.shape;  // the plan sees only this part's rows
+  alone.batch = rows;
+  alone.num_kv_heads = 1;
+  cuda::DecodeAttentionPlanOptions o = decode_plan_options;
+  // The workspace was reserved for dense batches; more splits than fit would not.
+  o.max_splits = static_cast<int>(std::clamp<int64_t>(
+      static_cast<int64_t>(decode_workspace_bytes) / per_split, 1, o.max_splits));
+  const cuda::DecodeAttentionPlan plan = cuda::PlanDecodeAttention(alone, device.num_sms, o);
+  if (cuda::DecodeAttentionWorkspaceBytesForRows(sub.shape, plan, rows) > decode_workspace_bytes) {
+    return absl::InternalError("sparse decode attention plan needs more workspace than reserved");
+  }
+  LY_RETURN_IF_ERROR(cuda::DecodeAttention(sub, plan, stream));
   return absl::OkStatus();
 }
 

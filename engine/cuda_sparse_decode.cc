@@ -255,7 +255,7 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
 absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q, int64_t q_row_stride,
                                       const cuda::PagedKvBf16& cache, const int32_t* block_tables,
                                       const int32_t* context_lens, float scale,
-                                      cudaStream_t stream) {
+                                      bool exact_scores_given, cudaStream_t stream) {
   const Sizes& s = sizes_;
   cuda::BlockSelectParams p;
   p.q = q;
@@ -281,6 +281,7 @@ absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q, int64_
   p.shape.block_size = s.block_size;
   p.shape.max_blocks_per_seq = width_;
   p.scale = scale;
+  p.exact_scores_given = exact_scores_given;
   if (has_prhs_) {
     p.prhs_seqs = prhs_params_.get() + layer * rows_;
     p.prhs_scores = prhs_scores_.get();

@@ -70,10 +70,12 @@ class CudaSparseDecode {
                        int64_t num_decodes, int64_t width, cudaStream_t stream);
 
   // One layer: selection into tables()/lens() for q (decode rows, q_row_stride elements apart;
-  // 0: contiguous) over `cache`.
+  // 0: contiguous) over `cache`. exact_scores_given: the layer's kExactTopK rows already have
+  // their exact block scores in scores() (see there).
   absl::Status Select(int64_t layer, const cuda::bf16* q, int64_t q_row_stride,
                       const cuda::PagedKvBf16& cache, const int32_t* block_tables,
-                      const int32_t* context_lens, float scale, cudaStream_t stream);
+                      const int32_t* context_lens, float scale, bool exact_scores_given,
+                      cudaStream_t stream);
   // After the sparse attention wrote lse(): the layer's bounds (and, when dense_lse is given,
   // the exact dropped mass) into the per-sequence stats.
   absl::Status Accumulate(const float* maybe_dense_lse, cudaStream_t stream);
@@ -83,7 +85,12 @@ class CudaSparseDecode {
   void CollectStats(const SchedulerOutput& step, std::vector<SparseChunkStats>* stats) const;
 
   const int32_t* tables() const { return tables_.get(); }  // [rows * kv_heads, width]
-  const int32_t* lens() const { return lens_.get(); }      // [rows * kv_heads]
+  // [rows * kv_heads, width]: the rows' block scores (Select's workspace); a decode attention of
+  // the rows that read everything may write the retrieval heads' exact scores here first (Select
+  // with exact_scores_given).
+  float* scores() { return scores_.get(); }
+  int64_t width() const { return width_; }
+  const int32_t* lens() const { return lens_.get(); }  // [rows * kv_heads]
   // The lengths split for two attention launches (part 0: rows that read everything, part 1 the
   // budget-bound rest; -1 for the other part's rows), and how many rows each part has at `layer`.
   const int32_t* split_lens(int part) const {

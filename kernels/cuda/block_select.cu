@@ -177,6 +177,7 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   const int seq = blockIdx.z;
   const int group = static_cast<int>(s.num_heads / s.num_kv_heads);
   RowPlan plan = PlanRow(p, seq, kv_head);
+  if (p.exact_scores_given && plan.mode == SelectRowMode::kExactTopK) plan.exact_scores = false;
   if (!plan.box_scores && !plan.exact_scores) return;
   const int64_t n = plan.n;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kScoreWarps * kScoreBlocksPerWarp;

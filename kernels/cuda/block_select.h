@@ -152,6 +152,10 @@ struct BlockSelectParams {
   // Optional out [batch * num_kv_heads]: 1 where the row read an earlier set without scoring
   // (kInherit, a kPrhs row that reused its anchor), else 0.
   int32_t* maybe_row_reused = nullptr;
+  // SparseBlockSelect: kExactTopK rows' exact scores are already in `scores` (the decode attention
+  // of the rows that read everything wrote them: DecodeAttentionParams::maybe_block_scores), so
+  // the score kernel leaves those rows alone and the top-k ranks what it finds there.
+  bool exact_scores_given = false;
   // kPrhs rows only: [batch] per-sequence params, and the anchor arenas (rows as
   // PrhsSeqParams::anchor_row says): q̄ [rows, head_dim] fp32, info [rows, 2] (the budget the
   // anchor was chosen under, 0 = none; its block count), blocks [rows, kPrhsMaxAnchorBlocks].

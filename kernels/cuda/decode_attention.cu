@@ -17,9 +17,12 @@
 // [16w, 16w + 16) of each tile with its own online-softmax state (fp32, log2 units; P rounded to
 // bf16 for P·V, as in the prefill kernel); at the end the four warps merge through shared memory.
 // Token slots past the split's end are zero-filled and masked, so whatever the pool holds there
-// cannot reach the result. With more than one split, each CTA writes a partial (o, lse) to the
-// workspace and counts itself in at an arrival counter; the last split of a (sequence, kv head)
-// merges all partials by log-sum-exp, so there is no second kernel to launch.
+// cannot reach the result. On request the warps also write each block's exact score (LycheeDecode's
+// retrieval heads: the max over the block's keys of the group-mean query's dot product, the mean
+// of the group's S rows), so selection need not read those keys again. With more than one split,
+// each CTA writes a partial (o, lse) to the workspace and counts itself in at an arrival counter;
+// the last split of a (sequence, kv head) merges all partials by log-sum-exp, so there is no second
+// kernel to launch.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -204,6 +207,13 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   const float kNegInf = -__int_as_float(0x7f800000);
   const float scale_log2 = p.scale * kLog2e;
+  // This row's block scores (optional), indexed by block of the sequence.
+  float* const block_scores =
+      p.maybe_block_scores == nullptr
+          ? nullptr
+          : p.maybe_block_scores +
+                (static_cast<int64_t>(seq) * s.num_kv_heads + kv_head) * p.block_scores_row_stride;
+  const float inv_group = 1.0f / static_cast<float>(group);
   // O's accumulators: elements 0, 1 are row q_row; 2, 3 (rows 8..15) stay zero, as P's rows
   // 8..15 are, and are never read: keeping them saves re-zeroing them for every mma.
   float o[Cfg::kDTiles][4];
@@ -239,6 +249,26 @@ __global__ void __launch_bounds__(kThreads, 2)
         Mma16816(sc[1], a, b[2], b[3]);
       }
       // Row q_row's scores are elements 0, 1 of each n tile: tokens key0 + 8n + 2(lane % 4) + e.
+      if (block_scores != nullptr) {
+        // The group-mean query's dot with each token is the mean of the group's rows (the padding
+        // rows are zero); the warp's 16 tokens are one block (block size 16, chunks in whole
+        // blocks), its score their max.
+        float best = kNegInf;
+#pragma unroll
+        for (int n = 0; n < 2; ++n) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float sum = sc[n][e];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 4);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 8);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 16);
+            if (key0 + n * 8 + 2 * (lane & 3) + e < end) best = fmaxf(best, sum);
+          }
+        }
+        best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, 1));
+        best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, 2));
+        if (lane == 0) block_scores[key0 >> 4] = best * inv_group;
+      }
       float mx = kNegInf;
 #pragma unroll
       for (int n = 0; n < 2; ++n) {

@@ -40,6 +40,9 @@ struct DecodeAttentionShape {
   int64_t max_context_len = 0;  // upper bound of context_lens (<= max_blocks_per_seq * block_size)
 };
 
+// The block size for which the kernel can write block scores (maybe_block_scores).
+inline constexpr int64_t kBlockScoresBlockSize = 16;
+
 struct DecodeAttentionParams {
   // Pointers.
   const bf16* q = nullptr;                // [batch, q_row_stride] ([num_heads, head_dim] used)
@@ -67,6 +70,16 @@ struct DecodeAttentionParams {
   // a small workspace: DecodeAttentionWorkspaceBytesForRows.
   const int32_t* maybe_row_list = nullptr;
   int64_t row_list_len = 0;
+  // Optional, block_size 16 with the sequences' own tables (not per_kv_head_tables): the exact
+  // block scores that LycheeDecode's retrieval heads rank blocks by, a by-product of the
+  // attention's Q·Kᵀ: for every block the launch reads, the max over its keys of the GQA group's
+  // mean query's dot product (unscaled, as block_select.h's exact scores and the CPU's
+  // ExactBlockScores), at [(seq * num_kv_heads + kv_head) * block_scores_row_stride + block].
+  // Blocks past a row's length, and rows the launch does not compute, are not written. Selection
+  // then ranks the row without reading its keys a second time (BlockSelectParams::
+  // exact_scores_given).
+  float* maybe_block_scores = nullptr;
+  int64_t block_scores_row_stride = 0;
   // Scalars.
   float scale = 1.0f;  // 1/sqrt(head_dim) for every model we load
 };

@@ -184,6 +184,16 @@ absl::Status CanRunDecodeAttention(const DecodeAttentionParams& p,
     return absl::InvalidArgumentError(
         absl::StrCat("decode attention: invalid plan stages ", plan.stages, " (2..4)"));
   }
+  if (p.maybe_block_scores != nullptr &&
+      (s.block_size != kBlockScoresBlockSize || p.per_kv_head_tables ||
+       p.block_scores_row_stride < s.max_blocks_per_seq)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "decode attention: block scores need block_size ", kBlockScoresBlockSize,
+        " (one warp's 16 keys), the sequences' own tables (not per-kv-head ones) and a row stride "
+        ">= max_blocks_per_seq (block_size ",
+        s.block_size, ", per_kv_head_tables ", p.per_kv_head_tables, ", row stride ",
+        p.block_scores_row_stride, ", max_blocks_per_seq ", s.max_blocks_per_seq, ")"));
+  }
   if (!(p.scale > 0.0f)) return absl::InvalidArgumentError("decode attention: scale must be > 0");
   return absl::OkStatus();
 }

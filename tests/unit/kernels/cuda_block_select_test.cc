@@ -244,7 +244,10 @@ BlockSelectParams SparseSelectInputs(const DeviceInputs& in, const SelectCase& c
 class CudaBlockSelectTest : public CudaKernelTest {
  protected:
   void RunCase(const SelectCase& c, const std::vector<int64_t>& contexts);
-  void RunSparseCase(const SelectCase& c, const std::vector<int64_t>& contexts);
+  // scores_from_attention: as the runner with 16-token blocks, a dense decode attention writes the
+  // kExactTopK rows' exact block scores before each selection (exact_scores_given).
+  void RunSparseCase(const SelectCase& c, const std::vector<int64_t>& contexts,
+                     bool scores_from_attention = false);
   void RunPrhsCase(const SelectCase& c, const std::vector<int64_t>& contexts);
 };
 
@@ -527,10 +530,12 @@ std::vector<int32_t> WantedSet(const SelectSeqRule& rule, const RandomPool& rp, 
   return out;
 }
 
-void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<int64_t>& contexts) {
+void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<int64_t>& contexts,
+                                        bool scores_from_attention) {
   SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
                std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) +
-               " bs=" + std::to_string(c.block_size));
+               " bs=" + std::to_string(c.block_size) +
+               (scores_from_attention ? " scores from the attention" : ""));
   const int64_t batch = static_cast<int64_t>(contexts.size());
   const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
   const int64_t group = h / kvh;
@@ -579,6 +584,41 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   sp.maybe_row_reused = d_reused.get();
   sp.seq_rules = d_rules.get();
 
+  // The dense decode attention: with scores_from_attention before each selection (block scores),
+  // and after the second for the dense LSE.
+  DecodeAttentionShape as;
+  as.batch = batch;
+  as.num_heads = h;
+  as.num_kv_heads = kvh;
+  as.head_dim = d;
+  as.block_size = bs;
+  as.max_blocks_per_seq = max_blocks;
+  as.max_context_len = max_ctx;
+  const DecodeAttentionPlan plan = PlanDecodeAttention(as, ::lychee::cuda::testing::NumSms());
+  DeviceBuffer<bf16> d_out;
+  DeviceBuffer<uint8_t> d_ws;
+  DeviceBuffer<int32_t> d_counters;
+  DeviceBuffer<float> d_lse, d_dense_lse;
+  DeviceBuffer<SparseSeqStats> d_stats;
+  LY_ASSERT_OK(d_out.Allocate(batch * h * d));
+  LY_ASSERT_OK(d_ws.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(as, plan))));
+  LY_ASSERT_OK(d_counters.Allocate(rows));
+  LY_ASSERT_OK(d_counters.FillBytes(0));
+  LY_ASSERT_OK(d_lse.Allocate(batch * h));
+  LY_ASSERT_OK(d_dense_lse.Allocate(batch * h));
+  LY_ASSERT_OK(d_stats.Allocate(batch));
+  LY_ASSERT_OK(d_stats.FillBytes(0));
+  DecodeAttentionParams ap;
+  ap.q = in.q.get();
+  ap.cache = cache;
+  ap.block_tables = in.tables.get();
+  ap.context_lens = in.lens.get();
+  ap.out = d_out.get();
+  ap.maybe_lse = d_dense_lse.get();
+  ap.workspace = d_ws.get();
+  ap.split_counters = d_counters.get();
+  ap.shape = as;
+  ap.scale = scale;
   // Launch 1 ("layer 0") chooses sets; launch 2 also inherits them where launch 1 chose one.
   std::vector<int32_t> prev_sets, prev_sizes;
   std::vector<int8_t> prev_modes(rows, 0);
@@ -603,6 +643,13 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
     LY_ASSERT_OK(d_log_unread.FillBytes(0xff));
     LY_ASSERT_OK(d_reused.FillBytes(0xff));
     sp.row_modes = d_modes.get();
+    if (scores_from_attention) {
+      DecodeAttentionParams scoring = ap;
+      scoring.maybe_block_scores = d_scores.get();
+      scoring.block_scores_row_stride = max_blocks;
+      LY_ASSERT_OK(DecodeAttention(scoring, plan, nullptr));
+      sp.exact_scores_given = true;
+    }
     LY_ASSERT_OK(SparseBlockSelect(sp, nullptr));
     std::vector<int32_t> reused_rows;
     LY_ASSERT_OK(d_reused.Download(reused_rows));
@@ -684,39 +731,6 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
 
   // The sparse attention's LSE over launch 2's tables and the dense LSE: the certified bound
   // must hold for every head, and AccumulateDroppedMass must total both.
-  DecodeAttentionShape as;
-  as.batch = batch;
-  as.num_heads = h;
-  as.num_kv_heads = kvh;
-  as.head_dim = d;
-  as.block_size = bs;
-  as.max_blocks_per_seq = max_blocks;
-  as.max_context_len = max_ctx;
-  const DecodeAttentionPlan plan = PlanDecodeAttention(as, ::lychee::cuda::testing::NumSms());
-  DeviceBuffer<bf16> d_out;
-  DeviceBuffer<uint8_t> d_ws;
-  DeviceBuffer<int32_t> d_counters;
-  DeviceBuffer<float> d_lse, d_dense_lse;
-  DeviceBuffer<SparseSeqStats> d_stats;
-  LY_ASSERT_OK(d_out.Allocate(batch * h * d));
-  LY_ASSERT_OK(d_ws.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(as, plan))));
-  LY_ASSERT_OK(d_counters.Allocate(rows));
-  LY_ASSERT_OK(d_counters.FillBytes(0));
-  LY_ASSERT_OK(d_lse.Allocate(batch * h));
-  LY_ASSERT_OK(d_dense_lse.Allocate(batch * h));
-  LY_ASSERT_OK(d_stats.Allocate(batch));
-  LY_ASSERT_OK(d_stats.FillBytes(0));
-  DecodeAttentionParams ap;
-  ap.q = in.q.get();
-  ap.cache = cache;
-  ap.block_tables = in.tables.get();
-  ap.context_lens = in.lens.get();
-  ap.out = d_out.get();
-  ap.maybe_lse = d_dense_lse.get();
-  ap.workspace = d_ws.get();
-  ap.split_counters = d_counters.get();
-  ap.shape = as;
-  ap.scale = scale;
   LY_ASSERT_OK(DecodeAttention(ap, plan, nullptr));
   ap.block_tables = d_sel_tables.get();
   ap.context_lens = d_sel_lens.get();
@@ -785,6 +799,8 @@ TEST_F(CudaBlockSelectTest, SparseModesRulesAndBounds) {
   RunSparseCase({32, 8, 128, 16, 0, 0}, contexts);  // Llama-3-8B heads
   RunSparseCase({14, 2, 64, 32, 0, 0}, contexts);   // group 7, head_dim 64
   RunSparseCase({4, 2, 64, 16, 0, 0}, contexts);    // lc20m's heads
+  RunSparseCase({32, 8, 128, 16, 0, 0}, contexts, true);
+  RunSparseCase({4, 2, 64, 16, 0, 0}, contexts, true);
 }
 
 // kPrhs rows: launch 1 has no anchors (every row rescored: exact scores, dilation, the PSAW

@@ -6,6 +6,7 @@
 // NaN, outputs poisoned before each launch, planned / forced single-split / many-split plans, and
 // the LSE checked against a double-precision log-sum-exp. Plan and CanImplement tests are host
 // logic and run without a GPU.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -201,6 +202,21 @@ TEST(CudaDecodeAttentionPlanTest, CanRunChecksParamsAgainstThePlan) {
   bad = p;
   bad.context_lens = nullptr;
   EXPECT_FALSE(CanRunDecodeAttention(bad, one).ok());
+  // Block scores: 16-token blocks, the sequences' own tables, rows at least a table wide.
+  DecodeAttentionParams scored = p;
+  scored.maybe_block_scores = reinterpret_cast<float*>(uintptr_t{1 << 20});
+  scored.block_scores_row_stride = s.max_blocks_per_seq;
+  EXPECT_TRUE(CanRunDecodeAttention(scored, one).ok()) << CanRunDecodeAttention(scored, one);
+  bad = scored;
+  bad.block_scores_row_stride = s.max_blocks_per_seq - 1;
+  EXPECT_FALSE(CanRunDecodeAttention(bad, one).ok());
+  bad = scored;
+  bad.per_kv_head_tables = true;  // positions would not be the sequence's blocks
+  EXPECT_FALSE(CanRunDecodeAttention(bad, one).ok());
+  bad = scored;
+  bad.shape.block_size = bad.cache.block_size = 32;
+  EXPECT_THAT(CanRunDecodeAttention(bad, DecodeAttentionPlan{1, 1024}).message(),
+              ::testing::HasSubstr("block scores need block_size 16"));
   // The launcher validates before it touches the device.
   EXPECT_EQ(DecodeAttention(bad, one, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
@@ -225,6 +241,42 @@ const char* PlanName(PlanKind k) {
       return "max_context_len-underestimated";
   }
   return "?";
+}
+
+// Sequence b's block scores against double: for each block the row reads, the max over its keys
+// of the group-mean query's dot product (unscaled); past the row's blocks, and for rows the launch
+// did not compute, the poison (NaN) is still there.
+void ExpectBlockScores(const std::vector<float>& q, const PagedKvView& view,
+                       const std::vector<int32_t>& tables, int64_t max_blocks, int64_t b,
+                       int64_t ctx, const std::vector<uint8_t>& in_list, int64_t h, int64_t kvh,
+                       const std::vector<float>& scores, int64_t stride) {
+  const int64_t d = view.head_dim, bs = view.block_size, group = h / kvh;
+  const int64_t n = (ctx + bs - 1) / bs;
+  for (int64_t g = 0; g < kvh; ++g) {
+    const float* row = scores.data() + (b * kvh + g) * stride;
+    const bool listed = in_list[b * kvh + g] != 0;
+    for (int64_t blk = 0; blk < stride; ++blk) {
+      if (!listed || blk >= n) {
+        ASSERT_TRUE(std::isnan(row[blk])) << "kv head " << g << " block " << blk << " written";
+        continue;
+      }
+      double want = -INFINITY, magnitude = 0.0;
+      for (int64_t pos = blk * bs; pos < std::min(ctx, (blk + 1) * bs); ++pos) {
+        const float* k = view.K(tables[b * max_blocks + blk], g) + (pos % bs) * d;
+        double dot = 0.0;
+        for (int64_t e = 0; e < d; ++e) {
+          double qbar = 0.0;
+          for (int64_t i = 0; i < group; ++i) qbar += q[(b * h + g * group + i) * d + e];
+          dot += qbar / static_cast<double>(group) * k[e];
+          magnitude += std::fabs(qbar / static_cast<double>(group) * k[e]);
+        }
+        want = std::max(want, dot);
+      }
+      // fp32 sums of bf16 products: a few ulps of the sum of magnitudes.
+      ASSERT_NEAR(row[blk], want, 1e-5 * magnitude + 1e-6)
+          << "kv head " << g << " block " << blk << " of " << n;
+    }
+  }
 }
 
 class CudaDecodeAttentionTest : public CudaKernelTest {
@@ -373,6 +425,16 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
   DeviceBuffer<int32_t> d_counters;  // zeroed once, as the contract asks
   LY_ASSERT_OK(d_counters.Allocate(batch * kvh));
   LY_ASSERT_OK(d_counters.FillBytes(0));
+  // Block scores (LycheeDecode's retrieval heads) where the kernel can write them: every 16-token
+  // case but the single-split ones, which keep the plain path. NaN-poisoned, rows wider than the
+  // tables.
+  const bool block_scores = bs == kBlockScoresBlockSize && plan_kind != PlanKind::kSingleSplit;
+  const int64_t scores_stride = max_blocks + 3;
+  DeviceBuffer<float> d_scores;
+  if (block_scores) {
+    LY_ASSERT_OK(d_scores.Allocate(batch * kvh * scores_stride));
+    LY_ASSERT_OK(d_scores.FillBytes(0xff));
+  }
 
   DecodeAttentionParams p;
   p.q = d_q.get();
@@ -389,6 +451,10 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
   if (listed) {
     p.maybe_row_list = d_list.get();
     p.row_list_len = static_cast<int64_t>(row_list.size());
+  }
+  if (block_scores) {
+    p.maybe_block_scores = d_scores.get();
+    p.block_scores_row_stride = scores_stride;
   }
   if (graph) {
     LY_ASSERT_OK(d_lens.Write(std::vector<int32_t>(batch, 1)));
@@ -421,12 +487,17 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
   LY_ASSERT_OK(d_out.Download(out_raw));
   LY_ASSERT_OK(d_lse.Download(lse));
   const std::vector<float> out = ToFloat(out_raw);
+  std::vector<float> scores;
+  if (block_scores) LY_ASSERT_OK(d_scores.Download(scores));
 
   // CPU reference, one sequence at a time: its query is the last position of its context.
   PagedKvView view{pool.data(), nullptr, num_blocks, kvh, bs, d};
   std::vector<float> scratch(max_ctx + 1);
   for (int64_t b = 0; b < batch; ++b) {
     SCOPED_TRACE("sequence " + std::to_string(b) + " context " + std::to_string(contexts[b]));
+    if (block_scores)
+      ExpectBlockScores(q, view, tables, max_blocks, b, contexts[b], in_list, h, kvh, scores,
+                        scores_stride);
     const float* got = out.data() + b * h * d;
     // Rows left out of the list keep their poison (0xffff bits: NaN).
     for (int64_t g = 0; g < kvh; ++g) {
