@@ -4,11 +4,13 @@
 // The CPU runner calls Policy::Select per request and layer; on the GPU that would be a host
 // round trip per layer. Instead each request's policy is turned into data once per step
 // (Policy::device_selection: a rule per sequence and a mode per layer and kv head, uploaded with
-// the step) and every layer runs, for the whole batch of decode rows: SparseBlockSelect (scoring
-// and top-k into per-(sequence, kv head) block tables; dense requests read everything), the
-// sparse DecodeAttention with those tables and the LSE, and AccumulateDroppedMass (certified
-// bound, tokens read). Audited rows also run dense attention for the exact dropped mass. The
-// per-sequence totals come back with the step's results.
+// the step) and every layer runs, for the whole batch of decode rows: the DecodeAttention of the
+// rows that read everything (with 16-token blocks first, writing the retrieval heads' exact block
+// scores into scores()), SparseBlockSelect (scoring and top-k into per-(sequence, kv head) block
+// tables; dense requests read everything), the sparse DecodeAttention of the budget-bound rows
+// with those tables and the LSE, and AccumulateDroppedMass (certified bound, tokens read).
+// Audited rows also run dense attention for the exact dropped mass. The per-sequence totals come
+// back with the step's results.
 //
 // Semantics per policy (as the CPU policies; no widening: max_dropped_mass < 1 is refused):
 //   quest      every layer and kv head: Quest's rule over key-summary bounds
