@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
@@ -91,7 +92,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   LY_CUDA_RETURN_IF_NOT_OK(counters.FillBytes(0));
   DecodeAttentionPlanOptions plan_options = o.plan;
   if (o.ctas_per_sm == 0) {  // the occupancy calculator, as the runner does
-    auto ctas = DecodeAttentionCtasPerSm(kHeadDim, plan_options.stages);
+    auto ctas = DecodeAttentionCtasPerSm(kHeadDim, plan_options.stages, plan_options.loader);
     if (!ctas.ok()) return ctas.status();
     plan_options.ctas_per_sm = *ctas;
   } else {
@@ -168,8 +169,11 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   }
   LY_CUDA_RETURN_IF_ERROR(cudaStreamDestroy(stream));
 
-  std::printf("\n%s, %d SMs, block_size %lld, %s L2, median of %d\n", dev.name.c_str(), dev.num_sms,
-              static_cast<long long>(bs), o.warm ? "warm" : "cold", o.iters);
+  std::printf(
+      "\n%s, %d SMs, block_size %lld, %s loader, %d stages, %d CTAs/SM, %s L2, median of %d\n",
+      dev.name.c_str(), dev.num_sms, static_cast<long long>(bs),
+      plan_options.loader == DecodeLoader::kTma ? "tma" : "cp-async", plan_options.stages,
+      plan_options.ctas_per_sm, o.warm ? "warm" : "cold", o.iters);
   std::printf("%6s %8s %7s %7s %10s %10s %10s %10s %10s %8s\n", "batch", "context", "splits",
               "chunk", "KV MB", "attn us", "attn GB/s", "copy us", "copy GB/s", "% copy");
   nlohmann::json results = nlohmann::json::array();
@@ -203,6 +207,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
           {"block_size", bs},
           {"ctas_per_sm", plan_options.ctas_per_sm},
           {"stages", plan_options.stages},
+          {"loader", plan_options.loader == DecodeLoader::kTma ? "tma" : "cp-async"},
           {"min_chunk_tokens", o.plan.min_chunk_tokens},
           {"l2", o.warm ? "warm" : "cold"},
           {"iters", o.iters},
@@ -228,8 +233,11 @@ int main(int argc, char** argv) {
   app.add_option("--head-dim", o.head_dim, "head dim")->check(CLI::IsMember({64, 128}));
   app.add_option("--ctas-per-sm", o.ctas_per_sm,
                  "plan: CTAs per SM (default: the occupancy calculator's, as the runner)");
-  app.add_option("--stages", o.plan.stages, "plan: K/V tiles in the cp.async ring")
-      ->check(CLI::Range(2, 4));
+  app.add_option("--loader", o.plan.loader, "plan: how K/V tiles reach shared memory")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, lychee::cuda::DecodeLoader>{
+          {"cp-async", lychee::cuda::DecodeLoader::kCpAsync},
+          {"tma", lychee::cuda::DecodeLoader::kTma}}));
+  app.add_option("--stages", o.plan.stages, "plan: K/V tiles in the ring")->check(CLI::Range(2, 4));
   app.add_option("--min-chunk", o.plan.min_chunk_tokens, "plan: fewest tokens per split");
   app.add_flag("--warm", o.warm, "do not flush L2 between samples");
   app.add_flag("--sequential-pages", o.sequential_pages,

@@ -23,6 +23,8 @@
 // each CTA writes a partial (o, lse) to the workspace and counts itself in at an arrival counter;
 // the last split of a (sequence, kv head) merges all partials by log-sum-exp, so there is no second
 // kernel to launch.
+#include <cuda.h>  // CUtensorMap (the TMA loader); the encoder comes from the runtime
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -47,8 +49,9 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr int kMaxGroup = 8;  // query heads per kv head: the 8 real rows of an m16 tile
 static_assert(kKeys == kWarps * 16, "one m16n8k16 key step per warp and tile");
+constexpr int kTmaBoxBytes = 16 * 128;  // a TMA box: 16 tokens x 64 dims of K or V
 
-template <int D, int kStages>
+template <int D, int kStages, bool kTma>
 struct DecodeConfig {
   static constexpr int kChunks = D / 8;                // 16-byte chunks per row
   static constexpr int kKSteps = D / 16;               // k steps of Q·Kᵀ
@@ -57,10 +60,21 @@ struct DecodeConfig {
   static constexpr int kLoadIters = kKeys / kRowStep;  // 16-byte copies per thread per K tile
   static constexpr int kTileElems = kKeys * D;
   static constexpr int kStageElems = 2 * kTileElems;  // K then V
-  // The ring; the epilogue reuses it for the warps' partial outputs (fp32 [warps][8][D]).
-  static constexpr int kSmemBytes = kStages * kStageElems * 2;
+  static constexpr int kRingBytes = kStages * kStageElems * 2;
+  // A K or V tile in the ring. cp.async: [kKeys][D], the 16-byte chunks of each 128 bytes
+  // XOR-swizzled by row % 8. TMA: [D / 64][kKeys][64], rows of 128 bytes in the hardware's
+  // 128-byte swizzle (the same XOR), so ldmatrix addresses differ only in the two pitches.
+  static constexpr int kRowBytes = kTma ? 128 : D * 2;
+  static constexpr int kHalfBytes = kTma ? kKeys * 128 : 128;  // from dims [0, 64) to [64, 128)
+  static constexpr int kHalves = D / 64;
+  // TMA copies a tile: (16-token segment, K/V, 64 dims), one lane of warp 0 each.
+  static constexpr int kTmaLanes = (kKeys / 16) * 2 * kHalves;
+  // The ring (1024-byte aligned for the swizzle, hence the slack), then kStages mbarriers (TMA);
+  // the epilogue reuses the ring for the warps' partial outputs (fp32 [warps][8][D]).
+  static constexpr int kSmemBytes = kRingBytes + (kTma ? 1024 + kStages * 8 : 0);
+  static_assert(kTmaLanes <= 32, "one warp issues a tile's copies");
   static_assert(kRowStep % 8 == 0 && kKeys % kRowStep == 0, "loads keep one swizzle per thread");
-  static_assert(kWarps * 8 * D * 4 + 2 * kWarps * 8 * 4 <= kSmemBytes, "epilogue fits");
+  static_assert(kWarps * 8 * D * 4 + 2 * kWarps * 8 * 4 <= kRingBytes, "epilogue fits");
 };
 
 __device__ __forceinline__ int64_t ContextLen(const DecodeAttentionParams& p, int64_t row) {
@@ -81,13 +95,17 @@ __device__ __forceinline__ float* WorkspaceLse(const DecodeAttentionParams& p, i
   return WorkspaceO(p) + kv_rows * group * num_splits * p.shape.head_dim;
 }
 
-template <int D, int kStages>
+template <int D, int kStages, bool kTma>
 __global__ void __launch_bounds__(kThreads, 2)
     DecodeAttentionKernel(const __grid_constant__ DecodeAttentionParams p,
-                          const __grid_constant__ DecodeAttentionPlan plan) {
-  using Cfg = DecodeConfig<D, kStages>;
+                          const __grid_constant__ DecodeAttentionPlan plan,
+                          const __grid_constant__ CUtensorMap kv_map) {
+  using Cfg = DecodeConfig<D, kStages, kTma>;
   extern __shared__ uint4 smem_raw[];
-  bf16* s_ring = reinterpret_cast<bf16*>(smem_raw);  // [kStages][K, V][kKeys][D]
+  uint8_t* smem = reinterpret_cast<uint8_t*>(smem_raw);
+  if constexpr (kTma) smem += (1024u - (SmemAddr(smem_raw) & 1023u)) & 1023u;
+  bf16* s_ring = reinterpret_cast<bf16*>(smem);            // [kStages][K, V][tile]
+  const uint32_t bars = SmemAddr(smem + Cfg::kRingBytes);  // TMA: stage s's mbarrier at + 8 s
 
   const DecodeAttentionShape& s = p.shape;
   const int split = blockIdx.x;
@@ -125,8 +143,16 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
+  if constexpr (kTma) {
+    if (threadIdx.x == 0) {
+      for (int st = 0; st < kStages; ++st) MbarInit(bars + 8 * st, 1);
+      MbarInitFence();
+    }
+    __syncthreads();
+  }
 
-  // Loader: thread t copies chunk t % kChunks of rows t / kChunks + it * kRowStep of a tile.
+  // Loader (cp.async): thread t copies chunk t % kChunks of rows t / kChunks + it * kRowStep of a
+  // tile.
   const int ld_chunk = threadIdx.x % Cfg::kChunks;
   const int ld_row = threadIdx.x / Cfg::kChunks;
   const uint32_t ld_dst = SmemAddr(s_ring + Swz<D>(ld_row, ld_chunk));
@@ -136,32 +162,68 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int64_t block_stride = p.cache.block_stride();
   const int64_t kv_stride = p.cache.kv_stride();
   const bf16* k_head = p.cache.kv + kv_head * p.cache.head_stride() + ld_chunk * 8;
-  // Page ids of this thread's rows of the next tile to load (-1: past the end).
+  // Loader (TMA): lane l < kTmaLanes of warp 0 copies 16-token segment l / (2 kHalves) of a tile,
+  // K or V by (l / kHalves) % 2, dims [64 (l % kHalves), + 64).
+  const bool tma_lane = kTma && warp == 0 && lane < Cfg::kTmaLanes;
+  const int tma_seg = lane / (2 * Cfg::kHalves);
+  const int tma_kv = (lane / Cfg::kHalves) % 2;
+  const int tma_half = lane % Cfg::kHalves;
+  // Page ids of this thread's rows (TMA: its segment) of the next tile to load (-1: past the end).
   int32_t pages[Cfg::kLoadIters];
   auto fetch_pages = [&](int tile) {
+    if constexpr (kTma) {
+      if (tma_lane) {
+        const int pos = start + tile * kKeys + tma_seg * 16;
+        pages[0] = tile < num_tiles && pos < end ? __ldg(table + (pos >> bs_shift)) : -1;
+      }
+    } else {
 #pragma unroll
-    for (int it = 0; it < Cfg::kLoadIters; ++it) {
-      const int pos = start + tile * kKeys + ld_row + it * Cfg::kRowStep;
-      pages[it] = tile < num_tiles && pos < end ? __ldg(table + (pos >> bs_shift)) : -1;
+      for (int it = 0; it < Cfg::kLoadIters; ++it) {
+        const int pos = start + tile * kKeys + ld_row + it * Cfg::kRowStep;
+        pages[it] = tile < num_tiles && pos < end ? __ldg(table + (pos >> bs_shift)) : -1;
 #ifndef NDEBUG
-      // Debug builds check every page id a row uses against the pool (a bad block table would
-      // otherwise read another sequence's KV, or outside the pool, silently).
-      assert(pages[it] < p.cache.num_blocks &&
-             (pages[it] >= 0 || !(tile < num_tiles && pos < end)));
+        // Debug builds check every page id a row uses against the pool (a bad block table would
+        // otherwise read another sequence's KV, or outside the pool, silently).
+        assert(pages[it] < p.cache.num_blocks &&
+               (pages[it] >= 0 || !(tile < num_tiles && pos < end)));
 #endif
+      }
     }
   };
   auto load_tile = [&](int tile) {
     const uint32_t stage = (tile % kStages) * Cfg::kStageElems * 2;
+    if constexpr (kTma) {
+      if (warp == 0) {
+        const uint32_t bar = bars + 8 * (tile % kStages);
+        // The stage was read (or zeroed) through the generic proxy before the CTA's barrier.
+        FenceProxyAsyncShared();
+        if (lane == 0) {
+          const int segs = (min(kKeys, end - (start + tile * kKeys)) + 15) / 16;
+          MbarArriveExpectTx(bar, segs * 2 * Cfg::kHalves * kTmaBoxBytes);
+        }
+        __syncwarp();
+        if (tma_lane && pages[0] >= 0) {
+          const int pos = start + tile * kKeys + tma_seg * 16;
+          const int row = static_cast<int>(
+              ((static_cast<int64_t>(pages[0]) * 2 + tma_kv) * s.num_kv_heads + kv_head) *
+                  s.block_size +
+              (pos & bs_mask));
+          const uint32_t dst = SmemAddr(s_ring) + stage + tma_kv * Cfg::kTileElems * 2 +
+                               tma_half * Cfg::kHalfBytes + tma_seg * kTmaBoxBytes;
+          TmaLoad2d(dst, &kv_map, tma_half * 64, row, bar);
+        }
+      }
+    } else {
 #pragma unroll
-    for (int it = 0; it < Cfg::kLoadIters; ++it) {
-      const int pos = start + tile * kKeys + ld_row + it * Cfg::kRowStep;
-      const bool valid = pages[it] >= 0;
-      const bf16* src = p.cache.kv;
-      if (valid) src = k_head + pages[it] * block_stride + (pos & bs_mask) * D;
-      const uint32_t dst = ld_dst + stage + it * Cfg::kRowStep * D * 2;
-      CpAsync16(dst, src, valid);
-      CpAsync16(dst + Cfg::kTileElems * 2, valid ? src + kv_stride : src, valid);
+      for (int it = 0; it < Cfg::kLoadIters; ++it) {
+        const int pos = start + tile * kKeys + ld_row + it * Cfg::kRowStep;
+        const bool valid = pages[it] >= 0;
+        const bf16* src = p.cache.kv;
+        if (valid) src = k_head + pages[it] * block_stride + (pos & bs_mask) * D;
+        const uint32_t dst = ld_dst + stage + it * Cfg::kRowStep * D * 2;
+        CpAsync16(dst, src, valid);
+        CpAsync16(dst + Cfg::kTileElems * 2, valid ? src + kv_stride : src, valid);
+      }
     }
   };
 
@@ -170,7 +232,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
   for (int t = 0; t < kStages - 1; ++t) {
     if (t < num_tiles) load_tile(t);
-    CpAsyncCommit();
+    if constexpr (!kTma) CpAsyncCommit();
     fetch_pages(t + 1);
   }
 
@@ -200,8 +262,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int v_sw = (lane >> 4) ^ (lane & 7);
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
-      k_ld[c] = SmemAddr(s_ring + k_row * D + (((2 * c) ^ k_sw) << 3));
-      v_ld[c] = SmemAddr(s_ring + Cfg::kTileElems + v_row * D + (((2 * c) ^ v_sw) << 3));
+      k_ld[c] = SmemAddr(s_ring) + k_row * Cfg::kRowBytes + (((2 * c) ^ k_sw) << 4);
+      v_ld[c] =
+          SmemAddr(s_ring) + Cfg::kTileElems * 2 + v_row * Cfg::kRowBytes + (((2 * c) ^ v_sw) << 4);
     }
   }
 
@@ -223,10 +286,14 @@ __global__ void __launch_bounds__(kThreads, 2)
   float l = 0.0f;  // this thread's partial row sum; reduced over the quad at the end
 
   for (int kt = 0; kt < num_tiles; ++kt) {
-    CpAsyncWait<kStages - 2>();
+    if constexpr (kTma) {
+      MbarWait(bars + 8 * (kt % kStages), (kt / kStages) & 1);
+    } else {
+      CpAsyncWait<kStages - 2>();
+    }
     __syncthreads();  // tile kt landed for every thread; tile kt - 1's stage is free again
     if (kt + kStages - 1 < num_tiles) load_tile(kt + kStages - 1);
-    CpAsyncCommit();
+    if constexpr (!kTma) CpAsyncCommit();
     fetch_pages(kt + kStages);
     // The page ids come one tile ahead of their copies; prefetching the table into L2 further
     // ahead keeps a miss to DRAM off that short path.
@@ -243,7 +310,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int kk = 0; kk < Cfg::kKSteps; ++kk) {
         uint32_t b[4];
-        Ldmatrix4(b, k_ld[kk & 3] + stage + (kk >> 2) * 64 * 2);
+        Ldmatrix4(b, k_ld[kk & 3] + stage + (kk >> 2) * Cfg::kHalfBytes);
         const uint32_t a[4] = {qf[kk][0], 0u, qf[kk][1], 0u};
         Mma16816(sc[0], a, b[0], b[1]);
         Mma16816(sc[1], a, b[2], b[3]);
@@ -305,26 +372,43 @@ __global__ void __launch_bounds__(kThreads, 2)
           l += pr[n][e];
         }
       }
+      if constexpr (kTma) {
+        // The copies bring whole 16-token segments: V rows of this warp past the end hold a
+        // page's tail or an earlier tile (or nothing yet), and P = 0 there would still turn a NaN
+        // into a NaN. Zero them (cp.async zero-fills such rows instead).
+        if (key0 + 16 > end) {
+          const int first_row = end - (start + kt * kKeys);  // the tile's first row past the end
+          uint8_t* v_tile = smem + stage + Cfg::kTileElems * 2;
+          const int chunks = (warp * 16 + 16 - first_row) * Cfg::kHalves * 8;
+          for (int i = lane; i < chunks; i += 32) {
+            const int r = first_row + i / (Cfg::kHalves * 8);
+            const int rest = i % (Cfg::kHalves * 8);
+            *reinterpret_cast<uint4*>(v_tile + (rest / 8) * Cfg::kHalfBytes + r * 128 +
+                                      (rest % 8) * 16) = make_uint4(0u, 0u, 0u, 0u);
+          }
+          __syncwarp();
+        }
+      }
       // O += P·V: P's A fragment (rows 8..15 zero) from the two n tiles of S.
       const uint32_t a[4] = {PackBf16(pr[0][0], pr[0][1]), 0u, PackBf16(pr[1][0], pr[1][1]), 0u};
 #pragma unroll
       for (int dp = 0; dp < Cfg::kDTiles / 2; ++dp) {
         uint32_t b[4];
-        Ldmatrix4Trans(b, v_ld[dp & 3] + stage + (dp >> 2) * 64 * 2);
+        Ldmatrix4Trans(b, v_ld[dp & 3] + stage + (dp >> 2) * Cfg::kHalfBytes);
         Mma16816(o[2 * dp], a, b[0], b[1]);
         Mma16816(o[2 * dp + 1], a, b[2], b[3]);
       }
     }
   }
-  CpAsyncWait<0>();
+  if constexpr (!kTma) CpAsyncWait<0>();  // (TMA: every copy issued was waited for)
   __syncthreads();  // every warp is done with the ring: the epilogue reuses it
 
   // Merge the warps: each writes its normalised-later partial (o, m, l) of rows 0..7.
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
-  float* s_o = reinterpret_cast<float*>(smem_raw);  // [kWarps][8][D]
-  float* s_m = s_o + kWarps * 8 * D;                // [kWarps][8]
-  float* s_l = s_m + kWarps * 8;                    // [kWarps][8]
+  float* s_o = reinterpret_cast<float*>(smem);  // [kWarps][8][D]
+  float* s_m = s_o + kWarps * 8 * D;            // [kWarps][8]
+  float* s_l = s_m + kWarps * 8;                // [kWarps][8]
 #pragma unroll
   for (int n = 0; n < Cfg::kDTiles; ++n) {
     *reinterpret_cast<float2*>(s_o + (warp * 8 + q_row) * D + n * 8 + 2 * (lane & 3)) =
@@ -383,9 +467,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   // independent loads.
   // All of it in the dynamic ring: 64 more bytes of static shared memory cost 5-7% at large
   // batches on the H100 (same registers and occupancy; measured A/B in one device call).
-  float* s_w = reinterpret_cast<float*>(smem_raw);  // [group][num_parts]
-  float* s_merge_max = s_w + group * num_parts;     // [group]
-  float* s_merge_sum = s_merge_max + kMaxGroup;     // [group]
+  float* s_w = reinterpret_cast<float*>(smem);   // [group][num_parts]
+  float* s_merge_max = s_w + group * num_parts;  // [group]
+  float* s_merge_sum = s_merge_max + kMaxGroup;  // [group]
   const int64_t row0 = static_cast<int64_t>(seq) * s.num_heads + kv_head * group;
   const int64_t work_head0 = work_row * group;  // the group's first partial row
   const float* lse0 = WorkspaceLse(p, plan.num_splits) + work_head0 * plan.num_splits;
@@ -451,37 +535,83 @@ __global__ void __launch_bounds__(kThreads, 2)
   if (threadIdx.x == 0) *counter = 0;
 }
 
-template <int D, int kStages>
+// The pool as the TMA loader sees it: a 2-D tensor of bf16 rows of head_dim elements (every
+// (block, K/V, kv head, token) row of PagedKvBf16, in pool order), read in boxes of 64 elements x
+// 16 rows with the 128-byte swizzle. Built on the host per launch (no stream op: capturable).
+absl::Status EncodeKvTensorMap(const PagedKvBf16& cache, CUtensorMap* map) {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      return static_cast<PFN_cuTensorMapEncodeTiled_v12000>(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  if (encode == nullptr) {
+    return absl::InternalError("decode attention: the driver has no cuTensorMapEncodeTiled");
+  }
+  const cuuint64_t dims[2] = {
+      static_cast<cuuint64_t>(cache.head_dim),
+      static_cast<cuuint64_t>(cache.num_blocks * cache.block_stride() / cache.head_dim)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(cache.head_dim * sizeof(bf16))};
+  const cuuint32_t box[2] = {64, 16};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult r =
+      encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, cache.kv, dims, strides, box,
+             element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    return absl::InternalError(
+        absl::StrCat("decode attention: cuTensorMapEncodeTiled failed (CUresult ", r, ")"));
+  }
+  return absl::OkStatus();
+}
+
+template <int D, int kStages, bool kTma>
 absl::Status Launch(const DecodeAttentionParams& p, const DecodeAttentionPlan& plan,
                     cudaStream_t stream) {
-  constexpr int kSmem = DecodeConfig<D, kStages>::kSmemBytes;
+  constexpr int kSmem = DecodeConfig<D, kStages, kTma>::kSmemBytes;
   // Above 48 KiB of dynamic shared memory needs the opt-in; a host-side attribute, no stream op,
   // so it is legal while a stream is being captured.
-  LY_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(DecodeAttentionKernel<D, kStages>,
+  LY_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(DecodeAttentionKernel<D, kStages, kTma>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  CUtensorMap kv_map{};  // unused by the cp.async loader
+  if constexpr (kTma) LY_CUDA_RETURN_IF_NOT_OK(EncodeKvTensorMap(p.cache, &kv_map));
   const bool listed = p.maybe_row_list != nullptr;
   const dim3 grid(static_cast<unsigned>(plan.num_splits),
                   static_cast<unsigned>(listed ? p.row_list_len : p.shape.num_kv_heads),
                   static_cast<unsigned>(listed ? 1 : p.shape.batch));
-  DecodeAttentionKernel<D, kStages><<<grid, kThreads, kSmem, stream>>>(p, plan);
+  DecodeAttentionKernel<D, kStages, kTma><<<grid, kThreads, kSmem, stream>>>(p, plan, kv_map);
   LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
 
-// Runtime stages -> template (the plan's choice).
+// Runtime stages and loader -> template (the plan's choice).
 template <typename F>
-absl::Status DispatchStages(int stages, F&& f) {
-  switch (stages) {
-    case 2:
-      return f(std::integral_constant<int, 2>{});
-    case 3:
-      return f(std::integral_constant<int, 3>{});
-    case 4:
-      return f(std::integral_constant<int, 4>{});
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("decode attention: unsupported stages: ", stages, " (2, 3, 4)"));
+absl::Status DispatchStagesAndLoader(int stages, DecodeLoader loader, F&& f) {
+  auto with_stages = [&](auto tma) -> absl::Status {
+    switch (stages) {
+      case 2:
+        return f(std::integral_constant<int, 2>{}, tma);
+      case 3:
+        return f(std::integral_constant<int, 3>{}, tma);
+      case 4:
+        return f(std::integral_constant<int, 4>{}, tma);
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("decode attention: unsupported stages: ", stages, " (2, 3, 4)"));
+    }
+  };
+  switch (loader) {
+    case DecodeLoader::kCpAsync:
+      return with_stages(std::false_type{});
+    case DecodeLoader::kTma:
+      return with_stages(std::true_type{});
   }
+  return absl::InvalidArgumentError(
+      absl::StrCat("decode attention: unsupported loader ", static_cast<int>(loader)));
 }
 
 }  // namespace
@@ -490,22 +620,24 @@ absl::Status DecodeAttention(const DecodeAttentionParams& p, const DecodeAttenti
                              cudaStream_t stream) {
   LY_CUDA_RETURN_IF_NOT_OK(CanRunDecodeAttention(p, plan));
   return DispatchHeadDim(p.shape.head_dim, [&](auto head_dim) {
-    return DispatchStages(plan.stages, [&](auto stages) {
-      return Launch<decltype(head_dim)::value, decltype(stages)::value>(p, plan, stream);
+    return DispatchStagesAndLoader(plan.stages, plan.loader, [&](auto stages, auto tma) {
+      return Launch<decltype(head_dim)::value, decltype(stages)::value, decltype(tma)::value>(
+          p, plan, stream);
     });
   });
 }
 
-absl::StatusOr<int> DecodeAttentionCtasPerSm(int64_t head_dim, int stages) {
+absl::StatusOr<int> DecodeAttentionCtasPerSm(int64_t head_dim, int stages, DecodeLoader loader) {
   int ctas = 0;
   const absl::Status st = DispatchHeadDim(head_dim, [&](auto hd) {
-    return DispatchStages(stages, [&](auto sg) -> absl::Status {
+    return DispatchStagesAndLoader(stages, loader, [&](auto sg, auto tma) -> absl::Status {
       constexpr int kD = decltype(hd)::value, kS = decltype(sg)::value;
-      constexpr int kSmem = DecodeConfig<kD, kS>::kSmemBytes;
+      constexpr bool kT = decltype(tma)::value;
+      constexpr int kSmem = DecodeConfig<kD, kS, kT>::kSmemBytes;
       LY_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-          DecodeAttentionKernel<kD, kS>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+          DecodeAttentionKernel<kD, kS, kT>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
       LY_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &ctas, DecodeAttentionKernel<kD, kS>, kThreads, kSmem));
+          &ctas, DecodeAttentionKernel<kD, kS, kT>, kThreads, kSmem));
       return absl::OkStatus();
     });
   });

@@ -84,11 +84,22 @@ struct DecodeAttentionParams {
   float scale = 1.0f;  // 1/sqrt(head_dim) for every model we load
 };
 
+// How K/V tiles reach shared memory.
+enum class DecodeLoader : int8_t {
+  // Every thread copies 16-byte pieces with cp.async, rows XOR-swizzled by hand.
+  kCpAsync = 0,
+  // Lanes of warp 0 issue one TMA tensor copy per 16 tokens, 64 dims and K/V (the hardware's
+  // 128-byte swizzle); each stage completes on an mbarrier. Far fewer instructions and requests
+  // in flight per byte than 16-byte copies.
+  kTma = 1,
+};
+
 // How the work is cut. Plain data: store it next to a captured CUDA graph.
 struct DecodeAttentionPlan {
   int num_splits = 1;    // CTAs per (sequence, kv head)
   int chunk_tokens = 0;  // tokens per split, a multiple of block_size
-  int stages = 3;        // K/V tiles of 64 tokens in the cp.async ring: 2, 3 or 4
+  int stages = 3;        // K/V tiles of 64 tokens in the ring: 2, 3 or 4
+  DecodeLoader loader = DecodeLoader::kCpAsync;
 };
 
 struct DecodeAttentionPlanOptions {
@@ -98,11 +109,13 @@ struct DecodeAttentionPlanOptions {
   int min_chunk_tokens = 256;  // below this a split costs more than it saves
   int max_splits = 128;        // bounds the workspace (the kernel takes at most 1000)
   int stages = 3;
+  DecodeLoader loader = DecodeLoader::kCpAsync;
 };
 
-// CTAs of the decode kernel for `head_dim` and `stages` that fit on one SM of the current device
-// (the occupancy calculator: shared memory and registers); needs a GPU.
-absl::StatusOr<int> DecodeAttentionCtasPerSm(int64_t head_dim, int stages);
+// CTAs of the decode kernel for `head_dim`, `stages` and `loader` that fit on one SM of the
+// current device (the occupancy calculator: shared memory and registers); needs a GPU.
+absl::StatusOr<int> DecodeAttentionCtasPerSm(int64_t head_dim, int stages,
+                                             DecodeLoader loader = DecodeLoader::kCpAsync);
 
 // Supported: head_dim 64/128, block_size 16/32/64, GQA group (num_heads / num_kv_heads) 1..8,
 // sizes positive and within the int32 grid limits, max_context_len <= max_blocks_per_seq *

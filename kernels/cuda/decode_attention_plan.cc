@@ -65,6 +65,7 @@ DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& s, int num_s
                                         const DecodeAttentionPlanOptions& o) {
   DecodeAttentionPlan plan;
   plan.stages = std::clamp(o.stages, 2, 4);
+  plan.loader = o.loader;
   const int64_t bs = std::max<int64_t>(1, s.block_size);
   const int64_t ctx = std::max<int64_t>(1, s.max_context_len);
   const int64_t min_chunk = CeilDiv(std::max(1, o.min_chunk_tokens), bs) * bs;
@@ -183,6 +184,10 @@ absl::Status CanRunDecodeAttention(const DecodeAttentionParams& p,
   if (plan.stages < 2 || plan.stages > 4) {
     return absl::InvalidArgumentError(
         absl::StrCat("decode attention: invalid plan stages ", plan.stages, " (2..4)"));
+  }
+  if (plan.loader != DecodeLoader::kCpAsync && plan.loader != DecodeLoader::kTma) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode attention: invalid plan loader ", static_cast<int>(plan.loader)));
   }
   if (p.maybe_block_scores != nullptr &&
       (s.block_size != kBlockScoresBlockSize || p.per_kv_head_tables ||

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Tensor-core building blocks shared by the attention kernels (prefill_attention.cu,
-// decode_attention.cu): swizzled shared-memory tiles, cp.async, ldmatrix and mma.sync m16n8k16
-// (bf16 in, fp32 accumulate). Device-only; include from .cu files.
+// decode_attention.cu): swizzled shared-memory tiles, cp.async, mbarriers and TMA tensor copies,
+// ldmatrix and mma.sync m16n8k16 (bf16 in, fp32 accumulate). Device-only; include from .cu files.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -32,6 +32,47 @@ __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_
 template <int N>
 __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// mbarriers and TMA (sm_90): a stage of a copy ring completes on its mbarrier once the bytes its
+// producer announced have landed.
+__device__ __forceinline__ void MbarInit(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+// Makes the barriers' initialisation visible to the async proxy (TMA); then sync the CTA.
+__device__ __forceinline__ void MbarInitFence() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+// Waits until the barrier's phase of parity `parity` has completed.
+__device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "LY_MBAR_WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra LY_MBAR_WAIT;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// Orders this thread's earlier generic-proxy accesses to shared memory before its later
+// async-proxy (TMA) ones: a stage the warps read (or zeroed) is refilled only after that.
+__device__ __forceinline__ void FenceProxyAsyncShared() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// TMA: the 2-D box at element coordinates (c0, c1) of the tensor map `tmap` (a __grid_constant__
+// kernel parameter) into shared memory at `dst`, counted on the mbarrier `bar`.
+__device__ __forceinline__ void TmaLoad2d(uint32_t dst, const void* tmap, int c0, int c1,
+                                          uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, "
+      "%3}], [%4];\n" ::"r"(dst),
+      "l"(tmap), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
 }
 
 __device__ __forceinline__ void Ldmatrix4(uint32_t (&r)[4], uint32_t addr) {

@@ -187,6 +187,11 @@ TEST(CudaDecodeAttentionPlanTest, CanRunChecksParamsAgainstThePlan) {
   DecodeAttentionPlan five_stages = one;
   five_stages.stages = 5;
   EXPECT_FALSE(CanRunDecodeAttention(p, five_stages).ok());
+  DecodeAttentionPlan tma = one;
+  tma.loader = DecodeLoader::kTma;
+  EXPECT_TRUE(CanRunDecodeAttention(p, tma).ok());
+  tma.loader = static_cast<DecodeLoader>(7);
+  EXPECT_FALSE(CanRunDecodeAttention(p, tma).ok());
   DecodeAttentionParams strided = p;
   strided.q_row_stride = 32 * 128 + 2 * 8 * 128;  // q inside a fused QKV row
   EXPECT_TRUE(CanRunDecodeAttention(strided, one).ok());
@@ -287,14 +292,16 @@ class CudaDecodeAttentionTest : public CudaKernelTest {
   // planned alone (many splits for few rows); the other rows must stay untouched.
   void RunCase(const AttnCase& c, const std::vector<int64_t>& contexts, PlanKind plan_kind,
                bool graph = false, int stages = 3, bool listed = false);
+  DecodeLoader loader_ = DecodeLoader::kCpAsync;  // the plans' loader
 };
 
 void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64_t>& contexts,
                                       PlanKind plan_kind, bool graph, int stages, bool listed) {
   SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
                std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) +
-               " bs=" + std::to_string(c.block_size) + " plan=" + PlanName(plan_kind) + " stages=" +
-               std::to_string(stages) + (graph ? " graph" : "") + (listed ? " row-list" : ""));
+               " bs=" + std::to_string(c.block_size) + " plan=" + PlanName(plan_kind) +
+               " stages=" + std::to_string(stages) + (graph ? " graph" : "") +
+               (listed ? " row-list" : "") + (loader_ == DecodeLoader::kTma ? " tma" : ""));
   const int64_t batch = static_cast<int64_t>(contexts.size());
   const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
   const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
@@ -399,8 +406,9 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
     plan = PlanDecodeAttention(alone, sms);
   }
   plan.stages = stages;
-  std::printf("  %s: %d splits of %d tokens, %d stages\n", PlanName(plan_kind), plan.num_splits,
-              plan.chunk_tokens, plan.stages);
+  plan.loader = loader_;
+  std::printf("  %s: %d splits of %d tokens, %d stages, %s\n", PlanName(plan_kind), plan.num_splits,
+              plan.chunk_tokens, plan.stages, loader_ == DecodeLoader::kTma ? "tma" : "cp.async");
 
   std::vector<int32_t> lens(contexts.begin(), contexts.end());
   DeviceBuffer<bf16> d_q, d_pool, d_out;
@@ -668,10 +676,15 @@ TEST_F(CudaDecodeAttentionTest, ZeroQueryLseCountsEveryTokenInAHugePool) {
   many.max_splits = 1000;
   many.ctas_per_sm = 64;
   DecodeAttentionPlan single{1, static_cast<int>(max_blocks * bs)};
+  DecodeAttentionPlan tma = PlanDecodeAttention(s, sms);
+  tma.loader = DecodeLoader::kTma;
+  DecodeAttentionPlan tma_many = PlanDecodeAttention(s, sms, many);
+  tma_many.loader = DecodeLoader::kTma;
   for (const DecodeAttentionPlan plan :
-       {PlanDecodeAttention(s, sms), PlanDecodeAttention(s, sms, many), single}) {
+       {PlanDecodeAttention(s, sms), PlanDecodeAttention(s, sms, many), single, tma, tma_many}) {
     SCOPED_TRACE(std::to_string(plan.num_splits) + " splits of " +
-                 std::to_string(plan.chunk_tokens));
+                 std::to_string(plan.chunk_tokens) +
+                 (plan.loader == DecodeLoader::kTma ? ", tma" : ", cp.async"));
     DeviceBuffer<uint8_t> ws;
     DeviceBuffer<float> lse;
     LY_ASSERT_OK(ws.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(s, plan))));
@@ -702,6 +715,26 @@ TEST_F(CudaDecodeAttentionTest, ZeroQueryLseCountsEveryTokenInAHugePool) {
     }
     for (const float v : ToFloat(got_out)) ASSERT_TRUE(std::isfinite(v));
   }
+}
+
+// The TMA loader over the same ground: partial pages at every length, every plan kind and ring
+// depth, head dims 64/128, block sizes 16/32/64, odd groups, a row list, a captured graph.
+TEST_F(CudaDecodeAttentionTest, TmaLoaderMatchesCpu) {
+  LY_SKIP_WITHOUT_GPU();
+  loader_ = DecodeLoader::kTma;
+  const std::vector<int64_t> contexts = {1, 17, 0, 1000, 33000};
+  for (const PlanKind kind : {PlanKind::kPlanned, PlanKind::kSingleSplit, PlanKind::kManySplits,
+                              PlanKind::kUnderestimated}) {
+    RunCase({32, 8, 128, 16}, contexts, kind);
+  }
+  for (const int stages : {2, 4}) {
+    RunCase({32, 8, 128, 16}, contexts, PlanKind::kManySplits, false, stages);
+    RunCase({12, 4, 64, 32}, contexts, PlanKind::kPlanned, false, stages);
+  }
+  RunCase({16, 2, 128, 64}, {1, 17, 1000, 33000}, PlanKind::kPlanned);  // group 8, block 64
+  RunCase({28, 4, 64, 16}, {1, 700, 5003}, PlanKind::kPlanned);         // group 7, head_dim 64
+  RunCase({32, 8, 128, 16}, {1, 700, 33000, 0, 5000}, PlanKind::kPlanned, false, 3, true);
+  RunCase({32, 8, 128, 16}, {5, 300, 0, 4000}, PlanKind::kPlanned, /*graph=*/true);
 }
 
 TEST_F(CudaDecodeAttentionTest, CapturedGraphReadsContextLengthsAtReplay) {
