@@ -241,6 +241,26 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   // in shared memory by lane (conflict-free); kept in registers they were 32 of the kernel's 66,
   // which held it to 3 CTAs an SM.
   __shared__ uint32_t s_q[2][kChunks][4][32];  // [q⁺, q⁻][chunk][word][lane]
+  // This warp's eight blocks (lane (g, t): block b0 + g): the page id, then the summaries, loaded
+  // before the CTA waits for warp 0's q fragments, so the round trips overlap (they were three in
+  // a row: q, the block table, the summaries).
+  static_assert(kScoreBlocksPerWarp == 8, "a warp scores one n tile of blocks");
+  const int64_t b0 = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp;
+  const int64_t b = b0 + g;
+  const int64_t summary_stride = p.cache.summary_block_stride();
+  uint4 mn[kChunks], mx[kChunks];
+  if (b < n) {
+    const uint4* summary = reinterpret_cast<const uint4*>(
+        p.cache.key_summary + table[b] * summary_stride + kv_head * 2 * D + 8 * t);
+#pragma unroll
+    for (int j = 0; j < kChunks; ++j) {
+      mn[j] = __ldg(summary + 4 * j);
+      mx[j] = __ldg(summary + D / 8 + 4 * j);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kChunks; ++j) mn[j] = mx[j] = make_uint4(0u, 0u, 0u, 0u);
+  }
   if (warp == 0) {
     const __nv_bfloat162 zero = __float2bfloat162_rn(0.0f);
 #pragma unroll
@@ -261,47 +281,29 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
       }
     }
   }
-  __syncthreads();  // every warp of the CTA reaches it: the returns above are CTA-uniform
-  float* out = p.scores + row * s.max_blocks_per_seq;
-  const int64_t summary_stride = p.cache.summary_block_stride();
-  for (int i = 0; i < kScoreBlocksPerWarp; i += 8) {
-    const int64_t b0 = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp + i;
-    if (b0 >= n) break;  // uniform over the warp
-    const int64_t b = b0 + g;
-    uint4 mn[kChunks], mx[kChunks];
-    if (b < n) {
-      const uint4* summary = reinterpret_cast<const uint4*>(
-          p.cache.key_summary + table[b] * summary_stride + kv_head * 2 * D + 8 * t);
+  __syncthreads();      // every warp of the CTA reaches it: the returns above are CTA-uniform
+  if (b0 >= n) return;  // uniform over the warp; no barrier follows
+  float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-      for (int j = 0; j < kChunks; ++j) {
-        mn[j] = __ldg(summary + 4 * j);
-        mx[j] = __ldg(summary + D / 8 + 4 * j);
-      }
-    } else {
+  for (int j = 0; j < kChunks; ++j) {
+    const uint32_t mnw[4] = {mn[j].x, mn[j].y, mn[j].z, mn[j].w};
+    const uint32_t mxw[4] = {mx[j].x, mx[j].y, mx[j].z, mx[j].w};
 #pragma unroll
-      for (int j = 0; j < kChunks; ++j) mn[j] = mx[j] = make_uint4(0u, 0u, 0u, 0u);
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t ap[4] = {s_q[0][j][2 * h][lane], 0u, s_q[0][j][2 * h + 1][lane], 0u};
+      const uint32_t an[4] = {s_q[1][j][2 * h][lane], 0u, s_q[1][j][2 * h + 1][lane], 0u};
+      Mma16816(c, ap, mxw[2 * h], mxw[2 * h + 1]);
+      Mma16816(c, an, mnw[2 * h], mnw[2 * h + 1]);
     }
-    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-    for (int j = 0; j < kChunks; ++j) {
-      const uint32_t mnw[4] = {mn[j].x, mn[j].y, mn[j].z, mn[j].w};
-      const uint32_t mxw[4] = {mx[j].x, mx[j].y, mx[j].z, mx[j].w};
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t ap[4] = {s_q[0][j][2 * h][lane], 0u, s_q[0][j][2 * h + 1][lane], 0u};
-        const uint32_t an[4] = {s_q[1][j][2 * h][lane], 0u, s_q[1][j][2 * h + 1][lane], 0u};
-        Mma16816(c, ap, mxw[2 * h], mxw[2 * h + 1]);
-        Mma16816(c, an, mnw[2 * h], mnw[2 * h + 1]);
-      }
-    }
-    // c[0], c[1]: head g's bounds of blocks b0 + 2t, b0 + 2t + 1; the max over the group.
-    float v0 = g < group ? c[0] : kNegInf, v1 = g < group ? c[1] : kNegInf;
-    v0 = WarpMaxOverRows8(v0);
-    v1 = WarpMaxOverRows8(v1);
-    if (g == 0) {
-      if (b0 + 2 * t < n) out[b0 + 2 * t] = v0 * p.scale;
-      if (b0 + 2 * t + 1 < n) out[b0 + 2 * t + 1] = v1 * p.scale;
-    }
+  }
+  // c[0], c[1]: head g's bounds of blocks b0 + 2t, b0 + 2t + 1; the max over the group.
+  float v0 = g < group ? c[0] : kNegInf, v1 = g < group ? c[1] : kNegInf;
+  v0 = WarpMaxOverRows8(v0);
+  v1 = WarpMaxOverRows8(v1);
+  if (g == 0) {
+    float* out = p.scores + row * s.max_blocks_per_seq;
+    if (b0 + 2 * t < n) out[b0 + 2 * t] = v0 * p.scale;
+    if (b0 + 2 * t + 1 < n) out[b0 + 2 * t + 1] = v1 * p.scale;
   }
 }
 
