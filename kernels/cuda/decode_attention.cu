@@ -8,16 +8,19 @@
 // are N of S = Q·Kᵀ and K of O = P·V, so each K/V byte is read once per group, softmax runs once
 // per (head, token) and no lane repeats another's work.
 //
-// K/V reach shared memory through a ring of kStages tiles of kKeys tokens (cp.async 16-byte
-// copies, rows XOR-swizzled by (row % 8) for conflict-free ldmatrix): while one tile is computed
-// the next kStages - 1 are in flight (the plan picks 2-4 stages; with 3 and head_dim 128, 64 KiB
-// per CTA, two CTAs per SM). The page
-// ids a thread needs for a tile are read one tile ahead, so the copies never wait on them; the
-// offsets inside a page use the block size as a shift and mask. Warp w computes tokens
+// K/V reach shared memory through a ring of kStages tiles of kKeys tokens: while one tile is
+// computed the next kStages - 1 are in flight (the plan picks 2-4 stages; with 3 and head_dim
+// 128, 96 KiB per CTA, two CTAs per SM). The plan's loader fills it either with cp.async 16-byte
+// copies by every thread (rows XOR-swizzled by row % 8 for conflict-free ldmatrix) or with TMA
+// tensor copies issued by lanes of warp 0, one per 16 tokens x 64 dims of K or V (the hardware's
+// 128-byte swizzle: the same XOR over 128-byte rows), each stage completing on an mbarrier. The
+// page ids a tile needs are read one tile ahead, so the copies never wait on them; the offsets
+// inside a page use the block size as a shift and mask. Warp w computes tokens
 // [16w, 16w + 16) of each tile with its own online-softmax state (fp32, log2 units; P rounded to
 // bf16 for P·V, as in the prefill kernel); at the end the four warps merge through shared memory.
-// Token slots past the split's end are zero-filled and masked, so whatever the pool holds there
-// cannot reach the result. On request the warps also write each block's exact score (LycheeDecode's
+// Token slots past the split's end are masked, and their V rows zero (cp.async zero-fills them;
+// after a TMA copy the warp that owns them zeroes them), so whatever the pool holds there cannot
+// reach the result. On request the warps also write each block's exact score (LycheeDecode's
 // retrieval heads: the max over the block's keys of the group-mean query's dot product, the mean
 // of the group's S rows), so selection need not read those keys again. With more than one split,
 // each CTA writes a partial (o, lse) to the workspace and counts itself in at an arrival counter;
