@@ -15,6 +15,9 @@
 #                # call, JSON into DIR (default $OUT, else .gpu/perf): decode attention beside torch
 #                # SDPA, the sparse kernels, Nsight Compute on the selection kernels (when ncu is
 #                # there), end to end at 32K and 128K incl. the largest batch that fits
+#   GPU machine: scripts/gpu-check.sh variants [DIR] # decode attention under each loader, with the
+#                # pool's pages in order, and with more splits for small cells (issue 10's open
+#                # questions), JSON into DIR
 #   GPU machine: scripts/gpu-check.sh eval [DIR]     # (serve bundle) lc20m on the GPU, lychee-eval over
 #                # every policy: issue 12's accuracy table (EVAL_ARGS overrides its flags)
 #   GPU machine: scripts/gpu-check.sh serve [MODEL [SERVER FLAGS...]]
@@ -171,6 +174,31 @@ case "${1:-}" in
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
       --policies quest,lychee,prhs --budget 2048 --fit-batch --json "$out/e2e.json"
     ;;
+  variants)
+    # Issue 10's open questions in one call, each a decode-attention table on the same GPU: the
+    # loader (cp.async vs TMA, 3 and 4 stages), page locality (the pool's pages in order, as
+    # SDPA's contiguous K/V are) and more splits for the small cells (--min-chunk 64).
+    unpack_bundle
+    out=${2:-${OUT:-.gpu/perf}}
+    mkdir -p "$out"
+    export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    shapes=(--batches 1,8,32 --contexts 4096,32768,131072 --iters 20)
+    small=(--batches 1,8 --contexts 4096,32768 --iters 20)
+    variant() {  # NAME SHAPE-ARRAY-NAME FLAGS...
+      local name=$1 shape="$2[@]"
+      shift 2
+      echo "--- decode attention, $name: $*"
+      "$bundle/bin/cuda_decode_attention_bench" "${!shape}" "$@" --json "$out/decode-$name.json" ||
+        true
+    }
+    variant cp-async shapes --loader cp-async
+    variant tma shapes --loader tma
+    variant tma-4-stages shapes --loader tma --stages 4
+    variant sequential-pages shapes --loader cp-async --sequential-pages
+    variant cp-async-min-chunk-64 small --loader cp-async --min-chunk 64
+    variant tma-min-chunk-64 small --loader tma --min-chunk 64
+    ;;
   eval)
     # Issue 12's accuracy table on the GPU: lc20m served with --device cuda, lychee-eval over
     # every policy the GPU runs (the serve bundle: prepare-serve; move tests/golden aside for the
@@ -205,7 +233,7 @@ case "${1:-}" in
     curl -s "http://$http/metrics" | grep -E '^lychee_(cache_config_info|generation_tokens_total|prompt_tokens_total|kv_cache_usage)' || true
     ;;
   *)
-    echo "usage: $0 prepare | prepare-serve | run | sanitize | perf [DIR] | eval [DIR] | serve [MODEL [FLAGS...]]" >&2
+    echo "usage: $0 prepare | prepare-serve | run | sanitize | perf [DIR] | variants [DIR] | eval [DIR] | serve [MODEL [FLAGS...]]" >&2
     exit 2
     ;;
 esac
