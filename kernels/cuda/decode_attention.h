@@ -99,7 +99,7 @@ struct DecodeAttentionPlan {
   int num_splits = 1;    // CTAs per (sequence, kv head)
   int chunk_tokens = 0;  // tokens per split, a multiple of block_size
   int stages = 3;        // K/V tiles of 64 tokens in the ring: 2, 3 or 4
-  DecodeLoader loader = DecodeLoader::kCpAsync;
+  DecodeLoader loader = DecodeLoader::kTma;
 };
 
 struct DecodeAttentionPlanOptions {
@@ -109,13 +109,15 @@ struct DecodeAttentionPlanOptions {
   int min_chunk_tokens = 256;  // below this a split costs more than it saves
   int max_splits = 128;        // bounds the workspace (the kernel takes at most 1000)
   int stages = 3;
-  DecodeLoader loader = DecodeLoader::kCpAsync;
+  // TMA by default: 0.96-1.02x torch SDPA and 99-101% of the copy's rate at large sizes on the
+  // H100, where cp.async reached 0.91-0.97x and 93-95% (docs/PERFORMANCE.md, 2026-12-07).
+  DecodeLoader loader = DecodeLoader::kTma;
 };
 
 // CTAs of the decode kernel for `head_dim`, `stages` and `loader` that fit on one SM of the
 // current device (the occupancy calculator: shared memory and registers); needs a GPU.
 absl::StatusOr<int> DecodeAttentionCtasPerSm(int64_t head_dim, int stages,
-                                             DecodeLoader loader = DecodeLoader::kCpAsync);
+                                             DecodeLoader loader = DecodeLoader::kTma);
 
 // Supported: head_dim 64/128, block_size 16/32/64, GQA group (num_heads / num_kv_heads) 1..8,
 // sizes positive and within the int32 grid limits, max_context_len <= max_blocks_per_seq *

@@ -292,7 +292,7 @@ class CudaDecodeAttentionTest : public CudaKernelTest {
   // planned alone (many splits for few rows); the other rows must stay untouched.
   void RunCase(const AttnCase& c, const std::vector<int64_t>& contexts, PlanKind plan_kind,
                bool graph = false, int stages = 3, bool listed = false);
-  DecodeLoader loader_ = DecodeLoader::kCpAsync;  // the plans' loader
+  DecodeLoader loader_ = DecodeLoader::kTma;  // the plans' loader (the default)
 };
 
 void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64_t>& contexts,
@@ -676,12 +676,13 @@ TEST_F(CudaDecodeAttentionTest, ZeroQueryLseCountsEveryTokenInAHugePool) {
   many.max_splits = 1000;
   many.ctas_per_sm = 64;
   DecodeAttentionPlan single{1, static_cast<int>(max_blocks * bs)};
-  DecodeAttentionPlan tma = PlanDecodeAttention(s, sms);
-  tma.loader = DecodeLoader::kTma;
-  DecodeAttentionPlan tma_many = PlanDecodeAttention(s, sms, many);
-  tma_many.loader = DecodeLoader::kTma;
+  DecodeAttentionPlan cp_async = PlanDecodeAttention(s, sms);
+  cp_async.loader = DecodeLoader::kCpAsync;
+  DecodeAttentionPlan cp_async_many = PlanDecodeAttention(s, sms, many);
+  cp_async_many.loader = DecodeLoader::kCpAsync;
   for (const DecodeAttentionPlan plan :
-       {PlanDecodeAttention(s, sms), PlanDecodeAttention(s, sms, many), single, tma, tma_many}) {
+       {PlanDecodeAttention(s, sms), PlanDecodeAttention(s, sms, many), single, cp_async,
+        cp_async_many}) {
     SCOPED_TRACE(std::to_string(plan.num_splits) + " splits of " +
                  std::to_string(plan.chunk_tokens) +
                  (plan.loader == DecodeLoader::kTma ? ", tma" : ", cp.async"));
@@ -717,11 +718,12 @@ TEST_F(CudaDecodeAttentionTest, ZeroQueryLseCountsEveryTokenInAHugePool) {
   }
 }
 
-// The TMA loader over the same ground: partial pages at every length, every plan kind and ring
-// depth, head dims 64/128, block sizes 16/32/64, odd groups, a row list, a captured graph.
-TEST_F(CudaDecodeAttentionTest, TmaLoaderMatchesCpu) {
+// The cp.async loader (the other tests run the default, TMA) over the same ground: partial pages
+// at every length, every plan kind and ring depth, head dims 64/128, block sizes 16/32/64, odd
+// groups, a row list, a captured graph.
+TEST_F(CudaDecodeAttentionTest, CpAsyncLoaderMatchesCpu) {
   LY_SKIP_WITHOUT_GPU();
-  loader_ = DecodeLoader::kTma;
+  loader_ = DecodeLoader::kCpAsync;
   const std::vector<int64_t> contexts = {1, 17, 0, 1000, 33000};
   for (const PlanKind kind : {PlanKind::kPlanned, PlanKind::kSingleSplit, PlanKind::kManySplits,
                               PlanKind::kUnderestimated}) {
