@@ -45,6 +45,20 @@ unpack_bundle() {
   [ -f "$bundle/tests.txt" ] || { echo "run 'scripts/gpu-check.sh prepare' first" >&2; exit 2; }
 }
 
+# The commit a bundle is built from, with the tracked files modified then (the GPU machine's copy
+# of .git may be older than the tree it gets): printed by perf, variants and eval beside figures.
+write_commit() {
+  { git log -1 --format='%h %s' && git status --porcelain --untracked-files=no | sed 's/^/  modified: /'; } \
+    >"$bundle/commit.txt" 2>/dev/null || true
+}
+print_commit() {
+  if [ -f "$bundle/commit.txt" ]; then
+    sed '1s/^/bundle of commit /' "$bundle/commit.txt"
+  else
+    echo "bundle of an unknown commit (prepared before commit.txt existed)"
+  fi
+}
+
 # Starts lychee-server --device ${DEVICE:-cuda} on MODEL with FLAGS (ports chosen by the OS) in the
 # background; sets $address (gRPC) and $http, and stops the server when the script exits.
 start_server() {
@@ -91,6 +105,7 @@ case "${1:-}" in
       cuda_sparse_attention_bench
     rm -rf "$bundle" && mkdir -p "$bundle"
     printf '%s\n' $tests >"$bundle/tests.txt"
+    write_commit
     scripts/gpu-bundle "$bundle" $(sed 's|^|build/cuda/tests/|' "$bundle/tests.txt") \
       build/bin/cuda_decode_attention_bench build/bin/cuda_e2e_bench build/bin/cuda_sparse_attention_bench
     strip --strip-debug "$bundle"/bin/* "$bundle"/lib/*
@@ -106,6 +121,7 @@ case "${1:-}" in
       lychee-eval
     rm -rf "$bundle" && mkdir -p "$bundle"
     : >"$bundle/tests.txt"
+    write_commit
     scripts/gpu-bundle "$bundle" build/bin/lychee-server build/bin/lychee-client build/bin/lychee-load \
       build/bin/lychee-eval
     strip --strip-debug "$bundle"/bin/* "$bundle"/lib/*
@@ -144,7 +160,7 @@ case "${1:-}" in
     mkdir -p "$out"
     export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-    git log -1 --format='commit %h %s' 2>/dev/null || true
+    print_commit
     echo "--- decode attention vs torch SDPA (issue 10)"
     "$bundle/bin/cuda_decode_attention_bench" --json "$out/decode-attention.json"
     if python3 -c 'import torch' 2>/dev/null; then
@@ -183,6 +199,7 @@ case "${1:-}" in
     mkdir -p "$out"
     export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    print_commit
     shapes=(--batches 1,8,32 --contexts 4096,32768,131072 --iters 20)
     small=(--batches 1,8 --contexts 4096,32768 --iters 20)
     variant() {  # NAME SHAPE-ARRAY-NAME FLAGS...
@@ -206,6 +223,7 @@ case "${1:-}" in
     out=${2:-${OUT:-.gpu/eval}}
     mkdir -p "$out"
     unpack_bundle
+    print_commit
     start_server models/lc20m --max-model-len 32768 --max-num-seqs 16 --max-num-batched-tokens 8192
     # shellcheck disable=SC2086
     "$bundle/bin/lychee-eval" --address "$address" --tokenizer models/lc20m \
