@@ -178,6 +178,11 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (tma_lane) {
         const int pos = start + tile * kKeys + tma_seg * 16;
         pages[0] = tile < num_tiles && pos < end ? __ldg(table + (pos >> bs_shift)) : -1;
+#ifndef NDEBUG
+        // As the cp.async loader's check below: a page id outside the pool fails loudly.
+        assert(pages[0] < p.cache.num_blocks &&
+               (pages[0] >= 0 || !(tile < num_tiles && pos < end)));
+#endif
       }
     } else {
 #pragma unroll
