@@ -209,6 +209,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
           {"stages", plan_options.stages},
           {"loader", plan_options.loader == DecodeLoader::kTma ? "tma" : "cp-async"},
           {"min_chunk_tokens", o.plan.min_chunk_tokens},
+          {"max_splits", o.plan.max_splits},
           {"l2", o.warm ? "warm" : "cold"},
           {"iters", o.iters},
           {"results", results}};
@@ -239,6 +240,8 @@ int main(int argc, char** argv) {
           {"tma", lychee::cuda::DecodeLoader::kTma}}));
   app.add_option("--stages", o.plan.stages, "plan: K/V tiles in the ring")->check(CLI::Range(2, 4));
   app.add_option("--min-chunk", o.plan.min_chunk_tokens, "plan: fewest tokens per split");
+  app.add_option("--max-splits", o.plan.max_splits, "plan: most splits per (sequence, kv head)")
+      ->check(CLI::Range(1, 1000));
   app.add_flag("--warm", o.warm, "do not flush L2 between samples");
   app.add_flag("--sequential-pages", o.sequential_pages,
                "each sequence's pages consecutive in the pool (default: shuffled)");

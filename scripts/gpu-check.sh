@@ -193,7 +193,8 @@ case "${1:-}" in
   variants)
     # Issue 10's open questions in one call, each a decode-attention table on the same GPU: the
     # loader (cp.async vs TMA, 3 and 4 stages), page locality (the pool's pages in order, as
-    # SDPA's contiguous K/V are) and more splits for the small cells (--min-chunk 64).
+    # SDPA's contiguous K/V are), more splits for the small cells (--min-chunk 64), and the split
+    # cap for a launch of one or three rows (LycheeDecode's retrieval heads at batch 1-3).
     unpack_bundle
     out=${2:-${OUT:-.gpu/perf}}
     mkdir -p "$out"
@@ -202,6 +203,10 @@ case "${1:-}" in
     print_commit
     shapes=(--batches 1,8,32 --contexts 4096,32768,131072 --iters 20)
     small=(--batches 1,8 --contexts 4096,32768 --iters 20)
+    # LycheeDecode's first launch at batch 1-3: one retrieval kv head's row per sequence, planned
+    # alone; max_splits (128) caps it at half the H100's CTA slots. Does more splits pay for the
+    # longer merge?
+    part0=(--batches 1,3 --heads 4 --kv-heads 1 --contexts 32768,131072 --iters 20)
     variant() {  # NAME SHAPE-ARRAY-NAME FLAGS...
       local name=$1 shape="$2[@]"
       shift 2
@@ -215,6 +220,7 @@ case "${1:-}" in
     variant sequential-pages shapes --loader cp-async --sequential-pages
     variant cp-async-min-chunk-64 small --loader cp-async --min-chunk 64
     variant tma-min-chunk-64 small --loader tma --min-chunk 64
+    for splits in 64 128 256 512; do variant "one-row-max-splits-$splits" part0 --max-splits "$splits"; done
     ;;
   eval)
     # Issue 12's accuracy table on the GPU: lc20m served with --device cuda, lychee-eval over
