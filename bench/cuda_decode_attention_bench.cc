@@ -169,10 +169,10 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   }
   LY_CUDA_RETURN_IF_ERROR(cudaStreamDestroy(stream));
 
+  const char* loader_name = plan_options.loader == DecodeLoader::kTma ? "tma" : "cp-async";
   std::printf(
       "\n%s, %d SMs, block_size %lld, %s loader, %d stages, %d CTAs/SM, %s L2, median of %d\n",
-      dev.name.c_str(), dev.num_sms, static_cast<long long>(bs),
-      plan_options.loader == DecodeLoader::kTma ? "tma" : "cp-async", plan_options.stages,
+      dev.name.c_str(), dev.num_sms, static_cast<long long>(bs), loader_name, plan_options.stages,
       plan_options.ctas_per_sm, o.warm ? "warm" : "cold", o.iters);
   std::printf("%6s %8s %7s %7s %10s %10s %10s %10s %10s %8s\n", "batch", "context", "splits",
               "chunk", "KV MB", "attn us", "attn GB/s", "copy us", "copy GB/s", "% copy");
@@ -207,7 +207,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
           {"block_size", bs},
           {"ctas_per_sm", plan_options.ctas_per_sm},
           {"stages", plan_options.stages},
-          {"loader", plan_options.loader == DecodeLoader::kTma ? "tma" : "cp-async"},
+          {"loader", loader_name},
           {"min_chunk_tokens", o.plan.min_chunk_tokens},
           {"max_splits", o.plan.max_splits},
           {"l2", o.warm ? "warm" : "cold"},

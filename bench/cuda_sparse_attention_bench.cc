@@ -189,8 +189,8 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   LY_CUDA_RETURN_IF_NOT_OK(FillUniform({pool.get(), pool_elems, 1}, stream));
   LY_CUDA_RETURN_IF_NOT_OK(FillUniform({summary.get(), summary_elems, 2}, stream));
   LY_CUDA_RETURN_IF_NOT_OK(FillUniform({q.get(), q_elems, 3}, stream));
-  auto ctas = DecodeAttentionCtasPerSm(kHeadDim, DecodeAttentionPlanOptions{}.stages,
-                                       DecodeAttentionPlanOptions{}.loader);
+  const DecodeAttentionPlanOptions runner_plan;  // the runner's defaults
+  auto ctas = DecodeAttentionCtasPerSm(kHeadDim, runner_plan.stages, runner_plan.loader);
   if (!ctas.ok()) return ctas.status();
 
   auto time = [&](auto&& launch) { return TimeLaunches(o.iters, o.warm, stream, flush, launch); };

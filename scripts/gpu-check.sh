@@ -59,6 +59,17 @@ print_commit() {
   fi
 }
 
+# Before perf and variants: the bundle unpacked, $out (DIR, else $OUT, else .gpu/perf) made, the
+# bundle's libraries on the path, and the GPU and the bundle's commit printed beside the figures.
+begin_measurements() {
+  unpack_bundle
+  out=${1:-${OUT:-.gpu/perf}}
+  mkdir -p "$out"
+  export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+  print_commit
+}
+
 # Starts lychee-server --device ${DEVICE:-cuda} on MODEL with FLAGS (ports chosen by the OS) in the
 # background; sets $address (gRPC) and $http, and stops the server when the script exits.
 start_server() {
@@ -155,12 +166,7 @@ case "${1:-}" in
     exit $failed
     ;;
   perf)
-    unpack_bundle
-    out=${2:-${OUT:-.gpu/perf}}
-    mkdir -p "$out"
-    export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-    print_commit
+    begin_measurements "${2:-}"
     echo "--- decode attention vs torch SDPA (issue 10)"
     "$bundle/bin/cuda_decode_attention_bench" --json "$out/decode-attention.json"
     if python3 -c 'import torch' 2>/dev/null; then
@@ -195,32 +201,31 @@ case "${1:-}" in
     # loader (cp.async vs TMA, 3 and 4 stages), page locality (the pool's pages in order, as
     # SDPA's contiguous K/V are), more splits for the small cells (--min-chunk 64), and the split
     # cap for a launch of one or three rows (LycheeDecode's retrieval heads at batch 1-3).
-    unpack_bundle
-    out=${2:-${OUT:-.gpu/perf}}
-    mkdir -p "$out"
-    export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-    print_commit
+    begin_measurements "${2:-}"
+    # shellcheck disable=SC2054 # the commas are the bench's list syntax
     shapes=(--batches 1,8,32 --contexts 4096,32768,131072 --iters 20)
+    # shellcheck disable=SC2054
     small=(--batches 1,8 --contexts 4096,32768 --iters 20)
     # LycheeDecode's first launch at batch 1-3: one retrieval kv head's row per sequence, planned
     # alone; max_splits (128) caps it at half the H100's CTA slots. Does more splits pay for the
     # longer merge?
+    # shellcheck disable=SC2054
     part0=(--batches 1,3 --heads 4 --kv-heads 1 --contexts 32768,131072 --iters 20)
-    variant() {  # NAME SHAPE-ARRAY-NAME FLAGS...
-      local name=$1 shape="$2[@]"
-      shift 2
+    variant() {  # NAME BENCH-FLAGS...
+      local name=$1
+      shift
       echo "--- decode attention, $name: $*"
-      "$bundle/bin/cuda_decode_attention_bench" "${!shape}" "$@" --json "$out/decode-$name.json" ||
-        true
+      "$bundle/bin/cuda_decode_attention_bench" "$@" --json "$out/decode-$name.json" || true
     }
-    variant cp-async shapes --loader cp-async
-    variant tma shapes --loader tma
-    variant tma-4-stages shapes --loader tma --stages 4
-    variant sequential-pages shapes --loader cp-async --sequential-pages
-    variant cp-async-min-chunk-64 small --loader cp-async --min-chunk 64
-    variant tma-min-chunk-64 small --loader tma --min-chunk 64
-    for splits in 64 128 256 512; do variant "one-row-max-splits-$splits" part0 --max-splits "$splits"; done
+    variant cp-async "${shapes[@]}" --loader cp-async
+    variant tma "${shapes[@]}" --loader tma
+    variant tma-4-stages "${shapes[@]}" --loader tma --stages 4
+    variant sequential-pages "${shapes[@]}" --loader cp-async --sequential-pages
+    variant cp-async-min-chunk-64 "${small[@]}" --loader cp-async --min-chunk 64
+    variant tma-min-chunk-64 "${small[@]}" --loader tma --min-chunk 64
+    for splits in 64 128 256 512; do
+      variant "one-row-max-splits-$splits" "${part0[@]}" --max-splits "$splits"
+    done
     ;;
   eval)
     # Issue 12's accuracy table on the GPU: lc20m served with --device cuda, lychee-eval over
