@@ -88,7 +88,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   LY_CUDA_RETURN_IF_NOT_OK(q.Allocate(max_batch * kHeads * kHeadDim));
   LY_CUDA_RETURN_IF_NOT_OK(out.Allocate(max_batch * kHeads * kHeadDim));
   LY_CUDA_RETURN_IF_NOT_OK(lse.Allocate(max_batch * kHeads));
-  LY_CUDA_RETURN_IF_NOT_OK(counters.Allocate(max_batch * kKvHeads));
+  LY_CUDA_RETURN_IF_NOT_OK(counters.Allocate(max_batch * kKvHeads * kDecodeSplitCountersPerRow));
   LY_CUDA_RETURN_IF_NOT_OK(counters.FillBytes(0));
   DecodeAttentionPlanOptions plan_options = o.plan;
   if (o.ctas_per_sm == 0) {  // the occupancy calculator, as the runner does
@@ -210,6 +210,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
           {"loader", loader_name},
           {"min_chunk_tokens", o.plan.min_chunk_tokens},
           {"max_splits", o.plan.max_splits},
+          {"merge_fan_in", o.plan.merge_fan_in},
           {"l2", o.warm ? "warm" : "cold"},
           {"iters", o.iters},
           {"results", results}};
@@ -242,6 +243,8 @@ int main(int argc, char** argv) {
   app.add_option("--min-chunk", o.plan.min_chunk_tokens, "plan: fewest tokens per split");
   app.add_option("--max-splits", o.plan.max_splits, "plan: most splits per (sequence, kv head)")
       ->check(CLI::Range(1, 1000));
+  app.add_option("--merge-fan-in", o.plan.merge_fan_in,
+                 "plan: splits per first-level merge group (0: one level)");
   app.add_flag("--warm", o.warm, "do not flush L2 between samples");
   app.add_flag("--sequential-pages", o.sequential_pages,
                "each sequence's pages consecutive in the pool (default: shuffled)");

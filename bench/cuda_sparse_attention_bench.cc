@@ -70,6 +70,7 @@ struct Options {
   int64_t runner_max_seqs = 0;
   bool prhs_cell = true;
   int64_t prhs_batch = 16, prhs_context = 2048, prhs_budget_tokens = 128;
+  int budget_min_chunk = 0;  // min_chunk_tokens of budget-bound launches' plans (0: the runner's)
   bool warm = false;
   std::string json_path;
 };
@@ -98,7 +99,8 @@ struct Attention {
 // a sparse step (CudaModelRunner::Impl::SparseDecodeAttention). Grows `workspace` to what the plan
 // needs (earlier Attentions' pointers then go stale).
 absl::StatusOr<Attention> MakeAttention(const DecodeAttentionParams& base, int64_t width,
-                                        int64_t max_len, int num_sms, int ctas_per_sm,
+                                        int64_t max_len, int num_sms,
+                                        const DecodeAttentionPlanOptions& plan_options,
                                         DeviceBuffer<uint8_t>& workspace, int64_t plan_rows = 0,
                                         size_t reserved = 0, const int32_t* row_list = nullptr) {
   Attention a;
@@ -106,8 +108,7 @@ absl::StatusOr<Attention> MakeAttention(const DecodeAttentionParams& base, int64
   a.params.shape.max_blocks_per_seq = width;
   a.params.shape.max_context_len = max_len;
   if (absl::Status st = CanImplementDecodeAttention(a.params.shape); !st.ok()) return st;
-  DecodeAttentionPlanOptions options;
-  options.ctas_per_sm = ctas_per_sm;
+  DecodeAttentionPlanOptions options = plan_options;
   DecodeAttentionShape planned = a.params.shape;
   if (plan_rows > 0) {
     planned.batch = plan_rows;
@@ -131,9 +132,8 @@ absl::StatusOr<Attention> MakeAttention(const DecodeAttentionParams& base, int64
 // The decode workspace the CUDA runner reserves (CudaModelRunner::Impl::Init): the most a dense
 // batch of 1..max_seqs sequences, or a row list of 1..max_seqs * kv heads rows, needs at `ctx`
 // tokens.
-size_t RunnerDecodeWorkspace(int64_t max_seqs, int64_t ctx, int num_sms, int ctas_per_sm) {
-  DecodeAttentionPlanOptions options;
-  options.ctas_per_sm = ctas_per_sm;
+size_t RunnerDecodeWorkspace(int64_t max_seqs, int64_t ctx, int num_sms,
+                             const DecodeAttentionPlanOptions& options) {
   const DecodeAttentionShape largest{max_seqs, kHeads,       kKvHeads, kHeadDim,
                                      kBlock,   ctx / kBlock, ctx};
   return DecodeAttentionMaxWorkspaceBytes(largest, num_sms, options, /*row_lists=*/true);
@@ -181,7 +181,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   LY_CUDA_RETURN_IF_NOT_OK(scores.Allocate(rows * std::max<int64_t>(1, max_blocks)));
   LY_CUDA_RETURN_IF_NOT_OK(sel_tables.Allocate(rows * budget_blocks));
   LY_CUDA_RETURN_IF_NOT_OK(sel_lens.Allocate(rows));
-  LY_CUDA_RETURN_IF_NOT_OK(counters.Allocate(rows));
+  LY_CUDA_RETURN_IF_NOT_OK(counters.Allocate(rows * kDecodeSplitCountersPerRow));
   LY_CUDA_RETURN_IF_NOT_OK(counters.FillBytes(0));
   LY_CUDA_RETURN_IF_NOT_OK(flush.Allocate(size_t{512} << 20));  // > 2x the 50 MB L2
   cudaStream_t stream;
@@ -192,6 +192,11 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   const DecodeAttentionPlanOptions runner_plan;  // the runner's defaults
   auto ctas = DecodeAttentionCtasPerSm(kHeadDim, runner_plan.stages, runner_plan.loader);
   if (!ctas.ok()) return ctas.status();
+  DecodeAttentionPlanOptions plan_options = runner_plan;
+  plan_options.ctas_per_sm = *ctas;
+  // The launches of budget-bound rows (quest, lychee's second part, the PrHS cell).
+  DecodeAttentionPlanOptions budget_plan_options = plan_options;
+  if (o.budget_min_chunk > 0) budget_plan_options.min_chunk_tokens = o.budget_min_chunk;
 
   auto time = [&](auto&& launch) { return TimeLaunches(o.iters, o.warm, stream, flush, launch); };
   auto attend = [&](const Attention& a) {
@@ -267,27 +272,28 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       base.shape = {batch, kHeads, kKvHeads, kHeadDim, kBlock, pages, ctx};
       base.block_tables = tables.get();
       base.context_lens = lens.get();
-      auto dense = MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace);
+      auto dense = MakeAttention(base, pages, ctx, dev.num_sms, plan_options, workspace);
       base.per_kv_head_tables = true;
       base.block_tables = sel_tables.get();
       base.context_lens = sel_lens.get();
-      auto quest =
-          MakeAttention(base, budget_blocks, o.budget_tokens, dev.num_sms, *ctas, workspace);
+      auto quest = MakeAttention(base, budget_blocks, o.budget_tokens, dev.num_sms,
+                                 budget_plan_options, workspace);
       base.block_tables = all_tables.get();
       base.context_lens = all_lens.get();
-      auto every = MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace);
+      auto every = MakeAttention(base, pages, ctx, dev.num_sms, plan_options, workspace);
       // Lychee rows: the "all" tables (kv head 0 reads all of its row, the others the first
       // budget tokens of theirs: the same bytes as any budget-sized selection).
       base.context_lens = lychee_lens.get();
-      auto lychee1 = MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace);
+      auto lychee1 = MakeAttention(base, pages, ctx, dev.num_sms, plan_options, workspace);
       const size_t reserved = RunnerDecodeWorkspace(
-          o.runner_max_seqs > 0 ? o.runner_max_seqs : batch, ctx, dev.num_sms, *ctas);
+          o.runner_max_seqs > 0 ? o.runner_max_seqs : batch, ctx, dev.num_sms, plan_options);
       base.context_lens = part_lens[0].get();
-      auto lychee_full = MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace, batch,
-                                       reserved, part_lists[0].get());
+      auto lychee_full = MakeAttention(base, pages, ctx, dev.num_sms, plan_options, workspace,
+                                       batch, reserved, part_lists[0].get());
       base.context_lens = part_lens[1].get();
-      auto lychee_budget = MakeAttention(base, pages, budget_tokens, dev.num_sms, *ctas, workspace,
-                                         batch * (kKvHeads - 1), reserved, part_lists[1].get());
+      auto lychee_budget =
+          MakeAttention(base, pages, budget_tokens, dev.num_sms, budget_plan_options, workspace,
+                        batch * (kKvHeads - 1), reserved, part_lists[1].get());
       for (auto* a : {&dense, &quest, &every, &lychee1, &lychee_full, &lychee_budget}) {
         if (!a->ok()) return a->status();
         (*a)->params.workspace = workspace.get();  // the largest allocation of them all
@@ -362,15 +368,15 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
     base.shape = {batch, kHeads, kKvHeads, kHeadDim, kBlock, pages, ctx};
     base.block_tables = prhs_tables.get();
     base.context_lens = prhs_lens.get();
-    auto dense = MakeAttention(base, pages, ctx, dev.num_sms, *ctas, workspace);
+    auto dense = MakeAttention(base, pages, ctx, dev.num_sms, plan_options, workspace);
     // Every row budget-bound: the runner's part 1 alone.
     base.per_kv_head_tables = true;
     base.block_tables = sub_tables.get();
     base.context_lens = sub_lens.get();
     const size_t reserved = RunnerDecodeWorkspace(o.runner_max_seqs > 0 ? o.runner_max_seqs : batch,
-                                                  ctx, dev.num_sms, *ctas);
-    auto sparse = MakeAttention(base, keep, o.prhs_budget_tokens, dev.num_sms, *ctas, workspace,
-                                batch * kKvHeads, reserved);
+                                                  ctx, dev.num_sms, plan_options);
+    auto sparse = MakeAttention(base, keep, o.prhs_budget_tokens, dev.num_sms, budget_plan_options,
+                                workspace, batch * kKvHeads, reserved);
     for (auto* a : {&dense, &sparse}) {
       if (!a->ok()) return a->status();
       (*a)->params.workspace = workspace.get();
@@ -429,6 +435,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
           {"iters", o.iters},
           {"lychee_launches", 2},
           {"runner_max_seqs", o.runner_max_seqs},
+          {"budget_min_chunk_tokens", budget_plan_options.min_chunk_tokens},
           {"results", rows_json}};
 
   if (o.prhs_cell) {
@@ -491,6 +498,8 @@ int main(int argc, char** argv) {
   app.add_option("--prhs-budget", o.prhs_budget_tokens,
                  "PrHS cell tokens per kv head (multiple of 16)")
       ->check(CLI::Range(16, 1 << 20));
+  app.add_option("--budget-min-chunk", o.budget_min_chunk,
+                 "plan: fewest tokens per split of budget-bound launches (default: the runner's)");
   app.add_flag("--warm", o.warm, "do not flush L2 between samples");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);

@@ -11,8 +11,9 @@
 //
 // Selection: CTA (kv head, sequence), 512 threads, the row's scores staged in shared memory. The
 // take-th best candidate score is found by bisection over order-preserving uint32 images of the
-// floats (32 counting rounds, one barrier each, each thread's images in registers for rows up to
-// 8192 candidates; histogram radix passes with shared atomics were 44 µs a row on the H100,
+// floats (counting rounds of one barrier each, each thread's images in registers for rows up to
+// 8192 candidates, until at most 256 candidates remain undecided, which one warp then settles
+// alone; histogram radix passes with shared atomics were 44 µs a row on the H100,
 // latency-bound); candidates strictly above it are taken, and of those equal to it the earliest
 // `remaining` ones (ties go to the earlier block). Per-warp counts in index order and ballots
 // then give each taken block its output slot, so rows come out in ascending logical order
@@ -44,6 +45,8 @@ constexpr int kMaxGroup = kBlockSelectMaxGroup;
 static_assert(kMaxGroup == 8, "the score kernel reduces eight heads in one reduce-scatter");
 constexpr int kSelectCached = 16;  // images a thread keeps in registers during a bisection
 constexpr int kSelectWarps = kSelectThreads / 32;
+// BisectTop hands the rest of a search to one warp once at most this many candidates are left.
+constexpr int kSelectSurvivors = 256;
 
 __device__ __forceinline__ int64_t NumBlocks(const BlockSelectParams& p, int seq, int64_t* ctx) {
   const BlockSelectShape& s = p.shape;
@@ -322,6 +325,11 @@ struct SelectShared {
   int flag;
   int warp_above[kSelectWarps], warp_equal[kSelectWarps];
   int round_counts[2][kSelectWarps];
+  // BisectTop's last rounds: the candidates still undecided, and the warp's answer.
+  uint32_t survivors[kSelectSurvivors];
+  int num_survivors;
+  uint32_t survivors_prefix;
+  int survivors_above;
   float qbar[128];  // kPrhs: the group-mean query, for a new anchor
 };
 
@@ -330,7 +338,11 @@ struct SelectShared {
 // are taken (the earliest ones). Bisection over the image's 32 bits from the top: a round counts
 // the elements >= prefix | bit (each warp's count in one __reduce_add_sync, the eight warps'
 // through a double-buffered shared row: one barrier a round, summed by a lane each) and keeps
-// the bit if at least k are; no histograms, no atomics. Every thread of the block calls it.
+// the bit if at least k are; no histograms, no atomics. The rounds are latency (a barrier and
+// two reductions, ~270 ns on the H100: 33 of them were ~45% of a 128K row's select), so once
+// at most kSelectSurvivors candidates lie in the range the prefix leaves open, they are
+// compacted into shared memory and one warp finishes the search over them alone, with no
+// barriers. Every thread of the block calls it.
 struct TopPick {
   uint32_t threshold;
   int equal_quota;
@@ -338,6 +350,7 @@ struct TopPick {
 template <typename Image>
 __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& sh) {
   static_assert(kSelectWarps <= 32, "a lane sums each warp's count");
+  static_assert(kSelectSurvivors % 32 == 0, "survivors spread evenly over a warp");
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
   // Rows of up to kSelectCached * kSelectThreads candidates (8192: a 128K context at block size
@@ -349,6 +362,7 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
     const int b = lo + static_cast<int>(threadIdx.x) + j * kSelectThreads;
     images[j] = cached && b < hi ? image(b) : 0u;
   }
+  if (threadIdx.x == 0) sh.num_survivors = 0;  // published by the first round's barrier
   // Elements >= t over the block; every thread gets the same total.
   int round = 0;
   auto count_at_least = [&](uint32_t t) {
@@ -369,14 +383,83 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
     __syncthreads();
     return static_cast<int>(__reduce_add_sync(0xffffffffu, lane < kSelectWarps ? row[lane] : 0));
   };
+  // The answer lies in [prefix, prefix + 2^(bit + 1)) (64-bit: the top end may be 2^32);
+  // `above` elements lie at or past its top end, `at_least_prefix` at or past prefix (unknown
+  // until a round tells).
   uint32_t prefix = 0;
-  for (int bit = 31; bit >= 0; --bit) {
+  int above = 0;
+  int at_least_prefix = 0x7fffffff;
+  int bit = 31;
+  for (; bit >= 0; --bit) {
     const uint32_t candidate = prefix | (1u << bit);
-    if (count_at_least(candidate) >= k) prefix = candidate;
+    const int c = count_at_least(candidate);
+    if (c >= k) {
+      prefix = candidate;
+      at_least_prefix = c;
+    } else {
+      above = c;
+    }
+    if (bit > 0 && at_least_prefix - above <= kSelectSurvivors) break;
   }
-  const int above = prefix == 0xffffffffu ? 0 : count_at_least(prefix + 1u);
-  __syncthreads();  // the rows are read before a later call writes them
-  return TopPick{prefix, k - above};
+  if (bit < 0) {
+    const int at_or_above =
+        prefix == 0xffffffffu ? 0 : count_at_least(prefix + 1u);  // elements above prefix
+    __syncthreads();  // the rows are read before a later call writes them
+    return TopPick{prefix, k - at_or_above};
+  }
+  // Few enough left: [prefix, top) holds at most kSelectSurvivors candidates. Compact them
+  // (in any order: only counts follow), then warp 0 decides bits bit - 1 .. 0 over them.
+  const uint64_t top = static_cast<uint64_t>(prefix) + (uint64_t{1} << bit);
+  // A warp's keepers take consecutive slots from one shared atomic (one a lane, on one address,
+  // would serialise).
+  auto keep = [&](uint32_t u) {  // the whole warp calls it
+    const bool in_range = u >= prefix && u < top;
+    const unsigned mask = __ballot_sync(0xffffffffu, in_range);
+    if (mask == 0u) return;
+    int base = 0;
+    if (lane == __ffs(mask) - 1) base = atomicAdd(&sh.num_survivors, __popc(mask));
+    base = __shfl_sync(0xffffffffu, base, __ffs(mask) - 1);
+    if (in_range) sh.survivors[base + __popc(mask & ((1u << lane) - 1u))] = u;
+  };
+  if (cached) {
+#pragma unroll
+    for (int j = 0; j < kSelectCached; ++j) keep(images[j]);
+  } else {
+    for (int base = lo; base < hi; base += kSelectThreads) {
+      const int b = base + static_cast<int>(threadIdx.x);
+      keep(b < hi ? image(b) : 0u);  // 0 < prefix: not kept
+    }
+  }
+  __syncthreads();
+  if (warp == 0) {
+    constexpr int kPerLane = kSelectSurvivors / 32;
+    const int n = sh.num_survivors;
+    uint32_t mine[kPerLane];
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int i = lane + 32 * j;
+      mine[j] = i < n ? sh.survivors[i] : 0u;  // 0 < prefix: never counted (prefix >= 1 here)
+    }
+    auto count_from = [&](uint64_t t) {  // survivors >= t, plus those above the range
+      int c = 0;
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j) c += mine[j] >= t && lane + 32 * j < n;
+      return above + static_cast<int>(__reduce_add_sync(0xffffffffu, c));
+    };
+    for (int b = bit - 1; b >= 0; --b) {
+      const uint32_t candidate = prefix | (1u << b);
+      if (count_from(candidate) >= k) prefix = candidate;
+    }
+    const int at_or_above = count_from(static_cast<uint64_t>(prefix) + 1u);
+    if (lane == 0) {
+      sh.survivors_prefix = prefix;
+      sh.survivors_above = at_or_above;
+    }
+  }
+  __syncthreads();
+  const TopPick pick{sh.survivors_prefix, k - sh.survivors_above};
+  __syncthreads();  // read before a later call writes them
+  return pick;
 }
 
 // Calls taken(slot, b) for each b of [lo, hi) that `pick` takes (image above the threshold, or
@@ -651,9 +734,10 @@ __device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, i
 }
 
 // Selection: CTA (kv head, sequence). See the file comment for the top-k select. kWithPrhs: the
-// launch has kPrhs rows (a separate instantiation keeps their registers out of the others').
+// launch has kPrhs rows (a separate instantiation keeps their registers out of the others'). Two
+// CTAs an SM (64 registers): a batch of 32 x 8 kv heads selects in one wave.
 template <int D, bool kWithPrhs>
-__global__ void __launch_bounds__(kSelectThreads)
+__global__ void __launch_bounds__(kSelectThreads, 2)
     SelectKernel(const __grid_constant__ BlockSelectParams p) {
   __shared__ SelectShared sh;
   extern __shared__ float s_scores[];  // [max_blocks_per_seq], then two bit sets

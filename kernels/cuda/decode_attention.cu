@@ -24,8 +24,9 @@
 // retrieval heads: the max over the block's keys of the group-mean query's dot product, the mean
 // of the group's S rows), so selection need not read those keys again. With more than one split,
 // each CTA writes a partial (o, lse) to the workspace and counts itself in at an arrival counter;
-// the last split of a (sequence, kv head) merges all partials by log-sum-exp, so there is no second
-// kernel to launch.
+// the last split of a (sequence, kv head) merges the partials by log-sum-exp (in two levels when
+// there are more than twice the plan's merge_fan_in), so there is no second kernel to launch. The
+// length, the first tile's page ids and q are loaded together before the first copy.
 #include <cuda.h>  // CUtensorMap (the TMA loader); the encoder comes from the runtime
 #include <cudaTypedefs.h>
 #include <cuda_bf16.h>
@@ -80,12 +81,6 @@ struct DecodeConfig {
   static_assert(kWarps * 8 * D * 4 + 2 * kWarps * 8 * 4 <= kRingBytes, "epilogue fits");
 };
 
-__device__ __forceinline__ int64_t ContextLen(const DecodeAttentionParams& p, int64_t row) {
-  const int64_t max_tokens = p.shape.max_blocks_per_seq * p.shape.block_size;
-  const int64_t ctx = p.context_lens[row];
-  return ctx < 0 ? 0 : (ctx > max_tokens ? max_tokens : ctx);
-}
-
 // Workspace views: o [rows, group, splits, D] fp32 (normalised), lse [rows, group, splits] fp32
 // in log2 units, rows the launch's (sequence, kv head) rows (batch x kv heads, or the row list).
 __device__ __forceinline__ float* WorkspaceO(const DecodeAttentionParams& p) {
@@ -96,6 +91,94 @@ __device__ __forceinline__ float* WorkspaceLse(const DecodeAttentionParams& p, i
       p.maybe_row_list != nullptr ? p.row_list_len : p.shape.batch * p.shape.num_kv_heads;
   const int64_t group = p.shape.num_heads / p.shape.num_kv_heads;
   return WorkspaceO(p) + kv_rows * group * num_splits * p.shape.head_dim;
+}
+
+// Merges `count` partials of work_row's group of heads, at split slots first, first + stride,
+// ... of the workspace, by log-sum-exp: into the output (final) or into slot `first` (a merge
+// group's result, read by the final merge as a partial). Every thread of the CTA calls it, after
+// the partials are visible; smem is the CTA's free ring. Each thread reads its columns of every
+// partial before it writes them, and the LSEs are staged before any is written, so merging into
+// slot `first` in place is safe.
+template <int D>
+__device__ void MergePartials(const DecodeAttentionParams& p, int num_splits, int64_t work_row,
+                              int seq, int kv_head, int group, int first, int stride, int count,
+                              bool final, uint8_t* smem) {
+  const float kNegInf = -__int_as_float(0x7f800000);
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  // Stage the group's partial LSEs (log2 units), turn them into normalised weights once per head
+  // (a warp per head), then each (head, d) output sums its partials with independent loads.
+  // All of it in the dynamic ring: 64 more bytes of static shared memory cost 5-7% at large
+  // batches on the H100 (same registers and occupancy; measured A/B in one device call).
+  float* s_w = reinterpret_cast<float*>(smem);   // [group][count]
+  float* s_merge_max = s_w + group * count;      // [group]
+  float* s_merge_sum = s_merge_max + kMaxGroup;  // [group]
+  const int64_t row0 = static_cast<int64_t>(seq) * p.shape.num_heads + kv_head * group;
+  const int64_t work_head0 = work_row * group;  // the group's first partial row
+  float* const lse0 = WorkspaceLse(p, num_splits) + work_head0 * num_splits + first;
+  for (int i = threadIdx.x; i < group * count; i += kThreads) {
+    s_w[i] = __ldcg(lse0 + (i / count) * num_splits + (i % count) * stride);
+  }
+  __syncthreads();
+  for (int h = warp; h < group; h += kWarps) {
+    float* w = s_w + h * count;
+    float mx = kNegInf;
+    for (int i = lane; i < count; i += 32) mx = fmaxf(mx, w[i]);
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, offset));
+    }
+    float sum = 0.0f;
+    if (mx != kNegInf) {
+      for (int i = lane; i < count; i += 32) {
+        w[i] = exp2f(w[i] - mx);
+        sum += w[i];
+      }
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (lane == 0) {
+      s_merge_max[h] = mx;
+      s_merge_sum[h] = sum;
+    }
+  }
+  __syncthreads();
+  // Thread (h, c) sums 4 consecutive output columns over the partials with 16-byte loads, 8 in
+  // flight: a group of 4 heads x 128 dims is one float4 column per thread.
+  constexpr int kCols = D / 4;
+  for (int idx = threadIdx.x; idx < group * kCols; idx += kThreads) {
+    const int h = idx / kCols;
+    const int c = idx % kCols;
+    const float mx = s_merge_max[h];
+    const bool empty = mx == kNegInf;
+    float4* const po =
+        reinterpret_cast<float4*>(WorkspaceO(p) + ((work_head0 + h) * num_splits + first) * D) + c;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (!empty) {
+      const float* w = s_w + h * count;
+#pragma unroll 8
+      for (int i = 0; i < count; ++i) {
+        const float4 v = __ldcg(po + static_cast<int64_t>(i) * stride * kCols);
+        acc.x = fmaf(w[i], v.x, acc.x);
+        acc.y = fmaf(w[i], v.y, acc.y);
+        acc.z = fmaf(w[i], v.z, acc.z);
+        acc.w = fmaf(w[i], v.w, acc.w);
+      }
+    }
+    const float inv = empty ? 0.0f : 1.0f / s_merge_sum[h];
+    if (final) {
+      const int64_t row = row0 + h;
+      __nv_bfloat162* out = reinterpret_cast<__nv_bfloat162*>(p.out + row * D + 4 * c);
+      out[0] = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
+      out[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
+      if (c == 0 && p.maybe_lse != nullptr) {
+        p.maybe_lse[row] = empty ? kNegInf : (mx + log2f(s_merge_sum[h])) * kLn2;
+      }
+    } else {
+      __stcg(po, make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv));
+      if (c == 0) __stcg(lse0 + h * num_splits, empty ? kNegInf : mx + log2f(s_merge_sum[h]));
+    }
+  }
 }
 
 template <int D, int kStages, bool kTma>
@@ -132,10 +215,62 @@ __global__ void __launch_bounds__(kThreads, 2)
   // Dense: one block table row and length per sequence. Sparse: one per (sequence, kv head).
   const int64_t table_row =
       p.per_kv_head_tables ? static_cast<int64_t>(seq) * s.num_kv_heads + kv_head : seq;
-  // A negative length leaves the row to another launch: nothing is written for it.
-  if (p.context_lens[table_row] < 0) return;
-  const int ctx = static_cast<int>(ContextLen(p, table_row));
   const int start = split * plan.chunk_tokens;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  // Loader (cp.async): thread t copies chunk t % kChunks of rows t / kChunks + it * kRowStep of a
+  // tile.
+  const int ld_chunk = threadIdx.x % Cfg::kChunks;
+  const int ld_row = threadIdx.x / Cfg::kChunks;
+  const int32_t* table = p.block_tables + table_row * s.max_blocks_per_seq;
+  const int bs_shift = __ffs(static_cast<int>(s.block_size)) - 1;
+  // Loader (TMA): lane l < kTmaLanes of warp 0 copies 16-token segment l / (2 kHalves) of a tile,
+  // K or V by (l / kHalves) % 2, dims [64 (l % kHalves), + 64).
+  const bool tma_lane = kTma && warp == 0 && lane < Cfg::kTmaLanes;
+  const int tma_seg = lane / (2 * Cfg::kHalves);
+  // The table position of this thread's row `it` (TMA: its segment) of a tile.
+  auto row_pos = [&](int tile, int it) {
+    return kTma ? start + tile * kKeys + tma_seg * 16
+                : start + tile * kKeys + ld_row + it * Cfg::kRowStep;
+  };
+
+  // Everything the first copies need is loaded at once, before any of it is used: the length,
+  // the first tile's page ids (their table entries exist whatever the length is; which of them
+  // count is decided once it is known) and q. In a row they were three dependent round trips to
+  // memory before the first K/V byte was asked for.
+  if (kTma && threadIdx.x == 0) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
+                 : "memory");
+  }
+  const int32_t raw_len = p.context_lens[table_row];
+  const int max_tokens = static_cast<int>(s.max_blocks_per_seq * s.block_size);
+  constexpr int kPageRows = kTma ? 1 : Cfg::kLoadIters;  // page ids a thread holds per tile
+  int32_t first_pages[kPageRows];
+#pragma unroll
+  for (int it = 0; it < kPageRows; ++it) {
+    const int pos = row_pos(0, it);
+    first_pages[it] =
+        (!kTma || tma_lane) && pos < max_tokens ? __ldg(table + (pos >> bs_shift)) : -1;
+  }
+  // Q's A fragments: row lane / 4 is head kv_head * G + lane / 4 when < G, rows 8..15 are zero.
+  const int q_row = lane / 4;
+  const int64_t q_stride = p.q_row_stride == 0 ? s.num_heads * D : p.q_row_stride;
+  uint32_t qf[Cfg::kKSteps][2];
+  {
+    const bool has_row = q_row < group;
+    const uint32_t* q32 = reinterpret_cast<const uint32_t*>(
+        p.q + seq * q_stride + (static_cast<int64_t>(kv_head) * group + (has_row ? q_row : 0)) * D +
+        2 * (lane % 4));
+#pragma unroll
+    for (int kk = 0; kk < Cfg::kKSteps; ++kk) {
+      qf[kk][0] = has_row ? __ldg(q32 + kk * 8) : 0u;
+      qf[kk][1] = has_row ? __ldg(q32 + kk * 8 + 4) : 0u;
+    }
+  }
+
+  // A negative length leaves the row to another launch: nothing is written for it.
+  if (raw_len < 0) return;
+  const int ctx = min(static_cast<int>(raw_len), max_tokens);
   // Splits past the end hold no tokens and take no part in the merge; an empty sequence gets its
   // zeros and -inf from split 0 directly.
   if (!direct && start >= ctx && !(ctx == 0 && split == 0)) return;
@@ -144,8 +279,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int end = split == plan.num_splits - 1 ? ctx : min(ctx, start + plan.chunk_tokens);
   const int num_tiles = end > start ? (end - start + kKeys - 1) / kKeys : 0;
 
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
   if constexpr (kTma) {
     if (threadIdx.x == 0) {
       for (int st = 0; st < kStages; ++st) MbarInit(bars + 8 * st, 1);
@@ -154,48 +287,29 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();
   }
 
-  // Loader (cp.async): thread t copies chunk t % kChunks of rows t / kChunks + it * kRowStep of a
-  // tile.
-  const int ld_chunk = threadIdx.x % Cfg::kChunks;
-  const int ld_row = threadIdx.x / Cfg::kChunks;
   const uint32_t ld_dst = SmemAddr(s_ring + Swz<D>(ld_row, ld_chunk));
-  const int32_t* table = p.block_tables + table_row * s.max_blocks_per_seq;
-  const int bs_shift = __ffs(static_cast<int>(s.block_size)) - 1;
   const int bs_mask = static_cast<int>(s.block_size) - 1;
   const int64_t block_stride = p.cache.block_stride();
   const int64_t kv_stride = p.cache.kv_stride();
   const bf16* k_head = p.cache.kv + kv_head * p.cache.head_stride() + ld_chunk * 8;
-  // Loader (TMA): lane l < kTmaLanes of warp 0 copies 16-token segment l / (2 kHalves) of a tile,
-  // K or V by (l / kHalves) % 2, dims [64 (l % kHalves), + 64).
-  const bool tma_lane = kTma && warp == 0 && lane < Cfg::kTmaLanes;
-  const int tma_seg = lane / (2 * Cfg::kHalves);
   const int tma_kv = (lane / Cfg::kHalves) % 2;
   const int tma_half = lane % Cfg::kHalves;
   // Page ids of this thread's rows (TMA: its segment) of the next tile to load (-1: past the end).
   int32_t pages[Cfg::kLoadIters];
   auto fetch_pages = [&](int tile) {
-    if constexpr (kTma) {
-      if (tma_lane) {
-        const int pos = start + tile * kKeys + tma_seg * 16;
-        pages[0] = tile < num_tiles && pos < end ? __ldg(table + (pos >> bs_shift)) : -1;
-#ifndef NDEBUG
-        // As the cp.async loader's check below: a page id outside the pool fails loudly.
-        assert(pages[0] < p.cache.num_blocks &&
-               (pages[0] >= 0 || !(tile < num_tiles && pos < end)));
-#endif
-      }
-    } else {
 #pragma unroll
-      for (int it = 0; it < Cfg::kLoadIters; ++it) {
-        const int pos = start + tile * kKeys + ld_row + it * Cfg::kRowStep;
-        pages[it] = tile < num_tiles && pos < end ? __ldg(table + (pos >> bs_shift)) : -1;
+    for (int it = 0; it < kPageRows; ++it) {
+      if (kTma && !tma_lane) break;
+      const int pos = row_pos(tile, it);
+      const bool valid = tile < num_tiles && pos < end;
+      const int32_t raw =
+          tile == 0 ? first_pages[it] : (valid ? __ldg(table + (pos >> bs_shift)) : -1);
+      pages[it] = valid ? raw : -1;
 #ifndef NDEBUG
-        // Debug builds check every page id a row uses against the pool (a bad block table would
-        // otherwise read another sequence's KV, or outside the pool, silently).
-        assert(pages[it] < p.cache.num_blocks &&
-               (pages[it] >= 0 || !(tile < num_tiles && pos < end)));
+      // Debug builds check every page id a row uses against the pool (a bad block table would
+      // otherwise read another sequence's KV, or outside the pool, silently).
+      assert(pages[it] < p.cache.num_blocks && (pages[it] >= 0 || !valid));
 #endif
-      }
     }
   };
   auto load_tile = [&](int tile) {
@@ -242,22 +356,6 @@ __global__ void __launch_bounds__(kThreads, 2)
     if (t < num_tiles) load_tile(t);
     if constexpr (!kTma) CpAsyncCommit();
     fetch_pages(t + 1);
-  }
-
-  // Q's A fragments: row lane / 4 is head kv_head * G + lane / 4 when < G, rows 8..15 are zero.
-  const int q_row = lane / 4;
-  const int64_t q_stride = p.q_row_stride == 0 ? s.num_heads * D : p.q_row_stride;
-  uint32_t qf[Cfg::kKSteps][2];
-  {
-    const bool has_row = q_row < group;
-    const uint32_t* q32 = reinterpret_cast<const uint32_t*>(
-        p.q + seq * q_stride + (static_cast<int64_t>(kv_head) * group + (has_row ? q_row : 0)) * D +
-        2 * (lane % 4));
-#pragma unroll
-    for (int kk = 0; kk < Cfg::kKSteps; ++kk) {
-      qf[kk][0] = has_row ? __ldg(q32 + kk * 8) : 0u;
-      qf[kk][1] = has_row ? __ldg(q32 + kk * 8 + 4) : 0u;
-    }
   }
 
   // ldmatrix addresses (as in prefill_attention.cu): K x4 covers keys +0..7 / +8..15 by lane bit
@@ -459,88 +557,40 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   if (final_here) return;
 
-  // The last split of (seq, kv_head) to arrive merges every split's partial by log-sum-exp:
-  // out = Σ_i w_i o_i / Σ_i w_i, w_i = 2^(lse_i - max lse). The fence orders this CTA's partials
-  // before its arrival; the arrival counter goes back to zero for the next launch.
-  __threadfence();
-  __syncthreads();
+  // The last split of (seq, kv_head) to arrive merges the partials by log-sum-exp. With more
+  // than 2 * merge_fan_in of them, the last split of each group of merge_fan_in merges its group
+  // into the group's first slot, and the last group to arrive merges the groups: two short
+  // merges in a row instead of one CTA reading every partial (H100, one row of 4 heads: 121
+  // splits at 32K took 23.6 µs one level, 21.3 two). The fences order the partials before each
+  // arrival; the counters go back to zero for the next launch.
+  int32_t* const counters = p.split_counters + work_row * kDecodeSplitCountersPerRow;
+  const int fan_in = plan.merge_fan_in;
+  const bool two_level = fan_in > 0 && num_parts > 2 * fan_in;
+  // The final merge's partials: the groups' results (slots 0, fan_in, ...), or every split's.
+  const int final_count = two_level ? (num_parts + fan_in - 1) / fan_in : num_parts;
+  const int final_stride = two_level ? fan_in : 1;
   __shared__ bool s_last;
-  int32_t* counter = p.split_counters + work_row;
-  if (threadIdx.x == 0) s_last = atomicAdd(counter, 1) == num_parts - 1;
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();
-  // Stage the group's partial LSEs (log2 units) in the free ring, turn them into normalised
-  // weights once per head (a warp per head), then each (head, d) output sums its partials with
-  // independent loads.
-  // All of it in the dynamic ring: 64 more bytes of static shared memory cost 5-7% at large
-  // batches on the H100 (same registers and occupancy; measured A/B in one device call).
-  float* s_w = reinterpret_cast<float*>(smem);   // [group][num_parts]
-  float* s_merge_max = s_w + group * num_parts;  // [group]
-  float* s_merge_sum = s_merge_max + kMaxGroup;  // [group]
-  const int64_t row0 = static_cast<int64_t>(seq) * s.num_heads + kv_head * group;
-  const int64_t work_head0 = work_row * group;  // the group's first partial row
-  const float* lse0 = WorkspaceLse(p, plan.num_splits) + work_head0 * plan.num_splits;
-  for (int i = threadIdx.x; i < group * num_parts; i += kThreads) {
-    s_w[i] = __ldcg(lse0 + (i / num_parts) * plan.num_splits + i % num_parts);
+  auto arrive_last = [&](int32_t* counter, int arrivals) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      s_last = atomicAdd(counter, 1) == arrivals - 1;
+      if (s_last) *counter = 0;  // every arrival is in: no one else touches it this launch
+    }
+    __syncthreads();
+    if (s_last) __threadfence();
+    return s_last;
+  };
+  if (two_level) {
+    const int g = split / fan_in;
+    const int in_group = min(fan_in, num_parts - g * fan_in);
+    if (!arrive_last(counters + 1 + g, in_group)) return;
+    MergePartials<D>(p, plan.num_splits, work_row, seq, kv_head, group, g * fan_in, 1, in_group,
+                     false, smem);
   }
-  __syncthreads();
-  for (int h = warp; h < group; h += kWarps) {
-    float* w = s_w + h * num_parts;
-    float mx = kNegInf;
-    for (int i = lane; i < num_parts; i += 32) mx = fmaxf(mx, w[i]);
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) {
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, offset));
-    }
-    float sum = 0.0f;
-    if (mx != kNegInf) {
-      for (int i = lane; i < num_parts; i += 32) {
-        w[i] = exp2f(w[i] - mx);
-        sum += w[i];
-      }
-    }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-    if (lane == 0) {
-      s_merge_max[h] = mx;
-      s_merge_sum[h] = sum;
-    }
-  }
-  __syncthreads();
-  // Thread (h, c) sums 4 consecutive output columns over the partials with 16-byte loads, 8 in
-  // flight: a group of 4 heads x 128 dims is one float4 column per thread.
-  constexpr int kCols = D / 4;
-  for (int idx = threadIdx.x; idx < group * kCols; idx += kThreads) {
-    const int h = idx / kCols;
-    const int c = idx % kCols;
-    const int64_t row = row0 + h;
-    const float mx = s_merge_max[h];
-    const bool empty = mx == kNegInf;
-    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (!empty) {
-      const float4* po =
-          reinterpret_cast<const float4*>(WorkspaceO(p) + (work_head0 + h) * plan.num_splits * D) +
-          c;
-      const float* w = s_w + h * num_parts;
-#pragma unroll 8
-      for (int i = 0; i < num_parts; ++i) {
-        const float4 v = __ldcg(po + static_cast<int64_t>(i) * kCols);
-        acc.x = fmaf(w[i], v.x, acc.x);
-        acc.y = fmaf(w[i], v.y, acc.y);
-        acc.z = fmaf(w[i], v.z, acc.z);
-        acc.w = fmaf(w[i], v.w, acc.w);
-      }
-    }
-    const float inv = empty ? 0.0f : 1.0f / s_merge_sum[h];
-    __nv_bfloat162* out = reinterpret_cast<__nv_bfloat162*>(p.out + row * D + 4 * c);
-    out[0] = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
-    out[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
-    if (c == 0 && p.maybe_lse != nullptr) {
-      p.maybe_lse[row] = empty ? kNegInf : (mx + log2f(s_merge_sum[h])) * kLn2;
-    }
-  }
-  if (threadIdx.x == 0) *counter = 0;
+  if (!arrive_last(counters, final_count)) return;
+  MergePartials<D>(p, plan.num_splits, work_row, seq, kv_head, group, 0, final_stride, final_count,
+                   true, smem);
 }
 
 // The pool as the TMA loader sees it: a 2-D tensor of bf16 rows of head_dim elements (every

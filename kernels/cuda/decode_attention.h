@@ -12,9 +12,11 @@
 // Work split (flash-decoding): CTA (split, kv_head, sequence) attends the query heads of kv_head's
 // GQA group to tokens [split * chunk, (split + 1) * chunk) of the sequence on tensor cores (the
 // group's heads are the rows of one mma tile), so each K/V byte is read once per group; K/V pages
-// stream through a multi-stage cp.async ring; fp32 online softmax. With more than one split, each
-// CTA writes a partial (o, lse) to the workspace and a second kernel merges the splits by
-// log-sum-exp. decode_attention.cu has the details.
+// stream through a multi-stage ring (TMA or cp.async); fp32 online softmax. With more than one
+// split, each CTA writes a partial (o, lse) to the workspace and the last split of a (sequence,
+// kv head) to finish merges them by log-sum-exp; with many splits, in two levels (groups of
+// merge_fan_in splits, then the groups), so no single CTA reads a hundred partials.
+// decode_attention.cu has the details.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -42,6 +44,10 @@ struct DecodeAttentionShape {
 
 // The block size for which the kernel can write block scores (maybe_block_scores).
 inline constexpr int64_t kBlockScoresBlockSize = 16;
+// Split counters per (sequence, kv head) row: the row's, then one per merge group (at most
+// ceil(1000 / 16) = 63 groups: merge_fan_in >= kMinMergeFanIn).
+inline constexpr int64_t kDecodeSplitCountersPerRow = 64;
+inline constexpr int kMinMergeFanIn = 16;
 
 struct DecodeAttentionParams {
   // Pointers.
@@ -52,8 +58,9 @@ struct DecodeAttentionParams {
   bf16* out = nullptr;                    // [batch, num_heads, head_dim]
   float* maybe_lse = nullptr;             // [batch, num_heads] natural-log sum of exp(scores)
   void* workspace = nullptr;              // DecodeAttentionWorkspaceBytes bytes (splits > 1)
-  // [batch * num_kv_heads] arrival counters of the splits (splits > 1): zero-filled once after
-  // allocation; every launch leaves them at zero again, so a captured graph can replay.
+  // [batch * num_kv_heads, kDecodeSplitCountersPerRow] arrival counters of the splits and of
+  // their merge groups (splits > 1): zero-filled once after allocation; every launch leaves them
+  // at zero again, so a captured graph can replay.
   int32_t* split_counters = nullptr;
   // Sizes.
   DecodeAttentionShape shape;
@@ -100,6 +107,12 @@ struct DecodeAttentionPlan {
   int chunk_tokens = 0;  // tokens per split, a multiple of block_size
   int stages = 3;        // K/V tiles of 64 tokens in the ring: 2, 3 or 4
   DecodeLoader loader = DecodeLoader::kTma;
+  // Rows of more than 2 * merge_fan_in splits merge in two levels: the last split of each group
+  // of merge_fan_in merges the group's partials into the group's first, the last group merges
+  // the groups. Up to 2 * merge_fan_in partials one CTA merges faster than two merges in a row
+  // (H100: 32 splits at 1 x 32K, 66.0 µs one level, 67.8 two). 0: always one level. Else
+  // >= kMinMergeFanIn.
+  int merge_fan_in = 16;
 };
 
 struct DecodeAttentionPlanOptions {
@@ -112,6 +125,7 @@ struct DecodeAttentionPlanOptions {
   // TMA by default: 0.96-1.02x torch SDPA and 99-101% of the copy's rate at large sizes on the
   // H100, where cp.async reached 0.91-0.97x and 93-95% (docs/PERFORMANCE.md, 2026-12-07).
   DecodeLoader loader = DecodeLoader::kTma;
+  int merge_fan_in = 16;  // DecodeAttentionPlan::merge_fan_in
 };
 
 // CTAs of the decode kernel for `head_dim`, `stages` and `loader` that fit on one SM of the
@@ -133,7 +147,8 @@ DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& shape, int n
                                         const DecodeAttentionPlanOptions& options = {});
 
 // Bytes of workspace `plan` needs (0 for one split): fp32 partial outputs and log-sum-exps. The
-// split counters (params.split_counters) are a separate buffer of batch * num_kv_heads int32.
+// split counters (params.split_counters) are a separate buffer of batch * num_kv_heads *
+// kDecodeSplitCountersPerRow int32.
 size_t DecodeAttentionWorkspaceBytes(const DecodeAttentionShape& shape,
                                      const DecodeAttentionPlan& plan);
 // The same for a launch over a row list of `kv_rows` (sequence, kv head) rows.

@@ -66,6 +66,7 @@ DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& s, int num_s
   DecodeAttentionPlan plan;
   plan.stages = std::clamp(o.stages, 2, 4);
   plan.loader = o.loader;
+  plan.merge_fan_in = o.merge_fan_in;
   const int64_t bs = std::max<int64_t>(1, s.block_size);
   const int64_t ctx = std::max<int64_t>(1, s.max_context_len);
   const int64_t min_chunk = CeilDiv(std::max(1, o.min_chunk_tokens), bs) * bs;
@@ -179,7 +180,16 @@ absl::Status CanRunDecodeAttention(const DecodeAttentionParams& p,
   }
   if (plan.num_splits > 1 && p.split_counters == nullptr) {
     return absl::InvalidArgumentError(
-        "decode attention: a split plan needs split_counters (batch * num_kv_heads int32, zeroed)");
+        "decode attention: a split plan needs split_counters (batch * num_kv_heads * "
+        "kDecodeSplitCountersPerRow int32, zeroed)");
+  }
+  if (plan.merge_fan_in != 0 &&
+      (plan.merge_fan_in < kMinMergeFanIn ||
+       CeilDiv(plan.num_splits, plan.merge_fan_in) + 1 > kDecodeSplitCountersPerRow)) {
+    return absl::InvalidArgumentError(absl::StrCat("decode attention: invalid plan merge_fan_in ",
+                                                   plan.merge_fan_in, " (0, or >= ", kMinMergeFanIn,
+                                                   " with at most ", kDecodeSplitCountersPerRow - 1,
+                                                   " groups of ", plan.num_splits, " splits)"));
   }
   if (plan.stages < 2 || plan.stages > 4) {
     return absl::InvalidArgumentError(

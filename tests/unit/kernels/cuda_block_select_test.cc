@@ -72,7 +72,9 @@ TEST(CudaBlockSelectPlanTest, CanImplementNamesWhatIsUnsupported) {
 
 // A pool of NaN with random bf16 keys and values in the written slots of shuffled pages, and
 // their key summaries. Block 5 of every long sequence repeats block 3's keys: equal scores, a tie
-// to break.
+// to break. all_alike: every block repeats block 0's keys (the last, partial one its first rows),
+// so a row's full blocks all score the same: the select's threshold is one value shared by
+// thousands of candidates, of which the earliest are taken.
 struct RandomPool {
   int64_t num_blocks = 0, max_blocks = 0;
   std::vector<int32_t> tables;  // [batch, max_blocks]
@@ -81,7 +83,8 @@ struct RandomPool {
 };
 
 void FillRandomPool(std::mt19937_64& rng, const std::vector<int64_t>& contexts, int64_t kvh,
-                    int64_t bs, int64_t d, int64_t max_blocks, RandomPool* out) {
+                    int64_t bs, int64_t d, int64_t max_blocks, RandomPool* out,
+                    bool all_alike = false) {
   const int64_t batch = static_cast<int64_t>(contexts.size());
   int64_t total_pages = 0;
   for (int64_t ctx : contexts) total_pages += (ctx + bs - 1) / bs;
@@ -107,12 +110,12 @@ void FillRandomPool(std::mt19937_64& rng, const std::vector<int64_t>& contexts, 
       const int64_t block = tables[b * max_blocks + i];
       const int64_t rows = std::min(bs, contexts[b] - i * bs);
       for (int64_t g = 0; g < kvh; ++g) {
-        const bool copy = i == 5 && pages > 8;
+        const bool copy = all_alike ? i > 0 : i == 5 && pages > 8;
         const std::vector<float> k = RandomBf16Values(rng, rows * d);
         const std::vector<float> v = RandomBf16Values(rng, rows * d);
         float* kd = view.K(block, g);
         if (copy) {
-          std::copy_n(view.K(tables[b * max_blocks + 3], g), rows * d, kd);
+          std::copy_n(view.K(tables[b * max_blocks + (all_alike ? 0 : 3)], g), rows * d, kd);
         } else {
           std::copy(k.begin(), k.end(), kd);
         }
@@ -243,7 +246,7 @@ BlockSelectParams SparseSelectInputs(const DeviceInputs& in, const SelectCase& c
 
 class CudaBlockSelectTest : public CudaKernelTest {
  protected:
-  void RunCase(const SelectCase& c, const std::vector<int64_t>& contexts);
+  void RunCase(const SelectCase& c, const std::vector<int64_t>& contexts, bool all_alike = false);
   // scores_from_attention: as the runner with 16-token blocks, a dense decode attention writes the
   // kExactTopK rows' exact block scores before each selection (exact_scores_given).
   void RunSparseCase(const SelectCase& c, const std::vector<int64_t>& contexts,
@@ -290,7 +293,8 @@ std::vector<int32_t> PrhsRescoreReference(const float* scores, int64_t first, in
   return chosen;
 }
 
-void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t>& contexts) {
+void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t>& contexts,
+                                  bool all_alike) {
   SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
                std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) + " bs=" +
                std::to_string(c.block_size) + " budget=" + std::to_string(c.budget_blocks));
@@ -300,7 +304,7 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
   const int64_t max_blocks = std::max((max_ctx + bs - 1) / bs + 1, c.budget_blocks);
 
   RandomPool rp;
-  FillRandomPool(rng_, contexts, kvh, bs, d, max_blocks, &rp);
+  FillRandomPool(rng_, contexts, kvh, bs, d, max_blocks, &rp, all_alike);
   const std::vector<int32_t>& tables = rp.tables;
   const PagedKvView& view = rp.view;
   const std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
@@ -411,7 +415,7 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
     LY_ASSERT_OK(d_out.Allocate(batch * h * d));
     LY_ASSERT_OK(d_out.FillBytes(0xff));
     LY_ASSERT_OK(d_ws.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(as, plan))));
-    LY_ASSERT_OK(d_counters.Allocate(rows));
+    LY_ASSERT_OK(d_counters.Allocate(rows * kDecodeSplitCountersPerRow));
     LY_ASSERT_OK(d_counters.FillBytes(0));
     DecodeAttentionParams ap;
     ap.q = in.q.get();
@@ -476,6 +480,15 @@ TEST_F(CudaBlockSelectTest, GroupsHeadDimsBlockSizesAndSinks) {
   RunCase({28, 4, 128, 16, 100, 1}, contexts);  // group 7
   RunCase({16, 2, 128, 32, 9, 0}, contexts);    // group 8, no sinks
   RunCase({12, 4, 64, 16, 256, 4}, contexts);   // group 3
+}
+
+// Thousands of equal scores: the select cannot narrow them to a few survivors and counts them all
+// the way down; the earliest take the budget. Rows past 8192 candidates (140000 tokens) re-read
+// their scores each round instead of keeping them in registers, with distinct scores too.
+TEST_F(CudaBlockSelectTest, RowsOfEqualScoresAndLongRows) {
+  LY_SKIP_WITHOUT_GPU();
+  RunCase({32, 8, 128, 16, 64, 1}, {2000, 33000, 140000}, /*all_alike=*/true);
+  RunCase({32, 8, 128, 16, 2048, 1}, {140000});
 }
 
 TEST_F(CudaBlockSelectTest, RandomShapes) {
@@ -602,7 +615,7 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   DeviceBuffer<SparseSeqStats> d_stats;
   LY_ASSERT_OK(d_out.Allocate(batch * h * d));
   LY_ASSERT_OK(d_ws.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(as, plan))));
-  LY_ASSERT_OK(d_counters.Allocate(rows));
+  LY_ASSERT_OK(d_counters.Allocate(rows * kDecodeSplitCountersPerRow));
   LY_ASSERT_OK(d_counters.FillBytes(0));
   LY_ASSERT_OK(d_lse.Allocate(batch * h));
   LY_ASSERT_OK(d_dense_lse.Allocate(batch * h));

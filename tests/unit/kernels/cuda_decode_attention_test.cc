@@ -184,6 +184,12 @@ TEST(CudaDecodeAttentionPlanTest, CanRunChecksParamsAgainstThePlan) {
   EXPECT_FALSE(CanRunDecodeAttention(p, split).ok());  // no split counters
   p.split_counters = reinterpret_cast<int32_t*>(uintptr_t{65536});
   EXPECT_TRUE(CanRunDecodeAttention(p, split).ok());
+  // Merge groups: one level (0), or fan-ins of at least 16 (the counters hold 63 groups a row).
+  DecodeAttentionPlan fan_in = split;
+  fan_in.merge_fan_in = 0;
+  EXPECT_TRUE(CanRunDecodeAttention(p, fan_in).ok());
+  fan_in.merge_fan_in = 8;
+  EXPECT_THAT(CanRunDecodeAttention(p, fan_in).message(), ::testing::HasSubstr("merge_fan_in"));
   DecodeAttentionPlan five_stages = one;
   five_stages.stages = 5;
   EXPECT_FALSE(CanRunDecodeAttention(p, five_stages).ok());
@@ -232,7 +238,9 @@ struct AttnCase {
   int64_t num_heads, num_kv_heads, head_dim, block_size;
 };
 
-enum class PlanKind { kPlanned, kSingleSplit, kManySplits, kUnderestimated };
+// kManySplitsOneLevel: kManySplits merged by one CTA per row (merge_fan_in 0) rather than in two
+// levels.
+enum class PlanKind { kPlanned, kSingleSplit, kManySplits, kManySplitsOneLevel, kUnderestimated };
 
 const char* PlanName(PlanKind k) {
   switch (k) {
@@ -242,6 +250,8 @@ const char* PlanName(PlanKind k) {
       return "single-split";
     case PlanKind::kManySplits:
       return "many-splits";
+    case PlanKind::kManySplitsOneLevel:
+      return "many-splits-one-level-merge";
     case PlanKind::kUnderestimated:
       return "max_context_len-underestimated";
   }
@@ -375,11 +385,13 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
       plan = DecodeAttentionPlan{1, static_cast<int>(((max_ctx + bs - 1) / bs) * bs)};
       plan.chunk_tokens = std::max<int>(plan.chunk_tokens, static_cast<int>(bs));
       break;
-    case PlanKind::kManySplits: {
+    case PlanKind::kManySplits:
+    case PlanKind::kManySplitsOneLevel: {
       DecodeAttentionPlanOptions o;
       o.min_chunk_tokens = 1;  // as many splits as max_splits allows, some one page long
       o.ctas_per_sm = 64;
       o.max_splits = 1000;
+      if (plan_kind == PlanKind::kManySplitsOneLevel) o.merge_fan_in = 0;
       plan = PlanDecodeAttention(s, sms, o);
       break;
     }
@@ -431,7 +443,7 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
   LY_ASSERT_OK(d_ws.Allocate(ws_bytes));
   LY_ASSERT_OK(d_ws.FillBytes(0xff));
   DeviceBuffer<int32_t> d_counters;  // zeroed once, as the contract asks
-  LY_ASSERT_OK(d_counters.Allocate(batch * kvh));
+  LY_ASSERT_OK(d_counters.Allocate(batch * kvh * kDecodeSplitCountersPerRow));
   LY_ASSERT_OK(d_counters.FillBytes(0));
   // Block scores (LycheeDecode's retrieval heads) where the kernel can write them: every 16-token
   // case but the single-split ones, which keep the plain path. NaN-poisoned, rows wider than the
@@ -575,7 +587,7 @@ TEST_F(CudaDecodeAttentionTest, RaggedBatchMatchesCpuForEveryPlanKind) {
   LY_SKIP_WITHOUT_GPU();
   const std::vector<int64_t> contexts = {1, 17, 0, 1000, 33000};
   for (const PlanKind kind : {PlanKind::kPlanned, PlanKind::kSingleSplit, PlanKind::kManySplits,
-                              PlanKind::kUnderestimated}) {
+                              PlanKind::kManySplitsOneLevel, PlanKind::kUnderestimated}) {
     RunCase({32, 8, 128, 16}, contexts, kind);  // Llama-3-8B: group 4
   }
   // The other ring depths the plan may pick.
@@ -667,7 +679,7 @@ TEST_F(CudaDecodeAttentionTest, ZeroQueryLseCountsEveryTokenInAHugePool) {
   DeviceBuffer<int32_t> d_tables, d_lens, counters;
   LY_ASSERT_OK(d_tables.Upload(tables));
   LY_ASSERT_OK(d_lens.Upload(std::vector<int32_t>(contexts.begin(), contexts.end())));
-  LY_ASSERT_OK(counters.Allocate(batch * kvh));
+  LY_ASSERT_OK(counters.Allocate(batch * kvh * kDecodeSplitCountersPerRow));
   LY_ASSERT_OK(counters.FillBytes(0));
   DecodeAttentionShape s{batch, h, kvh, d, bs, max_blocks, max_blocks * bs};
   const int sms = ::lychee::cuda::testing::NumSms();
@@ -680,11 +692,14 @@ TEST_F(CudaDecodeAttentionTest, ZeroQueryLseCountsEveryTokenInAHugePool) {
   cp_async.loader = DecodeLoader::kCpAsync;
   DecodeAttentionPlan cp_async_many = PlanDecodeAttention(s, sms, many);
   cp_async_many.loader = DecodeLoader::kCpAsync;
+  DecodeAttentionPlan one_level_many = PlanDecodeAttention(s, sms, many);
+  one_level_many.merge_fan_in = 0;
   for (const DecodeAttentionPlan plan :
        {PlanDecodeAttention(s, sms), PlanDecodeAttention(s, sms, many), single, cp_async,
-        cp_async_many}) {
+        cp_async_many, one_level_many}) {
     SCOPED_TRACE(std::to_string(plan.num_splits) + " splits of " +
-                 std::to_string(plan.chunk_tokens) +
+                 std::to_string(plan.chunk_tokens) + ", merge fan-in " +
+                 std::to_string(plan.merge_fan_in) +
                  (plan.loader == DecodeLoader::kTma ? ", tma" : ", cp.async"));
     DeviceBuffer<uint8_t> ws;
     DeviceBuffer<float> lse;
