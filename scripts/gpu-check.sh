@@ -111,13 +111,13 @@ ncu_per_kernel_table() {
 case "${1:-}" in
   prepare)
     # Tests and benchmarks (about 8 MB in xz). The server travels separately (prepare-serve).
-    tests=$(ctest --test-dir build/cuda -L gpu -N | awk '/Test +#/{print $3}')
-    cmake --build --preset cuda -j"$(nproc)" --target $tests cuda_decode_attention_bench cuda_e2e_bench \
-      cuda_sparse_attention_bench
+    mapfile -t tests < <(ctest --test-dir build/cuda -L gpu -N | awk '/Test +#/{print $3}')
+    cmake --build --preset cuda -j"$(nproc)" --target "${tests[@]}" cuda_decode_attention_bench \
+      cuda_e2e_bench cuda_sparse_attention_bench
     rm -rf "$bundle" && mkdir -p "$bundle"
-    printf '%s\n' $tests >"$bundle/tests.txt"
+    printf '%s\n' "${tests[@]}" >"$bundle/tests.txt"
     write_commit
-    scripts/gpu-bundle "$bundle" $(sed 's|^|build/cuda/tests/|' "$bundle/tests.txt") \
+    scripts/gpu-bundle "$bundle" "${tests[@]/#/build/cuda/tests/}" \
       build/bin/cuda_decode_attention_bench build/bin/cuda_e2e_bench build/bin/cuda_sparse_attention_bench
     strip --strip-debug "$bundle"/bin/* "$bundle"/lib/*
     rm -rf "$carry" && mkdir -p "$carry"
@@ -199,8 +199,9 @@ case "${1:-}" in
   variants)
     # Issue 10's open questions in one call, each a decode-attention table on the same GPU: the
     # loader (cp.async vs TMA, 3 and 4 stages), page locality (the pool's pages in order, as
-    # SDPA's contiguous K/V are), more splits for the small cells (--min-chunk 64), and the split
-    # cap for a launch of one or three rows (LycheeDecode's retrieval heads at batch 1-3).
+    # SDPA's contiguous K/V are), more splits for the small cells (--min-chunk 64), the split
+    # cap for a launch of one or three rows (LycheeDecode's retrieval heads at batch 1-3), and
+    # the split merge in one level against two.
     begin_measurements "${2:-}"
     # shellcheck disable=SC2054 # the commas are the bench's list syntax
     shapes=(--batches 1,8,32 --contexts 4096,32768,131072 --iters 20)
@@ -226,6 +227,9 @@ case "${1:-}" in
     for splits in 64 128 256 512; do
       variant "one-row-max-splits-$splits" "${part0[@]}" --max-splits "$splits"
     done
+    # The split merge: one level (the last split reads every partial) vs two (groups of 16).
+    variant one-row-one-level-merge "${part0[@]}" --merge-fan-in 0
+    variant one-level-merge "${small[@]}" --merge-fan-in 0
     ;;
   eval)
     # Issue 12's accuracy table on the GPU: lc20m served with --device cuda, lychee-eval over
