@@ -14,7 +14,9 @@
 #   GPU machine: scripts/gpu-check.sh perf [DIR]     # the benchmark set of issues 10 and 12 in one
 #                # call, JSON into DIR (default $OUT, else .gpu/perf): decode attention beside torch
 #                # SDPA, the sparse kernels, Nsight Compute on the selection kernels (when ncu is
-#                # there), end to end at 32K and 128K incl. the largest batch that fits
+#                # there: their times, and where SelectKernel's warps wait, by instruction:
+#                # tools/ncu_source_hotspots.py), end to end at 32K and 128K incl. the largest
+#                # batch that fits
 #   GPU machine: scripts/gpu-check.sh variants [DIR] # decode attention under each loader, with the
 #                # pool's pages in order, and with more splits for small cells (issue 10's open
 #                # questions), JSON into DIR
@@ -183,6 +185,14 @@ case "${1:-}" in
           "$bundle/bin/cuda_sparse_attention_bench" --batches "$b" --contexts 131072 --iters 2 \
           --no-prhs-cell 2>&1 | grep -E '(Score|Select)Kernel|duration' | sed 's/  */ /g' || true
       done
+      echo "--- where SelectKernel's warps wait at 1 x 128K (stall sampling every 32 cycles)"
+      if "$ncu" --section SourceCounters --section WarpStateStats --sampling-interval 0 \
+        -k regex:SelectKernel --launch-count 1 -o "$out/select" -f "$bundle/bin/cuda_sparse_attention_bench" \
+        --batches 1 --contexts 131072 --iters 1 --no-prhs-cell >/dev/null 2>&1; then
+        "$ncu" -i "$out/select.ncu-rep" --page source --csv --print-source sass >"$out/select-source.csv"
+        python3 tools/ncu_source_hotspots.py "$out/select-source.csv" || true
+        rm -f "$out/select.ncu-rep"
+      fi
     fi
     if [ -x "$ncu" ]; then
       echo "--- one quest, one prhs and one lychee decode step at 3 x 128K, per kernel (Nsight Compute)"
