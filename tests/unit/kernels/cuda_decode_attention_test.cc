@@ -136,6 +136,11 @@ TEST(CudaDecodeAttentionPlanTest, LongSingleSequenceFillsTheGpu) {
   DecodeAttentionPlanOptions capped;
   capped.max_splits = 4;
   EXPECT_EQ(PlanDecodeAttention(LlamaShape(1, 131072), 132, capped).num_splits, 4);
+  // The merge's fan-in comes from the options (default 16: two levels past 32 splits).
+  EXPECT_EQ(PlanDecodeAttention(LlamaShape(1, 131072), 132).merge_fan_in, 16);
+  DecodeAttentionPlanOptions one_level;
+  one_level.merge_fan_in = 0;
+  EXPECT_EQ(PlanDecodeAttention(LlamaShape(1, 131072), 132, one_level).merge_fan_in, 0);
 }
 
 // What a runner reserves covers every dense batch and, with row lists, every list length.
