@@ -41,6 +41,7 @@ def main() -> int:
     source = header.index("Source")
     samples = header.index(SAMPLES)
     stalls = [i for i, h in enumerate(header) if h.startswith("stall_") and "Not Issued" not in h]
+    reason = {i: header[i][len("stall_"):] for i in stalls}
     data = [r for r in data if len(r) > samples]
 
     def count(r, i):
@@ -55,10 +56,7 @@ def main() -> int:
     print(f"{total} samples over {len(data)} instructions")
     if total == 0:
         return 0
-    by_reason = {}
-    for r in data:
-        for i in stalls:
-            by_reason[header[i][len("stall_"):]] = by_reason.get(header[i][len("stall_"):], 0) + count(r, i)
+    by_reason = {name: sum(count(r, i) for r in data) for i, name in reason.items()}
     print("stall reasons: " + ", ".join(
         f"{name} {100.0 * n / total:.1f}%" for name, n in sorted(by_reason.items(), key=lambda x: -x[1])
         if n > 0))
@@ -66,7 +64,7 @@ def main() -> int:
     hot = sorted(hot, key=lambda kr: -count(kr[1], samples))[:args.top]
     print(f"{'index':>6} {'share':>6}  {'instruction':<56} top stalls")
     for k, r in sorted(hot, key=lambda kr: kr[0]):
-        top = sorted(((count(r, i), header[i][len("stall_"):]) for i in stalls), reverse=True)[:2]
+        top = sorted(((count(r, i), reason[i]) for i in stalls), reverse=True)[:2]
         reasons = ", ".join(f"{name} {n}" for n, name in top if n > 0)
         print(f"{k:6d} {100.0 * count(r, samples) / total:5.1f}%  {r[source].strip()[:56]:<56} {reasons}")
     return 0
