@@ -763,6 +763,8 @@ absl::Status CudaModelRunner::Impl::Layer(int64_t layer, const Forward& f,
   rope.q_row_stride = qkv_dim;
   rope.k_row_stride = qkv_dim;
   rope.v_row_stride = qkv_dim;
+  // One token per chunk (a decode step): each writes a block of its own sequence alone.
+  rope.tokens_in_distinct_blocks = f.rows == f.num_chunks;
   LY_RETURN_IF_ERROR(cuda::RopeKvWrite(rope, stream));
 
   LY_RETURN_IF_ERROR(Attention(layer, f, layout));

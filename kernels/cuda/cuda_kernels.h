@@ -92,11 +92,12 @@ absl::Status CanImplementRmsNormPerHead(const RmsNormPerHeadParams& params);
 // k[t] and v[t] into the paged cache at slot slot_mapping[t] = block_id * block_size + offset
 // (a negative slot skips the token: padding). Angles are computed in double like the CPU path.
 //
-// When cache.key_summary is set, a second kernel then recomputes the summary (element-wise min and
-// max of the keys in slots 0..offset) of every block this launch wrote, which equals
-// cpu::WritePagedKv's incremental rule as long as a block is filled in slot order by one
-// sequence. It requires that the tokens of one block appear in this launch consecutively and in
-// slot order (how a scheduler lays out each sequence's new tokens).
+// When cache.key_summary is set, the summary (element-wise min and max of the keys in slots
+// 0..offset) of every block this launch wrote is recomputed, which equals cpu::WritePagedKv's
+// incremental rule as long as a block is filled in slot order by one sequence: by the token's
+// own CTA when it is the only token of its block in the launch, else by a second kernel after
+// the writes. It requires that the tokens of one block appear in this launch consecutively and
+// in slot order (how a scheduler lays out each sequence's new tokens).
 struct RopeKvWriteParams {
   // Pointers.
   bf16* q = nullptr;                      // [num_tokens, q_row_stride] ([num_heads, head_dim] used)
@@ -115,6 +116,10 @@ struct RopeKvWriteParams {
   int64_t q_row_stride = 0;
   int64_t k_row_stride = 0;
   int64_t v_row_stride = 0;
+  // No block receives two tokens of this launch (a decode step: one token per sequence). Then
+  // the second kernel is not launched; if a block did receive several, its summary would go
+  // stale (never a race: such blocks are left to the second kernel).
+  bool tokens_in_distinct_blocks = false;
 };
 absl::Status CanImplementRopeKvWrite(const RopeKvWriteParams& params);
 [[nodiscard]] absl::Status RopeKvWrite(const RopeKvWriteParams& params, cudaStream_t stream);

@@ -90,6 +90,9 @@ absl::Status CanImplementRopeKvWrite(const RopeKvWriteParams& p) {
   if (p.num_heads % p.num_kv_heads != 0) {
     return absl::InvalidArgumentError("num_heads must be a multiple of num_kv_heads");
   }
+  if ((p.num_heads + p.num_kv_heads) * p.head_dim > kMaxInt32) {
+    return absl::InvalidArgumentError("(num_heads + num_kv_heads) * head_dim too large");
+  }
   const auto stride_ok = [](int64_t stride, int64_t width) {
     return stride == 0 || stride >= width;
   };

@@ -12,6 +12,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -332,14 +333,22 @@ TEST_F(CudaFusedOpsTest, RopeKvWriteMatchesCpuApplyRopeAndWritePagedKv) {
       {8, 1, 128, 64, true, none},
       {6, 2, 128, 16, false, none},
   };
-  // A prefill from scratch, a decode far into a long context, a chunk starting mid-block, a
-  // one-token sequence ending a block exactly; plus one padding token (slot -1).
-  const std::vector<SeqChunk> chunks = {{0, 37}, {33000, 1}, {1000, 20}, {15, 1}, {63, 2}};
+  // Mixed: a prefill from scratch, a decode far into a long context, a chunk starting
+  // mid-block, a one-token sequence ending a block exactly, two tokens across a block boundary
+  // (blocks of several tokens get their summaries from the second kernel, tokens alone in their
+  // block from their own CTA). Decode: one token per sequence, launched with
+  // tokens_in_distinct_blocks (no second kernel). Each set also has one padding token (slot -1).
+  const std::vector<SeqChunk> mixed = {{0, 37}, {33000, 1}, {1000, 20}, {15, 1}, {63, 2}};
+  const std::vector<SeqChunk> decode = {{33000, 1}, {15, 1}, {0, 1}, {100, 1}, {63, 1}, {64, 1}};
+  std::vector<std::pair<RopeCase, bool>> runs;  // (case, decode step)
+  for (const RopeCase& c : cases) runs.insert(runs.end(), {{c, false}, {c, true}});
 
-  for (const RopeCase& c : cases) {
-    SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(c.num_heads) + "/" +
-                 std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) +
-                 " bs=" + std::to_string(c.block_size) + " fused=" + std::to_string(c.fused_qkv) +
+  for (const auto& [c, decode_step] : runs) {
+    const std::vector<SeqChunk>& chunks = decode_step ? decode : mixed;
+    SCOPED_TRACE(SeedNote() + (decode_step ? " decode" : " mixed") +
+                 " heads=" + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) +
+                 " d=" + std::to_string(c.head_dim) + " bs=" + std::to_string(c.block_size) +
+                 " fused=" + std::to_string(c.fused_qkv) +
                  " scaling=" + std::to_string(static_cast<int>(c.rope.scaling)));
     const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads;
     const int64_t q_width = c.num_heads * d, kv_width = kvh * d;
@@ -436,6 +445,7 @@ TEST_F(CudaFusedOpsTest, RopeKvWriteMatchesCpuApplyRopeAndWritePagedKv) {
     p.num_heads = c.num_heads;
     p.num_kv_heads = kvh;
     p.head_dim = d;
+    p.tokens_in_distinct_blocks = decode_step;
     LY_ASSERT_OK(RopeKvWrite(p, nullptr));
 
     // CPU reference: rotate q and k, write each sequence's chunk with cpu::WritePagedKv into an
