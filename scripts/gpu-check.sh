@@ -115,12 +115,13 @@ case "${1:-}" in
     # Tests and benchmarks (about 8 MB in xz). The server travels separately (prepare-serve).
     mapfile -t tests < <(ctest --test-dir build/cuda -L gpu -N | awk '/Test +#/{print $3}')
     cmake --build --preset cuda -j"$(nproc)" --target "${tests[@]}" cuda_decode_attention_bench \
-      cuda_e2e_bench cuda_sparse_attention_bench
+      cuda_e2e_bench cuda_sparse_attention_bench cuda_gemm_bench
     rm -rf "$bundle" && mkdir -p "$bundle"
     printf '%s\n' "${tests[@]}" >"$bundle/tests.txt"
     write_commit
     scripts/gpu-bundle "$bundle" "${tests[@]/#/build/cuda/tests/}" \
-      build/bin/cuda_decode_attention_bench build/bin/cuda_e2e_bench build/bin/cuda_sparse_attention_bench
+      build/bin/cuda_decode_attention_bench build/bin/cuda_e2e_bench build/bin/cuda_sparse_attention_bench \
+      build/bin/cuda_gemm_bench
     strip --strip-debug "$bundle"/bin/* "$bundle"/lib/*
     rm -rf "$carry" && mkdir -p "$carry"
     XZ_OPT="-9 -T$(nproc)" tar -C .gpu -cJf "$carry/bundle.txz" bundle
@@ -186,9 +187,10 @@ case "${1:-}" in
           --no-prhs-cell 2>&1 | grep -E '(Score|Select)Kernel|duration' | sed 's/  */ /g' || true
       done
       echo "--- where SelectKernel's warps wait at 1 x 128K (stall sampling every 32 cycles)"
-      if "$ncu" --section SourceCounters --section WarpStateStats --sampling-interval 0 \
+      # (--warp-sampling-interval: ncu 2025 has no --sampling-interval; its errors are shown)
+      if "$ncu" --section SourceCounters --section WarpStateStats --warp-sampling-interval 0 \
         -k regex:SelectKernel --launch-count 1 -o "$out/select" -f "$bundle/bin/cuda_sparse_attention_bench" \
-        --batches 1 --contexts 131072 --iters 1 --no-prhs-cell >/dev/null 2>&1; then
+        --batches 1 --contexts 131072 --iters 1 --no-prhs-cell 2>&1 | grep -E '^==(ERROR|WARNING)=='; [ -f "$out/select.ncu-rep" ]; then
         "$ncu" -i "$out/select.ncu-rep" --page source --csv --print-source sass >"$out/select-source.csv"
         python3 tools/ncu_source_hotspots.py "$out/select-source.csv" || true
         rm -f "$out/select.ncu-rep"
@@ -202,6 +204,8 @@ case "${1:-}" in
           --prefill "" --steps 1 --policies "$policy" --budget 2048 2>&1 | ncu_per_kernel_table || true
       done
     fi
+    echo "--- decode-step linear layers: cuBLASLt vs the skinny kernel"
+    "$bundle/bin/cuda_gemm_bench" --json "$out/gemm.json"
     echo "--- end to end (issue 12: the largest batch that fits, at 32K and 128K)"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
       --policies quest,lychee,prhs --budget 2048 --fit-batch --json "$out/e2e.json"

@@ -6,11 +6,13 @@
 
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/skinny_gemm.h"
 
 namespace lychee::cuda {
 namespace {
@@ -70,6 +72,47 @@ absl::Status CanImplementGemm(const GemmArgs& a) {
   return absl::InvalidArgumentError("gemm: unknown out_type");
 }
 
+absl::Status CanImplementSkinnyGemm(const GemmArgs& a) {
+  if (absl::Status s = CanImplementGemm(a); !s.ok()) return s;
+  if (a.m > kSkinnyGemmMaxRows) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("skinny gemm: m=", a.m, " exceeds ", kSkinnyGemmMaxRows, " rows"));
+  }
+  if (SkinnyGemmTiles(a.n) > kSkinnyGemmMaxTiles) {
+    return absl::InvalidArgumentError(absl::StrCat("skinny gemm: n=", a.n, " exceeds ",
+                                                   kSkinnyGemmMaxTiles * kSkinnyGemmTileRows));
+  }
+  return absl::OkStatus();
+}
+
+SkinnyGemmPlan PlanSkinnyGemm(int64_t m, int64_t n, int64_t k, int num_sms,
+                              size_t workspace_bytes) {
+  (void)m;  // the cut depends on (n, k) only: a row's sums are the same in any batch
+  const int64_t tiles = SkinnyGemmTiles(n);
+  const int64_t chunks = (k + kSkinnyGemmChunk - 1) / kSkinnyGemmChunk;
+  // Eight CTAs an SM (about three resident, several waves so the last one is short), and at
+  // least two chunks a warp.
+  const int64_t target_ctas = int64_t{8} * std::max(1, num_sms);
+  const int64_t max_splits = std::max<int64_t>(1, chunks / (2 * kSkinnyGemmWarps));
+  int64_t splits = std::clamp<int64_t>((target_ctas + tiles - 1) / tiles, 1, max_splits);
+  SkinnyGemmPlan plan;
+  auto cut = [&](int64_t s) {
+    const int64_t per_cta = (chunks + s - 1) / s;
+    plan.chunks_per_warp = static_cast<int>((per_cta + kSkinnyGemmWarps - 1) / kSkinnyGemmWarps);
+    plan.splits = static_cast<int>((chunks + plan.chunks_per_warp * kSkinnyGemmWarps - 1) /
+                                   (plan.chunks_per_warp * kSkinnyGemmWarps));
+  };
+  cut(splits);
+  if (SkinnyGemmWorkspaceBytes(n, plan) > workspace_bytes) cut(1);
+  return plan;
+}
+
+size_t SkinnyGemmWorkspaceBytes(int64_t n, const SkinnyGemmPlan& plan) {
+  if (plan.splits <= 1) return 0;
+  return static_cast<size_t>(SkinnyGemmTiles(n)) * static_cast<size_t>(plan.splits) *
+         kSkinnyGemmTileRows * kSkinnyGemmMaxRows * sizeof(float);
+}
+
 struct LtGemm::Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -87,13 +130,30 @@ absl::StatusOr<std::unique_ptr<LtGemm>> LtGemm::Create() {
   if (const cublasStatus_t s = cublasLtCreate(&handle); s != CUBLAS_STATUS_SUCCESS) {
     return absl::UnavailableError(absl::StrCat("cublasLtCreate: ", cublasLtGetStatusString(s)));
   }
-  return std::unique_ptr<LtGemm>(new LtGemm(handle));
+  int device = 0, num_sms = 1;
+  int32_t* counters = nullptr;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess)
+    err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+  if (err == cudaSuccess) {
+    err = cudaMalloc(reinterpret_cast<void**>(&counters), kSkinnyGemmMaxTiles * sizeof(int32_t));
+  }
+  if (err == cudaSuccess) err = cudaMemset(counters, 0, kSkinnyGemmMaxTiles * sizeof(int32_t));
+  if (err != cudaSuccess) {
+    if (counters != nullptr) cudaFree(counters);
+    cublasLtDestroy(handle);
+    return absl::UnavailableError(
+        absl::StrCat("gemm: skinny kernel counters: ", cudaGetErrorString(err)));
+  }
+  return std::unique_ptr<LtGemm>(new LtGemm(handle, counters, num_sms));
 }
 
-LtGemm::LtGemm(cublasLtHandle_t handle) : handle_(handle) {}
+LtGemm::LtGemm(cublasLtHandle_t handle, int32_t* counters, int num_sms)
+    : handle_(handle), skinny_counters_(counters), num_sms_(num_sms) {}
 
 LtGemm::~LtGemm() {
   plans_.clear();
+  if (skinny_counters_ != nullptr) cudaFree(skinny_counters_);
   if (handle_ != nullptr) cublasLtDestroy(handle_);
 }
 
@@ -162,6 +222,10 @@ absl::Status LtGemm::Run(const GemmArgs& args, void* workspace, size_t workspace
   if (absl::Status s = CanImplementGemm(args); !s.ok()) return s;
   if (workspace_bytes > 0 && workspace == nullptr) {
     return absl::InvalidArgumentError("gemm: workspace_bytes > 0 but workspace is null");
+  }
+  if (args.backend == GemmBackend::kSkinny) {
+    const SkinnyGemmPlan plan = PlanSkinnyGemm(args.m, args.n, args.k, num_sms_, workspace_bytes);
+    return SkinnyGemm(args, plan, workspace, workspace_bytes, skinny_counters_, stream);
   }
   absl::StatusOr<const Plan*> plan = GetPlan(args, workspace_bytes);
   if (!plan.ok()) return plan.status();

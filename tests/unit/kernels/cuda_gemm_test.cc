@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The cuBLASLt GEMM wrapper (kernels/cuda/gemm.h) against cpu::Gemm on bf16-rounded inputs, so
 // only accumulation order and the output rounding differ: prefill-sized and skinny decode shapes,
-// odd m, bf16 and fp32 outputs, outputs poisoned before each run. CanImplementGemm runs without a
-// GPU.
+// odd m, bf16 and fp32 outputs, outputs poisoned before each run; the skinny decode kernel
+// (m <= 16) beside cuBLASLt on the same shapes, its determinism and plan. CanImplementGemm runs
+// without a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/skinny_gemm.h"
 #include "tests/unit/kernels/cuda_test_util.h"
 #include "tests/util/numeric.h"
 
@@ -76,14 +78,27 @@ TEST_F(CudaGemmTest, MatchesCpuGemm) {
   struct Shape {
     int64_t m, n, k;
   };
-  // Decode (m = 1..17), prefill, an lm_head-like wide n, odd m everywhere it is allowed.
-  for (const Shape s : {Shape{1, 8, 8}, Shape{1, 4096, 4096}, Shape{3, 24, 40},
-                        Shape{17, 1000, 200}, Shape{8, 14336, 512}, Shape{64, 512, 1024},
-                        Shape{129, 4104, 256}, Shape{5, 32000, 256}, Shape{517, 768, 2048}}) {
+  // Decode (m = 1..17), prefill, an lm_head-like wide n, odd m everywhere it is allowed; shapes
+  // of m <= 16 also run on the skinny kernel, including k that is not a multiple of its
+  // 32-element chunk and n not a multiple of its 16-row tile, split k (4096, 14336) and none (8).
+  struct Run {
+    Shape s;
+    GemmBackend backend;
+  };
+  std::vector<Run> runs;
+  for (const Shape s :
+       {Shape{1, 8, 8}, Shape{1, 4096, 4096}, Shape{3, 24, 40}, Shape{17, 1000, 200},
+        Shape{8, 14336, 512}, Shape{64, 512, 1024}, Shape{129, 4104, 256}, Shape{5, 32000, 256},
+        Shape{517, 768, 2048}, Shape{9, 1032, 14336}, Shape{16, 6144, 4096}, Shape{2, 40, 72}}) {
+    runs.push_back({s, GemmBackend::kAuto});
+    if (s.m <= kSkinnyGemmMaxRows) runs.push_back({s, GemmBackend::kSkinny});
+  }
+  for (const auto& [s, backend] : runs) {
     for (const GemmOutType out : {GemmOutType::kBf16, GemmOutType::kFp32}) {
       const bool bf16_out = out == GemmOutType::kBf16;
       SCOPED_TRACE(SeedNote() + " m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
-                   " k=" + std::to_string(s.k) + (bf16_out ? " bf16" : " fp32"));
+                   " k=" + std::to_string(s.k) + (bf16_out ? " bf16" : " fp32") +
+                   (backend == GemmBackend::kAuto ? " auto" : " skinny"));
       const auto x = RandomBf16Values(rng_, s.m * s.k);
       const auto w = RandomBf16Values(rng_, s.n * s.k);
       DeviceBuffer<bf16> d_x, d_w, d_y16;
@@ -97,6 +112,7 @@ TEST_F(CudaGemmTest, MatchesCpuGemm) {
       args.n = s.n;
       args.k = s.k;
       args.out_type = out;
+      args.backend = backend;
       if (bf16_out) {
         LY_ASSERT_OK(d_y16.Allocate(s.m * s.n));
         LY_ASSERT_OK(d_y16.FillBytes(0xff));
@@ -135,7 +151,8 @@ TEST_F(CudaGemmTest, CachesOnePlanPerShapeAndRunsWithoutWorkspace) {
   LY_ASSERT_OK(d_x.Upload(ToBf16(x)));
   LY_ASSERT_OK(d_w.Upload(ToBf16(w)));
   LY_ASSERT_OK(d_y.Allocate(m * n));
-  GemmArgs args{d_x.get(), d_w.get(), d_y.get(), m, n, k, GemmOutType::kFp32};
+  GemmArgs args{d_x.get(), d_w.get(), d_y.get(),          m,
+                n,         k,         GemmOutType::kFp32, GemmBackend::kCublasLt};
   for (int i = 0; i < 3; ++i) {
     LY_ASSERT_OK(d_y.FillBytes(0xff));
     LY_ASSERT_OK((*gemm)->Run(args, nullptr, 0, nullptr));
@@ -152,6 +169,85 @@ TEST_F(CudaGemmTest, CachesOnePlanPerShapeAndRunsWithoutWorkspace) {
   LY_ASSERT_OK((*gemm)->Run(args, nullptr, 0, nullptr));
   EXPECT_EQ((*gemm)->cached_shapes(), 2u);
   EXPECT_EQ((*gemm)->Run(args, nullptr, 16, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(CudaGemmValidationTest, SkinnyPlanCoversKAndFitsItsWorkspace) {
+  for (const int64_t n : {8, 24, 4096, 6144, 28672, 128256}) {
+    for (const int64_t k : {8, 40, 512, 4096, 14336}) {
+      for (const size_t ws : {size_t{0}, size_t{4096}, kGemmWorkspaceBytes}) {
+        SCOPED_TRACE("n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                     " workspace=" + std::to_string(ws));
+        const SkinnyGemmPlan plan = PlanSkinnyGemm(3, n, k, 132, ws);
+        const int64_t chunks = (k + kSkinnyGemmChunk - 1) / kSkinnyGemmChunk;
+        const int64_t per_cta = int64_t{plan.chunks_per_warp} * kSkinnyGemmWarps;
+        EXPECT_GE(plan.splits * per_cta, chunks);
+        EXPECT_LT((plan.splits - 1) * per_cta, chunks) << "a split with nothing to do";
+        EXPECT_LE(SkinnyGemmWorkspaceBytes(n, plan), ws);
+        // The cut depends on (n, k) only, so a row's result does not depend on the batch.
+        const SkinnyGemmPlan other = PlanSkinnyGemm(16, n, k, 132, ws);
+        EXPECT_EQ(other.splits, plan.splits);
+        EXPECT_EQ(other.chunks_per_warp, plan.chunks_per_warp);
+      }
+    }
+  }
+  // Decode shapes of Llama-3-8B split k on an H100 (few tiles), the lm_head does not.
+  EXPECT_GT(PlanSkinnyGemm(1, 4096, 4096, 132, kGemmWorkspaceBytes).splits, 1);
+  EXPECT_EQ(PlanSkinnyGemm(1, 128256, 4096, 132, kGemmWorkspaceBytes).splits, 1);
+  GemmArgs a = ValidArgs();
+  a.m = 17;
+  EXPECT_FALSE(CanImplementSkinnyGemm(a).ok());
+  a.m = 16;
+  EXPECT_TRUE(CanImplementSkinnyGemm(a).ok());
+}
+
+// The skinny kernel's sums have a fixed order: a row's output is bit-identical across repeated
+// launches (the split-k arrival order varies) and whatever other rows share the batch.
+TEST_F(CudaGemmTest, SkinnyIsDeterministicAndBatchInvariant) {
+  LY_SKIP_WITHOUT_GPU();
+  auto gemm = LtGemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  DeviceBuffer<uint8_t> workspace;
+  LY_ASSERT_OK(workspace.Allocate(kGemmWorkspaceBytes));
+  const int64_t n = 4096, k = 4096;
+  SCOPED_TRACE(SeedNote());
+  const auto x = RandomBf16Values(rng_, 16 * k);
+  const auto w = RandomBf16Values(rng_, n * k);
+  DeviceBuffer<bf16> d_x, d_w;
+  DeviceBuffer<float> d_y;
+  LY_ASSERT_OK(d_x.Upload(ToBf16(x)));
+  LY_ASSERT_OK(d_w.Upload(ToBf16(w)));
+  LY_ASSERT_OK(d_y.Allocate(16 * n));
+  std::vector<float> first;
+  for (const int64_t m : {16, 16, 3, 1, 9}) {
+    LY_ASSERT_OK(d_y.FillBytes(0xff));
+    GemmArgs args{d_x.get(), d_w.get(), d_y.get(),          m,
+                  n,         k,         GemmOutType::kFp32, GemmBackend::kSkinny};
+    LY_ASSERT_OK((*gemm)->Run(args, workspace.get(), workspace.bytes(), nullptr));
+    std::vector<float> got;
+    LY_ASSERT_OK(d_y.Download(got));
+    if (first.empty()) {
+      first = got;
+      std::vector<float> want(16 * n);
+      cpu::Gemm(x.data(), w.data(), nullptr, want.data(), 16, n, k);
+      EXPECT_LT(RelativeL2(got, want), 1e-4);
+      continue;
+    }
+    EXPECT_TRUE(std::equal(got.begin(), got.begin() + m * n, first.begin())) << "m=" << m;
+    // Rows past m are not written.
+    const size_t poisoned = static_cast<size_t>(
+        std::count_if(got.begin() + m * n, got.end(), [](float v) { return std::isnan(v); }));
+    EXPECT_EQ(poisoned, static_cast<size_t>((16 - m) * n)) << "m=" << m;
+  }
+  // Without a workspace the kernel runs unsplit: same values up to the summation order.
+  LY_ASSERT_OK(d_y.FillBytes(0xff));
+  GemmArgs args{d_x.get(), d_w.get(), d_y.get(),          16,
+                n,         k,         GemmOutType::kFp32, GemmBackend::kSkinny};
+  LY_ASSERT_OK((*gemm)->Run(args, nullptr, 0, nullptr));
+  std::vector<float> got;
+  LY_ASSERT_OK(d_y.Download(got));
+  EXPECT_LT(RelativeL2(got, first), 1e-5);
+  args.m = 17;
+  EXPECT_EQ((*gemm)->Run(args, nullptr, 0, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
 // Operands that are views into larger buffers, aligned to 16 bytes but not to 256 (what the
