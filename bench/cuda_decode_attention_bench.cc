@@ -53,7 +53,7 @@ struct Options {
 
 struct Row {
   int64_t batch = 0, context = 0;
-  int splits = 0, chunk = 0;
+  int splits = 0, chunk = 0, stages = 0;
   double kv_bytes = 0;
   double attn_us = 0, copy_us = 0;
   double attn_gbs = 0, copy_gbs = 0;
@@ -95,6 +95,9 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
     auto ctas = DecodeAttentionCtasPerSm(kHeadDim, plan_options.stages, plan_options.loader);
     if (!ctas.ok()) return ctas.status();
     plan_options.ctas_per_sm = *ctas;
+    auto two = DecodeAttentionCtasPerSm(kHeadDim, 2, plan_options.loader);
+    if (!two.ok()) return two.status();
+    plan_options.long_split_ctas_per_sm = *two;
   } else {
     plan_options.ctas_per_sm = o.ctas_per_sm;
   }
@@ -150,6 +153,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       row.context = ctx;
       row.splits = plan.num_splits;
       row.chunk = plan.chunk_tokens;
+      row.stages = plan.stages;
       const size_t kv_bytes = static_cast<size_t>(batch * ctx) * kKvHeads * kHeadDim * 2 * 2;
       row.kv_bytes = static_cast<double>(kv_bytes);
       auto attn = TimeIt(o, stream, flush, [&] { return DecodeAttention(p, plan, stream); });
@@ -171,21 +175,25 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
 
   const char* loader_name = plan_options.loader == DecodeLoader::kTma ? "tma" : "cp-async";
   std::printf(
-      "\n%s, %d SMs, block_size %lld, %s loader, %d stages, %d CTAs/SM, %s L2, median of %d\n",
+      "\n%s, %d SMs, block_size %lld, %s loader, %d stages at %d CTAs/SM (2 at %d for splits of "
+      ">= %d tokens), %s L2, median of %d\n",
       dev.name.c_str(), dev.num_sms, static_cast<long long>(bs), loader_name, plan_options.stages,
-      plan_options.ctas_per_sm, o.warm ? "warm" : "cold", o.iters);
-  std::printf("%6s %8s %7s %7s %10s %10s %10s %10s %10s %8s\n", "batch", "context", "splits",
-              "chunk", "KV MB", "attn us", "attn GB/s", "copy us", "copy GB/s", "% copy");
+      plan_options.ctas_per_sm, plan_options.long_split_ctas_per_sm, plan_options.long_split_tokens,
+      o.warm ? "warm" : "cold", o.iters);
+  std::printf("%6s %8s %7s %7s %6s %10s %10s %10s %10s %10s %8s\n", "batch", "context", "splits",
+              "chunk", "stages", "KV MB", "attn us", "attn GB/s", "copy us", "copy GB/s", "% copy");
   nlohmann::json results = nlohmann::json::array();
   for (const Row& r : rows) {
     const double pct = 100.0 * r.attn_gbs / r.copy_gbs;
-    std::printf("%6lld %8lld %7d %7d %10.1f %10.1f %10.0f %10.1f %10.0f %7.1f%%\n",
+    std::printf("%6lld %8lld %7d %7d %6d %10.1f %10.1f %10.0f %10.1f %10.0f %7.1f%%\n",
                 static_cast<long long>(r.batch), static_cast<long long>(r.context), r.splits,
-                r.chunk, r.kv_bytes / 1e6, r.attn_us, r.attn_gbs, r.copy_us, r.copy_gbs, pct);
+                r.chunk, r.stages, r.kv_bytes / 1e6, r.attn_us, r.attn_gbs, r.copy_us, r.copy_gbs,
+                pct);
     results.push_back({{"batch", r.batch},
                        {"context", r.context},
                        {"splits", r.splits},
                        {"chunk_tokens", r.chunk},
+                       {"stages", r.stages},
                        {"kv_bytes", r.kv_bytes},
                        {"attention_us", r.attn_us},
                        {"attention_gb_per_s", r.attn_gbs},
@@ -211,6 +219,8 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
           {"min_chunk_tokens", o.plan.min_chunk_tokens},
           {"max_splits", o.plan.max_splits},
           {"merge_fan_in", o.plan.merge_fan_in},
+          {"long_split_tokens", o.plan.long_split_tokens},
+          {"long_split_ctas_per_sm", plan_options.long_split_ctas_per_sm},
           {"l2", o.warm ? "warm" : "cold"},
           {"iters", o.iters},
           {"results", results}};
@@ -245,6 +255,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   app.add_option("--merge-fan-in", o.plan.merge_fan_in,
                  "plan: splits per first-level merge group (0: one level)");
+  app.add_option("--long-split-tokens", o.plan.long_split_tokens,
+                 "plan: splits at least this long (with 2 stages) use 2 stages (0: never)");
   app.add_flag("--warm", o.warm, "do not flush L2 between samples");
   app.add_flag("--sequential-pages", o.sequential_pages,
                "each sequence's pages consecutive in the pool (default: shuffled)");

@@ -192,8 +192,11 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   const DecodeAttentionPlanOptions runner_plan;  // the runner's defaults
   auto ctas = DecodeAttentionCtasPerSm(kHeadDim, runner_plan.stages, runner_plan.loader);
   if (!ctas.ok()) return ctas.status();
+  auto two_stage_ctas = DecodeAttentionCtasPerSm(kHeadDim, 2, runner_plan.loader);
+  if (!two_stage_ctas.ok()) return two_stage_ctas.status();
   DecodeAttentionPlanOptions plan_options = runner_plan;
   plan_options.ctas_per_sm = *ctas;
+  plan_options.long_split_ctas_per_sm = *two_stage_ctas;
   // The launches of budget-bound rows (quest, lychee's second part, the PrHS cell).
   DecodeAttentionPlanOptions budget_plan_options = plan_options;
   if (o.budget_min_chunk > 0) budget_plan_options.min_chunk_tokens = o.budget_min_chunk;

@@ -230,6 +230,9 @@ absl::Status CudaModelRunner::Impl::AllocateScratch() {
     LY_ASSIGN_OR_RETURN(decode_plan_options.ctas_per_sm,
                         cuda::DecodeAttentionCtasPerSm(config.head_dim, decode_plan_options.stages,
                                                        decode_plan_options.loader));
+    LY_ASSIGN_OR_RETURN(
+        decode_plan_options.long_split_ctas_per_sm,
+        cuda::DecodeAttentionCtasPerSm(config.head_dim, 2, decode_plan_options.loader));
     LY_RETURN_IF_ERROR(decode_split_counters.Allocate(
         n(max_chunks * config.num_kv_heads * cuda::kDecodeSplitCountersPerRow)));
     LY_RETURN_IF_ERROR(decode_split_counters.FillBytes(0));

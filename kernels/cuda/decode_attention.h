@@ -126,6 +126,15 @@ struct DecodeAttentionPlanOptions {
   // H100, where cp.async reached 0.91-0.97x and 93-95% (docs/PERFORMANCE.md, 2026-12-07).
   DecodeLoader loader = DecodeLoader::kTma;
   int merge_fan_in = 16;  // DecodeAttentionPlan::merge_fan_in
+  // Long splits stream better from a ring of 2 tiles and the third CTA an SM it leaves room
+  // for; short ones need the third tile's prefetch (H100, cuda_decode_attention_bench, one
+  // call: 2 stages 1-2% faster at 1 x 128K, 8 x 32K .. 32 x 128K, whose 2-stage splits are
+  // >= 2736 tokens; 1-6% slower at 1 x 4K, 1 x 32K and 32 x 4K, whose are <= 1376). A plan whose
+  // splits would be at least long_split_tokens with 2 stages at long_split_ctas_per_sm CTAs an SM
+  // (DecodeAttentionCtasPerSm for 2 stages; the H100's for head_dim 128 by default) is made so.
+  // 0 in either: always `stages`.
+  int long_split_tokens = 2560;
+  int long_split_ctas_per_sm = 3;
 };
 
 // CTAs of the decode kernel for `head_dim`, `stages` and `loader` that fit on one SM of the
@@ -138,7 +147,8 @@ absl::StatusOr<int> DecodeAttentionCtasPerSm(int64_t head_dim, int stages,
 // block_size. Pure host logic (no GPU needed).
 absl::Status CanImplementDecodeAttention(const DecodeAttentionShape& shape);
 
-// Host-only: chooses the split from the batch, kv heads, max_context_len and the SM count. Unless
+// Host-only: chooses the split (and the stages: options.long_split_tokens) from the batch, kv
+// heads, max_context_len and the SM count. Unless
 // the batch's (sequence, kv head) pairs alone fill two waves of ctas_per_sm * num_sms CTAs, each
 // is split into chunks (of at least min_chunk_tokens) so that the grid fills its waves evenly:
 // the fewest splits whose wave efficiency (CTAs / (waves * wave size)) is within 5% of the best

@@ -61,10 +61,16 @@ absl::Status CanImplementDecodeAttention(const DecodeAttentionShape& s) {
   return absl::OkStatus();
 }
 
-DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& s, int num_sms,
-                                        const DecodeAttentionPlanOptions& o) {
+namespace {
+
+// The plan with `stages` K/V tiles in the ring and `ctas_per_sm` CTAs resident per SM.
+DecodeAttentionPlan PlanWithStages(const DecodeAttentionShape& s, int num_sms,
+                                   const DecodeAttentionPlanOptions& options, int stages,
+                                   int ctas_per_sm) {
+  DecodeAttentionPlanOptions o = options;
+  o.ctas_per_sm = ctas_per_sm;
   DecodeAttentionPlan plan;
-  plan.stages = std::clamp(o.stages, 2, 4);
+  plan.stages = std::clamp(stages, 2, 4);
   plan.loader = o.loader;
   plan.merge_fan_in = o.merge_fan_in;
   const int64_t bs = std::max<int64_t>(1, s.block_size);
@@ -97,6 +103,17 @@ DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& s, int num_s
   plan.num_splits = static_cast<int>(splits);
   plan.chunk_tokens = static_cast<int>(std::min<int64_t>(chunk, kMaxInt32));
   return plan;
+}
+
+}  // namespace
+
+DecodeAttentionPlan PlanDecodeAttention(const DecodeAttentionShape& s, int num_sms,
+                                        const DecodeAttentionPlanOptions& o) {
+  if (o.long_split_tokens > 0 && o.long_split_ctas_per_sm > 0) {
+    const DecodeAttentionPlan two = PlanWithStages(s, num_sms, o, 2, o.long_split_ctas_per_sm);
+    if (two.chunk_tokens >= o.long_split_tokens) return two;
+  }
+  return PlanWithStages(s, num_sms, o, o.stages, o.ctas_per_sm);
 }
 
 size_t DecodeAttentionWorkspaceBytes(const DecodeAttentionShape& s,

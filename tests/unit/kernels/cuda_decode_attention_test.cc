@@ -108,9 +108,15 @@ TEST(CudaDecodeAttentionPlanTest, PlansCoverTheContextInWholePages) {
     ASSERT_GE(int64_t{plan.num_splits} * plan.chunk_tokens, ctx);
     ASSERT_LT(int64_t{plan.num_splits - 1} * plan.chunk_tokens, ctx);
     if (plan.num_splits > 1) {
-      // Splitting happens only when the batch alone does not fill two waves (of the default 2
-      // CTAs per SM), and never cuts chunks below the minimum.
-      EXPECT_LT(s.batch * s.num_kv_heads, 2 * 2 * sms);
+      // Splitting happens only when the batch alone does not fill two waves (of the plan's CTAs
+      // per SM: 2 with 3 stages, 3 with 2), and never cuts chunks below the minimum; 2 stages
+      // only for long splits.
+      const int ctas_per_sm =
+          plan.stages == 2 ? defaults.long_split_ctas_per_sm : defaults.ctas_per_sm;
+      EXPECT_LT(s.batch * s.num_kv_heads, 2 * ctas_per_sm * sms);
+      if (plan.stages == 2) {
+        EXPECT_GE(plan.chunk_tokens, defaults.long_split_tokens);
+      }
       EXPECT_GE(plan.chunk_tokens, defaults.min_chunk_tokens);
       EXPECT_EQ(DecodeAttentionWorkspaceBytes(s, plan),
                 static_cast<size_t>(s.batch * s.num_heads * plan.num_splits) * (s.head_dim + 1) *
@@ -122,13 +128,27 @@ TEST(CudaDecodeAttentionPlanTest, PlansCoverTheContextInWholePages) {
 }
 
 TEST(CudaDecodeAttentionPlanTest, LongSingleSequenceFillsTheGpu) {
-  // Llama-3-8B, batch 1, 128K tokens, 132 SMs: 8 kv heads alone would use 8 of 132 SMs.
+  // Llama-3-8B, batch 1, 128K tokens, 132 SMs: 8 kv heads alone would use 8 of 132 SMs. Its
+  // splits are long: 2 stages, 3 CTAs an SM.
   const DecodeAttentionPlan plan = PlanDecodeAttention(LlamaShape(1, 131072), 132);
   EXPECT_GE(plan.num_splits * 8, 132);
-  EXPECT_LE(plan.num_splits * 8, 2 * 132 + 8);
-  // Batch 8 x 32K: 64 (sequence, kv head) pairs and a wave of 264 CTAs: 4 splits fill one wave
-  // (97%); 5 would spill 56 CTAs into a second, mostly idle one.
-  EXPECT_EQ(PlanDecodeAttention(LlamaShape(8, 32768), 132).num_splits, 4);
+  EXPECT_LE(plan.num_splits * 8, 3 * 132 + 8);
+  EXPECT_EQ(plan.stages, 2);
+  // Batch 8 x 32K: 64 (sequence, kv head) pairs. With 3 stages (2 CTAs an SM, a wave of 264)
+  // 4 splits fill one wave (97%); 5 would spill 56 CTAs into a second, mostly idle one. Its
+  // splits are long, so it runs with 2 stages: 3 CTAs an SM, 6 splits (384 of 396).
+  DecodeAttentionPlanOptions three_stages;
+  three_stages.long_split_tokens = 0;
+  const DecodeAttentionPlan fixed = PlanDecodeAttention(LlamaShape(8, 32768), 132, three_stages);
+  EXPECT_EQ(fixed.num_splits, 4);
+  EXPECT_EQ(fixed.stages, 3);
+  const DecodeAttentionPlan long_splits = PlanDecodeAttention(LlamaShape(8, 32768), 132);
+  EXPECT_EQ(long_splits.num_splits, 6);
+  EXPECT_EQ(long_splits.stages, 2);
+  // Short splits keep the third stage's prefetch: 1 x 4K, 1 x 32K, 32 x 4K.
+  for (const auto& [batch, ctx] : {std::pair{1, 4096}, std::pair{1, 32768}, std::pair{32, 4096}}) {
+    EXPECT_EQ(PlanDecodeAttention(LlamaShape(batch, ctx), 132).stages, 3) << batch << " x " << ctx;
+  }
   // A batch that fills the GPU by itself is not split.
   EXPECT_EQ(PlanDecodeAttention(LlamaShape(64, 4096), 132).num_splits, 1);
   // Short contexts are not split below the minimum chunk.
