@@ -16,9 +16,9 @@ namespace {
 
 constexpr int kNormThreads = 256;
 
-// One CTA per row. VEC = 8 moves 16 bytes per access (dim % 8 == 0, aligned rows), VEC = 1 is the
-// fallback. Two passes over the row: the second re-reads through L1/L2, cheaper than holding a
-// row of unknown length in registers.
+// One CTA per row, for rows longer than the register kernel below takes (or unaligned). VEC = 8
+// moves 16 bytes per access (dim % 8 == 0, aligned rows), VEC = 1 is the fallback. Two passes
+// over the row: the second re-reads through L1/L2.
 template <int VEC>
 __global__ void __launch_bounds__(kNormThreads)
     RmsNormKernel(const __grid_constant__ RmsNormParams p) {
@@ -78,6 +78,60 @@ __global__ void __launch_bounds__(kNormThreads)
       out[i] =
           __float2bfloat16_rn(__bfloat162float(p.weight[i]) * (__bfloat162float(src[i]) * inv_rms));
     }
+  }
+}
+
+// Rows of up to kRowVecs * kNormThreads * 8 elements (8192), 16-byte accesses: one CTA per row
+// holds its row in registers, so x, the residual and the weight are loaded together and each
+// element is read once (the two-pass form waited on memory four times: a decode step's norms
+// are latency, a few KiB a row).
+constexpr int kRowVecs = 4;
+__global__ void __launch_bounds__(kNormThreads)
+    RmsNormRowInRegistersKernel(const __grid_constant__ RmsNormParams p) {
+  __shared__ float scratch[32];
+  const int64_t row = blockIdx.x;
+  const bf16* x = p.x + row * p.dim;
+  bf16* res = p.maybe_residual != nullptr ? p.maybe_residual + row * p.dim : nullptr;
+  bf16* out = p.out + row * p.dim;
+  Bf16x8 xv[kRowVecs], rv[kRowVecs], wv[kRowVecs];
+  auto at = [&](int j) { return (static_cast<int64_t>(j) * kNormThreads + threadIdx.x) * 8; };
+#pragma unroll
+  for (int j = 0; j < kRowVecs; ++j) {
+    if (at(j) < p.dim) {
+      xv[j].raw = *reinterpret_cast<const uint4*>(x + at(j));
+      if (res != nullptr) rv[j].raw = *reinterpret_cast<const uint4*>(res + at(j));
+      wv[j].raw = *reinterpret_cast<const uint4*>(p.weight + at(j));
+    }
+  }
+  float v[kRowVecs][8];
+  float sum_sq = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kRowVecs; ++j) {
+    if (at(j) >= p.dim) break;
+    ToFloat8(xv[j], v[j]);
+    if (res != nullptr) {
+      float r[8];
+      ToFloat8(rv[j], r);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[j][e] += r[e];
+      const Bf16x8 sum = FromFloat8(v[j]);
+      *reinterpret_cast<uint4*>(res + at(j)) = sum.raw;
+      ToFloat8(sum, v[j]);  // normalise exactly what was stored
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sum_sq += v[j][e] * v[j][e];
+  }
+  sum_sq = BlockSum(sum_sq, scratch);
+  const float inv_rms = rsqrtf(sum_sq / static_cast<float>(p.dim) + p.eps);
+  // Everything was read above: `out` may alias `x` (or the residual: out is written last).
+#pragma unroll
+  for (int j = 0; j < kRowVecs; ++j) {
+    if (at(j) >= p.dim) break;
+    float w[8];
+    ToFloat8(wv[j], w);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[j][e] = w[e] * (v[j][e] * inv_rms);
+    *reinterpret_cast<uint4*>(out + at(j)) = FromFloat8(v[j]).raw;
   }
 }
 
@@ -205,7 +259,9 @@ absl::Status RmsNorm(const RmsNormParams& p, cudaStream_t stream) {
                    IsAligned16(p.weight) &&
                    (p.maybe_residual == nullptr || IsAligned16(p.maybe_residual));
   const dim3 grid(static_cast<unsigned>(p.rows));
-  if (vec) {
+  if (vec && p.dim <= int64_t{kRowVecs} * kNormThreads * 8) {
+    RmsNormRowInRegistersKernel<<<grid, kNormThreads, 0, stream>>>(p);
+  } else if (vec) {
     RmsNormKernel<8><<<grid, kNormThreads, 0, stream>>>(p);
   } else {
     RmsNormKernel<1><<<grid, kNormThreads, 0, stream>>>(p);
