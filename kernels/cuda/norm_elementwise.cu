@@ -16,6 +16,17 @@ namespace {
 
 constexpr int kNormThreads = 256;
 
+// Row `row` of x, of the residual (null without one) and of out.
+struct NormRow {
+  const bf16* x;
+  bf16* res;
+  bf16* out;
+};
+__device__ __forceinline__ NormRow RowOf(const RmsNormParams& p, int64_t row) {
+  return {p.x + row * p.dim, p.maybe_residual != nullptr ? p.maybe_residual + row * p.dim : nullptr,
+          p.out + row * p.dim};
+}
+
 // One CTA per row, for rows longer than the register kernel below takes (or unaligned). VEC = 8
 // moves 16 bytes per access (dim % 8 == 0, aligned rows), VEC = 1 is the fallback. Two passes
 // over the row: the second re-reads through L1/L2.
@@ -23,10 +34,10 @@ template <int VEC>
 __global__ void __launch_bounds__(kNormThreads)
     RmsNormKernel(const __grid_constant__ RmsNormParams p) {
   __shared__ float scratch[32];
-  const int64_t row = blockIdx.x;
-  const bf16* x = p.x + row * p.dim;
-  bf16* res = p.maybe_residual != nullptr ? p.maybe_residual + row * p.dim : nullptr;
-  bf16* out = p.out + row * p.dim;
+  const NormRow row = RowOf(p, blockIdx.x);
+  const bf16* x = row.x;
+  bf16* res = row.res;
+  bf16* out = row.out;
   const int64_t step = static_cast<int64_t>(blockDim.x) * VEC;
 
   float sum_sq = 0.0f;
@@ -89,10 +100,10 @@ constexpr int kRowVecs = 4;
 __global__ void __launch_bounds__(kNormThreads)
     RmsNormRowInRegistersKernel(const __grid_constant__ RmsNormParams p) {
   __shared__ float scratch[32];
-  const int64_t row = blockIdx.x;
-  const bf16* x = p.x + row * p.dim;
-  bf16* res = p.maybe_residual != nullptr ? p.maybe_residual + row * p.dim : nullptr;
-  bf16* out = p.out + row * p.dim;
+  const NormRow row = RowOf(p, blockIdx.x);
+  const bf16* x = row.x;
+  bf16* res = row.res;
+  bf16* out = row.out;
   Bf16x8 xv[kRowVecs], rv[kRowVecs], wv[kRowVecs];
   auto at = [&](int j) { return (static_cast<int64_t>(j) * kNormThreads + threadIdx.x) * 8; };
 #pragma unroll
