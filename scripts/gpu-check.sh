@@ -212,7 +212,7 @@ case "${1:-}" in
     ;;
   variants)
     # Issue 10's open questions in one call, each a decode-attention table on the same GPU: the
-    # loader (cp.async vs TMA, 3 and 4 stages), page locality (the pool's pages in order, as
+    # loader (cp.async vs TMA, 3 and 4 stages, the 2-stage plans for long splits), page locality (the pool's pages in order, as
     # SDPA's contiguous K/V are), more splits for the small cells (--min-chunk 64), the split
     # cap for a launch of one or three rows (LycheeDecode's retrieval heads at batch 1-3), and
     # the split merge in one level against two.
@@ -232,10 +232,16 @@ case "${1:-}" in
       echo "--- decode attention, $name: $*"
       "$bundle/bin/cuda_decode_attention_bench" "$@" --json "$out/decode-$name.json" || true
     }
-    variant cp-async "${shapes[@]}" --loader cp-async
+    # "tma" is the runner's plan (2 stages where splits are >= 2560 tokens); the others fix the
+    # stage count (--long-split-tokens 0).
     variant tma "${shapes[@]}" --loader tma
-    variant tma-4-stages "${shapes[@]}" --loader tma --stages 4
-    variant sequential-pages "${shapes[@]}" --loader cp-async --sequential-pages
+    variant tma-3-stages "${shapes[@]}" --loader tma --long-split-tokens 0
+    variant tma-4-stages "${shapes[@]}" --loader tma --stages 4 --long-split-tokens 0
+    variant cp-async "${shapes[@]}" --loader cp-async --long-split-tokens 0
+    variant sequential-pages "${shapes[@]}" --loader cp-async --sequential-pages --long-split-tokens 0
+    # Page locality under the runner's plan: how much of the gap to SDPA's contiguous K/V is
+    # the shuffled block table?
+    variant tma-sequential-pages "${shapes[@]}" --loader tma --sequential-pages
     variant cp-async-min-chunk-64 "${small[@]}" --loader cp-async --min-chunk 64
     variant tma-min-chunk-64 "${small[@]}" --loader tma --min-chunk 64
     for splits in 64 128 256 512; do
