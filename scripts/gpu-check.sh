@@ -206,6 +206,15 @@ case "${1:-}" in
     fi
     echo "--- decode-step linear layers: cuBLASLt vs the skinny kernel"
     "$bundle/bin/cuda_gemm_bench" --json "$out/gemm.json"
+    if [ -x "$ncu" ]; then
+      # Why the skinny kernel streams slower than cuBLASLt: gate_up at m = 1 (qkv's and o's
+      # four launches each come first).
+      echo "--- the skinny GEMM on gate_up (m = 1) under Nsight Compute"
+      "$ncu" --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+        --section WarpStateStats --section LaunchStats -k regex:SkinnyGemmKernel --launch-skip 8 \
+        --launch-count 1 "$bundle/bin/cuda_gemm_bench" --rows 1 --iters 1 2>&1 |
+        grep -E 'Duration|Throughput|Occupancy|Registers|Block Limit|Waves|Warp Cycles|Eligible|Stall' || true
+    fi
     echo "--- end to end (issue 12: the largest batch that fits, at 32K and 128K)"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
       --policies quest,lychee,prhs --budget 2048 --fit-batch --json "$out/e2e.json"
