@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // cuda_gemm_bench: the linear layers of a decode step, cuBLASLt beside the skinny kernel
-// (kernels/cuda/skinny_gemm.h), and both beside a device-to-device copy of the weight, in the
-// same run.
+// (kernels/cuda/skinny_gemm.h) with its plan's open experiments (more loads in flight, warps
+// interleaved along k), and all beside a device-to-device copy of the weight, in the same run.
 //
 // Shapes: Llama-3-8B's qkv (6144 x 4096), o (4096 x 4096), gate_up (28672 x 4096), down (4096 x
 // 14336) and lm_head (128256 x 4096, fp32 logits) at m in {1, 2, 4, 8, 16} rows (--rows).
@@ -17,6 +17,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -67,13 +68,19 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   LY_CUDA_RETURN_IF_NOT_OK(FillUniform({x.get(), max_rows * 14336, 2}, stream));
   auto gemm = LtGemm::Create();
   if (!gemm.ok()) return gemm.status();
+  DeviceBuffer<int32_t> counters;  // the experiments' own (LtGemm keeps its own)
+  LY_CUDA_RETURN_IF_NOT_OK(counters.Allocate(kSkinnyGemmMaxTiles));
+  LY_CUDA_RETURN_IF_NOT_OK(counters.FillBytes(0));
+  // SkinnyGemmPlan's open experiments beside the measured plan: (unroll, interleave).
+  const std::pair<int, bool> experiments[] = {{4, true}, {8, false}, {8, true}};
 
   std::printf("\n%s, %d SMs, %s L2, median of %d\n", dev.name.c_str(), dev.num_sms,
               o.warm ? "warm" : "cold", o.iters);
   std::printf(
       "| layer | m | weight MB | cuBLASLt us | skinny us | splits | cuBLASLt %% of copy | "
-      "skinny %% of copy | skinny speed / cuBLASLt |\n");
-  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+      "skinny %% of copy | skinny speed / cuBLASLt | interleaved us | unroll 8 us | "
+      "interleaved, unroll 8 us |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   nlohmann::json results = nlohmann::json::array();
   double sum_lt = 0.0, sum_skinny = 0.0;
   for (const Layer& l : layers) {
@@ -98,13 +105,26 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       auto skinny = run(GemmBackend::kSkinny);
       if (!skinny.ok()) return skinny.status();
       const SkinnyGemmPlan plan = PlanSkinnyGemm(m, l.n, l.k, dev.num_sms, workspace.bytes());
+      double experiment_us[3];
+      for (int e = 0; e < 3; ++e) {
+        SkinnyGemmPlan variant = plan;
+        variant.unroll = experiments[e].first;
+        variant.interleave = experiments[e].second;
+        auto t = TimeLaunches(o.iters, o.warm, stream, flush, [&] {
+          return SkinnyGemm(a, variant, workspace.get(), workspace.bytes(), counters.get(), stream);
+        });
+        if (!t.ok()) return t.status();
+        experiment_us[e] = *t;
+      }
       const double lt_pct = 100.0 * bytes / (*lt * 1e3) / copy_gbs;
       const double skinny_pct = 100.0 * bytes / (*skinny * 1e3) / copy_gbs;
       sum_lt += *lt;
       sum_skinny += *skinny;
-      std::printf("| %s | %lld | %.1f | %.1f | %.1f | %d | %.0f%% | %.0f%% | %.2fx |\n", l.name,
-                  static_cast<long long>(m), bytes / 1e6, *lt, *skinny, plan.splits, lt_pct,
-                  skinny_pct, *lt / *skinny);
+      std::printf(
+          "| %s | %lld | %.1f | %.1f | %.1f | %d | %.0f%% | %.0f%% | %.2fx | %.1f | %.1f | %.1f "
+          "|\n",
+          l.name, static_cast<long long>(m), bytes / 1e6, *lt, *skinny, plan.splits, lt_pct,
+          skinny_pct, *lt / *skinny, experiment_us[0], experiment_us[1], experiment_us[2]);
       results.push_back({{"layer", l.name},
                          {"m", m},
                          {"n", l.n},
@@ -114,6 +134,9 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
                          {"skinny_us", *skinny},
                          {"skinny_splits", plan.splits},
                          {"skinny_chunks_per_warp", plan.chunks_per_warp},
+                         {"skinny_interleaved_us", experiment_us[0]},
+                         {"skinny_unroll8_us", experiment_us[1]},
+                         {"skinny_interleaved_unroll8_us", experiment_us[2]},
                          {"copy_us", *copy},
                          {"copy_gb_per_s", copy_gbs}});
     }

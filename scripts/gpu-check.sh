@@ -207,11 +207,11 @@ case "${1:-}" in
     echo "--- decode-step linear layers: cuBLASLt vs the skinny kernel"
     "$bundle/bin/cuda_gemm_bench" --json "$out/gemm.json"
     if [ -x "$ncu" ]; then
-      # Why the skinny kernel streams slower than cuBLASLt: gate_up at m = 1 (qkv's and o's
-      # four launches each come first).
+      # Why the skinny kernel streams slower than cuBLASLt: gate_up at m = 1 under the measured
+      # plan (qkv's and o's 16 launches each come first: 4 of the plan, 12 of the experiments).
       echo "--- the skinny GEMM on gate_up (m = 1) under Nsight Compute"
       "$ncu" --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
-        --section WarpStateStats --section LaunchStats -k regex:SkinnyGemmKernel --launch-skip 8 \
+        --section WarpStateStats --section LaunchStats -k regex:SkinnyGemmKernel --launch-skip 32 \
         --launch-count 1 "$bundle/bin/cuda_gemm_bench" --rows 1 --iters 1 2>&1 |
         grep -E 'Duration|Throughput|Occupancy|Registers|Block Limit|Waves|Warp Cycles|Eligible|Stall' || true
     fi

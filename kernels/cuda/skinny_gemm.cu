@@ -17,7 +17,6 @@ namespace lychee::cuda {
 namespace {
 
 constexpr int kThreads = kSkinnyGemmWarps * 32;
-constexpr int kUnroll = 4;  // chunks whose loads are in flight together, per warp
 constexpr int kTile = kSkinnyGemmTileRows;
 constexpr int kMaxCols = kSkinnyGemmMaxRows;  // batch rows of a partial
 
@@ -29,10 +28,12 @@ struct SkinnyParams {
   int32_t* counters;  // [tiles]
   int64_t m, n, k;
   int splits, chunks_per_warp;
+  bool interleave;
 };
 
-// kMTiles: batch rows in tiles of 8 (1: m <= 8, 2: m <= 16).
-template <int kMTiles, bool kFp32Out>
+// kMTiles: batch rows in tiles of 8 (1: m <= 8, 2: m <= 16). kUnroll: chunks whose loads a warp
+// has in flight together.
+template <int kMTiles, bool kFp32Out, int kUnroll>
 __global__ void __launch_bounds__(kThreads)
     SkinnyGemmKernel(const __grid_constant__ SkinnyParams p) {
   __shared__ float s_red[kSkinnyGemmWarps][kMTiles][4][32];
@@ -53,13 +54,19 @@ __global__ void __launch_bounds__(kThreads)
     xr[mt] = reinterpret_cast<const uint4*>(p.x + (has_x[mt] ? g + 8 * mt : 0) * p.k);
   }
   const int64_t segs = p.k / 8;  // 16-byte pieces of a row
-  const int64_t c_begin =
-      (static_cast<int64_t>(split) * kSkinnyGemmWarps + warp) * p.chunks_per_warp;
-  const int64_t c_end = c_begin + p.chunks_per_warp;
+  const int64_t chunks = (p.k + kSkinnyGemmChunk - 1) / kSkinnyGemmChunk;
+  // The split's chunks. Contiguous: warp w takes chunks_per_warp consecutive ones. Interleaved:
+  // the warps take turns, kUnroll chunks each, so the CTA sweeps its rows front to back.
+  const int64_t split_begin = static_cast<int64_t>(split) * kSkinnyGemmWarps * p.chunks_per_warp;
+  const int64_t split_end =
+      min(split_begin + static_cast<int64_t>(kSkinnyGemmWarps) * p.chunks_per_warp, chunks);
+  const int64_t c_first = split_begin + warp * (p.interleave ? kUnroll : p.chunks_per_warp);
+  const int64_t c_end = p.interleave ? split_end : min(c_first + p.chunks_per_warp, split_end);
+  const int64_t c_step = p.interleave ? kSkinnyGemmWarps * kUnroll : kUnroll;
   const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
 
   float acc[kMTiles][4] = {};
-  for (int64_t c = c_begin; c < c_end && c * 4 < segs; c += kUnroll) {
+  for (int64_t c = c_first; c < c_end; c += c_step) {
     uint4 a0[kUnroll], a1[kUnroll], b[kUnroll][kMTiles];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -140,8 +147,12 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int kMTiles, bool kFp32Out>
-cudaError_t Launch(const SkinnyParams& p, dim3 grid, cudaStream_t stream) {
-  SkinnyGemmKernel<kMTiles, kFp32Out><<<grid, kThreads, 0, stream>>>(p);
+cudaError_t Launch(const SkinnyParams& p, int unroll, dim3 grid, cudaStream_t stream) {
+  if (unroll == 8) {
+    SkinnyGemmKernel<kMTiles, kFp32Out, 8><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    SkinnyGemmKernel<kMTiles, kFp32Out, 4><<<grid, kThreads, 0, stream>>>(p);
+  }
   return cudaGetLastError();
 }
 
@@ -150,7 +161,8 @@ cudaError_t Launch(const SkinnyParams& p, dim3 grid, cudaStream_t stream) {
 absl::Status SkinnyGemm(const GemmArgs& a, const SkinnyGemmPlan& plan, void* workspace,
                         size_t workspace_bytes, int32_t* counters, cudaStream_t stream) {
   LY_CUDA_RETURN_IF_NOT_OK(CanImplementSkinnyGemm(a));
-  if (plan.splits < 1 || plan.chunks_per_warp < 1 || plan.splits > 65535) {
+  if (plan.splits < 1 || plan.chunks_per_warp < 1 || plan.splits > 65535 ||
+      (plan.unroll != 4 && plan.unroll != 8)) {
     return absl::InvalidArgumentError("skinny gemm: invalid plan");
   }
   const size_t need = SkinnyGemmWorkspaceBytes(a.n, plan);
@@ -163,16 +175,14 @@ absl::Status SkinnyGemm(const GemmArgs& a, const SkinnyGemmPlan& plan, void* wor
   if (static_cast<int64_t>(plan.splits) * kSkinnyGemmWarps * plan.chunks_per_warp < chunks) {
     return absl::InvalidArgumentError("skinny gemm: the plan does not cover k");
   }
-  SkinnyParams p{a.x,         a.w,
-                 a.y,         static_cast<float*>(workspace),
-                 counters,    a.m,
-                 a.n,         a.k,
-                 plan.splits, plan.chunks_per_warp};
+  SkinnyParams p{a.x, a.w, a.y,         static_cast<float*>(workspace), counters,       a.m,
+                 a.n, a.k, plan.splits, plan.chunks_per_warp,           plan.interleave};
   const dim3 grid(static_cast<unsigned>(SkinnyGemmTiles(a.n)), static_cast<unsigned>(plan.splits));
   const bool fp32 = a.out_type == GemmOutType::kFp32;
-  const cudaError_t err =
-      a.m <= 8 ? (fp32 ? Launch<1, true>(p, grid, stream) : Launch<1, false>(p, grid, stream))
-               : (fp32 ? Launch<2, true>(p, grid, stream) : Launch<2, false>(p, grid, stream));
+  const cudaError_t err = a.m <= 8 ? (fp32 ? Launch<1, true>(p, plan.unroll, grid, stream)
+                                           : Launch<1, false>(p, plan.unroll, grid, stream))
+                                   : (fp32 ? Launch<2, true>(p, plan.unroll, grid, stream)
+                                           : Launch<2, false>(p, plan.unroll, grid, stream));
   LY_CUDA_RETURN_IF_ERROR(err);
   return absl::OkStatus();
 }

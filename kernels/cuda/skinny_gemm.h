@@ -12,7 +12,8 @@
 // LtGemm::Run (gemm.h) takes this path when GemmArgs::backend asks for it. Not the default: on
 // the H100 it streams the weight at 47-69% of the copy rate where cuBLASLt reaches 62-93%
 // (cuda_gemm_bench, docs/PERFORMANCE.md); each warp waits for its four chunks before loading
-// more (no software pipeline), which is the first thing to change.
+// more (no software pipeline). SkinnyGemmPlan's experiments (more chunks in flight, warps
+// interleaved along k) are what the bench compares next.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -31,10 +32,15 @@ inline constexpr int64_t kSkinnyGemmChunk = 32;        // k elements per warp st
 inline constexpr int64_t kSkinnyGemmWarps = 8;         // k slices of a CTA
 inline constexpr int64_t kSkinnyGemmMaxTiles = 65536;  // arrival counters LtGemm keeps
 
-// How k is cut: `splits` CTAs per tile, each warp `chunks_per_warp` chunks of 32.
+// How k is cut: `splits` CTAs per tile, each warp `chunks_per_warp` chunks of 32. The last two
+// are open experiments, both as measured in PlanSkinnyGemm's plans: `unroll` chunks' loads in
+// flight per warp (4 or 8), and `interleave`: the warps of a CTA take turns along k, so the CTA
+// reads each weight row front to back (DRAM page locality), instead of each warp a run of its own.
 struct SkinnyGemmPlan {
   int splits = 1;
   int chunks_per_warp = 1;
+  int unroll = 4;
+  bool interleave = false;
 };
 
 // Tiles of 16 output features.

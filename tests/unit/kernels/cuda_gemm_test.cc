@@ -250,6 +250,66 @@ TEST_F(CudaGemmTest, SkinnyIsDeterministicAndBatchInvariant) {
   EXPECT_EQ((*gemm)->Run(args, nullptr, 0, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The skinny kernel's open experiments (SkinnyGemmPlan::unroll, ::interleave) compute the same
+// products: every combination against the CPU, split k and not, tails in k and n.
+TEST_F(CudaGemmTest, SkinnyPlanVariantsMatchCpuGemm) {
+  LY_SKIP_WITHOUT_GPU();
+  DeviceBuffer<uint8_t> workspace;
+  DeviceBuffer<int32_t> counters;
+  LY_ASSERT_OK(workspace.Allocate(kGemmWorkspaceBytes));
+  LY_ASSERT_OK(counters.Allocate(kSkinnyGemmMaxTiles));
+  LY_ASSERT_OK(counters.FillBytes(0));
+  struct Shape {
+    int64_t m, n, k;
+  };
+  for (const Shape s :
+       {Shape{1, 4096, 4096}, Shape{9, 1032, 14336}, Shape{3, 24, 40}, Shape{16, 6144, 4096}}) {
+    const auto x = RandomBf16Values(rng_, s.m * s.k);
+    const auto w = RandomBf16Values(rng_, s.n * s.k);
+    std::vector<float> want(s.m * s.n);
+    cpu::Gemm(x.data(), w.data(), nullptr, want.data(), s.m, s.n, s.k);
+    DeviceBuffer<bf16> d_x, d_w;
+    DeviceBuffer<float> d_y;
+    LY_ASSERT_OK(d_x.Upload(ToBf16(x)));
+    LY_ASSERT_OK(d_w.Upload(ToBf16(w)));
+    LY_ASSERT_OK(d_y.Allocate(s.m * s.n));
+    for (const int unroll : {4, 8}) {
+      for (const bool interleave : {false, true}) {
+        SCOPED_TRACE(SeedNote() + " m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
+                     " k=" + std::to_string(s.k) + " unroll=" + std::to_string(unroll) +
+                     (interleave ? " interleaved" : ""));
+        SkinnyGemmPlan plan = PlanSkinnyGemm(s.m, s.n, s.k, 132, workspace.bytes());
+        plan.unroll = unroll;
+        plan.interleave = interleave;
+        LY_ASSERT_OK(d_y.FillBytes(0xff));
+        const GemmArgs args{d_x.get(), d_w.get(), d_y.get(),          s.m,
+                            s.n,       s.k,       GemmOutType::kFp32, GemmBackend::kSkinny};
+        LY_ASSERT_OK(
+            SkinnyGemm(args, plan, workspace.get(), workspace.bytes(), counters.get(), nullptr));
+        std::vector<float> got;
+        LY_ASSERT_OK(d_y.Download(got));
+        EXPECT_LT(RelativeL2(got, want), 1e-4);
+      }
+    }
+  }
+  // The counters are left zero for the next launch.
+  std::vector<int32_t> left;
+  LY_ASSERT_OK(counters.Download(left));
+  EXPECT_EQ(std::count(left.begin(), left.end(), 0), static_cast<std::ptrdiff_t>(left.size()));
+  SkinnyGemmPlan bad;
+  bad.unroll = 5;
+  const GemmArgs args{reinterpret_cast<const bf16*>(uintptr_t{4096}),
+                      reinterpret_cast<const bf16*>(uintptr_t{8192}),
+                      reinterpret_cast<void*>(uintptr_t{16384}),
+                      1,
+                      64,
+                      128,
+                      GemmOutType::kFp32,
+                      GemmBackend::kSkinny};
+  EXPECT_EQ(SkinnyGemm(args, bad, nullptr, 0, nullptr, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 // Operands that are views into larger buffers, aligned to 16 bytes but not to 256 (what the
 // heuristic assumes by default): x and w start 8 bf16 in, y 4 floats in.
 TEST_F(CudaGemmTest, RunsOnViewsAlignedToOnly16Bytes) {
