@@ -80,7 +80,34 @@ struct Row {
   double dense_us = 0, select_us = 0, quest_us = 0, lychee_us = 0, lychee_1launch_us = 0,
          all_us = 0;
   int dense_splits = 0, lychee_splits[2] = {0, 0}, lychee_1launch_splits = 0;
+  // One more cold select with BlockSelectParams::maybe_phase_clocks: the mean over rows of each
+  // phase's cycles (planned .. end after its predecessor), and the whole CTA's.
+  double select_phase_cycles[kSelectPhases] = {};
 };
+
+// Mean over rows of each phase's cycles since the row's previous recorded phase; [0]: entry to
+// end. A phase a row skipped (0) is left out of its mean.
+void MeanPhaseCycles(const std::vector<int64_t>& clocks, int64_t rows,
+                     double (&out)[kSelectPhases]) {
+  for (int i = 0; i < kSelectPhases; ++i) {
+    double sum = 0.0;
+    int64_t count = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t* c = clocks.data() + r * kSelectPhases;
+      if (i == 0) {
+        sum += static_cast<double>(c[kSelectEnd] - c[kSelectEntry]);
+        ++count;
+        continue;
+      }
+      if (c[i] == 0) continue;
+      int prev = i - 1;
+      while (prev > 0 && c[prev] == 0) --prev;
+      sum += static_cast<double>(c[i] - c[prev]);
+      ++count;
+    }
+    out[i] = count > 0 ? sum / static_cast<double>(count) : 0.0;
+  }
+}
 
 struct PrhsRow {
   double dense_us = 0, sparse_us = 0;
@@ -328,6 +355,22 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       r.lychee_us = *t_lychee;
       r.lychee_1launch_us = *t_lychee1;
       r.all_us = *t_all;
+      {
+        DeviceBuffer<int64_t> phase_clocks;
+        const int64_t select_rows = batch * kKvHeads;
+        LY_CUDA_RETURN_IF_NOT_OK(phase_clocks.Allocate(select_rows * kSelectPhases));
+        LY_CUDA_RETURN_IF_NOT_OK(phase_clocks.FillBytes(0));
+        if (!o.warm) {
+          LY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flush.get(), 1, flush.bytes(), stream));
+        }
+        BlockSelectParams profiled = sp;
+        profiled.maybe_phase_clocks = phase_clocks.get();
+        LY_CUDA_RETURN_IF_NOT_OK(QuestBlockSelect(profiled, stream));
+        LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+        std::vector<int64_t> clocks;
+        LY_CUDA_RETURN_IF_NOT_OK(phase_clocks.Download(clocks));
+        MeanPhaseCycles(clocks, select_rows, r.select_phase_cycles);
+      }
       r.dense_splits = dense->plan.num_splits;
       r.lychee_splits[0] = lychee_full->plan.num_splits;
       r.lychee_splits[1] = lychee_budget->plan.num_splits;
@@ -417,17 +460,36 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
         r.select_us, r.quest_us, r.lychee_us, r.lychee_1launch_us, r.all_us,
         r.dense_us / (r.select_us + r.quest_us), r.dense_us / r.quest_us, r.dense_us / r.lychee_us,
         r.dense_us / r.lychee_1launch_us, r.all_us / r.dense_us);
-    rows_json.push_back({{"batch", r.batch},
-                         {"context", r.context},
-                         {"dense_us", r.dense_us},
-                         {"select_us", r.select_us},
-                         {"quest_us", r.quest_us},
-                         {"lychee_us", r.lychee_us},
-                         {"lychee_1launch_us", r.lychee_1launch_us},
-                         {"all_us", r.all_us},
-                         {"dense_splits", r.dense_splits},
-                         {"lychee_splits", {r.lychee_splits[0], r.lychee_splits[1]}},
-                         {"lychee_1launch_splits", r.lychee_1launch_splits}});
+    rows_json.push_back(
+        {{"batch", r.batch},
+         {"context", r.context},
+         {"dense_us", r.dense_us},
+         {"select_us", r.select_us},
+         {"quest_us", r.quest_us},
+         {"lychee_us", r.lychee_us},
+         {"lychee_1launch_us", r.lychee_1launch_us},
+         {"all_us", r.all_us},
+         {"dense_splits", r.dense_splits},
+         {"lychee_splits", {r.lychee_splits[0], r.lychee_splits[1]}},
+         {"lychee_1launch_splits", r.lychee_1launch_splits},
+         {"select_phase_cycles", std::vector<double>(std::begin(r.select_phase_cycles),
+                                                     std::end(r.select_phase_cycles))}});
+  }
+  // Where a select's time goes: cycles of the SM clock (clock64), at the peak clock in µs.
+  int clock_khz = 0;
+  LY_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, dev.index));
+  std::printf(
+      "\nselect kernel phases (one cold launch, mean over rows, us at the %.0f MHz peak clock): "
+      "plan, stage, bisect, emit, gather, bound; the whole CTA\n",
+      clock_khz / 1e3);
+  std::printf("| batch x context | plan | stage | bisect | emit | gather | bound | CTA |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  for (const Row& r : results) {
+    const auto us = [&](int i) { return r.select_phase_cycles[i] * 1e3 / clock_khz; };
+    std::printf("| %lld x %lldK | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
+                static_cast<long long>(r.batch), static_cast<long long>(r.context / 1024),
+                us(kSelectPlanned), us(kSelectStaged), us(kSelectBisected), us(kSelectEmitted),
+                us(kSelectGathered), us(kSelectEnd), us(0));
   }
   json = {{"bench", "cuda_sparse_attention"},
           {"device", dev.name},
@@ -439,6 +501,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
           {"lychee_launches", 2},
           {"runner_max_seqs", o.runner_max_seqs},
           {"budget_min_chunk_tokens", budget_plan_options.min_chunk_tokens},
+          {"select_phases_clock_khz", clock_khz},
           {"results", rows_json}};
 
   if (o.prhs_cell) {

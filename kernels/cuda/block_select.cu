@@ -746,7 +746,14 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
   const int kv_head = blockIdx.x;
   const int seq = blockIdx.y;
   const int64_t row = static_cast<int64_t>(seq) * s.num_kv_heads + kv_head;
+  auto mark = [&](SelectPhase phase) {  // thread 0's clock; after a barrier, the CTA's
+    if (p.maybe_phase_clocks != nullptr && threadIdx.x == 0) {
+      p.maybe_phase_clocks[row * kSelectPhases + phase] = clock64();
+    }
+  };
+  mark(kSelectEntry);
   const RowPlan plan = PlanRow(p, seq, kv_head);
+  mark(kSelectPlanned);
   const int n = plan.n;
   const int64_t width = p.row_modes == nullptr ? s.budget_blocks : s.max_blocks_per_seq;
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * s.max_blocks_per_seq;
@@ -773,7 +780,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
     if (plan.mode == SelectRowMode::kAll) return;
   }
   // Marks a read block when the bound is wanted: its score leaves the unread sum.
-  auto mark = [&](int block) {
+  auto mark_read = [&](int block) {
     if (bound) s_scores[block] = -__int_as_float(0x7f800000);
     if (block == n - 1) sh.last_read = 1;
   };
@@ -782,7 +789,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
     count = p.maybe_set_sizes[row];
     if (bound) StageScores(s_scores, scores, 0, n);
     __syncthreads();
-    GatherPages(out_pages, set, table, count, mark);
+    GatherPages(out_pages, set, table, count, mark_read);
   } else if (kWithPrhs && plan.mode == SelectRowMode::kPrhs) {
     auto emit = [&](int slot, int block) {  // pages: GatherPages below
       set[slot] = block;
@@ -842,7 +849,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
     auto emit = [&](int slot, int block) {
       if (write_pages) out_pages[slot] = block;  // the page: GatherPages below
       if (set != nullptr) set[slot] = block;
-      if (write_pages) mark(block);
+      if (write_pages) mark_read(block);
     };
     const int first = plan.range.first, cand_end = plan.range.last_begin;
     const int cands = cand_end - first;
@@ -857,11 +864,13 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
         StageScores(s_scores, scores, stage_all ? 0 : first, stage_all ? n : cand_end);
       }
       __syncthreads();
+      mark(kSelectStaged);
       if (take > 0) {
         // Marking (-inf) happens only in the second pass, each lane at its own block, after
         // every count of the first pass is in.
         const auto score = [&](int b) { return OrderedBits(s_scores[b]); };
         const TopPick pick = BisectTop(take, first, cand_end, score, sh);
+        mark(kSelectBisected);
         ForEachTaken(first, cand_end, pick, score, first, emit, sh);
       }
       for (int b = threadIdx.x; b < first; b += kSelectThreads) emit(b, b);
@@ -872,9 +881,11 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
     if (p.maybe_set_sizes != nullptr && threadIdx.x == 0) p.maybe_set_sizes[row] = count;
     if (!write_pages) return;  // kExactTopK: reads everything (written above)
     __syncthreads();           // every slot's block is in out_pages
+    mark(kSelectEmitted);
     GatherPages(out_pages, out_pages, table, count, [](int) {});
   }
   __syncthreads();
+  mark(kSelectGathered);
   if (threadIdx.x == 0) {
     // Every read page is full except the sequence's last one.
     p.sel_lens[row] =
@@ -888,7 +899,10 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
       p.maybe_split_lens[s.batch * s.num_kv_heads + row] = p.sel_lens[row];
     }
   }
-  if (!bound) return;
+  if (!bound) {
+    mark(kSelectEnd);
+    return;
+  }
   // ln Σ over unread blocks of tokens · exp(score), shifted by the largest unread score.
   float m = -__int_as_float(0x7f800000);
   for (int b = threadIdx.x; b < n; b += kSelectThreads) m = fmaxf(m, s_scores[b]);
@@ -909,6 +923,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
   if (threadIdx.x == 0) {
     p.maybe_log_unread[row] = m == -__int_as_float(0x7f800000) ? m : m + __logf(sum);
   }
+  mark(kSelectEnd);
 }
 
 // One warp per sequence: lanes over kv heads.

@@ -166,11 +166,27 @@ struct BlockSelectParams {
   float* prhs_anchor_q = nullptr;
   int32_t* prhs_anchor_info = nullptr;
   int32_t* prhs_anchor_blocks = nullptr;
+  // Bench/debug, optional: [batch * num_kv_heads, kSelectPhases] the SM's clock64 when the
+  // selection kernel's CTA for the row finished each phase (SelectPhase; 0 where a row's mode
+  // skips one), so a one-launch profile splits its time without Nsight.
+  int64_t* maybe_phase_clocks = nullptr;
   // Sizes.
   BlockSelectShape shape;
   int64_t q_row_stride = 0;  // 0 = num_heads * head_dim
   // Scalars.
   float scale = 1.0f;
+};
+
+// The selection kernel's phases, as BlockSelectParams::maybe_phase_clocks records their ends.
+enum SelectPhase : int {
+  kSelectEntry = 0,     // the CTA started
+  kSelectPlanned = 1,   // the row's plan (its length, mode and rule) is known
+  kSelectStaged = 2,    // its scores are in shared memory
+  kSelectBisected = 3,  // the top-k threshold is found
+  kSelectEmitted = 4,   // the chosen blocks have their slots
+  kSelectGathered = 5,  // their page ids and the row's length are written
+  kSelectEnd = 6,       // done (after the unread bound, when wanted)
+  kSelectPhases = 7,
 };
 
 // Per-sequence totals of a sparse decode step, accumulated over layers by AccumulateDroppedMass

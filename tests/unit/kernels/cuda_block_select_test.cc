@@ -346,7 +346,28 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
   sp.scores = d_scores.get();
   sp.shape = shape;
   sp.scale = scale;
+  // With the phase clocks on (the bench's profile): the same results, and every row's phases
+  // recorded in order.
+  DeviceBuffer<int64_t> d_phase_clocks;
+  LY_ASSERT_OK(d_phase_clocks.Allocate(rows * kSelectPhases));
+  LY_ASSERT_OK(d_phase_clocks.FillBytes(0));
+  sp.maybe_phase_clocks = d_phase_clocks.get();
   LY_ASSERT_OK(QuestBlockSelect(sp, nullptr));
+  std::vector<int64_t> phase_clocks;
+  LY_ASSERT_OK(d_phase_clocks.Download(phase_clocks));
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t* clock = phase_clocks.data() + row * kSelectPhases;
+    for (const int phase :
+         {kSelectEntry, kSelectPlanned, kSelectEmitted, kSelectGathered, kSelectEnd}) {
+      ASSERT_NE(clock[phase], 0) << "row " << row << " phase " << phase;
+    }
+    int64_t last = clock[kSelectEntry];
+    for (int phase = 1; phase < kSelectPhases; ++phase) {
+      if (clock[phase] == 0) continue;
+      ASSERT_GE(clock[phase], last) << "row " << row << " phase " << phase;
+      last = clock[phase];
+    }
+  }
   std::vector<float> scores;
   std::vector<int32_t> sel_tables, sel_blocks, sel_lens;
   LY_ASSERT_OK(d_scores.Download(scores));
