@@ -112,7 +112,7 @@ ncu_per_kernel_table() {
 
 case "${1:-}" in
   prepare)
-    # Tests and benchmarks (about 8 MB in xz). The server travels separately (prepare-serve).
+    # Tests and benchmarks (about 10 MB in xz). The server travels separately (prepare-serve).
     mapfile -t tests < <(ctest --test-dir build/cuda -L gpu -N | awk '/Test +#/{print $3}')
     cmake --build --preset cuda -j"$(nproc)" --target "${tests[@]}" cuda_decode_attention_bench \
       cuda_e2e_bench cuda_sparse_attention_bench cuda_gemm_bench
@@ -193,6 +193,11 @@ case "${1:-}" in
         --batches 1 --contexts 131072 --iters 1 --no-prhs-cell 2>&1 | grep -E '^==(ERROR|WARNING)=='; [ -f "$out/select.ncu-rep" ]; then
         "$ncu" -i "$out/select.ncu-rep" --page source --csv --print-source sass >"$out/select-source.csv"
         python3 tools/ncu_source_hotspots.py "$out/select-source.csv" || true
+        # The same per line of block_select.cu (the kernels are built with -lineinfo; the file's
+        # build-time path is not this machine's, hence --resolve-source-file).
+        "$ncu" -i "$out/select.ncu-rep" --page source --csv --print-source cuda \
+          --resolve-source-file "$PWD/kernels/cuda/block_select.cu" >"$out/select-lines.csv" 2>&1 || true
+        python3 tools/ncu_source_hotspots.py "$out/select-lines.csv" --top 25 || true
         rm -f "$out/select.ncu-rep"
       fi
     fi

@@ -3,14 +3,15 @@
 """Where a kernel's warps wait, from Nsight Compute's source page (SASS, CSV).
 
 Reads the output of
-  ncu --section SourceCounters --section WarpStateStats --sampling-interval 0 -k regex:KERNEL \
-      --launch-count 1 -o REPORT BINARY ...
+  ncu --section SourceCounters --section WarpStateStats --warp-sampling-interval 0 \
+      -k regex:KERNEL --launch-count 1 -o REPORT BINARY ...
   ncu -i REPORT.ncu-rep --page source --csv --print-source sass > SOURCE.csv
+(or --print-source cuda: the same per line of CUDA source, when the kernels carry -lineinfo)
 and prints the sample count, the stall reasons over the whole kernel, and every instruction that
 holds at least --min-percent of the samples with its two largest stall reasons and its index in
 the listing, so runs of hot instructions show which phase of the kernel they belong to. The
 default sampling interval gives too few samples for a kernel of ~20 µs (135 for SelectKernel):
-pass --sampling-interval 0.
+pass --warp-sampling-interval 0 (ncu 2025 has no --sampling-interval).
 
 Usage: python3 tools/ncu_source_hotspots.py SOURCE.csv [--min-percent 0.6] [--top 40]
 """
