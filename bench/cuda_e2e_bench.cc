@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -55,6 +56,7 @@ struct Options {
   // sequences): issue 12's "largest batch that fits" cell.
   bool fit_batch = false;
   int64_t fit_batch_limit = 32;
+  CudaDecodeGemm decode_gemm = CudaDecodeGemm::kCublasLt;
   std::string json_path;
 };
 
@@ -124,6 +126,7 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
               devices.front().name.c_str(), copy_bw / 1e12, peak_tflops);
   out["device"] = devices.front().name;
   out["model"] = o.model;
+  out["decode_gemm"] = o.decode_gemm == CudaDecodeGemm::kSkinny ? "skinny" : "cublaslt";
   out["copy_bandwidth_bytes_per_s"] = copy_bw;
   out["bf16_gemm_tflops"] = peak_tflops;
 
@@ -140,6 +143,7 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
   ro.max_num_batched_tokens = std::max(o.chunk, max_seqs);
   ro.max_model_len = max_ctx + 1;
   ro.gpu_memory_utilization = o.gpu_memory_utilization;
+  ro.decode_gemm = o.decode_gemm;
   const auto load_start = Clock::now();
   LY_ASSIGN_OR_RETURN(auto runner, CudaModelRunner::Create(config, nullptr, ro));
   std::printf("weights %.2f GiB (filled in %.1f s), KV pool %lld blocks (%.1f GiB)\n",
@@ -358,6 +362,10 @@ int main(int argc, char** argv) {
   app.add_flag("--fit-batch", o.fit_batch,
                "also time, per context, the largest batch whose KV fits the pool");
   app.add_option("--fit-batch-limit", o.fit_batch_limit, "the most sequences --fit-batch tries");
+  app.add_option("--decode-gemm", o.decode_gemm, "GEMMs of <= 16 rows: cublaslt or skinny")
+      ->transform(CLI::CheckedTransformer(std::map<std::string, lychee::CudaDecodeGemm>{
+          {"cublaslt", lychee::CudaDecodeGemm::kCublasLt},
+          {"skinny", lychee::CudaDecodeGemm::kSkinny}}));
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);
   // CLI11 reads an empty list ("") as one empty string or one 0: drop those, leaving no cells.

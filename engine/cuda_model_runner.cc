@@ -29,6 +29,7 @@
 #include "kernels/cuda/prefill_attention.h"
 #include "kernels/cuda/runner_ops.h"
 #include "kernels/cuda/sampling.h"
+#include "kernels/cuda/skinny_gemm.h"
 
 namespace lychee {
 namespace {
@@ -194,6 +195,9 @@ struct CudaModelRunner::Impl {
     a.n = n;
     a.k = k;
     a.out_type = out;
+    if (options.decode_gemm == CudaDecodeGemm::kSkinny && cuda::CanImplementSkinnyGemm(a).ok()) {
+      a.backend = cuda::GemmBackend::kSkinny;
+    }
     return gemm->Run(a, gemm_workspace.get(), gemm_workspace.bytes(), stream);
   }
   template <typename T>

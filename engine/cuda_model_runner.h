@@ -38,6 +38,11 @@ namespace lychee {
 // support the shape; kGeneric forces the generic kernel (a reference for tests).
 enum class CudaAttentionKernels { kAuto, kGeneric };
 
+// The kernel of GEMMs of at most 16 rows (decode steps). kCublasLt: the fastest on the H100.
+// kSkinny (kernels/cuda/skinny_gemm.h): deterministic, and a sequence's logits do not depend on
+// the rest of a decode batch of up to 16; 0.75x cuBLASLt's speed on the H100 (docs/PERFORMANCE.md).
+enum class CudaDecodeGemm { kCublasLt, kSkinny };
+
 struct CudaModelRunnerOptions {
   int device = 0;
   int64_t block_size = 16;
@@ -49,6 +54,7 @@ struct CudaModelRunnerOptions {
   double gpu_memory_utilization = 0.9;    // fraction of the device's memory this process may use
   uint64_t synthetic_seed = 0;            // synthetic weights' seed
   CudaAttentionKernels attention = CudaAttentionKernels::kAuto;
+  CudaDecodeGemm decode_gemm = CudaDecodeGemm::kCublasLt;
   // Replay captured graphs for pure-decode steps (cuda_graph_cache.h); verified against eager
   // steps on the H100 by cuda_model_runner_test.
   bool cuda_graphs = true;

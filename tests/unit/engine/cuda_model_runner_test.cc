@@ -316,19 +316,24 @@ TEST_P(CudaRandomModelTest, MixedStepsMatchTheCpuRunner) {
 
   // The same steps on the GPU through the tensor-core kernels (decode steps replaying CUDA
   // graphs, then eagerly) and through the generic kernel.
+  // The last run takes the skinny kernel for every GEMM of <= 16 rows (decode steps).
   struct GpuRun {
     CudaAttentionKernels kernels;
     bool graphs;
+    CudaDecodeGemm decode_gemm = CudaDecodeGemm::kCublasLt;
   };
   const GpuRun kRuns[] = {{CudaAttentionKernels::kAuto, true},
                           {CudaAttentionKernels::kGeneric, false},
-                          {CudaAttentionKernels::kAuto, false}};
-  std::vector<SimSeq> runs[3];
-  for (int k = 0; k < 3; ++k) {
+                          {CudaAttentionKernels::kAuto, false},
+                          {CudaAttentionKernels::kAuto, true, CudaDecodeGemm::kSkinny}};
+  constexpr int kNumRuns = sizeof(kRuns) / sizeof(kRuns[0]);
+  std::vector<SimSeq> runs[kNumRuns];
+  for (int k = 0; k < kNumRuns; ++k) {
     auto gpu = MakeCudaRunner(dir, {.block_size = kBlock,
                                     .max_num_batched_tokens = 256,
                                     .max_num_seqs = 8,
                                     .attention = kRuns[k].kernels,
+                                    .decode_gemm = kRuns[k].decode_gemm,
                                     .cuda_graphs = kRuns[k].graphs});
     ASSERT_NE(gpu, nullptr);
     ASSERT_GE(gpu->num_kv_blocks(), 96);
@@ -357,7 +362,9 @@ TEST_P(CudaRandomModelTest, MixedStepsMatchTheCpuRunner) {
   } comparisons[] = {{"tensor-core vs CPU fp32", runs[0], want, kBf16Tol},
                      {"generic vs CPU fp32", runs[1], want, kBf16Tol},
                      {"tensor-core vs generic", runs[0], runs[1], kKernelTol},
-                     {"graphs vs eager", runs[0], runs[2], kKernelTol}};
+                     {"graphs vs eager", runs[0], runs[2], kKernelTol},
+                     {"skinny decode GEMMs vs CPU fp32", runs[3], want, kBf16Tol},
+                     {"skinny vs cuBLASLt decode GEMMs", runs[3], runs[0], kKernelTol}};
   for (const auto& c : comparisons) {
     SCOPED_TRACE(c.what);
     double worst = 0.0;
