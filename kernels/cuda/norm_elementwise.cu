@@ -34,10 +34,7 @@ template <int VEC>
 __global__ void __launch_bounds__(kNormThreads)
     RmsNormKernel(const __grid_constant__ RmsNormParams p) {
   __shared__ float scratch[32];
-  const NormRow row = RowOf(p, blockIdx.x);
-  const bf16* x = row.x;
-  bf16* res = row.res;
-  bf16* out = row.out;
+  const auto [x, res, out] = RowOf(p, blockIdx.x);
   const int64_t step = static_cast<int64_t>(blockDim.x) * VEC;
 
   float sum_sq = 0.0f;
@@ -100,10 +97,7 @@ constexpr int kRowVecs = 4;
 __global__ void __launch_bounds__(kNormThreads)
     RmsNormRowInRegistersKernel(const __grid_constant__ RmsNormParams p) {
   __shared__ float scratch[32];
-  const NormRow row = RowOf(p, blockIdx.x);
-  const bf16* x = row.x;
-  bf16* res = row.res;
-  bf16* out = row.out;
+  const auto [x, res, out] = RowOf(p, blockIdx.x);
   Bf16x8 xv[kRowVecs], rv[kRowVecs], wv[kRowVecs];
   auto at = [&](int j) { return (static_cast<int64_t>(j) * kNormThreads + threadIdx.x) * 8; };
 #pragma unroll

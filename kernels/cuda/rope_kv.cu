@@ -26,14 +26,18 @@ constexpr int kPairsPerThread = 8;  // rotation pairs (and v elements) loaded be
 constexpr int kMaxHalf = 256;       // head_dim <= 512
 constexpr double kTwoPi = 6.283185307179586476925286766559;
 
-// Whether token t's block receives no other token of this launch. The tokens of one block come
-// consecutively and in slot order (cuda_kernels.h), so only the neighbours can share it.
-__device__ __forceinline__ bool AloneInBlock(const RopeKvWriteParams& p, int64_t t, int32_t slot) {
+// Whether token t's neighbours in the launch write the same block (the slots before and after
+// its own). The tokens of one block come consecutively and in slot order (cuda_kernels.h), so
+// only the neighbours can share it: a token with neither is alone in its block.
+struct BlockNeighbours {
+  bool prev, next;
+};
+__device__ __forceinline__ BlockNeighbours SameBlockNeighbours(const RopeKvWriteParams& p,
+                                                               int64_t t, int32_t slot) {
   const int64_t offset = slot % p.cache.block_size;
-  const bool prev = offset > 0 && t > 0 && p.slot_mapping[t - 1] == slot - 1;
-  const bool next =
-      offset + 1 < p.cache.block_size && t + 1 < p.num_tokens && p.slot_mapping[t + 1] == slot + 1;
-  return !prev && !next;
+  return {
+      offset > 0 && t > 0 && p.slot_mapping[t - 1] == slot - 1,
+      offset + 1 < p.cache.block_size && t + 1 < p.num_tokens && p.slot_mapping[t + 1] == slot + 1};
 }
 
 // The summary of `block`: element-wise min and max of the keys in slots 0..offset, by the whole
@@ -164,7 +168,9 @@ __global__ void __launch_bounds__(kRopeThreads)
       }
     }
   }
-  if (c.key_summary == nullptr || slot < 0 || !AloneInBlock(p, t, slot)) return;
+  if (c.key_summary == nullptr || slot < 0) return;
+  const BlockNeighbours same = SameBlockNeighbours(p, t, slot);
+  if (same.prev || same.next) return;  // the second kernel makes this block's summary
   __syncthreads();  // the token's key is in the cache for every thread of the CTA
   WriteBlockSummary(c, block, offset);
 }
@@ -179,12 +185,10 @@ __global__ void __launch_bounds__(kRopeThreads)
   const int64_t t = blockIdx.x;
   const int32_t slot = p.slot_mapping[t];
   if (slot < 0) return;
+  const BlockNeighbours same = SameBlockNeighbours(p, t, slot);
+  if (same.next || !same.prev) return;  // not the last of several (alone: the write kernel's)
   const PagedKvBf16& c = p.cache;
-  const int64_t offset = slot % c.block_size;
-  const bool block_continues =
-      offset + 1 < c.block_size && t + 1 < p.num_tokens && p.slot_mapping[t + 1] == slot + 1;
-  if (block_continues || AloneInBlock(p, t, slot)) return;
-  WriteBlockSummary(c, slot / c.block_size, static_cast<int>(offset));
+  WriteBlockSummary(c, slot / c.block_size, static_cast<int>(slot % c.block_size));
 }
 
 }  // namespace
