@@ -57,6 +57,7 @@ struct Options {
   bool fit_batch = false;
   int64_t fit_batch_limit = 32;
   CudaDecodeGemm decode_gemm = CudaDecodeGemm::kCublasLt;
+  bool pdl = false;  // CudaModelRunnerOptions::programmatic_launch
   std::string json_path;
 };
 
@@ -127,6 +128,7 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
   out["device"] = devices.front().name;
   out["model"] = o.model;
   out["decode_gemm"] = o.decode_gemm == CudaDecodeGemm::kSkinny ? "skinny" : "cublaslt";
+  out["programmatic_launch"] = o.pdl;
   out["copy_bandwidth_bytes_per_s"] = copy_bw;
   out["bf16_gemm_tflops"] = peak_tflops;
 
@@ -144,6 +146,7 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
   ro.max_model_len = max_ctx + 1;
   ro.gpu_memory_utilization = o.gpu_memory_utilization;
   ro.decode_gemm = o.decode_gemm;
+  ro.programmatic_launch = o.pdl;
   const auto load_start = Clock::now();
   LY_ASSIGN_OR_RETURN(auto runner, CudaModelRunner::Create(config, nullptr, ro));
   std::printf("weights %.2f GiB (filled in %.1f s), KV pool %lld blocks (%.1f GiB)\n",
@@ -366,6 +369,8 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(std::map<std::string, lychee::CudaDecodeGemm>{
           {"cublaslt", lychee::CudaDecodeGemm::kCublasLt},
           {"skinny", lychee::CudaDecodeGemm::kSkinny}}));
+  app.add_flag("--pdl", o.pdl,
+               "launch kernels that follow one of ours with programmatic dependent launch");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);
   // CLI11 reads an empty list ("") as one empty string or one 0: drop those, leaving no cells.

@@ -72,6 +72,7 @@ struct Options {
   int64_t prhs_batch = 16, prhs_context = 2048, prhs_budget_tokens = 128;
   int budget_min_chunk = 0;  // min_chunk_tokens of budget-bound launches' plans (0: the runner's)
   bool warm = false;
+  bool pdl = false;  // the second launch of each chain with programmatic dependent launch
   std::string json_path;
 };
 
@@ -79,6 +80,7 @@ struct Row {
   int64_t batch = 0, context = 0;
   double dense_us = 0, select_us = 0, quest_us = 0, lychee_us = 0, lychee_1launch_us = 0,
          all_us = 0;
+  double chain_us = 0;  // select, then quest's attention, in one sample (a layer's sparse work)
   int dense_splits = 0, lychee_splits[2] = {0, 0}, lychee_1launch_splits = 0;
   // One more cold select with BlockSelectParams::maybe_phase_clocks: the mean over rows of each
   // phase's cycles (planned .. end after its predecessor), and the whole CTA's.
@@ -328,6 +330,10 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
         if (!a->ok()) return a->status();
         (*a)->params.workspace = workspace.get();  // the largest allocation of them all
       }
+      // The launches that follow another kernel of ours in a chain below.
+      sp.programmatic_launch = o.pdl;
+      quest->params.programmatic_launch = o.pdl;
+      lychee_budget->params.programmatic_launch = o.pdl;
 
       Row r;
       r.batch = batch;
@@ -336,6 +342,10 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       auto t_select = time([&] { return QuestBlockSelect(sp, stream); });
       LY_CUDA_RETURN_IF_NOT_OK(QuestBlockSelect(sp, stream));  // the selection quest reads
       auto t_quest = time(attend(*quest));
+      auto t_chain = time([&]() -> absl::Status {
+        LY_CUDA_RETURN_IF_NOT_OK(QuestBlockSelect(sp, stream));
+        return DecodeAttention(quest->params, quest->plan, stream);
+      });
       // The runner's two launches, back to back on one stream, in one sample.
       auto t_lychee = time([&]() -> absl::Status {
         if (absl::Status st = DecodeAttention(lychee_full->params, lychee_full->plan, stream);
@@ -346,12 +356,13 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       });
       auto t_lychee1 = time(attend(*lychee1));
       auto t_all = time(attend(*every));
-      for (auto* t : {&t_dense, &t_select, &t_quest, &t_lychee, &t_lychee1, &t_all}) {
+      for (auto* t : {&t_dense, &t_select, &t_quest, &t_chain, &t_lychee, &t_lychee1, &t_all}) {
         if (!t->ok()) return t->status();
       }
       r.dense_us = *t_dense;
       r.select_us = *t_select;
       r.quest_us = *t_quest;
+      r.chain_us = *t_chain;
       r.lychee_us = *t_lychee;
       r.lychee_1launch_us = *t_lychee1;
       r.all_us = *t_all;
@@ -445,27 +456,30 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   std::printf(
       "lychee: two launches as the CUDA runner (full rows, then budget rows); lychee-1launch: the "
       "same rows in one launch\n");
+  std::printf("select -> quest: the selection and quest's attention in one sample (%s)\n",
+              o.pdl ? "the attention launched programmatically (PDL)" : "plain launches");
   std::printf(
-      "| batch x context | dense us | select us | quest us | lychee us | lychee-1launch us | all "
-      "us "
-      "| dense / (select + quest) | dense / quest | dense / lychee | dense / lychee-1launch | "
-      "all / dense |\n");
-  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+      "| batch x context | dense us | select us | quest us | select -> quest us | lychee us | "
+      "lychee-1launch us | all us | dense / (select + quest) | dense / (select -> quest) | "
+      "dense / quest | dense / lychee | dense / lychee-1launch | all / dense |\n");
+  std::printf(
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   nlohmann::json rows_json = nlohmann::json::array();
   for (const Row& r : results) {
     std::printf(
-        "| %lld x %lldK | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2fx | %.2fx | %.2fx "
-        "| %.2fx |\n",
+        "| %lld x %lldK | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2fx | %.2fx | "
+        "%.2fx | %.2fx | %.2fx |\n",
         static_cast<long long>(r.batch), static_cast<long long>(r.context / 1024), r.dense_us,
-        r.select_us, r.quest_us, r.lychee_us, r.lychee_1launch_us, r.all_us,
-        r.dense_us / (r.select_us + r.quest_us), r.dense_us / r.quest_us, r.dense_us / r.lychee_us,
-        r.dense_us / r.lychee_1launch_us, r.all_us / r.dense_us);
+        r.select_us, r.quest_us, r.chain_us, r.lychee_us, r.lychee_1launch_us, r.all_us,
+        r.dense_us / (r.select_us + r.quest_us), r.dense_us / r.chain_us, r.dense_us / r.quest_us,
+        r.dense_us / r.lychee_us, r.dense_us / r.lychee_1launch_us, r.all_us / r.dense_us);
     rows_json.push_back(
         {{"batch", r.batch},
          {"context", r.context},
          {"dense_us", r.dense_us},
          {"select_us", r.select_us},
          {"quest_us", r.quest_us},
+         {"select_then_quest_us", r.chain_us},
          {"lychee_us", r.lychee_us},
          {"lychee_1launch_us", r.lychee_1launch_us},
          {"all_us", r.all_us},
@@ -498,6 +512,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
           {"block_size", kBlock},
           {"l2", o.warm ? "warm" : "cold"},
           {"iters", o.iters},
+          {"programmatic_launch", o.pdl},
           {"lychee_launches", 2},
           {"runner_max_seqs", o.runner_max_seqs},
           {"budget_min_chunk_tokens", budget_plan_options.min_chunk_tokens},
@@ -567,6 +582,9 @@ int main(int argc, char** argv) {
   app.add_option("--budget-min-chunk", o.budget_min_chunk,
                  "plan: fewest tokens per split of budget-bound launches (default: the runner's)");
   app.add_flag("--warm", o.warm, "do not flush L2 between samples");
+  app.add_flag("--pdl", o.pdl,
+               "launch the second kernel of each chain (select -> quest, lychee's second launch) "
+               "with programmatic dependent launch");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");
   CLI11_PARSE(app, argc, argv);
   // CLI11 reads an empty list ("") as one 0: drop it, leaving no cells (the PrHS cell only).

@@ -421,7 +421,7 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
     sizes.block_size = options.block_size;
     sizes.max_rows = impl->max_chunks;
     sizes.max_blocks_per_seq = impl->max_blocks_per_seq;
-    impl->sparse = std::make_unique<CudaSparseDecode>(sizes);
+    impl->sparse = std::make_unique<CudaSparseDecode>(sizes, options.programmatic_launch);
   }
   LY_RETURN_IF_ERROR(impl->SizeKvPool());
   LY_LOG_INFO(
@@ -613,6 +613,7 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
     d.shape.max_blocks_per_seq = f.width;
     d.shape.max_context_len = f.max_decode_ctx;
     d.scale = scale;
+    d.programmatic_launch = options.programmatic_launch;
     const cuda::DecodeAttentionPlan plan =
         cuda::PlanDecodeAttention(d.shape, device.num_sms, decode_plan_options);
     if (cuda::DecodeAttentionWorkspaceBytes(d.shape, plan) > decode_workspace_bytes) {

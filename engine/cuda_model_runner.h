@@ -65,6 +65,11 @@ struct CudaModelRunnerOptions {
   // the sparse policies (engine/cuda_sparse_decode.h); they cost 1/block_size of the pool. Off:
   // dense only.
   bool sparse_policies = true;
+  // Our kernels that follow another of ours in a step (decode attention after RopeKvWrite, a
+  // sparse step's scoring, selection, attention and dropped-mass kernels) are launched with
+  // programmatic dependent launch (kernels/cuda/launch.cuh): each is placed during its
+  // predecessor's last wave and waits for it on the GPU, hiding the launch gap.
+  bool programmatic_launch = false;
 };
 
 class CudaModelRunner final : public ModelRunner {

@@ -282,6 +282,7 @@ absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q, int64_
   p.shape.max_blocks_per_seq = width_;
   p.scale = scale;
   p.exact_scores_given = exact_scores_given;
+  p.programmatic_launch = programmatic_launch_;
   if (has_prhs_) {
     p.prhs_seqs = prhs_params_.get() + layer * rows_;
     p.prhs_scores = prhs_scores_.get();
@@ -370,6 +371,7 @@ absl::Status CudaSparseDecode::Accumulate(const float* maybe_dense_lse, cudaStre
   p.batch = rows_;
   p.num_heads = sizes_.num_heads;
   p.num_kv_heads = sizes_.num_kv_heads;
+  p.programmatic_launch = programmatic_launch_;
   return cuda::AccumulateDroppedMass(p, stream);
 }
 

@@ -58,7 +58,10 @@ class CudaSparseDecode {
     int64_t max_rows = 0;            // decode rows a step may have (max_num_seqs)
     int64_t max_blocks_per_seq = 0;  // block-table width at most
   };
-  explicit CudaSparseDecode(const Sizes& sizes) : sizes_(sizes) {}
+  // programmatic_launch: the selection and dropped-mass kernels are launched with programmatic
+  // dependent launch (CudaModelRunnerOptions::programmatic_launch).
+  CudaSparseDecode(const Sizes& sizes, bool programmatic_launch)
+      : sizes_(sizes), programmatic_launch_(programmatic_launch) {}
   ~CudaSparseDecode();
   CudaSparseDecode(const CudaSparseDecode&) = delete;
   CudaSparseDecode& operator=(const CudaSparseDecode&) = delete;
@@ -123,6 +126,7 @@ class CudaSparseDecode {
   absl::Status GrowPrhsArenas(int64_t slots, cudaStream_t stream);
 
   Sizes sizes_;
+  bool programmatic_launch_ = false;
   bool allocated_ = false;
   int64_t rows_ = 0, width_ = 0;
   bool audited_ = false;

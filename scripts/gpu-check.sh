@@ -178,6 +178,8 @@ case "${1:-}" in
     fi
     echo "--- sparse kernels (issue 12)"
     "$bundle/bin/cuda_sparse_attention_bench" --json "$out/sparse-attention.json"
+    echo "--- the same chains with programmatic dependent launch (select -> quest, lychee's launches)"
+    "$bundle/bin/cuda_sparse_attention_bench" --pdl --no-prhs-cell --json "$out/sparse-attention-pdl.json"
     ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
     if [ -x "$ncu" ]; then
       echo "--- selection kernels under Nsight Compute (1 x 128K and 8 x 128K, two launches each)"
@@ -223,6 +225,9 @@ case "${1:-}" in
     echo "--- end to end (issue 12: the largest batch that fits, at 32K and 128K)"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
       --policies quest,lychee,prhs --budget 2048 --fit-batch --json "$out/e2e.json"
+    echo "--- the same with programmatic dependent launch (CudaModelRunnerOptions::programmatic_launch)"
+    "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
+      --policies quest,lychee,prhs --budget 2048 --fit-batch --pdl --json "$out/e2e-pdl.json"
     ;;
   variants)
     # Issue 10's open questions in one call, each a decode-attention table on the same GPU: the

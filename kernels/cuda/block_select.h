@@ -175,6 +175,8 @@ struct BlockSelectParams {
   int64_t q_row_stride = 0;  // 0 = num_heads * head_dim
   // Scalars.
   float scale = 1.0f;
+  // Both kernels (scoring, selection) with programmatic dependent launch (launch.cuh).
+  bool programmatic_launch = false;
 };
 
 // The selection kernel's phases, as BlockSelectParams::maybe_phase_clocks records their ends.
@@ -214,6 +216,9 @@ struct DroppedMassParams {
   int64_t batch = 0;
   int64_t num_heads = 0;
   int64_t num_kv_heads = 0;
+  // Launch with programmatic dependent launch (kernels/cuda/launch.cuh): the kernel may be
+  // placed during the previous kernel of the stream and waits for it before it reads anything.
+  bool programmatic_launch = false;
 };
 
 // Supported: head_dim 64/128, GQA group 1..8, budget_blocks in (sink_blocks, max_blocks_per_seq],

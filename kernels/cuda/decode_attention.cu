@@ -40,6 +40,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/decode_attention.h"
 #include "kernels/cuda/dispatch.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/mma_utils.cuh"
 
 namespace lychee::cuda {
@@ -193,6 +194,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   bf16* s_ring = reinterpret_cast<bf16*>(smem);            // [kStages][K, V][tile]
   const uint32_t bars = SmemAddr(smem + Cfg::kRingBytes);  // TMA: stage s's mbarrier at + 8 s
 
+  AllowDependentGrids();
+  if (kTma && threadIdx.x == 0) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
+                 : "memory");
+  }
+  WaitForPriorGrids();  // (launch.cuh: before any global access)
+
   const DecodeAttentionShape& s = p.shape;
   const int split = blockIdx.x;
   // (sequence, kv head) from the grid, or from the row list; work_row indexes the workspace and
@@ -238,10 +246,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   // the first tile's page ids (their table entries exist whatever the length is; which of them
   // count is decided once it is known) and q. In a row they were three dependent round trips to
   // memory before the first K/V byte was asked for.
-  if (kTma && threadIdx.x == 0) {
-    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&kv_map))
-                 : "memory");
-  }
   const int32_t raw_len = p.context_lens[table_row];
   const int max_tokens = static_cast<int>(s.max_blocks_per_seq * s.block_size);
   constexpr int kPageRows = kTma ? 1 : Cfg::kLoadIters;  // page ids a thread holds per tile
@@ -641,8 +645,9 @@ absl::Status Launch(const DecodeAttentionParams& p, const DecodeAttentionPlan& p
   const dim3 grid(static_cast<unsigned>(plan.num_splits),
                   static_cast<unsigned>(listed ? p.row_list_len : p.shape.num_kv_heads),
                   static_cast<unsigned>(listed ? 1 : p.shape.batch));
-  DecodeAttentionKernel<D, kStages, kTma><<<grid, kThreads, kSmem, stream>>>(p, plan, kv_map);
-  LY_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  LY_CUDA_RETURN_IF_ERROR(LaunchKernel(DecodeAttentionKernel<D, kStages, kTma>, grid,
+                                       dim3(kThreads), kSmem, stream, p.programmatic_launch, p,
+                                       plan, kv_map));
   return absl::OkStatus();
 }
 

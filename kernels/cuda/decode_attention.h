@@ -89,6 +89,9 @@ struct DecodeAttentionParams {
   int64_t block_scores_row_stride = 0;
   // Scalars.
   float scale = 1.0f;  // 1/sqrt(head_dim) for every model we load
+  // Launch with programmatic dependent launch (kernels/cuda/launch.cuh): the kernel may be
+  // placed during the previous kernel of the stream and waits for it before it reads anything.
+  bool programmatic_launch = false;
 };
 
 // How K/V tiles reach shared memory.

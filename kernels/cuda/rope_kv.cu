@@ -17,6 +17,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace lychee::cuda {
 namespace {
@@ -66,6 +67,7 @@ __device__ void WriteBlockSummary(const PagedKvBf16& c, int64_t block, int offse
 
 __global__ void __launch_bounds__(kRopeThreads)
     RopeKvWriteKernel(const __grid_constant__ RopeKvWriteParams p) {
+  AllowDependentGrids();  // (launch.cuh) a decode step's attention or scoring may be placed
   __shared__ float s_cos[kMaxHalf];
   __shared__ float s_sin[kMaxHalf];
   const int64_t t = blockIdx.x;
@@ -182,6 +184,7 @@ __global__ void __launch_bounds__(kRopeThreads)
 // summary made by the write kernel.
 __global__ void __launch_bounds__(kRopeThreads)
     KeySummaryKernel(const __grid_constant__ RopeKvWriteParams p) {
+  AllowDependentGrids();
   const int64_t t = blockIdx.x;
   const int32_t slot = p.slot_mapping[t];
   if (slot < 0) return;

@@ -321,11 +321,15 @@ TEST_P(CudaRandomModelTest, MixedStepsMatchTheCpuRunner) {
     CudaAttentionKernels kernels;
     bool graphs;
     CudaDecodeGemm decode_gemm = CudaDecodeGemm::kCublasLt;
+    bool programmatic_launch = false;
   };
+  // The fifth run launches with programmatic dependent launch, in graphs and eagerly (prefill
+  // and mixed steps).
   const GpuRun kRuns[] = {{CudaAttentionKernels::kAuto, true},
                           {CudaAttentionKernels::kGeneric, false},
                           {CudaAttentionKernels::kAuto, false},
-                          {CudaAttentionKernels::kAuto, true, CudaDecodeGemm::kSkinny}};
+                          {CudaAttentionKernels::kAuto, true, CudaDecodeGemm::kSkinny},
+                          {CudaAttentionKernels::kAuto, true, CudaDecodeGemm::kCublasLt, true}};
   constexpr int kNumRuns = sizeof(kRuns) / sizeof(kRuns[0]);
   std::vector<SimSeq> runs[kNumRuns];
   for (int k = 0; k < kNumRuns; ++k) {
@@ -334,7 +338,8 @@ TEST_P(CudaRandomModelTest, MixedStepsMatchTheCpuRunner) {
                                     .max_num_seqs = 8,
                                     .attention = kRuns[k].kernels,
                                     .decode_gemm = kRuns[k].decode_gemm,
-                                    .cuda_graphs = kRuns[k].graphs});
+                                    .cuda_graphs = kRuns[k].graphs,
+                                    .programmatic_launch = kRuns[k].programmatic_launch});
     ASSERT_NE(gpu, nullptr);
     ASSERT_GE(gpu->num_kv_blocks(), 96);
     std::mt19937_64 rng_gpu(seed);  // the same tokens, blocks and schedule as the CPU run
@@ -364,7 +369,8 @@ TEST_P(CudaRandomModelTest, MixedStepsMatchTheCpuRunner) {
                      {"tensor-core vs generic", runs[0], runs[1], kKernelTol},
                      {"graphs vs eager", runs[0], runs[2], kKernelTol},
                      {"skinny decode GEMMs vs CPU fp32", runs[3], want, kBf16Tol},
-                     {"skinny vs cuBLASLt decode GEMMs", runs[3], runs[0], kKernelTol}};
+                     {"skinny vs cuBLASLt decode GEMMs", runs[3], runs[0], kKernelTol},
+                     {"programmatic vs plain launches", runs[4], runs[0], kKernelTol}};
   for (const auto& c : comparisons) {
     SCOPED_TRACE(c.what);
     double worst = 0.0;
@@ -465,6 +471,13 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
       MakeCudaRunner(dir, {.block_size = kBlock, .max_num_batched_tokens = 256, .max_num_seqs = 8});
   ASSERT_NE(gpu, nullptr);
   const std::vector<SimSeq> dense = run(*gpu, nullptr, nullptr);
+  // The same steps again with programmatic dependent launch (scoring, selection, attention and
+  // the dropped mass each placed during its predecessor): the same reads, bounds and logits.
+  auto gpu_pdl = MakeCudaRunner(dir, {.block_size = kBlock,
+                                      .max_num_batched_tokens = 256,
+                                      .max_num_seqs = 8,
+                                      .programmatic_launch = true});
+  ASSERT_NE(gpu_pdl, nullptr);
 
   PolicySpec streaming, quest, lychee, prhs_reuse, prhs_rescore;
   streaming.name = "streaming";
@@ -501,6 +514,30 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
     const std::vector<SimSeq> want = run(**cpu, spec, &cpu_stats);
     const int64_t want_reused = cpu_reused;
     const std::vector<SimSeq> got = run(*gpu, spec, &gpu_stats);
+    {
+      SCOPED_TRACE("programmatic vs plain launches");
+      StatsMap pdl_stats;
+      const std::vector<SimSeq> got_pdl = run(*gpu_pdl, spec, &pdl_stats);
+      ASSERT_EQ(pdl_stats.size(), gpu_stats.size());
+      for (const auto& [key, g] : gpu_stats) {
+        const SparseChunkStats& q = pdl_stats.at(key);
+        EXPECT_EQ(q.kv_tokens_read, g.kv_tokens_read);
+        EXPECT_EQ(q.device_reused, g.device_reused);
+        EXPECT_FLOAT_EQ(q.max_bound, g.max_bound);
+      }
+      double worst = 0.0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_EQ(got_pdl[i].tokens, got[i].tokens);
+        for (size_t p = 0; p < got[i].logits.size(); ++p) {
+          if (got[i].logits[p].empty()) continue;
+          const double err = ::lychee::testing::RelativeL2(got_pdl[i].logits[p], got[i].logits[p]);
+          worst = std::max(worst, err);
+          EXPECT_LT(err, kKernelTol) << "seq " << i << " position " << p;
+        }
+      }
+      std::printf("%s: programmatic vs plain launches, worst relative L2 %.2e\n",
+                  spec->name.c_str(), worst);
+    }
     int64_t got_reused = 0;
     for (const auto& [key, g] : gpu_stats) got_reused += g.device_reused;
     // Lychee's sparse heads and PrHS's reuse decisions (unambiguous here) as on the CPU.
