@@ -338,15 +338,17 @@ struct SelectShared {
 
 // The k-th largest of image(b) over [lo, hi) (1 <= k <= the number of b with image(b) > 0; 0
 // marks an element that never counts): the threshold image and how many elements equal to it
-// are taken (the earliest ones). A radix search over the image's 32 bits from the top, four bits
-// a round: a round tallies the elements still in the open range by their next 4-bit digit and
-// keeps the digit where the count from the top reaches k. A thread tallies into two 64-bit words
-// of eight 8-bit counters (no atomics, no local memory), widened to 16-bit fields for one
-// __reduce_add_sync per pair of digits; the warps' rows meet in a double-buffered shared table:
-// one barrier a round. The rounds are latency (a barrier and the reductions): a bit a round took
-// 28-33 of them for a 128K row, this takes at most 8. Once at most kSelectSurvivors candidates lie
-// in the open range, they are compacted into shared memory and one warp finishes the search over
-// them alone, with no barriers. Every thread of the block calls it.
+// are taken (the earliest ones). A radix search over the bits where the images differ: a first
+// round finds the largest and smallest image (the bits above their highest differing bit are
+// everyone's), then each round tallies the elements still in the open range by their next 4-bit
+// digit and keeps the digit where the count from the top reaches k. A thread tallies into four
+// 32-bit words of four 8-bit counters (no atomics, no local memory), widened to 16-bit fields for
+// one __reduce_add_sync per pair of digits; the warps' rows meet in a double-buffered shared
+// table: one barrier a round. Once at most kSelectSurvivors candidates lie in the open range
+// (after 1-3 digit rounds for a 128K row's scores), they are compacted into shared memory and
+// one warp finishes the search over them alone, with no barriers. (A bit a round took 28-33
+// barrier rounds for a 128K row; digits from the top bit 9 µs, the top digits being the same for
+// every score.) Every thread of the block calls it.
 struct TopPick {
   uint32_t threshold;
   int equal_quota;
@@ -369,25 +371,58 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
     images[j] = cached && b < hi ? image(b) : 0u;
   }
   if (threadIdx.x == 0) sh.num_survivors = 0;  // published by the first round's barrier
-  // The answer lies in [prefix, prefix + 2^shift); `above` elements lie past its top end.
-  uint32_t prefix = 0;
-  int shift = 32;
-  int above = 0;
-  int in_range = hi - lo;
   int round = 0;
-  while (shift > 0) {
+  // Round 0: the largest and smallest counted image and how many count.
+  uint32_t largest = 0u, smallest = ~0u;
+  int counted = 0;
+  {
+    auto see = [&](uint32_t u) {
+      largest = max(largest, u);
+      smallest = u != 0u ? min(smallest, u) : smallest;
+      counted += u != 0u;
+    };
+    if (cached) {
+#pragma unroll
+      for (int j = 0; j < kSelectCached; ++j) see(images[j]);
+    } else {
+      for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) see(image(b));
+    }
+    largest = __reduce_max_sync(0xffffffffu, largest);
+    smallest = __reduce_min_sync(0xffffffffu, smallest);
+    counted = __reduce_add_sync(0xffffffffu, counted);
+    uint32_t(*table)[8] = sh.digit_counts[round++ & 1];
+    if (lane == 0) {
+      table[warp][0] = largest;
+      table[warp][1] = smallest;
+      table[warp][2] = static_cast<uint32_t>(counted);
+    }
+    __syncthreads();
+    const bool has = lane < kSelectWarps;
+    largest = __reduce_max_sync(0xffffffffu, has ? table[lane][0] : 0u);
+    smallest = __reduce_min_sync(0xffffffffu, has ? table[lane][1] : ~0u);
+    counted = static_cast<int>(__reduce_add_sync(0xffffffffu, has ? table[lane][2] : 0u));
+  }
+  if (largest == smallest) {  // every counted image is the same: the first k of them
+    __syncthreads();          // the table is read before a later call writes it
+    return TopPick{largest, k};
+  }
+  // The answer lies in [prefix, prefix + 2^shift); `above` elements lie past its top end.
+  int shift = 32 - __clz(largest ^ smallest);
+  uint32_t prefix = shift == 32 ? 0u : largest & (~0u << shift);
+  int above = 0;
+  int in_range = counted;
+  while (shift > 0 && in_range > kSelectSurvivors) {
     const uint32_t high = shift == 32 ? 0u : ~0u << shift;  // the decided bits
-    const int digit_shift = shift - 4;
-    uint64_t low8 = 0, high8 = 0;  // digits 0-7 and 8-15, a byte each
+    const int digit_bits = min(4, shift);
+    const int digit_shift = shift - digit_bits;
+    const uint32_t digit_mask = (1u << digit_bits) - 1u;
+    uint32_t tallies[4] = {0u, 0u, 0u, 0u};  // digits 4q .. 4q + 3, a byte each
     auto tally = [&](uint32_t u) {
       const bool in = u != 0u && ((u ^ prefix) & high) == 0u;
-      const uint32_t d = (u >> digit_shift) & 15u;
-      const uint64_t one = in ? uint64_t{1} << (8 * (d & 7u)) : 0u;
-      if (d < 8u) {
-        low8 += one;
-      } else {
-        high8 += one;
-      }
+      const uint32_t d = (u >> digit_shift) & digit_mask;
+      const uint32_t one = in ? 1u << (8u * (d & 3u)) : 0u;
+#pragma unroll
+      for (uint32_t q = 0; q < 4; ++q) tallies[q] += (d >> 2) == q ? one : 0u;
     };
     if (cached) {
 #pragma unroll
@@ -396,20 +431,14 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
 #pragma unroll 4
       for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) tally(image(b));
     }
-    // Word w holds digits 2w' and 2w' + 2 of its half (even/odd bytes) in 16-bit fields:
-    // w0 = {0, 2}, w1 = {1, 3}, w2 = {4, 6}, w3 = {5, 7}, w4..w7 the same plus 8.
+    // Word 2q holds digits 4q and 4q + 2 in 16-bit fields, word 2q + 1 digits 4q + 1 and 4q + 3.
     uint32_t words[8];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint64_t v = h == 0 ? low8 : high8;
-      const uint32_t a = static_cast<uint32_t>(v), b = static_cast<uint32_t>(v >> 32);
-      words[4 * h + 0] = __reduce_add_sync(0xffffffffu, a & 0x00ff00ffu);
-      words[4 * h + 1] = __reduce_add_sync(0xffffffffu, (a >> 8) & 0x00ff00ffu);
-      words[4 * h + 2] = __reduce_add_sync(0xffffffffu, b & 0x00ff00ffu);
-      words[4 * h + 3] = __reduce_add_sync(0xffffffffu, (b >> 8) & 0x00ff00ffu);
+    for (int q = 0; q < 4; ++q) {
+      words[2 * q] = __reduce_add_sync(0xffffffffu, tallies[q] & 0x00ff00ffu);
+      words[2 * q + 1] = __reduce_add_sync(0xffffffffu, (tallies[q] >> 8) & 0x00ff00ffu);
     }
-    uint32_t(*table)[8] = sh.digit_counts[round & 1];
-    ++round;
+    uint32_t(*table)[8] = sh.digit_counts[round++ & 1];
     uint32_t word = 0;  // words[lane] by constant indices (a dynamic one would spill them)
 #pragma unroll
     for (int w = 0; w < 8; ++w) word = lane == w ? words[w] : word;
@@ -425,7 +454,7 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
 #pragma unroll
     for (int w = 0; w < 8; ++w) {
       const uint32_t v = __shfl_sync(0xffffffffu, total, w);
-      const int base = 8 * (w / 4) + 4 * ((w % 4) / 2) + (w % 2);
+      const int base = 4 * (w / 2) + w % 2;
       counts[base] = static_cast<int>(v & 0xffffu);
       counts[base + 2] = static_cast<int>(v >> 16);
     }
@@ -441,12 +470,10 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
       }
       if (!found) above += counts[d];
     }
-    in_range = 0;
 #pragma unroll
     for (int d = 0; d < 16; ++d) in_range = d == digit ? counts[d] : in_range;
     prefix |= static_cast<uint32_t>(digit) << digit_shift;
     shift = digit_shift;
-    if (shift > 0 && in_range <= kSelectSurvivors) break;
   }
   if (shift == 0) {
     __syncthreads();  // the table is read before a later call writes it
