@@ -10,17 +10,17 @@
 // one reduce-scatter (9 shuffles, not 40).
 //
 // Selection: CTA (kv head, sequence), 512 threads, the row's scores staged in shared memory. The
-// take-th best candidate score is found by a radix search over order-preserving uint32 images of
-// the floats (4 bits a round of one barrier, digit tallies in registers, each thread's images in
-// registers for rows up to 8192 candidates, until at most 256 candidates remain undecided, which
-// one warp then settles alone; histogram passes with shared atomics were 44 µs a row on the
-// H100, a bit a round 28-33 barrier rounds); candidates strictly above it are taken, and of those
-// equal to it the earliest `remaining` ones (ties go to the earlier block). Per-warp counts in
-// index order and ballots then give each taken block its output slot, so rows come out in ascending
-// logical order without a sort. Slots receive block ids first; the page ids follow in one batched
-// gather (GatherPages), as a block-table load per emitted block, waited for before the next, cost
-// an L2 round trip each. With a bound wanted, the read blocks' staged scores are set to -inf as
-// they are emitted and a block reduction gives ln Σ tokens · exp(score) over the rest. kPrhs rows
+// take-th best candidate score is found by bisection over order-preserving uint32 images of the
+// floats (counting rounds of one barrier each, each thread's images in registers for rows up to
+// 8192 candidates, until at most 256 candidates remain undecided, which one warp then settles
+// alone; histogram radix passes with shared atomics were 44 µs a row on the H100,
+// latency-bound); candidates strictly above it are taken, and of those equal to it the earliest
+// `remaining` ones (ties go to the earlier block). Per-warp counts in index order and ballots
+// then give each taken block its output slot, so rows come out in ascending logical order
+// without a sort. Slots receive block ids first; the page ids follow in one batched gather
+// (GatherPages), as a block-table load per emitted block, waited for before the next, cost an
+// L2 round trip each. With a bound wanted, the read blocks' staged scores are set to -inf as they
+// are emitted and a block reduction gives ln Σ tokens · exp(score) over the rest. kPrhs rows
 // (SelectPrhsRow) use the same two steps for their anchors' choice.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -176,7 +176,8 @@ template <int D>
 __global__ void __launch_bounds__(kScoreWarps * 32)
     ScoreKernel(const __grid_constant__ BlockSelectParams p) {
   AllowDependentGrids();
-  WaitForPriorGrids();          // (launch.cuh: before any global access)
+  WaitForPriorGrids();  // (launch.cuh: before any global access)
+
   constexpr int kPer = D / 32;  // dims per lane
   const BlockSelectShape& s = p.shape;
   const int kv_head = blockIdx.y;
@@ -327,7 +328,7 @@ struct SelectShared {
   int total;
   int flag;
   int warp_above[kSelectWarps], warp_equal[kSelectWarps];
-  uint32_t digit_counts[2][kSelectWarps][8];  // BisectTop's rounds: 16-bit digit tallies
+  int round_counts[2][kSelectWarps];
   // BisectTop's last rounds: the candidates still undecided, and the warp's answer.
   uint32_t survivors[kSelectSurvivors];
   int num_survivors;
@@ -338,31 +339,26 @@ struct SelectShared {
 
 // The k-th largest of image(b) over [lo, hi) (1 <= k <= the number of b with image(b) > 0; 0
 // marks an element that never counts): the threshold image and how many elements equal to it
-// are taken (the earliest ones). A radix search over the bits where the images differ: a first
-// round finds the largest and smallest image (the bits above their highest differing bit are
-// everyone's), then each round tallies the elements still in the open range by their next 4-bit
-// digit and keeps the digit where the count from the top reaches k. A thread tallies into four
-// 32-bit words of four 8-bit counters (no atomics, no local memory), widened to 16-bit fields for
-// one __reduce_add_sync per pair of digits; the warps' rows meet in a double-buffered shared
-// table: one barrier a round. Once at most kSelectSurvivors candidates lie in the open range
-// (after 1-3 digit rounds for a 128K row's scores), they are compacted into shared memory and
-// one warp finishes the search over them alone, with no barriers. (A bit a round took 28-33
-// barrier rounds for a 128K row; digits from the top bit 9 µs, the top digits being the same for
-// every score.) Every thread of the block calls it.
+// are taken (the earliest ones). Bisection over the image's 32 bits from the top: a round counts
+// the elements >= prefix | bit (each warp's count in one __reduce_add_sync, the eight warps'
+// through a double-buffered shared row: one barrier a round, summed by a lane each) and keeps
+// the bit if at least k are; no histograms, no atomics. The rounds are latency (a barrier and
+// two reductions, ~270 ns on the H100: 33 of them were ~45% of a 128K row's select), so once
+// at most kSelectSurvivors candidates lie in the range the prefix leaves open, they are
+// compacted into shared memory and one warp finishes the search over them alone, with no
+// barriers. Every thread of the block calls it.
 struct TopPick {
   uint32_t threshold;
   int equal_quota;
 };
 template <typename Image>
 __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& sh) {
-  static_assert(kSelectWarps == 16, "a lane sums the digit rows of four warps");
+  static_assert(kSelectWarps <= 32, "a lane sums each warp's count");
   static_assert(kSelectSurvivors % 32 == 0, "survivors spread evenly over a warp");
-  static_assert(kBlockSelectMaxBlocks / kSelectThreads < 255, "a thread's tally fits 8 bits");
-  static_assert(kBlockSelectMaxBlocks < 65536, "the block's tally fits 16 bits");
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
   // Rows of up to kSelectCached * kSelectThreads candidates (8192: a 128K context at block size
-  // 16) keep each thread's images in registers for every round; longer ones re-read them.
+  // 16) keep each thread's images in registers for all 33 rounds; longer ones re-read them.
   const bool cached = hi - lo <= kSelectCached * kSelectThreads;
   uint32_t images[kSelectCached];
 #pragma unroll
@@ -371,122 +367,57 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
     images[j] = cached && b < hi ? image(b) : 0u;
   }
   if (threadIdx.x == 0) sh.num_survivors = 0;  // published by the first round's barrier
+  // Elements >= t over the block; every thread gets the same total.
   int round = 0;
-  // Round 0: the largest and smallest counted image and how many count.
-  uint32_t largest = 0u, smallest = ~0u;
-  int counted = 0;
-  {
-    auto see = [&](uint32_t u) {
-      largest = max(largest, u);
-      smallest = u != 0u ? min(smallest, u) : smallest;
-      counted += u != 0u;
-    };
+  auto count_at_least = [&](uint32_t t) {
+    int c = 0;
     if (cached) {
 #pragma unroll
-      for (int j = 0; j < kSelectCached; ++j) see(images[j]);
+      for (int j = 0; j < kSelectCached; ++j) c += images[j] >= t;
     } else {
-      for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) see(image(b));
-    }
-    largest = __reduce_max_sync(0xffffffffu, largest);
-    smallest = __reduce_min_sync(0xffffffffu, smallest);
-    counted = __reduce_add_sync(0xffffffffu, counted);
-    uint32_t(*table)[8] = sh.digit_counts[round++ & 1];
-    if (lane == 0) {
-      table[warp][0] = largest;
-      table[warp][1] = smallest;
-      table[warp][2] = static_cast<uint32_t>(counted);
-    }
-    __syncthreads();
-    const bool has = lane < kSelectWarps;
-    largest = __reduce_max_sync(0xffffffffu, has ? table[lane][0] : 0u);
-    smallest = __reduce_min_sync(0xffffffffu, has ? table[lane][1] : ~0u);
-    counted = static_cast<int>(__reduce_add_sync(0xffffffffu, has ? table[lane][2] : 0u));
-  }
-  if (largest == smallest) {  // every counted image is the same: the first k of them
-    __syncthreads();          // the table is read before a later call writes it
-    return TopPick{largest, k};
-  }
-  // The answer lies in [prefix, prefix + 2^shift); `above` elements lie past its top end.
-  int shift = 32 - __clz(largest ^ smallest);
-  uint32_t prefix = shift == 32 ? 0u : largest & (~0u << shift);
-  int above = 0;
-  int in_range = counted;
-  while (shift > 0 && in_range > kSelectSurvivors) {
-    const uint32_t high = shift == 32 ? 0u : ~0u << shift;  // the decided bits
-    const int digit_bits = min(4, shift);
-    const int digit_shift = shift - digit_bits;
-    const uint32_t digit_mask = (1u << digit_bits) - 1u;
-    uint32_t tallies[4] = {0u, 0u, 0u, 0u};  // digits 4q .. 4q + 3, a byte each
-    auto tally = [&](uint32_t u) {
-      const bool in = u != 0u && ((u ^ prefix) & high) == 0u;
-      const uint32_t d = (u >> digit_shift) & digit_mask;
-      const uint32_t one = in ? 1u << (8u * (d & 3u)) : 0u;
-#pragma unroll
-      for (uint32_t q = 0; q < 4; ++q) tallies[q] += (d >> 2) == q ? one : 0u;
-    };
-    if (cached) {
-#pragma unroll
-      for (int j = 0; j < kSelectCached; ++j) tally(images[j]);
-    } else {
-#pragma unroll 4
-      for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) tally(image(b));
-    }
-    // Word 2q holds digits 4q and 4q + 2 in 16-bit fields, word 2q + 1 digits 4q + 1 and 4q + 3.
-    uint32_t words[8];
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      words[2 * q] = __reduce_add_sync(0xffffffffu, tallies[q] & 0x00ff00ffu);
-      words[2 * q + 1] = __reduce_add_sync(0xffffffffu, (tallies[q] >> 8) & 0x00ff00ffu);
-    }
-    uint32_t(*table)[8] = sh.digit_counts[round++ & 1];
-    uint32_t word = 0;  // words[lane] by constant indices (a dynamic one would spill them)
-#pragma unroll
-    for (int w = 0; w < 8; ++w) word = lane == w ? words[w] : word;
-    if (lane < 8) table[warp][lane] = word;
-    __syncthreads();
-    // Lane l sums word l % 8 of warps l / 8, + 4, + 8, + 12; then over the four lane groups.
-    uint32_t total = 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) total += table[lane / 8 + 4 * i][lane % 8];
-    total += __shfl_xor_sync(0xffffffffu, total, 8);
-    total += __shfl_xor_sync(0xffffffffu, total, 16);
-    int counts[16];
-#pragma unroll
-    for (int w = 0; w < 8; ++w) {
-      const uint32_t v = __shfl_sync(0xffffffffu, total, w);
-      const int base = 4 * (w / 2) + w % 2;
-      counts[base] = static_cast<int>(v & 0xffffu);
-      counts[base + 2] = static_cast<int>(v >> 16);
-    }
-    // The highest digit whose count from the top reaches k (digit 0 at the latest: k is within
-    // the range's elements and those above it).
-    int digit = 0;
-    bool found = false;
-#pragma unroll
-    for (int d = 15; d > 0; --d) {
-      if (!found && above + counts[d] >= k) {
-        digit = d;
-        found = true;
+#pragma unroll 8
+      for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) {
+        c += image(b) >= t;
       }
-      if (!found) above += counts[d];
     }
-#pragma unroll
-    for (int d = 0; d < 16; ++d) in_range = d == digit ? counts[d] : in_range;
-    prefix |= static_cast<uint32_t>(digit) << digit_shift;
-    shift = digit_shift;
+    c = __reduce_add_sync(0xffffffffu, c);
+    int* row = sh.round_counts[round & 1];
+    ++round;
+    if (lane == 0) row[warp] = c;
+    __syncthreads();
+    return static_cast<int>(__reduce_add_sync(0xffffffffu, lane < kSelectWarps ? row[lane] : 0));
+  };
+  // The answer lies in [prefix, prefix + 2^(bit + 1)) (64-bit: the top end may be 2^32);
+  // `above` elements lie at or past its top end, `at_least_prefix` at or past prefix (unknown
+  // until a round tells).
+  uint32_t prefix = 0;
+  int above = 0;
+  int at_least_prefix = 0x7fffffff;
+  int bit = 31;
+  for (; bit >= 0; --bit) {
+    const uint32_t candidate = prefix | (1u << bit);
+    const int c = count_at_least(candidate);
+    if (c >= k) {
+      prefix = candidate;
+      at_least_prefix = c;
+    } else {
+      above = c;
+    }
+    if (bit > 0 && at_least_prefix - above <= kSelectSurvivors) break;
   }
-  if (shift == 0) {
-    __syncthreads();  // the table is read before a later call writes it
-    return TopPick{prefix, k - above};
+  if (bit < 0) {
+    const int at_or_above =
+        prefix == 0xffffffffu ? 0 : count_at_least(prefix + 1u);  // elements above prefix
+    __syncthreads();  // the rows are read before a later call writes them
+    return TopPick{prefix, k - at_or_above};
   }
-  const int bit = shift;  // the warp decides bits bit - 1 .. 0
   // Few enough left: [prefix, top) holds at most kSelectSurvivors candidates. Compact them
   // (in any order: only counts follow), then warp 0 decides bits bit - 1 .. 0 over them.
   const uint64_t top = static_cast<uint64_t>(prefix) + (uint64_t{1} << bit);
   // A warp's keepers take consecutive slots from one shared atomic (one a lane, on one address,
   // would serialise).
-  auto keep = [&](uint32_t u) {                               // the whole warp calls it
-    const bool in_range = u != 0u && u >= prefix && u < top;  // (prefix may be 0)
+  auto keep = [&](uint32_t u) {  // the whole warp calls it
+    const bool in_range = u >= prefix && u < top;
     const unsigned mask = __ballot_sync(0xffffffffu, in_range);
     if (mask == 0u) return;
     int base = 0;
@@ -500,7 +431,7 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
   } else {
     for (int base = lo; base < hi; base += kSelectThreads) {
       const int b = base + static_cast<int>(threadIdx.x);
-      keep(b < hi ? image(b) : 0u);  // 0: not kept
+      keep(b < hi ? image(b) : 0u);  // 0 < prefix: not kept
     }
   }
   __syncthreads();
@@ -511,7 +442,7 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) {
       const int i = lane + 32 * j;
-      mine[j] = i < n ? sh.survivors[i] : 0u;  // 0: never counted (every t below is >= 1)
+      mine[j] = i < n ? sh.survivors[i] : 0u;  // 0 < prefix: never counted (prefix >= 1 here)
     }
     auto count_from = [&](uint64_t t) {  // survivors >= t, plus those above the range
       int c = 0;
