@@ -218,12 +218,15 @@ TEST(HardeningServerTest, MemoryComesBackAfterASpikeOfHugePrompts) {
   ASSERT_GT(spike, int64_t{100} << 20)
       << "no spike to come back from: baseline " << baseline << ", peak " << peak;
 
-  // The trims give a part of the spike back: the server logs each trim with the RSS before and
-  // after it (measured there); a trim that finds nothing to return changes it by a page or so. The
-  // allocator alone keeps it: measured on 2 cores, 179 MiB before, peak 581, 279 after and staying
-  // there with malloc_trim made a no-op; with the trims 221 MiB. The wait only bounds the test;
-  // memory is the assertion. Every trim's line (info when large, else debug) carries the RSS around
-  // it.
+  // The memory comes back: to within a quarter of the spike. The trims give a part of it back
+  // (the server logs each trim with the RSS before and after it, measured there; a trim that
+  // finds nothing to return changes it by a page or so); the allocator alone keeps it: measured
+  // on 2 cores, 179 MiB before, peak 581, 279 after and staying there with malloc_trim made a
+  // no-op; with the trims 221 MiB. Under a loaded machine the allocator sometimes returns most of
+  // it by itself first (RSS back to 194 MiB with the trims logging only 20 MiB), so the trims
+  // must have given back a sixteenth of the spike unless RSS came within an eighth of it without
+  // them: a no-op trim (279 MiB) still fails. The wait only bounds the test; memory is the
+  // assertion. Every trim's line (info when large, else debug) carries the RSS around it.
   const std::regex trim_line(R"(memory: [^\n]*RSS ([0-9.]+) -> ([0-9.]+) MiB)");
   // What the trims gave back in all (one under load during the spike may take a part).
   auto given_back = [&] {
@@ -235,15 +238,20 @@ TEST(HardeningServerTest, MemoryComesBackAfterASpikeOfHugePrompts) {
     }
     return static_cast<int64_t>(mib * (1 << 20));
   };
-  for (int i = 0; i < 60 && given_back() < spike / 16; ++i) {
+  auto rss = [&] { return ProcMemory(pid, "VmRSS"); };
+  auto trims_did_their_part = [&] {
+    return given_back() >= spike / 16 || rss() <= baseline + spike / 8;
+  };
+  for (int i = 0; i < 60 && !(trims_did_their_part() && rss() <= baseline + spike / 4); ++i) {
     absl::SleepFor(absl::Milliseconds(500));
   }
-  EXPECT_GE(given_back(), spike / 16)
-      << "baseline " << (baseline >> 20) << " MiB, peak " << (peak >> 20) << " MiB, now "
-      << (ProcMemory(pid, "VmRSS") >> 20) << " MiB; " << (*server)->output().substr(0, 4000);
-  const int64_t rss = ProcMemory(pid, "VmRSS");
-  EXPECT_LE(rss, baseline + spike / 4) << "baseline " << (baseline >> 20) << " MiB, peak "
-                                       << (peak >> 20) << " MiB, after " << (rss >> 20) << " MiB";
+  EXPECT_TRUE(trims_did_their_part())
+      << "trims gave back " << (given_back() >> 20) << " MiB; baseline " << (baseline >> 20)
+      << " MiB, peak " << (peak >> 20) << " MiB, now " << (rss() >> 20) << " MiB; "
+      << (*server)->output().substr(0, 4000);
+  EXPECT_LE(rss(), baseline + spike / 4)
+      << "baseline " << (baseline >> 20) << " MiB, peak " << (peak >> 20) << " MiB, after "
+      << (rss() >> 20) << " MiB";
   // Still serving.
   auto after = testing::Fetch("127.0.0.1", port, "POST", "/v1/completions",
                               json{{"prompt", "Once upon a time"}, {"max_tokens", 2}}.dump(),
