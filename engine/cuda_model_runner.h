@@ -68,7 +68,9 @@ struct CudaModelRunnerOptions {
   // Our kernels that follow another of ours in a step (decode attention after RopeKvWrite, a
   // sparse step's scoring, selection, attention and dropped-mass kernels) are launched with
   // programmatic dependent launch (kernels/cuda/launch.cuh): each is placed during its
-  // predecessor's last wave and waits for it on the GPU, hiding the launch gap.
+  // predecessor's last wave and waits for it on the GPU, hiding the launch gap. Off: on the H200
+  // it made a quest step 7% slower (the selection CTAs crowd beside ScoreKernel's last wave;
+  // docs/PERFORMANCE.md, seventh session of 2026-12-07).
   bool programmatic_launch = false;
 };
 
