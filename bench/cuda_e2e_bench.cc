@@ -51,6 +51,9 @@ struct Options {
   // lychee mask makes kv head (layer mod kv_heads) of each layer a retrieval head.
   std::vector<std::string> policies = {"quest", "streaming", "lychee"};
   int64_t budget = 2048;
+  // The sparse policies' max_dropped_mass (1: none; below 1 quest and streaming widen their
+  // budgets to meet it, and a policy the GPU does not widen is skipped with the reason).
+  double max_dropped_mass = 1.0;
   double gpu_memory_utilization = 0.92;
   // Also time, per context, the largest batch whose KV fits the pool (at most fit_batch_limit
   // sequences): issue 12's "largest batch that fits" cell.
@@ -58,6 +61,9 @@ struct Options {
   int64_t fit_batch_limit = 32;
   CudaDecodeGemm decode_gemm = CudaDecodeGemm::kCublasLt;
   bool pdl = false;  // CudaModelRunnerOptions::programmatic_launch
+  // Also time each sparse cell with its steps replayed from CUDA graphs
+  // (CudaModelRunnerOptions::sparse_cuda_graphs), beside the eager steps.
+  bool sparse_graphs = false;
   std::string json_path;
 };
 
@@ -129,6 +135,7 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
   out["model"] = o.model;
   out["decode_gemm"] = o.decode_gemm == CudaDecodeGemm::kSkinny ? "skinny" : "cublaslt";
   out["programmatic_launch"] = o.pdl;
+  out["sparse_graphs"] = o.sparse_graphs;
   out["copy_bandwidth_bytes_per_s"] = copy_bw;
   out["bf16_gemm_tflops"] = peak_tflops;
 
@@ -236,11 +243,17 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
                 static_cast<long long>(batch), static_cast<long long>(ctx), step_s * 1e3,
                 eager_s * 1e3, eager_s / step_s, tok_s, bound_tok_s, 100.0 * tok_s / bound_tok_s);
     std::fflush(stdout);
-    // The same cell under each sparse policy (eager steps: sparse steps are not graphed).
+    // The same cell under each sparse policy: eager steps, and with --sparse-graphs also replayed
+    // from graphs.
     for (const std::string& name : o.policies) {
       PolicySpec spec;
       spec.name = name;
       spec.budget_tokens = o.budget;
+      spec.max_dropped_mass = o.max_dropped_mass;
+      if (const absl::Status supported = runner->SupportsPolicy(spec); !supported.ok()) {
+        std::printf("%s skipped: %s\n", name.c_str(), std::string(supported.message()).c_str());
+        continue;
+      }
       std::vector<std::unique_ptr<sparsity::Policy>> owned;
       std::vector<sparsity::Policy*> policies;
       for (int64_t b = 0; b < batch; ++b) {
@@ -266,11 +279,29 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
         LY_RETURN_IF_ERROR(runner->Execute(step, policies).status());
       }
       const double sparse_s = Seconds(start, Clock::now()) / o.steps;
+      double graphs_s = 0.0;
+      if (o.sparse_graphs) {
+        runner->set_sparse_cuda_graphs(true);
+        const int64_t replays = runner->num_graph_replays();
+        for (int i = 0; i < 3; ++i) LY_RETURN_IF_ERROR(runner->Execute(step, policies).status());
+        const auto graphs_start = Clock::now();
+        for (int i = 0; i < o.steps; ++i) {
+          LY_RETURN_IF_ERROR(runner->Execute(step, policies).status());
+        }
+        graphs_s = Seconds(graphs_start, Clock::now()) / o.steps;
+        runner->set_sparse_cuda_graphs(false);
+        if (runner->num_graph_replays() - replays < o.steps) {
+          return absl::InternalError(name + ": sparse steps did not replay graphs");
+        }
+      }
       const double sparse_bound_s =
           (weight_bytes + static_cast<double>(batch * ctx) * kv_bytes_per_token * read) / copy_bw;
       nlohmann::json sc = {{"policy", name},
                            {"budget_tokens", o.budget},
+                           {"max_dropped_mass", o.max_dropped_mass},
+                           {"widenings_per_step", st.widenings},
                            {"ms_per_step", sparse_s * 1e3},
+                           {"graphs_ms_per_step", graphs_s * 1e3},
                            {"tokens_per_s", static_cast<double>(batch) / sparse_s},
                            {"kv_read_fraction", read},
                            {"max_bound", st.max_bound},
@@ -278,18 +309,22 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
                            {"speedup_vs_dense_eager", eager_s / sparse_s},
                            {"byte_bound_speedup", bound_s / sparse_bound_s}};
       cell["sparse"].push_back(sc);
-      sparse_table +=
-          absl::StrFormat("| %d | %d | %s | %.2f | %.1f | %.3f | %.2fx | %.2fx | %.2fx |\n", batch,
-                          ctx, name, sparse_s * 1e3, static_cast<double>(batch) / sparse_s, read,
-                          step_s / sparse_s, eager_s / sparse_s, bound_s / sparse_bound_s);
+      const std::string graphs =
+          o.sparse_graphs ? absl::StrFormat("%.2f (%.2fx)", graphs_s * 1e3, step_s / graphs_s)
+                          : std::string("-");
+      sparse_table += absl::StrFormat(
+          "| %d | %d | %s | %.2f | %.1f | %.3f | %.2fx | %.2fx | %s | %.2fx |\n", batch, ctx, name,
+          sparse_s * 1e3, static_cast<double>(batch) / sparse_s, read, step_s / sparse_s,
+          eager_s / sparse_s, graphs, bound_s / sparse_bound_s);
     }
     out["decode"].push_back(cell);
   }
   if (!sparse_table.empty()) {
     std::printf(
-        "\nsparse decode, budget %lld tokens (eager steps):\n| batch | context | policy | "
-        "ms/step | tokens/s | KV read | vs dense (graphs) | vs dense (eager) | byte-bound "
-        "speedup |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n%s",
+        "\nsparse decode, budget %lld tokens (eager steps; last columns: replayed from graphs, vs "
+        "dense with graphs):\n| batch | context | policy | ms/step | tokens/s | KV read | vs dense "
+        "(graphs) | vs dense (eager) | graphs ms/step | byte-bound speedup |\n| --- | --- | --- "
+        "| --- | --- | --- | --- | --- | --- | --- |\n%s",
         static_cast<long long>(o.budget), sparse_table.c_str());
   }
 
@@ -361,6 +396,9 @@ int main(int argc, char** argv) {
   app.add_option("--policies", o.policies, "sparse policies to time beside dense (none: \"\")")
       ->delimiter(',');
   app.add_option("--budget", o.budget, "sparse policies' budget_tokens");
+  app.add_option("--max-dropped-mass", o.max_dropped_mass,
+                 "sparse policies' max_dropped_mass (below 1: quest and streaming widen)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization, "fraction of the GPU");
   app.add_flag("--fit-batch", o.fit_batch,
                "also time, per context, the largest batch whose KV fits the pool");
@@ -369,6 +407,8 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(std::map<std::string, lychee::CudaDecodeGemm>{
           {"cublaslt", lychee::CudaDecodeGemm::kCublasLt},
           {"skinny", lychee::CudaDecodeGemm::kSkinny}}));
+  app.add_flag("--sparse-graphs", o.sparse_graphs,
+               "also time sparse steps replayed from CUDA graphs (sparse_cuda_graphs)");
   app.add_flag("--pdl", o.pdl,
                "launch kernels that follow one of ours with programmatic dependent launch");
   app.add_option("--json", o.json_path, "write the results as JSON to this path");

@@ -18,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -35,6 +36,9 @@ class CudaGraphCache {
 
   struct Key {
     int64_t batch = 0, context = 0;
+    // Sparse steps: every host-side value their launches depend on (CudaSparseDecode::GraphKey);
+    // empty for dense steps.
+    std::vector<int64_t> sparse;
     auto operator<=>(const Key&) const = default;
   };
 

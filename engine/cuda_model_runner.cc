@@ -168,9 +168,10 @@ struct CudaModelRunner::Impl {
   absl::Status Layer(int64_t layer, const Forward& f, const StepLayout& layout);
   absl::Status Attention(int64_t layer, const Forward& f, const StepLayout& layout);
   // One part of a sparse step's decode attention (see there); d's tables and lengths are the
-  // part's.
+  // part's; part 1 is planned for rows of at most part1_tokens tokens.
   absl::Status SparseDecodeAttentionPart(int64_t layer, const Forward& f,
-                                         const cuda::DecodeAttentionParams& d, int part);
+                                         const cuda::DecodeAttentionParams& d, int part,
+                                         int64_t part1_tokens);
   absl::StatusOr<absl::Span<const float>> CopyLogits(int64_t logit_rows);
   // After the stream's sync: the sparse stats of the step just run.
   void CollectSparseStats(const SchedulerOutput& step) {
@@ -430,7 +431,7 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
       impl->device.name, impl->device.compute_major, impl->device.compute_minor,
       impl->weights->bytes() / 1073741824.0, impl->num_blocks, options.block_size,
       impl->kv.bytes() / 1073741824.0, impl->fast_attention ? "tensor-core" : "generic",
-      impl->sparse != nullptr ? "quest, streaming, lychee" : "none");
+      impl->sparse != nullptr ? "quest, streaming, lychee, prhs" : "none");
   return std::unique_ptr<CudaModelRunner>(new CudaModelRunner(std::move(impl)));
 }
 
@@ -636,7 +637,7 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
         cuda::DecodeAttentionParams full = d;
         full.maybe_block_scores = sparse->scores();
         full.block_scores_row_stride = sparse->width();
-        LY_RETURN_IF_ERROR(SparseDecodeAttentionPart(layer, f, full, 0));
+        LY_RETURN_IF_ERROR(SparseDecodeAttentionPart(layer, f, full, 0, f.max_decode_ctx));
       }
       LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, cache, d.block_tables,
                                         d.context_lens, scale, scores_from_attention, stream));
@@ -645,7 +646,17 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
       for (int part = scores_from_attention ? 1 : 0; part < 2; ++part) {
         cuda::DecodeAttentionParams sub = d;
         sub.context_lens = sparse->split_lens(part);
-        LY_RETURN_IF_ERROR(SparseDecodeAttentionPart(layer, f, sub, part));
+        LY_RETURN_IF_ERROR(
+            SparseDecodeAttentionPart(layer, f, sub, part, sparse->max_sparse_tokens()));
+      }
+      // max_dropped_mass: rows whose bound misses it double their budgets and run again.
+      for (int64_t round = 1; round <= sparse->widening_rounds(); ++round) {
+        LY_RETURN_IF_ERROR(sparse->Widen(layer, round, qkv.get(), qkv_dim, cache,
+                                         dense.block_tables, dense.context_lens, scale, stream));
+        cuda::DecodeAttentionParams sub = d;
+        sub.context_lens = sparse->split_lens(1);
+        LY_RETURN_IF_ERROR(
+            SparseDecodeAttentionPart(layer, f, sub, 1, sparse->widened_tokens(round)));
       }
       const float* dense_lse = nullptr;
       if (sparse->audited()) {
@@ -680,7 +691,7 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
 
 absl::Status CudaModelRunner::Impl::SparseDecodeAttentionPart(int64_t layer, const Forward& f,
                                                               const cuda::DecodeAttentionParams& d,
-                                                              int part) {
+                                                              int part, int64_t part1_tokens) {
   // A sparse step attends in two launches, each planned for its own rows: part 0, those that
   // read everything (dense requests, LycheeDecode's retrieval heads), and part 1, the
   // budget-bound rest. Planned as one batch, a few long rows among many short ones would get the
@@ -694,9 +705,7 @@ absl::Status CudaModelRunner::Impl::SparseDecodeAttentionPart(int64_t layer, con
   sub.row_list_len = rows;
   const int64_t per_split = rows * (config.num_heads / config.num_kv_heads) *
                             (config.head_dim + 1) * static_cast<int64_t>(sizeof(float));
-  if (part == 1) {
-    sub.shape.max_context_len = std::min(f.max_decode_ctx, sparse->max_sparse_tokens());
-  }
+  if (part == 1) sub.shape.max_context_len = std::min(f.max_decode_ctx, part1_tokens);
   cuda::DecodeAttentionShape alone = sub.shape;  // the plan sees only this part's rows
   alone.batch = rows;
   alone.num_kv_heads = 1;
@@ -846,8 +855,9 @@ absl::StatusOr<int64_t> CudaModelRunner::Impl::EnqueueForward(
   const bool pure_decode = std::all_of(step.chunks.begin(), step.chunks.end(), [](const auto& ch) {
     return ch.token_ids.size() == 1 && ch.needs_logits;
   });
-  // Sparse steps run eagerly: their selection kernels are sized by the step.
-  if (m.options.cuda_graphs && pure_decode && !any_policy) {
+  // Sparse steps replay graphs only with sparse_cuda_graphs (their launches also depend on the
+  // step's sparse plan: CudaSparseDecode::GraphKey).
+  if (m.options.cuda_graphs && pure_decode && (!any_policy || m.options.sparse_cuda_graphs)) {
     // A decode step padded to its bucket replays a captured graph (cuda_graph_cache.h).
     Impl::Forward f;
     f.rows = f.num_chunks = f.logit_rows = DecodeBatchBucket(size.rows);
@@ -858,10 +868,20 @@ absl::StatusOr<int64_t> CudaModelRunner::Impl::EnqueueForward(
       LY_RETURN_IF_ERROR(m.UploadPaddedDecode(step, f.rows, &max_ctx, &layout));
       f.num_decodes = m.fast_attention ? f.rows : 0;
       f.max_decode_ctx = DecodeContextBucket(max_ctx, m.max_blocks_per_seq * m.options.block_size);
-      const CudaGraphCache::Key key{f.rows, f.max_decode_ctx};
+      f.sparse = any_policy && CudaSparseDecode::Wanted(policies, f.num_decodes);
+      CudaGraphCache::Key key{f.rows, f.max_decode_ctx, {}};
+      if (f.sparse) {
+        LY_RETURN_IF_ERROR(m.sparse->Prepare(step, policies, f.num_decodes, f.width, m.stream,
+                                             /*for_graph=*/true));
+        key.sparse = m.sparse->GraphKey();
+      }
       if (m.graphs.CanLaunch(key)) {
         LY_RETURN_IF_ERROR(
             m.graphs.Launch(key, m.stream, [&m, &f, &layout] { return m.Run(f, layout); }));
+        if (f.sparse) {
+          LY_RETURN_IF_ERROR(m.sparse->EnqueueStatsCopy(m.stream));
+          m.last_step_sparse = true;
+        }
         return size.logit_rows;  // the padding rows' logits follow and are never read
       }
       // Over the graph limit: this step runs eagerly below (its inputs are uploaded again).
@@ -1129,5 +1149,8 @@ std::string CudaModelRunner::device_name() const { return impl_->device.name; }
 size_t CudaModelRunner::num_cuda_graphs() const { return impl_->graphs.num_graphs(); }
 int64_t CudaModelRunner::num_graph_replays() const { return impl_->graphs.num_replays(); }
 void CudaModelRunner::set_cuda_graphs(bool enabled) { impl_->options.cuda_graphs = enabled; }
+void CudaModelRunner::set_sparse_cuda_graphs(bool enabled) {
+  impl_->options.sparse_cuda_graphs = enabled;
+}
 
 }  // namespace lychee

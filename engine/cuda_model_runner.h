@@ -72,6 +72,12 @@ struct CudaModelRunnerOptions {
   // it made a quest step 7% slower (the selection CTAs crowd beside ScoreKernel's last wave;
   // docs/PERFORMANCE.md, seventh session of 2026-12-07).
   bool programmatic_launch = false;
+  // With cuda_graphs: pure-decode steps with sparse requests replay captured graphs too, keyed
+  // also by what the step's sparse launches take from the host (rows per attention part and
+  // layer, the part-1 plan's length cap rounded up to a power of two, widening rounds, audits,
+  // PrHS arenas: CudaSparseDecode::GraphKey). Off until cuda_model_runner_test has checked it
+  // against eager steps on a GPU and cuda_e2e_bench --sparse-graphs has measured it.
+  bool sparse_cuda_graphs = false;
 };
 
 class CudaModelRunner final : public ModelRunner {
@@ -112,8 +118,10 @@ class CudaModelRunner final : public ModelRunner {
   // Decode-step graphs captured so far and steps that replayed one.
   size_t num_cuda_graphs() const;
   int64_t num_graph_replays() const;
-  // Turns graph replay on or off from the next step (benchmarks compare both in one process).
+  // Turn graph replay (of all decode steps / of sparse ones) on or off from the next step
+  // (benchmarks compare both in one process).
   void set_cuda_graphs(bool enabled);
+  void set_sparse_cuda_graphs(bool enabled);
 
  private:
   struct Impl;

@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <string>
 
@@ -40,19 +41,25 @@ absl::Status CudaSparsePolicySupport(const PolicySpec& spec, int64_t block_size)
     return absl::InvalidArgumentError(
         "policy: lychee's token mode does not run on the CUDA backend yet (block mode does)");
   }
-  if (spec.max_dropped_mass < 1.0) {
-    return absl::InvalidArgumentError(
-        "policy: max_dropped_mass below 1 is not enforced on the CUDA backend yet (it does not "
-        "widen budgets); the bound is still measured and reported");
+  if (spec.max_dropped_mass < 1.0 && spec.name != "quest" && spec.name != "streaming") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "policy: max_dropped_mass below 1 is enforced on the CUDA backend for quest and streaming "
+        "only (",
+        spec.name,
+        " does not widen its budgets there yet); its bound is still measured and reported, or "
+        "start the server with --device cpu"));
   }
   return absl::OkStatus();
 }
 
 cuda::SelectSeqRule SeqRuleFor(const sparsity::DeviceSelection& d, int64_t budget_tokens,
-                               int64_t block_size) {
+                               int64_t block_size, double max_dropped_mass) {
   const int64_t bs = block_size;
   cuda::SelectSeqRule rule;
-  rule.budget_blocks = static_cast<int32_t>(std::clamp<int64_t>(budget_tokens / bs, 1, 1 << 30));
+  // max_dropped_mass 0 cannot be certified short of reading everything (as the CPU runner).
+  const int64_t tokens = max_dropped_mass <= 0.0 ? int64_t{1} << 30 : budget_tokens;
+  rule.budget_tokens = static_cast<int32_t>(std::clamp<int64_t>(tokens, 1, int64_t{1} << 30));
+  rule.budget_blocks = static_cast<int32_t>(std::clamp<int64_t>(tokens / bs, 1, 1 << 30));
   rule.sink_blocks = CeilDiv(d.sink_tokens, bs);
   switch (d.kind) {
     case Kind::kNone:
@@ -70,6 +77,15 @@ cuda::SelectSeqRule SeqRuleFor(const sparsity::DeviceSelection& d, int64_t budge
       break;
   }
   return rule;
+}
+
+int64_t WideningRounds(int64_t num_blocks, int64_t block_size, int64_t budget_tokens) {
+  int64_t rounds = 0;
+  for (int64_t t = std::max<int64_t>(1, budget_tokens);
+       std::max<int64_t>(1, t / block_size) < num_blocks; t *= 2) {
+    ++rounds;
+  }
+  return rounds;
 }
 
 cuda::SelectRowMode RowModeFor(const sparsity::DeviceSelection& d, int64_t layer, int64_t kv_head) {
@@ -113,6 +129,8 @@ absl::Status CudaSparseDecode::Allocate() {
   LY_RETURN_IF_ERROR(split_lens_.Allocate(2 * rows));
   LY_RETURN_IF_ERROR(set_sizes_.Allocate(rows));
   LY_RETURN_IF_ERROR(row_reused_.Allocate(rows));
+  LY_RETURN_IF_ERROR(row_budgets_.Allocate(rows));
+  LY_RETURN_IF_ERROR(row_active_.Allocate(rows));
   LY_RETURN_IF_ERROR(log_unread_.Allocate(rows));
   LY_RETURN_IF_ERROR(lse_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads)));
   LY_RETURN_IF_ERROR(dense_lse_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads)));
@@ -120,9 +138,10 @@ absl::Status CudaSparseDecode::Allocate() {
       audit_out_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads * s.head_dim)));
   LY_RETURN_IF_ERROR(stats_.Allocate(static_cast<size_t>(s.max_rows)));
   rules_offset_ = (static_cast<size_t>(s.num_layers) * rows + 15) / 16 * 16;
-  lists_offset_ =
+  mass_offset_ =
       (rules_offset_ + static_cast<size_t>(s.max_rows) * sizeof(cuda::SelectSeqRule) + 15) / 16 *
       16;
+  lists_offset_ = (mass_offset_ + static_cast<size_t>(s.max_rows) * sizeof(float) + 15) / 16 * 16;
   LY_RETURN_IF_ERROR(inputs_.Allocate(lists_offset_ + 2 * static_cast<size_t>(s.num_layers) * rows *
                                                           sizeof(int32_t)));
   void* pinned = nullptr;
@@ -135,7 +154,8 @@ absl::Status CudaSparseDecode::Allocate() {
 
 absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
                                        absl::Span<sparsity::Policy* const> policies,
-                                       int64_t num_decodes, int64_t width, cudaStream_t stream) {
+                                       int64_t num_decodes, int64_t width, cudaStream_t stream,
+                                       bool for_graph) {
   const Sizes& s = sizes_;
   if (num_decodes > s.max_rows || width > s.max_blocks_per_seq) {
     return absl::InternalError(absl::StrCat("sparse decode: ", num_decodes, " rows of width ",
@@ -149,8 +169,9 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   // Modes per layer and row lists per (layer, part) are laid out for rows_ rows, so the upload
   // is exactly what this step uses.
   const size_t row_stride = static_cast<size_t>(rows_ * kv);
-  lists_offset_ =
+  mass_offset_ =
       (rules_offset_ + static_cast<size_t>(rows_) * sizeof(cuda::SelectSeqRule) + 15) / 16 * 16;
+  lists_offset_ = (mass_offset_ + static_cast<size_t>(rows_) * sizeof(float) + 15) / 16 * 16;
   inputs_h_.assign(
       lists_offset_ + 2 * static_cast<size_t>(s.num_layers) * row_stride * sizeof(int32_t), 0);
   auto list_at = [&](int64_t layer, int part) {
@@ -162,6 +183,8 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   audited_ = false;
   part_rows_.assign(static_cast<size_t>(2 * s.num_layers), 0);
   max_sparse_tokens_ = 0;
+  widening_rounds_ = 0;
+  max_widening_ctx_ = 0;
   ++step_;
   // Each row's policy as data (dense rows: kNone).
   selections_.assign(static_cast<size_t>(rows_), sparsity::DeviceSelection{});
@@ -189,14 +212,23 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
     sparsity::Policy* policy =
         static_cast<size_t>(r) < policies.size() ? policies[static_cast<size_t>(r)] : nullptr;
     const sparsity::DeviceSelection& d = selections_[static_cast<size_t>(r)];
-    const int64_t ctx = step.chunks[static_cast<size_t>(r)].start_position + 1;
+    const bool padding = static_cast<size_t>(r) >= step.chunks.size();  // a graph's spare row
+    const int64_t ctx = padding ? 1 : step.chunks[static_cast<size_t>(r)].start_position + 1;
     if (policy != nullptr && d.kind == Kind::kNone) {
       return absl::InvalidArgumentError(absl::StrCat("policy '", std::string(policy->name()),
                                                      "' has no CUDA form (the engine should "
                                                      "have refused it)"));
     }
+    const double max_mass = policy == nullptr ? 1.0 : policy->limits().max_dropped_mass;
+    const bool widens = max_mass < 1.0;
+    if (widens && d.kind != Kind::kQuest && d.kind != Kind::kStreaming) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("policy '", std::string(policy->name()),
+                       "' does not widen on the CUDA backend (max_dropped_mass < 1; the engine "
+                       "should have refused it)"));
+    }
     const cuda::SelectSeqRule rule =
-        SeqRuleFor(d, policy == nullptr ? 1 : policy->limits().budget_tokens, bs);
+        SeqRuleFor(d, policy == nullptr ? 1 : policy->limits().budget_tokens, bs, max_mass);
     for (int64_t l = 0; l < s.num_layers; ++l) {
       for (int64_t g = 0; g < kv; ++g) {
         const cuda::SelectRowMode m = RowModeFor(d, l, g);
@@ -216,7 +248,14 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
       int64_t count = range.first + range.take + (n - range.last_begin);
       if (d.kind == Kind::kPrhs) count = rule.budget_blocks + range.first + (n - range.last_begin);
       max_sparse_tokens_ = std::max(max_sparse_tokens_, std::min(ctx, count * bs));
+      if (widens) {
+        widening_rounds_ = std::max(widening_rounds_, WideningRounds(n, bs, rule.budget_tokens));
+        max_widening_ctx_ = std::max(max_widening_ctx_, ctx);
+      }
     }
+    const float mass = static_cast<float>(max_mass);
+    std::memcpy(inputs_h_.data() + mass_offset_ + static_cast<size_t>(r) * sizeof(float), &mass,
+                sizeof(mass));
     if (d.kind == Kind::kPrhs) {
       LY_ASSIGN_OR_RETURN(const int32_t slot, PrhsSlot(policy->serial(), prhs_rows, stream));
       const PrhsKnobs& k = *d.prhs;
@@ -235,9 +274,19 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
     std::memcpy(inputs_h_.data() + rules_offset_ + static_cast<size_t>(r) * sizeof(rule), &rule,
                 sizeof(rule));
     sparse_rows_[static_cast<size_t>(r)] = policy != nullptr ? 1 : 0;
-    const bool audit = policy != nullptr && step.chunks[static_cast<size_t>(r)].audit;
+    const bool audit = policy != nullptr && !padding && step.chunks[static_cast<size_t>(r)].audit;
     audit_rows_[static_cast<size_t>(r)] = audit ? 1 : 0;
     audited_ = audited_ || audit;
+  }
+  if (for_graph) {
+    // Plans are made for a cap, not the exact lengths: powers of two keep the key of the steps
+    // that follow (the cap is an upper bound: a shorter row is attended all the same).
+    const auto round_up = [cap = width * bs](int64_t tokens) {
+      const uint64_t up = std::bit_ceil(static_cast<uint64_t>(std::max<int64_t>(1, tokens)));
+      return std::min(cap, static_cast<int64_t>(up));
+    };
+    max_sparse_tokens_ = round_up(max_sparse_tokens_);
+    max_widening_ctx_ = round_up(max_widening_ctx_);
   }
   // The layers' modes are laid out for rows_ rows: upload exactly what this step uses.
   LY_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(inputs_.get(), inputs_h_.data(), inputs_h_.size(),
@@ -252,10 +301,9 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   return absl::OkStatus();
 }
 
-absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q, int64_t q_row_stride,
-                                      const cuda::PagedKvBf16& cache, const int32_t* block_tables,
-                                      const int32_t* context_lens, float scale,
-                                      bool exact_scores_given, cudaStream_t stream) {
+cuda::BlockSelectParams CudaSparseDecode::SelectParams(
+    int64_t layer, const cuda::bf16* q, int64_t q_row_stride, const cuda::PagedKvBf16& cache,
+    const int32_t* block_tables, const int32_t* context_lens, float scale) const {
   const Sizes& s = sizes_;
   cuda::BlockSelectParams p;
   p.q = q;
@@ -281,8 +329,17 @@ absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q, int64_
   p.shape.block_size = s.block_size;
   p.shape.max_blocks_per_seq = width_;
   p.scale = scale;
-  p.exact_scores_given = exact_scores_given;
   p.programmatic_launch = programmatic_launch_;
+  return p;
+}
+
+absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q, int64_t q_row_stride,
+                                      const cuda::PagedKvBf16& cache, const int32_t* block_tables,
+                                      const int32_t* context_lens, float scale,
+                                      bool exact_scores_given, cudaStream_t stream) {
+  cuda::BlockSelectParams p =
+      SelectParams(layer, q, q_row_stride, cache, block_tables, context_lens, scale);
+  p.exact_scores_given = exact_scores_given;
   if (has_prhs_) {
     p.prhs_seqs = prhs_params_.get() + layer * rows_;
     p.prhs_scores = prhs_scores_.get();
@@ -291,6 +348,39 @@ absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q, int64_
     p.prhs_anchor_blocks = anchor_blocks_.get();
   }
   return cuda::SparseBlockSelect(p, stream);
+}
+
+absl::Status CudaSparseDecode::Widen(int64_t layer, int64_t round, const cuda::bf16* q,
+                                     int64_t q_row_stride, const cuda::PagedKvBf16& cache,
+                                     const int32_t* block_tables, const int32_t* context_lens,
+                                     float scale, cudaStream_t stream) {
+  cuda::WidenBudgetsParams w;
+  w.lse = lse_.get();
+  w.log_unread = log_unread_.get();
+  w.max_mass = reinterpret_cast<const float*>(inputs_.get() + mass_offset_);
+  w.row_budgets = row_budgets_.get();
+  w.seq_rules = reinterpret_cast<const cuda::SelectSeqRule*>(inputs_.get() + rules_offset_);
+  w.first_round = round == 1;
+  w.block_size = sizes_.block_size;
+  w.row_active = row_active_.get();
+  w.part1_lens = split_lens_.get() + rows_ * sizes_.num_kv_heads;
+  w.stats = stats_.get();
+  w.batch = rows_;
+  w.num_heads = sizes_.num_heads;
+  w.num_kv_heads = sizes_.num_kv_heads;
+  w.programmatic_launch = programmatic_launch_;
+  LY_RETURN_IF_ERROR(cuda::WidenBudgets(w, stream));
+  // Only quest and streaming rows widen: no kPrhs inputs (their rows are never active).
+  cuda::BlockSelectParams p =
+      SelectParams(layer, q, q_row_stride, cache, block_tables, context_lens, scale);
+  p.maybe_row_budgets = row_budgets_.get();
+  p.maybe_row_active = row_active_.get();
+  return cuda::SparseBlockSelect(p, stream);
+}
+
+int64_t CudaSparseDecode::widened_tokens(int64_t round) const {
+  const int64_t shift = std::min<int64_t>(round, 40);
+  return std::min(max_widening_ctx_, max_sparse_tokens_ << shift);
 }
 
 absl::StatusOr<int32_t> CudaSparseDecode::PrhsSlot(uint64_t serial, int64_t prhs_rows,
@@ -360,6 +450,18 @@ absl::Status CudaSparseDecode::GrowPrhsArenas(int64_t slots, cudaStream_t stream
   return absl::OkStatus();
 }
 
+std::vector<int64_t> CudaSparseDecode::GraphKey() const {
+  std::vector<int64_t> key = {rows_,
+                              width_,
+                              max_sparse_tokens_,
+                              widening_rounds_,
+                              max_widening_ctx_,
+                              audited_ ? 1 : 0,
+                              has_prhs_ ? prhs_slots_ + 1 : 0};  // the arenas' pointers
+  key.insert(key.end(), part_rows_.begin(), part_rows_.end());
+  return key;
+}
+
 absl::Status CudaSparseDecode::Accumulate(const float* maybe_dense_lse, cudaStream_t stream) {
   cuda::DroppedMassParams p;
   p.lse = lse_.get();
@@ -394,6 +496,7 @@ void CudaSparseDecode::CollectStats(const SchedulerOutput& step,
     st.kv_tokens_read = got.tokens_read;
     st.device_selections = got.heads;
     st.device_reused = got.reused;
+    st.widenings = got.widenings;
     st.kv_tokens_dense = sizes_.num_layers * sizes_.num_kv_heads *
                          (step.chunks[static_cast<size_t>(r)].start_position + 1);
     if (audit_rows_[static_cast<size_t>(r)] != 0) st.exact_max = got.exact_max;

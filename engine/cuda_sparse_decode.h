@@ -12,7 +12,16 @@
 // Audited rows also run dense attention for the exact dropped mass. The per-sequence totals come
 // back with the step's results.
 //
-// Semantics per policy (as the CPU policies; no widening: max_dropped_mass < 1 is refused):
+// max_dropped_mass < 1 (quest and streaming; lychee and prhs refuse it on the GPU): as the CPU
+// runner, every kv head starts at the request's budget (every block at max_dropped_mass 0) and,
+// while its certified bound misses max_dropped_mass and it does not read everything, its budget
+// doubles and it is selected and attended again. On the device: after a layer's sparse attention,
+// widening_rounds() rounds of Widen (WidenBudgets, then SparseBlockSelect of the widened rows
+// only) and the part-1 attention again (rows not widened have length -1 and are skipped). The
+// host fixes the round count from the lengths and budgets (enough to reach every block), so a
+// round with nothing left to widen costs three near-empty launches and no host round trip.
+//
+// Semantics per policy (as the CPU policies):
 //   quest      every layer and kv head: Quest's rule over key-summary bounds
 //   streaming  sinks + recent window (no scoring)
 //   lychee     layer 0 and the mask's retrieval heads read everything and choose the set of their
@@ -46,9 +55,13 @@ absl::Status CudaSparsePolicySupport(const PolicySpec& spec, int64_t block_size 
 
 // The selection rule a policy gives its sequence (budget and sinks in blocks), and the mode of kv
 // head `kv_head` at `layer`: pure host logic, checked against the CPU policies without a GPU
-// (cuda_sparse_rules_test). kNone (a dense request): kAll everywhere.
+// (cuda_sparse_rules_test). kNone (a dense request): kAll everywhere. max_dropped_mass <= 0 reads
+// every block from the start (as the CPU runner): the budget is then unbounded.
 cuda::SelectSeqRule SeqRuleFor(const sparsity::DeviceSelection& d, int64_t budget_tokens,
-                               int64_t block_size);
+                               int64_t block_size, double max_dropped_mass = 1.0);
+// Doublings of `budget_tokens` until max(1, tokens / block_size) covers `num_blocks` (then a
+// row reads every block): the widening rounds a sequence may need.
+int64_t WideningRounds(int64_t num_blocks, int64_t block_size, int64_t budget_tokens);
 cuda::SelectRowMode RowModeFor(const sparsity::DeviceSelection& d, int64_t layer, int64_t kv_head);
 
 class CudaSparseDecode {
@@ -70,9 +83,17 @@ class CudaSparseDecode {
   static bool Wanted(absl::Span<sparsity::Policy* const> policies, int64_t num_decodes);
 
   // The step's rules and modes from the policies of its first `num_decodes` chunks (dense where
-  // null), uploaded on `stream`; the stats zeroed. Allocates its buffers on first use.
+  // null), uploaded on `stream`; the stats zeroed. Allocates its buffers on first use. for_graph:
+  // the step is replayed from a CUDA graph: decode rows past the step's chunks are padding (dense,
+  // one token), and the part-1 length caps are rounded up to powers of two so that the next steps
+  // of the same requests share GraphKey().
   absl::Status Prepare(const SchedulerOutput& step, absl::Span<sparsity::Policy* const> policies,
-                       int64_t num_decodes, int64_t width, cudaStream_t stream);
+                       int64_t num_decodes, int64_t width, cudaStream_t stream,
+                       bool for_graph = false);
+  // What the step's launches take from the host besides device buffers: two steps with the same
+  // key (and the same batch and context buckets) enqueue the same kernels with the same
+  // parameters, so one captured graph serves both (CudaGraphCache::Key::sparse).
+  std::vector<int64_t> GraphKey() const;
 
   // One layer: selection into tables()/lens() for q (decode rows, q_row_stride elements apart;
   // 0: contiguous) over `cache`. exact_scores_given: the layer's kExactTopK rows already have
@@ -81,6 +102,16 @@ class CudaSparseDecode {
                       const cuda::PagedKvBf16& cache, const int32_t* block_tables,
                       const int32_t* context_lens, float scale, bool exact_scores_given,
                       cudaStream_t stream);
+  // Widening rounds a layer runs this step (0 without a sequence under max_dropped_mass < 1),
+  // and round `round` (1 ..): WidenBudgets over lse() and the bounds, then SparseBlockSelect of
+  // the widened rows (inputs as Select's). Afterwards split_lens(1) holds the widened rows'
+  // lengths and -1 elsewhere: the part-1 attention runs again over row_list(layer, 1), planned
+  // for at most widened_tokens(round) tokens a row.
+  int64_t widening_rounds() const { return widening_rounds_; }
+  absl::Status Widen(int64_t layer, int64_t round, const cuda::bf16* q, int64_t q_row_stride,
+                     const cuda::PagedKvBf16& cache, const int32_t* block_tables,
+                     const int32_t* context_lens, float scale, cudaStream_t stream);
+  int64_t widened_tokens(int64_t round) const;
   // After the sparse attention wrote lse(): the layer's bounds (and, when dense_lse is given,
   // the exact dropped mass) into the per-sequence stats.
   absl::Status Accumulate(const float* maybe_dense_lse, cudaStream_t stream);
@@ -120,6 +151,10 @@ class CudaSparseDecode {
 
  private:
   absl::Status Allocate();
+  // SparseBlockSelect's params for `layer` (Select's and Widen's inputs).
+  cuda::BlockSelectParams SelectParams(int64_t layer, const cuda::bf16* q, int64_t q_row_stride,
+                                       const cuda::PagedKvBf16& cache, const int32_t* block_tables,
+                                       const int32_t* context_lens, float scale) const;
   // kPrhs: the arena slot of a policy (by serial) for this step, growing the arenas when every
   // slot is held by a request of this step; a slot new to its policy starts without anchors.
   absl::StatusOr<int32_t> PrhsSlot(uint64_t serial, int64_t prhs_rows, cudaStream_t stream);
@@ -135,15 +170,19 @@ class CudaSparseDecode {
   std::vector<sparsity::DeviceSelection> selections_;  // per decode row (this step's policies)
   std::vector<int64_t> part_rows_;                     // [layers][2]
   int64_t max_sparse_tokens_ = 0;
+  int64_t widening_rounds_ = 0;
+  int64_t max_widening_ctx_ = 0;  // the longest sequence under max_dropped_mass < 1
   // Device: the inputs (modes [layers][rows][kv_heads] int8, then rules), the sets and outputs.
   cuda::DeviceBuffer<uint8_t> inputs_;
   cuda::DeviceBuffer<int32_t> tables_, lens_, split_lens_, sets_, set_sizes_, row_reused_;
+  cuda::DeviceBuffer<int32_t> row_budgets_, row_active_;  // widening rounds
   cuda::DeviceBuffer<float> scores_, log_unread_, lse_, dense_lse_;
   cuda::DeviceBuffer<cuda::bf16> audit_out_;
   cuda::DeviceBuffer<cuda::SparseSeqStats> stats_;
   std::vector<uint8_t> inputs_h_;
   cuda::SparseSeqStats* stats_h_ = nullptr;  // pinned
   size_t rules_offset_ = 0;
+  size_t mass_offset_ = 0;   // [rows_] float: each sequence's max_dropped_mass (1: none)
   size_t lists_offset_ = 0;  // [layers][2][rows_ * kv heads] int32 row lists
   // kPrhs: per (layer, row) params, the exact-score workspace and the anchor arenas
   // ([slot][layer][kv head] rows), allocated on first use.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Block selection (block_select.h): scoring, then a per-(sequence, kv head) top-k select of the
-// budget and an in-order compaction into sparse block-table rows; and the dropped-mass stats.
+// budget and an in-order compaction into sparse block-table rows.
 // QuestBlockSelect and SparseBlockSelect share both kernels (Quest: every row kTopK).
 //
 // Scoring: CTA (block range, kv head, sequence) of 8 warps. Box bounds: a warp scores eight
@@ -21,7 +21,8 @@
 // (GatherPages), as a block-table load per emitted block, waited for before the next, cost an
 // L2 round trip each. With a bound wanted, the read blocks' staged scores are set to -inf as they
 // are emitted and a block reduction gives ln Σ tokens · exp(score) over the rest. kPrhs rows
-// (SelectPrhsRow) use the same two steps for their anchors' choice.
+// (SelectPrhsRow) use the same two steps for their anchors' choice. The dropped-mass kernels
+// are in dropped_mass.cu.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -77,6 +78,9 @@ struct RowPlan {
                               // the row reuses its anchor, which only a warp can tell)
 };
 
+// kWidening: the launch may be a widening round (maybe_row_budgets replaces the rule's budget);
+// only SelectKernel without kPrhs rows can be one (the score kernel never runs in a round).
+template <bool kWidening>
 __device__ __forceinline__ RowPlan PlanRow(const BlockSelectParams& p, int seq, int kv_head) {
   const BlockSelectShape& s = p.shape;
   RowPlan r;
@@ -90,6 +94,11 @@ __device__ __forceinline__ RowPlan PlanRow(const BlockSelectParams& p, int seq, 
     r.mode = static_cast<SelectRowMode>(
         p.row_modes[static_cast<int64_t>(seq) * s.num_kv_heads + kv_head]);
     rule = p.seq_rules[seq];
+    if (kWidening && p.maybe_row_active != nullptr) {  // a widening round: the doubled budget
+      const int32_t tokens =
+          p.maybe_row_budgets[static_cast<int64_t>(seq) * s.num_kv_heads + kv_head];
+      rule.budget_blocks = static_cast<int32_t>(tokens / s.block_size);
+    }
   }
   r.budget_blocks = rule.budget_blocks < 1 ? 1 : rule.budget_blocks;
   const bool bound = p.maybe_log_unread != nullptr;
@@ -183,7 +192,7 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   const int kv_head = blockIdx.y;
   const int seq = blockIdx.z;
   const int group = static_cast<int>(s.num_heads / s.num_kv_heads);
-  RowPlan plan = PlanRow(p, seq, kv_head);
+  RowPlan plan = PlanRow<false>(p, seq, kv_head);
   if (p.exact_scores_given && plan.mode == SelectRowMode::kExactTopK) plan.exact_scores = false;
   if (!plan.box_scores && !plan.exact_scores) return;
   const int64_t n = plan.n;
@@ -752,13 +761,17 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
   const int kv_head = blockIdx.x;
   const int seq = blockIdx.y;
   const int64_t row = static_cast<int64_t>(seq) * s.num_kv_heads + kv_head;
+  // A widening round leaves every row it does not widen as it is (never a kPrhs launch).
+  if constexpr (!kWithPrhs) {
+    if (p.maybe_row_active != nullptr && p.maybe_row_active[row] == 0) return;
+  }
   auto mark = [&](SelectPhase phase) {  // thread 0's clock; after a barrier, the CTA's
     if (p.maybe_phase_clocks != nullptr && threadIdx.x == 0) {
       p.maybe_phase_clocks[row * kSelectPhases + phase] = clock64();
     }
   };
   mark(kSelectEntry);
-  const RowPlan plan = PlanRow(p, seq, kv_head);
+  const RowPlan plan = PlanRow<!kWithPrhs>(p, seq, kv_head);
   mark(kSelectPlanned);
   const int n = plan.n;
   const int64_t width = p.row_modes == nullptr ? s.budget_blocks : s.max_blocks_per_seq;
@@ -932,67 +945,16 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
   mark(kSelectEnd);
 }
 
-// One warp per sequence: lanes over kv heads.
-__global__ void __launch_bounds__(32)
-    DroppedMassKernel(const __grid_constant__ DroppedMassParams p) {
-  AllowDependentGrids();
-  WaitForPriorGrids();  // (launch.cuh: before any global access)
-  const int seq = blockIdx.x;
-  const int lane = threadIdx.x;
-  const int64_t group = p.num_heads / p.num_kv_heads;
-  float max_bound = 0.0f, sum_bound = 0.0f, exact_max = 0.0f;
-  long long tokens = 0, reused = 0;
-  for (int64_t g = lane; g < p.num_kv_heads; g += 32) {
-    const int64_t row = seq * p.num_kv_heads + g;
-    const float log_unread = p.log_unread[row];
-    float bound = 0.0f;
-    if (log_unread != -__int_as_float(0x7f800000)) {
-      for (int64_t h = 0; h < group; ++h) {
-        const float lse = p.lse[seq * p.num_heads + g * group + h];
-        bound = fmaxf(bound, 1.0f / (1.0f + __expf(lse - log_unread)));
-      }
-    }
-    if (p.maybe_dense_lse != nullptr) {
-      for (int64_t h = 0; h < group; ++h) {
-        const int64_t i = seq * p.num_heads + g * group + h;
-        // The sparse set is a subset of the dense one: read mass / all mass = exp(lse - dense).
-        if (p.maybe_dense_lse[i] != -__int_as_float(0x7f800000)) {
-          exact_max = fmaxf(exact_max, 1.0f - __expf(p.lse[i] - p.maybe_dense_lse[i]));
-        }
-      }
-    }
-    max_bound = fmaxf(max_bound, bound);
-    sum_bound += bound;
-    tokens += p.sel_lens[row];
-    if (p.maybe_row_reused != nullptr) reused += p.maybe_row_reused[row];
-  }
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) {
-    max_bound = fmaxf(max_bound, __shfl_xor_sync(0xffffffffu, max_bound, offset));
-    exact_max = fmaxf(exact_max, __shfl_xor_sync(0xffffffffu, exact_max, offset));
-    sum_bound += __shfl_xor_sync(0xffffffffu, sum_bound, offset);
-    tokens += __shfl_xor_sync(0xffffffffu, tokens, offset);
-    reused += __shfl_xor_sync(0xffffffffu, reused, offset);
-  }
-  if (lane == 0) {
-    SparseSeqStats& st = p.stats[seq];
-    st.max_bound = fmaxf(st.max_bound, max_bound);
-    st.exact_max = fmaxf(st.exact_max, exact_max);
-    st.sum_bound += sum_bound;
-    st.heads += p.num_kv_heads;
-    st.tokens_read += tokens;
-    st.reused += reused;
-  }
-}
-
 template <int D>
 absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
   const BlockSelectShape& s = p.shape;
   const int64_t per_cta = kScoreWarps * kScoreBlocksPerWarp;
   const dim3 score_grid(static_cast<unsigned>((s.max_blocks_per_seq + per_cta - 1) / per_cta),
                         static_cast<unsigned>(s.num_kv_heads), static_cast<unsigned>(s.batch));
-  LY_CUDA_RETURN_IF_ERROR(LaunchKernel(ScoreKernel<D>, score_grid, dim3(kScoreWarps * 32), 0,
-                                       stream, p.programmatic_launch, p));
+  if (p.maybe_row_active == nullptr) {  // a widening round reuses the scores
+    LY_CUDA_RETURN_IF_ERROR(LaunchKernel(ScoreKernel<D>, score_grid, dim3(kScoreWarps * 32), 0,
+                                         stream, p.programmatic_launch, p));
+  }
   // The scores, then two bit sets over the blocks (kPrhs rows).
   const int smem = static_cast<int>(s.max_blocks_per_seq * sizeof(float) +
                                     2 * ((s.max_blocks_per_seq + 31) / 32) * sizeof(uint32_t));
@@ -1010,9 +972,11 @@ absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
 
 absl::Status QuestBlockSelect(const BlockSelectParams& p, cudaStream_t stream) {
   LY_CUDA_RETURN_IF_NOT_OK(CanRunBlockSelect(p));
-  if (p.row_modes != nullptr || p.seq_rules != nullptr || p.maybe_log_unread != nullptr) {
+  if (p.row_modes != nullptr || p.seq_rules != nullptr || p.maybe_log_unread != nullptr ||
+      p.maybe_row_budgets != nullptr || p.maybe_row_active != nullptr) {
     return absl::InvalidArgumentError(
-        "QuestBlockSelect: row_modes, seq_rules and maybe_log_unread are SparseBlockSelect's");
+        "QuestBlockSelect: row_modes, seq_rules, maybe_log_unread and the widening rows are "
+        "SparseBlockSelect's");
   }
   return DispatchHeadDim(p.shape.head_dim, [&](auto head_dim) {
     return Launch<decltype(head_dim)::value>(p, stream);
@@ -1024,21 +988,6 @@ absl::Status SparseBlockSelect(const BlockSelectParams& p, cudaStream_t stream) 
   return DispatchHeadDim(p.shape.head_dim, [&](auto head_dim) {
     return Launch<decltype(head_dim)::value>(p, stream);
   });
-}
-
-absl::Status AccumulateDroppedMass(const DroppedMassParams& p, cudaStream_t stream) {
-  if (p.lse == nullptr || p.log_unread == nullptr || p.sel_lens == nullptr || p.stats == nullptr) {
-    return absl::InvalidArgumentError(
-        "dropped mass: lse, log_unread, sel_lens and stats must be set");
-  }
-  if (p.batch <= 0 || p.num_kv_heads <= 0 || p.num_heads % p.num_kv_heads != 0 ||
-      p.batch > 2147483647) {
-    return absl::InvalidArgumentError(
-        "dropped mass: sizes must be positive, heads a multiple of kv heads");
-  }
-  LY_CUDA_RETURN_IF_ERROR(LaunchKernel(DroppedMassKernel, dim3(static_cast<unsigned>(p.batch)),
-                                       dim3(32), 0, stream, p.programmatic_launch, p));
-  return absl::OkStatus();
 }
 
 }  // namespace lychee::cuda

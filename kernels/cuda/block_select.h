@@ -29,6 +29,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -92,6 +93,9 @@ struct SelectSeqRule {
   int32_t sink_blocks = 0;
   int32_t local_blocks = 1;
   SelectRule rule = SelectRule::kTopK;
+  // The budget in tokens, which widening rounds double (as the CPU runner, whose budgets are
+  // tokens: max(1, tokens / block_size) blocks are read). 0: budget_blocks * block_size.
+  int32_t budget_tokens = 0;
 };
 struct SelectRange {
   int32_t first = 0, last_begin = 0, take = 0;
@@ -166,6 +170,13 @@ struct BlockSelectParams {
   float* prhs_anchor_q = nullptr;
   int32_t* prhs_anchor_info = nullptr;
   int32_t* prhs_anchor_blocks = nullptr;
+  // Widening rounds (max_dropped_mass < 1; SparseBlockSelect only), both [batch *
+  // num_kv_heads], from WidenBudgets: a launch with maybe_row_active only reselects the rows
+  // marked 1 there, with max(1, maybe_row_budgets / block_size) blocks in place of their rule's
+  // budget, from the scores an earlier launch left in `scores` (no scoring kernel); other rows
+  // keep every output. For kTopK rows only (Quest's and the streaming rule).
+  const int32_t* maybe_row_budgets = nullptr;
+  const int32_t* maybe_row_active = nullptr;
   // Bench/debug, optional: [batch * num_kv_heads, kSelectPhases] the SM's clock64 when the
   // selection kernel's CTA for the row finished each phase (SelectPhase; 0 where a row's mode
   // skips one), so a one-launch profile splits its time without Nsight.
@@ -201,8 +212,25 @@ struct SparseSeqStats {
   int64_t tokens_read = 0;  // KV tokens the attention read, over layers and kv heads
   int64_t reused = 0;       // rows that read an earlier set without scoring (kInherit, a kPrhs
                             // anchor reused)
+  int64_t widenings = 0;    // row budgets doubled by WidenBudgets (over rounds and layers)
 };
-static_assert(sizeof(SparseSeqStats) == 40);
+static_assert(sizeof(SparseSeqStats) == 48);
+
+// The certified dropped mass of one query head (an upper bound of the softmax mass of the keys
+// it did not read): 1 / (1 + exp(lse - log_unread)), lse the natural-log mass it read and
+// log_unread SparseBlockSelect's bound of the unread mass; 0 when it read everything.
+LY_HOST_DEVICE inline float CertifiedDroppedMass(float lse, float log_unread) {
+  if (log_unread == -INFINITY) return 0.0f;
+  return 1.0f / (1.0f + expf(lse - log_unread));
+}
+// A kv head's certified dropped mass: the worst of its `group` query heads, lse[0, group).
+LY_HOST_DEVICE inline float KvHeadBound(const float* lse, int64_t group, float log_unread) {
+  float bound = 0.0f;
+  for (int64_t h = 0; h < group; ++h) {
+    bound = fmaxf(bound, CertifiedDroppedMass(lse[h], log_unread));
+  }
+  return bound;
+}
 
 struct DroppedMassParams {
   const float* lse = nullptr;  // [batch, num_heads]: the sparse attention's maybe_lse
@@ -221,6 +249,31 @@ struct DroppedMassParams {
   bool programmatic_launch = false;
 };
 
+// One widening round of max_dropped_mass (the CPU runner's rule, on the device): a row whose
+// certified bound (the worst of its kv head's query heads, after the sparse attention of its
+// current set) exceeds its sequence's max_dropped_mass and that does not read everything yet gets
+// its budget doubled and is marked active; every other row is marked inactive and its part-1
+// length (SparseBlockSelect's maybe_split_lens[1]) set to -1, so the next SparseBlockSelect
+// (maybe_row_active) and sparse attention redo only the widened rows.
+struct WidenBudgetsParams {
+  const float* lse = nullptr;         // [batch, num_heads]: the sparse attention's maybe_lse
+  const float* log_unread = nullptr;  // [batch * num_kv_heads]: SparseBlockSelect's
+  const float* max_mass = nullptr;    // [batch]: each sequence's max_dropped_mass (>= 1: never)
+  // [batch * num_kv_heads] tokens, doubled where widened: out (from the rules) in a layer's first
+  // round, in/out after it.
+  int32_t* row_budgets = nullptr;
+  const SelectSeqRule* seq_rules = nullptr;  // [batch]: the first round's budgets
+  bool first_round = true;
+  int64_t block_size = 0;           // the rules' (budget_tokens 0: budget_blocks * block_size)
+  int32_t* row_active = nullptr;    // [batch * num_kv_heads] out: 1 where widened
+  int32_t* part1_lens = nullptr;    // [batch * num_kv_heads]: -1 written where not widened
+  SparseSeqStats* stats = nullptr;  // [batch]: widenings added
+  int64_t batch = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  bool programmatic_launch = false;  // as DroppedMassParams
+};
+
 // Supported: head_dim 64/128, GQA group 1..8, budget_blocks in (sink_blocks, max_blocks_per_seq],
 // max_blocks_per_seq <= kBlockSelectMaxBlocks, the cache's key summaries present. Host logic.
 absl::Status CanImplementBlockSelect(const BlockSelectShape& shape);
@@ -230,11 +283,19 @@ absl::Status CanRunBlockSelect(const BlockSelectParams& params);
 // the block table); a length of 0 gives an empty row.
 [[nodiscard]] absl::Status QuestBlockSelect(const BlockSelectParams& params, cudaStream_t stream);
 
-// Checks for SparseBlockSelect: the per-row pointers and sets present (budget_blocks unused).
+// Checks for SparseBlockSelect: the per-row pointers and sets present (budget_blocks unused); a
+// widening round (maybe_row_active) also needs maybe_row_budgets, maybe_log_unread and
+// maybe_split_lens, and no kPrhs inputs.
 absl::Status CanRunSparseBlockSelect(const BlockSelectParams& params);
 
 // Enqueues scoring (rows that need it) and the per-row selection on `stream`; no host sync.
 [[nodiscard]] absl::Status SparseBlockSelect(const BlockSelectParams& params, cudaStream_t stream);
+
+// Checks for WidenBudgets: every pointer set, sizes positive, heads a multiple of kv heads.
+absl::Status CanRunWidenBudgets(const WidenBudgetsParams& params);
+
+// Enqueues one widening round (WidenBudgetsParams) on `stream`; no host sync.
+[[nodiscard]] absl::Status WidenBudgets(const WidenBudgetsParams& params, cudaStream_t stream);
 
 // Per kv head, the bound is the max over its query heads of 1 / (1 + exp(lse_h - log_unread)),
 // the certified dropped mass (an upper bound of the unread softmax mass given the read mass

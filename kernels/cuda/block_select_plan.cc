@@ -83,6 +83,29 @@ absl::Status CanRunSparseBlockSelect(const BlockSelectParams& p) {
         "sparse block select: row_modes, seq_rules, maybe_sel_blocks (the sets) and "
         "maybe_set_sizes must be set");
   }
+  if (p.maybe_row_active != nullptr &&
+      (p.maybe_row_budgets == nullptr || p.maybe_log_unread == nullptr ||
+       p.maybe_split_lens == nullptr || p.prhs_seqs != nullptr)) {
+    return absl::InvalidArgumentError(
+        "sparse block select: a widening round (maybe_row_active) needs maybe_row_budgets, "
+        "maybe_log_unread and maybe_split_lens, and widens no kPrhs rows");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CanRunWidenBudgets(const WidenBudgetsParams& p) {
+  if (p.lse == nullptr || p.log_unread == nullptr || p.max_mass == nullptr ||
+      p.row_budgets == nullptr || p.row_active == nullptr || p.part1_lens == nullptr ||
+      p.stats == nullptr || (p.first_round && p.seq_rules == nullptr)) {
+    return absl::InvalidArgumentError(
+        "widen budgets: lse, log_unread, max_mass, row_budgets, row_active, part1_lens, stats "
+        "and (first round) seq_rules must be set");
+  }
+  if (p.batch <= 0 || p.batch > 2147483647 || p.num_kv_heads <= 0 ||
+      p.num_heads % p.num_kv_heads != 0 || p.block_size <= 0) {
+    return absl::InvalidArgumentError(
+        "widen budgets: sizes must be positive, heads a multiple of kv heads");
+  }
   return absl::OkStatus();
 }
 

@@ -478,6 +478,11 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
                                       .max_num_seqs = 8,
                                       .programmatic_launch = true});
   ASSERT_NE(gpu_pdl, nullptr);
+  auto gpu_graphs = MakeCudaRunner(dir, {.block_size = kBlock,
+                                         .max_num_batched_tokens = 256,
+                                         .max_num_seqs = 8,
+                                         .sparse_cuda_graphs = true});
+  ASSERT_NE(gpu_graphs, nullptr);
 
   PolicySpec streaming, quest, lychee, prhs_reuse, prhs_rescore;
   streaming.name = "streaming";
@@ -514,30 +519,38 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
     const std::vector<SimSeq> want = run(**cpu, spec, &cpu_stats);
     const int64_t want_reused = cpu_reused;
     const std::vector<SimSeq> got = run(*gpu, spec, &gpu_stats);
-    {
-      SCOPED_TRACE("programmatic vs plain launches");
-      StatsMap pdl_stats;
-      const std::vector<SimSeq> got_pdl = run(*gpu_pdl, spec, &pdl_stats);
-      ASSERT_EQ(pdl_stats.size(), gpu_stats.size());
+    // Another runner's run of the same steps must read the same, bound the same and give the
+    // same logits: with programmatic dependent launch, and with sparse steps in CUDA graphs
+    // (padded to their bucket, planned for power-of-two length caps).
+    auto same_as_plain = [&](const char* what, ModelRunner& other, float bound_tol) {
+      SCOPED_TRACE(what);
+      StatsMap other_stats;
+      const std::vector<SimSeq> other_got = run(other, spec, &other_stats);
+      ASSERT_EQ(other_stats.size(), gpu_stats.size());
       for (const auto& [key, g] : gpu_stats) {
-        const SparseChunkStats& q = pdl_stats.at(key);
+        const SparseChunkStats& q = other_stats.at(key);
         EXPECT_EQ(q.kv_tokens_read, g.kv_tokens_read);
         EXPECT_EQ(q.device_reused, g.device_reused);
-        EXPECT_FLOAT_EQ(q.max_bound, g.max_bound);
+        EXPECT_NEAR(q.max_bound, g.max_bound, bound_tol);
       }
       double worst = 0.0;
       for (size_t i = 0; i < got.size(); ++i) {
-        ASSERT_EQ(got_pdl[i].tokens, got[i].tokens);
+        ASSERT_EQ(other_got[i].tokens, got[i].tokens);
         for (size_t p = 0; p < got[i].logits.size(); ++p) {
           if (got[i].logits[p].empty()) continue;
-          const double err = ::lychee::testing::RelativeL2(got_pdl[i].logits[p], got[i].logits[p]);
+          const double err =
+              ::lychee::testing::RelativeL2(other_got[i].logits[p], got[i].logits[p]);
           worst = std::max(worst, err);
           EXPECT_LT(err, kKernelTol) << "seq " << i << " position " << p;
         }
       }
-      std::printf("%s: programmatic vs plain launches, worst relative L2 %.2e\n",
-                  spec->name.c_str(), worst);
-    }
+      std::printf("%s: %s, worst relative L2 %.2e\n", spec->name.c_str(), what, worst);
+    };
+    same_as_plain("programmatic vs plain launches", *gpu_pdl, 1e-6f);
+    const int64_t replays = gpu_graphs->num_graph_replays();
+    // Graphs plan the attention for other split counts: the LSE, so the bound, moves by rounding.
+    same_as_plain("sparse steps in graphs vs eager", *gpu_graphs, 1e-5f);
+    EXPECT_GT(gpu_graphs->num_graph_replays(), replays);
     int64_t got_reused = 0;
     for (const auto& [key, g] : gpu_stats) got_reused += g.device_reused;
     // Lychee's sparse heads and PrHS's reuse decisions (unambiguous here) as on the CPU.
@@ -593,11 +606,62 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
       EXPECT_GE(close, rows * 3 / 4);
     }  // quest ranks by the box bound on the GPU, by min(box, ball) on the CPU: counts only
   }
+  // max_dropped_mass on the GPU (quest and streaming widen their budgets): 0 reads every block
+  // from the start (no widening; the logits of dense attention); a bound in between holds at
+  // every step, by widening wherever the unbounded run missed it, never reading less than it.
+  for (const PolicySpec* base : {&quest, &streaming}) {
+    SCOPED_TRACE(base->name + " under max_dropped_mass");
+    StatsMap plain_stats, zero_stats, bounded_stats;
+    run(*gpu, base, &plain_stats);
+    PolicySpec zero = *base;
+    zero.max_dropped_mass = 0.0;
+    ASSERT_TRUE(gpu->SupportsPolicy(zero).ok());
+    const std::vector<SimSeq> all = run(*gpu, &zero, &zero_stats);
+    PolicySpec bounded = *base;
+    bounded.max_dropped_mass = base == &quest ? 0.05 : 0.2;
+    const std::vector<SimSeq> got = run(*gpu, &bounded, &bounded_stats);
+    ASSERT_EQ(zero_stats.size(), plain_stats.size());
+    ASSERT_EQ(bounded_stats.size(), plain_stats.size());
+    int64_t missed = 0, widenings = 0;
+    for (const auto& [key, p] : plain_stats) {
+      SCOPED_TRACE("seq " + std::to_string(key.first) + " position " + std::to_string(key.second));
+      const SparseChunkStats& z = zero_stats.at(key);
+      EXPECT_EQ(z.kv_tokens_read, z.kv_tokens_dense);
+      EXPECT_EQ(z.widenings, 0);
+      EXPECT_EQ(z.max_bound, 0.0f);
+      const SparseChunkStats& b = bounded_stats.at(key);
+      ASSERT_LE(b.max_bound, bounded.max_dropped_mass * (1 + 1e-5));
+      ASSERT_LE(b.exact_max, b.max_bound + 1e-3f);
+      ASSERT_GE(b.kv_tokens_read, p.kv_tokens_read);
+      ASSERT_LE(b.kv_tokens_read, b.kv_tokens_dense);
+      if (p.max_bound > bounded.max_dropped_mass) {
+        ++missed;
+        EXPECT_GT(b.widenings, 0);
+      }
+      widenings += b.widenings;
+    }
+    EXPECT_GT(missed, 0);  // the bound was binding somewhere
+    double worst = 0.0;
+    for (size_t i = 0; i < all.size(); ++i) {
+      ASSERT_EQ(all[i].tokens, dense[i].tokens);
+      for (size_t p = 0; p < all[i].logits.size(); ++p) {
+        if (all[i].logits[p].empty()) continue;
+        const double err = ::lychee::testing::RelativeL2(all[i].logits[p], dense[i].logits[p]);
+        worst = std::max(worst, err);
+        EXPECT_LT(err, kKernelTol) << "seq " << i << " position " << p;
+      }
+    }
+    std::printf(
+        "%s: max_dropped_mass 0 within %.2e of dense; %.2f: %lld of %zu steps missed it "
+        "unbounded, %lld widenings\n",
+        base->name.c_str(), worst, bounded.max_dropped_mass, static_cast<long long>(missed),
+        plain_stats.size(), static_cast<long long>(widenings));
+  }
   // What the GPU refuses, in words.
   PolicySpec prhs = prhs_reuse;
   prhs.budget_tokens = kBlock * (cuda::kPrhsMaxAnchorBlocks + 1);
   EXPECT_NE(gpu->SupportsPolicy(prhs).message().find("anchor"), std::string::npos);
-  PolicySpec bounded = quest;
+  PolicySpec bounded = lychee;
   bounded.max_dropped_mass = 0.1;
   EXPECT_NE(gpu->SupportsPolicy(bounded).message().find("max_dropped_mass"), std::string::npos);
   PolicySpec token = lychee;

@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <memory>
 #include <random>
@@ -201,6 +203,178 @@ TEST(CudaSparseRulesTest, RulesReproduceTheCpuPolicies) {
   EXPECT_EQ(RowModeFor(dense, 3, 0), cuda::SelectRowMode::kAll);
 }
 
+// max_dropped_mass as the GPU runs it (SeqRuleFor's budget in tokens, WideningRounds rounds of
+// WidenBudgets' doubling, the rule over the kv head's box bounds, KvHeadBound over the LSE of what
+// was read) against the CPU runner's loop (Policy::Select with per-kv-head budgets,
+// cpu::SparseDecodeAttention's certified bound, doubling while it misses): with one query head
+// per kv head the two bounds are the same quantity (the CPU's per-head upper bounds are then the
+// kv head's), so the final sets and the widening counts must agree, and the rounds the host
+// plans must suffice. Trials where a bound lands within 1e-4 of max_dropped_mass are left out:
+// the CPU's certified rounding decides those.
+TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
+  const uint64_t seed = ::lychee::testing::TestSeed();
+  SCOPED_TRACE("LYCHEE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> ctx_dist(1, 2500), budget_dist(1, 400), sink_dist(0, 40);
+  std::uniform_real_distribution<float> qd(-3.0f, 3.0f);
+  const double masses[] = {0.0, 1e-3, 0.02, 0.1, 0.3, 0.7};
+  constexpr int64_t kGroupOne = kKvHeads;  // query heads: one per kv head
+  int64_t trials = 0, widened = 0, ambiguous = 0;
+  for (int trial = 0; trial < 240; ++trial) {
+    const int64_t bs = trial % 2 == 0 ? 16 : 32;
+    const int64_t ctx = ctx_dist(rng);
+    const int64_t n = (ctx + bs - 1) / bs;
+    RandomCache cache;
+    Fill(rng, ctx, bs, &cache);
+    std::vector<float> q(kGroupOne * kDim);
+    for (float& v : q) v = qd(rng);
+    const int64_t budget = budget_dist(rng), sinks = sink_dist(rng);
+    const double max_mass = masses[trial % 6];
+    const bool is_quest = trial % 4 < 2;
+    SCOPED_TRACE("trial " + std::to_string(trial) + (is_quest ? " quest" : " streaming") +
+                 ": context " + std::to_string(ctx) + " block " + std::to_string(bs) + " budget " +
+                 std::to_string(budget) + " sinks " + std::to_string(sinks) + " max_dropped_mass " +
+                 std::to_string(max_mass));
+    const sparsity::PolicyLimits limits{budget, max_mass};
+    std::unique_ptr<sparsity::Policy> policy;
+    if (is_quest) {
+      policy = std::make_unique<sparsity::QuestPolicy>(limits, sinks);
+    } else {
+      policy = std::make_unique<sparsity::StreamingPolicy>(limits, sinks);
+    }
+    sparsity::DecodeQuery query;
+    query.q = q.data();
+    query.cache = cache.view;
+    query.block_table = cache.table;
+    query.position = ctx - 1;
+    query.num_heads = kGroupOne;
+    query.num_layers = 1;
+    query.scale = 0.25f;
+
+    // The CPU runner's loop (CpuModelRunner::Impl::SparseDecode, one query head per kv head).
+    const int64_t all_tokens = n * bs;
+    std::vector<int64_t> budgets(kKvHeads, max_mass <= 0.0 ? all_tokens : budget);
+    std::vector<float> out(static_cast<size_t>(kGroupOne * kDim)), mass(kGroupOne);
+    std::vector<float> scratch(static_cast<size_t>(ctx));
+    std::vector<uint8_t> mask(kKvHeads, 1);
+    sparsity::Selection cpu_sel;
+    int64_t cpu_widenings = 0;
+    bool near_threshold = false;
+    for (;;) {
+      policy->Select(query, budgets, &cpu_sel);
+      cpu::SparseDecodeAttentionParams sp;
+      sp.q = q.data();
+      sp.cache = cache.view;
+      sp.block_table = cache.table.data();
+      sp.selected = cpu_sel.blocks.data();
+      sp.selected_offsets = cpu_sel.offsets.data();
+      sp.out = out.data();
+      sp.dropped_mass = mass.data();
+      sp.scratch = scratch.data();
+      sp.num_heads = kGroupOne;
+      sp.num_table_blocks = n;
+      sp.position = ctx - 1;
+      sp.scale = query.scale;
+      sp.kv_head_mask = mask.data();
+      cpu::SparseDecodeAttention(sp);
+      bool again = false;
+      for (int64_t g = 0; g < kKvHeads; ++g) {
+        if (mask[static_cast<size_t>(g)] != 0 && max_mass > 0.0) {
+          near_threshold = near_threshold || std::fabs(mass[static_cast<size_t>(g)] - max_mass) <
+                                                 1e-4 * std::max(1e-3, max_mass);
+        }
+        const bool widen =
+            mass[static_cast<size_t>(g)] > max_mass && budgets[static_cast<size_t>(g)] < all_tokens;
+        mask[static_cast<size_t>(g)] = widen ? 1 : 0;
+        if (!widen) continue;
+        budgets[static_cast<size_t>(g)] = std::min(all_tokens, 2 * budgets[static_cast<size_t>(g)]);
+        ++cpu_widenings;
+        again = true;
+      }
+      if (!again) break;
+    }
+    if (near_threshold) {
+      ++ambiguous;
+      continue;
+    }
+
+    // The GPU's loop as data: the box bounds a kv head ranks by (its one query head's).
+    std::vector<float> bounds(static_cast<size_t>(kGroupOne * n));
+    cpu::BlockScoreBoundsParams bp;
+    bp.q = q.data();
+    bp.cache = cache.view;
+    bp.block_table = cache.table.data();
+    bp.out = bounds.data();
+    bp.num_heads = kGroupOne;
+    bp.num_blocks = n;
+    bp.scale = query.scale;
+    cpu::BlockScoreBounds(bp);
+    const cuda::SelectSeqRule rule = SeqRuleFor(policy->device_selection(), budget, bs, max_mass);
+    const int64_t rounds = WideningRounds(n, bs, rule.budget_tokens);
+    int64_t gpu_widenings = 0;
+    for (int64_t g = 0; g < kKvHeads; ++g) {
+      const std::vector<float> kv_bounds(bounds.begin() + g * n, bounds.begin() + (g + 1) * n);
+      int32_t tokens = rule.budget_tokens;
+      std::vector<int32_t> set;
+      for (int64_t round = 0;; ++round) {
+        cuda::SelectSeqRule r = rule;
+        r.budget_blocks = static_cast<int32_t>(tokens / bs);
+        set = RuleSet(r, is_quest ? kv_bounds : std::vector<float>(kv_bounds.size(), 0.0f));
+        // What the device computes: the LSE of the read keys, the bound of the unread blocks.
+        std::vector<uint8_t> read(static_cast<size_t>(n), 0);
+        double lse_max = -INFINITY, unread_max = -INFINITY;
+        std::vector<double> scores;
+        for (const int32_t b : set) {
+          read[static_cast<size_t>(b)] = 1;
+          const float* k = cache.view.K(cache.table[static_cast<size_t>(b)], g);
+          for (int64_t t = 0; t < std::min(bs, ctx - b * bs); ++t) {
+            double dot = 0.0;
+            for (int64_t e = 0; e < kDim; ++e) dot += double{q[g * kDim + e]} * k[t * kDim + e];
+            scores.push_back(dot * query.scale);
+            lse_max = std::max(lse_max, scores.back());
+          }
+        }
+        for (int64_t b = 0; b < n; ++b) {
+          if (read[static_cast<size_t>(b)] == 0)
+            unread_max = std::max(unread_max, double{kv_bounds[b]});
+        }
+        double read_sum = 0.0, unread_sum = 0.0;
+        for (const double v : scores) read_sum += std::exp(v - lse_max);
+        for (int64_t b = 0; b < n && unread_max != -INFINITY; ++b) {
+          if (read[static_cast<size_t>(b)] != 0) continue;
+          unread_sum += std::min(bs, ctx - b * bs) * std::exp(kv_bounds[b] - unread_max);
+        }
+        const float lse = static_cast<float>(lse_max + std::log(read_sum));
+        const float log_unread = unread_max == -INFINITY
+                                     ? -INFINITY
+                                     : static_cast<float>(unread_max + std::log(unread_sum));
+        const bool widen = max_mass < 1.0 && log_unread != -INFINITY &&
+                           cuda::KvHeadBound(&lse, 1, log_unread) > max_mass;
+        if (!widen) break;
+        ASSERT_LT(round, rounds) << "kv head " << g << ": the planned rounds do not suffice";
+        tokens = tokens >= (1 << 29) ? 1 << 30 : 2 * tokens;
+        ++gpu_widenings;
+      }
+      ASSERT_EQ(set, HeadSet(cpu_sel, g)) << "kv head " << g;
+    }
+    EXPECT_EQ(gpu_widenings, cpu_widenings);
+    ++trials;
+    widened += cpu_widenings > 0;
+  }
+  EXPECT_GT(trials, 200);
+  EXPECT_GT(widened, 50);
+  std::printf("%lld trials compared (%lld widened), %lld left out near the threshold\n",
+              static_cast<long long>(trials), static_cast<long long>(widened),
+              static_cast<long long>(ambiguous));
+  EXPECT_EQ(WideningRounds(100, 16, 16 * 100), 0);
+  EXPECT_EQ(WideningRounds(100, 16, 16 * 99), 1);
+  EXPECT_EQ(WideningRounds(8192, 16, 2048), 6);
+  EXPECT_EQ(WideningRounds(3, 16, 8), 3);  // 8 and 16 tokens are one block, 32 two, 64 four
+  sparsity::QuestPolicy zero({2048, 0.0}, 16);
+  const cuda::SelectSeqRule all = SeqRuleFor(zero.device_selection(), 2048, 16, 0.0);
+  EXPECT_EQ(WideningRounds(51200, 16, all.budget_tokens), 0);  // reads everything at once
+}
+
 TEST(CudaSparseRulesTest, PoliciesTheGpuRefusesSayWhy) {
   PolicySpec spec;
   EXPECT_TRUE(CudaSparsePolicySupport(spec).ok());
@@ -219,8 +393,14 @@ TEST(CudaSparseRulesTest, PoliciesTheGpuRefusesSayWhy) {
   spec.lychee.mode = "token";
   EXPECT_NE(CudaSparsePolicySupport(spec).message().find("token mode"), std::string::npos);
   spec.lychee.mode = "block";
-  spec.max_dropped_mass = 0.05;
+  spec.max_dropped_mass = 0.05;  // widened on the GPU for quest and streaming only
   EXPECT_NE(CudaSparsePolicySupport(spec).message().find("max_dropped_mass"), std::string::npos);
+  spec.name = "prhs";
+  EXPECT_NE(CudaSparsePolicySupport(spec).message().find("max_dropped_mass"), std::string::npos);
+  for (const char* name : {"quest", "streaming"}) {
+    spec.name = name;
+    EXPECT_TRUE(CudaSparsePolicySupport(spec).ok()) << name;
+  }
 }
 
 }  // namespace

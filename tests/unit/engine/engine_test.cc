@@ -337,7 +337,24 @@ TEST(EngineTest, SparsePoliciesRunOnTheGpuBesideDenseRequests) {
                 name.c_str(), r.kv_read_fraction, r.max_bound, r.max_exact,
                 static_cast<long long>(r.audited_steps));
   }
-  GenerationRequest bounded = Greedy(prompt, 4);  // widening runs on the CPU only
+  // max_dropped_mass: quest widens on the GPU until every step's bound holds (lc20m's bound is
+  // near 1 at this budget, so it must widen); prhs does not widen there and is refused.
+  GenerationRequest widened = Greedy(prompt, 4);
+  widened.policy.name = "quest";
+  widened.policy.budget_tokens = 256;
+  widened.policy.max_dropped_mass = 0.3;
+  widened.policy.audit_rate = 1.0;
+  auto widened_stream = engine->Submit(std::move(widened));
+  ASSERT_TRUE(widened_stream.ok()) << widened_stream.status();
+  const Collected w = Drain(*widened_stream);
+  ASSERT_EQ(w.last.finish_reason, FinishReason::kLength) << w.last.error;
+  const PolicyReport& wr = w.last.policy_report;
+  EXPECT_LE(wr.max_bound, 0.3f * (1 + 1e-5f));
+  EXPECT_LE(wr.max_exact, wr.max_bound + 1e-3f);
+  EXPECT_GT(wr.widenings, 0);
+  std::printf("quest, max_dropped_mass 0.3: kv read %.3f, max bound %.3f, %lld widenings\n",
+              wr.kv_read_fraction, wr.max_bound, static_cast<long long>(wr.widenings));
+  GenerationRequest bounded = Greedy(prompt, 4);
   bounded.policy.name = "prhs";
   bounded.policy.max_dropped_mass = 0.05;
   auto refused = engine->Submit(std::move(bounded));

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -252,6 +253,7 @@ class CudaBlockSelectTest : public CudaKernelTest {
   void RunSparseCase(const SelectCase& c, const std::vector<int64_t>& contexts,
                      bool scores_from_attention = false);
   void RunPrhsCase(const SelectCase& c, const std::vector<int64_t>& contexts);
+  void RunWideningCase(const SelectCase& c, const std::vector<int64_t>& contexts);
 };
 
 // sparsity::PrhsPolicy's Rescore on given exact scores: candidates [first, end), `take` of them,
@@ -835,6 +837,294 @@ TEST_F(CudaBlockSelectTest, SparseModesRulesAndBounds) {
   RunSparseCase({4, 2, 64, 16, 0, 0}, contexts);    // lc20m's heads
   RunSparseCase({32, 8, 128, 16, 0, 0}, contexts, true);
   RunSparseCase({4, 2, 64, 16, 0, 0}, contexts, true);
+}
+
+// max_dropped_mass's widening rounds, as the runner runs them after a layer's sparse attention:
+// WidenBudgets, SparseBlockSelect of the widened rows only (maybe_row_active), the sparse
+// attention again over the part-1 lengths (rows not widened: -1, skipped). Every round against
+// the host: the widening decision from the downloaded LSE and unread bounds (KvHeadBound), the
+// doubled budgets, the widened rows' sets by their rule with max(1, tokens / block_size) blocks
+// (sparsity's own AppendTopK / StreamingPolicy), every other row's outputs and LSE untouched.
+// After the rounds the host plans (doublings until a budget covers its row), every row meets
+// its sequence's max_dropped_mass or reads everything, and the exact dropped mass against the
+// dense LSE stays under the bound. Sequence 0 reads everything (kAll) and must never widen.
+void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
+                                          const std::vector<int64_t>& contexts) {
+  SCOPED_TRACE(SeedNote() + " widening heads=" + std::to_string(c.num_heads) + "/" +
+               std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) +
+               " bs=" + std::to_string(c.block_size));
+  const int64_t batch = static_cast<int64_t>(contexts.size());
+  const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
+  const int64_t group = h / kvh;
+  const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
+  const int64_t max_blocks = (max_ctx + bs - 1) / bs + 1;
+  RandomPool rp;
+  FillRandomPool(rng_, contexts, kvh, bs, d, max_blocks, &rp);
+  const std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t rows = batch * kvh;
+
+  // Quest's and the streaming rule in turn, budgets in tokens (not always whole blocks), and a
+  // max_dropped_mass per sequence (1: none).
+  const float masses[] = {0.5f, 0.2f, 0.05f, 1.0f, 0.01f};
+  std::vector<SelectSeqRule> rules(batch);
+  std::vector<float> max_mass(batch);
+  std::vector<int8_t> modes(rows, static_cast<int8_t>(SelectRowMode::kTopK));
+  int64_t rounds = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t n = (contexts[b] + bs - 1) / bs;
+    std::uniform_int_distribution<int64_t> budget(1, std::max<int64_t>(1, contexts[b] / 6));
+    std::uniform_int_distribution<int> small(0, 3);
+    rules[b].rule = b % 2 == 0 ? SelectRule::kQuest : SelectRule::kStreaming;
+    rules[b].budget_tokens = static_cast<int32_t>(budget(rng_));
+    rules[b].budget_blocks =
+        static_cast<int32_t>(std::max<int64_t>(1, rules[b].budget_tokens / bs));
+    rules[b].sink_blocks = small(rng_);
+    max_mass[b] = masses[b % 5];
+    if (b == 0) {
+      max_mass[b] = 0.01f;
+      for (int64_t g = 0; g < kvh; ++g) modes[g] = static_cast<int8_t>(SelectRowMode::kAll);
+    }
+    int64_t r = 0;
+    for (int64_t t = rules[b].budget_tokens; std::max<int64_t>(1, t / bs) < n; t *= 2) ++r;
+    if (max_mass[b] < 1.0f && b != 0) rounds = std::max(rounds, r);
+  }
+  DeviceInputs in;
+  LY_ASSERT_OK(Upload(rp, q, contexts, &in));
+  DeviceBuffer<int32_t> d_sel_tables, d_sel_lens, d_sets, d_set_sizes, d_reused, d_split;
+  DeviceBuffer<int32_t> d_budgets, d_active;
+  DeviceBuffer<float> d_scores, d_log_unread, d_mass;
+  DeviceBuffer<int8_t> d_modes;
+  DeviceBuffer<SelectSeqRule> d_rules;
+  LY_ASSERT_OK(d_rules.Upload(rules));
+  LY_ASSERT_OK(d_modes.Upload(modes));
+  LY_ASSERT_OK(d_mass.Upload(max_mass));
+  for (DeviceBuffer<int32_t>* buf : {&d_sel_tables, &d_sets}) {
+    LY_ASSERT_OK(buf->Allocate(rows * max_blocks));
+    LY_ASSERT_OK(buf->FillBytes(0xff));
+  }
+  for (DeviceBuffer<int32_t>* buf : {&d_sel_lens, &d_set_sizes, &d_reused, &d_budgets, &d_active}) {
+    LY_ASSERT_OK(buf->Allocate(rows));
+    LY_ASSERT_OK(buf->FillBytes(0xff));
+  }
+  LY_ASSERT_OK(d_split.Allocate(2 * rows));
+  LY_ASSERT_OK(d_split.FillBytes(0xff));
+  LY_ASSERT_OK(d_scores.Allocate(rows * max_blocks));
+  LY_ASSERT_OK(d_scores.FillBytes(0xff));
+  LY_ASSERT_OK(d_log_unread.Allocate(rows));
+  LY_ASSERT_OK(d_log_unread.FillBytes(0xff));
+  BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
+  sp.sel_tables = d_sel_tables.get();
+  sp.sel_lens = d_sel_lens.get();
+  sp.maybe_sel_blocks = d_sets.get();
+  sp.maybe_set_sizes = d_set_sizes.get();
+  sp.scores = d_scores.get();
+  sp.maybe_log_unread = d_log_unread.get();
+  sp.maybe_row_reused = d_reused.get();
+  sp.maybe_split_lens = d_split.get();
+  sp.row_modes = d_modes.get();
+  sp.seq_rules = d_rules.get();
+  LY_ASSERT_OK(SparseBlockSelect(sp, nullptr));
+
+  // The sparse attention of the budget-bound rows (part 1), and the dense one for the audit.
+  DecodeAttentionShape as;
+  as.batch = batch;
+  as.num_heads = h;
+  as.num_kv_heads = kvh;
+  as.head_dim = d;
+  as.block_size = bs;
+  as.max_blocks_per_seq = max_blocks;
+  as.max_context_len = max_ctx;
+  const DecodeAttentionPlan plan = PlanDecodeAttention(as, ::lychee::cuda::testing::NumSms());
+  DeviceBuffer<bf16> d_out;
+  DeviceBuffer<uint8_t> d_ws;
+  DeviceBuffer<int32_t> d_counters;
+  DeviceBuffer<float> d_lse, d_dense_lse;
+  DeviceBuffer<SparseSeqStats> d_stats;
+  LY_ASSERT_OK(d_out.Allocate(batch * h * d));
+  LY_ASSERT_OK(d_ws.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(as, plan))));
+  LY_ASSERT_OK(d_counters.Allocate(rows * kDecodeSplitCountersPerRow));
+  LY_ASSERT_OK(d_counters.FillBytes(0));
+  LY_ASSERT_OK(d_lse.Allocate(batch * h));
+  LY_ASSERT_OK(d_lse.FillBytes(0xff));
+  LY_ASSERT_OK(d_dense_lse.Allocate(batch * h));
+  LY_ASSERT_OK(d_stats.Allocate(batch));
+  LY_ASSERT_OK(d_stats.FillBytes(0));
+  DecodeAttentionParams ap;
+  ap.q = in.q.get();
+  ap.cache = in.cache;
+  ap.block_tables = in.tables.get();
+  ap.context_lens = in.lens.get();
+  ap.out = d_out.get();
+  ap.maybe_lse = d_dense_lse.get();
+  ap.workspace = d_ws.get();
+  ap.split_counters = d_counters.get();
+  ap.shape = as;
+  ap.scale = scale;
+  LY_ASSERT_OK(DecodeAttention(ap, plan, nullptr));
+  DecodeAttentionParams sparse = ap;
+  sparse.block_tables = d_sel_tables.get();
+  sparse.context_lens = d_split.get() + rows;
+  sparse.per_kv_head_tables = true;
+  sparse.maybe_lse = d_lse.get();
+  LY_ASSERT_OK(DecodeAttention(sparse, plan, nullptr));
+
+  WidenBudgetsParams wp;
+  wp.lse = d_lse.get();
+  wp.log_unread = d_log_unread.get();
+  wp.max_mass = d_mass.get();
+  wp.row_budgets = d_budgets.get();  // poisoned: the first round starts from the rules
+  wp.seq_rules = d_rules.get();
+  wp.block_size = bs;
+  wp.row_active = d_active.get();
+  wp.part1_lens = d_split.get() + rows;
+  wp.stats = d_stats.get();
+  wp.batch = batch;
+  wp.num_heads = h;
+  wp.num_kv_heads = kvh;
+  std::vector<int64_t> widenings(batch, 0);
+  int64_t widened_rows = 0;
+  struct Snapshot {
+    std::vector<int32_t> tables, lens, sets, sizes, split, budgets;
+    std::vector<float> log_unread, lse, scores;
+  };
+  auto snapshot = [&](Snapshot* s) {
+    LY_ASSERT_OK(d_sel_tables.Download(s->tables));
+    LY_ASSERT_OK(d_sel_lens.Download(s->lens));
+    LY_ASSERT_OK(d_sets.Download(s->sets));
+    LY_ASSERT_OK(d_set_sizes.Download(s->sizes));
+    LY_ASSERT_OK(d_split.Download(s->split));
+    LY_ASSERT_OK(d_budgets.Download(s->budgets));
+    LY_ASSERT_OK(d_log_unread.Download(s->log_unread));
+    LY_ASSERT_OK(d_lse.Download(s->lse));
+    LY_ASSERT_OK(d_scores.Download(s->scores));
+  };
+  for (int64_t round = 1; round <= rounds + 1; ++round) {  // one more: nothing may widen then
+    SCOPED_TRACE("round " + std::to_string(round) + " of " + std::to_string(rounds));
+    Snapshot before, after;
+    ASSERT_NO_FATAL_FAILURE(snapshot(&before));
+    wp.first_round = round == 1;
+    LY_ASSERT_OK(WidenBudgets(wp, nullptr));
+    std::vector<int32_t> active, budgets_now, split_now;
+    LY_ASSERT_OK(d_active.Download(active));
+    LY_ASSERT_OK(d_budgets.Download(budgets_now));
+    LY_ASSERT_OK(d_split.Download(split_now));
+    int64_t active_rows = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t b = r / kvh, g = r % kvh;
+      SCOPED_TRACE("sequence " + std::to_string(b) + " kv head " + std::to_string(g));
+      const float bound =
+          KvHeadBound(before.lse.data() + b * h + g * group, group, before.log_unread[r]);
+      const bool want =
+          max_mass[b] < 1.0f && before.log_unread[r] != -INFINITY && bound > max_mass[b];
+      // A bound within float rounding of the threshold may go either way.
+      if (std::fabs(bound - max_mass[b]) > 1e-5f * max_mass[b]) {
+        ASSERT_EQ(active[r], want ? 1 : 0) << "bound " << bound;
+      }
+      ASSERT_TRUE(active[r] == 0 || active[r] == 1);
+      if (b == 0) {
+        ASSERT_EQ(active[r], 0);
+      }
+      if (round > rounds) {
+        ASSERT_EQ(active[r], 0) << "the planned rounds did not suffice";
+      }
+      const int32_t start = round == 1 ? rules[b].budget_tokens : before.budgets[r];
+      ASSERT_EQ(budgets_now[r], active[r] != 0 ? 2 * start : start);
+      if (active[r] == 0) {
+        ASSERT_EQ(split_now[rows + r], -1);
+      }
+      active_rows += active[r];
+      widenings[b] += active[r];
+    }
+    widened_rows += active_rows;
+    BlockSelectParams round_sp = sp;
+    round_sp.maybe_row_budgets = d_budgets.get();
+    round_sp.maybe_row_active = d_active.get();
+    LY_ASSERT_OK(SparseBlockSelect(round_sp, nullptr));
+    LY_ASSERT_OK(DecodeAttention(sparse, plan, nullptr));
+    ASSERT_NO_FATAL_FAILURE(snapshot(&after));
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t b = r / kvh, g = r % kvh, ctx = contexts[b], n = (ctx + bs - 1) / bs;
+      SCOPED_TRACE("sequence " + std::to_string(b) + " kv head " + std::to_string(g));
+      const auto row_of = [&](const std::vector<int32_t>& v) {
+        return std::vector<int32_t>(v.begin() + r * max_blocks, v.begin() + (r + 1) * max_blocks);
+      };
+      const auto lse_of = [&](const std::vector<float>& v) {
+        return std::vector<float>(v.begin() + b * h + g * group,
+                                  v.begin() + b * h + (g + 1) * group);
+      };
+      if (active[r] == 0) {  // untouched, bit for bit (the NaN poison of sequence 0's LSE too)
+        ASSERT_EQ(row_of(after.tables), row_of(before.tables));
+        ASSERT_EQ(row_of(after.sets), row_of(before.sets));
+        ASSERT_EQ(after.lens[r], before.lens[r]);
+        ASSERT_EQ(after.sizes[r], before.sizes[r]);
+        ASSERT_EQ(std::memcmp(&after.log_unread[r], &before.log_unread[r], sizeof(float)), 0);
+        const std::vector<float> la = lse_of(after.lse), lb = lse_of(before.lse);
+        ASSERT_EQ(std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)), 0);
+        continue;
+      }
+      SelectSeqRule rule = rules[b];
+      rule.budget_blocks = static_cast<int32_t>(std::max<int64_t>(1, budgets_now[r] / bs));
+      const float* row_scores = after.scores.data() + r * max_blocks;
+      const std::vector<int32_t> want = WantedSet(rule, rp, ctx, row_scores);
+      ASSERT_EQ(after.sizes[r], static_cast<int32_t>(want.size()));
+      int64_t tokens = 0;
+      std::vector<uint8_t> is_read(n, 0);
+      for (size_t j = 0; j < want.size(); ++j) {
+        ASSERT_EQ(after.sets[r * max_blocks + j], want[j]) << "set slot " << j;
+        ASSERT_EQ(after.tables[r * max_blocks + j], rp.tables[b * max_blocks + want[j]]);
+        tokens += std::min(bs, ctx - want[j] * bs);
+        is_read[want[j]] = 1;
+      }
+      ASSERT_EQ(after.lens[r], tokens);
+      ASSERT_EQ(after.split[rows + r], tokens);
+      ASSERT_EQ(after.split[r], -1);
+      ASSERT_NO_FATAL_FAILURE(
+          ExpectLogUnread(row_scores, is_read, n, bs, ctx, after.log_unread[r]));
+    }
+    if (round > rounds) break;
+  }
+  ASSERT_GT(widened_rows, 0);  // the case must exercise widening
+
+  // After the rounds: every bound met (or everything read), certified against the dense LSE, and
+  // the widenings counted per sequence.
+  std::vector<float> lse, dense_lse, log_unread;
+  std::vector<SparseSeqStats> stats;
+  LY_ASSERT_OK(d_lse.Download(lse));
+  LY_ASSERT_OK(d_dense_lse.Download(dense_lse));
+  LY_ASSERT_OK(d_log_unread.Download(log_unread));
+  LY_ASSERT_OK(d_stats.Download(stats));
+  int64_t read_all = 0;
+  for (int64_t b = 1; b < batch; ++b) {
+    SCOPED_TRACE("sequence " + std::to_string(b));
+    EXPECT_EQ(stats[b].widenings, widenings[b]);
+    for (int64_t g = 0; g < kvh; ++g) {
+      const int64_t r = b * kvh + g;
+      const float bound = KvHeadBound(lse.data() + b * h + g * group, group, log_unread[r]);
+      read_all += log_unread[r] == -INFINITY;
+      if (max_mass[b] < 1.0f) {
+        ASSERT_LE(bound, max_mass[b] * (1.0f + 1e-5f)) << "kv head " << g;
+      }
+      for (int64_t hh = 0; hh < group; ++hh) {
+        const int64_t i = b * h + g * group + hh;
+        const double exact = 1.0 - std::exp(static_cast<double>(lse[i]) - dense_lse[i]);
+        ASSERT_LE(exact, CertifiedDroppedMass(lse[i], log_unread[r]) + 1e-4)
+            << "kv head " << g << " head " << hh;
+      }
+    }
+  }
+  EXPECT_EQ(stats[0].widenings, 0);
+  std::printf("  %lld planned rounds, %lld rows widened over them, %lld rows read everything\n",
+              static_cast<long long>(rounds), static_cast<long long>(widened_rows),
+              static_cast<long long>(read_all));
+}
+
+TEST_F(CudaBlockSelectTest, WideningRoundsMeetMaxDroppedMass) {
+  LY_SKIP_WITHOUT_GPU();
+  const std::vector<int64_t> contexts = {700, 40, 5003, 20000, 333, 9001, 1, 2600, 12000, 64};
+  RunWideningCase({32, 8, 128, 16, 0, 0}, contexts);  // Llama-3-8B heads
+  RunWideningCase({14, 2, 64, 32, 0, 0}, contexts);   // group 7, head_dim 64
+  RunWideningCase({4, 2, 64, 16, 0, 0}, contexts);    // lc20m's heads
 }
 
 // kPrhs rows: launch 1 has no anchors (every row rescored: exact scores, dilation, the PSAW
