@@ -222,12 +222,14 @@ case "${1:-}" in
         --launch-count 1 "$bundle/bin/cuda_gemm_bench" --rows 1 --iters 1 2>&1 |
         grep -E 'Duration|Throughput|Occupancy|Registers|Block Limit|Waves|Warp Cycles|Eligible|Stall' || true
     fi
-    echo "--- end to end (issue 12: the largest batch that fits, at 32K and 128K)"
+    echo "--- end to end (issue 12: the largest batch that fits, at 32K and 128K); sparse steps"
+    echo "    eager and replayed from CUDA graphs (CudaModelRunnerOptions::sparse_cuda_graphs)"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
-      --policies quest,lychee,prhs --budget 2048 --fit-batch --json "$out/e2e.json"
-    echo "--- the same with programmatic dependent launch (CudaModelRunnerOptions::programmatic_launch)"
-    "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
-      --policies quest,lychee,prhs --budget 2048 --fit-batch --pdl --json "$out/e2e-pdl.json"
+      --policies quest,lychee,prhs --budget 2048 --fit-batch --sparse-graphs --json "$out/e2e.json"
+    echo "--- max_dropped_mass 0.5 on the GPU (quest and streaming widen), eager and in graphs"
+    "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 --prefill "" --steps 5 \
+      --policies quest,streaming --budget 2048 --max-dropped-mass 0.5 --sparse-graphs \
+      --json "$out/e2e-widening.json"
     ;;
   variants)
     # Issue 10's open questions in one call, each a decode-attention table on the same GPU: the
