@@ -51,8 +51,8 @@ struct Options {
   // lychee mask makes kv head (layer mod kv_heads) of each layer a retrieval head.
   std::vector<std::string> policies = {"quest", "streaming", "lychee"};
   int64_t budget = 2048;
-  // The sparse policies' max_dropped_mass (1: none; below 1 quest and streaming widen their
-  // budgets to meet it, and a policy the GPU does not widen is skipped with the reason).
+  // The sparse policies' max_dropped_mass (1: none; below 1 quest, streaming and lychee widen
+  // their budgets to meet it, and a policy the GPU does not widen is skipped with the reason).
   double max_dropped_mass = 1.0;
   double gpu_memory_utilization = 0.92;
   // Also time, per context, the largest batch whose KV fits the pool (at most fit_batch_limit
@@ -397,7 +397,7 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--budget", o.budget, "sparse policies' budget_tokens");
   app.add_option("--max-dropped-mass", o.max_dropped_mass,
-                 "sparse policies' max_dropped_mass (below 1: quest and streaming widen)")
+                 "sparse policies' max_dropped_mass (below 1: quest, streaming, lychee widen)")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization, "fraction of the GPU");
   app.add_flag("--fit-batch", o.fit_batch,

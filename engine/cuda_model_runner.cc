@@ -870,12 +870,15 @@ absl::StatusOr<int64_t> CudaModelRunner::Impl::EnqueueForward(
       f.max_decode_ctx = DecodeContextBucket(max_ctx, m.max_blocks_per_seq * m.options.block_size);
       f.sparse = any_policy && CudaSparseDecode::Wanted(policies, f.num_decodes);
       CudaGraphCache::Key key{f.rows, f.max_decode_ctx, {}};
-      if (f.sparse) {
+      // A graph's selection spans the full block-table width: past the kernel's limit the step
+      // runs eagerly, at its own width.
+      const bool fits = !f.sparse || f.width <= cuda::kBlockSelectMaxBlocks;
+      if (f.sparse && fits) {
         LY_RETURN_IF_ERROR(m.sparse->Prepare(step, policies, f.num_decodes, f.width, m.stream,
                                              /*for_graph=*/true));
         key.sparse = m.sparse->GraphKey();
       }
-      if (m.graphs.CanLaunch(key)) {
+      if (fits && m.graphs.CanLaunch(key)) {
         LY_RETURN_IF_ERROR(
             m.graphs.Launch(key, m.stream, [&m, &f, &layout] { return m.Run(f, layout); }));
         if (f.sparse) {
@@ -884,7 +887,8 @@ absl::StatusOr<int64_t> CudaModelRunner::Impl::EnqueueForward(
         }
         return size.logit_rows;  // the padding rows' logits follow and are never read
       }
-      // Over the graph limit: this step runs eagerly below (its inputs are uploaded again).
+      // Over the graph limit (or the selection's): this step runs eagerly below (its inputs are
+      // uploaded again).
     }
   }
   Impl::Forward f;

@@ -41,13 +41,11 @@ absl::Status CudaSparsePolicySupport(const PolicySpec& spec, int64_t block_size)
     return absl::InvalidArgumentError(
         "policy: lychee's token mode does not run on the CUDA backend yet (block mode does)");
   }
-  if (spec.max_dropped_mass < 1.0 && spec.name != "quest" && spec.name != "streaming") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "policy: max_dropped_mass below 1 is enforced on the CUDA backend for quest and streaming "
-        "only (",
-        spec.name,
-        " does not widen its budgets there yet); its bound is still measured and reported, or "
-        "start the server with --device cpu"));
+  if (spec.max_dropped_mass < 1.0 && spec.name == "prhs") {
+    return absl::InvalidArgumentError(
+        "policy: max_dropped_mass below 1 is not enforced for prhs on the CUDA backend yet (its "
+        "control in advance and widening run on the CPU; quest, streaming and lychee widen on the "
+        "GPU); start the server with --device cpu for it");
   }
   return absl::OkStatus();
 }
@@ -185,6 +183,7 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   max_sparse_tokens_ = 0;
   widening_rounds_ = 0;
   max_widening_ctx_ = 0;
+  widen_exact_ = false;
   ++step_;
   // Each row's policy as data (dense rows: kNone).
   selections_.assign(static_cast<size_t>(rows_), sparsity::DeviceSelection{});
@@ -221,7 +220,7 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
     }
     const double max_mass = policy == nullptr ? 1.0 : policy->limits().max_dropped_mass;
     const bool widens = max_mass < 1.0;
-    if (widens && d.kind != Kind::kQuest && d.kind != Kind::kStreaming) {
+    if (widens && d.kind == Kind::kPrhs) {
       return absl::InvalidArgumentError(
           absl::StrCat("policy '", std::string(policy->name()),
                        "' does not widen on the CUDA backend (max_dropped_mass < 1; the engine "
@@ -229,9 +228,14 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
     }
     const cuda::SelectSeqRule rule =
         SeqRuleFor(d, policy == nullptr ? 1 : policy->limits().budget_tokens, bs, max_mass);
+    // LycheeDecode under max_dropped_mass 0 reads everything at every head (the CPU's widened
+    // sparse heads then take every block): no sets needed.
+    const bool reads_everything = d.kind == Kind::kLychee && max_mass <= 0.0;
+    widen_exact_ = widen_exact_ || (widens && d.kind == Kind::kLychee && !reads_everything);
     for (int64_t l = 0; l < s.num_layers; ++l) {
       for (int64_t g = 0; g < kv; ++g) {
-        const cuda::SelectRowMode m = RowModeFor(d, l, g);
+        const cuda::SelectRowMode m =
+            reads_everything ? cuda::SelectRowMode::kAll : RowModeFor(d, l, g);
         mode_at(l, r, g) = static_cast<int8_t>(m);
         const bool reads_all =
             m == cuda::SelectRowMode::kAll || m == cuda::SelectRowMode::kExactTopK;
@@ -277,6 +281,10 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
     const bool audit = policy != nullptr && !padding && step.chunks[static_cast<size_t>(r)].audit;
     audit_rows_[static_cast<size_t>(r)] = audit ? 1 : 0;
     audited_ = audited_ || audit;
+  }
+  if (widen_exact_ && widen_scores_.size() == 0) {
+    LY_RETURN_IF_ERROR(widen_scores_.Allocate(
+        static_cast<size_t>(s.max_rows * s.num_kv_heads * s.max_blocks_per_seq)));
   }
   if (for_graph) {
     // Plans are made for a cap, not the exact lengths: powers of two keep the key of the steps
@@ -370,9 +378,10 @@ absl::Status CudaSparseDecode::Widen(int64_t layer, int64_t round, const cuda::b
   w.num_kv_heads = sizes_.num_kv_heads;
   w.programmatic_launch = programmatic_launch_;
   LY_RETURN_IF_ERROR(cuda::WidenBudgets(w, stream));
-  // Only quest and streaming rows widen: no kPrhs inputs (their rows are never active).
+  // PrHS rows never widen: no kPrhs inputs. LycheeDecode's widened sparse heads score exactly.
   cuda::BlockSelectParams p =
       SelectParams(layer, q, q_row_stride, cache, block_tables, context_lens, scale);
+  if (widen_exact_) p.maybe_widen_scores = widen_scores_.get();
   p.maybe_row_budgets = row_budgets_.get();
   p.maybe_row_active = row_active_.get();
   return cuda::SparseBlockSelect(p, stream);
@@ -457,6 +466,7 @@ std::vector<int64_t> CudaSparseDecode::GraphKey() const {
                               widening_rounds_,
                               max_widening_ctx_,
                               audited_ ? 1 : 0,
+                              widen_exact_ ? 1 : 0,
                               has_prhs_ ? prhs_slots_ + 1 : 0};  // the arenas' pointers
   key.insert(key.end(), part_rows_.begin(), part_rows_.end());
   return key;

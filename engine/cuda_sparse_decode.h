@@ -12,14 +12,16 @@
 // Audited rows also run dense attention for the exact dropped mass. The per-sequence totals come
 // back with the step's results.
 //
-// max_dropped_mass < 1 (quest and streaming; lychee and prhs refuse it on the GPU): as the CPU
+// max_dropped_mass < 1 (quest, streaming and lychee; prhs refuses it on the GPU): as the CPU
 // runner, every kv head starts at the request's budget (every block at max_dropped_mass 0) and,
 // while its certified bound misses max_dropped_mass and it does not read everything, its budget
-// doubles and it is selected and attended again. On the device: after a layer's sparse attention,
-// widening_rounds() rounds of Widen (WidenBudgets, then SparseBlockSelect of the widened rows
-// only) and the part-1 attention again (rows not widened have length -1 and are skipped). The
-// host fixes the round count from the lengths and budgets (enough to reach every block), so a
-// round with nothing left to widen costs three near-empty launches and no host round trip.
+// doubles and it is selected and attended again (a LycheeDecode sparse head: its inherited set
+// plus its own choice by exact scores under the doubled budget). On the device: after a layer's
+// sparse attention, widening_rounds() rounds of Widen (WidenBudgets, then SparseBlockSelect of the
+// widened rows only) and the part-1 attention again (rows not widened have length -1 and are
+// skipped). The host fixes the round count from the lengths and budgets (enough to reach every
+// block), so a round with nothing left to widen costs three near-empty launches and no host round
+// trip.
 //
 // Semantics per policy (as the CPU policies):
 //   quest      every layer and kv head: Quest's rule over key-summary bounds
@@ -176,6 +178,9 @@ class CudaSparseDecode {
   cuda::DeviceBuffer<uint8_t> inputs_;
   cuda::DeviceBuffer<int32_t> tables_, lens_, split_lens_, sets_, set_sizes_, row_reused_;
   cuda::DeviceBuffer<int32_t> row_budgets_, row_active_;  // widening rounds
+  // LycheeDecode sequences widen this step: their widened sparse heads' exact scores.
+  bool widen_exact_ = false;
+  cuda::DeviceBuffer<float> widen_scores_;
   cuda::DeviceBuffer<float> scores_, log_unread_, lse_, dense_lse_;
   cuda::DeviceBuffer<cuda::bf16> audit_out_;
   cuda::DeviceBuffer<cuda::SparseSeqStats> stats_;

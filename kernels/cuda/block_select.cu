@@ -110,6 +110,8 @@ __device__ __forceinline__ RowPlan PlanRow(const BlockSelectParams& p, int seq, 
     r.exact_scores = r.mode == SelectRowMode::kExactTopK && ranks;
   } else if (r.mode == SelectRowMode::kInherit) {
     r.box_scores = bound;
+    // Widened (a round reselects only widened rows): its own choice under the doubled budget.
+    if (kWidening && p.maybe_row_active != nullptr) r.range = ResolveSelectRule(rule, r.n);
   } else if (r.mode == SelectRowMode::kPrhs) {
     // As PrhsPolicy::Select: a budget covering every block reads everything; otherwise the
     // candidates are [max(sinks, PSAW window), local window), `take` of them chosen.
@@ -194,6 +196,15 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   const int group = static_cast<int>(s.num_heads / s.num_kv_heads);
   RowPlan plan = PlanRow<false>(p, seq, kv_head);
   if (p.exact_scores_given && plan.mode == SelectRowMode::kExactTopK) plan.exact_scores = false;
+  // A widening round scores only its widened LycheeDecode sparse heads: exactly, for their own
+  // choice (the bounds in `scores` stay for the unread bound).
+  const bool widening = p.maybe_row_active != nullptr;
+  if (widening) {
+    const int64_t r = static_cast<int64_t>(seq) * s.num_kv_heads + kv_head;
+    if (p.maybe_row_active[r] == 0 || plan.mode != SelectRowMode::kInherit) return;
+    plan.exact_scores = true;
+    plan.box_scores = false;
+  }
   if (!plan.box_scores && !plan.exact_scores) return;
   const int64_t n = plan.n;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kScoreWarps * kScoreBlocksPerWarp;
@@ -211,7 +222,10 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
     LaneGroupMeanQuery<D>(p, seq, kv_head, lane, qbar);
     const bool prhs = plan.mode == SelectRowMode::kPrhs;
     if (!prhs || !PrhsReusesAnchor<D>(p, seq, kv_head, lane, qbar)) {
-      float* out = (prhs ? p.prhs_scores : p.scores) + row * s.max_blocks_per_seq;
+      float* out = (widening ? p.maybe_widen_scores
+                    : prhs   ? p.prhs_scores
+                             : p.scores) +
+                   row * s.max_blocks_per_seq;
       for (int i = 0; i < kScoreBlocksPerWarp; ++i) {
         const int64_t b = first + static_cast<int64_t>(warp) * kScoreBlocksPerWarp + i;
         if (b >= n) break;  // uniform over the warp
@@ -601,6 +615,47 @@ __device__ int EmitBits(int lo, int hi, const uint32_t* bits, int slot0, Emit em
   return members;
 }
 
+// A widened LycheeDecode sparse head (LycheePolicy::Select under a widened budget): the set it
+// inherited plus its own choice under the doubled budget (the rule's forced ranges and the best
+// `take` candidates by the exact scores of its group-mean query, maybe_widen_scores), as block
+// ids in ascending order into `out` (the row's pages: GatherPages follows a barrier). The row's
+// set stays as it is: deeper sparse heads inherit the retrieval head's choice, as on the CPU.
+// With a bound wanted, s_scores ends with the key-summary bounds of the unread blocks and -inf
+// at the read ones. Returns the count. Every thread of the block calls it.
+__device__ int SelectWidenedInheritRow(const BlockSelectParams& p, const RowPlan& plan, int64_t row,
+                                       const int32_t* set, float* s_scores, uint32_t* member,
+                                       int32_t* out, SelectShared& sh) {
+  const int n = plan.n;
+  const int first = plan.range.first, cand_end = plan.range.last_begin, take = plan.range.take;
+  for (int w = threadIdx.x; w < (n + 31) / 32; w += kSelectThreads) member[w] = 0u;
+  __syncthreads();
+  const int inherited = p.maybe_set_sizes[row];
+  for (int i = threadIdx.x; i < inherited; i += kSelectThreads) SetBit(member, set[i]);
+  for (int b = threadIdx.x; b < first; b += kSelectThreads) SetBit(member, b);
+  for (int b = cand_end + threadIdx.x; b < n; b += kSelectThreads) SetBit(member, b);
+  if (take >= cand_end - first) {
+    for (int b = first + threadIdx.x; b < cand_end; b += kSelectThreads) SetBit(member, b);
+  } else if (take > 0) {
+    StageScores(s_scores, p.maybe_widen_scores + row * p.shape.max_blocks_per_seq, first, cand_end);
+    __syncthreads();
+    const auto score = [&](int b) { return OrderedBits(s_scores[b]); };
+    const TopPick pick = BisectTop(take, first, cand_end, score, sh);
+    ForEachTaken(
+        first, cand_end, pick, score, 0, [&](int, int b) { SetBit(member, b); }, sh);
+  }
+  __syncthreads();  // every member is in
+  const int count = EmitBits(
+      0, n, member, 0, [&](int slot, int b) { out[slot] = b; }, sh);
+  if (threadIdx.x == 0) sh.last_read = TestBit(member, n - 1) ? 1 : 0;
+  if (p.maybe_log_unread != nullptr) {
+    const float* scores = p.scores + row * p.shape.max_blocks_per_seq;
+    for (int b = threadIdx.x; b < n; b += kSelectThreads) {
+      s_scores[b] = TestBit(member, b) ? -__int_as_float(0x7f800000) : scores[b];
+    }
+  }
+  return count;
+}
+
 // A kPrhs row (PrhsPolicy::Select and Rescore on the GPU): fills `member` with the chosen
 // candidate blocks of [plan.window_first, plan.range.last_begin) and returns whether the row
 // reused its anchor. s_scores holds nothing on entry; `extra` is scratch. Blocks a rescore adds,
@@ -804,7 +859,13 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
     if (block == n - 1) sh.last_read = 1;
   };
   int count = 0;  // blocks in the row's set (read, for kTopK, kInherit and kPrhs)
-  if (plan.mode == SelectRowMode::kInherit) {
+  if (!kWithPrhs && plan.mode == SelectRowMode::kInherit && p.maybe_row_active != nullptr) {
+    uint32_t* member = reinterpret_cast<uint32_t*>(s_scores + s.max_blocks_per_seq);
+    count = SelectWidenedInheritRow(p, plan, row, set, s_scores, member, out_pages, sh);
+    if (p.maybe_row_reused != nullptr && threadIdx.x == 0) p.maybe_row_reused[row] = 0;
+    __syncthreads();  // every slot's block is in out_pages
+    GatherPages(out_pages, out_pages, table, count, [](int) {});
+  } else if (plan.mode == SelectRowMode::kInherit) {
     count = p.maybe_set_sizes[row];
     if (bound) StageScores(s_scores, scores, 0, n);
     __syncthreads();
@@ -951,7 +1012,8 @@ absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
   const int64_t per_cta = kScoreWarps * kScoreBlocksPerWarp;
   const dim3 score_grid(static_cast<unsigned>((s.max_blocks_per_seq + per_cta - 1) / per_cta),
                         static_cast<unsigned>(s.num_kv_heads), static_cast<unsigned>(s.batch));
-  if (p.maybe_row_active == nullptr) {  // a widening round reuses the scores
+  // A widening round reuses the scores, but widened LycheeDecode sparse heads need exact ones.
+  if (p.maybe_row_active == nullptr || p.maybe_widen_scores != nullptr) {
     LY_CUDA_RETURN_IF_ERROR(LaunchKernel(ScoreKernel<D>, score_grid, dim3(kScoreWarps * 32), 0,
                                          stream, p.programmatic_launch, p));
   }

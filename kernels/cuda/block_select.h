@@ -173,10 +173,15 @@ struct BlockSelectParams {
   // Widening rounds (max_dropped_mass < 1; SparseBlockSelect only), both [batch *
   // num_kv_heads], from WidenBudgets: a launch with maybe_row_active only reselects the rows
   // marked 1 there, with max(1, maybe_row_budgets / block_size) blocks in place of their rule's
-  // budget, from the scores an earlier launch left in `scores` (no scoring kernel); other rows
-  // keep every output. For kTopK rows only (Quest's and the streaming rule).
+  // budget, from the bounds an earlier launch left in `scores`; other rows keep every output.
+  // kTopK rows choose again by their rule; a kInherit row (a LycheeDecode sparse head) reads its
+  // inherited set plus its own choice under the rule (kTopK) by the exact scores of its
+  // group-mean query, which the round's score kernel writes to maybe_widen_scores ([batch *
+  // num_kv_heads, max_blocks_per_seq]; without it no scoring kernel runs), and its set stays the
+  // inherited one. No kPrhs rows.
   const int32_t* maybe_row_budgets = nullptr;
   const int32_t* maybe_row_active = nullptr;
+  float* maybe_widen_scores = nullptr;
   // Bench/debug, optional: [batch * num_kv_heads, kSelectPhases] the SM's clock64 when the
   // selection kernel's CTA for the row finished each phase (SelectPhase; 0 where a row's mode
   // skips one), so a one-launch profile splits its time without Nsight.

@@ -83,6 +83,10 @@ absl::Status CanRunSparseBlockSelect(const BlockSelectParams& p) {
         "sparse block select: row_modes, seq_rules, maybe_sel_blocks (the sets) and "
         "maybe_set_sizes must be set");
   }
+  if (p.maybe_widen_scores != nullptr && p.maybe_row_active == nullptr) {
+    return absl::InvalidArgumentError(
+        "sparse block select: maybe_widen_scores is for widening rounds (maybe_row_active)");
+  }
   if (p.maybe_row_active != nullptr &&
       (p.maybe_row_budgets == nullptr || p.maybe_log_unread == nullptr ||
        p.maybe_split_lens == nullptr || p.prhs_seqs != nullptr)) {

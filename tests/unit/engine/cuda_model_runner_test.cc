@@ -606,10 +606,10 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
       EXPECT_GE(close, rows * 3 / 4);
     }  // quest ranks by the box bound on the GPU, by min(box, ball) on the CPU: counts only
   }
-  // max_dropped_mass on the GPU (quest and streaming widen their budgets): 0 reads every block
-  // from the start (no widening; the logits of dense attention); a bound in between holds at
-  // every step, by widening wherever the unbounded run missed it, never reading less than it.
-  for (const PolicySpec* base : {&quest, &streaming}) {
+  // max_dropped_mass on the GPU (quest, streaming and lychee widen their budgets): 0 reads every
+  // block from the start (no widening; the logits of dense attention); a bound in between holds
+  // at every step, by widening wherever the unbounded run missed it, never reading less than it.
+  for (const PolicySpec* base : {&quest, &streaming, &lychee}) {
     SCOPED_TRACE(base->name + " under max_dropped_mass");
     StatsMap plain_stats, zero_stats, bounded_stats;
     run(*gpu, base, &plain_stats);
@@ -618,7 +618,7 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
     ASSERT_TRUE(gpu->SupportsPolicy(zero).ok());
     const std::vector<SimSeq> all = run(*gpu, &zero, &zero_stats);
     PolicySpec bounded = *base;
-    bounded.max_dropped_mass = base == &quest ? 0.05 : 0.2;
+    bounded.max_dropped_mass = base == &streaming ? 0.2 : 0.05;
     const std::vector<SimSeq> got = run(*gpu, &bounded, &bounded_stats);
     ASSERT_EQ(zero_stats.size(), plain_stats.size());
     ASSERT_EQ(bounded_stats.size(), plain_stats.size());
@@ -661,7 +661,7 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
   PolicySpec prhs = prhs_reuse;
   prhs.budget_tokens = kBlock * (cuda::kPrhsMaxAnchorBlocks + 1);
   EXPECT_NE(gpu->SupportsPolicy(prhs).message().find("anchor"), std::string::npos);
-  PolicySpec bounded = lychee;
+  PolicySpec bounded = prhs_reuse;
   bounded.max_dropped_mass = 0.1;
   EXPECT_NE(gpu->SupportsPolicy(bounded).message().find("max_dropped_mass"), std::string::npos);
   PolicySpec token = lychee;

@@ -12,8 +12,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <iterator>
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -204,7 +206,8 @@ TEST(CudaSparseRulesTest, RulesReproduceTheCpuPolicies) {
 }
 
 // max_dropped_mass as the GPU runs it (SeqRuleFor's budget in tokens, WideningRounds rounds of
-// WidenBudgets' doubling, the rule over the kv head's box bounds, KvHeadBound over the LSE of what
+// WidenBudgets' doubling, the rule over the kv head's box bounds — for a LycheeDecode sparse head
+// its inherited set plus the rule over its own exact scores —, KvHeadBound over the LSE of what
 // was read) against the CPU runner's loop (Policy::Select with per-kv-head budgets,
 // cpu::SparseDecodeAttention's certified bound, doubling while it misses): with one query head
 // per kv head the two bounds are the same quantity (the CPU's per-head upper bounds are then the
@@ -219,7 +222,7 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
   std::uniform_real_distribution<float> qd(-3.0f, 3.0f);
   const double masses[] = {0.0, 1e-3, 0.02, 0.1, 0.3, 0.7};
   constexpr int64_t kGroupOne = kKvHeads;  // query heads: one per kv head
-  int64_t trials = 0, widened = 0, ambiguous = 0;
+  int64_t trials = 0, widened = 0, lychee_widened = 0, ambiguous = 0;
   for (int trial = 0; trial < 240; ++trial) {
     const int64_t bs = trial % 2 == 0 ? 16 : 32;
     const int64_t ctx = ctx_dist(rng);
@@ -229,16 +232,29 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
     std::vector<float> q(kGroupOne * kDim);
     for (float& v : q) v = qd(rng);
     const int64_t budget = budget_dist(rng), sinks = sink_dist(rng);
-    const double max_mass = masses[trial % 6];
-    const bool is_quest = trial % 4 < 2;
-    SCOPED_TRACE("trial " + std::to_string(trial) + (is_quest ? " quest" : " streaming") +
+    const double max_mass = masses[(trial / 3) % 6];
+    // Quest, streaming, and LycheeDecode at its layer 1 (kv head 0 retrieval, kv head 1 inheriting
+    // what layer 0 chose at index 1).
+    const int kind = trial % 3;
+    const bool is_quest = kind == 0, is_lychee = kind == 2;
+    SCOPED_TRACE("trial " + std::to_string(trial) +
+                 (is_quest    ? " quest"
+                  : is_lychee ? " lychee"
+                              : " streaming") +
                  ": context " + std::to_string(ctx) + " block " + std::to_string(bs) + " budget " +
                  std::to_string(budget) + " sinks " + std::to_string(sinks) + " max_dropped_mass " +
                  std::to_string(max_mass));
     const sparsity::PolicyLimits limits{budget, max_mass};
+    LycheeKnobs knobs;
+    knobs.sink_tokens = sinks;
+    knobs.local_tokens = sink_dist(rng);
+    auto roles = std::make_shared<sparsity::HeadRoles>(2, kKvHeads);
+    roles->set_retrieval(1, 0, true);
     std::unique_ptr<sparsity::Policy> policy;
     if (is_quest) {
       policy = std::make_unique<sparsity::QuestPolicy>(limits, sinks);
+    } else if (is_lychee) {
+      policy = std::make_unique<sparsity::LycheePolicy>(limits, knobs, roles);
     } else {
       policy = std::make_unique<sparsity::StreamingPolicy>(limits, sinks);
     }
@@ -248,7 +264,7 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
     query.block_table = cache.table;
     query.position = ctx - 1;
     query.num_heads = kGroupOne;
-    query.num_layers = 1;
+    query.num_layers = 2;
     query.scale = 0.25f;
 
     // The CPU runner's loop (CpuModelRunner::Impl::SparseDecode, one query head per kv head).
@@ -260,6 +276,11 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
     sparsity::Selection cpu_sel;
     int64_t cpu_widenings = 0;
     bool near_threshold = false;
+    if (is_lychee) {  // layer 0: every head retrieval, reading everything, choosing the sets
+      policy->Select(query, budgets, &cpu_sel);
+      policy->AfterAttention(query, std::vector<float>(kGroupOne, 0.0f));
+      query.layer = 1;
+    }
     for (;;) {
       policy->Select(query, budgets, &cpu_sel);
       cpu::SparseDecodeAttentionParams sp;
@@ -309,17 +330,43 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
     bp.num_blocks = n;
     bp.scale = query.scale;
     cpu::BlockScoreBounds(bp);
-    const cuda::SelectSeqRule rule = SeqRuleFor(policy->device_selection(), budget, bs, max_mass);
+    const sparsity::DeviceSelection device = policy->device_selection();
+    const cuda::SelectSeqRule rule = SeqRuleFor(device, budget, bs, max_mass);
     const int64_t rounds = WideningRounds(n, bs, rule.budget_tokens);
     int64_t gpu_widenings = 0;
     for (int64_t g = 0; g < kKvHeads; ++g) {
       const std::vector<float> kv_bounds(bounds.begin() + g * n, bounds.begin() + (g + 1) * n);
+      // LycheeDecode: the exact scores of the head's (group-mean) query rank its own choice; a
+      // retrieval head reads everything, a sparse head its inherited set (layer 0's choice).
+      std::vector<float> exact(static_cast<size_t>(n));
+      std::vector<int32_t> inherited;
+      const cuda::SelectRowMode mode =
+          is_lychee && max_mass <= 0.0 ? cuda::SelectRowMode::kAll : RowModeFor(device, 1, g);
+      if (is_lychee) {
+        std::vector<float> qbar(kDim);
+        sparsity::GroupMeanQuery(query, g, qbar.data());
+        sparsity::ExactBlockScores(query, g, qbar.data(), exact.data());
+        inherited = RuleSet(rule, exact);
+      }
       int32_t tokens = rule.budget_tokens;
       std::vector<int32_t> set;
       for (int64_t round = 0;; ++round) {
         cuda::SelectSeqRule r = rule;
         r.budget_blocks = static_cast<int32_t>(tokens / bs);
-        set = RuleSet(r, is_quest ? kv_bounds : std::vector<float>(kv_bounds.size(), 0.0f));
+        if (mode == cuda::SelectRowMode::kAll || mode == cuda::SelectRowMode::kExactTopK) {
+          set.resize(static_cast<size_t>(n));
+          std::iota(set.begin(), set.end(), 0);
+        } else if (mode == cuda::SelectRowMode::kInherit) {
+          set = inherited;
+          if (round > 0) {
+            const std::vector<int32_t> own = RuleSet(r, exact);
+            set.clear();
+            std::set_union(inherited.begin(), inherited.end(), own.begin(), own.end(),
+                           std::back_inserter(set));
+          }
+        } else {
+          set = RuleSet(r, is_quest ? kv_bounds : std::vector<float>(kv_bounds.size(), 0.0f));
+        }
         // What the device computes: the LSE of the read keys, the bound of the unread blocks.
         std::vector<uint8_t> read(static_cast<size_t>(n), 0);
         double lse_max = -INFINITY, unread_max = -INFINITY;
@@ -360,9 +407,11 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
     EXPECT_EQ(gpu_widenings, cpu_widenings);
     ++trials;
     widened += cpu_widenings > 0;
+    lychee_widened += is_lychee && cpu_widenings > 0;
   }
   EXPECT_GT(trials, 200);
   EXPECT_GT(widened, 50);
+  EXPECT_GT(lychee_widened, 10);
   std::printf("%lld trials compared (%lld widened), %lld left out near the threshold\n",
               static_cast<long long>(trials), static_cast<long long>(widened),
               static_cast<long long>(ambiguous));
@@ -393,11 +442,10 @@ TEST(CudaSparseRulesTest, PoliciesTheGpuRefusesSayWhy) {
   spec.lychee.mode = "token";
   EXPECT_NE(CudaSparsePolicySupport(spec).message().find("token mode"), std::string::npos);
   spec.lychee.mode = "block";
-  spec.max_dropped_mass = 0.05;  // widened on the GPU for quest and streaming only
-  EXPECT_NE(CudaSparsePolicySupport(spec).message().find("max_dropped_mass"), std::string::npos);
+  spec.max_dropped_mass = 0.05;  // widened on the GPU but for prhs
   spec.name = "prhs";
   EXPECT_NE(CudaSparsePolicySupport(spec).message().find("max_dropped_mass"), std::string::npos);
-  for (const char* name : {"quest", "streaming"}) {
+  for (const char* name : {"quest", "streaming", "lychee"}) {
     spec.name = name;
     EXPECT_TRUE(CudaSparsePolicySupport(spec).ok()) << name;
   }

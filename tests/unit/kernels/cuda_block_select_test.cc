@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <string>
@@ -848,6 +849,9 @@ TEST_F(CudaBlockSelectTest, SparseModesRulesAndBounds) {
 // After the rounds the host plans (doublings until a budget covers its row), every row meets
 // its sequence's max_dropped_mass or reads everything, and the exact dropped mass against the
 // dense LSE stays under the bound. Sequence 0 reads everything (kAll) and must never widen.
+// Every third sequence is a LycheeDecode one: a first launch chooses its sets (kExactTopK), the
+// widened launch's rows inherit them (kInherit); widened, such a row reads its inherited set plus
+// its own choice by exact scores (checked against double precision) and keeps its set.
 void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
                                           const std::vector<int64_t>& contexts) {
   SCOPED_TRACE(SeedNote() + " widening heads=" + std::to_string(c.num_heads) + "/" +
@@ -864,18 +868,27 @@ void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t rows = batch * kvh;
 
-  // Quest's and the streaming rule in turn, budgets in tokens (not always whole blocks), and a
-  // max_dropped_mass per sequence (1: none).
+  // Quest's, the streaming and LycheeDecode's rule in turn, budgets in tokens (not always whole
+  // blocks), and a max_dropped_mass per sequence (1: none).
   const float masses[] = {0.5f, 0.2f, 0.05f, 1.0f, 0.01f};
   std::vector<SelectSeqRule> rules(batch);
   std::vector<float> max_mass(batch);
   std::vector<int8_t> modes(rows, static_cast<int8_t>(SelectRowMode::kTopK));
+  std::vector<int8_t> first_modes(rows, static_cast<int8_t>(SelectRowMode::kAll));
   int64_t rounds = 0;
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t n = (contexts[b] + bs - 1) / bs;
     std::uniform_int_distribution<int64_t> budget(1, std::max<int64_t>(1, contexts[b] / 6));
     std::uniform_int_distribution<int> small(0, 3);
-    rules[b].rule = b % 2 == 0 ? SelectRule::kQuest : SelectRule::kStreaming;
+    const SelectRule kinds[] = {SelectRule::kQuest, SelectRule::kStreaming, SelectRule::kTopK};
+    rules[b].rule = kinds[b % 3];
+    rules[b].local_blocks = 1 + small(rng_);
+    if (rules[b].rule == SelectRule::kTopK) {
+      for (int64_t g = 0; g < kvh; ++g) {
+        first_modes[b * kvh + g] = static_cast<int8_t>(SelectRowMode::kExactTopK);
+        modes[b * kvh + g] = static_cast<int8_t>(SelectRowMode::kInherit);
+      }
+    }
     rules[b].budget_tokens = static_cast<int32_t>(budget(rng_));
     rules[b].budget_blocks =
         static_cast<int32_t>(std::max<int64_t>(1, rules[b].budget_tokens / bs));
@@ -893,11 +906,11 @@ void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
   LY_ASSERT_OK(Upload(rp, q, contexts, &in));
   DeviceBuffer<int32_t> d_sel_tables, d_sel_lens, d_sets, d_set_sizes, d_reused, d_split;
   DeviceBuffer<int32_t> d_budgets, d_active;
-  DeviceBuffer<float> d_scores, d_log_unread, d_mass;
+  DeviceBuffer<float> d_scores, d_log_unread, d_mass, d_widen_scores;
   DeviceBuffer<int8_t> d_modes;
   DeviceBuffer<SelectSeqRule> d_rules;
   LY_ASSERT_OK(d_rules.Upload(rules));
-  LY_ASSERT_OK(d_modes.Upload(modes));
+  LY_ASSERT_OK(d_modes.Upload(first_modes));
   LY_ASSERT_OK(d_mass.Upload(max_mass));
   for (DeviceBuffer<int32_t>* buf : {&d_sel_tables, &d_sets}) {
     LY_ASSERT_OK(buf->Allocate(rows * max_blocks));
@@ -913,6 +926,8 @@ void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
   LY_ASSERT_OK(d_scores.FillBytes(0xff));
   LY_ASSERT_OK(d_log_unread.Allocate(rows));
   LY_ASSERT_OK(d_log_unread.FillBytes(0xff));
+  LY_ASSERT_OK(d_widen_scores.Allocate(rows * max_blocks));
+  LY_ASSERT_OK(d_widen_scores.FillBytes(0xff));
   BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
   sp.sel_tables = d_sel_tables.get();
   sp.sel_lens = d_sel_lens.get();
@@ -924,6 +939,13 @@ void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
   sp.maybe_split_lens = d_split.get();
   sp.row_modes = d_modes.get();
   sp.seq_rules = d_rules.get();
+  // "Layer 0": the LycheeDecode sequences' retrieval heads choose the sets; then the layer under
+  // test, where they inherit them.
+  LY_ASSERT_OK(SparseBlockSelect(sp, nullptr));
+  std::vector<int32_t> inherited_sets, inherited_sizes;
+  LY_ASSERT_OK(d_sets.Download(inherited_sets));
+  LY_ASSERT_OK(d_set_sizes.Download(inherited_sizes));
+  LY_ASSERT_OK(d_modes.Write(modes));
   LY_ASSERT_OK(SparseBlockSelect(sp, nullptr));
 
   // The sparse attention of the budget-bound rows (part 1), and the dense one for the audit.
@@ -1040,7 +1062,12 @@ void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
     BlockSelectParams round_sp = sp;
     round_sp.maybe_row_budgets = d_budgets.get();
     round_sp.maybe_row_active = d_active.get();
+    round_sp.maybe_widen_scores = d_widen_scores.get();
     LY_ASSERT_OK(SparseBlockSelect(round_sp, nullptr));
+    std::vector<float> widen_scores;
+    std::vector<int32_t> reused;
+    LY_ASSERT_OK(d_widen_scores.Download(widen_scores));
+    LY_ASSERT_OK(d_reused.Download(reused));
     LY_ASSERT_OK(DecodeAttention(sparse, plan, nullptr));
     ASSERT_NO_FATAL_FAILURE(snapshot(&after));
     for (int64_t r = 0; r < rows; ++r) {
@@ -1066,13 +1093,39 @@ void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
       SelectSeqRule rule = rules[b];
       rule.budget_blocks = static_cast<int32_t>(std::max<int64_t>(1, budgets_now[r] / bs));
       const float* row_scores = after.scores.data() + r * max_blocks;
-      const std::vector<int32_t> want = WantedSet(rule, rp, ctx, row_scores);
-      ASSERT_EQ(after.sizes[r], static_cast<int32_t>(want.size()));
+      std::vector<int32_t> want;
+      ASSERT_EQ(reused[r], 0);
+      if (modes[r] == static_cast<int8_t>(SelectRowMode::kInherit)) {
+        // Its own choice by the exact scores of its group-mean query, plus the inherited set;
+        // the set itself unchanged.
+        const float* exact = widen_scores.data() + r * max_blocks;
+        std::vector<double> qbar(d, 0.0);
+        for (int64_t hh = 0; hh < group; ++hh) {
+          for (int64_t e = 0; e < d; ++e) qbar[e] += q[(b * h + g * group + hh) * d + e];
+        }
+        for (double& v : qbar) v /= static_cast<double>(group);
+        const SelectRange range = ResolveSelectRule(rule, static_cast<int32_t>(n));
+        ASSERT_NO_FATAL_FAILURE(
+            ExpectExactScores(rp, qbar, b, g, ctx, range.first, range.last_begin, exact));
+        const std::vector<int32_t> own = WantedSet(rule, rp, ctx, exact);
+        const std::vector<int32_t> kept(
+            inherited_sets.begin() + r * max_blocks,
+            inherited_sets.begin() + r * max_blocks + inherited_sizes[r]);
+        std::set_union(kept.begin(), kept.end(), own.begin(), own.end(), std::back_inserter(want));
+        ASSERT_EQ(after.sizes[r], inherited_sizes[r]);
+        ASSERT_EQ(row_of(after.sets), row_of(before.sets));
+      } else {
+        want = WantedSet(rule, rp, ctx, row_scores);
+        ASSERT_EQ(after.sizes[r], static_cast<int32_t>(want.size()));
+        for (size_t j = 0; j < want.size(); ++j) {
+          ASSERT_EQ(after.sets[r * max_blocks + j], want[j]) << "set slot " << j;
+        }
+      }
       int64_t tokens = 0;
       std::vector<uint8_t> is_read(n, 0);
       for (size_t j = 0; j < want.size(); ++j) {
-        ASSERT_EQ(after.sets[r * max_blocks + j], want[j]) << "set slot " << j;
-        ASSERT_EQ(after.tables[r * max_blocks + j], rp.tables[b * max_blocks + want[j]]);
+        ASSERT_EQ(after.tables[r * max_blocks + j], rp.tables[b * max_blocks + want[j]])
+            << "slot " << j;
         tokens += std::min(bs, ctx - want[j] * bs);
         is_read[want[j]] = 1;
       }
