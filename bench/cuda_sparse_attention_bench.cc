@@ -85,6 +85,11 @@ struct Row {
   // One more cold select with BlockSelectParams::maybe_phase_clocks: the mean over rows of each
   // phase's cycles (planned .. end after its predecessor), and the whole CTA's.
   double select_phase_cycles[kSelectPhases] = {};
+  // The same selection with the radix search (BlockSelectParams::search), and whether its pages
+  // and lengths equal the bisection's.
+  double select_radix_us = 0;
+  double select_radix_phase_cycles[kSelectPhases] = {};
+  bool radix_same_picks = false;
 };
 
 // Mean over rows of each phase's cycles since the row's previous recorded phase; [0]: entry to
@@ -339,6 +344,14 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       r.batch = batch;
       r.context = ctx;
       auto t_dense = time(attend(*dense));
+      BlockSelectParams radix = sp;
+      radix.search = SelectSearch::kRadix;
+      auto t_select_radix = time([&] { return QuestBlockSelect(radix, stream); });
+      if (!t_select_radix.ok()) return t_select_radix.status();
+      std::vector<int32_t> radix_tables, radix_lens;
+      LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+      LY_CUDA_RETURN_IF_NOT_OK(sel_tables.Download(radix_tables));
+      LY_CUDA_RETURN_IF_NOT_OK(sel_lens.Download(radix_lens));
       auto t_select = time([&] { return QuestBlockSelect(sp, stream); });
       LY_CUDA_RETURN_IF_NOT_OK(QuestBlockSelect(sp, stream));  // the selection quest reads
       auto t_quest = time(attend(*quest));
@@ -361,12 +374,22 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       }
       r.dense_us = *t_dense;
       r.select_us = *t_select;
+      r.select_radix_us = *t_select_radix;
+      {
+        std::vector<int32_t> bisect_tables, bisect_lens;
+        LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+        LY_CUDA_RETURN_IF_NOT_OK(sel_tables.Download(bisect_tables));
+        LY_CUDA_RETURN_IF_NOT_OK(sel_lens.Download(bisect_lens));
+        r.radix_same_picks = bisect_tables == radix_tables && bisect_lens == radix_lens;
+      }
       r.quest_us = *t_quest;
       r.chain_us = *t_chain;
       r.lychee_us = *t_lychee;
       r.lychee_1launch_us = *t_lychee1;
       r.all_us = *t_all;
-      {
+      // One cold select with phase clocks, per search.
+      auto profile = [&](const BlockSelectParams& params,
+                         double(&cycles)[kSelectPhases]) -> absl::Status {
         DeviceBuffer<int64_t> phase_clocks;
         const int64_t select_rows = batch * kKvHeads;
         LY_CUDA_RETURN_IF_NOT_OK(phase_clocks.Allocate(select_rows * kSelectPhases));
@@ -374,14 +397,17 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
         if (!o.warm) {
           LY_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(flush.get(), 1, flush.bytes(), stream));
         }
-        BlockSelectParams profiled = sp;
+        BlockSelectParams profiled = params;
         profiled.maybe_phase_clocks = phase_clocks.get();
         LY_CUDA_RETURN_IF_NOT_OK(QuestBlockSelect(profiled, stream));
         LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
         std::vector<int64_t> clocks;
         LY_CUDA_RETURN_IF_NOT_OK(phase_clocks.Download(clocks));
-        MeanPhaseCycles(clocks, select_rows, r.select_phase_cycles);
-      }
+        MeanPhaseCycles(clocks, select_rows, cycles);
+        return absl::OkStatus();
+      };
+      LY_CUDA_RETURN_IF_NOT_OK(profile(radix, r.select_radix_phase_cycles));
+      LY_CUDA_RETURN_IF_NOT_OK(profile(sp, r.select_phase_cycles));
       r.dense_splits = dense->plan.num_splits;
       r.lychee_splits[0] = lychee_full->plan.num_splits;
       r.lychee_splits[1] = lychee_budget->plan.num_splits;
@@ -486,24 +512,38 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
          {"dense_splits", r.dense_splits},
          {"lychee_splits", {r.lychee_splits[0], r.lychee_splits[1]}},
          {"lychee_1launch_splits", r.lychee_1launch_splits},
-         {"select_phase_cycles", std::vector<double>(std::begin(r.select_phase_cycles),
-                                                     std::end(r.select_phase_cycles))}});
+         {"select_phase_cycles",
+          std::vector<double>(std::begin(r.select_phase_cycles), std::end(r.select_phase_cycles))},
+         {"select_radix_us", r.select_radix_us},
+         {"radix_same_picks", r.radix_same_picks},
+         {"select_radix_phase_cycles",
+          std::vector<double>(std::begin(r.select_radix_phase_cycles),
+                              std::end(r.select_radix_phase_cycles))}});
   }
   // Where a select's time goes: cycles of the SM clock (clock64), at the peak clock in µs.
   int clock_khz = 0;
   LY_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, dev.index));
   std::printf(
       "\nselect kernel phases (one cold launch, mean over rows, us at the %.0f MHz peak clock): "
-      "plan, stage, bisect, emit, gather, bound; the whole CTA\n",
+      "plan, stage, search, emit, gather, bound; the whole CTA; and the selection event-timed, per "
+      "search (bisect: the default; radix: BlockSelectParams::search, same picks?)\n",
       clock_khz / 1e3);
-  std::printf("| batch x context | plan | stage | bisect | emit | gather | bound | CTA |\n");
-  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  std::printf(
+      "| batch x context | search | plan | stage | search | emit | gather | bound | CTA | select "
+      "us | same picks |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Row& r : results) {
-    const auto us = [&](int i) { return r.select_phase_cycles[i] * 1e3 / clock_khz; };
-    std::printf("| %lld x %lldK | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
-                static_cast<long long>(r.batch), static_cast<long long>(r.context / 1024),
-                us(kSelectPlanned), us(kSelectStaged), us(kSelectBisected), us(kSelectEmitted),
-                us(kSelectGathered), us(kSelectEnd), us(0));
+    for (const bool is_radix : {false, true}) {
+      const double* cycles = is_radix ? r.select_radix_phase_cycles : r.select_phase_cycles;
+      const auto us = [&](int i) { return cycles[i] * 1e3 / clock_khz; };
+      std::printf(
+          "| %lld x %lldK | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %s |\n",
+          static_cast<long long>(r.batch), static_cast<long long>(r.context / 1024),
+          is_radix ? "radix" : "bisect", us(kSelectPlanned), us(kSelectStaged), us(kSelectBisected),
+          us(kSelectEmitted), us(kSelectGathered), us(kSelectEnd), us(0),
+          is_radix ? r.select_radix_us : r.select_us,
+          is_radix ? (r.radix_same_picks ? "yes" : "NO") : "-");
+    }
   }
   json = {{"bench", "cuda_sparse_attention"},
           {"device", dev.name},

@@ -352,6 +352,7 @@ struct SelectShared {
   int flag;
   int warp_above[kSelectWarps], warp_equal[kSelectWarps];
   int round_counts[2][kSelectWarps];
+  uint32_t digit_counts[2][kSelectWarps][8];  // RadixTop's rounds: 16-bit digit tallies
   // BisectTop's last rounds: the candidates still undecided, and the warp's answer.
   uint32_t survivors[kSelectSurvivors];
   int num_survivors;
@@ -489,6 +490,209 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
   return pick;
 }
 
+// The same pick as BisectTop, by a radix search over the bits where the images differ
+// (SelectSearch::kRadix): a first round finds the largest and smallest image (the bits above
+// their highest differing bit are everyone's), then each round tallies the elements still in the
+// open range by their next 4-bit digit and keeps the digit where the count from the top reaches
+// k. A thread tallies into four 32-bit words of four 8-bit counters (no atomics, no local
+// memory), widened to 16-bit fields for one __reduce_add_sync per pair of digits; the warps' rows
+// meet in a double-buffered shared table: one barrier a round. Once at most kSelectSurvivors
+// candidates lie in the open range (after 1-3 digit rounds for a 128K row's scores in a host
+// simulation), they are compacted into shared memory and one warp finishes alone, as in
+// BisectTop. Not yet measured on a GPU: BlockSelectParams::search picks it for a same-run
+// comparison (cuda_sparse_attention_bench), and the tests run both. Every thread calls it.
+template <typename Image>
+__device__ TopPick RadixTop(int k, int lo, int hi, Image image, SelectShared& sh) {
+  static_assert(kSelectWarps == 16, "a lane sums the digit rows of four warps");
+  static_assert(kSelectSurvivors % 32 == 0, "survivors spread evenly over a warp");
+  static_assert(kBlockSelectMaxBlocks / kSelectThreads < 255, "a thread's tally fits 8 bits");
+  static_assert(kBlockSelectMaxBlocks < 65536, "the block's tally fits 16 bits");
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  // Rows of up to kSelectCached * kSelectThreads candidates (8192: a 128K context at block size
+  // 16) keep each thread's images in registers for every round; longer ones re-read them.
+  const bool cached = hi - lo <= kSelectCached * kSelectThreads;
+  uint32_t images[kSelectCached];
+#pragma unroll
+  for (int j = 0; j < kSelectCached; ++j) {
+    const int b = lo + static_cast<int>(threadIdx.x) + j * kSelectThreads;
+    images[j] = cached && b < hi ? image(b) : 0u;
+  }
+  if (threadIdx.x == 0) sh.num_survivors = 0;  // published by the first round's barrier
+  int round = 0;
+  // Round 0: the largest and smallest counted image and how many count.
+  uint32_t largest = 0u, smallest = ~0u;
+  int counted = 0;
+  {
+    auto see = [&](uint32_t u) {
+      largest = max(largest, u);
+      smallest = u != 0u ? min(smallest, u) : smallest;
+      counted += u != 0u;
+    };
+    if (cached) {
+#pragma unroll
+      for (int j = 0; j < kSelectCached; ++j) see(images[j]);
+    } else {
+      for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) see(image(b));
+    }
+    largest = __reduce_max_sync(0xffffffffu, largest);
+    smallest = __reduce_min_sync(0xffffffffu, smallest);
+    counted = __reduce_add_sync(0xffffffffu, counted);
+    uint32_t(*table)[8] = sh.digit_counts[round++ & 1];
+    if (lane == 0) {
+      table[warp][0] = largest;
+      table[warp][1] = smallest;
+      table[warp][2] = static_cast<uint32_t>(counted);
+    }
+    __syncthreads();
+    const bool has = lane < kSelectWarps;
+    largest = __reduce_max_sync(0xffffffffu, has ? table[lane][0] : 0u);
+    smallest = __reduce_min_sync(0xffffffffu, has ? table[lane][1] : ~0u);
+    counted = static_cast<int>(__reduce_add_sync(0xffffffffu, has ? table[lane][2] : 0u));
+  }
+  if (largest == smallest) {  // every counted image is the same: the first k of them
+    __syncthreads();          // the table is read before a later call writes it
+    return TopPick{largest, k};
+  }
+  // The answer lies in [prefix, prefix + 2^shift); `above` elements lie past its top end.
+  int shift = 32 - __clz(largest ^ smallest);
+  uint32_t prefix = shift == 32 ? 0u : largest & (~0u << shift);
+  int above = 0;
+  int in_range = counted;
+  while (shift > 0 && in_range > kSelectSurvivors) {
+    const uint32_t high = shift == 32 ? 0u : ~0u << shift;  // the decided bits
+    const int digit_bits = min(4, shift);
+    const int digit_shift = shift - digit_bits;
+    const uint32_t digit_mask = (1u << digit_bits) - 1u;
+    uint32_t tallies[4] = {0u, 0u, 0u, 0u};  // digits 4q .. 4q + 3, a byte each
+    auto tally = [&](uint32_t u) {
+      const bool in = u != 0u && ((u ^ prefix) & high) == 0u;
+      const uint32_t d = (u >> digit_shift) & digit_mask;
+      const uint32_t one = in ? 1u << (8u * (d & 3u)) : 0u;
+#pragma unroll
+      for (uint32_t q = 0; q < 4; ++q) tallies[q] += (d >> 2) == q ? one : 0u;
+    };
+    if (cached) {
+#pragma unroll
+      for (int j = 0; j < kSelectCached; ++j) tally(images[j]);
+    } else {
+#pragma unroll 4
+      for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) tally(image(b));
+    }
+    // Word 2q holds digits 4q and 4q + 2 in 16-bit fields, word 2q + 1 digits 4q + 1 and 4q + 3.
+    uint32_t words[8];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      words[2 * q] = __reduce_add_sync(0xffffffffu, tallies[q] & 0x00ff00ffu);
+      words[2 * q + 1] = __reduce_add_sync(0xffffffffu, (tallies[q] >> 8) & 0x00ff00ffu);
+    }
+    uint32_t(*table)[8] = sh.digit_counts[round++ & 1];
+    uint32_t word = 0;  // words[lane] by constant indices (a dynamic one would spill them)
+#pragma unroll
+    for (int w = 0; w < 8; ++w) word = lane == w ? words[w] : word;
+    if (lane < 8) table[warp][lane] = word;
+    __syncthreads();
+    // Lane l sums word l % 8 of warps l / 8, + 4, + 8, + 12; then over the four lane groups.
+    uint32_t total = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) total += table[lane / 8 + 4 * i][lane % 8];
+    total += __shfl_xor_sync(0xffffffffu, total, 8);
+    total += __shfl_xor_sync(0xffffffffu, total, 16);
+    int counts[16];
+#pragma unroll
+    for (int w = 0; w < 8; ++w) {
+      const uint32_t v = __shfl_sync(0xffffffffu, total, w);
+      const int base = 4 * (w / 2) + w % 2;
+      counts[base] = static_cast<int>(v & 0xffffu);
+      counts[base + 2] = static_cast<int>(v >> 16);
+    }
+    // The highest digit whose count from the top reaches k (digit 0 at the latest: k is within
+    // the range's elements and those above it).
+    int digit = 0;
+    bool found = false;
+#pragma unroll
+    for (int d = 15; d > 0; --d) {
+      if (!found && above + counts[d] >= k) {
+        digit = d;
+        found = true;
+      }
+      if (!found) above += counts[d];
+    }
+#pragma unroll
+    for (int d = 0; d < 16; ++d) in_range = d == digit ? counts[d] : in_range;
+    prefix |= static_cast<uint32_t>(digit) << digit_shift;
+    shift = digit_shift;
+  }
+  if (shift == 0) {
+    __syncthreads();  // the table is read before a later call writes it
+    return TopPick{prefix, k - above};
+  }
+  const int bit = shift;  // the warp decides bits bit - 1 .. 0
+  // Few enough left: [prefix, top) holds at most kSelectSurvivors candidates. Compact them
+  // (in any order: only counts follow), then warp 0 decides bits bit - 1 .. 0 over them.
+  const uint64_t top = static_cast<uint64_t>(prefix) + (uint64_t{1} << bit);
+  // A warp's keepers take consecutive slots from one shared atomic (one a lane, on one address,
+  // would serialise).
+  auto keep = [&](uint32_t u) {                               // the whole warp calls it
+    const bool in_range = u != 0u && u >= prefix && u < top;  // (prefix may be 0)
+    const unsigned mask = __ballot_sync(0xffffffffu, in_range);
+    if (mask == 0u) return;
+    int base = 0;
+    if (lane == __ffs(mask) - 1) base = atomicAdd(&sh.num_survivors, __popc(mask));
+    base = __shfl_sync(0xffffffffu, base, __ffs(mask) - 1);
+    if (in_range) sh.survivors[base + __popc(mask & ((1u << lane) - 1u))] = u;
+  };
+  if (cached) {
+#pragma unroll
+    for (int j = 0; j < kSelectCached; ++j) keep(images[j]);
+  } else {
+    for (int base = lo; base < hi; base += kSelectThreads) {
+      const int b = base + static_cast<int>(threadIdx.x);
+      keep(b < hi ? image(b) : 0u);  // 0: not kept
+    }
+  }
+  __syncthreads();
+  if (warp == 0) {
+    constexpr int kPerLane = kSelectSurvivors / 32;
+    const int n = sh.num_survivors;
+    uint32_t mine[kPerLane];
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int i = lane + 32 * j;
+      mine[j] = i < n ? sh.survivors[i] : 0u;  // 0: never counted (every t below is >= 1)
+    }
+    auto count_from = [&](uint64_t t) {  // survivors >= t, plus those above the range
+      int c = 0;
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j) c += mine[j] >= t && lane + 32 * j < n;
+      return above + static_cast<int>(__reduce_add_sync(0xffffffffu, c));
+    };
+    for (int b = bit - 1; b >= 0; --b) {
+      const uint32_t candidate = prefix | (1u << b);
+      if (count_from(candidate) >= k) prefix = candidate;
+    }
+    const int at_or_above = count_from(static_cast<uint64_t>(prefix) + 1u);
+    if (lane == 0) {
+      sh.survivors_prefix = prefix;
+      sh.survivors_above = at_or_above;
+    }
+  }
+  __syncthreads();
+  const TopPick pick{sh.survivors_prefix, k - sh.survivors_above};
+  __syncthreads();  // read before a later call writes them
+  return pick;
+}
+
+// The search a launch asked for (BlockSelectParams::search).
+template <SelectSearch kSearch, typename Image>
+__device__ __forceinline__ TopPick FindTop(int k, int lo, int hi, Image image, SelectShared& sh) {
+  if constexpr (kSearch == SelectSearch::kRadix) {
+    return RadixTop(k, lo, hi, image, sh);
+  } else {
+    return BisectTop(k, lo, hi, image, sh);
+  }
+}
+
 // Calls taken(slot, b) for each b of [lo, hi) that `pick` takes (image above the threshold, or
 // equal to it and among the first equal_quota such), slots from slot0 in index order. Warp w owns
 // a contiguous range and walks it 32 at a time, a lane per element (conflict-free shared reads):
@@ -622,6 +826,7 @@ __device__ int EmitBits(int lo, int hi, const uint32_t* bits, int slot0, Emit em
 // set stays as it is: deeper sparse heads inherit the retrieval head's choice, as on the CPU.
 // With a bound wanted, s_scores ends with the key-summary bounds of the unread blocks and -inf
 // at the read ones. Returns the count. Every thread of the block calls it.
+template <SelectSearch kSearch>
 __device__ int SelectWidenedInheritRow(const BlockSelectParams& p, const RowPlan& plan, int64_t row,
                                        const int32_t* set, float* s_scores, uint32_t* member,
                                        int32_t* out, SelectShared& sh) {
@@ -639,7 +844,7 @@ __device__ int SelectWidenedInheritRow(const BlockSelectParams& p, const RowPlan
     StageScores(s_scores, p.maybe_widen_scores + row * p.shape.max_blocks_per_seq, first, cand_end);
     __syncthreads();
     const auto score = [&](int b) { return OrderedBits(s_scores[b]); };
-    const TopPick pick = BisectTop(take, first, cand_end, score, sh);
+    const TopPick pick = FindTop<kSearch>(take, first, cand_end, score, sh);
     ForEachTaken(
         first, cand_end, pick, score, 0, [&](int, int b) { SetBit(member, b); }, sh);
   }
@@ -804,7 +1009,8 @@ __device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, i
 // Selection: CTA (kv head, sequence). See the file comment for the top-k select. kWithPrhs: the
 // launch has kPrhs rows (a separate instantiation keeps their registers out of the others'). Two
 // CTAs an SM (64 registers): a batch of 32 x 8 kv heads selects in one wave.
-template <int D, bool kWithPrhs>
+// kSearch: BlockSelectParams::search (kPrhs launches bisect).
+template <int D, bool kWithPrhs, SelectSearch kSearch>
 __global__ void __launch_bounds__(kSelectThreads, 2)
     SelectKernel(const __grid_constant__ BlockSelectParams p) {
   __shared__ SelectShared sh;
@@ -861,7 +1067,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
   int count = 0;  // blocks in the row's set (read, for kTopK, kInherit and kPrhs)
   if (!kWithPrhs && plan.mode == SelectRowMode::kInherit && p.maybe_row_active != nullptr) {
     uint32_t* member = reinterpret_cast<uint32_t*>(s_scores + s.max_blocks_per_seq);
-    count = SelectWidenedInheritRow(p, plan, row, set, s_scores, member, out_pages, sh);
+    count = SelectWidenedInheritRow<kSearch>(p, plan, row, set, s_scores, member, out_pages, sh);
     if (p.maybe_row_reused != nullptr && threadIdx.x == 0) p.maybe_row_reused[row] = 0;
     __syncthreads();  // every slot's block is in out_pages
     GatherPages(out_pages, out_pages, table, count, [](int) {});
@@ -949,7 +1155,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
         // Marking (-inf) happens only in the second pass, each lane at its own block, after
         // every count of the first pass is in.
         const auto score = [&](int b) { return OrderedBits(s_scores[b]); };
-        const TopPick pick = BisectTop(take, first, cand_end, score, sh);
+        const TopPick pick = FindTop<kSearch>(take, first, cand_end, score, sh);
         mark(kSelectBisected);
         ForEachTaken(first, cand_end, pick, score, first, emit, sh);
       }
@@ -1021,7 +1227,10 @@ absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
   const int smem = static_cast<int>(s.max_blocks_per_seq * sizeof(float) +
                                     2 * ((s.max_blocks_per_seq + 31) / 32) * sizeof(uint32_t));
   // A host-side attribute (no stream op): legal during graph capture.
-  const auto select = p.prhs_seqs != nullptr ? SelectKernel<D, true> : SelectKernel<D, false>;
+  const auto select = p.prhs_seqs != nullptr ? SelectKernel<D, true, SelectSearch::kBisect>
+                      : p.search == SelectSearch::kRadix
+                          ? SelectKernel<D, false, SelectSearch::kRadix>
+                          : SelectKernel<D, false, SelectSearch::kBisect>;
   LY_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(select, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 select_grid(static_cast<unsigned>(s.num_kv_heads), static_cast<unsigned>(s.batch));

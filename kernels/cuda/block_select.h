@@ -127,6 +127,12 @@ LY_HOST_DEVICE inline SelectRange ResolveSelectRule(const SelectSeqRule& r, int3
   return s;
 }
 
+// How the selection kernel finds a row's top-k threshold (the same pick either way).
+enum class SelectSearch : int8_t {
+  kBisect = 0,  // a bit a round, from the top bit (measured: the default)
+  kRadix = 1,   // four bits a round from the scores' common prefix (not yet measured)
+};
+
 struct BlockSelectParams {
   // Pointers.
   const bf16* q = nullptr;                // [batch, q_row_stride] ([num_heads, head_dim] used)
@@ -193,6 +199,8 @@ struct BlockSelectParams {
   float scale = 1.0f;
   // Both kernels (scoring, selection) with programmatic dependent launch (launch.cuh).
   bool programmatic_launch = false;
+  // The selection's top-k search (launches with kPrhs inputs always bisect).
+  SelectSearch search = SelectSearch::kBisect;
 };
 
 // The selection kernel's phases, as BlockSelectParams::maybe_phase_clocks records their ends.

@@ -255,6 +255,7 @@ class CudaBlockSelectTest : public CudaKernelTest {
                      bool scores_from_attention = false);
   void RunPrhsCase(const SelectCase& c, const std::vector<int64_t>& contexts);
   void RunWideningCase(const SelectCase& c, const std::vector<int64_t>& contexts);
+  SelectSearch search_ = SelectSearch::kBisect;  // every case's selection search
 };
 
 // sparsity::PrhsPolicy's Rescore on given exact scores: candidates [first, end), `take` of them,
@@ -339,6 +340,7 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
   LY_ASSERT_OK(d_scores.FillBytes(0xff));
   const PagedKvBf16 cache = in.cache;
   BlockSelectParams sp;
+  sp.search = search_;
   sp.q = in.q.get();
   sp.cache = cache;
   sp.block_tables = in.tables.get();
@@ -515,6 +517,22 @@ TEST_F(CudaBlockSelectTest, RowsOfEqualScoresAndLongRows) {
   RunCase({32, 8, 128, 16, 2048, 1}, {140000});
 }
 
+// The radix search (SelectSearch::kRadix: four bits a round from the scores' common prefix) must
+// make the bisection's picks: its cases again, ties, rows past the register cache, sparse modes
+// and widening rounds included.
+TEST_F(CudaBlockSelectTest, RadixSearchPicksAsTheBisection) {
+  LY_SKIP_WITHOUT_GPU();
+  search_ = SelectSearch::kRadix;
+  RunCase({32, 8, 128, 16, 64, 1}, {0, 1, 500, 1040, 9000, 33000});
+  RunCase({28, 4, 128, 16, 100, 1}, {17, 3000, 12345});
+  RunCase({16, 2, 128, 32, 9, 0}, {17, 3000, 12345});
+  RunCase({32, 8, 128, 16, 64, 1}, {2000, 33000, 140000}, /*all_alike=*/true);
+  RunCase({32, 8, 128, 16, 2048, 1}, {140000, 131072});
+  RunSparseCase({32, 8, 128, 16, 0, 0}, {0, 1, 40, 700, 5003, 20000, 333});
+  RunSparseCase({4, 2, 64, 16, 0, 0}, {0, 1, 40, 700, 5003, 20000, 333}, true);
+  RunWideningCase({32, 8, 128, 16, 0, 0}, {700, 40, 5003, 20000, 333, 9001, 1, 2600});
+}
+
 TEST_F(CudaBlockSelectTest, RandomShapes) {
   LY_SKIP_WITHOUT_GPU();
   std::uniform_int_distribution<int64_t> len(0, 20000), batch(1, 6), budget(3, 300);
@@ -612,6 +630,7 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   LY_ASSERT_OK(d_reused.Allocate(rows));
   const PagedKvBf16 cache = in.cache;
   BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
+  sp.search = search_;
   sp.sel_tables = d_sel_tables.get();
   sp.sel_lens = d_sel_lens.get();
   sp.maybe_sel_blocks = d_sets.get();
@@ -929,6 +948,7 @@ void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
   LY_ASSERT_OK(d_widen_scores.Allocate(rows * max_blocks));
   LY_ASSERT_OK(d_widen_scores.FillBytes(0xff));
   BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
+  sp.search = search_;
   sp.sel_tables = d_sel_tables.get();
   sp.sel_lens = d_sel_lens.get();
   sp.maybe_sel_blocks = d_sets.get();
@@ -1241,6 +1261,7 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
   LY_ASSERT_OK(d_blocks.Allocate(rows * kPrhsMaxAnchorBlocks));
   LY_ASSERT_OK(d_blocks.FillBytes(0xff));
   BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
+  sp.search = search_;
   sp.sel_tables = d_sel_tables.get();
   sp.sel_lens = d_sel_lens.get();
   sp.maybe_sel_blocks = d_sets.get();
