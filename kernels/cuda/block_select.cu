@@ -375,6 +375,70 @@ struct TopPick {
   uint32_t threshold;
   int equal_quota;
 };
+// The end of a top-k search once at most kSelectSurvivors candidates lie in [prefix, prefix +
+// 2^bit) and `above` elements past it: they are compacted into shared memory (in any order: only
+// counts follow), then warp 0 decides bits bit - 1 .. 0 over them alone, with no barriers. An
+// image of 0 never counts. Every thread of the block calls it, with its images in registers when
+// `cached` (as the searches load them).
+template <typename Image>
+__device__ TopPick FinishAmongSurvivors(int k, int lo, int hi, uint32_t prefix, int bit, int above,
+                                        bool cached, const uint32_t (&images)[kSelectCached],
+                                        Image image, SelectShared& sh) {
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const uint64_t top = static_cast<uint64_t>(prefix) + (uint64_t{1} << bit);
+  // A warp's keepers take consecutive slots from one shared atomic (one a lane, on one address,
+  // would serialise).
+  auto keep = [&](uint32_t u) {                               // the whole warp calls it
+    const bool in_range = u != 0u && u >= prefix && u < top;  // (prefix may be 0)
+    const unsigned mask = __ballot_sync(0xffffffffu, in_range);
+    if (mask == 0u) return;
+    int base = 0;
+    if (lane == __ffs(mask) - 1) base = atomicAdd(&sh.num_survivors, __popc(mask));
+    base = __shfl_sync(0xffffffffu, base, __ffs(mask) - 1);
+    if (in_range) sh.survivors[base + __popc(mask & ((1u << lane) - 1u))] = u;
+  };
+  if (cached) {
+#pragma unroll
+    for (int j = 0; j < kSelectCached; ++j) keep(images[j]);
+  } else {
+    for (int base = lo; base < hi; base += kSelectThreads) {
+      const int b = base + static_cast<int>(threadIdx.x);
+      keep(b < hi ? image(b) : 0u);  // 0: not kept
+    }
+  }
+  __syncthreads();
+  if (warp == 0) {
+    constexpr int kPerLane = kSelectSurvivors / 32;
+    const int n = sh.num_survivors;
+    uint32_t mine[kPerLane];
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int i = lane + 32 * j;
+      mine[j] = i < n ? sh.survivors[i] : 0u;  // 0: never counted (every t below is >= 1)
+    }
+    auto count_from = [&](uint64_t t) {  // survivors >= t, plus those above the range
+      int c = 0;
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j) c += mine[j] >= t && lane + 32 * j < n;
+      return above + static_cast<int>(__reduce_add_sync(0xffffffffu, c));
+    };
+    for (int b = bit - 1; b >= 0; --b) {
+      const uint32_t candidate = prefix | (1u << b);
+      if (count_from(candidate) >= k) prefix = candidate;
+    }
+    const int at_or_above = count_from(static_cast<uint64_t>(prefix) + 1u);
+    if (lane == 0) {
+      sh.survivors_prefix = prefix;
+      sh.survivors_above = at_or_above;
+    }
+  }
+  __syncthreads();
+  const TopPick pick{sh.survivors_prefix, k - sh.survivors_above};
+  __syncthreads();  // read before a later call writes them
+  return pick;
+}
+
 template <typename Image>
 __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& sh) {
   static_assert(kSelectWarps <= 32, "a lane sums each warp's count");
@@ -435,59 +499,7 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, SelectShared& s
     __syncthreads();  // the rows are read before a later call writes them
     return TopPick{prefix, k - at_or_above};
   }
-  // Few enough left: [prefix, top) holds at most kSelectSurvivors candidates. Compact them
-  // (in any order: only counts follow), then warp 0 decides bits bit - 1 .. 0 over them.
-  const uint64_t top = static_cast<uint64_t>(prefix) + (uint64_t{1} << bit);
-  // A warp's keepers take consecutive slots from one shared atomic (one a lane, on one address,
-  // would serialise).
-  auto keep = [&](uint32_t u) {  // the whole warp calls it
-    const bool in_range = u >= prefix && u < top;
-    const unsigned mask = __ballot_sync(0xffffffffu, in_range);
-    if (mask == 0u) return;
-    int base = 0;
-    if (lane == __ffs(mask) - 1) base = atomicAdd(&sh.num_survivors, __popc(mask));
-    base = __shfl_sync(0xffffffffu, base, __ffs(mask) - 1);
-    if (in_range) sh.survivors[base + __popc(mask & ((1u << lane) - 1u))] = u;
-  };
-  if (cached) {
-#pragma unroll
-    for (int j = 0; j < kSelectCached; ++j) keep(images[j]);
-  } else {
-    for (int base = lo; base < hi; base += kSelectThreads) {
-      const int b = base + static_cast<int>(threadIdx.x);
-      keep(b < hi ? image(b) : 0u);  // 0 < prefix: not kept
-    }
-  }
-  __syncthreads();
-  if (warp == 0) {
-    constexpr int kPerLane = kSelectSurvivors / 32;
-    const int n = sh.num_survivors;
-    uint32_t mine[kPerLane];
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int i = lane + 32 * j;
-      mine[j] = i < n ? sh.survivors[i] : 0u;  // 0 < prefix: never counted (prefix >= 1 here)
-    }
-    auto count_from = [&](uint64_t t) {  // survivors >= t, plus those above the range
-      int c = 0;
-#pragma unroll
-      for (int j = 0; j < kPerLane; ++j) c += mine[j] >= t && lane + 32 * j < n;
-      return above + static_cast<int>(__reduce_add_sync(0xffffffffu, c));
-    };
-    for (int b = bit - 1; b >= 0; --b) {
-      const uint32_t candidate = prefix | (1u << b);
-      if (count_from(candidate) >= k) prefix = candidate;
-    }
-    const int at_or_above = count_from(static_cast<uint64_t>(prefix) + 1u);
-    if (lane == 0) {
-      sh.survivors_prefix = prefix;
-      sh.survivors_above = at_or_above;
-    }
-  }
-  __syncthreads();
-  const TopPick pick{sh.survivors_prefix, k - sh.survivors_above};
-  __syncthreads();  // read before a later call writes them
-  return pick;
+  return FinishAmongSurvivors(k, lo, hi, prefix, bit, above, cached, images, image, sh);
 }
 
 // The same pick as BisectTop, by a radix search over the bits where the images differ
@@ -627,60 +639,7 @@ __device__ TopPick RadixTop(int k, int lo, int hi, Image image, SelectShared& sh
     __syncthreads();  // the table is read before a later call writes it
     return TopPick{prefix, k - above};
   }
-  const int bit = shift;  // the warp decides bits bit - 1 .. 0
-  // Few enough left: [prefix, top) holds at most kSelectSurvivors candidates. Compact them
-  // (in any order: only counts follow), then warp 0 decides bits bit - 1 .. 0 over them.
-  const uint64_t top = static_cast<uint64_t>(prefix) + (uint64_t{1} << bit);
-  // A warp's keepers take consecutive slots from one shared atomic (one a lane, on one address,
-  // would serialise).
-  auto keep = [&](uint32_t u) {                               // the whole warp calls it
-    const bool in_range = u != 0u && u >= prefix && u < top;  // (prefix may be 0)
-    const unsigned mask = __ballot_sync(0xffffffffu, in_range);
-    if (mask == 0u) return;
-    int base = 0;
-    if (lane == __ffs(mask) - 1) base = atomicAdd(&sh.num_survivors, __popc(mask));
-    base = __shfl_sync(0xffffffffu, base, __ffs(mask) - 1);
-    if (in_range) sh.survivors[base + __popc(mask & ((1u << lane) - 1u))] = u;
-  };
-  if (cached) {
-#pragma unroll
-    for (int j = 0; j < kSelectCached; ++j) keep(images[j]);
-  } else {
-    for (int base = lo; base < hi; base += kSelectThreads) {
-      const int b = base + static_cast<int>(threadIdx.x);
-      keep(b < hi ? image(b) : 0u);  // 0: not kept
-    }
-  }
-  __syncthreads();
-  if (warp == 0) {
-    constexpr int kPerLane = kSelectSurvivors / 32;
-    const int n = sh.num_survivors;
-    uint32_t mine[kPerLane];
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int i = lane + 32 * j;
-      mine[j] = i < n ? sh.survivors[i] : 0u;  // 0: never counted (every t below is >= 1)
-    }
-    auto count_from = [&](uint64_t t) {  // survivors >= t, plus those above the range
-      int c = 0;
-#pragma unroll
-      for (int j = 0; j < kPerLane; ++j) c += mine[j] >= t && lane + 32 * j < n;
-      return above + static_cast<int>(__reduce_add_sync(0xffffffffu, c));
-    };
-    for (int b = bit - 1; b >= 0; --b) {
-      const uint32_t candidate = prefix | (1u << b);
-      if (count_from(candidate) >= k) prefix = candidate;
-    }
-    const int at_or_above = count_from(static_cast<uint64_t>(prefix) + 1u);
-    if (lane == 0) {
-      sh.survivors_prefix = prefix;
-      sh.survivors_above = at_or_above;
-    }
-  }
-  __syncthreads();
-  const TopPick pick{sh.survivors_prefix, k - sh.survivors_above};
-  __syncthreads();  // read before a later call writes them
-  return pick;
+  return FinishAmongSurvivors(k, lo, hi, prefix, /*bit=*/shift, above, cached, images, image, sh);
 }
 
 // The search a launch asked for (BlockSelectParams::search).

@@ -74,6 +74,23 @@ void Fill(std::mt19937_64& rng, int64_t ctx, int64_t bs, RandomCache* c) {
   }
 }
 
+// The box bounds of every block for each query head of `query` ([heads, n]; the cache has no
+// balls, so these are what Quest ranks by on both backends).
+std::vector<float> BoxBounds(const sparsity::DecodeQuery& query, const RandomCache& cache,
+                             int64_t n) {
+  std::vector<float> bounds(static_cast<size_t>(query.num_heads * n));
+  cpu::BlockScoreBoundsParams bp;
+  bp.q = query.q;
+  bp.cache = cache.view;
+  bp.block_table = cache.table.data();
+  bp.out = bounds.data();
+  bp.num_heads = query.num_heads;
+  bp.num_blocks = n;
+  bp.scale = query.scale;
+  cpu::BlockScoreBounds(bp);
+  return bounds;
+}
+
 // The set the GPU's rule gives with these scores (one kv head).
 std::vector<int32_t> RuleSet(const cuda::SelectSeqRule& rule, const std::vector<float>& scores) {
   const int64_t n = static_cast<int64_t>(scores.size());
@@ -125,16 +142,7 @@ TEST(CudaSparseRulesTest, RulesReproduceTheCpuPolicies) {
     sparsity::QuestPolicy quest(limits, sinks);
     sparsity::Selection sel;
     quest.Select(query, budgets, &sel);
-    std::vector<float> bounds(static_cast<size_t>(kHeads * n));
-    cpu::BlockScoreBoundsParams bp;
-    bp.q = q.data();
-    bp.cache = cache.view;
-    bp.block_table = cache.table.data();
-    bp.out = bounds.data();
-    bp.num_heads = kHeads;
-    bp.num_blocks = n;
-    bp.scale = query.scale;
-    cpu::BlockScoreBounds(bp);
+    const std::vector<float> bounds = BoxBounds(query, cache, n);
     const cuda::SelectSeqRule quest_rule = SeqRuleFor(quest.device_selection(), budget, bs);
     for (int64_t g = 0; g < kKvHeads; ++g) {
       std::vector<float> kv_bounds(static_cast<size_t>(n));
@@ -320,16 +328,7 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
     }
 
     // The GPU's loop as data: the box bounds a kv head ranks by (its one query head's).
-    std::vector<float> bounds(static_cast<size_t>(kGroupOne * n));
-    cpu::BlockScoreBoundsParams bp;
-    bp.q = q.data();
-    bp.cache = cache.view;
-    bp.block_table = cache.table.data();
-    bp.out = bounds.data();
-    bp.num_heads = kGroupOne;
-    bp.num_blocks = n;
-    bp.scale = query.scale;
-    cpu::BlockScoreBounds(bp);
+    const std::vector<float> bounds = BoxBounds(query, cache, n);
     const sparsity::DeviceSelection device = policy->device_selection();
     const cuda::SelectSeqRule rule = SeqRuleFor(device, budget, bs, max_mass);
     const int64_t rounds = WideningRounds(n, bs, rule.budget_tokens);

@@ -246,6 +246,54 @@ BlockSelectParams SparseSelectInputs(const DeviceInputs& in, const SelectCase& c
   return sp;
 }
 
+// A case's dense decode attention (the LSE an audit compares with), the buffers for the sparse
+// one's LSE and output, and the per-sequence stats the dropped-mass kernels accumulate into.
+// params.maybe_lse is dense_lse; the caller must not move it once made (params points into it).
+struct CaseAttention {
+  DecodeAttentionPlan plan;
+  DeviceBuffer<bf16> out;
+  DeviceBuffer<uint8_t> workspace;
+  DeviceBuffer<int32_t> counters;
+  DeviceBuffer<float> lse, dense_lse;
+  DeviceBuffer<SparseSeqStats> stats;
+  DecodeAttentionParams params;
+};
+absl::Status MakeCaseAttention(const DeviceInputs& in, const SelectCase& c, int64_t batch,
+                               int64_t max_blocks, int64_t max_ctx, float scale, CaseAttention* a) {
+  DecodeAttentionShape as;
+  as.batch = batch;
+  as.num_heads = c.num_heads;
+  as.num_kv_heads = c.num_kv_heads;
+  as.head_dim = c.head_dim;
+  as.block_size = c.block_size;
+  as.max_blocks_per_seq = max_blocks;
+  as.max_context_len = max_ctx;
+  a->plan = PlanDecodeAttention(as, ::lychee::cuda::testing::NumSms());
+  const int64_t heads = batch * c.num_heads;
+  LY_RETURN_IF_ERROR(a->out.Allocate(heads * c.head_dim));
+  LY_RETURN_IF_ERROR(
+      a->workspace.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(as, a->plan))));
+  LY_RETURN_IF_ERROR(a->counters.Allocate(batch * c.num_kv_heads * kDecodeSplitCountersPerRow));
+  LY_RETURN_IF_ERROR(a->counters.FillBytes(0));
+  LY_RETURN_IF_ERROR(a->lse.Allocate(heads));
+  LY_RETURN_IF_ERROR(a->lse.FillBytes(0xff));
+  LY_RETURN_IF_ERROR(a->dense_lse.Allocate(heads));
+  LY_RETURN_IF_ERROR(a->stats.Allocate(batch));
+  LY_RETURN_IF_ERROR(a->stats.FillBytes(0));
+  DecodeAttentionParams& ap = a->params;
+  ap.q = in.q.get();
+  ap.cache = in.cache;
+  ap.block_tables = in.tables.get();
+  ap.context_lens = in.lens.get();
+  ap.out = a->out.get();
+  ap.maybe_lse = a->dense_lse.get();
+  ap.workspace = a->workspace.get();
+  ap.split_counters = a->counters.get();
+  ap.shape = as;
+  ap.scale = scale;
+  return absl::OkStatus();
+}
+
 class CudaBlockSelectTest : public CudaKernelTest {
  protected:
   void RunCase(const SelectCase& c, const std::vector<int64_t>& contexts, bool all_alike = false);
@@ -628,7 +676,6 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   LY_ASSERT_OK(d_scores.Allocate(rows * max_blocks));
   LY_ASSERT_OK(d_log_unread.Allocate(rows));
   LY_ASSERT_OK(d_reused.Allocate(rows));
-  const PagedKvBf16 cache = in.cache;
   BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
   sp.search = search_;
   sp.sel_tables = d_sel_tables.get();
@@ -642,39 +689,12 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
 
   // The dense decode attention: with scores_from_attention before each selection (block scores),
   // and after the second for the dense LSE.
-  DecodeAttentionShape as;
-  as.batch = batch;
-  as.num_heads = h;
-  as.num_kv_heads = kvh;
-  as.head_dim = d;
-  as.block_size = bs;
-  as.max_blocks_per_seq = max_blocks;
-  as.max_context_len = max_ctx;
-  const DecodeAttentionPlan plan = PlanDecodeAttention(as, ::lychee::cuda::testing::NumSms());
-  DeviceBuffer<bf16> d_out;
-  DeviceBuffer<uint8_t> d_ws;
-  DeviceBuffer<int32_t> d_counters;
-  DeviceBuffer<float> d_lse, d_dense_lse;
-  DeviceBuffer<SparseSeqStats> d_stats;
-  LY_ASSERT_OK(d_out.Allocate(batch * h * d));
-  LY_ASSERT_OK(d_ws.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(as, plan))));
-  LY_ASSERT_OK(d_counters.Allocate(rows * kDecodeSplitCountersPerRow));
-  LY_ASSERT_OK(d_counters.FillBytes(0));
-  LY_ASSERT_OK(d_lse.Allocate(batch * h));
-  LY_ASSERT_OK(d_dense_lse.Allocate(batch * h));
-  LY_ASSERT_OK(d_stats.Allocate(batch));
-  LY_ASSERT_OK(d_stats.FillBytes(0));
-  DecodeAttentionParams ap;
-  ap.q = in.q.get();
-  ap.cache = cache;
-  ap.block_tables = in.tables.get();
-  ap.context_lens = in.lens.get();
-  ap.out = d_out.get();
-  ap.maybe_lse = d_dense_lse.get();
-  ap.workspace = d_ws.get();
-  ap.split_counters = d_counters.get();
-  ap.shape = as;
-  ap.scale = scale;
+  CaseAttention att;
+  LY_ASSERT_OK(MakeCaseAttention(in, c, batch, max_blocks, max_ctx, scale, &att));
+  DecodeAttentionParams ap = att.params;
+  const DecodeAttentionPlan& plan = att.plan;
+  DeviceBuffer<float>&d_lse = att.lse, &d_dense_lse = att.dense_lse;
+  DeviceBuffer<SparseSeqStats>& d_stats = att.stats;
   // Launch 1 ("layer 0") chooses sets; launch 2 also inherits them where launch 1 chose one.
   std::vector<int32_t> prev_sets, prev_sizes;
   std::vector<int8_t> prev_modes(rows, 0);
@@ -969,40 +989,12 @@ void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
   LY_ASSERT_OK(SparseBlockSelect(sp, nullptr));
 
   // The sparse attention of the budget-bound rows (part 1), and the dense one for the audit.
-  DecodeAttentionShape as;
-  as.batch = batch;
-  as.num_heads = h;
-  as.num_kv_heads = kvh;
-  as.head_dim = d;
-  as.block_size = bs;
-  as.max_blocks_per_seq = max_blocks;
-  as.max_context_len = max_ctx;
-  const DecodeAttentionPlan plan = PlanDecodeAttention(as, ::lychee::cuda::testing::NumSms());
-  DeviceBuffer<bf16> d_out;
-  DeviceBuffer<uint8_t> d_ws;
-  DeviceBuffer<int32_t> d_counters;
-  DeviceBuffer<float> d_lse, d_dense_lse;
-  DeviceBuffer<SparseSeqStats> d_stats;
-  LY_ASSERT_OK(d_out.Allocate(batch * h * d));
-  LY_ASSERT_OK(d_ws.Allocate(std::max<size_t>(16, DecodeAttentionWorkspaceBytes(as, plan))));
-  LY_ASSERT_OK(d_counters.Allocate(rows * kDecodeSplitCountersPerRow));
-  LY_ASSERT_OK(d_counters.FillBytes(0));
-  LY_ASSERT_OK(d_lse.Allocate(batch * h));
-  LY_ASSERT_OK(d_lse.FillBytes(0xff));
-  LY_ASSERT_OK(d_dense_lse.Allocate(batch * h));
-  LY_ASSERT_OK(d_stats.Allocate(batch));
-  LY_ASSERT_OK(d_stats.FillBytes(0));
-  DecodeAttentionParams ap;
-  ap.q = in.q.get();
-  ap.cache = in.cache;
-  ap.block_tables = in.tables.get();
-  ap.context_lens = in.lens.get();
-  ap.out = d_out.get();
-  ap.maybe_lse = d_dense_lse.get();
-  ap.workspace = d_ws.get();
-  ap.split_counters = d_counters.get();
-  ap.shape = as;
-  ap.scale = scale;
+  CaseAttention att;
+  LY_ASSERT_OK(MakeCaseAttention(in, c, batch, max_blocks, max_ctx, scale, &att));
+  const DecodeAttentionParams& ap = att.params;
+  const DecodeAttentionPlan& plan = att.plan;
+  DeviceBuffer<float>&d_lse = att.lse, &d_dense_lse = att.dense_lse;
+  DeviceBuffer<SparseSeqStats>& d_stats = att.stats;
   LY_ASSERT_OK(DecodeAttention(ap, plan, nullptr));
   DecodeAttentionParams sparse = ap;
   sparse.block_tables = d_sel_tables.get();
