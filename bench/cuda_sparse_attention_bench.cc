@@ -85,11 +85,24 @@ struct Row {
   // One more cold select with BlockSelectParams::maybe_phase_clocks: the mean over rows of each
   // phase's cycles (planned .. end after its predecessor), and the whole CTA's.
   double select_phase_cycles[kSelectPhases] = {};
-  // The same selection with the radix search (BlockSelectParams::search), and whether its pages
-  // and lengths equal the bisection's.
-  double select_radix_us = 0;
-  double select_radix_phase_cycles[kSelectPhases] = {};
-  bool radix_same_picks = false;
+  // The same selection under the other variants (BlockSelectParams::search and emit: the radix
+  // search, the striped emission, each beside the default's other half), and whether their pages
+  // and lengths equal the default's (bisect, walk).
+  static constexpr int kVariants = 2;
+  double variant_us[kVariants] = {};
+  double variant_phase_cycles[kVariants][kSelectPhases] = {};
+  bool variant_same_picks[kVariants] = {};
+};
+
+// The selection variants the bench times beside the default, in Row::variant_* order.
+struct SelectVariant {
+  const char* name;
+  SelectSearch search;
+  SelectEmit emit;
+};
+constexpr SelectVariant kSelectVariants[Row::kVariants] = {
+    {"radix, walk", SelectSearch::kRadix, SelectEmit::kWalk},
+    {"bisect, striped", SelectSearch::kBisect, SelectEmit::kStriped},
 };
 
 // Mean over rows of each phase's cycles since the row's previous recorded phase; [0]: entry to
@@ -344,14 +357,19 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       r.batch = batch;
       r.context = ctx;
       auto t_dense = time(attend(*dense));
-      BlockSelectParams radix = sp;
-      radix.search = SelectSearch::kRadix;
-      auto t_select_radix = time([&] { return QuestBlockSelect(radix, stream); });
-      if (!t_select_radix.ok()) return t_select_radix.status();
-      std::vector<int32_t> radix_tables, radix_lens;
-      LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-      LY_CUDA_RETURN_IF_NOT_OK(sel_tables.Download(radix_tables));
-      LY_CUDA_RETURN_IF_NOT_OK(sel_lens.Download(radix_lens));
+      BlockSelectParams variants[Row::kVariants];
+      std::vector<int32_t> variant_tables[Row::kVariants], variant_lens[Row::kVariants];
+      for (int v = 0; v < Row::kVariants; ++v) {
+        variants[v] = sp;
+        variants[v].search = kSelectVariants[v].search;
+        variants[v].emit = kSelectVariants[v].emit;
+        auto t = time([&] { return QuestBlockSelect(variants[v], stream); });
+        if (!t.ok()) return t.status();
+        r.variant_us[v] = *t;
+        LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
+        LY_CUDA_RETURN_IF_NOT_OK(sel_tables.Download(variant_tables[v]));
+        LY_CUDA_RETURN_IF_NOT_OK(sel_lens.Download(variant_lens[v]));
+      }
       auto t_select = time([&] { return QuestBlockSelect(sp, stream); });
       LY_CUDA_RETURN_IF_NOT_OK(QuestBlockSelect(sp, stream));  // the selection quest reads
       auto t_quest = time(attend(*quest));
@@ -374,13 +392,14 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       }
       r.dense_us = *t_dense;
       r.select_us = *t_select;
-      r.select_radix_us = *t_select_radix;
       {
-        std::vector<int32_t> bisect_tables, bisect_lens;
+        std::vector<int32_t> tables_now, lens_now;
         LY_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));
-        LY_CUDA_RETURN_IF_NOT_OK(sel_tables.Download(bisect_tables));
-        LY_CUDA_RETURN_IF_NOT_OK(sel_lens.Download(bisect_lens));
-        r.radix_same_picks = bisect_tables == radix_tables && bisect_lens == radix_lens;
+        LY_CUDA_RETURN_IF_NOT_OK(sel_tables.Download(tables_now));
+        LY_CUDA_RETURN_IF_NOT_OK(sel_lens.Download(lens_now));
+        for (int v = 0; v < Row::kVariants; ++v) {
+          r.variant_same_picks[v] = variant_tables[v] == tables_now && variant_lens[v] == lens_now;
+        }
       }
       r.quest_us = *t_quest;
       r.chain_us = *t_chain;
@@ -406,7 +425,9 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
         MeanPhaseCycles(clocks, select_rows, cycles);
         return absl::OkStatus();
       };
-      LY_CUDA_RETURN_IF_NOT_OK(profile(radix, r.select_radix_phase_cycles));
+      for (int v = 0; v < Row::kVariants; ++v) {
+        LY_CUDA_RETURN_IF_NOT_OK(profile(variants[v], r.variant_phase_cycles[v]));
+      }
       LY_CUDA_RETURN_IF_NOT_OK(profile(sp, r.select_phase_cycles));
       r.dense_splits = dense->plan.num_splits;
       r.lychee_splits[0] = lychee_full->plan.num_splits;
@@ -514,11 +535,18 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
          {"lychee_1launch_splits", r.lychee_1launch_splits},
          {"select_phase_cycles",
           std::vector<double>(std::begin(r.select_phase_cycles), std::end(r.select_phase_cycles))},
-         {"select_radix_us", r.select_radix_us},
-         {"radix_same_picks", r.radix_same_picks},
-         {"select_radix_phase_cycles",
-          std::vector<double>(std::begin(r.select_radix_phase_cycles),
-                              std::end(r.select_radix_phase_cycles))}});
+         {"select_variants", [&r] {
+            nlohmann::json variants = nlohmann::json::array();
+            for (int v = 0; v < Row::kVariants; ++v) {
+              variants.push_back(
+                  {{"variant", kSelectVariants[v].name},
+                   {"select_us", r.variant_us[v]},
+                   {"same_picks", r.variant_same_picks[v]},
+                   {"phase_cycles", std::vector<double>(std::begin(r.variant_phase_cycles[v]),
+                                                        std::end(r.variant_phase_cycles[v]))}});
+            }
+            return variants;
+          }()}});
   }
   // Where a select's time goes: cycles of the SM clock (clock64), at the peak clock in µs.
   int clock_khz = 0;
@@ -526,23 +554,24 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
   std::printf(
       "\nselect kernel phases (one cold launch, mean over rows, us at the %.0f MHz peak clock): "
       "plan, stage, search, emit, gather, bound; the whole CTA; and the selection event-timed, per "
-      "search (bisect: the default; radix: BlockSelectParams::search, same picks?)\n",
+      "variant (search, emission: BlockSelectParams::search and emit; bisect, walk is the default; "
+      "same picks as it?)\n",
       clock_khz / 1e3);
   std::printf(
-      "| batch x context | search | plan | stage | search | emit | gather | bound | CTA | select "
+      "| batch x context | variant | plan | stage | search | emit | gather | bound | CTA | select "
       "us | same picks |\n");
   std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const Row& r : results) {
-    for (const bool is_radix : {false, true}) {
-      const double* cycles = is_radix ? r.select_radix_phase_cycles : r.select_phase_cycles;
+    for (int v = -1; v < Row::kVariants; ++v) {  // -1: the default
+      const double* cycles = v < 0 ? r.select_phase_cycles : r.variant_phase_cycles[v];
       const auto us = [&](int i) { return cycles[i] * 1e3 / clock_khz; };
       std::printf(
           "| %lld x %lldK | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %s |\n",
           static_cast<long long>(r.batch), static_cast<long long>(r.context / 1024),
-          is_radix ? "radix" : "bisect", us(kSelectPlanned), us(kSelectStaged), us(kSelectBisected),
-          us(kSelectEmitted), us(kSelectGathered), us(kSelectEnd), us(0),
-          is_radix ? r.select_radix_us : r.select_us,
-          is_radix ? (r.radix_same_picks ? "yes" : "NO") : "-");
+          v < 0 ? "bisect, walk" : kSelectVariants[v].name, us(kSelectPlanned), us(kSelectStaged),
+          us(kSelectBisected), us(kSelectEmitted), us(kSelectGathered), us(kSelectEnd), us(0),
+          v < 0 ? r.select_us : r.variant_us[v],
+          v < 0 ? "-" : (r.variant_same_picks[v] ? "yes" : "NO"));
     }
   }
   json = {{"bench", "cuda_sparse_attention"},

@@ -353,6 +353,9 @@ struct SelectShared {
   int warp_above[kSelectWarps], warp_equal[kSelectWarps];
   int round_counts[2][kSelectWarps];
   uint32_t digit_counts[2][kSelectWarps][8];  // RadixTop's rounds: 16-bit digit tallies
+  // ForEachTakenStriped: each warp's ballots (above, equal) per chunk, rows padded against bank
+  // conflicts.
+  uint32_t emit_masks[2][kSelectCached][kSelectWarps + 1];
   // BisectTop's last rounds: the candidates still undecided, and the warp's answer.
   uint32_t survivors[kSelectSurvivors];
   int num_survivors;
@@ -702,6 +705,73 @@ __device__ void ForEachTaken(int lo_all, int hi_all, TopPick pick, Image image, 
   __syncthreads();
 }
 
+// ForEachTaken for ranges of at most kSelectCached * kSelectThreads elements (SelectEmit::
+// kStriped), without the walk: element b = lo + j * kSelectThreads + threadIdx.x is chunk j,
+// warp threadIdx.x / 32, lane threadIdx.x % 32, so (chunk, warp, lane) order is index order. One
+// pass ballots every chunk's above / equal flags into a shared table, one barrier, then lane j of
+// every warp counts chunk j's flags in the warps before it and in all warps, a shuffle scan over
+// the chunks' totals gives each (chunk, warp) its first slot, and every thread emits its taken
+// elements from registers. Two barriers, no serial per-warp prefix. image() is read before the
+// first barrier only, so taken() may change it.
+template <typename Image, typename Taken>
+__device__ void ForEachTakenStriped(int lo, int hi, TopPick pick, Image image, int slot0,
+                                    Taken taken, SelectShared& sh) {
+  static_assert(kSelectCached <= 32, "a lane per chunk");
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const unsigned lanes_below = (1u << lane) - 1u;
+#pragma unroll
+  for (int j = 0; j < kSelectCached; ++j) {
+    const int b = lo + j * kSelectThreads + static_cast<int>(threadIdx.x);
+    const uint32_t u = b < hi ? image(b) : 0u;
+    const unsigned above = __ballot_sync(0xffffffffu, b < hi && u > pick.threshold);
+    const unsigned equal = __ballot_sync(0xffffffffu, b < hi && u == pick.threshold);
+    if (lane == 0) {
+      sh.emit_masks[0][j][warp] = above;
+      sh.emit_masks[1][j][warp] = equal;
+    }
+  }
+  __syncthreads();
+  // Lane j: chunk j's flags in the warps before this one, and in all warps.
+  int above_before = 0, equal_before = 0, above_total = 0, equal_total = 0;
+  if (lane < kSelectCached) {
+    for (int w = 0; w < kSelectWarps; ++w) {
+      const int a = __popc(sh.emit_masks[0][lane][w]);
+      const int e = __popc(sh.emit_masks[1][lane][w]);
+      above_before += w < warp ? a : 0;
+      equal_before += w < warp ? e : 0;
+      above_total += a;
+      equal_total += e;
+    }
+  }
+  int above_scan = above_total, equal_scan = equal_total;  // inclusive over chunks
+#pragma unroll
+  for (int offset = 1; offset < 32; offset *= 2) {
+    const int a = __shfl_up_sync(0xffffffffu, above_scan, offset);
+    const int e = __shfl_up_sync(0xffffffffu, equal_scan, offset);
+    if (lane >= offset) {
+      above_scan += a;
+      equal_scan += e;
+    }
+  }
+  above_before += above_scan - above_total;  // the chunks before, then the warps before in it
+  equal_before += equal_scan - equal_total;
+#pragma unroll
+  for (int j = 0; j < kSelectCached; ++j) {
+    const int b = lo + j * kSelectThreads + static_cast<int>(threadIdx.x);
+    const unsigned above = sh.emit_masks[0][j][warp];
+    const unsigned equal = sh.emit_masks[1][j][warp];
+    const int above_rank = __shfl_sync(0xffffffffu, above_before, j) + __popc(above & lanes_below);
+    const int equal_rank = __shfl_sync(0xffffffffu, equal_before, j) + __popc(equal & lanes_below);
+    const bool is_above = ((above >> lane) & 1u) != 0u;
+    const bool is_equal = ((equal >> lane) & 1u) != 0u;
+    if (is_above || (is_equal && equal_rank < pick.equal_quota)) {
+      taken(slot0 + above_rank + min(equal_rank, pick.equal_quota), b);
+    }
+  }
+  __syncthreads();  // the table is read before a later call writes it
+}
+
 // dst[b] = src[b] for b in [lo, hi), eight loads in flight per thread (one at a time, each
 // waiting for L2, was most of a row's staging time).
 __device__ __forceinline__ void StageScores(float* dst, const float* src, int lo, int hi) {
@@ -968,8 +1038,9 @@ __device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, i
 // Selection: CTA (kv head, sequence). See the file comment for the top-k select. kWithPrhs: the
 // launch has kPrhs rows (a separate instantiation keeps their registers out of the others'). Two
 // CTAs an SM (64 registers): a batch of 32 x 8 kv heads selects in one wave.
-// kSearch: BlockSelectParams::search (kPrhs launches bisect).
-template <int D, bool kWithPrhs, SelectSearch kSearch>
+// kSearch, kEmit: BlockSelectParams::search and emit (kPrhs launches bisect and walk; as template
+// parameters, each variant gets its own registers: a runtime choice spilled).
+template <int D, bool kWithPrhs, SelectSearch kSearch, SelectEmit kEmit>
 __global__ void __launch_bounds__(kSelectThreads, 2)
     SelectKernel(const __grid_constant__ BlockSelectParams p) {
   __shared__ SelectShared sh;
@@ -1116,7 +1187,11 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
         const auto score = [&](int b) { return OrderedBits(s_scores[b]); };
         const TopPick pick = FindTop<kSearch>(take, first, cand_end, score, sh);
         mark(kSelectBisected);
-        ForEachTaken(first, cand_end, pick, score, first, emit, sh);
+        if (kEmit == SelectEmit::kStriped && cands <= kSelectCached * kSelectThreads) {
+          ForEachTakenStriped(first, cand_end, pick, score, first, emit, sh);
+        } else {
+          ForEachTaken(first, cand_end, pick, score, first, emit, sh);
+        }
       }
       for (int b = threadIdx.x; b < first; b += kSelectThreads) emit(b, b);
       for (int b = cand_end + threadIdx.x; b < n; b += kSelectThreads) {
@@ -1186,10 +1261,16 @@ absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
   const int smem = static_cast<int>(s.max_blocks_per_seq * sizeof(float) +
                                     2 * ((s.max_blocks_per_seq + 31) / 32) * sizeof(uint32_t));
   // A host-side attribute (no stream op): legal during graph capture.
-  const auto select = p.prhs_seqs != nullptr ? SelectKernel<D, true, SelectSearch::kBisect>
-                      : p.search == SelectSearch::kRadix
-                          ? SelectKernel<D, false, SelectSearch::kRadix>
-                          : SelectKernel<D, false, SelectSearch::kBisect>;
+  using Kernel = void (*)(BlockSelectParams);
+  Kernel select = SelectKernel<D, true, SelectSearch::kBisect, SelectEmit::kWalk>;
+  if (p.prhs_seqs == nullptr) {
+    const bool radix = p.search == SelectSearch::kRadix;
+    select = p.emit == SelectEmit::kStriped
+                 ? (radix ? SelectKernel<D, false, SelectSearch::kRadix, SelectEmit::kStriped>
+                          : SelectKernel<D, false, SelectSearch::kBisect, SelectEmit::kStriped>)
+                 : (radix ? SelectKernel<D, false, SelectSearch::kRadix, SelectEmit::kWalk>
+                          : SelectKernel<D, false, SelectSearch::kBisect, SelectEmit::kWalk>);
+  }
   LY_CUDA_RETURN_IF_ERROR(
       cudaFuncSetAttribute(select, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 select_grid(static_cast<unsigned>(s.num_kv_heads), static_cast<unsigned>(s.batch));

@@ -133,6 +133,13 @@ enum class SelectSearch : int8_t {
   kRadix = 1,   // four bits a round from the scores' common prefix (not yet measured)
 };
 
+// How the selection kernel gives the chosen blocks their slots in index order (the same slots
+// either way; kTopK rows).
+enum class SelectEmit : int8_t {
+  kWalk = 0,     // each warp walks its contiguous range twice, counting then emitting (measured)
+  kStriped = 1,  // one ballot pass over register-strided chunks and one scan (not yet measured)
+};
+
 struct BlockSelectParams {
   // Pointers.
   const bf16* q = nullptr;                // [batch, q_row_stride] ([num_heads, head_dim] used)
@@ -199,8 +206,9 @@ struct BlockSelectParams {
   float scale = 1.0f;
   // Both kernels (scoring, selection) with programmatic dependent launch (launch.cuh).
   bool programmatic_launch = false;
-  // The selection's top-k search (launches with kPrhs inputs always bisect).
+  // The selection's top-k search (launches with kPrhs inputs always bisect) and emission.
   SelectSearch search = SelectSearch::kBisect;
+  SelectEmit emit = SelectEmit::kWalk;
 };
 
 // The selection kernel's phases, as BlockSelectParams::maybe_phase_clocks records their ends.

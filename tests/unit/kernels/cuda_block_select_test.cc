@@ -303,7 +303,8 @@ class CudaBlockSelectTest : public CudaKernelTest {
                      bool scores_from_attention = false);
   void RunPrhsCase(const SelectCase& c, const std::vector<int64_t>& contexts);
   void RunWideningCase(const SelectCase& c, const std::vector<int64_t>& contexts);
-  SelectSearch search_ = SelectSearch::kBisect;  // every case's selection search
+  SelectSearch search_ = SelectSearch::kBisect;  // every case's selection search and emission
+  SelectEmit emit_ = SelectEmit::kWalk;
 };
 
 // sparsity::PrhsPolicy's Rescore on given exact scores: candidates [first, end), `take` of them,
@@ -389,6 +390,7 @@ void CudaBlockSelectTest::RunCase(const SelectCase& c, const std::vector<int64_t
   const PagedKvBf16 cache = in.cache;
   BlockSelectParams sp;
   sp.search = search_;
+  sp.emit = emit_;
   sp.q = in.q.get();
   sp.cache = cache;
   sp.block_tables = in.tables.get();
@@ -581,6 +583,23 @@ TEST_F(CudaBlockSelectTest, RadixSearchPicksAsTheBisection) {
   RunWideningCase({32, 8, 128, 16, 0, 0}, {700, 40, 5003, 20000, 333, 9001, 1, 2600});
 }
 
+// The striped emission (SelectEmit::kStriped) must give the walk's slots: ties at the threshold
+// (only the earliest taken), rows at 8192 candidates and past them (the walk then), sparse modes,
+// with either search.
+TEST_F(CudaBlockSelectTest, StripedEmissionSlotsAsTheWalk) {
+  LY_SKIP_WITHOUT_GPU();
+  emit_ = SelectEmit::kStriped;
+  RunCase({32, 8, 128, 16, 64, 1}, {0, 1, 500, 1040, 9000, 33000});
+  RunCase({32, 8, 128, 16, 64, 1}, {2000, 33000, 140000}, /*all_alike=*/true);
+  // Quest forces the sink and the last block: 8194 blocks leave exactly 8192 candidates (striped),
+  // 8195 one more (the walk).
+  RunCase({4, 2, 64, 16, 2048, 1}, {131100, 131120});
+  RunSparseCase({32, 8, 128, 16, 0, 0}, {0, 1, 40, 700, 5003, 20000, 333});
+  search_ = SelectSearch::kRadix;
+  RunCase({28, 4, 128, 16, 100, 1}, {17, 3000, 12345, 131072});
+  RunWideningCase({4, 2, 64, 16, 0, 0}, {700, 40, 5003, 20000, 333, 9001, 1, 2600});
+}
+
 TEST_F(CudaBlockSelectTest, RandomShapes) {
   LY_SKIP_WITHOUT_GPU();
   std::uniform_int_distribution<int64_t> len(0, 20000), batch(1, 6), budget(3, 300);
@@ -678,6 +697,7 @@ void CudaBlockSelectTest::RunSparseCase(const SelectCase& c, const std::vector<i
   LY_ASSERT_OK(d_reused.Allocate(rows));
   BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
   sp.search = search_;
+  sp.emit = emit_;
   sp.sel_tables = d_sel_tables.get();
   sp.sel_lens = d_sel_lens.get();
   sp.maybe_sel_blocks = d_sets.get();
@@ -969,6 +989,7 @@ void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
   LY_ASSERT_OK(d_widen_scores.FillBytes(0xff));
   BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
   sp.search = search_;
+  sp.emit = emit_;
   sp.sel_tables = d_sel_tables.get();
   sp.sel_lens = d_sel_lens.get();
   sp.maybe_sel_blocks = d_sets.get();
@@ -1254,6 +1275,7 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
   LY_ASSERT_OK(d_blocks.FillBytes(0xff));
   BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
   sp.search = search_;
+  sp.emit = emit_;
   sp.sel_tables = d_sel_tables.get();
   sp.sel_lens = d_sel_lens.get();
   sp.maybe_sel_blocks = d_sets.get();
