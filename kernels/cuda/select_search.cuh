@@ -31,6 +31,21 @@ struct TopPick {
   uint32_t threshold;
   int equal_quota;
 };
+// Rows of up to kSelectCached * kSelectThreads elements (8192: a 128K context at block size 16)
+// keep each thread's images in registers for every round of a search (element lo + threadIdx.x +
+// j * kSelectThreads at j; 0 past hi); longer ones re-read them. Returns whether the row fits.
+template <typename Image>
+__device__ __forceinline__ bool CacheImages(int lo, int hi, Image image,
+                                            uint32_t (&images)[kSelectCached]) {
+  const bool cached = hi - lo <= kSelectCached * kSelectThreads;
+#pragma unroll
+  for (int j = 0; j < kSelectCached; ++j) {
+    const int b = lo + static_cast<int>(threadIdx.x) + j * kSelectThreads;
+    images[j] = cached && b < hi ? image(b) : 0u;
+  }
+  return cached;
+}
+
 // The end of a top-k search once at most kSelectSurvivors candidates lie in [prefix, prefix +
 // 2^bit) and `above` elements past it: they are compacted into shared memory (in any order: only
 // counts follow), then warp 0 decides bits bit - 1 .. 0 over them alone, with no barriers. An
@@ -101,15 +116,8 @@ __device__ TopPick BisectTop(int k, int lo, int hi, Image image, Shared& sh) {
   static_assert(kSelectSurvivors % 32 == 0, "survivors spread evenly over a warp");
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
-  // Rows of up to kSelectCached * kSelectThreads candidates (8192: a 128K context at block size
-  // 16) keep each thread's images in registers for all 33 rounds; longer ones re-read them.
-  const bool cached = hi - lo <= kSelectCached * kSelectThreads;
   uint32_t images[kSelectCached];
-#pragma unroll
-  for (int j = 0; j < kSelectCached; ++j) {
-    const int b = lo + static_cast<int>(threadIdx.x) + j * kSelectThreads;
-    images[j] = cached && b < hi ? image(b) : 0u;
-  }
+  const bool cached = CacheImages(lo, hi, image, images);
   if (threadIdx.x == 0) sh.num_survivors = 0;  // published by the first round's barrier
   // Elements >= t over the block; every thread gets the same total.
   int round = 0;
@@ -176,15 +184,8 @@ __device__ TopPick RadixTop(int k, int lo, int hi, Image image, Shared& sh) {
   static_assert(kSelectSurvivors % 32 == 0, "survivors spread evenly over a warp");
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
-  // Rows of up to kSelectCached * kSelectThreads candidates (8192: a 128K context at block size
-  // 16) keep each thread's images in registers for every round; longer ones re-read them.
-  const bool cached = hi - lo <= kSelectCached * kSelectThreads;
   uint32_t images[kSelectCached];
-#pragma unroll
-  for (int j = 0; j < kSelectCached; ++j) {
-    const int b = lo + static_cast<int>(threadIdx.x) + j * kSelectThreads;
-    images[j] = cached && b < hi ? image(b) : 0u;
-  }
+  const bool cached = CacheImages(lo, hi, image, images);
   if (threadIdx.x == 0) sh.num_survivors = 0;  // published by the first round's barrier
   int round = 0;
   // Round 0: the largest and smallest counted image and how many count.
