@@ -1458,6 +1458,63 @@ TEST(CudaBlockSelectPlanTest, SparseSelectNeedsItsInputs) {
   EXPECT_EQ(AccumulateDroppedMass(dp, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Widening rounds' host checks (no GPU): a round needs its budgets, bounds and part lengths,
+// never kPrhs inputs; WidenBudgets every pointer and sane sizes; the certified bound's formula.
+TEST(CudaBlockSelectPlanTest, WideningNeedsItsInputs) {
+  alignas(16) int32_t cell = 0;  // host pointers: only checked, never read
+  float value = 0.0f;
+  int8_t mode = 0;
+  SelectSeqRule rule;
+  BlockSelectParams p;
+  p.shape = Shape(1, 64, 8);
+  p.q = reinterpret_cast<const bf16*>(&cell);
+  p.cache.kv = reinterpret_cast<bf16*>(&cell);
+  p.cache.key_summary = reinterpret_cast<bf16*>(&cell);
+  p.cache.num_blocks = 64;
+  p.cache.num_kv_heads = 8;
+  p.cache.block_size = 16;
+  p.cache.head_dim = 128;
+  p.block_tables = p.context_lens = &cell;
+  p.sel_tables = p.sel_lens = p.maybe_sel_blocks = p.maybe_set_sizes = &cell;
+  p.scores = &value;
+  p.row_modes = &mode;
+  p.seq_rules = &rule;
+  ASSERT_TRUE(CanRunSparseBlockSelect(p).ok()) << CanRunSparseBlockSelect(p);
+  p.maybe_widen_scores = &value;  // only in a round
+  EXPECT_NE(CanRunSparseBlockSelect(p).message().find("widening"), std::string::npos);
+  p.maybe_row_active = &cell;  // a round without budgets, bounds or part lengths
+  EXPECT_NE(CanRunSparseBlockSelect(p).message().find("maybe_row_budgets"), std::string::npos);
+  p.maybe_row_budgets = &cell;
+  p.maybe_log_unread = &value;
+  p.maybe_split_lens = &cell;
+  EXPECT_TRUE(CanRunSparseBlockSelect(p).ok()) << CanRunSparseBlockSelect(p);
+  p.prhs_seqs = reinterpret_cast<const PrhsSeqParams*>(&cell);
+  EXPECT_FALSE(CanRunSparseBlockSelect(p).ok());
+
+  WidenBudgetsParams w;
+  EXPECT_EQ(WidenBudgets(w, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  w.lse = w.log_unread = w.max_mass = &value;
+  w.row_budgets = w.row_active = w.part1_lens = &cell;
+  SparseSeqStats stats;
+  w.stats = &stats;
+  w.batch = 1;
+  w.num_heads = 32;
+  w.num_kv_heads = 8;
+  w.block_size = 16;
+  EXPECT_NE(CanRunWidenBudgets(w).message().find("seq_rules"), std::string::npos);  // round 1
+  w.first_round = false;
+  EXPECT_TRUE(CanRunWidenBudgets(w).ok()) << CanRunWidenBudgets(w);
+  w.num_heads = 30;  // not a multiple of the kv heads
+  EXPECT_FALSE(CanRunWidenBudgets(w).ok());
+
+  // U / (S + U) with S = e^lse, U = e^log_unread; nothing unread: exactly 0.
+  EXPECT_FLOAT_EQ(CertifiedDroppedMass(0.0f, 0.0f), 0.5f);
+  EXPECT_NEAR(CertifiedDroppedMass(std::log(3.0f), 0.0f), 0.25f, 1e-6f);
+  EXPECT_EQ(CertifiedDroppedMass(5.0f, -INFINITY), 0.0f);
+  const float lse[3] = {std::log(3.0f), 0.0f, std::log(9.0f)};
+  EXPECT_NEAR(KvHeadBound(lse, 3, 0.0f), 0.5f, 1e-6f);  // the worst query head
+}
+
 TEST(CudaBlockSelectPlanTest, RulesResolveAsTheCpuPolicies) {
   // Quest: the sinks only before the last block, the last block always, everything within the
   // budget.
