@@ -423,62 +423,24 @@ __device__ __forceinline__ void GatherPages(int32_t* out, const int32_t* blocks,
   }
 }
 
-__device__ __forceinline__ bool TestBit(const uint32_t* bits, int b) {
-  return ((bits[b >> 5] >> (b & 31)) & 1u) != 0;
-}
-__device__ __forceinline__ void SetBit(uint32_t* bits, int b) {
-  atomicOr(&bits[b >> 5], 1u << (b & 31));
-}
-
-// The members of `bits` in [lo, hi), in index order, as slots slot0, slot0 + 1, ...; returns
-// how many (every thread). Every thread of the block calls it.
-template <typename Emit>
-__device__ int EmitBits(int lo, int hi, const uint32_t* bits, int slot0, Emit emit,
-                        SelectShared& sh) {
-  const auto image = [&](int b) { return TestBit(bits, b) ? 1u : 0u; };
-  // Every member is above threshold 0: a pick of all of them.
-  int members = 0;
-  for (int b = lo + static_cast<int>(threadIdx.x); b < hi; b += kSelectThreads) {
-    members += TestBit(bits, b);
-  }
-  members = SelectReduceInt(sh.storage.reduce_int).Sum(members);
-  if (threadIdx.x == 0) sh.total = members;
-  __syncthreads();
-  members = sh.total;
-  ForEachTaken(lo, hi, TopPick{0u, 0}, image, slot0, emit, sh);
-  return members;
-}
-
-// A widened LycheeDecode sparse head (LycheePolicy::Select under a widened budget): the set it
-// inherited plus its own choice under the doubled budget (the rule's forced ranges and the best
-// `take` candidates by the exact scores of its group-mean query, maybe_widen_scores), as block
-// ids in ascending order into `out` (the row's pages: GatherPages follows a barrier). The row's
-// set stays as it is: deeper sparse heads inherit the retrieval head's choice, as on the CPU.
-// With a bound wanted, s_scores ends with the key-summary bounds of the unread blocks and -inf
-// at the read ones. Returns the count. Every thread of the block calls it.
+// A widened LycheeDecode sparse head (LycheePolicy::Select under a widened budget; the members
+// by MarkWidenedInherit, select_search.cuh): its blocks as ids in ascending order into `out`
+// (the row's pages: GatherPages follows a barrier). The row's set stays as it is: deeper sparse
+// heads inherit the retrieval head's choice, as on the CPU. With a bound wanted, s_scores ends
+// with the key-summary bounds of the unread blocks and -inf at the read ones. Returns the count.
+// Every thread of the block calls it.
 template <SelectSearch kSearch>
 __device__ int SelectWidenedInheritRow(const BlockSelectParams& p, const RowPlan& plan, int64_t row,
                                        const int32_t* set, float* s_scores, uint32_t* member,
                                        int32_t* out, SelectShared& sh) {
   const int n = plan.n;
-  const int first = plan.range.first, cand_end = plan.range.last_begin, take = plan.range.take;
-  for (int w = threadIdx.x; w < (n + 31) / 32; w += kSelectThreads) member[w] = 0u;
-  __syncthreads();
-  const int inherited = p.maybe_set_sizes[row];
-  for (int i = threadIdx.x; i < inherited; i += kSelectThreads) SetBit(member, set[i]);
-  for (int b = threadIdx.x; b < first; b += kSelectThreads) SetBit(member, b);
-  for (int b = cand_end + threadIdx.x; b < n; b += kSelectThreads) SetBit(member, b);
-  if (take >= cand_end - first) {
-    for (int b = first + threadIdx.x; b < cand_end; b += kSelectThreads) SetBit(member, b);
-  } else if (take > 0) {
-    StageScores(s_scores, p.maybe_widen_scores + row * p.shape.max_blocks_per_seq, first, cand_end);
-    __syncthreads();
-    const auto score = [&](int b) { return OrderedBits(s_scores[b]); };
-    const TopPick pick = FindTop<kSearch>(take, first, cand_end, score, sh);
-    ForEachTaken(
-        first, cand_end, pick, score, 0, [&](int, int b) { SetBit(member, b); }, sh);
-  }
-  __syncthreads();  // every member is in
+  const float* exact = p.maybe_widen_scores + row * p.shape.max_blocks_per_seq;
+  MarkWidenedInherit(
+      n, plan.range.first, plan.range.last_begin, plan.range.take, set, p.maybe_set_sizes[row],
+      [&](int lo, int hi) { StageScores(s_scores, exact, lo, hi); },
+      [&](int b) { return OrderedBits(s_scores[b]); },
+      [&](int k, int lo, int hi, auto image) { return FindTop<kSearch>(k, lo, hi, image, sh); },
+      member, sh);
   const int count = EmitBits(
       0, n, member, 0, [&](int slot, int b) { out[slot] = b; }, sh);
   if (threadIdx.x == 0) sh.last_read = TestBit(member, n - 1) ? 1 : 0;

@@ -415,4 +415,51 @@ __device__ void ForEachTakenStriped(int lo, int hi, TopPick pick, Image image, i
   __syncthreads();  // the table is read before a later call writes it
 }
 
+__device__ __forceinline__ bool TestBit(const uint32_t* bits, int b) {
+  return ((bits[b >> 5] >> (b & 31)) & 1u) != 0;
+}
+__device__ __forceinline__ void SetBit(uint32_t* bits, int b) {
+  atomicOr(&bits[b >> 5], 1u << (b & 31));
+}
+
+// The members of `bits` in [lo, hi), in index order, as slots slot0, slot0 + 1, ...; returns
+// how many (every thread). ForEachTaken's pick of every member (image 1 above threshold 0), its
+// per-warp counts summed. Every thread of the block calls it.
+template <typename Emit, typename Shared>
+__device__ int EmitBits(int lo, int hi, const uint32_t* bits, int slot0, Emit emit, Shared& sh) {
+  const auto image = [&](int b) { return TestBit(bits, b) ? 1u : 0u; };
+  ForEachTaken(lo, hi, TopPick{0u, 0}, image, slot0, emit, sh);
+  int members = 0;
+  for (int w = 0; w < kSelectWarps; ++w) members += sh.warp_above[w];
+  __syncthreads();  // read before a later call writes them
+  return members;
+}
+
+// The members of a widened LycheeDecode sparse head (LycheePolicy::Select under a widened
+// budget), as n bits in `member`: the `inherited_count` blocks it inherited, the forced ranges
+// [0, first) and [last_begin, n), and the best `take` candidates of [first, last_begin) by
+// image(b) (its own group-mean query's exact scores), ties to the earlier block. stage(lo, hi)
+// makes image valid over the candidates (a barrier follows it); search(k, lo, hi, image) is one
+// of the searches above. Every thread of the block calls it; `member` is complete on return.
+template <typename Stage, typename Image, typename Search, typename Shared>
+__device__ void MarkWidenedInherit(int n, int first, int last_begin, int take,
+                                   const int32_t* inherited, int inherited_count, Stage stage,
+                                   Image image, Search search, uint32_t* member, Shared& sh) {
+  for (int w = threadIdx.x; w < (n + 31) / 32; w += kSelectThreads) member[w] = 0u;
+  __syncthreads();
+  for (int i = threadIdx.x; i < inherited_count; i += kSelectThreads) SetBit(member, inherited[i]);
+  for (int b = threadIdx.x; b < first; b += kSelectThreads) SetBit(member, b);
+  for (int b = last_begin + threadIdx.x; b < n; b += kSelectThreads) SetBit(member, b);
+  if (take >= last_begin - first) {
+    for (int b = first + threadIdx.x; b < last_begin; b += kSelectThreads) SetBit(member, b);
+  } else if (take > 0) {
+    stage(first, last_begin);
+    __syncthreads();
+    const TopPick pick = search(take, first, last_begin, image);
+    ForEachTaken(
+        first, last_begin, pick, image, 0, [&](int, int b) { SetBit(member, b); }, sh);
+  }
+  __syncthreads();  // every member is in
+}
+
 }  // namespace lychee::cuda

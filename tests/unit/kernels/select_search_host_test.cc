@@ -5,7 +5,8 @@
 // its ties, ForEachTaken and ForEachTakenStriped must give exactly the taken elements (every image
 // above the threshold, the earliest `quota` equal to it) consecutive slots in index order. Random
 // rows with many ties, rows of one value, zeros (never counted), offsets, rows within the searches'
-// register cache (<= 8192 elements) and past it, k from 1 to every counted element. No GPU: this
+// register cache (<= 8192 elements) and past it, k from 1 to every counted element; and a widened
+// LycheeDecode sparse head's members (MarkWidenedInherit) emitted in order (EmitBits). No GPU: this
 // runs wherever the CUDA preset builds, CI included.
 // clang-format off
 #include "tests/unit/kernels/simt_host.h"  // before the device code: it defines CUDA's names
@@ -167,6 +168,71 @@ TEST_F(SelectSearchHostTest, RowsPastTheRegisterCache) {
     const std::vector<uint32_t> images = Images(n, 0xc0000000u, 20, n / 2, 0.02);
     Check(images, 0, n, 2046, "long");
     Check(images, 0, n, CountedIn(images, 0, n), "long, all");
+  }
+}
+
+// A widened LycheeDecode sparse head: MarkWidenedInherit's members are the inherited set, the
+// forced ranges and the best `take` candidates by exact score (ties to the earlier block), and
+// EmitBits gives them in ascending order with their count: as the CPU's set_union of the inherited
+// set and LycheeTopSet.
+TEST_F(SelectSearchHostTest, WidenedInheritMembersAndEmitBits) {
+  std::uniform_int_distribution<int> coin(0, 3);
+  for (const int n : {1, 40, 700, 5000, 8200}) {
+    for (const Search search : {Search::kBisect, Search::kRadix}) {
+      std::uniform_int_distribution<int> cut(0, n);
+      int first = cut(rng_), last_begin = cut(rng_);
+      if (first > last_begin) std::swap(first, last_begin);
+      std::uniform_int_distribution<int> takes(0, last_begin - first + 1);
+      const int take = takes(rng_);
+      const std::vector<uint32_t> exact = Images(n, 0x3f000000u, 24, n / 4 + 1, 0.0);
+      std::vector<int32_t> inherited;
+      for (int b = 0; b < n; ++b) {
+        if (coin(rng_) == 0) inherited.push_back(b);
+      }
+      SCOPED_TRACE("n=" + std::to_string(n) + " first=" + std::to_string(first) +
+                   " last_begin=" + std::to_string(last_begin) + " take=" + std::to_string(take) +
+                   (search == Search::kRadix ? " radix" : " bisect"));
+      // The reference: sort the candidates by (score desc, index asc), take `take`.
+      std::vector<uint8_t> want(static_cast<size_t>(n), 0);
+      for (const int32_t b : inherited) want[static_cast<size_t>(b)] = 1;
+      for (int b = 0; b < first; ++b) want[static_cast<size_t>(b)] = 1;
+      for (int b = last_begin; b < n; ++b) want[static_cast<size_t>(b)] = 1;
+      std::vector<int> order;
+      for (int b = first; b < last_begin; ++b) order.push_back(b);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+        return exact[static_cast<size_t>(a)] > exact[static_cast<size_t>(b)];
+      });
+      for (int i = 0; i < std::min(take, static_cast<int>(order.size())); ++i) {
+        want[static_cast<size_t>(order[static_cast<size_t>(i)])] = 1;
+      }
+      std::vector<int> want_blocks;
+      for (int b = 0; b < n; ++b) {
+        if (want[static_cast<size_t>(b)] != 0) want_blocks.push_back(b);
+      }
+
+      Shared sh{};
+      std::vector<uint32_t> member(static_cast<size_t>((n + 31) / 32) + 1, 0xffffffffu);
+      std::vector<int> out(static_cast<size_t>(n) + 1, -1);
+      int count = -1;
+      const auto image = [&exact](int b) { return exact[static_cast<size_t>(b)]; };
+      simt::RunBlock(kSelectThreads, [&] {
+        MarkWidenedInherit(
+            n, first, last_begin, take, inherited.data(), static_cast<int>(inherited.size()),
+            [](int, int) {}, image,
+            [&](int k, int lo, int hi, auto img) {
+              return search == Search::kRadix ? RadixTop(k, lo, hi, img, sh)
+                                              : BisectTop(k, lo, hi, img, sh);
+            },
+            member.data(), sh);
+        const int c = EmitBits(
+            0, n, member.data(), 0, [&out](int slot, int b) { out[static_cast<size_t>(slot)] = b; },
+            sh);
+        if (threadIdx.x == 0) count = c;
+      });
+      ASSERT_EQ(count, static_cast<int>(want_blocks.size()));
+      ASSERT_EQ(std::vector<int>(out.begin(), out.begin() + count), want_blocks);
+      ASSERT_EQ(out[static_cast<size_t>(count)], -1);  // nothing past the count
+    }
   }
 }
 

@@ -5,8 +5,8 @@
 // exchange through the warp's table between two warp-wide barriers. Every lane of a warp must
 // call a warp primitive (the code under test only calls them warp-uniformly; anything else would
 // hang, which the test's ctest timeout turns into a failure). Shared memory is whatever object the
-// test hands the block; atomicAdd is a std::atomic_ref. Slow (512 threads a block) but exact.
-// Include it before the device code, in a test only: it defines CUDA's names.
+// test hands the block; atomicAdd and atomicOr are std::atomic_ref operations. Slow (512 threads a
+// block) but exact. Include it before the device code, in a test only: it defines CUDA's names.
 #pragma once
 
 #include <atomic>
@@ -134,6 +134,9 @@ inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigne
 inline int __ffs(int x) { return __builtin_ffs(x); }
 inline int atomicAdd(int* address, int value) {
   return std::atomic_ref<int>(*address).fetch_add(value);
+}
+inline unsigned atomicOr(unsigned* address, unsigned value) {
+  return std::atomic_ref<unsigned>(*address).fetch_or(value);
 }
 // CUDA's device min/max overloads, for the types the code under test mixes.
 template <typename T>
