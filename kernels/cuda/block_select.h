@@ -252,6 +252,16 @@ LY_HOST_DEVICE inline float KvHeadBound(const float* lse, int64_t group, float l
   }
   return bound;
 }
+// One row's widening decision (WidenBudgets, as the CPU runner's): it widens when its bound
+// misses max_mass and it does not read everything yet (log_unread -inf), and then its budget
+// (tokens) doubles, up to 2^30.
+LY_HOST_DEVICE inline bool WidenRow(float max_mass, const float* lse, int64_t group,
+                                    float log_unread, int64_t* tokens) {
+  const bool widen =
+      max_mass < 1.0f && log_unread != -INFINITY && KvHeadBound(lse, group, log_unread) > max_mass;
+  if (widen) *tokens = *tokens * 2 < (int64_t{1} << 30) ? *tokens * 2 : int64_t{1} << 30;
+  return widen;
+}
 
 struct DroppedMassParams {
   const float* lse = nullptr;  // [batch, num_heads]: the sparse attention's maybe_lse

@@ -72,21 +72,16 @@ __global__ void __launch_bounds__(32)
   long long widened = 0;
   for (int64_t g = lane; g < p.num_kv_heads; g += 32) {
     const int64_t row = seq * p.num_kv_heads + g;
-    const float log_unread = p.log_unread[row];
-    // As the CPU runner: only a row that misses the bound and does not read everything yet (an
-    // unread bound of -inf) widens.
-    const bool widen =
-        max_mass < 1.0f && log_unread != -__int_as_float(0x7f800000) &&
-        KvHeadBound(p.lse + seq * p.num_heads + g * group, group, log_unread) > max_mass;
-    p.row_active[row] = widen ? 1 : 0;
     int64_t tokens = p.row_budgets[row];
     if (p.first_round) {  // the layer starts at the rule's budget
       const SelectSeqRule& rule = p.seq_rules[seq];
       tokens = rule.budget_tokens > 0 ? int64_t{rule.budget_tokens}
                                       : int64_t{rule.budget_blocks} * p.block_size;
     }
+    const bool widen = WidenRow(max_mass, p.lse + seq * p.num_heads + g * group, group,
+                                p.log_unread[row], &tokens);
+    p.row_active[row] = widen ? 1 : 0;
     if (widen) {
-      tokens *= 2;
       ++widened;
     } else {
       p.part1_lens[row] = -1;  // the next sparse attention leaves the row alone

@@ -394,11 +394,10 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
         const float log_unread = unread_max == -INFINITY
                                      ? -INFINITY
                                      : static_cast<float>(unread_max + std::log(unread_sum));
-        const bool widen = max_mass < 1.0 && log_unread != -INFINITY &&
-                           cuda::KvHeadBound(&lse, 1, log_unread) > max_mass;
-        if (!widen) break;
+        int64_t doubled = tokens;
+        if (!cuda::WidenRow(static_cast<float>(max_mass), &lse, 1, log_unread, &doubled)) break;
         ASSERT_LT(round, rounds) << "kv head " << g << ": the planned rounds do not suffice";
-        tokens = tokens >= (1 << 29) ? 1 << 30 : 2 * tokens;
+        tokens = static_cast<int32_t>(doubled);
         ++gpu_widenings;
       }
       ASSERT_EQ(set, HeadSet(cpu_sel, g)) << "kv head " << g;
