@@ -77,15 +77,6 @@ cuda::SelectSeqRule SeqRuleFor(const sparsity::DeviceSelection& d, int64_t budge
   return rule;
 }
 
-int64_t WideningRounds(int64_t num_blocks, int64_t block_size, int64_t budget_tokens) {
-  int64_t rounds = 0;
-  for (int64_t t = std::max<int64_t>(1, budget_tokens);
-       std::max<int64_t>(1, t / block_size) < num_blocks; t *= 2) {
-    ++rounds;
-  }
-  return rounds;
-}
-
 cuda::SelectRowMode RowModeFor(const sparsity::DeviceSelection& d, int64_t layer, int64_t kv_head) {
   switch (d.kind) {
     case Kind::kNone:
@@ -253,7 +244,8 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
       if (d.kind == Kind::kPrhs) count = rule.budget_blocks + range.first + (n - range.last_begin);
       max_sparse_tokens_ = std::max(max_sparse_tokens_, std::min(ctx, count * bs));
       if (widens) {
-        widening_rounds_ = std::max(widening_rounds_, WideningRounds(n, bs, rule.budget_tokens));
+        widening_rounds_ =
+            std::max(widening_rounds_, cuda::WideningRounds(n, bs, rule.budget_tokens));
         max_widening_ctx_ = std::max(max_widening_ctx_, ctx);
       }
     }

@@ -61,9 +61,6 @@ absl::Status CudaSparsePolicySupport(const PolicySpec& spec, int64_t block_size 
 // every block from the start (as the CPU runner): the budget is then unbounded.
 cuda::SelectSeqRule SeqRuleFor(const sparsity::DeviceSelection& d, int64_t budget_tokens,
                                int64_t block_size, double max_dropped_mass = 1.0);
-// Doublings of `budget_tokens` until max(1, tokens / block_size) covers `num_blocks` (then a
-// row reads every block): the widening rounds a sequence may need.
-int64_t WideningRounds(int64_t num_blocks, int64_t block_size, int64_t budget_tokens);
 cuda::SelectRowMode RowModeFor(const sparsity::DeviceSelection& d, int64_t layer, int64_t kv_head);
 
 class CudaSparseDecode {

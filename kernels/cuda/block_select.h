@@ -97,6 +97,17 @@ struct SelectSeqRule {
   // tokens: max(1, tokens / block_size) blocks are read). 0: budget_blocks * block_size.
   int32_t budget_tokens = 0;
 };
+// Doublings of `budget_tokens` until max(1, tokens / block_size) covers `num_blocks` (then a
+// row reads every block): the widening rounds (WidenBudgets) a sequence may need. Host logic.
+inline int64_t WideningRounds(int64_t num_blocks, int64_t block_size, int64_t budget_tokens) {
+  int64_t rounds = 0;
+  for (int64_t t = budget_tokens < 1 ? 1 : budget_tokens;
+       (t / block_size < 1 ? 1 : t / block_size) < num_blocks; t *= 2) {
+    ++rounds;
+  }
+  return rounds;
+}
+
 struct SelectRange {
   int32_t first = 0, last_begin = 0, take = 0;
 };

@@ -331,7 +331,7 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
     const std::vector<float> bounds = BoxBounds(query, cache, n);
     const sparsity::DeviceSelection device = policy->device_selection();
     const cuda::SelectSeqRule rule = SeqRuleFor(device, budget, bs, max_mass);
-    const int64_t rounds = WideningRounds(n, bs, rule.budget_tokens);
+    const int64_t rounds = cuda::WideningRounds(n, bs, rule.budget_tokens);
     int64_t gpu_widenings = 0;
     for (int64_t g = 0; g < kKvHeads; ++g) {
       const std::vector<float> kv_bounds(bounds.begin() + g * n, bounds.begin() + (g + 1) * n);
@@ -413,13 +413,13 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
   std::printf("%lld trials compared (%lld widened), %lld left out near the threshold\n",
               static_cast<long long>(trials), static_cast<long long>(widened),
               static_cast<long long>(ambiguous));
-  EXPECT_EQ(WideningRounds(100, 16, 16 * 100), 0);
-  EXPECT_EQ(WideningRounds(100, 16, 16 * 99), 1);
-  EXPECT_EQ(WideningRounds(8192, 16, 2048), 6);
-  EXPECT_EQ(WideningRounds(3, 16, 8), 3);  // 8 and 16 tokens are one block, 32 two, 64 four
+  EXPECT_EQ(cuda::WideningRounds(100, 16, 16 * 100), 0);
+  EXPECT_EQ(cuda::WideningRounds(100, 16, 16 * 99), 1);
+  EXPECT_EQ(cuda::WideningRounds(8192, 16, 2048), 6);
+  EXPECT_EQ(cuda::WideningRounds(3, 16, 8), 3);  // 8 and 16 tokens are one block, 32 two, 64 four
   sparsity::QuestPolicy zero({2048, 0.0}, 16);
   const cuda::SelectSeqRule all = SeqRuleFor(zero.device_selection(), 2048, 16, 0.0);
-  EXPECT_EQ(WideningRounds(51200, 16, all.budget_tokens), 0);  // reads everything at once
+  EXPECT_EQ(cuda::WideningRounds(51200, 16, all.budget_tokens), 0);  // reads everything at once
 }
 
 TEST(CudaSparseRulesTest, PoliciesTheGpuRefusesSayWhy) {

@@ -957,9 +957,9 @@ void CudaBlockSelectTest::RunWideningCase(const SelectCase& c,
       max_mass[b] = 0.01f;
       for (int64_t g = 0; g < kvh; ++g) modes[g] = static_cast<int8_t>(SelectRowMode::kAll);
     }
-    int64_t r = 0;
-    for (int64_t t = rules[b].budget_tokens; std::max<int64_t>(1, t / bs) < n; t *= 2) ++r;
-    if (max_mass[b] < 1.0f && b != 0) rounds = std::max(rounds, r);
+    if (max_mass[b] < 1.0f && b != 0) {
+      rounds = std::max(rounds, WideningRounds(n, bs, rules[b].budget_tokens));
+    }
   }
   DeviceInputs in;
   LY_ASSERT_OK(Upload(rp, q, contexts, &in));
