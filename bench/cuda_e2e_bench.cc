@@ -52,7 +52,8 @@ struct Options {
   std::vector<std::string> policies = {"quest", "streaming", "lychee"};
   int64_t budget = 2048;
   // The sparse policies' max_dropped_mass (1: none; below 1 quest, streaming and lychee widen
-  // their budgets to meet it, and a policy the GPU does not widen is skipped with the reason).
+  // their budgets to meet it, prhs grows its sets in advance; a policy the GPU cannot run so is
+  // skipped with the reason).
   double max_dropped_mass = 1.0;
   double gpu_memory_utilization = 0.92;
   // Also time, per context, the largest batch whose KV fits the pool (at most fit_batch_limit

@@ -41,12 +41,6 @@ absl::Status CudaSparsePolicySupport(const PolicySpec& spec, int64_t block_size)
     return absl::InvalidArgumentError(
         "policy: lychee's token mode does not run on the CUDA backend yet (block mode does)");
   }
-  if (spec.max_dropped_mass < 1.0 && spec.name == "prhs") {
-    return absl::InvalidArgumentError(
-        "policy: max_dropped_mass below 1 is not enforced for prhs on the CUDA backend yet (its "
-        "control in advance and widening run on the CPU; quest, streaming and lychee widen on the "
-        "GPU); start the server with --device cpu for it");
-  }
   return absl::OkStatus();
 }
 
@@ -118,6 +112,7 @@ absl::Status CudaSparseDecode::Allocate() {
   LY_RETURN_IF_ERROR(split_lens_.Allocate(2 * rows));
   LY_RETURN_IF_ERROR(set_sizes_.Allocate(rows));
   LY_RETURN_IF_ERROR(row_reused_.Allocate(rows));
+  LY_RETURN_IF_ERROR(prhs_fallback_.Allocate(rows));
   LY_RETURN_IF_ERROR(row_budgets_.Allocate(rows));
   LY_RETURN_IF_ERROR(row_active_.Allocate(rows));
   LY_RETURN_IF_ERROR(log_unread_.Allocate(rows));
@@ -175,6 +170,7 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   widening_rounds_ = 0;
   max_widening_ctx_ = 0;
   widen_exact_ = false;
+  prhs_control_ = false;
   ++step_;
   // Each row's policy as data (dense rows: kNone).
   selections_.assign(static_cast<size_t>(rows_), sparsity::DeviceSelection{});
@@ -210,13 +206,10 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
                                                      "have refused it)"));
     }
     const double max_mass = policy == nullptr ? 1.0 : policy->limits().max_dropped_mass;
-    const bool widens = max_mass < 1.0;
-    if (widens && d.kind == Kind::kPrhs) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("policy '", std::string(policy->name()),
-                       "' does not widen on the CUDA backend (max_dropped_mass < 1; the engine "
-                       "should have refused it)"));
-    }
+    // PrHS controls in advance (GrowPrhsToBound): its rows never widen after the attention.
+    const bool controls = max_mass < 1.0 && d.kind == Kind::kPrhs;
+    const bool widens = max_mass < 1.0 && !controls;
+    prhs_control_ = prhs_control_ || controls;
     const cuda::SelectSeqRule rule =
         SeqRuleFor(d, policy == nullptr ? 1 : policy->limits().budget_tokens, bs, max_mass);
     // LycheeDecode under max_dropped_mass 0 reads everything at every head (the CPU's widened
@@ -242,6 +235,7 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
       const cuda::SelectRange range = cuda::ResolveSelectRule(rule, n);
       int64_t count = range.first + range.take + (n - range.last_begin);
       if (d.kind == Kind::kPrhs) count = rule.budget_blocks + range.first + (n - range.last_begin);
+      if (controls) count = n;  // grown sets, or everything where the bound gives up
       max_sparse_tokens_ = std::max(max_sparse_tokens_, std::min(ctx, count * bs));
       if (widens) {
         widening_rounds_ =
@@ -249,7 +243,7 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
         max_widening_ctx_ = std::max(max_widening_ctx_, ctx);
       }
     }
-    const float mass = static_cast<float>(max_mass);
+    const float mass = widens ? static_cast<float>(max_mass) : 1.0f;  // WidenBudgets' input
     std::memcpy(inputs_h_.data() + mass_offset_ + static_cast<size_t>(r) * sizeof(float), &mass,
                 sizeof(mass));
     if (d.kind == Kind::kPrhs) {
@@ -265,6 +259,7 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
         pp.anchor_row = static_cast<int32_t>((slot * s.num_layers + l) * kv);
         pp.budget_tokens = static_cast<int32_t>(
             std::clamp<int64_t>(policy->limits().budget_tokens, 1, int64_t{1} << 30));
+        pp.max_dropped_mass = static_cast<float>(max_mass);
       }
     }
     std::memcpy(inputs_h_.data() + rules_offset_ + static_cast<size_t>(r) * sizeof(rule), &rule,
@@ -273,6 +268,10 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
     const bool audit = policy != nullptr && !padding && step.chunks[static_cast<size_t>(r)].audit;
     audit_rows_[static_cast<size_t>(r)] = audit ? 1 : 0;
     audited_ = audited_ || audit;
+  }
+  if (prhs_control_ && prhs_lower_.size() == 0) {
+    LY_RETURN_IF_ERROR(
+        prhs_lower_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads * s.max_blocks_per_seq)));
   }
   if (widen_exact_ && widen_scores_.size() == 0) {
     LY_RETURN_IF_ERROR(widen_scores_.Allocate(
@@ -346,7 +345,9 @@ absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q, int64_
     p.prhs_anchor_q = anchor_q_.get();
     p.prhs_anchor_info = anchor_info_.get();
     p.prhs_anchor_blocks = anchor_blocks_.get();
+    if (prhs_control_) p.prhs_lower = prhs_lower_.get();
   }
+  p.prhs_row_fallback = prhs_fallback_.get();
   return cuda::SparseBlockSelect(p, stream);
 }
 
@@ -459,6 +460,7 @@ std::vector<int64_t> CudaSparseDecode::GraphKey() const {
                               max_widening_ctx_,
                               audited_ ? 1 : 0,
                               widen_exact_ ? 1 : 0,
+                              prhs_control_ ? 1 : 0,
                               has_prhs_ ? prhs_slots_ + 1 : 0};  // the arenas' pointers
   key.insert(key.end(), part_rows_.begin(), part_rows_.end());
   return key;
@@ -471,6 +473,7 @@ absl::Status CudaSparseDecode::Accumulate(const float* maybe_dense_lse, cudaStre
   p.log_unread = log_unread_.get();
   p.sel_lens = lens_.get();
   p.maybe_row_reused = row_reused_.get();
+  p.maybe_row_fallback = prhs_fallback_.get();
   p.stats = stats_.get();
   p.batch = rows_;
   p.num_heads = sizes_.num_heads;
@@ -499,6 +502,7 @@ void CudaSparseDecode::CollectStats(const SchedulerOutput& step,
     st.device_selections = got.heads;
     st.device_reused = got.reused;
     st.widenings = got.widenings;
+    st.device_dense_fallbacks = got.dense_fallbacks;
     st.kv_tokens_dense = sizes_.num_layers * sizes_.num_kv_heads *
                          (step.chunks[static_cast<size_t>(r)].start_position + 1);
     if (audit_rows_[static_cast<size_t>(r)] != 0) st.exact_max = got.exact_max;

@@ -12,7 +12,7 @@
 // Audited rows also run dense attention for the exact dropped mass. The per-sequence totals come
 // back with the step's results.
 //
-// max_dropped_mass < 1 (quest, streaming and lychee; prhs refuses it on the GPU): as the CPU
+// max_dropped_mass < 1, quest, streaming and lychee: as the CPU
 // runner, every kv head starts at the request's budget (every block at max_dropped_mass 0) and,
 // while its certified bound misses max_dropped_mass and it does not read everything, its budget
 // doubles and it is selected and attended again (a LycheeDecode sparse head: its inherited set
@@ -21,7 +21,10 @@
 // widened rows only) and the part-1 attention again (rows not widened have length -1 and are
 // skipped). The host fixes the round count from the lengths and budgets (enough to reach every
 // block), so a round with nothing left to widen costs three near-empty launches and no host round
-// trip.
+// trip. prhs under max_dropped_mass < 1 controls in advance instead, as its CPU policy: the
+// select kernel grows each row's set until the pre-read bound (box bounds of the unread blocks,
+// each query head's lower bounds of the read ones) meets it, or reads everything past 4x the
+// budget (GrowPrhsToBound); since that bound is never below the certified one, it never widens.
 //
 // Semantics per policy (as the CPU policies):
 //   quest      every layer and kv head: Quest's rule over key-summary bounds
@@ -193,6 +196,11 @@ class CudaSparseDecode {
   cuda::DeviceBuffer<cuda::PrhsSeqParams> prhs_params_;
   cuda::DeviceBuffer<float> prhs_scores_, anchor_q_;
   cuda::DeviceBuffer<int32_t> anchor_info_, anchor_blocks_;
+  // kPrhs under max_dropped_mass < 1 this step: each query head's lower bounds (allocated on
+  // first use) and the rows' dense fallbacks.
+  bool prhs_control_ = false;
+  cuda::DeviceBuffer<float> prhs_lower_;
+  cuda::DeviceBuffer<int32_t> prhs_fallback_;
   int64_t prhs_slots_ = 0;
   int64_t step_ = 0;
   std::unordered_map<uint64_t, int32_t> slot_of_;  // policy serial -> slot

@@ -121,6 +121,7 @@ class Engine::Impl {
     int64_t bound_heads = 0;
     int64_t kv_read = 0, kv_dense = 0;
     int64_t device_selections = 0, device_reused = 0;  // a GPU runner's counts
+    int64_t device_dense_fallbacks = 0;
   };
 
   absl::Status Validate(const GenerationRequest& request) const;
@@ -636,6 +637,7 @@ void Engine::Impl::RecordSparseStats(const SchedulerOutput& out) {
     sparse.kv_dense += st.kv_tokens_dense;
     sparse.device_selections += st.device_selections;
     sparse.device_reused += st.device_reused;
+    sparse.device_dense_fallbacks += st.device_dense_fallbacks;
     r.widenings += st.widenings;
     r.selection_seconds += st.selection_seconds;
     if (st.exact_max >= 0.0f) {
@@ -667,7 +669,7 @@ PolicyReport Engine::Impl::FinalPolicyReport(SeqId seq, const GenerationRequest&
   const sparsity::PolicyCounters counters = sparse.policy->counters();
   r.head_selections = counters.head_selections + sparse.device_selections;
   r.reused = counters.reused + sparse.device_reused;
-  r.dense_fallbacks = counters.dense_fallbacks;
+  r.dense_fallbacks = counters.dense_fallbacks + sparse.device_dense_fallbacks;
   r.cache_corrections = std::max(r.cache_corrections, counters.cache_corrections);
   return r;
 }

@@ -35,6 +35,7 @@ struct SparseChunkStats {
   // (layer, kv head) selections made and those that reused an earlier set without scoring.
   int64_t device_selections = 0;
   int64_t device_reused = 0;
+  int64_t device_dense_fallbacks = 0;  // selections that read everything (PrHS's control)
 };
 
 // What a runner that samples on its device returns per logit row (chunks with needs_logits, in

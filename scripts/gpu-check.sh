@@ -240,9 +240,10 @@ case "${1:-}" in
     echo "    eager and replayed from CUDA graphs (CudaModelRunnerOptions::sparse_cuda_graphs)"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
       --policies quest,lychee,prhs --budget 2048 --fit-batch --sparse-graphs --json "$out/e2e.json"
-    echo "--- max_dropped_mass 0.5 on the GPU (quest, streaming and lychee widen), eager and in graphs"
+    echo "--- max_dropped_mass 0.5 on the GPU (quest, streaming and lychee widen, prhs grows in advance),"
+    echo "    eager and in graphs"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 --prefill "" --steps 5 \
-      --policies quest,streaming,lychee --budget 2048 --max-dropped-mass 0.5 --sparse-graphs \
+      --policies quest,streaming,lychee,prhs --budget 2048 --max-dropped-mass 0.5 --sparse-graphs \
       --json "$out/e2e-widening.json"
     ;;
   variants)

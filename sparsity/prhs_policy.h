@@ -46,7 +46,8 @@ class PrhsPolicy final : public Policy {
   void AfterAttention(const DecodeQuery& query, absl::Span<const float> head_dropped_mass) override;
   PolicyCounters counters() const override { return counters_; }
   // On the GPU (kernels/cuda/block_select.h, SelectRowMode::kPrhs) the anchors live on the
-  // device; widening (max_dropped_mass < 1) is CPU-only.
+  // device; under max_dropped_mass < 1 the select kernel grows the set in advance (GrowPrhsToBound
+  // in kernels/cuda/select_search.cuh: box bounds only, the kv head's for the unread blocks).
   DeviceSelection device_selection() const override {
     DeviceSelection d;
     d.kind = DeviceSelection::Kind::kPrhs;

@@ -58,12 +58,6 @@ __device__ __forceinline__ int64_t NumBlocks(const BlockSelectParams& p, int seq
   return (c + s.block_size - 1) / s.block_size;
 }
 
-// Larger float -> larger uint32 (NaN is not expected: the summaries hold written keys).
-__device__ __forceinline__ uint32_t OrderedBits(float f) {
-  const uint32_t u = __float_as_uint(f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 // What a row does in this launch (QuestBlockSelect: every row kTopK under Quest's rule).
 struct RowPlan {
   SelectRowMode mode = SelectRowMode::kTopK;
@@ -75,6 +69,8 @@ struct RowPlan {
   bool box_scores = false;    // the score kernel writes key-summary bounds for it
   bool exact_scores = false;  // ... or the exact scores of the group-mean query (kPrhs: unless
                               // the row reuses its anchor, which only a warp can tell)
+  bool prhs_control = false;  // kPrhs under max_dropped_mass < 1: the set grows to its bound
+                              // (box bounds and each query head's lower bounds wanted)
 };
 
 // kWidening: the launch may be a widening round (maybe_row_budgets replaces the rule's budget);
@@ -120,7 +116,8 @@ __device__ __forceinline__ RowPlan PlanRow(const BlockSelectParams& p, int seq, 
     const int32_t forced = r.range.first + (r.n - r.range.last_begin);
     const int32_t take = r.budget_blocks - forced;
     const bool all = r.budget_blocks >= r.n;
-    r.box_scores = bound && !all;
+    r.prhs_control = !all && p.prhs_lower != nullptr && p.prhs_seqs[seq].max_dropped_mass < 1.0f;
+    r.box_scores = (bound || r.prhs_control) && !all;
     r.exact_scores = !all && take > 0 && take < r.range.last_begin - r.window_first;
   }
   return r;
@@ -325,6 +322,28 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
       Mma16816(c, an, mnw[2 * h], mnw[2 * h + 1]);
     }
   }
+  if (plan.prhs_control) {
+    // Each head's lower bound l_b,h = q⁺·mn + q⁻·mx, for PrHS's control in advance.
+    float lo[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < kChunks; ++j) {
+      const uint32_t mnw[4] = {mn[j].x, mn[j].y, mn[j].z, mn[j].w};
+      const uint32_t mxw[4] = {mx[j].x, mx[j].y, mx[j].z, mx[j].w};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const uint32_t ap[4] = {s_q[0][j][2 * h][lane], 0u, s_q[0][j][2 * h + 1][lane], 0u};
+        const uint32_t an[4] = {s_q[1][j][2 * h][lane], 0u, s_q[1][j][2 * h + 1][lane], 0u};
+        Mma16816(lo, ap, mnw[2 * h], mnw[2 * h + 1]);
+        Mma16816(lo, an, mxw[2 * h], mxw[2 * h + 1]);
+      }
+    }
+    if (g < group) {
+      float* out = p.prhs_lower + (static_cast<int64_t>(seq) * s.num_heads + kv_head * group + g) *
+                                      s.max_blocks_per_seq;
+      if (b0 + 2 * t < n) out[b0 + 2 * t] = lo[0] * p.scale;
+      if (b0 + 2 * t + 1 < n) out[b0 + 2 * t + 1] = lo[1] * p.scale;
+    }
+  }
   // c[0], c[1]: head g's bounds of blocks b0 + 2t, b0 + 2t + 1; the max over the group.
   float v0 = g < group ? c[0] : kNegInf, v1 = g < group ? c[1] : kNegInf;
   v0 = WarpMaxOverRows8(v0);
@@ -360,7 +379,8 @@ struct SelectShared {
   int num_survivors;
   uint32_t survivors_prefix;
   int survivors_above;
-  float qbar[128];  // kPrhs: the group-mean query, for a new anchor
+  float qbar[128];                  // kPrhs: the group-mean query, for a new anchor
+  float warp_values[kSelectWarps];  // BlockSum, BlockMax
 };
 
 // The search a launch asked for (BlockSelectParams::search).
@@ -598,6 +618,58 @@ __device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, i
   return false;
 }
 
+// A kPrhs row under max_dropped_mass < 1, after SelectPrhsRow chose its candidates (`member`):
+// the new anchor's blocks (the chosen candidates alone, as the CPU's; `chosen` of them, when the
+// row rescored), then the row's set (sinks, chosen, local window) grown by GrowPrhsToBound, or
+// every block where that gives up (prhs_row_fallback). Emits the set in block order; returns its
+// size. `extra` is scratch; s_scores holds the row's box bounds on return.
+// Not inlined: its registers would otherwise add to the PrHS select kernel's spills (124 B
+// without it, 538 B inlined).
+template <typename Emit>
+__device__ __noinline__ int GrowPrhsRow(const BlockSelectParams& p, const RowPlan& plan, int seq,
+                                        int kv_head, bool reused, float* s_scores, uint32_t* member,
+                                        uint32_t* extra, int32_t* anchor_blocks, int* chosen,
+                                        Emit emit, SelectShared& sh) {
+  const BlockSelectShape& s = p.shape;
+  const int n = plan.n, first = plan.range.first, cand_end = plan.range.last_begin;
+  const int64_t row = static_cast<int64_t>(seq) * s.num_kv_heads + kv_head;
+  if (!reused) {
+    *chosen = EmitBits(
+        plan.window_first, cand_end, member, 0,
+        [&](int slot, int block) { anchor_blocks[slot] = block; }, sh);
+  }
+  const int words = (n + 31) / 32;
+  for (int w = threadIdx.x; w < words; w += kSelectThreads) extra[w] = 0u;
+  for (int b = threadIdx.x; b < first; b += kSelectThreads) SetBit(member, b);
+  for (int b = cand_end + threadIdx.x; b < n; b += kSelectThreads) SetBit(member, b);
+  StageScores(s_scores, p.scores + row * s.max_blocks_per_seq, 0, n);
+  __syncthreads();
+  int members = 0;
+  for (int w = threadIdx.x; w < words; w += kSelectThreads) members += __popc(member[w]);
+  members = SelectReduceInt(sh.storage.reduce_int).Sum(members);
+  if (threadIdx.x == 0) sh.total = members;
+  __syncthreads();
+  members = sh.total;
+  const int group = static_cast<int>(s.num_heads / s.num_kv_heads);
+  const float* lower = p.prhs_lower + (static_cast<int64_t>(seq) * s.num_heads +
+                                       static_cast<int64_t>(kv_head) * group) *
+                                          s.max_blocks_per_seq;
+  const float last_tokens =
+      static_cast<float>(plan.ctx - static_cast<int64_t>(n - 1) * s.block_size);
+  const int grown = GrowPrhsToBound(
+      n, group, p.prhs_seqs[seq].max_dropped_mass, 4 * plan.budget_blocks,
+      [&](int b) { return s_scores[b]; },
+      [&](int h, int b) { return lower[static_cast<int64_t>(h) * s.max_blocks_per_seq + b]; },
+      [&](int b) { return b == n - 1 ? last_tokens : static_cast<float>(s.block_size); }, member,
+      extra, members, sh);
+  if (grown < 0) {
+    for (int b = threadIdx.x; b < n; b += kSelectThreads) SetBit(member, b);
+    __syncthreads();
+  }
+  if (p.prhs_row_fallback != nullptr && threadIdx.x == 0) p.prhs_row_fallback[row] = grown < 0;
+  return EmitBits(0, n, member, 0, emit, sh);
+}
+
 // Selection: CTA (kv head, sequence). See the file comment for the top-k select. kWithPrhs: the
 // launch has kPrhs rows (a separate instantiation keeps their registers out of the others'). Two
 // CTAs an SM (64 registers): a batch of 32 x 8 kv heads selects in one wave.
@@ -639,6 +711,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
   if (p.maybe_row_reused != nullptr && threadIdx.x == 0) {
     p.maybe_row_reused[row] = plan.mode == SelectRowMode::kInherit ? 1 : 0;  // kPrhs: below
   }
+  if (p.prhs_row_fallback != nullptr && threadIdx.x == 0) p.prhs_row_fallback[row] = 0;  // below
 
   if (reads_all) {
     GatherPages(out_pages, nullptr, table, n, [](int) {});
@@ -692,26 +765,33 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
           SelectPrhsRow<D>(p, plan, seq, kv_head, s_scores, member, extra, set, out_pages, sh);
       if (p.maybe_row_reused != nullptr && threadIdx.x == 0) p.maybe_row_reused[row] = reused;
       const int first = plan.range.first, cand_end = plan.range.last_begin;
-      for (int b = threadIdx.x; b < first; b += kSelectThreads) emit(b, b);
       const int64_t arow = static_cast<int64_t>(p.prhs_seqs[seq].anchor_row) + kv_head;
       int32_t* anchor_blocks = p.prhs_anchor_blocks + arow * kPrhsMaxAnchorBlocks;
-      const int chosen = EmitBits(
-          plan.window_first, cand_end, member, first,
-          [&](int slot, int block) {
-            emit(slot, block);
-            if (!reused) anchor_blocks[slot - first] = block;
-          },
-          sh);
-      for (int b = cand_end + threadIdx.x; b < n; b += kSelectThreads) {
-        emit(first + chosen + (b - cand_end), b);
+      int chosen = 0;
+      if (!plan.prhs_control) {
+        for (int b = threadIdx.x; b < first; b += kSelectThreads) emit(b, b);
+        chosen = EmitBits(
+            plan.window_first, cand_end, member, first,
+            [&](int slot, int block) {
+              emit(slot, block);
+              if (!reused) anchor_blocks[slot - first] = block;
+            },
+            sh);
+        for (int b = cand_end + threadIdx.x; b < n; b += kSelectThreads) {
+          emit(first + chosen + (b - cand_end), b);
+        }
+        count = first + chosen + (n - cand_end);
+      } else {
+        count = GrowPrhsRow(p, plan, seq, kv_head, reused, s_scores, member, extra, anchor_blocks,
+                            &chosen, emit, sh);
       }
-      count = first + chosen + (n - cand_end);
       if (!reused && threadIdx.x == 0) {
         p.prhs_anchor_info[2 * arow] = p.prhs_seqs[seq].budget_tokens;
         p.prhs_anchor_info[2 * arow + 1] = chosen;
       }
       if (bound) {
-        // The unread blocks keep their key-summary bounds.
+        // The unread blocks keep their key-summary bounds (a grown set has every read block,
+        // forced ones included, in member).
         for (int b = threadIdx.x; b < n; b += kSelectThreads) {
           const bool read = b < first || b >= cand_end || TestBit(member, b);
           s_scores[b] = read ? -__int_as_float(0x7f800000) : scores[b];

@@ -75,8 +75,12 @@ struct PrhsSeqParams {
   int32_t anchor_row = 0;              // first arena row of this sequence at this layer
   int32_t budget_tokens = 0;           // the request's budget: an anchor chosen under another
                                        // budget is not reused
+  // Accuracy control in advance (GrowPrhsToBound, select_search.cuh) below 1: the set grows
+  // until its pre-read bound meets it, or the row reads everything (needs prhs_lower).
+  float max_dropped_mass = 1.0f;
+  int32_t unused = 0;
 };
-static_assert(sizeof(PrhsSeqParams) == 32);
+static_assert(sizeof(PrhsSeqParams) == 40);
 // Blocks an anchor may hold (its budget's top blocks); a larger budget is refused on the GPU.
 inline constexpr int64_t kPrhsMaxAnchorBlocks = 2048;
 
@@ -194,6 +198,12 @@ struct BlockSelectParams {
   float* prhs_anchor_q = nullptr;
   int32_t* prhs_anchor_info = nullptr;
   int32_t* prhs_anchor_blocks = nullptr;
+  // kPrhs rows under max_dropped_mass < 1: [batch, num_heads, max_blocks_per_seq] workspace, each
+  // query head's key-summary lower bound of scale · q·k per block (the score kernel's, for the
+  // select's GrowPrhsToBound), and out [batch * num_kv_heads]: 1 where a row's set could not meet
+  // the bound within 4x its budget and it read everything (a dense fallback), else 0.
+  float* prhs_lower = nullptr;
+  int32_t* prhs_row_fallback = nullptr;
   // Widening rounds (max_dropped_mass < 1; SparseBlockSelect only), both [batch *
   // num_kv_heads], from WidenBudgets: a launch with maybe_row_active only reselects the rows
   // marked 1 there, with max(1, maybe_row_budgets / block_size) blocks in place of their rule's
@@ -237,16 +247,17 @@ enum SelectPhase : int {
 // Per-sequence totals of a sparse decode step, accumulated over layers by AccumulateDroppedMass
 // (zero-fill before the first layer; max_bound starts at 0).
 struct SparseSeqStats {
-  float max_bound = 0.0f;   // largest certified dropped-mass bound over layers and kv heads
-  float exact_max = 0.0f;   // largest exact dropped mass (launches given the dense LSE)
-  double sum_bound = 0.0;   // sum of the per-(layer, kv head) bounds
-  int64_t heads = 0;        // (layer, kv head) rows
-  int64_t tokens_read = 0;  // KV tokens the attention read, over layers and kv heads
-  int64_t reused = 0;       // rows that read an earlier set without scoring (kInherit, a kPrhs
-                            // anchor reused)
-  int64_t widenings = 0;    // row budgets doubled by WidenBudgets (over rounds and layers)
+  float max_bound = 0.0f;       // largest certified dropped-mass bound over layers and kv heads
+  float exact_max = 0.0f;       // largest exact dropped mass (launches given the dense LSE)
+  double sum_bound = 0.0;       // sum of the per-(layer, kv head) bounds
+  int64_t heads = 0;            // (layer, kv head) rows
+  int64_t tokens_read = 0;      // KV tokens the attention read, over layers and kv heads
+  int64_t reused = 0;           // rows that read an earlier set without scoring (kInherit, a kPrhs
+                                // anchor reused)
+  int64_t widenings = 0;        // row budgets doubled by WidenBudgets (over rounds and layers)
+  int64_t dense_fallbacks = 0;  // kPrhs rows that read everything to meet max_dropped_mass
 };
-static_assert(sizeof(SparseSeqStats) == 48);
+static_assert(sizeof(SparseSeqStats) == 56);
 
 // The certified dropped mass of one query head (an upper bound of the softmax mass of the keys
 // it did not read): 1 / (1 + exp(lse - log_unread)), lse the natural-log mass it read and
@@ -279,10 +290,11 @@ struct DroppedMassParams {
   // Optional [batch, num_heads]: dense attention's LSE of the same queries (an audit); the exact
   // dropped mass 1 - exp(lse - dense_lse) then goes into exact_max.
   const float* maybe_dense_lse = nullptr;
-  const float* log_unread = nullptr;          // [batch * num_kv_heads]: SparseBlockSelect's
-  const int32_t* sel_lens = nullptr;          // [batch * num_kv_heads]: tokens each row read
-  const int32_t* maybe_row_reused = nullptr;  // [batch * num_kv_heads]: SparseBlockSelect's
-  SparseSeqStats* stats = nullptr;            // [batch], accumulated
+  const float* log_unread = nullptr;            // [batch * num_kv_heads]: SparseBlockSelect's
+  const int32_t* sel_lens = nullptr;            // [batch * num_kv_heads]: tokens each row read
+  const int32_t* maybe_row_reused = nullptr;    // [batch * num_kv_heads]: SparseBlockSelect's
+  const int32_t* maybe_row_fallback = nullptr;  // [batch * num_kv_heads]: its prhs_row_fallback
+  SparseSeqStats* stats = nullptr;              // [batch], accumulated
   int64_t batch = 0;
   int64_t num_heads = 0;
   int64_t num_kv_heads = 0;

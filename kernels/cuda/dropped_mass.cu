@@ -23,7 +23,7 @@ __global__ void __launch_bounds__(32)
   const int lane = threadIdx.x;
   const int64_t group = p.num_heads / p.num_kv_heads;
   float max_bound = 0.0f, sum_bound = 0.0f, exact_max = 0.0f;
-  long long tokens = 0, reused = 0;
+  long long tokens = 0, reused = 0, fallbacks = 0;
   for (int64_t g = lane; g < p.num_kv_heads; g += 32) {
     const int64_t row = seq * p.num_kv_heads + g;
     const float bound =
@@ -41,6 +41,7 @@ __global__ void __launch_bounds__(32)
     sum_bound += bound;
     tokens += p.sel_lens[row];
     if (p.maybe_row_reused != nullptr) reused += p.maybe_row_reused[row];
+    if (p.maybe_row_fallback != nullptr) fallbacks += p.maybe_row_fallback[row];
   }
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) {
@@ -49,6 +50,7 @@ __global__ void __launch_bounds__(32)
     sum_bound += __shfl_xor_sync(0xffffffffu, sum_bound, offset);
     tokens += __shfl_xor_sync(0xffffffffu, tokens, offset);
     reused += __shfl_xor_sync(0xffffffffu, reused, offset);
+    fallbacks += __shfl_xor_sync(0xffffffffu, fallbacks, offset);
   }
   if (lane == 0) {
     SparseSeqStats& st = p.stats[seq];
@@ -58,6 +60,7 @@ __global__ void __launch_bounds__(32)
     st.heads += p.num_kv_heads;
     st.tokens_read += tokens;
     st.reused += reused;
+    st.dense_fallbacks += fallbacks;
   }
 }
 

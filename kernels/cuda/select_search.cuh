@@ -415,6 +415,12 @@ __device__ void ForEachTakenStriped(int lo, int hi, TopPick pick, Image image, i
   __syncthreads();  // the table is read before a later call writes it
 }
 
+// Larger float -> larger uint32 (NaN is not expected: the summaries hold written keys).
+__device__ __forceinline__ uint32_t OrderedBits(float f) {
+  const uint32_t u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
 __device__ __forceinline__ bool TestBit(const uint32_t* bits, int b) {
   return ((bits[b >> 5] >> (b & 31)) & 1u) != 0;
 }
@@ -460,6 +466,87 @@ __device__ void MarkWidenedInherit(int n, int first, int last_begin, int take,
         first, last_begin, pick, image, 0, [&](int, int b) { SetBit(member, b); }, sh);
   }
   __syncthreads();  // every member is in
+}
+
+// The block's sum and maximum of one value a thread: each warp's by shuffles, then the warps'
+// in a fixed order, so every thread gets the same bits. Every thread of the block calls them.
+template <typename Shared>
+__device__ float BlockSum(float v, Shared& sh) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  if (threadIdx.x % 32 == 0) sh.warp_values[threadIdx.x / 32] = v;
+  __syncthreads();
+  float total = 0.0f;
+  for (int w = 0; w < kSelectWarps; ++w) total += sh.warp_values[w];
+  __syncthreads();  // read before a later call writes them
+  return total;
+}
+template <typename Shared>
+__device__ float BlockMax(float v, Shared& sh) {
+  for (int offset = 16; offset > 0; offset /= 2) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  }
+  if (threadIdx.x % 32 == 0) sh.warp_values[threadIdx.x / 32] = v;
+  __syncthreads();
+  float m = sh.warp_values[0];
+  for (int w = 1; w < kSelectWarps; ++w) m = fmaxf(m, sh.warp_values[w]);
+  __syncthreads();
+  return m;
+}
+
+// PrHS's accuracy control in advance (PrhsPolicy::GrowToBound) as the GPU runs it, for one row
+// of n blocks whose set is `member` (bits over [0, n), `count` of them). While the pre-read bound
+//   δ_pre = U / (U + min_h L_h),  U = Σ_{b unread} t_b·e^{box(b)},  L_h = Σ_{b read}
+//   t_b·e^{lower(h, b)}
+// (t_b = tokens(b), the block's keys; box(b) the kv head's box bound, max over its query heads,
+// the very bound the certified dropped mass puts on the unread keys, so that δ_pre meeting
+// max_mass means the certified bound after reading meets it too: the keys read have at least
+// L_h of mass; lower(h, b) query head h's lower bound) exceeds max_mass, the unread blocks of the
+// highest box bound (ties to the earlier block) join the set, a quarter of it at a time. Returns
+// the final count, or -1 when the set would pass cap_blocks (the row then reads everything, a
+// dense fallback, as the CPU's). The CPU's bound takes each head's own upper bound and the
+// ball bounds too (tighter): the GPU's is never below it for the same set, so it may grow more.
+// `grown` is scratch bits over [0, n), zero on entry and on return. Every thread of the block
+// calls it; `member` is complete on return.
+template <typename Box, typename Lower, typename Tokens, typename Shared>
+__device__ int GrowPrhsToBound(int n, int group, float max_mass, int cap_blocks, Box box,
+                               Lower lower, Tokens tokens, uint32_t* member, uint32_t* grown,
+                               int count, Shared& sh) {
+  const float kNegInf = -__int_as_float(0x7f800000);
+  float top = kNegInf;  // a common shift: every term is at most tokens(b)
+  for (int b = threadIdx.x; b < n; b += kSelectThreads) top = fmaxf(top, box(b));
+  top = BlockMax(top, sh);
+  if (top == kNegInf) return count;
+  while (count < n) {
+    float unread = 0.0f;
+    for (int b = threadIdx.x; b < n; b += kSelectThreads) {
+      if (!TestBit(member, b)) unread += tokens(b) * expf(box(b) - top);
+    }
+    unread = BlockSum(unread, sh);
+    if (unread == 0.0f) break;
+    float least_read = __int_as_float(0x7f800000);
+    for (int h = 0; h < group; ++h) {
+      float read = 0.0f;
+      for (int b = threadIdx.x; b < n; b += kSelectThreads) {
+        if (TestBit(member, b)) read += tokens(b) * expf(lower(h, b) - top);
+      }
+      least_read = fminf(least_read, BlockSum(read, sh));
+    }
+    if (unread / (unread + least_read) <= max_mass) break;
+    const int step = max(1, count / 4);
+    if (count + step > cap_blocks) return -1;
+    const int take = min(step, n - count);
+    const auto image = [&](int b) { return TestBit(member, b) ? 0u : OrderedBits(box(b)); };
+    const TopPick pick = BisectTop(take, 0, n, image, sh);
+    ForEachTaken(
+        0, n, pick, image, 0, [&](int, int b) { SetBit(grown, b); }, sh);
+    for (int w = threadIdx.x; w < (n + 31) / 32; w += kSelectThreads) {
+      member[w] |= grown[w];
+      grown[w] = 0u;
+    }
+    __syncthreads();
+    count += take;
+  }
+  return count;
 }
 
 }  // namespace lychee::cuda

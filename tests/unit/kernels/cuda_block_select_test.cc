@@ -30,6 +30,7 @@
 #include "sparsity/policy.h"
 #include "sparsity/streaming_policy.h"
 #include "tests/unit/kernels/cuda_test_util.h"
+#include "tests/unit/kernels/prhs_grow_reference.h"
 #include "tests/util/numeric.h"
 
 namespace lychee::cuda {
@@ -182,6 +183,24 @@ std::pair<double, double> BoxBound(const RandomPool& rp, const std::vector<float
   return {best, magnitude * scale};
 }
 
+// Query head hh's (of kv head g's group) lower bound of block `i`, scaled, in double, and the
+// magnitude its fp32 sum may be off by.
+std::pair<double, double> LowerBound(const RandomPool& rp, const std::vector<float>& q, int64_t b,
+                                     int64_t g, int64_t hh, int64_t i, int64_t h, float scale) {
+  const PagedKvView& view = rp.view;
+  const int64_t d = view.head_dim, group = h / view.num_kv_heads;
+  const int64_t block = rp.tables[b * rp.max_blocks + i];
+  const float* qh = q.data() + (b * h + g * group + hh) * d;
+  double bound = 0.0, magnitude = 0.0;
+  for (int64_t e = 0; e < d; ++e) {
+    const double lo = static_cast<double>(qh[e]) * view.KeyMin(block, g)[e];
+    const double hi = static_cast<double>(qh[e]) * view.KeyMax(block, g)[e];
+    bound += std::min(lo, hi);
+    magnitude += std::max(std::fabs(lo), std::fabs(hi));
+  }
+  return {bound * scale, magnitude * scale};
+}
+
 // The GPU's exact scores of blocks [from, to) of sequence b, kv head g (max over each block's
 // keys of q̄·k) against double precision.
 void ExpectExactScores(const RandomPool& rp, const std::vector<double>& qbar, int64_t b, int64_t g,
@@ -301,7 +320,8 @@ class CudaBlockSelectTest : public CudaKernelTest {
   // kExactTopK rows' exact block scores before each selection (exact_scores_given).
   void RunSparseCase(const SelectCase& c, const std::vector<int64_t>& contexts,
                      bool scores_from_attention = false);
-  void RunPrhsCase(const SelectCase& c, const std::vector<int64_t>& contexts);
+  // control: sequences under max_dropped_mass < 1 too (GrowPrhsToBound).
+  void RunPrhsCase(const SelectCase& c, const std::vector<int64_t>& contexts, bool control = false);
   void RunWideningCase(const SelectCase& c, const std::vector<int64_t>& contexts);
   SelectSearch search_ = SelectSearch::kBisect;  // every case's selection search and emission
   SelectEmit emit_ = SelectEmit::kWalk;
@@ -1217,10 +1237,11 @@ TEST_F(CudaBlockSelectTest, WideningRoundsMeetMaxDroppedMass) {
 // window), launch 2 reuses the anchor where the group-mean query is unchanged and the budget
 // the same, and rescores elsewhere (new queries, a changed budget), with moved PSAW windows.
 // Sets, pages, lengths, anchors and bounds against the host reference of the CPU policy.
-void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int64_t>& contexts) {
-  SCOPED_TRACE(SeedNote() + " prhs heads=" + std::to_string(c.num_heads) + "/" +
-               std::to_string(c.num_kv_heads) + " d=" + std::to_string(c.head_dim) +
-               " bs=" + std::to_string(c.block_size));
+void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int64_t>& contexts,
+                                      bool control) {
+  SCOPED_TRACE(SeedNote() + (control ? " prhs (control) heads=" : " prhs heads=") +
+               std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) +
+               " d=" + std::to_string(c.head_dim) + " bs=" + std::to_string(c.block_size));
   const int64_t batch = static_cast<int64_t>(contexts.size());
   const int64_t d = c.head_dim, bs = c.block_size, kvh = c.num_kv_heads, h = c.num_heads;
   const int64_t group = h / kvh;
@@ -1249,6 +1270,8 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
     prhs[b].window_first_block = b % 2 == 0 ? 0 : static_cast<int32_t>(n / 4);
     prhs[b].anchor_row = static_cast<int32_t>(b * kvh);
     prhs[b].budget_tokens = static_cast<int32_t>(rules[b].budget_blocks * bs);
+    const float masses[] = {1.0f, 0.05f, 0.3f, 0.7f};
+    if (control) prhs[b].max_dropped_mass = masses[b % 4];
   }
   DeviceInputs in;
   LY_ASSERT_OK(Upload(rp, q, contexts, &in));
@@ -1273,7 +1296,13 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
   LY_ASSERT_OK(d_info.FillBytes(0));  // no anchors
   LY_ASSERT_OK(d_blocks.Allocate(rows * kPrhsMaxAnchorBlocks));
   LY_ASSERT_OK(d_blocks.FillBytes(0xff));
+  DeviceBuffer<float> d_lower;
+  DeviceBuffer<int32_t> d_fallback;
+  LY_ASSERT_OK(d_lower.Allocate(batch * h * max_blocks));
+  LY_ASSERT_OK(d_fallback.Allocate(rows));
   BlockSelectParams sp = SparseSelectInputs(in, c, batch, max_blocks, scale);
+  if (control) sp.prhs_lower = d_lower.get();
+  sp.prhs_row_fallback = d_fallback.get();
   sp.search = search_;
   sp.emit = emit_;
   sp.sel_tables = d_sel_tables.get();
@@ -1305,6 +1334,7 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
     return qbar;
   };
   int64_t checked_reuse = 0, checked_rescore = 0, checked_all = 0;
+  int64_t controlled = 0, grown = 0, fallbacks = 0, too_close = 0;
   for (int launch = 0; launch < 2; ++launch) {
     SCOPED_TRACE("launch " + std::to_string(launch));
     if (launch == 1) {
@@ -1334,7 +1364,13 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
     LY_ASSERT_OK(d_exact.FillBytes(0xff));
     LY_ASSERT_OK(d_scores.FillBytes(0xff));
     LY_ASSERT_OK(d_reused.FillBytes(0xff));
+    LY_ASSERT_OK(d_lower.FillBytes(0xff));
+    LY_ASSERT_OK(d_fallback.FillBytes(0xff));
     LY_ASSERT_OK(SparseBlockSelect(sp, nullptr));
+    std::vector<float> lower;
+    std::vector<int32_t> fallback_rows;
+    LY_ASSERT_OK(d_lower.Download(lower));
+    LY_ASSERT_OK(d_fallback.Download(fallback_rows));
     std::vector<int32_t> sel_tables, sel_lens, sets, set_sizes, info, blocks, reused_rows;
     LY_ASSERT_OK(d_reused.Download(reused_rows));
     std::vector<float> scores, exact, log_unread, anchor_q;
@@ -1412,6 +1448,39 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
           for (int64_t i = 0; i < range.first; ++i) want.push_back(static_cast<int32_t>(i));
           want.insert(want.end(), chosen.begin(), chosen.end());
           for (int64_t i = range.last_begin; i < n; ++i) want.push_back(static_cast<int32_t>(i));
+          if (prhs[b].max_dropped_mass < 1.0f && control) {
+            // Grown to the bound from the GPU's own bounds, each checked against double first.
+            const float* row_box = scores.data() + row * max_blocks;
+            const float* row_lower = lower.data() + (b * h + g * group) * max_blocks;
+            for (int64_t i = 0; i < n; ++i) {
+              const auto [bound, magnitude] = BoxBound(rp, q, b, g, i, h, scale);
+              ASSERT_NEAR(row_box[i], bound, kBoxTol * magnitude + 1e-6) << "box of block " << i;
+              for (int64_t hh = 0; hh < group; ++hh) {
+                const auto [low, mag] = LowerBound(rp, q, b, g, hh, i, h, scale);
+                ASSERT_NEAR(row_lower[hh * max_blocks + i], low, kBoxTol * mag + 1e-6)
+                    << "lower bound of head " << hh << ", block " << i;
+              }
+            }
+            std::vector<uint8_t> first_set(n, 0);
+            for (const int32_t blk : want) first_set[blk] = 1;
+            const PrhsGrowOutcome grow =
+                PrhsGrowReference(first_set, row_box, row_lower, max_blocks, group, bs, ctx,
+                                  prhs[b].max_dropped_mass, 4 * budget);
+            if (grow.margin < 1e-4) {
+              ++too_close;
+              continue;
+            }
+            ASSERT_EQ(fallback_rows[row], grow.fallback ? 1 : 0);
+            ++controlled;
+            fallbacks += grow.fallback;
+            grown += !grow.fallback && grow.read != first_set;
+            want.clear();
+            for (int64_t i = 0; i < n; ++i) {
+              if (grow.read[i] != 0) want.push_back(static_cast<int32_t>(i));
+            }
+          } else {
+            ASSERT_EQ(fallback_rows[row], 0);
+          }
         }
         ASSERT_EQ(set_sizes[row], static_cast<int32_t>(want.size()));
         int64_t tokens = 0;
@@ -1439,6 +1508,13 @@ void CudaBlockSelectTest::RunPrhsCase(const SelectCase& c, const std::vector<int
               static_cast<long long>(checked_reuse));
   EXPECT_GT(checked_reuse, 0);
   EXPECT_GT(checked_rescore, 0);
+  if (control) {
+    std::printf("  under max_dropped_mass: %lld rows, %lld grown, %lld fell back, %lld too close\n",
+                static_cast<long long>(controlled), static_cast<long long>(grown),
+                static_cast<long long>(fallbacks), static_cast<long long>(too_close));
+    EXPECT_GT(grown, 0);
+    EXPECT_GT(fallbacks, 0);
+  }
 }
 
 TEST_F(CudaBlockSelectTest, PrhsAnchorsDilationAndWindows) {
@@ -1447,6 +1523,17 @@ TEST_F(CudaBlockSelectTest, PrhsAnchorsDilationAndWindows) {
   RunPrhsCase({32, 8, 128, 16, 0, 0}, contexts);  // Llama-3-8B heads
   RunPrhsCase({14, 2, 64, 32, 0, 0}, contexts);   // group 7, head_dim 64
   RunPrhsCase({4, 2, 64, 16, 0, 0}, contexts);    // lc20m's heads
+}
+
+// PrHS under max_dropped_mass < 1 on the GPU: each row's set (as above) grown until its pre-read
+// bound meets the bound, or every block where it would pass 4x the budget, against the host's
+// GrowPrhsToBound in double on the GPU's own bounds (box and lower, each checked in double).
+TEST_F(CudaBlockSelectTest, PrhsSetsGrowToMaxDroppedMass) {
+  LY_SKIP_WITHOUT_GPU();
+  const std::vector<int64_t> contexts = {0, 1, 40, 700, 5003, 20000, 333, 1600, 9000, 2500};
+  RunPrhsCase({32, 8, 128, 16, 0, 0}, contexts, true);  // Llama-3-8B heads
+  RunPrhsCase({14, 2, 64, 32, 0, 0}, contexts, true);   // group 7, head_dim 64
+  RunPrhsCase({4, 2, 64, 16, 0, 0}, contexts, true);    // lc20m's heads
 }
 
 TEST(CudaBlockSelectPlanTest, SparseSelectNeedsItsInputs) {

@@ -11,6 +11,7 @@
 // clang-format off
 #include "tests/unit/kernels/simt_host.h"  // before the device code: it defines CUDA's names
 #include "kernels/cuda/select_search.cuh"
+#include "tests/unit/kernels/prhs_grow_reference.h"
 // clang-format on
 
 #include <gtest/gtest.h>
@@ -37,6 +38,7 @@ struct Shared {
   int num_survivors;
   uint32_t survivors_prefix;
   int survivors_above;
+  float warp_values[kSelectWarps];
 };
 
 enum class Search { kBisect, kRadix };
@@ -234,6 +236,81 @@ TEST_F(SelectSearchHostTest, WidenedInheritMembersAndEmitBits) {
       ASSERT_EQ(out[static_cast<size_t>(count)], -1);  // nothing past the count
     }
   }
+}
+
+// PrHS's control in advance on the GPU (GrowPrhsToBound) against the host's reading of it in
+// double: the same final set, count and fallback, over rows whose first set is a random part of
+// the blocks, bounds of group heads (lower <= upper <= the kv head's box) spread wide enough that
+// some rows meet the bound at once, some grow a few quarters and some give up at the cap.
+TEST_F(SelectSearchHostTest, PrhsSetsGrowToTheirBoundAsTheReference) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  int grew = 0, fell_back = 0, met = 0, compared = 0;
+  for (const int n : {1, 37, 700, 3000, 8200}) {
+    for (const int group : {1, 4}) {
+      for (const double max_mass : {0.02, 0.3, 0.8}) {
+        const int64_t bs = 16, ctx = int64_t{n} * bs - (n % 3);  // a partial last block
+        const float spread = 1.0f + 4.0f * static_cast<float>(unit(rng_));
+        std::vector<float> box(static_cast<size_t>(n), -INFINITY);
+        std::vector<float> lower(static_cast<size_t>(group * n));
+        for (int h = 0; h < group; ++h) {
+          for (int b = 0; b < n; ++b) {
+            const float upper = spread * normal(rng_);
+            lower[static_cast<size_t>(h * n + b)] = upper - std::fabs(spread * normal(rng_));
+            box[static_cast<size_t>(b)] = std::max(box[static_cast<size_t>(b)], upper);
+          }
+        }
+        std::vector<uint8_t> read(static_cast<size_t>(n), 0);
+        const double density = 0.02 + 0.3 * unit(rng_);
+        for (uint8_t& r : read) r = unit(rng_) < density ? 1 : 0;
+        read[static_cast<size_t>(n - 1)] = 1;  // the query's own block is always read
+        const int count = static_cast<int>(std::count(read.begin(), read.end(), 1));
+        const int cap = 4 * count;
+        const PrhsGrowOutcome want =
+            PrhsGrowReference(read, box.data(), lower.data(), n, group, bs, ctx, max_mass, cap);
+        SCOPED_TRACE("n=" + std::to_string(n) + " group=" + std::to_string(group) +
+                     " max_mass=" + std::to_string(max_mass) + " count=" + std::to_string(count));
+        if (want.margin < 1e-4) continue;  // float sums may decide it the other way
+
+        Shared sh{};
+        std::vector<uint32_t> member(static_cast<size_t>((n + 31) / 32), 0u);
+        for (int b = 0; b < n; ++b) {
+          if (read[static_cast<size_t>(b)] != 0)
+            member[static_cast<size_t>(b / 32)] |= 1u << (b % 32);
+        }
+        std::vector<uint32_t> grown(member.size(), 0u);
+        int result = -2;
+        simt::RunBlock(kSelectThreads, [&] {
+          const int r = GrowPrhsToBound(
+              n, group, static_cast<float>(max_mass), cap,
+              [&](int b) { return box[static_cast<size_t>(b)]; },
+              [&](int h, int b) { return lower[static_cast<size_t>(h * n + b)]; },
+              [&](int b) { return static_cast<float>(std::min<int64_t>(bs, ctx - b * bs)); },
+              member.data(), grown.data(), count, sh);
+          if (threadIdx.x == 0) result = r;
+        });
+        ++compared;
+        for (const uint32_t w : grown) ASSERT_EQ(w, 0u);  // scratch left clean
+        if (want.fallback) {
+          ASSERT_EQ(result, -1);
+          ++fell_back;
+          continue;
+        }
+        const int want_count = static_cast<int>(std::count(want.read.begin(), want.read.end(), 1));
+        ASSERT_EQ(result, want_count);
+        for (int b = 0; b < n; ++b) {
+          const bool got = ((member[static_cast<size_t>(b / 32)] >> (b % 32)) & 1u) != 0u;
+          ASSERT_EQ(got, want.read[static_cast<size_t>(b)] != 0) << "block " << b;
+        }
+        (want_count > count ? grew : met) += 1;
+      }
+    }
+  }
+  std::printf("prhs rows compared %d: met at once %d, grew %d, fell back %d\n", compared, met, grew,
+              fell_back);
+  EXPECT_GT(grew, 0);
+  EXPECT_GT(fell_back, 0);
+  EXPECT_GT(met, 0);
 }
 
 }  // namespace
