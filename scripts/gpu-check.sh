@@ -57,8 +57,9 @@ write_commit() {
 # printed by prepare and prepare-serve, a warning when over.
 check_carry_size() {
   local tree carried limit=$((64 * 1024 * 1024))
+  # (files deleted from the work tree do not travel: stat skips them)
   tree=$(git ls-files -z --cached --others --exclude-standard |
-    xargs -0 stat -c %s 2>/dev/null | awk '{ s += $1 } END { print s }')
+    { xargs -0 stat -c %s 2>/dev/null || true; } | awk '{ s += $1 } END { print s }')
   carried=$(du -sb "$carry" | awk '{ print $1 }')
   echo "carry: the tree $((tree / 1000000)) MB + $carry $((carried / 1000000)) MB =" \
     "$(((tree + carried) / 1000000)) MB of the device tool's $((limit / 1000000)) MB"

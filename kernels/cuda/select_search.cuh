@@ -505,8 +505,11 @@ __device__ float BlockMax(float v, Shared& sh) {
 // the final count, or -1 when the set would pass cap_blocks (the row then reads everything, a
 // dense fallback, as the CPU's). The CPU's bound takes each head's own upper bound and the
 // ball bounds too (tighter): the GPU's is never below it for the same set, so it may grow more.
-// `grown` is scratch bits over [0, n), zero on entry and on return. Every thread of the block
-// calls it; `member` is complete on return.
+// The steps add the unread blocks in one fixed order, so each step's set is the first set plus a
+// prefix of that order, and δ_pre only falls as blocks join (U loses, every L_h gains): the
+// largest set the steps can reach decides a fallback alone, and is tried first (a hopeless row
+// then costs one step, not six). `grown` is scratch bits over [0, n), zero on entry and on
+// return. Every thread of the block calls it; `member` is complete on return.
 template <typename Box, typename Lower, typename Tokens, typename Shared>
 __device__ int GrowPrhsToBound(int n, int group, float max_mass, int cap_blocks, Box box,
                                Lower lower, Tokens tokens, uint32_t* member, uint32_t* grown,
@@ -516,34 +519,54 @@ __device__ int GrowPrhsToBound(int n, int group, float max_mass, int cap_blocks,
   for (int b = threadIdx.x; b < n; b += kSelectThreads) top = fmaxf(top, box(b));
   top = BlockMax(top, sh);
   if (top == kNegInf) return count;
-  while (count < n) {
+  const int words = (n + 31) / 32;
+  const auto is_read = [&](int b) { return TestBit(member, b) || TestBit(grown, b); };
+  // Whether the bound of member ∪ grown meets max_mass.
+  const auto meets = [&]() {
     float unread = 0.0f;
     for (int b = threadIdx.x; b < n; b += kSelectThreads) {
-      if (!TestBit(member, b)) unread += tokens(b) * expf(box(b) - top);
+      if (!is_read(b)) unread += tokens(b) * expf(box(b) - top);
     }
     unread = BlockSum(unread, sh);
-    if (unread == 0.0f) break;
+    if (unread == 0.0f) return true;
     float least_read = __int_as_float(0x7f800000);
     for (int h = 0; h < group; ++h) {
       float read = 0.0f;
       for (int b = threadIdx.x; b < n; b += kSelectThreads) {
-        if (TestBit(member, b)) read += tokens(b) * expf(lower(h, b) - top);
+        if (is_read(b)) read += tokens(b) * expf(lower(h, b) - top);
       }
       least_read = fminf(least_read, BlockSum(read, sh));
     }
-    if (unread / (unread + least_read) <= max_mass) break;
-    const int step = max(1, count / 4);
-    if (count + step > cap_blocks) return -1;
-    const int take = min(step, n - count);
+    return unread / (unread + least_read) <= max_mass;
+  };
+  // grown = the `take` unread blocks (not in member) of the highest box bound.
+  const auto mark_next = [&](int take) {
     const auto image = [&](int b) { return TestBit(member, b) ? 0u : OrderedBits(box(b)); };
     const TopPick pick = BisectTop(take, 0, n, image, sh);
     ForEachTaken(
         0, n, pick, image, 0, [&](int, int b) { SetBit(grown, b); }, sh);
-    for (int w = threadIdx.x; w < (n + 31) / 32; w += kSelectThreads) {
-      member[w] |= grown[w];
+  };
+  const auto clear_grown = [&](bool keep) {
+    for (int w = threadIdx.x; w < words; w += kSelectThreads) {
+      if (keep) member[w] |= grown[w];
       grown[w] = 0u;
     }
     __syncthreads();
+  };
+  int last = count;  // the largest set the steps reach short of the cap
+  while (last < n && last + max(1, last / 4) <= cap_blocks) last += min(max(1, last / 4), n - last);
+  if (last < n && last > count) {
+    mark_next(last - count);
+    const bool reachable = meets();
+    clear_grown(false);
+    if (!reachable) return -1;
+  }
+  while (count < n && !meets()) {
+    const int step = max(1, count / 4);
+    if (count + step > cap_blocks) return -1;
+    const int take = min(step, n - count);
+    mark_next(take);
+    clear_grown(true);
     count += take;
   }
   return count;
