@@ -174,6 +174,27 @@ __device__ __forceinline__ bool PrhsReusesAnchor(const BlockSelectParams& p, int
   return static_cast<double>(cosine) > sp.tau;
 }
 
+// c += q⁺·pos + q⁻·neg over the dims (the score kernel's layout below: s_q holds the q⁺ and q⁻
+// fragments by lane, pos and neg this lane's summary words): the upper box bound with (mx, mn),
+// the lower with (mn, mx).
+template <int kChunks>
+__device__ __forceinline__ void BoxProducts(float (&c)[4], const uint32_t (&s_q)[2][kChunks][4][32],
+                                            int lane, const uint4 (&pos)[kChunks],
+                                            const uint4 (&neg)[kChunks]) {
+#pragma unroll
+  for (int j = 0; j < kChunks; ++j) {
+    const uint32_t pw[4] = {pos[j].x, pos[j].y, pos[j].z, pos[j].w};
+    const uint32_t nw[4] = {neg[j].x, neg[j].y, neg[j].z, neg[j].w};
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t ap[4] = {s_q[0][j][2 * h][lane], 0u, s_q[0][j][2 * h + 1][lane], 0u};
+      const uint32_t an[4] = {s_q[1][j][2 * h][lane], 0u, s_q[1][j][2 * h + 1][lane], 0u};
+      Mma16816(c, ap, pw[2 * h], pw[2 * h + 1]);
+      Mma16816(c, an, nw[2 * h], nw[2 * h + 1]);
+    }
+  }
+}
+
 // Scoring: CTA (block range, kv head, sequence); a warp scores kScoreBlocksPerWarp blocks, lane l
 // holding dims [l * D/32, (l + 1) * D/32). Box rows: the max over the group of the key-summary
 // bound (scaled); exact rows: the max over the block's keys of the group-mean query's dot
@@ -310,33 +331,11 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   __syncthreads();      // every warp of the CTA reaches it: the returns above are CTA-uniform
   if (b0 >= n) return;  // uniform over the warp; no barrier follows
   float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-  for (int j = 0; j < kChunks; ++j) {
-    const uint32_t mnw[4] = {mn[j].x, mn[j].y, mn[j].z, mn[j].w};
-    const uint32_t mxw[4] = {mx[j].x, mx[j].y, mx[j].z, mx[j].w};
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint32_t ap[4] = {s_q[0][j][2 * h][lane], 0u, s_q[0][j][2 * h + 1][lane], 0u};
-      const uint32_t an[4] = {s_q[1][j][2 * h][lane], 0u, s_q[1][j][2 * h + 1][lane], 0u};
-      Mma16816(c, ap, mxw[2 * h], mxw[2 * h + 1]);
-      Mma16816(c, an, mnw[2 * h], mnw[2 * h + 1]);
-    }
-  }
+  BoxProducts<kChunks>(c, s_q, lane, mx, mn);
   if (plan.prhs_control) {
     // Each head's lower bound l_b,h = q⁺·mn + q⁻·mx, for PrHS's control in advance.
     float lo[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-    for (int j = 0; j < kChunks; ++j) {
-      const uint32_t mnw[4] = {mn[j].x, mn[j].y, mn[j].z, mn[j].w};
-      const uint32_t mxw[4] = {mx[j].x, mx[j].y, mx[j].z, mx[j].w};
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t ap[4] = {s_q[0][j][2 * h][lane], 0u, s_q[0][j][2 * h + 1][lane], 0u};
-        const uint32_t an[4] = {s_q[1][j][2 * h][lane], 0u, s_q[1][j][2 * h + 1][lane], 0u};
-        Mma16816(lo, ap, mnw[2 * h], mnw[2 * h + 1]);
-        Mma16816(lo, an, mxw[2 * h], mxw[2 * h + 1]);
-      }
-    }
+    BoxProducts<kChunks>(lo, s_q, lane, mn, mx);
     if (g < group) {
       float* out = p.prhs_lower + (static_cast<int64_t>(seq) * s.num_heads + kv_head * group + g) *
                                       s.max_blocks_per_seq;
