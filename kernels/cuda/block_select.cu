@@ -622,8 +622,8 @@ __device__ bool SelectPrhsRow(const BlockSelectParams& p, const RowPlan& plan, i
 // row rescored), then the row's set (sinks, chosen, local window) grown by GrowPrhsToBound, or
 // every block where that gives up (prhs_row_fallback). Emits the set in block order; returns its
 // size. `extra` is scratch; s_scores holds the row's box bounds on return.
-// Not inlined: its registers would otherwise add to the PrHS select kernel's spills (124 B
-// without it, 538 B inlined).
+// Not inlined: its registers would otherwise add to the PrHS select kernel's spills (188 B out
+// of line, 538 B inlined; 124 B before the control existed).
 template <typename Emit>
 __device__ __noinline__ int GrowPrhsRow(const BlockSelectParams& p, const RowPlan& plan, int seq,
                                         int kv_head, bool reused, float* s_scores, uint32_t* member,

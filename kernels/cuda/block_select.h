@@ -145,14 +145,15 @@ LY_HOST_DEVICE inline SelectRange ResolveSelectRule(const SelectSeqRule& r, int3
 // How the selection kernel finds a row's top-k threshold (the same pick either way).
 enum class SelectSearch : int8_t {
   kBisect = 0,  // a bit a round, from the top bit (measured: the default)
-  kRadix = 1,   // four bits a round from the scores' common prefix (not yet measured)
+  kRadix = 1,   // four bits a round from the scores' common prefix (measured 1.7-2.5 µs slower)
 };
 
 // How the selection kernel gives the chosen blocks their slots in index order (the same slots
 // either way; kTopK rows).
 enum class SelectEmit : int8_t {
   kWalk = 0,     // each warp walks its contiguous range twice, counting then emitting (measured)
-  kStriped = 1,  // one ballot pass over register-strided chunks and one scan (not yet measured)
+  kStriped = 1,  // one ballot pass over register-strided chunks and one scan (measured 2-5 µs
+                 // slower on the H100)
 };
 
 struct BlockSelectParams {
