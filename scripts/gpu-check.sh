@@ -21,6 +21,10 @@
 #                # there: their times, and where SelectKernel's warps wait, by instruction:
 #                # tools/ncu_source_hotspots.py), end to end at 32K and 128K incl. the largest
 #                # batch that fits
+#   GPU machine: scripts/gpu-check.sh perf-quick [DIR] # issue 12's figures alone in ~2 minutes (6
+#                # files into DIR, under the device tool's 8): the sparse kernels with the select
+#                # variants' phases, end to end at 32K and 128K with the largest batch that fits,
+#                # sparse steps eager and from graphs, and the max_dropped_mass 0.5 cell
 #   GPU machine: scripts/gpu-check.sh variants [DIR] # decode attention under each loader, with the
 #                # pool's pages in order, and with more splits for small cells (issue 10's open
 #                # questions), JSON into DIR
@@ -289,6 +293,17 @@ case "${1:-}" in
       --policies quest,streaming,lychee,prhs --budget 2048 --max-dropped-mass 0.5 --sparse-graphs \
       --json "$out/e2e-widening.json"
     ;;
+  perf-quick)
+    begin_measurements "${2:-}"
+    "$bundle/bin/cuda_sparse_attention_bench" --batches 1 8 --contexts 32768 131072 \
+      --json "$out/sparse.json" | tee "$out/sparse.txt"
+    "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
+      --policies quest,lychee,prhs --budget 2048 --fit-batch --sparse-graphs \
+      --json "$out/e2e.json" | tee "$out/e2e.txt"
+    "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 --prefill "" --steps 5 \
+      --policies quest,streaming,lychee,prhs --budget 2048 --max-dropped-mass 0.5 --sparse-graphs \
+      --json "$out/widen.json" | tee "$out/widen.txt"
+    ;;
   variants)
     # Issue 10's open questions in one call, each a decode-attention table on the same GPU: the
     # loader (cp.async vs TMA, 3 and 4 stages, the 2-stage plans for long splits), page locality (the pool's pages in order, as
@@ -365,7 +380,7 @@ case "${1:-}" in
     curl -s "http://$http/metrics" | grep -E '^lychee_(cache_config_info|generation_tokens_total|prompt_tokens_total|kv_cache_usage)' || true
     ;;
   *)
-    echo "usage: $0 prepare | prepare-serve | aside [serve] | restore | run | sanitize | perf [DIR] | variants [DIR] | eval [DIR] | serve [MODEL [FLAGS...]]" >&2
+    echo "usage: $0 prepare | prepare-serve | aside [serve] | restore | run | sanitize | perf [DIR] | perf-quick [DIR] | variants [DIR] | eval [DIR] | serve [MODEL [FLAGS...]]" >&2
     exit 2
     ;;
 esac
