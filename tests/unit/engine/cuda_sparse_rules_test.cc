@@ -30,6 +30,7 @@
 #include "sparsity/prhs_policy.h"
 #include "sparsity/quest_policy.h"
 #include "sparsity/streaming_policy.h"
+#include "tests/unit/kernels/prhs_grow_reference.h"
 #include "tests/util/numeric.h"
 
 namespace lychee {
@@ -420,6 +421,107 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
   sparsity::QuestPolicy zero({2048, 0.0}, 16);
   const cuda::SelectSeqRule all = SeqRuleFor(zero.device_selection(), 2048, 16, 0.0);
   EXPECT_EQ(cuda::WideningRounds(51200, 16, all.budget_tokens), 0);  // reads everything at once
+}
+
+// PrHS under max_dropped_mass as the GPU runs it (GrowPrhsToBound, read as
+// tests/unit/kernels/prhs_grow_reference.h) against PrhsPolicy::Select's GrowToBound: with one
+// query head per kv head and no ball summaries the two bounds are the same quantity (the kv
+// head's upper bound is its one head's, the lower bound the box's), so from the same first set
+// (the policy's choice without the bound) and the same bounds (cpu::BlockScoreBounds) they must
+// grow to the same set, and give up (read everything) on the same heads.
+TEST(CudaSparseRulesTest, PrhsControlAsTheGpuRunsItMatchesTheCpuPolicy) {
+  const uint64_t seed = ::lychee::testing::TestSeed();
+  SCOPED_TRACE("LYCHEE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> ctx_dist(1, 2500), budget_dist(1, 400), sink_dist(0, 40);
+  std::uniform_real_distribution<float> qd(-3.0f, 3.0f);
+  const double masses[] = {1e-3, 0.02, 0.1, 0.3, 0.7, 0.95};
+  constexpr int64_t kGroupOne = kKvHeads;  // query heads: one per kv head
+  int64_t heads = 0, grown = 0, fell_back = 0, met = 0, ambiguous = 0;
+  for (int trial = 0; trial < 240; ++trial) {
+    const int64_t bs = trial % 2 == 0 ? 16 : 32;
+    const int64_t ctx = ctx_dist(rng);
+    const int64_t n = (ctx + bs - 1) / bs;
+    RandomCache cache;
+    Fill(rng, ctx, bs, &cache);
+    std::vector<float> q(kGroupOne * kDim);
+    for (float& v : q) v = qd(rng);
+    // Every fourth trial reads most of its context from the start, so that some meet the bound
+    // at once.
+    const int64_t budget = trial % 4 == 3 ? std::max<int64_t>(1, ctx * 9 / 10) : budget_dist(rng);
+    const double max_mass = masses[trial % 6];
+    PrhsKnobs knobs;
+    knobs.sink_tokens = sink_dist(rng);
+    knobs.local_tokens = sink_dist(rng);
+    knobs.dilation = trial % 3;
+    SCOPED_TRACE("trial " + std::to_string(trial) + ": context " + std::to_string(ctx) + " block " +
+                 std::to_string(bs) + " budget " + std::to_string(budget) + " max_dropped_mass " +
+                 std::to_string(max_mass));
+    sparsity::DecodeQuery query;
+    query.q = q.data();
+    query.cache = cache.view;
+    query.block_table = cache.table;
+    query.position = ctx - 1;
+    query.num_heads = kGroupOne;
+    query.num_layers = 2;
+    query.scale = 0.25f;
+    const std::vector<int64_t> budgets(kKvHeads, budget);
+    sparsity::PrhsPolicy plain({budget, 1.0}, knobs), bounded({budget, max_mass}, knobs);
+    sparsity::Selection first, got;
+    plain.Select(query, budgets, &first);
+    bounded.Select(query, budgets, &got);
+    bounded.AfterAttention(query, std::vector<float>(kGroupOne, 0.0f));
+    std::vector<float> upper(static_cast<size_t>(kGroupOne * n)), lower(upper.size());
+    cpu::BlockScoreBoundsParams bp;
+    bp.q = query.q;
+    bp.cache = cache.view;
+    bp.block_table = cache.table.data();
+    bp.out = upper.data();
+    bp.lower = lower.data();
+    bp.num_heads = kGroupOne;
+    bp.num_blocks = n;
+    bp.scale = query.scale;
+    cpu::BlockScoreBounds(bp);
+    const int64_t budget_blocks = std::max<int64_t>(1, budget / bs);
+    int64_t fallbacks = 0;
+    for (int64_t g = 0; g < kKvHeads; ++g) {
+      const std::vector<int32_t> want_first = HeadSet(first, g), cpu_set = HeadSet(got, g);
+      if (budget_blocks >= n) {  // reads everything: no control on either backend
+        ASSERT_EQ(cpu_set, want_first);
+        continue;
+      }
+      std::vector<uint8_t> read(static_cast<size_t>(n), 0);
+      for (const int32_t b : want_first) read[static_cast<size_t>(b)] = 1;
+      const cuda::PrhsGrowOutcome gpu =
+          cuda::PrhsGrowReference(read, upper.data() + g * n, lower.data() + g * n, n, 1, bs, ctx,
+                                  max_mass, 4 * budget_blocks);
+      if (gpu.margin < 1e-9) {
+        ++ambiguous;
+        continue;
+      }
+      std::vector<int32_t> gpu_set;
+      for (int64_t b = 0; b < n; ++b) {
+        if (gpu.read[static_cast<size_t>(b)] != 0) gpu_set.push_back(static_cast<int32_t>(b));
+      }
+      ASSERT_EQ(gpu_set, cpu_set) << "kv head " << g;
+      fallbacks += gpu.fallback;
+      ++heads;
+      fell_back += gpu.fallback;
+      grown += !gpu.fallback && gpu_set.size() > want_first.size();
+      met += gpu_set.size() == want_first.size();
+    }
+    if (ambiguous == 0) {
+      EXPECT_EQ(bounded.counters().dense_fallbacks, fallbacks);
+    }
+  }
+  std::printf(
+      "%lld prhs heads compared: %lld met at once, %lld grew, %lld fell back, %lld too "
+      "close to call\n",
+      static_cast<long long>(heads), static_cast<long long>(met), static_cast<long long>(grown),
+      static_cast<long long>(fell_back), static_cast<long long>(ambiguous));
+  EXPECT_GT(met, 0);
+  EXPECT_GT(grown, 0);
+  EXPECT_GT(fell_back, 0);
 }
 
 TEST(CudaSparseRulesTest, PoliciesTheGpuRefusesSayWhy) {
