@@ -29,7 +29,8 @@
 #                # pool's pages in order, and with more splits for small cells (issue 10's open
 #                # questions), JSON into DIR
 #   GPU machine: scripts/gpu-check.sh eval [DIR]     # (serve bundle) lc20m on the GPU, lychee-eval over
-#                # every policy: issue 12's accuracy table (EVAL_ARGS overrides its flags)
+#                # every policy, then every policy under max_dropped_mass 0.5: issue 12's accuracy
+#                # table (EVAL_ARGS and EVAL_BOUND_ARGS override the two runs' flags)
 #   GPU machine: scripts/gpu-check.sh serve [MODEL [SERVER FLAGS...]]
 #                # lychee-server --device cuda: a gRPC generation, an OpenAI completion, /metrics,
 #                # and a short lychee-load run (LOAD_ARGS overrides its flags)
@@ -359,6 +360,13 @@ case "${1:-}" in
       --filler eval/data/filler-web-bible.txt \
       ${EVAL_ARGS:---tasks needle multikey --lengths 4096 16384 32000 --prompts 8 --policies dense quest streaming lychee prhs --budgets 1024 2048 --audit-rate 1} \
       --json "$out/eval.json"
+    # Every policy under a dropped-mass bound (widened, or grown in advance for prhs): what the
+    # bound costs in KV read on a real model, and that the answers stay dense's.
+    # shellcheck disable=SC2086
+    "$bundle/bin/lychee-eval" --address "$address" --tokenizer models/lc20m \
+      --filler eval/data/filler-web-bible.txt \
+      ${EVAL_BOUND_ARGS:---tasks needle --lengths 4096 16384 --prompts 4 --policies quest streaming lychee prhs --budgets 1024 --max-dropped-mass 0.5 --audit-rate 1} \
+      --json "$out/eval-bounded.json"
     ;;
   serve)
     shift
