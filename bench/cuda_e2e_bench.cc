@@ -303,6 +303,7 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
                            {"budget_tokens", o.budget},
                            {"max_dropped_mass", o.max_dropped_mass},
                            {"widenings_per_step", st.widenings},
+                           {"dense_fallbacks_per_step", st.device_dense_fallbacks},
                            {"ms_per_step", sparse_s * 1e3},
                            {"graphs_ms_per_step", graphs_s * 1e3},
                            {"tokens_per_s", static_cast<double>(batch) / sparse_s},
