@@ -76,9 +76,10 @@ void Fill(std::mt19937_64& rng, int64_t ctx, int64_t bs, RandomCache* c) {
 }
 
 // The box bounds of every block for each query head of `query` ([heads, n]; the cache has no
-// balls, so these are what Quest ranks by on both backends).
+// balls, so these are what Quest ranks by on both backends), and their lower bounds into
+// `maybe_lower` when given.
 std::vector<float> BoxBounds(const sparsity::DecodeQuery& query, const RandomCache& cache,
-                             int64_t n) {
+                             int64_t n, std::vector<float>* maybe_lower = nullptr) {
   std::vector<float> bounds(static_cast<size_t>(query.num_heads * n));
   cpu::BlockScoreBoundsParams bp;
   bp.q = query.q;
@@ -88,8 +89,26 @@ std::vector<float> BoxBounds(const sparsity::DecodeQuery& query, const RandomCac
   bp.num_heads = query.num_heads;
   bp.num_blocks = n;
   bp.scale = query.scale;
+  if (maybe_lower != nullptr) {
+    maybe_lower->resize(bounds.size());
+    bp.lower = maybe_lower->data();
+  }
   cpu::BlockScoreBounds(bp);
   return bounds;
+}
+
+// A decode query at the end of `cache`'s `ctx` keys, layer 0 of two, scale 1/4.
+sparsity::DecodeQuery MakeQuery(const std::vector<float>& q, const RandomCache& cache, int64_t ctx,
+                                int64_t num_heads) {
+  sparsity::DecodeQuery query;
+  query.q = q.data();
+  query.cache = cache.view;
+  query.block_table = cache.table;
+  query.position = ctx - 1;
+  query.num_heads = num_heads;
+  query.num_layers = 2;
+  query.scale = 0.25f;
+  return query;
 }
 
 // The set the GPU's rule gives with these scores (one kv head).
@@ -124,14 +143,7 @@ TEST(CudaSparseRulesTest, RulesReproduceTheCpuPolicies) {
     Fill(rng, ctx, bs, &cache);
     std::vector<float> q(kHeads * kDim);
     for (float& v : q) v = qd(rng);
-    sparsity::DecodeQuery query;
-    query.q = q.data();
-    query.cache = cache.view;
-    query.block_table = cache.table;
-    query.position = ctx - 1;
-    query.num_heads = kHeads;
-    query.num_layers = 2;
-    query.scale = 0.25f;
+    sparsity::DecodeQuery query = MakeQuery(q, cache, ctx, kHeads);
     const int64_t budget = budget_dist(rng), sinks = sink_dist(rng), local = local_dist(rng);
     SCOPED_TRACE("trial " + std::to_string(trial) + ": context " + std::to_string(ctx) + " block " +
                  std::to_string(bs) + " budget " + std::to_string(budget) + " sinks " +
@@ -267,14 +279,7 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
     } else {
       policy = std::make_unique<sparsity::StreamingPolicy>(limits, sinks);
     }
-    sparsity::DecodeQuery query;
-    query.q = q.data();
-    query.cache = cache.view;
-    query.block_table = cache.table;
-    query.position = ctx - 1;
-    query.num_heads = kGroupOne;
-    query.num_layers = 2;
-    query.scale = 0.25f;
+    sparsity::DecodeQuery query = MakeQuery(q, cache, ctx, kGroupOne);
 
     // The CPU runner's loop (CpuModelRunner::Impl::SparseDecode, one query head per kv head).
     const int64_t all_tokens = n * bs;
@@ -457,31 +462,15 @@ TEST(CudaSparseRulesTest, PrhsControlAsTheGpuRunsItMatchesTheCpuPolicy) {
     SCOPED_TRACE("trial " + std::to_string(trial) + ": context " + std::to_string(ctx) + " block " +
                  std::to_string(bs) + " budget " + std::to_string(budget) + " max_dropped_mass " +
                  std::to_string(max_mass));
-    sparsity::DecodeQuery query;
-    query.q = q.data();
-    query.cache = cache.view;
-    query.block_table = cache.table;
-    query.position = ctx - 1;
-    query.num_heads = kGroupOne;
-    query.num_layers = 2;
-    query.scale = 0.25f;
+    sparsity::DecodeQuery query = MakeQuery(q, cache, ctx, kGroupOne);
     const std::vector<int64_t> budgets(kKvHeads, budget);
     sparsity::PrhsPolicy plain({budget, 1.0}, knobs), bounded({budget, max_mass}, knobs);
     sparsity::Selection first, got;
     plain.Select(query, budgets, &first);
     bounded.Select(query, budgets, &got);
     bounded.AfterAttention(query, std::vector<float>(kGroupOne, 0.0f));
-    std::vector<float> upper(static_cast<size_t>(kGroupOne * n)), lower(upper.size());
-    cpu::BlockScoreBoundsParams bp;
-    bp.q = query.q;
-    bp.cache = cache.view;
-    bp.block_table = cache.table.data();
-    bp.out = upper.data();
-    bp.lower = lower.data();
-    bp.num_heads = kGroupOne;
-    bp.num_blocks = n;
-    bp.scale = query.scale;
-    cpu::BlockScoreBounds(bp);
+    std::vector<float> lower;
+    const std::vector<float> upper = BoxBounds(query, cache, n, &lower);
     const int64_t budget_blocks = std::max<int64_t>(1, budget / bs);
     int64_t fallbacks = 0;
     for (int64_t g = 0; g < kKvHeads; ++g) {
