@@ -451,10 +451,11 @@ TEST(CudaSparseRulesTest, PrhsControlAsTheGpuRunsItMatchesTheCpuPolicy) {
     Fill(rng, ctx, bs, &cache);
     std::vector<float> q(kGroupOne * kDim);
     for (float& v : q) v = qd(rng);
-    // Every fourth trial reads most of its context from the start, so that some meet the bound
-    // at once.
-    const int64_t budget = trial % 4 == 3 ? std::max<int64_t>(1, ctx * 9 / 10) : budget_dist(rng);
-    const double max_mass = masses[trial % 6];
+    // Every fourth trial reads most of its context from the start under a loose bound, so that
+    // some meet it at once.
+    const bool most = trial % 4 == 3;
+    const int64_t budget = most ? std::max<int64_t>(1, ctx * 9 / 10) : budget_dist(rng);
+    const double max_mass = most ? 0.999999 : masses[trial % 6];
     PrhsKnobs knobs;
     knobs.sink_tokens = sink_dist(rng);
     knobs.local_tokens = sink_dist(rng);
