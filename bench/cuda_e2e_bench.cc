@@ -65,6 +65,9 @@ struct Options {
   // Also time each sparse cell with its steps replayed from CUDA graphs
   // (CudaModelRunnerOptions::sparse_cuda_graphs), beside the eager steps.
   bool sparse_graphs = false;
+  // Also time lychee with its two launches a layer (CudaModelRunnerOptions::lychee_hybrid_launch
+  // off) beside the default hybrid launch, in the same process.
+  bool lychee_two_launches = false;
   std::string json_path;
 };
 
@@ -246,7 +249,15 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
     std::fflush(stdout);
     // The same cell under each sparse policy: eager steps, and with --sparse-graphs also replayed
     // from graphs.
+    // Each policy, and lychee a second time with two launches a layer when asked.
+    std::vector<std::pair<std::string, bool>> policy_cells;  // (policy, hybrid launch)
     for (const std::string& name : o.policies) {
+      policy_cells.emplace_back(name, true);
+      if (name == "lychee" && o.lychee_two_launches) policy_cells.emplace_back(name, false);
+    }
+    for (const auto& [name, hybrid] : policy_cells) {
+      runner->set_lychee_hybrid_launch(hybrid);
+      const std::string label = hybrid ? name : name + " (two launches)";
       PolicySpec spec;
       spec.name = name;
       spec.budget_tokens = o.budget;
@@ -293,13 +304,14 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
         graphs_s = Seconds(graphs_start, Clock::now()) / o.steps;
         if (runner->num_graph_replays() - replays < o.steps) {  // ran eagerly: no figure
           std::printf("%s: sparse steps did not replay graphs (over a graph limit)\n",
-                      name.c_str());
+                      label.c_str());
           graphs_s = 0.0;
         }
       }
       const double sparse_bound_s =
           (weight_bytes + static_cast<double>(batch * ctx) * kv_bytes_per_token * read) / copy_bw;
       nlohmann::json sc = {{"policy", name},
+                           {"hybrid_launch", hybrid},
                            {"budget_tokens", o.budget},
                            {"max_dropped_mass", o.max_dropped_mass},
                            {"widenings_per_step", st.widenings},
@@ -317,7 +329,7 @@ absl::Status Run(const Options& o, nlohmann::json& out) {
           graphs_s > 0.0 ? absl::StrFormat("%.2f (%.2fx)", graphs_s * 1e3, step_s / graphs_s)
                          : std::string("-");
       sparse_table += absl::StrFormat(
-          "| %d | %d | %s | %.2f | %.1f | %.3f | %.2fx | %.2fx | %s | %.2fx |\n", batch, ctx, name,
+          "| %d | %d | %s | %.2f | %.1f | %.3f | %.2fx | %.2fx | %s | %.2fx |\n", batch, ctx, label,
           sparse_s * 1e3, static_cast<double>(batch) / sparse_s, read, step_s / sparse_s,
           eager_s / sparse_s, graphs, bound_s / sparse_bound_s);
     }
@@ -411,6 +423,8 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(std::map<std::string, lychee::CudaDecodeGemm>{
           {"cublaslt", lychee::CudaDecodeGemm::kCublasLt},
           {"skinny", lychee::CudaDecodeGemm::kSkinny}}));
+  app.add_flag("--lychee-two-launches", o.lychee_two_launches,
+               "also time lychee with two attention launches a layer (the hybrid launch off)");
   app.add_flag("--sparse-graphs", o.sparse_graphs,
                "also time sparse steps replayed from CUDA graphs (sparse_cuda_graphs)");
   app.add_flag("--pdl", o.pdl,

@@ -18,6 +18,10 @@
 //              workspace the runner reserves (--runner-max-seqs);
 //   lychee-1launch  the same rows in ONE launch planned as one batch for the full context (the
 //              figure this column showed before the runner split its launches);
+//   lychee-hybrid  the same rows in ONE launch as the runner's hybrid steps make it
+//              (DecodeAttentionParams::full_block_tables): the retrieval rows flagged, over their
+//              sequences' own tables, planned as part 0 alone, the budget rows listed after them
+//              (a few splits of the same length each; the rest of their CTAs exit at once);
 //   all        sparse attention with every block selected (the overhead of the sparse path).
 // Ratios: dense / (select + quest), dense / quest, dense / lychee, dense / lychee-1launch,
 // all / dense.
@@ -79,9 +83,10 @@ struct Options {
 struct Row {
   int64_t batch = 0, context = 0;
   double dense_us = 0, select_us = 0, quest_us = 0, lychee_us = 0, lychee_1launch_us = 0,
-         all_us = 0;
+         lychee_hybrid_us = 0, all_us = 0;
   double chain_us = 0;  // select, then quest's attention, in one sample (a layer's sparse work)
-  int dense_splits = 0, lychee_splits[2] = {0, 0}, lychee_1launch_splits = 0;
+  int dense_splits = 0, lychee_splits[2] = {0, 0}, lychee_1launch_splits = 0,
+      lychee_hybrid_splits = 0;
   // One more cold select with BlockSelectParams::maybe_phase_clocks: the mean over rows of each
   // phase's cycles (planned .. end after its predecessor), and the whole CTA's.
   double select_phase_cycles[kSelectPhases] = {};
@@ -176,6 +181,37 @@ absl::StatusOr<Attention> MakeAttention(const DecodeAttentionParams& base, int64
   return a;
 }
 
+// LycheeDecode's hybrid launch: the `rows` rows of `row_list` (per-kv-head tables in `base`;
+// flagged rows read full_block_tables) in one launch planned for the `long_rows` rows that read
+// everything alone, its splits capped by `reserved` workspace bytes for all the rows.
+absl::StatusOr<Attention> MakeHybridAttention(const DecodeAttentionParams& base, int64_t width,
+                                              int64_t max_len, int num_sms,
+                                              const DecodeAttentionPlanOptions& plan_options,
+                                              DeviceBuffer<uint8_t>& workspace, int64_t long_rows,
+                                              size_t reserved, const int32_t* row_list,
+                                              int64_t rows) {
+  Attention a;
+  a.params = base;
+  a.params.shape.max_blocks_per_seq = width;
+  a.params.shape.max_context_len = max_len;
+  a.params.maybe_row_list = row_list;
+  a.params.row_list_len = rows;
+  if (absl::Status st = CanImplementDecodeAttention(a.params.shape); !st.ok()) return st;
+  DecodeAttentionShape planned = a.params.shape;
+  planned.batch = long_rows;
+  planned.num_kv_heads = 1;
+  DecodeAttentionPlanOptions options = plan_options;
+  const int64_t per_split =
+      rows * (kHeads / kKvHeads) * (kHeadDim + 1) * static_cast<int64_t>(sizeof(float));
+  options.max_splits = static_cast<int>(
+      std::clamp<int64_t>(static_cast<int64_t>(reserved) / per_split, 1, options.max_splits));
+  a.plan = PlanDecodeAttention(planned, num_sms, options);
+  const size_t ws = DecodeAttentionWorkspaceBytesForRows(a.params.shape, a.plan, rows);
+  if (ws > workspace.bytes()) LY_CUDA_RETURN_IF_NOT_OK(workspace.Allocate(ws));
+  a.params.workspace = workspace.get();
+  return a;
+}
+
 // The decode workspace the CUDA runner reserves (CudaModelRunner::Impl::Init): the most a dense
 // batch of 1..max_seqs sequences, or a row list of 1..max_seqs * kv heads rows, needs at `ctx`
 // tokens.
@@ -218,7 +254,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
 
   DeviceBuffer<bf16> pool, summary, q, out;
   DeviceBuffer<int32_t> tables, lens, all_tables, all_lens, sel_tables, sel_lens, lychee_lens,
-      part_lens[2], part_lists[2], counters;
+      part_lens[2], part_lists[2], hybrid_list, counters;
   DeviceBuffer<float> scores;
   DeviceBuffer<uint8_t> workspace, flush;
   LY_CUDA_RETURN_IF_NOT_OK(pool.Allocate(pool_elems));
@@ -306,6 +342,11 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       }
       LY_CUDA_RETURN_IF_NOT_OK(part_lists[0].Upload(list0));
       LY_CUDA_RETURN_IF_NOT_OK(part_lists[1].Upload(list1));
+      // The hybrid launch's list: the retrieval rows flagged, first.
+      std::vector<int32_t> hybrid_rows;
+      for (const int32_t r : list0) hybrid_rows.push_back(r | kDecodeRowReadsSequence);
+      hybrid_rows.insert(hybrid_rows.end(), list1.begin(), list1.end());
+      LY_CUDA_RETURN_IF_NOT_OK(hybrid_list.Upload(hybrid_rows));
 
       BlockSelectParams sp;
       sp.q = q.get();
@@ -344,7 +385,15 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       auto lychee_budget =
           MakeAttention(base, pages, budget_tokens, dev.num_sms, budget_plan_options, workspace,
                         batch * (kKvHeads - 1), reserved, part_lists[1].get());
-      for (auto* a : {&dense, &quest, &every, &lychee1, &lychee_full, &lychee_budget}) {
+      DecodeAttentionParams hybrid_base = base;  // the budget rows' tables and lengths
+      hybrid_base.context_lens = part_lens[1].get();
+      hybrid_base.full_block_tables = tables.get();
+      hybrid_base.full_context_lens = lens.get();
+      auto lychee_hybrid =
+          MakeHybridAttention(hybrid_base, pages, ctx, dev.num_sms, plan_options, workspace, batch,
+                              reserved, hybrid_list.get(), batch * kKvHeads);
+      for (auto* a :
+           {&dense, &quest, &every, &lychee1, &lychee_full, &lychee_budget, &lychee_hybrid}) {
         if (!a->ok()) return a->status();
         (*a)->params.workspace = workspace.get();  // the largest allocation of them all
       }
@@ -386,8 +435,10 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
         return DecodeAttention(lychee_budget->params, lychee_budget->plan, stream);
       });
       auto t_lychee1 = time(attend(*lychee1));
+      auto t_hybrid = time(attend(*lychee_hybrid));
       auto t_all = time(attend(*every));
-      for (auto* t : {&t_dense, &t_select, &t_quest, &t_chain, &t_lychee, &t_lychee1, &t_all}) {
+      for (auto* t :
+           {&t_dense, &t_select, &t_quest, &t_chain, &t_lychee, &t_lychee1, &t_hybrid, &t_all}) {
         if (!t->ok()) return t->status();
       }
       r.dense_us = *t_dense;
@@ -405,6 +456,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       r.chain_us = *t_chain;
       r.lychee_us = *t_lychee;
       r.lychee_1launch_us = *t_lychee1;
+      r.lychee_hybrid_us = *t_hybrid;
       r.all_us = *t_all;
       // One cold select with phase clocks, per search.
       auto profile = [&](const BlockSelectParams& params,
@@ -433,6 +485,7 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       r.lychee_splits[0] = lychee_full->plan.num_splits;
       r.lychee_splits[1] = lychee_budget->plan.num_splits;
       r.lychee_1launch_splits = lychee1->plan.num_splits;
+      r.lychee_hybrid_splits = lychee_hybrid->plan.num_splits;
       results.push_back(r);
     }
   }
@@ -502,24 +555,27 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
               o.warm ? "warm" : "cold", o.iters);
   std::printf(
       "lychee: two launches as the CUDA runner (full rows, then budget rows); lychee-1launch: the "
-      "same rows in one launch\n");
+      "same rows in one launch; lychee-hybrid: one launch planned as the full rows alone\n");
   std::printf("select -> quest: the selection and quest's attention in one sample (%s)\n",
               o.pdl ? "the attention launched programmatically (PDL)" : "plain launches");
   std::printf(
       "| batch x context | dense us | select us | quest us | select -> quest us | lychee us | "
-      "lychee-1launch us | all us | dense / (select + quest) | dense / (select -> quest) | "
-      "dense / quest | dense / lychee | dense / lychee-1launch | all / dense |\n");
+      "lychee-1launch us | lychee-hybrid us | all us | dense / (select + quest) | "
+      "dense / (select -> quest) | dense / quest | dense / lychee | dense / lychee-1launch | "
+      "dense / lychee-hybrid | all / dense |\n");
   std::printf(
-      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | "
+      "--- |\n");
   nlohmann::json rows_json = nlohmann::json::array();
   for (const Row& r : results) {
     std::printf(
-        "| %lld x %lldK | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2fx | %.2fx | "
-        "%.2fx | %.2fx | %.2fx |\n",
+        "| %lld x %lldK | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2fx | "
+        "%.2fx | %.2fx | %.2fx | %.2fx | %.2fx |\n",
         static_cast<long long>(r.batch), static_cast<long long>(r.context / 1024), r.dense_us,
-        r.select_us, r.quest_us, r.chain_us, r.lychee_us, r.lychee_1launch_us, r.all_us,
-        r.dense_us / (r.select_us + r.quest_us), r.dense_us / r.chain_us, r.dense_us / r.quest_us,
-        r.dense_us / r.lychee_us, r.dense_us / r.lychee_1launch_us, r.all_us / r.dense_us);
+        r.select_us, r.quest_us, r.chain_us, r.lychee_us, r.lychee_1launch_us, r.lychee_hybrid_us,
+        r.all_us, r.dense_us / (r.select_us + r.quest_us), r.dense_us / r.chain_us,
+        r.dense_us / r.quest_us, r.dense_us / r.lychee_us, r.dense_us / r.lychee_1launch_us,
+        r.dense_us / r.lychee_hybrid_us, r.all_us / r.dense_us);
     rows_json.push_back(
         {{"batch", r.batch},
          {"context", r.context},
@@ -533,6 +589,8 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
          {"dense_splits", r.dense_splits},
          {"lychee_splits", {r.lychee_splits[0], r.lychee_splits[1]}},
          {"lychee_1launch_splits", r.lychee_1launch_splits},
+         {"lychee_hybrid_us", r.lychee_hybrid_us},
+         {"lychee_hybrid_splits", r.lychee_hybrid_splits},
          {"select_phase_cycles",
           std::vector<double>(std::begin(r.select_phase_cycles), std::end(r.select_phase_cycles))},
          {"select_variants", [&r] {

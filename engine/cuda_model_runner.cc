@@ -172,6 +172,12 @@ struct CudaModelRunner::Impl {
   absl::Status SparseDecodeAttentionPart(int64_t layer, const Forward& f,
                                          const cuda::DecodeAttentionParams& d, int part,
                                          int64_t part1_tokens);
+  // A hybrid step's one launch of `layer` (CudaSparseDecode::hybrid()).
+  absl::Status HybridDecodeAttention(int64_t layer, const Forward& f,
+                                     const cuda::DecodeAttentionParams& d);
+  // d over `rows` rows of `list`, planned as planned_rows rows of planned_tokens tokens alone.
+  absl::Status AttendRowList(const cuda::DecodeAttentionParams& d, const int32_t* list,
+                             int64_t rows, int64_t planned_rows, int64_t planned_tokens);
   absl::StatusOr<absl::Span<const float>> CopyLogits(int64_t logit_rows);
   // After the stream's sync: the sparse stats of the step just run.
   void CollectSparseStats(const SchedulerOutput& step) {
@@ -422,7 +428,8 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
     sizes.block_size = options.block_size;
     sizes.max_rows = impl->max_chunks;
     sizes.max_blocks_per_seq = impl->max_blocks_per_seq;
-    impl->sparse = std::make_unique<CudaSparseDecode>(sizes, options.programmatic_launch);
+    impl->sparse = std::make_unique<CudaSparseDecode>(sizes, options.programmatic_launch,
+                                                      options.lychee_hybrid_launch);
   }
   LY_RETURN_IF_ERROR(impl->SizeKvPool());
   LY_LOG_INFO(
@@ -633,23 +640,42 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
       // keys a second time (at 3 x 128K that second read was the largest part of lychee's
       // selection).
       const bool scores_from_attention = options.block_size == cuda::kBlockScoresBlockSize;
-      if (scores_from_attention) {
-        cuda::DecodeAttentionParams full = d;
-        full.maybe_block_scores = sparse->scores();
-        full.block_scores_row_stride = sparse->width();
-        LY_RETURN_IF_ERROR(SparseDecodeAttentionPart(layer, f, full, 0, f.max_decode_ctx));
+      if (sparse->hybrid()) {
+        // One launch: the rows that read everything over their sequences' tables (writing the
+        // retrieval heads' exact block scores), the sparse heads over the sets earlier layers
+        // left in tables(); then the selection, for the next layers.
+        cuda::DecodeAttentionParams hybrid = d;
+        hybrid.full_block_tables = d.block_tables;
+        hybrid.full_context_lens = d.context_lens;
+        hybrid.block_tables = sparse->tables();
+        hybrid.context_lens = sparse->set_lens();
+        hybrid.per_kv_head_tables = true;
+        hybrid.maybe_block_scores = sparse->scores();
+        hybrid.block_scores_row_stride = sparse->width();
+        LY_RETURN_IF_ERROR(HybridDecodeAttention(layer, f, hybrid));
+        LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, cache, d.block_tables,
+                                          d.context_lens, scale, /*exact_scores_given=*/true,
+                                          stream));
+      } else {
+        if (scores_from_attention) {
+          cuda::DecodeAttentionParams full = d;
+          full.maybe_block_scores = sparse->scores();
+          full.block_scores_row_stride = sparse->width();
+          LY_RETURN_IF_ERROR(SparseDecodeAttentionPart(layer, f, full, 0, f.max_decode_ctx));
+        }
+        LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, cache, d.block_tables,
+                                          d.context_lens, scale, scores_from_attention, stream));
+        d.block_tables = sparse->tables();
+        d.per_kv_head_tables = true;
+        for (int part = scores_from_attention ? 1 : 0; part < 2; ++part) {
+          cuda::DecodeAttentionParams sub = d;
+          sub.context_lens = sparse->split_lens(part);
+          LY_RETURN_IF_ERROR(
+              SparseDecodeAttentionPart(layer, f, sub, part, sparse->max_sparse_tokens()));
+        }
       }
-      LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, cache, d.block_tables,
-                                        d.context_lens, scale, scores_from_attention, stream));
-      d.block_tables = sparse->tables();
-      d.per_kv_head_tables = true;
-      for (int part = scores_from_attention ? 1 : 0; part < 2; ++part) {
-        cuda::DecodeAttentionParams sub = d;
-        sub.context_lens = sparse->split_lens(part);
-        LY_RETURN_IF_ERROR(
-            SparseDecodeAttentionPart(layer, f, sub, part, sparse->max_sparse_tokens()));
-      }
-      // max_dropped_mass: rows whose bound misses it double their budgets and run again.
+      // max_dropped_mass: rows whose bound misses it double their budgets and run again (never
+      // in a hybrid step). d's tables are the selection's from here on.
       for (int64_t round = 1; round <= sparse->widening_rounds(); ++round) {
         LY_RETURN_IF_ERROR(sparse->Widen(layer, round, qkv.get(), qkv_dim, cache,
                                          dense.block_tables, dense.context_lens, scale, stream));
@@ -701,14 +727,35 @@ absl::Status CudaModelRunner::Impl::SparseDecodeAttentionPart(int64_t layer, con
   const int64_t rows = sparse->part_rows(layer, part);
   if (rows == 0) return absl::OkStatus();
   cuda::DecodeAttentionParams sub = d;
-  sub.maybe_row_list = sparse->row_list(layer, part);
+  if (part == 1) sub.shape.max_context_len = std::min(f.max_decode_ctx, part1_tokens);
+  return AttendRowList(sub, sparse->row_list(layer, part), rows, rows, sub.shape.max_context_len);
+}
+
+absl::Status CudaModelRunner::Impl::HybridDecodeAttention(int64_t layer, const Forward& f,
+                                                          const cuda::DecodeAttentionParams& d) {
+  // Every row in one launch, planned for the rows that read everything (or, in a layer without
+  // them, for the budget-bound rows alone): those long rows get the splits their own launch
+  // would, and a budget row's tokens take a few splits of the same length.
+  const int64_t full = sparse->part_rows(layer, 0);
+  const int64_t budget = sparse->part_rows(layer, 1);
+  const int64_t planned_tokens =
+      full > 0 ? f.max_decode_ctx : std::min(f.max_decode_ctx, sparse->max_sparse_tokens());
+  return AttendRowList(d, sparse->hybrid_row_list(layer), full + budget, full > 0 ? full : budget,
+                       planned_tokens);
+}
+
+absl::Status CudaModelRunner::Impl::AttendRowList(const cuda::DecodeAttentionParams& d,
+                                                  const int32_t* list, int64_t rows,
+                                                  int64_t planned_rows, int64_t planned_tokens) {
+  cuda::DecodeAttentionParams sub = d;
+  sub.maybe_row_list = list;
   sub.row_list_len = rows;
   const int64_t per_split = rows * (config.num_heads / config.num_kv_heads) *
                             (config.head_dim + 1) * static_cast<int64_t>(sizeof(float));
-  if (part == 1) sub.shape.max_context_len = std::min(f.max_decode_ctx, part1_tokens);
-  cuda::DecodeAttentionShape alone = sub.shape;  // the plan sees only this part's rows
-  alone.batch = rows;
+  cuda::DecodeAttentionShape alone = sub.shape;  // the plan sees only the planned rows
+  alone.batch = planned_rows;
   alone.num_kv_heads = 1;
+  alone.max_context_len = planned_tokens;
   cuda::DecodeAttentionPlanOptions o = decode_plan_options;
   // The workspace was reserved for dense batches; more splits than fit would not.
   o.max_splits = static_cast<int>(std::clamp<int64_t>(
@@ -717,8 +764,7 @@ absl::Status CudaModelRunner::Impl::SparseDecodeAttentionPart(int64_t layer, con
   if (cuda::DecodeAttentionWorkspaceBytesForRows(sub.shape, plan, rows) > decode_workspace_bytes) {
     return absl::InternalError("sparse decode attention plan needs more workspace than reserved");
   }
-  LY_RETURN_IF_ERROR(cuda::DecodeAttention(sub, plan, stream));
-  return absl::OkStatus();
+  return cuda::DecodeAttention(sub, plan, stream);
 }
 
 absl::Status CudaModelRunner::Impl::Layer(int64_t layer, const Forward& f,
@@ -1155,6 +1201,11 @@ int64_t CudaModelRunner::num_graph_replays() const { return impl_->graphs.num_re
 void CudaModelRunner::set_cuda_graphs(bool enabled) { impl_->options.cuda_graphs = enabled; }
 void CudaModelRunner::set_sparse_cuda_graphs(bool enabled) {
   impl_->options.sparse_cuda_graphs = enabled;
+}
+
+void CudaModelRunner::set_lychee_hybrid_launch(bool enabled) {
+  impl_->options.lychee_hybrid_launch = enabled;
+  if (impl_->sparse != nullptr) impl_->sparse->set_hybrid_launch(enabled);
 }
 
 }  // namespace lychee

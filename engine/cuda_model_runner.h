@@ -80,6 +80,11 @@ struct CudaModelRunnerOptions {
   // faster per step at batch 1-3 (1 x 32K quest 7.33 vs 7.82 ms, 3 x 128K quest 9.03 vs 9.33),
   // 1-4% slower at 13 x 32K (the bucket pads 13 rows to 16 and the part-1 cap is a power of two).
   bool sparse_cuda_graphs = true;
+  // Steps whose sparse rows are all LycheeDecode's attend in ONE launch a layer (the retrieval
+  // heads over every token, the sparse heads over the sets earlier layers chose: ALGORITHMS.md
+  // 3.2's hybrid kernel), then select; off: two launches around the selection (the rows that read
+  // everything, then the budget-bound ones). CudaSparseDecode::hybrid() says when it applies.
+  bool lychee_hybrid_launch = true;
 };
 
 class CudaModelRunner final : public ModelRunner {
@@ -124,6 +129,7 @@ class CudaModelRunner final : public ModelRunner {
   // (benchmarks compare both in one process).
   void set_cuda_graphs(bool enabled);
   void set_sparse_cuda_graphs(bool enabled);
+  void set_lychee_hybrid_launch(bool enabled);  // from the next step
 
  private:
   struct Impl;

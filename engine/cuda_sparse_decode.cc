@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "kernels/cuda/decode_attention.h"
 #include "sparsity/head_roles.h"
 #include "sparsity/prhs_policy.h"
 
@@ -109,6 +110,7 @@ absl::Status CudaSparseDecode::Allocate() {
   LY_RETURN_IF_ERROR(sets_.Allocate(cells));
   LY_RETURN_IF_ERROR(scores_.Allocate(cells));
   LY_RETURN_IF_ERROR(lens_.Allocate(rows));
+  LY_RETURN_IF_ERROR(set_lens_.Allocate(rows));
   LY_RETURN_IF_ERROR(split_lens_.Allocate(2 * rows));
   LY_RETURN_IF_ERROR(set_sizes_.Allocate(rows));
   LY_RETURN_IF_ERROR(row_reused_.Allocate(rows));
@@ -126,8 +128,8 @@ absl::Status CudaSparseDecode::Allocate() {
       (rules_offset_ + static_cast<size_t>(s.max_rows) * sizeof(cuda::SelectSeqRule) + 15) / 16 *
       16;
   lists_offset_ = (mass_offset_ + static_cast<size_t>(s.max_rows) * sizeof(float) + 15) / 16 * 16;
-  LY_RETURN_IF_ERROR(inputs_.Allocate(lists_offset_ + 2 * static_cast<size_t>(s.num_layers) * rows *
-                                                          sizeof(int32_t)));
+  LY_RETURN_IF_ERROR(inputs_.Allocate(lists_offset_ + kLists * static_cast<size_t>(s.num_layers) *
+                                                          rows * sizeof(int32_t)));
   void* pinned = nullptr;
   LY_CUDA_RETURN_IF_ERROR(
       cudaMallocHost(&pinned, static_cast<size_t>(s.max_rows) * sizeof(cuda::SparseSeqStats)));
@@ -157,10 +159,10 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
       (rules_offset_ + static_cast<size_t>(rows_) * sizeof(cuda::SelectSeqRule) + 15) / 16 * 16;
   lists_offset_ = (mass_offset_ + static_cast<size_t>(rows_) * sizeof(float) + 15) / 16 * 16;
   inputs_h_.assign(
-      lists_offset_ + 2 * static_cast<size_t>(s.num_layers) * row_stride * sizeof(int32_t), 0);
-  auto list_at = [&](int64_t layer, int part) {
+      lists_offset_ + kLists * static_cast<size_t>(s.num_layers) * row_stride * sizeof(int32_t), 0);
+  auto list_at = [&](int64_t layer, int list) {
     return reinterpret_cast<int32_t*>(inputs_h_.data() + lists_offset_) +
-           static_cast<size_t>(2 * layer + part) * row_stride;
+           static_cast<size_t>(kLists * layer + list) * row_stride;
   };
   sparse_rows_.assign(static_cast<size_t>(rows_), 0);
   audit_rows_.assign(static_cast<size_t>(rows_), 0);
@@ -171,6 +173,10 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
   max_widening_ctx_ = 0;
   widen_exact_ = false;
   prhs_control_ = false;
+  // One hybrid launch a layer while every policy row is LycheeDecode's (no row chooses before
+  // the attention) and nothing widens (widening needs the part-1 launch on its own).
+  hybrid_ = hybrid_launch_ && s.block_size == cuda::kBlockScoresBlockSize;
+  bool any_lychee = false;
   ++step_;
   // Each row's policy as data (dense rows: kNone).
   selections_.assign(static_cast<size_t>(rows_), sparsity::DeviceSelection{});
@@ -180,6 +186,9 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
     if (policy == nullptr) continue;
     selections_[static_cast<size_t>(r)] = policy->device_selection();
     prhs_rows += selections_[static_cast<size_t>(r)].kind == Kind::kPrhs;
+    const bool lychee = selections_[static_cast<size_t>(r)].kind == Kind::kLychee;
+    any_lychee = any_lychee || lychee;
+    hybrid_ = hybrid_ && lychee;
   }
   has_prhs_ = prhs_rows > 0;
   if (has_prhs_) {
@@ -269,6 +278,18 @@ absl::Status CudaSparseDecode::Prepare(const SchedulerOutput& step,
     audit_rows_[static_cast<size_t>(r)] = audit ? 1 : 0;
     audited_ = audited_ || audit;
   }
+  hybrid_ = hybrid_ && any_lychee && widening_rounds_ == 0;
+  if (hybrid_) {
+    // The hybrid launch's list: the rows that read everything first (their sequences' own tables,
+    // flagged), then the budget-bound ones, so the long rows' CTAs are placed first.
+    for (int64_t l = 0; l < s.num_layers; ++l) {
+      int32_t* hybrid = list_at(l, 2);
+      const int64_t full = part_rows_[static_cast<size_t>(2 * l)];
+      for (int64_t i = 0; i < full; ++i)
+        hybrid[i] = list_at(l, 0)[i] | cuda::kDecodeRowReadsSequence;
+      std::copy_n(list_at(l, 1), part_rows_[static_cast<size_t>(2 * l + 1)], hybrid + full);
+    }
+  }
   if (prhs_control_ && prhs_lower_.size() == 0) {
     LY_RETURN_IF_ERROR(
         prhs_lower_.Allocate(static_cast<size_t>(s.max_rows * s.num_heads * s.max_blocks_per_seq)));
@@ -339,6 +360,7 @@ absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q, int64_
   cuda::BlockSelectParams p =
       SelectParams(layer, q, q_row_stride, cache, block_tables, context_lens, scale);
   p.exact_scores_given = exact_scores_given;
+  if (hybrid_) p.maybe_set_lens = set_lens_.get();
   if (has_prhs_) {
     p.prhs_seqs = prhs_params_.get() + layer * rows_;
     p.prhs_scores = prhs_scores_.get();
@@ -461,6 +483,7 @@ std::vector<int64_t> CudaSparseDecode::GraphKey() const {
                               audited_ ? 1 : 0,
                               widen_exact_ ? 1 : 0,
                               prhs_control_ ? 1 : 0,
+                              hybrid_ ? 1 : 0,
                               has_prhs_ ? prhs_slots_ + 1 : 0};  // the arenas' pointers
   key.insert(key.end(), part_rows_.begin(), part_rows_.end());
   return key;

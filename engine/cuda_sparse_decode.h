@@ -10,7 +10,10 @@
 // tables; dense requests read everything), the sparse DecodeAttention of the budget-bound rows
 // with those tables and the LSE, and AccumulateDroppedMass (certified bound, tokens read).
 // Audited rows also run dense attention for the exact dropped mass. The per-sequence totals come
-// back with the step's results.
+// back with the step's results. A step whose policy rows are all LycheeDecode's (hybrid()) runs
+// each layer's attention as ONE launch before the selection instead: the retrieval heads over
+// every token, the sparse heads over the sets earlier layers left (ALGORITHMS.md 3.2's hybrid
+// kernel; the sparse heads no longer wait for the retrieval heads' attention and selection).
 //
 // max_dropped_mass < 1, quest, streaming and lychee: as the CPU
 // runner, every kv head starts at the request's budget (every block at max_dropped_mass 0) and,
@@ -74,12 +77,17 @@ class CudaSparseDecode {
     int64_t max_blocks_per_seq = 0;  // block-table width at most
   };
   // programmatic_launch: the selection and dropped-mass kernels are launched with programmatic
-  // dependent launch (CudaModelRunnerOptions::programmatic_launch).
-  CudaSparseDecode(const Sizes& sizes, bool programmatic_launch)
-      : sizes_(sizes), programmatic_launch_(programmatic_launch) {}
+  // dependent launch (CudaModelRunnerOptions::programmatic_launch). hybrid_launch: steps whose
+  // policy rows are all LycheeDecode's attend in one launch a layer (hybrid(); with 16-token
+  // blocks, not while widening).
+  CudaSparseDecode(const Sizes& sizes, bool programmatic_launch, bool hybrid_launch = true)
+      : sizes_(sizes), programmatic_launch_(programmatic_launch), hybrid_launch_(hybrid_launch) {}
   ~CudaSparseDecode();
   CudaSparseDecode(const CudaSparseDecode&) = delete;
   CudaSparseDecode& operator=(const CudaSparseDecode&) = delete;
+
+  // From the next Prepare (benchmarks compare both in one process).
+  void set_hybrid_launch(bool enabled) { hybrid_launch_ = enabled; }
 
   // Whether any of the first `num_decodes` chunks has a policy (the step then runs here).
   static bool Wanted(absl::Span<sparsity::Policy* const> policies, int64_t num_decodes);
@@ -99,7 +107,9 @@ class CudaSparseDecode {
 
   // One layer: selection into tables()/lens() for q (decode rows, q_row_stride elements apart;
   // 0: contiguous) over `cache`. exact_scores_given: the layer's kExactTopK rows already have
-  // their exact block scores in scores() (see there).
+  // their exact block scores in scores() (see there). In a hybrid step it runs after the layer's
+  // one attention launch and leaves each kExactTopK row's new set in tables() and set_lens() for
+  // the next layers' launches (BlockSelectParams::maybe_set_lens).
   absl::Status Select(int64_t layer, const cuda::bf16* q, int64_t q_row_stride,
                       const cuda::PagedKvBf16& cache, const int32_t* block_tables,
                       const int32_t* context_lens, float scale, bool exact_scores_given,
@@ -129,6 +139,19 @@ class CudaSparseDecode {
   float* scores() { return scores_.get(); }
   int64_t width() const { return width_; }
   const int32_t* lens() const { return lens_.get(); }  // [rows * kv_heads]
+  // A hybrid step (LycheeDecode's rows only, 16-token blocks, no widening): each layer attends in
+  // ONE launch over hybrid_row_list(layer), planned for its part-0 rows, before Select: the rows
+  // that read everything (flagged kDecodeRowReadsSequence: their sequences' own tables, writing
+  // their exact block scores into scores()) and the sparse heads, whose sets an earlier layer's
+  // retrieval rows chose and left in tables() with their lengths in set_lens()
+  // (DecodeAttentionParams::full_block_tables). Layer 0 is all retrieval, so every set exists
+  // before a sparse head reads it.
+  bool hybrid() const { return hybrid_; }
+  const int32_t* set_lens() const { return set_lens_.get(); }  // [rows * kv_heads]
+  const int32_t* hybrid_row_list(int64_t layer) const {
+    return reinterpret_cast<const int32_t*>(inputs_.get() + lists_offset_) +
+           (kLists * layer + 2) * rows_ * sizes_.num_kv_heads;
+  }
   // The lengths split for two attention launches (part 0: rows that read everything, part 1 the
   // budget-bound rest; -1 for the other part's rows), and how many rows each part has at `layer`.
   const int32_t* split_lens(int part) const {
@@ -141,7 +164,7 @@ class CudaSparseDecode {
   // (DecodeAttentionParams::maybe_row_list), part_rows(layer, part) of them.
   const int32_t* row_list(int64_t layer, int part) const {
     return reinterpret_cast<const int32_t*>(inputs_.get() + lists_offset_) +
-           (2 * layer + part) * rows_ * sizes_.num_kv_heads;
+           (kLists * layer + part) * rows_ * sizes_.num_kv_heads;
   }
   // An upper bound of the tokens a part-1 row reads this step.
   int64_t max_sparse_tokens() const { return max_sparse_tokens_; }
@@ -162,8 +185,13 @@ class CudaSparseDecode {
   absl::StatusOr<int32_t> PrhsSlot(uint64_t serial, int64_t prhs_rows, cudaStream_t stream);
   absl::Status GrowPrhsArenas(int64_t slots, cudaStream_t stream);
 
+  // Row lists per layer: part 0, part 1, the hybrid launch's.
+  static constexpr int64_t kLists = 3;
+
   Sizes sizes_;
   bool programmatic_launch_ = false;
+  bool hybrid_launch_ = true;
+  bool hybrid_ = false;  // this step (hybrid())
   bool allocated_ = false;
   int64_t rows_ = 0, width_ = 0;
   bool audited_ = false;
@@ -176,7 +204,8 @@ class CudaSparseDecode {
   int64_t max_widening_ctx_ = 0;  // the longest sequence under max_dropped_mass < 1
   // Device: the inputs (modes [layers][rows][kv_heads] int8, then rules), the sets and outputs.
   cuda::DeviceBuffer<uint8_t> inputs_;
-  cuda::DeviceBuffer<int32_t> tables_, lens_, split_lens_, sets_, set_sizes_, row_reused_;
+  cuda::DeviceBuffer<int32_t> tables_, lens_, split_lens_, sets_, set_sizes_, row_reused_,
+      set_lens_;
   cuda::DeviceBuffer<int32_t> row_budgets_, row_active_;  // widening rounds
   // LycheeDecode sequences widen this step: their widened sparse heads' exact scores.
   bool widen_exact_ = false;
@@ -188,7 +217,7 @@ class CudaSparseDecode {
   cuda::SparseSeqStats* stats_h_ = nullptr;  // pinned
   size_t rules_offset_ = 0;
   size_t mass_offset_ = 0;   // [rows_] float: each sequence's max_dropped_mass (1: none)
-  size_t lists_offset_ = 0;  // [layers][2][rows_ * kv heads] int32 row lists
+  size_t lists_offset_ = 0;  // [layers][kLists][rows_ * kv heads] int32 row lists
   // kPrhs: per (layer, row) params, the exact-score workspace and the anchor arenas
   // ([slot][layer][kv head] rows), allocated on first use.
   bool has_prhs_ = false;

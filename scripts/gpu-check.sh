@@ -285,9 +285,11 @@ case "${1:-}" in
         grep -E 'Duration|Throughput|Occupancy|Registers|Block Limit|Waves|Warp Cycles|Eligible|Stall' || true
     fi
     echo "--- end to end (issue 12: the largest batch that fits, at 32K and 128K); sparse steps"
-    echo "    eager and replayed from CUDA graphs (CudaModelRunnerOptions::sparse_cuda_graphs)"
+    echo "    eager and replayed from CUDA graphs (CudaModelRunnerOptions::sparse_cuda_graphs); lychee"
+    echo "    also with two attention launches a layer (its hybrid launch off)"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
-      --policies quest,lychee,prhs --budget 2048 --fit-batch --sparse-graphs --json "$out/e2e.json"
+      --policies quest,lychee,prhs --budget 2048 --fit-batch --sparse-graphs --lychee-two-launches \
+      --json "$out/e2e.json"
     echo "--- max_dropped_mass 0.5 on the GPU (quest, streaming and lychee widen, prhs grows in advance),"
     echo "    eager and in graphs"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 --prefill "" --steps 5 \
@@ -299,7 +301,7 @@ case "${1:-}" in
     "$bundle/bin/cuda_sparse_attention_bench" --batches 1 8 --contexts 32768 131072 \
       --json "$out/sparse.json" | tee "$out/sparse.txt"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
-      --policies quest,lychee,prhs --budget 2048 --fit-batch --sparse-graphs \
+      --policies quest,lychee,prhs --budget 2048 --fit-batch --sparse-graphs --lychee-two-launches \
       --json "$out/e2e.json" | tee "$out/e2e.txt"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 --prefill "" --steps 5 \
       --policies quest,streaming,lychee,prhs --budget 2048 --max-dropped-mass 0.5 --sparse-graphs \

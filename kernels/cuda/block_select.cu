@@ -712,8 +712,10 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
   }
   if (p.prhs_row_fallback != nullptr && threadIdx.x == 0) p.prhs_row_fallback[row] = 0;  // below
 
+  // A hybrid launch's kExactTopK row: its table row receives its new set below instead.
+  const bool set_pages = p.maybe_set_lens != nullptr && plan.mode == SelectRowMode::kExactTopK;
   if (reads_all) {
-    GatherPages(out_pages, nullptr, table, n, [](int) {});
+    if (!set_pages) GatherPages(out_pages, nullptr, table, n, [](int) {});
     if (threadIdx.x == 0) {
       p.sel_lens[row] = static_cast<int32_t>(plan.ctx);
       if (bound) p.maybe_log_unread[row] = -__int_as_float(0x7f800000);
@@ -841,6 +843,20 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
       }
     }
     if (p.maybe_set_sizes != nullptr && threadIdx.x == 0) p.maybe_set_sizes[row] = count;
+    if (set_pages) {
+      // The set's pages for the kInherit rows of the next layers, and its tokens (every page
+      // full but the sequence's last), as a kInherit row's own selection would write them.
+      __syncthreads();  // every slot's block is in `set`; last_read is reset
+      GatherPages(out_pages, set, table, count, [&](int block) {
+        if (block == n - 1) sh.last_read = 1;
+      });
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        p.maybe_set_lens[row] = static_cast<int32_t>(
+            static_cast<int64_t>(count) * s.block_size -
+            (sh.last_read != 0 ? static_cast<int64_t>(n) * s.block_size - plan.ctx : 0));
+      }
+    }
     if (!write_pages) return;  // kExactTopK: reads everything (written above)
     __syncthreads();           // every slot's block is in out_pages
     mark(kSelectEmitted);
@@ -926,10 +942,11 @@ absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
 absl::Status QuestBlockSelect(const BlockSelectParams& p, cudaStream_t stream) {
   LY_CUDA_RETURN_IF_NOT_OK(CanRunBlockSelect(p));
   if (p.row_modes != nullptr || p.seq_rules != nullptr || p.maybe_log_unread != nullptr ||
-      p.maybe_row_budgets != nullptr || p.maybe_row_active != nullptr) {
+      p.maybe_row_budgets != nullptr || p.maybe_row_active != nullptr ||
+      p.maybe_set_lens != nullptr) {
     return absl::InvalidArgumentError(
-        "QuestBlockSelect: row_modes, seq_rules, maybe_log_unread and the widening rows are "
-        "SparseBlockSelect's");
+        "QuestBlockSelect: row_modes, seq_rules, maybe_log_unread, maybe_set_lens and the "
+        "widening rows are SparseBlockSelect's");
   }
   return DispatchHeadDim(p.shape.head_dim, [&](auto head_dim) {
     return Launch<decltype(head_dim)::value>(p, stream);

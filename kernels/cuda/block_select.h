@@ -189,6 +189,14 @@ struct BlockSelectParams {
   // of the rows that read everything wrote them: DecodeAttentionParams::maybe_block_scores), so
   // the score kernel leaves those rows alone and the top-k ranks what it finds there.
   bool exact_scores_given = false;
+  // SparseBlockSelect, optional out [batch * num_kv_heads]: LycheeDecode's hybrid launch
+  // (DecodeAttentionParams::full_block_tables). The layer's attention ran before the selection, its
+  // kExactTopK rows over their sequences' own tables, so those rows' sel_tables rows are free:
+  // each gets the pages of its new set (instead of every page) and its token count here. A
+  // kInherit row of a later layer reads that set, so the next hybrid launches attend it from
+  // sel_tables over these lengths without a selection before them. sel_lens keeps what each row
+  // read (the sequence's length for kExactTopK).
+  int32_t* maybe_set_lens = nullptr;
   // kPrhs rows only: [batch] per-sequence params, and the anchor arenas (rows as
   // PrhsSeqParams::anchor_row says): q̄ [rows, head_dim] fp32, info [rows, 2] (the budget the
   // anchor was chosen under, 0 = none; its block count), blocks [rows, kPrhsMaxAnchorBlocks].

@@ -83,6 +83,11 @@ absl::Status CanRunSparseBlockSelect(const BlockSelectParams& p) {
         "sparse block select: row_modes, seq_rules, maybe_sel_blocks (the sets) and "
         "maybe_set_sizes must be set");
   }
+  if (p.maybe_set_lens != nullptr && (p.maybe_row_active != nullptr || !p.exact_scores_given)) {
+    return absl::InvalidArgumentError(
+        "sparse block select: maybe_set_lens (a hybrid launch) follows the attention that wrote "
+        "the exact scores (exact_scores_given), and is not a widening round");
+  }
   if (p.maybe_widen_scores != nullptr && p.maybe_row_active == nullptr) {
     return absl::InvalidArgumentError(
         "sparse block select: maybe_widen_scores is for widening rounds (maybe_row_active)");

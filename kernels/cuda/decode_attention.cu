@@ -207,8 +207,13 @@ __global__ void __launch_bounds__(kThreads, 2)
   // the split counters.
   int kv_head, seq;
   int64_t work_row;
+  bool reads_sequence = false;  // a hybrid launch's row that reads its sequence's own table
   if (p.maybe_row_list != nullptr) {
-    const int32_t listed = p.maybe_row_list[blockIdx.y];
+    int32_t listed = p.maybe_row_list[blockIdx.y];
+    if (p.full_block_tables != nullptr) {
+      reads_sequence = (listed & kDecodeRowReadsSequence) != 0;
+      listed &= ~kDecodeRowReadsSequence;
+    }
     seq = listed / static_cast<int>(s.num_kv_heads);
     kv_head = listed % static_cast<int>(s.num_kv_heads);
     work_row = blockIdx.y;
@@ -221,8 +226,9 @@ __global__ void __launch_bounds__(kThreads, 2)
   const bool direct = plan.num_splits == 1;  // no merge: write the final output here
 
   // Dense: one block table row and length per sequence. Sparse: one per (sequence, kv head).
-  const int64_t table_row =
-      p.per_kv_head_tables ? static_cast<int64_t>(seq) * s.num_kv_heads + kv_head : seq;
+  const int64_t table_row = p.per_kv_head_tables && !reads_sequence
+                                ? static_cast<int64_t>(seq) * s.num_kv_heads + kv_head
+                                : seq;
   const int start = split * plan.chunk_tokens;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -230,7 +236,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   // tile.
   const int ld_chunk = threadIdx.x % Cfg::kChunks;
   const int ld_row = threadIdx.x / Cfg::kChunks;
-  const int32_t* table = p.block_tables + table_row * s.max_blocks_per_seq;
+  const int32_t* table =
+      (reads_sequence ? p.full_block_tables : p.block_tables) + table_row * s.max_blocks_per_seq;
   const int bs_shift = __ffs(static_cast<int>(s.block_size)) - 1;
   // Loader (TMA): lane l < kTmaLanes of warp 0 copies 16-token segment l / (2 kHalves) of a tile,
   // K or V by (l / kHalves) % 2, dims [64 (l % kHalves), + 64).
@@ -246,7 +253,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   // the first tile's page ids (their table entries exist whatever the length is; which of them
   // count is decided once it is known) and q. In a row they were three dependent round trips to
   // memory before the first K/V byte was asked for.
-  const int32_t raw_len = p.context_lens[table_row];
+  const int32_t raw_len = (reads_sequence ? p.full_context_lens : p.context_lens)[table_row];
   const int max_tokens = static_cast<int>(s.max_blocks_per_seq * s.block_size);
   constexpr int kPageRows = kTma ? 1 : Cfg::kLoadIters;  // page ids a thread holds per tile
   int32_t first_pages[kPageRows];
@@ -382,7 +389,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const float scale_log2 = p.scale * kLog2e;
   // This row's block scores (optional), indexed by block of the sequence.
   float* const block_scores =
-      p.maybe_block_scores == nullptr
+      p.maybe_block_scores == nullptr || (p.full_block_tables != nullptr && !reads_sequence)
           ? nullptr
           : p.maybe_block_scores +
                 (static_cast<int64_t>(seq) * s.num_kv_heads + kv_head) * p.block_scores_row_stride;

@@ -48,6 +48,8 @@ inline constexpr int64_t kBlockScoresBlockSize = 16;
 // ceil(1000 / 16) = 63 groups: merge_fan_in >= kMinMergeFanIn).
 inline constexpr int64_t kDecodeSplitCountersPerRow = 64;
 inline constexpr int kMinMergeFanIn = 16;
+// A row-list entry's flag: the row reads its sequence's own table (full_block_tables).
+inline constexpr int32_t kDecodeRowReadsSequence = int32_t{1} << 30;
 
 struct DecodeAttentionParams {
   // Pointers.
@@ -77,7 +79,18 @@ struct DecodeAttentionParams {
   // a small workspace: DecodeAttentionWorkspaceBytesForRows.
   const int32_t* maybe_row_list = nullptr;
   int64_t row_list_len = 0;
-  // Optional, block_size 16 with the sequences' own tables (not per_kv_head_tables): the exact
+  // Optional, with per_kv_head_tables and a row list: LycheeDecode's hybrid launch, the rows
+  // that read everything (retrieval heads, dense requests) and the budget-bound ones (sparse
+  // heads reading an earlier layer's set) in ONE launch, planned for the long rows. A list entry
+  // with kDecodeRowReadsSequence set reads its sequence's own table (full_block_tables, [batch,
+  // max_blocks_per_seq]) over full_context_lens[seq]; the others their row of block_tables and
+  // context_lens. A budget row's few tokens then take a few splits of the long rows' length and
+  // the rest of its CTAs exit at once, so no launch waits for another (ALGORITHMS.md 3.2: one
+  // hybrid launch per layer). Only flagged rows write maybe_block_scores.
+  const int32_t* full_block_tables = nullptr;
+  const int32_t* full_context_lens = nullptr;
+  // Optional, block_size 16 with the sequences' own tables (not per_kv_head_tables, or the
+  // flagged rows of a hybrid launch): the exact
   // block scores that LycheeDecode's retrieval heads rank blocks by, a by-product of the
   // attention's Q·Kᵀ: for every block the launch reads, the max over its keys of the GQA group's
   // mean query's dot product (unscaled, as block_select.h's exact scores and the CPU's

@@ -216,12 +216,20 @@ absl::Status CanRunDecodeAttention(const DecodeAttentionParams& p,
     return absl::InvalidArgumentError(
         absl::StrCat("decode attention: invalid plan loader ", static_cast<int>(plan.loader)));
   }
+  const bool hybrid = p.full_block_tables != nullptr || p.full_context_lens != nullptr;
+  if (hybrid && (p.full_block_tables == nullptr || p.full_context_lens == nullptr ||
+                 !p.per_kv_head_tables || p.maybe_row_list == nullptr)) {
+    return absl::InvalidArgumentError(
+        "decode attention: a hybrid launch needs full_block_tables and full_context_lens, "
+        "per_kv_head_tables and a row list");
+  }
   if (p.maybe_block_scores != nullptr &&
-      (s.block_size != kBlockScoresBlockSize || p.per_kv_head_tables ||
+      (s.block_size != kBlockScoresBlockSize || (p.per_kv_head_tables && !hybrid) ||
        p.block_scores_row_stride < s.max_blocks_per_seq)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "decode attention: block scores need block_size ", kBlockScoresBlockSize,
-        " (one warp's 16 keys), the sequences' own tables (not per-kv-head ones) and a row stride "
+        " (one warp's 16 keys), the sequences' own tables (not per-kv-head ones, but for a hybrid "
+        "launch's flagged rows) and a row stride "
         ">= max_blocks_per_seq (block_size ",
         s.block_size, ", per_kv_head_tables ", p.per_kv_head_tables, ", row stride ",
         p.block_scores_row_stride, ", max_blocks_per_seq ", s.max_blocks_per_seq, ")"));

@@ -253,6 +253,22 @@ TEST(CudaDecodeAttentionPlanTest, CanRunChecksParamsAgainstThePlan) {
   bad.shape.block_size = bad.cache.block_size = 32;
   EXPECT_THAT(CanRunDecodeAttention(bad, DecodeAttentionPlan{1, 1024}).message(),
               ::testing::HasSubstr("block scores need block_size 16"));
+  // A hybrid launch (flagged rows read the sequences' tables): both full arrays, per-kv-head
+  // tables for the others and a row list; its flagged rows may write block scores.
+  DecodeAttentionParams hybrid = scored;
+  hybrid.per_kv_head_tables = true;
+  hybrid.full_block_tables = reinterpret_cast<const int32_t*>(uintptr_t{1 << 21});
+  hybrid.full_context_lens = reinterpret_cast<const int32_t*>(uintptr_t{1 << 22});
+  hybrid.maybe_row_list = reinterpret_cast<const int32_t*>(uintptr_t{1 << 23});
+  hybrid.row_list_len = s.batch * s.num_kv_heads;
+  EXPECT_TRUE(CanRunDecodeAttention(hybrid, one).ok()) << CanRunDecodeAttention(hybrid, one);
+  for (auto unset : {+[](DecodeAttentionParams& q) { q.full_context_lens = nullptr; },
+                     +[](DecodeAttentionParams& q) { q.per_kv_head_tables = false; },
+                     +[](DecodeAttentionParams& q) { q.maybe_row_list = nullptr; }}) {
+    bad = hybrid;
+    unset(bad);
+    EXPECT_THAT(CanRunDecodeAttention(bad, one).message(), ::testing::HasSubstr("hybrid launch"));
+  }
   // The launcher validates before it touches the device.
   EXPECT_EQ(DecodeAttention(bad, one, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
@@ -783,6 +799,216 @@ TEST_F(CudaDecodeAttentionTest, CapturedGraphReadsContextLengthsAtReplay) {
   LY_SKIP_WITHOUT_GPU();
   RunCase({32, 8, 128, 16}, {5, 300, 0, 4000}, PlanKind::kPlanned, /*graph=*/true);
   RunCase({16, 2, 64, 32}, {4000, 1, 2999}, PlanKind::kSingleSplit, /*graph=*/true);
+}
+
+// LycheeDecode's hybrid launch (DecodeAttentionParams::full_block_tables): in one launch over a
+// row list, the flagged rows read their sequence's own table over its whole context and write
+// block scores; the others read their own row of per-(sequence, kv head) tables (a random subset
+// of the sequence's pages, the last one included) over its token count, with the splits of the
+// flagged rows' plan, and write no block scores. Every row against the CPU reference over the
+// pages it was given; rows listed in random order, flagged ones first as the runner lists them.
+TEST_F(CudaDecodeAttentionTest, HybridLaunchReadsEachRowsOwnTable) {
+  LY_SKIP_WITHOUT_GPU();
+  struct Hybrid {
+    AttnCase shape;
+    std::vector<int64_t> contexts;
+  };
+  for (const Hybrid& c : {Hybrid{{32, 8, 128, 16}, {33000, 300, 17}},
+                          Hybrid{{28, 4, 64, 16}, {5000, 130000}},  // group 7, d64
+                          Hybrid{{32, 8, 128, 16}, {1, 70000}}}) {
+    const int64_t batch = static_cast<int64_t>(c.contexts.size());
+    const int64_t h = c.shape.num_heads, kvh = c.shape.num_kv_heads, d = c.shape.head_dim;
+    const int64_t bs = c.shape.block_size, group = h / kvh;
+    SCOPED_TRACE(SeedNote() + " heads=" + std::to_string(h) + "/" + std::to_string(kvh) +
+                 " d=" + std::to_string(d));
+    const int64_t max_ctx = *std::max_element(c.contexts.begin(), c.contexts.end());
+    const int64_t max_blocks = (max_ctx + bs - 1) / bs + 1;
+    int64_t total_pages = 0;
+    for (int64_t ctx : c.contexts) total_pages += (ctx + bs - 1) / bs;
+    const int64_t num_blocks = total_pages + 3;
+    std::vector<int32_t> perm(num_blocks);
+    for (int64_t i = 0; i < num_blocks; ++i) perm[i] = static_cast<int32_t>(i);
+    std::shuffle(perm.begin(), perm.end(), rng_);
+    std::vector<int32_t> tables(batch * max_blocks, -1);
+    int64_t next = 0;
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t page = 0; page < (c.contexts[b] + bs - 1) / bs; ++page) {
+        tables[b * max_blocks + page] = perm[next++];
+      }
+    }
+    PagedKvBf16 shape{nullptr, nullptr, num_blocks, kvh, bs, d};
+    std::vector<float> pool(num_blocks * shape.block_stride(),
+                            std::numeric_limits<float>::quiet_NaN());
+    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t pos = 0; pos < c.contexts[b]; ++pos) {
+        const int64_t block = tables[b * max_blocks + pos / bs];
+        for (int64_t half = 0; half < 2; ++half) {
+          for (int64_t g = 0; g < kvh; ++g) {
+            float* row = pool.data() + block * shape.block_stride() + half * shape.kv_stride() +
+                         g * shape.head_stride() + (pos % bs) * d;
+            for (int64_t e = 0; e < d; ++e) row[e] = RoundToBf16(uni(rng_));
+          }
+        }
+      }
+    }
+    const std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
+
+    // Flags: kv head 0 of every sequence (a retrieval head) and a random quarter of the rest.
+    // The other rows: a random subset of the sequence's full pages in random order, then its
+    // last page (every page full but the last, as the selection writes them).
+    std::vector<uint8_t> flagged(batch * kvh, 0);
+    std::vector<int32_t> row_tables(batch * kvh * max_blocks, -1), row_lens(batch * kvh, 0);
+    std::vector<int32_t> list_flagged, list_budget;
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t ctx = c.contexts[b], n = (ctx + bs - 1) / bs;
+      for (int64_t g = 0; g < kvh; ++g) {
+        const int64_t r = b * kvh + g;
+        flagged[r] = g == 0 || std::uniform_int_distribution<int>(0, 3)(rng_) == 0;
+        if (flagged[r] != 0) {
+          list_flagged.push_back(static_cast<int32_t>(r) | kDecodeRowReadsSequence);
+          continue;
+        }
+        list_budget.push_back(static_cast<int32_t>(r));
+        std::vector<int32_t> full;
+        for (int64_t page = 0; page + 1 < n; ++page) {
+          if (std::uniform_int_distribution<int>(0, 7)(rng_) == 0) full.push_back(page);
+        }
+        std::shuffle(full.begin(), full.end(), rng_);
+        int32_t* row = row_tables.data() + r * max_blocks;
+        for (size_t i = 0; i < full.size(); ++i) row[i] = tables[b * max_blocks + full[i]];
+        row[full.size()] = tables[b * max_blocks + n - 1];
+        row_lens[r] =
+            static_cast<int32_t>(static_cast<int64_t>(full.size()) * bs + ctx - (n - 1) * bs);
+      }
+    }
+    std::shuffle(list_flagged.begin(), list_flagged.end(), rng_);
+    std::shuffle(list_budget.begin(), list_budget.end(), rng_);
+    std::vector<int32_t> row_list = list_flagged;
+    row_list.insert(row_list.end(), list_budget.begin(), list_budget.end());
+
+    DecodeAttentionShape s;
+    s.batch = batch;
+    s.num_heads = h;
+    s.num_kv_heads = kvh;
+    s.head_dim = d;
+    s.block_size = bs;
+    s.max_blocks_per_seq = max_blocks;
+    s.max_context_len = max_ctx;
+    LY_ASSERT_OK(CanImplementDecodeAttention(s));
+    DecodeAttentionShape alone = s;  // the flagged rows alone, as the runner plans it
+    alone.batch = static_cast<int64_t>(list_flagged.size());
+    alone.num_heads = group;
+    alone.num_kv_heads = 1;
+    const DecodeAttentionPlan plan = PlanDecodeAttention(alone, ::lychee::cuda::testing::NumSms());
+    std::printf("  hybrid: %zu flagged + %zu budget rows, %d splits of %d tokens\n",
+                list_flagged.size(), list_budget.size(), plan.num_splits, plan.chunk_tokens);
+
+    const int64_t scores_stride = max_blocks + 2;
+    DeviceBuffer<bf16> d_q, d_pool, d_out;
+    DeviceBuffer<int32_t> d_tables, d_lens, d_row_tables, d_row_lens, d_list, d_counters;
+    DeviceBuffer<float> d_lse, d_scores;
+    DeviceBuffer<uint8_t> d_ws;
+    LY_ASSERT_OK(d_q.Upload(ToBf16(q)));
+    LY_ASSERT_OK(d_pool.Upload(ToBf16(pool)));
+    LY_ASSERT_OK(d_tables.Upload(tables));
+    LY_ASSERT_OK(d_lens.Upload(std::vector<int32_t>(c.contexts.begin(), c.contexts.end())));
+    LY_ASSERT_OK(d_row_tables.Upload(row_tables));
+    LY_ASSERT_OK(d_row_lens.Upload(row_lens));
+    LY_ASSERT_OK(d_list.Upload(row_list));
+    LY_ASSERT_OK(d_out.Allocate(batch * h * d));
+    LY_ASSERT_OK(d_out.FillBytes(0xff));
+    LY_ASSERT_OK(d_lse.Allocate(batch * h));
+    LY_ASSERT_OK(d_lse.FillBytes(0xff));
+    LY_ASSERT_OK(d_scores.Allocate(batch * kvh * scores_stride));
+    LY_ASSERT_OK(d_scores.FillBytes(0xff));
+    const size_t ws_bytes =
+        DecodeAttentionWorkspaceBytesForRows(s, plan, static_cast<int64_t>(row_list.size()));
+    LY_ASSERT_OK(d_ws.Allocate(std::max<size_t>(ws_bytes, 16)));
+    LY_ASSERT_OK(d_ws.FillBytes(0xff));
+    LY_ASSERT_OK(d_counters.Allocate(batch * kvh * kDecodeSplitCountersPerRow));
+    LY_ASSERT_OK(d_counters.FillBytes(0));
+
+    DecodeAttentionParams p;
+    p.q = d_q.get();
+    p.cache = shape;
+    p.cache.kv = d_pool.get();
+    p.block_tables = d_row_tables.get();
+    p.context_lens = d_row_lens.get();
+    p.per_kv_head_tables = true;
+    p.full_block_tables = d_tables.get();
+    p.full_context_lens = d_lens.get();
+    p.maybe_row_list = d_list.get();
+    p.row_list_len = static_cast<int64_t>(row_list.size());
+    p.maybe_block_scores = d_scores.get();
+    p.block_scores_row_stride = scores_stride;
+    p.out = d_out.get();
+    p.maybe_lse = d_lse.get();
+    p.workspace = d_ws.get();
+    p.split_counters = d_counters.get();
+    p.shape = s;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(d));
+    LY_ASSERT_OK(DecodeAttention(p, plan, nullptr));
+    std::vector<int32_t> counters;
+    LY_ASSERT_OK(d_counters.Download(counters));
+    for (size_t i = 0; i < counters.size(); ++i) ASSERT_EQ(counters[i], 0) << "counter " << i;
+    std::vector<bf16> out_raw;
+    std::vector<float> lse, scores;
+    LY_ASSERT_OK(d_out.Download(out_raw));
+    LY_ASSERT_OK(d_lse.Download(lse));
+    LY_ASSERT_OK(d_scores.Download(scores));
+    const std::vector<float> out = ToFloat(out_raw);
+
+    PagedKvView view{pool.data(), nullptr, num_blocks, kvh, bs, d};
+    std::vector<float> scratch(max_ctx + 1);
+    for (int64_t b = 0; b < batch; ++b) {
+      SCOPED_TRACE("sequence " + std::to_string(b) + " context " + std::to_string(c.contexts[b]));
+      // Flagged rows write their block scores, the others leave the poison.
+      ExpectBlockScores(q, view, tables, max_blocks, b, c.contexts[b], flagged, h, kvh, scores,
+                        scores_stride);
+      for (int64_t g = 0; g < kvh; ++g) {
+        const int64_t r = b * kvh + g;
+        const bool full = flagged[r] != 0;
+        const int64_t len = full ? c.contexts[b] : row_lens[r];
+        SCOPED_TRACE("kv head " + std::to_string(g) + (full ? " (sequence's table)" : " (own)"));
+        // The reference over the pages this row was given (all heads; group g's are compared).
+        std::vector<float> want(h * d);
+        cpu::PagedAttentionParams ref;
+        ref.q = q.data() + b * h * d;
+        ref.cache = view;
+        ref.block_table =
+            full ? tables.data() + b * max_blocks : row_tables.data() + r * max_blocks;
+        ref.out = want.data();
+        ref.scratch = scratch.data();
+        ref.num_queries = 1;
+        ref.num_heads = h;
+        ref.num_table_blocks = max_blocks;
+        ref.query_start = len - 1;
+        ref.scale = p.scale;
+        cpu::PagedAttention(ref);
+        EXPECT_LT(RelativeL2(out.data() + b * h * d + g * group * d, want.data() + g * group * d,
+                             group * d),
+                  1e-2);
+        for (int64_t head = g * group; head < (g + 1) * group; ++head) {
+          const float* qh = q.data() + (b * h + head) * d;
+          std::vector<double> sc(static_cast<size_t>(len));
+          double mx = -INFINITY;
+          for (int64_t pos = 0; pos < len; ++pos) {
+            const float* k = view.K(ref.block_table[pos / bs], g) + (pos % bs) * d;
+            double dot = 0.0;
+            for (int64_t e = 0; e < d; ++e) dot += static_cast<double>(qh[e]) * k[e];
+            sc[static_cast<size_t>(pos)] = dot * p.scale;
+            mx = std::max(mx, sc[static_cast<size_t>(pos)]);
+          }
+          double sum = 0.0;
+          for (double v : sc) sum += std::exp(v - mx);
+          const double want_lse = mx + std::log(sum);
+          EXPECT_NEAR(lse[b * h + head], want_lse, 1e-3 * std::max(1.0, std::fabs(want_lse)))
+              << "head " << head;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
