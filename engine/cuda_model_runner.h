@@ -84,7 +84,10 @@ struct CudaModelRunnerOptions {
   // heads over every token, the sparse heads over the sets earlier layers chose: ALGORITHMS.md
   // 3.2's hybrid kernel), then select; off: two launches around the selection (the rows that read
   // everything, then the budget-bound ones). CudaSparseDecode::hybrid() says when it applies.
-  bool lychee_hybrid_launch = true;
+  // Off until it has run on a GPU: written in a session without a device (its tests,
+  // cuda_decode_attention_test's HybridLaunchReadsEachRowsOwnTable and cuda_model_runner_test's
+  // hybrid-vs-two-launches comparison, and cuda_e2e_bench --lychee-hybrid-too are owed).
+  bool lychee_hybrid_launch = false;
 };
 
 class CudaModelRunner final : public ModelRunner {

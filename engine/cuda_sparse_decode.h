@@ -80,7 +80,7 @@ class CudaSparseDecode {
   // dependent launch (CudaModelRunnerOptions::programmatic_launch). hybrid_launch: steps whose
   // policy rows are all LycheeDecode's attend in one launch a layer (hybrid(); with 16-token
   // blocks, not while widening).
-  CudaSparseDecode(const Sizes& sizes, bool programmatic_launch, bool hybrid_launch = true)
+  CudaSparseDecode(const Sizes& sizes, bool programmatic_launch, bool hybrid_launch = false)
       : sizes_(sizes), programmatic_launch_(programmatic_launch), hybrid_launch_(hybrid_launch) {}
   ~CudaSparseDecode();
   CudaSparseDecode(const CudaSparseDecode&) = delete;
@@ -190,7 +190,7 @@ class CudaSparseDecode {
 
   Sizes sizes_;
   bool programmatic_launch_ = false;
-  bool hybrid_launch_ = true;
+  bool hybrid_launch_ = false;
   bool hybrid_ = false;  // this step (hybrid())
   bool allocated_ = false;
   int64_t rows_ = 0, width_ = 0;

@@ -25,6 +25,9 @@
 #                # files into DIR, under the device tool's 8): the sparse kernels with the select
 #                # variants' phases, end to end at 32K and 128K with the largest batch that fits,
 #                # sparse steps eager and from graphs, and the max_dropped_mass 0.5 cell
+#   GPU machine: scripts/gpu-check.sh owed [DIR]     # what sessions without a device left unrun, in
+#                # one ~7-minute call (8 files): run, perf-quick with lychee's hybrid launch, the
+#                # part-0 split caps, sanitize (see there)
 #   GPU machine: scripts/gpu-check.sh variants [DIR] # decode attention under each loader, with the
 #                # pool's pages in order, and with more splits for small cells (issue 10's open
 #                # questions), JSON into DIR
@@ -286,9 +289,9 @@ case "${1:-}" in
     fi
     echo "--- end to end (issue 12: the largest batch that fits, at 32K and 128K); sparse steps"
     echo "    eager and replayed from CUDA graphs (CudaModelRunnerOptions::sparse_cuda_graphs); lychee"
-    echo "    also with two attention launches a layer (its hybrid launch off)"
+    echo "    also with one hybrid attention launch a layer (lychee_hybrid_launch)"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
-      --policies quest,lychee,prhs --budget 2048 --fit-batch --sparse-graphs --lychee-two-launches \
+      --policies quest,lychee,prhs --budget 2048 --fit-batch --sparse-graphs --lychee-hybrid-too \
       --json "$out/e2e.json"
     echo "--- max_dropped_mass 0.5 on the GPU (quest, streaming and lychee widen, prhs grows in advance),"
     echo "    eager and in graphs"
@@ -301,11 +304,42 @@ case "${1:-}" in
     "$bundle/bin/cuda_sparse_attention_bench" --batches 1 8 --contexts 32768 131072 \
       --json "$out/sparse.json" | tee "$out/sparse.txt"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 131072 --prefill "" --steps 5 \
-      --policies quest,lychee,prhs --budget 2048 --fit-batch --sparse-graphs --lychee-two-launches \
+      --policies quest,lychee,prhs --budget 2048 --fit-batch --sparse-graphs --lychee-hybrid-too \
       --json "$out/e2e.json" | tee "$out/e2e.txt"
     "$bundle/bin/cuda_e2e_bench" --batches 1 --contexts 32768 --prefill "" --steps 5 \
       --policies quest,streaming,lychee,prhs --budget 2048 --max-dropped-mass 0.5 --sparse-graphs \
       --json "$out/widen.json" | tee "$out/widen.txt"
+    ;;
+  owed)
+    # What the last sessions without a device left unrun, in one device call of ~7 minutes and 8
+    # files in DIR (default $OUT): every GPU test (checks.txt; the hybrid launch's
+    # HybridLaunchReadsEachRowsOwnTable and the runner's hybrid comparisons among them), issue
+    # 12's perf-quick set (lychee also with its hybrid launch: --lychee-hybrid-too, and the
+    # sparse bench's lychee-hybrid column) into DIR/quick, LycheeDecode's part-0 launch under
+    # two split caps (does a one-row launch gain from two CTAs an SM now that merges have two
+    # levels?), then compute-sanitizer over every test (checks.txt).
+    begin_measurements "${2:-}"
+    checks="$out/checks.txt"
+    rc=0
+    timeout 240 "$0" run >"$checks" 2>&1 || rc=$?
+    echo "run exit $rc" >>"$checks"
+    grep -E ' (PASS|FAIL|SKIP) |exit' "$checks" || true
+    grep -h -E 'hybrid|two launches|FAILED' "$bundle/cuda_decode_attention_test.log" \
+      "$bundle/cuda_model_runner_test.log" 2>/dev/null | head -20 || true
+    timeout 240 "$0" perf-quick "$out/quick" >"$out/quick.log" 2>&1 || echo "perf-quick failed: tail of its log:"
+    grep -E '^\| [0-9]+ x' "$out/quick/sparse.txt" || true
+    grep -E '^\| [0-9]+ \| [0-9]+ \|' "$out/quick/e2e.txt" "$out/quick/widen.txt" || true
+    rm -f "$out/quick.log"
+    for splits in 128 256; do
+      echo "--- LycheeDecode's part 0 alone (one retrieval row a sequence), max_splits $splits"
+      timeout 40 "$bundle/bin/cuda_decode_attention_bench" --batches 1,3 --heads 4 --kv-heads 1 \
+        --contexts 32768,131072 --iters 20 --max-splits "$splits" 2>&1 | grep -E '^\|' || true
+    done | tee -a "$checks"
+    echo "--- compute-sanitizer memcheck" >>"$checks"
+    rc=0
+    timeout 150 "$0" sanitize >>"$checks" 2>&1 || rc=$?
+    echo "sanitize exit $rc" >>"$checks"
+    tail -n 14 "$checks"
     ;;
   variants)
     # Issue 10's open questions in one call, each a decode-attention table on the same GPU: the
@@ -390,7 +424,7 @@ case "${1:-}" in
     curl -s "http://$http/metrics" | grep -E '^lychee_(cache_config_info|generation_tokens_total|prompt_tokens_total|kv_cache_usage)' || true
     ;;
   *)
-    echo "usage: $0 prepare | prepare-serve | aside [serve] | restore | run | sanitize | perf [DIR] | perf-quick [DIR] | variants [DIR] | eval [DIR] | serve [MODEL [FLAGS...]]" >&2
+    echo "usage: $0 prepare | prepare-serve | aside [serve] | restore | run | sanitize | perf [DIR] | perf-quick [DIR] | owed [DIR] | variants [DIR] | eval [DIR] | serve [MODEL [FLAGS...]]" >&2
     exit 2
     ;;
 esac

@@ -485,14 +485,21 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
                                          .max_num_seqs = 8,
                                          .sparse_cuda_graphs = true});
   ASSERT_NE(gpu_graphs, nullptr);
-  // LycheeDecode without its hybrid launch (the rows that read everything, the selection, then
-  // the sparse heads, as two attention launches): the same reads, bounds and logits.
-  auto gpu_two_launches = MakeCudaRunner(dir, {.block_size = kBlock,
-                                               .max_num_batched_tokens = 256,
-                                               .max_num_seqs = 8,
-                                               .sparse_cuda_graphs = false,
-                                               .lychee_hybrid_launch = false});
-  ASSERT_NE(gpu_two_launches, nullptr);
+  // LycheeDecode with its hybrid launch (one attention launch a layer over the retrieval heads and
+  // the sparse heads, then the selection) against the two launches around the selection: the
+  // same reads, bounds and logits.
+  auto gpu_hybrid = MakeCudaRunner(dir, {.block_size = kBlock,
+                                         .max_num_batched_tokens = 256,
+                                         .max_num_seqs = 8,
+                                         .sparse_cuda_graphs = false,
+                                         .lychee_hybrid_launch = true});
+  ASSERT_NE(gpu_hybrid, nullptr);
+  auto gpu_hybrid_graphs = MakeCudaRunner(dir, {.block_size = kBlock,
+                                                .max_num_batched_tokens = 256,
+                                                .max_num_seqs = 8,
+                                                .sparse_cuda_graphs = true,
+                                                .lychee_hybrid_launch = true});
+  ASSERT_NE(gpu_hybrid_graphs, nullptr);
 
   PolicySpec streaming, quest, lychee, prhs_reuse, prhs_rescore;
   streaming.name = "streaming";
@@ -563,7 +570,10 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
     EXPECT_GT(gpu_graphs->num_graph_replays(), replays);
     if (spec == &lychee) {
       // Its sparse heads' splits differ (the hybrid plan is the retrieval rows'): rounding only.
-      same_as_plain("two launches vs the hybrid launch", *gpu_two_launches, 1e-5f);
+      same_as_plain("the hybrid launch vs two launches", *gpu_hybrid, 1e-5f);
+      const int64_t hybrid_replays = gpu_hybrid_graphs->num_graph_replays();
+      same_as_plain("the hybrid launch in graphs vs two launches eager", *gpu_hybrid_graphs, 1e-5f);
+      EXPECT_GT(gpu_hybrid_graphs->num_graph_replays(), hybrid_replays);
     }
     int64_t got_reused = 0;
     for (const auto& [key, g] : gpu_stats) got_reused += g.device_reused;
