@@ -94,6 +94,10 @@ struct CudaModelRunner::Impl {
   CudaModelRunnerOptions options;
   cuda::DeviceInfo device;
   cudaStream_t stream = nullptr;
+  // A hybrid sparse step's second stream: the sparse heads' scoring and bounds run there beside
+  // the layer's attention, forked and joined by the two events (captured into graphs as edges).
+  cudaStream_t side_stream = nullptr;
+  cudaEvent_t fork_event = nullptr, join_event = nullptr;
   std::unique_ptr<CudaWeights> weights;
   std::unique_ptr<cuda::LtGemm> gemm;
 
@@ -372,6 +376,9 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
   }
   LY_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   LY_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
+  LY_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&impl->side_stream, cudaStreamNonBlocking));
+  LY_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&impl->fork_event, cudaEventDisableTiming));
+  LY_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&impl->join_event, cudaEventDisableTiming));
 
   const int64_t max_len =
       options.max_model_len > 0 ? options.max_model_len : config.max_position_embeddings;
@@ -445,9 +452,14 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
 CudaModelRunner::CudaModelRunner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 CudaModelRunner::~CudaModelRunner() {
-  if (impl_ != nullptr && impl_->stream != nullptr) {
-    cudaStreamSynchronize(impl_->stream);
-    cudaStreamDestroy(impl_->stream);
+  if (impl_ == nullptr) return;
+  for (cudaStream_t s : {impl_->stream, impl_->side_stream}) {
+    if (s == nullptr) continue;
+    cudaStreamSynchronize(s);
+    cudaStreamDestroy(s);
+  }
+  for (cudaEvent_t e : {impl_->fork_event, impl_->join_event}) {
+    if (e != nullptr) cudaEventDestroy(e);
   }
 }
 
@@ -643,7 +655,9 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
       if (sparse->hybrid()) {
         // One launch: the rows that read everything over their sequences' tables (writing the
         // retrieval heads' exact block scores), the sparse heads over the sets earlier layers
-        // left in tables(); then the selection, for the next layers.
+        // left in tables(); then the retrieval heads' selection, for the next layers. The sparse
+        // heads' scoring and bounds need nothing from this attention: they run beside it on the
+        // side stream, joined before the dropped mass is accumulated.
         cuda::DecodeAttentionParams hybrid = d;
         hybrid.full_block_tables = d.block_tables;
         hybrid.full_context_lens = d.context_lens;
@@ -652,10 +666,18 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
         hybrid.per_kv_head_tables = true;
         hybrid.maybe_block_scores = sparse->scores();
         hybrid.block_scores_row_stride = sparse->width();
+        LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(fork_event, stream));
+        LY_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(side_stream, fork_event, 0));
+        LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, cache, d.block_tables,
+                                          d.context_lens, scale, /*exact_scores_given=*/true,
+                                          side_stream, cuda::SelectRowFilter::kBudgetRows,
+                                          /*programmatic_launch=*/false));
+        LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(join_event, side_stream));
         LY_RETURN_IF_ERROR(HybridDecodeAttention(layer, f, hybrid));
         LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, cache, d.block_tables,
                                           d.context_lens, scale, /*exact_scores_given=*/true,
-                                          stream));
+                                          stream, cuda::SelectRowFilter::kReadsAllRows));
+        LY_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream, join_event, 0));
       } else {
         if (scores_from_attention) {
           cuda::DecodeAttentionParams full = d;

@@ -356,10 +356,13 @@ cuda::BlockSelectParams CudaSparseDecode::SelectParams(
 absl::Status CudaSparseDecode::Select(int64_t layer, const cuda::bf16* q, int64_t q_row_stride,
                                       const cuda::PagedKvBf16& cache, const int32_t* block_tables,
                                       const int32_t* context_lens, float scale,
-                                      bool exact_scores_given, cudaStream_t stream) {
+                                      bool exact_scores_given, cudaStream_t stream,
+                                      cuda::SelectRowFilter filter, bool programmatic_launch) {
   cuda::BlockSelectParams p =
       SelectParams(layer, q, q_row_stride, cache, block_tables, context_lens, scale);
   p.exact_scores_given = exact_scores_given;
+  p.row_filter = filter;
+  p.programmatic_launch = p.programmatic_launch && programmatic_launch;
   if (hybrid_) p.maybe_set_lens = set_lens_.get();
   if (has_prhs_) {
     p.prhs_seqs = prhs_params_.get() + layer * rows_;

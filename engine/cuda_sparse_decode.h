@@ -13,7 +13,8 @@
 // back with the step's results. A step whose policy rows are all LycheeDecode's (hybrid()) runs
 // each layer's attention as ONE launch before the selection instead: the retrieval heads over
 // every token, the sparse heads over the sets earlier layers left (ALGORITHMS.md 3.2's hybrid
-// kernel; the sparse heads no longer wait for the retrieval heads' attention and selection).
+// kernel; the sparse heads no longer wait for the retrieval heads' attention and selection),
+// with the sparse heads' scoring and bounds beside it on a second stream.
 //
 // max_dropped_mass < 1, quest, streaming and lychee: as the CPU
 // runner, every kv head starts at the request's budget (every block at max_dropped_mass 0) and,
@@ -107,13 +108,17 @@ class CudaSparseDecode {
 
   // One layer: selection into tables()/lens() for q (decode rows, q_row_stride elements apart;
   // 0: contiguous) over `cache`. exact_scores_given: the layer's kExactTopK rows already have
-  // their exact block scores in scores() (see there). In a hybrid step it runs after the layer's
-  // one attention launch and leaves each kExactTopK row's new set in tables() and set_lens() for
-  // the next layers' launches (BlockSelectParams::maybe_set_lens).
+  // their exact block scores in scores() (see there). In a hybrid step it leaves each
+  // kExactTopK row's new set in tables() and set_lens() for the next layers' launches
+  // (BlockSelectParams::maybe_set_lens), in two launches a layer: `filter` kBudgetRows (the
+  // sparse heads' bounds, beside the attention on a second stream; without programmatic launch)
+  // and kReadsAllRows (the retrieval heads' top-k, after it).
   absl::Status Select(int64_t layer, const cuda::bf16* q, int64_t q_row_stride,
                       const cuda::PagedKvBf16& cache, const int32_t* block_tables,
                       const int32_t* context_lens, float scale, bool exact_scores_given,
-                      cudaStream_t stream);
+                      cudaStream_t stream,
+                      cuda::SelectRowFilter filter = cuda::SelectRowFilter::kAllRows,
+                      bool programmatic_launch = true);
   // Widening rounds a layer runs this step (0 without a sequence under max_dropped_mass < 1),
   // and round `round` (1 ..): WidenBudgets over lse() and the bounds, then SparseBlockSelect of
   // the widened rows (inputs as Select's). Afterwards split_lens(1) holds the widened rows'

@@ -145,7 +145,7 @@ aside_paths() {
   if [ "${1:-}" = serve ]; then
     echo tests docs models/stories260K
   else
-    echo eval/data docs/perf
+    echo eval/data docs/perf tests/data
   fi
 }
 

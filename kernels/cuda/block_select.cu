@@ -123,6 +123,13 @@ __device__ __forceinline__ RowPlan PlanRow(const BlockSelectParams& p, int seq, 
   return r;
 }
 
+// Whether a launch with `filter` handles a row of mode `mode` (BlockSelectParams::row_filter).
+__device__ __forceinline__ bool RowInFilter(SelectRowFilter filter, SelectRowMode mode) {
+  const bool reads_all = mode == SelectRowMode::kAll || mode == SelectRowMode::kExactTopK;
+  return filter == SelectRowFilter::kAllRows ||
+         (filter == SelectRowFilter::kReadsAllRows) == reads_all;
+}
+
 // The GQA group's mean query (summed in head order, then scaled, as the CPU's GroupMeanQuery),
 // lane l's dims [l * kPer, (l + 1) * kPer).
 template <int D>
@@ -212,6 +219,7 @@ __global__ void __launch_bounds__(kScoreWarps * 32)
   const int seq = blockIdx.z;
   const int group = static_cast<int>(s.num_heads / s.num_kv_heads);
   RowPlan plan = PlanRow<false>(p, seq, kv_head);
+  if (!RowInFilter(p.row_filter, plan.mode)) return;  // CTA-uniform, before any barrier
   if (p.exact_scores_given && plan.mode == SelectRowMode::kExactTopK) plan.exact_scores = false;
   // A widening round scores only its widened LycheeDecode sparse heads: exactly, for their own
   // choice (the bounds in `scores` stay for the unread bound).
@@ -697,6 +705,7 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
   };
   mark(kSelectEntry);
   const RowPlan plan = PlanRow<!kWithPrhs>(p, seq, kv_head);
+  if (!RowInFilter(p.row_filter, plan.mode)) return;  // another launch's row
   mark(kSelectPlanned);
   const int n = plan.n;
   const int64_t width = p.row_modes == nullptr ? s.budget_blocks : s.max_blocks_per_seq;
@@ -742,7 +751,13 @@ __global__ void __launch_bounds__(kSelectThreads, 2)
     count = p.maybe_set_sizes[row];
     if (bound) StageScores(s_scores, scores, 0, n);
     __syncthreads();
-    GatherPages(out_pages, set, table, count, mark_read);
+    if (p.maybe_set_lens != nullptr) {
+      // A hybrid step: the set's pages are in out_pages already (its retrieval row put them
+      // there), and the attention may be reading them right now; only mark what is read.
+      for (int i = threadIdx.x; i < count; i += kSelectThreads) mark_read(set[i]);
+    } else {
+      GatherPages(out_pages, set, table, count, mark_read);
+    }
   } else if (kWithPrhs && plan.mode == SelectRowMode::kPrhs) {
     auto emit = [&](int slot, int block) {  // pages: GatherPages below
       set[slot] = block;
@@ -910,8 +925,11 @@ absl::Status Launch(const BlockSelectParams& p, cudaStream_t stream) {
   const int64_t per_cta = kScoreWarps * kScoreBlocksPerWarp;
   const dim3 score_grid(static_cast<unsigned>((s.max_blocks_per_seq + per_cta - 1) / per_cta),
                         static_cast<unsigned>(s.num_kv_heads), static_cast<unsigned>(s.batch));
-  // A widening round reuses the scores, but widened LycheeDecode sparse heads need exact ones.
-  if (p.maybe_row_active == nullptr || p.maybe_widen_scores != nullptr) {
+  // A widening round reuses the scores, but widened LycheeDecode sparse heads need exact ones;
+  // the rows that read everything score nothing when their exact scores are given.
+  const bool scores_nothing =
+      p.row_filter == SelectRowFilter::kReadsAllRows && p.exact_scores_given;
+  if ((p.maybe_row_active == nullptr || p.maybe_widen_scores != nullptr) && !scores_nothing) {
     LY_CUDA_RETURN_IF_ERROR(LaunchKernel(ScoreKernel<D>, score_grid, dim3(kScoreWarps * 32), 0,
                                          stream, p.programmatic_launch, p));
   }
@@ -943,10 +961,10 @@ absl::Status QuestBlockSelect(const BlockSelectParams& p, cudaStream_t stream) {
   LY_CUDA_RETURN_IF_NOT_OK(CanRunBlockSelect(p));
   if (p.row_modes != nullptr || p.seq_rules != nullptr || p.maybe_log_unread != nullptr ||
       p.maybe_row_budgets != nullptr || p.maybe_row_active != nullptr ||
-      p.maybe_set_lens != nullptr) {
+      p.maybe_set_lens != nullptr || p.row_filter != SelectRowFilter::kAllRows) {
     return absl::InvalidArgumentError(
-        "QuestBlockSelect: row_modes, seq_rules, maybe_log_unread, maybe_set_lens and the "
-        "widening rows are SparseBlockSelect's");
+        "QuestBlockSelect: row_modes, seq_rules, maybe_log_unread, maybe_set_lens, row_filter and "
+        "the widening rows are SparseBlockSelect's");
   }
   return DispatchHeadDim(p.shape.head_dim, [&](auto head_dim) {
     return Launch<decltype(head_dim)::value>(p, stream);

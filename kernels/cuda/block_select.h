@@ -65,6 +65,16 @@ enum class SelectRowMode : int8_t {
                  // sequence's rule must be kTopK, its PrhsSeqParams given (BlockSelectParams)
 };
 
+// Which rows a SparseBlockSelect launch handles (the others keep every output). LycheeDecode's
+// hybrid steps split a layer's selection in two: the budget-bound rows' scoring and bounds on a
+// second stream beside the attention, the rows that read everything (their top-k from the
+// attention's block scores) after it.
+enum class SelectRowFilter : int8_t {
+  kAllRows = 0,
+  kReadsAllRows = 1,  // kAll and kExactTopK rows only
+  kBudgetRows = 2,    // every other row
+};
+
 // A kPrhs sequence at one layer: knobs and where its anchor state lives. The state of row
 // (sequence, kv head) is row anchor_row + kv_head of the arenas in BlockSelectParams.
 struct PrhsSeqParams {
@@ -194,9 +204,13 @@ struct BlockSelectParams {
   // kExactTopK rows over their sequences' own tables, so those rows' sel_tables rows are free:
   // each gets the pages of its new set (instead of every page) and its token count here. A
   // kInherit row of a later layer reads that set, so the next hybrid launches attend it from
-  // sel_tables over these lengths without a selection before them. sel_lens keeps what each row
-  // read (the sequence's length for kExactTopK).
+  // sel_tables over these lengths without a selection before them; its own selection then
+  // writes no pages (the attention may be reading them), only its length, reuse flag and bound.
+  // sel_lens keeps what each row read (the sequence's length for kExactTopK).
   int32_t* maybe_set_lens = nullptr;
+  // SparseBlockSelect: the rows this launch handles. With kReadsAllRows and exact_scores_given
+  // no scoring kernel runs (none of those rows scores).
+  SelectRowFilter row_filter = SelectRowFilter::kAllRows;
   // kPrhs rows only: [batch] per-sequence params, and the anchor arenas (rows as
   // PrhsSeqParams::anchor_row says): q̄ [rows, head_dim] fp32, info [rows, 2] (the budget the
   // anchor was chosen under, 0 = none; its block count), blocks [rows, kPrhsMaxAnchorBlocks].

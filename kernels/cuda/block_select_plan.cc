@@ -83,6 +83,10 @@ absl::Status CanRunSparseBlockSelect(const BlockSelectParams& p) {
         "sparse block select: row_modes, seq_rules, maybe_sel_blocks (the sets) and "
         "maybe_set_sizes must be set");
   }
+  if (p.row_filter != SelectRowFilter::kAllRows && p.row_filter != SelectRowFilter::kReadsAllRows &&
+      p.row_filter != SelectRowFilter::kBudgetRows) {
+    return absl::InvalidArgumentError("sparse block select: invalid row_filter");
+  }
   if (p.maybe_set_lens != nullptr && (p.maybe_row_active != nullptr || !p.exact_scores_given)) {
     return absl::InvalidArgumentError(
         "sparse block select: maybe_set_lens (a hybrid launch) follows the attention that wrote "

@@ -1578,6 +1578,32 @@ TEST(CudaBlockSelectPlanTest, WideningNeedsItsInputs) {
   p.prhs_seqs = reinterpret_cast<const PrhsSeqParams*>(&cell);
   EXPECT_FALSE(CanRunSparseBlockSelect(p).ok());
 
+  // A hybrid step's selection (maybe_set_lens) follows the attention that gave the exact
+  // scores, never in a widening round; row filters are SparseBlockSelect's only.
+  p.prhs_seqs = nullptr;
+  p.maybe_widen_scores = nullptr;
+  p.maybe_set_lens = &cell;
+  EXPECT_NE(CanRunSparseBlockSelect(p).message().find("hybrid"), std::string::npos);  // a round
+  p.maybe_row_active = nullptr;
+  p.maybe_row_budgets = nullptr;
+  EXPECT_NE(CanRunSparseBlockSelect(p).message().find("exact_scores_given"), std::string::npos);
+  p.exact_scores_given = true;
+  for (const SelectRowFilter f :
+       {SelectRowFilter::kAllRows, SelectRowFilter::kReadsAllRows, SelectRowFilter::kBudgetRows}) {
+    p.row_filter = f;
+    EXPECT_TRUE(CanRunSparseBlockSelect(p).ok()) << CanRunSparseBlockSelect(p);
+  }
+  p.row_filter = static_cast<SelectRowFilter>(7);
+  EXPECT_NE(CanRunSparseBlockSelect(p).message().find("row_filter"), std::string::npos);
+  BlockSelectParams quest = p;
+  quest.row_modes = nullptr;
+  quest.seq_rules = nullptr;
+  quest.maybe_set_lens = nullptr;
+  quest.maybe_log_unread = nullptr;
+  quest.maybe_split_lens = nullptr;
+  quest.row_filter = SelectRowFilter::kBudgetRows;
+  EXPECT_NE(QuestBlockSelect(quest, nullptr).message().find("row_filter"), std::string::npos);
+
   WidenBudgetsParams w;
   EXPECT_EQ(WidenBudgets(w, nullptr).code(), absl::StatusCode::kInvalidArgument);
   w.lse = w.log_unread = w.max_mass = &value;
