@@ -335,6 +335,71 @@ void ExpectBlockScores(const std::vector<float>& q, const PagedKvView& view,
   }
 }
 
+// The natural-log LSE of query head `head` (of `h`, GQA group `group`) of sequence b over the first
+// `len` tokens of `table`, in double: log Σ_j exp(scale · q·k_j).
+double ReferenceLse(const std::vector<float>& q, const PagedKvView& view, const int32_t* table,
+                    int64_t len, int64_t b, int64_t head, int64_t h, int64_t group, float scale) {
+  const int64_t d = view.head_dim, bs = view.block_size, g = head / group;
+  const float* qh = q.data() + (b * h + head) * d;
+  std::vector<double> sc(static_cast<size_t>(len));
+  double mx = -INFINITY;
+  for (int64_t pos = 0; pos < len; ++pos) {
+    const float* k = view.K(table[pos / bs], g) + (pos % bs) * d;
+    double dot = 0.0;
+    for (int64_t e = 0; e < d; ++e) dot += static_cast<double>(qh[e]) * k[e];
+    sc[static_cast<size_t>(pos)] = dot * scale;
+    mx = std::max(mx, sc[static_cast<size_t>(pos)]);
+  }
+  double sum = 0.0;
+  for (double v : sc) sum += std::exp(v - mx);
+  return mx + std::log(sum);
+}
+
+// Shuffled pages for `contexts` (tables max_blocks wide, -1 past each sequence) and a pool that
+// is NaN everywhere but in the slots the sequences hold, random bf16 there, so a stray read
+// shows up as NaN in the output. `spare` more blocks than needed.
+struct RandomPagedPool {
+  int64_t num_blocks = 0;
+  std::vector<int32_t> tables;
+  std::vector<float> pool;
+};
+RandomPagedPool MakeRandomPagedPool(const std::vector<int64_t>& contexts, int64_t max_blocks,
+                                    const PagedKvBf16& shape, int64_t spare, std::mt19937_64& rng) {
+  const int64_t batch = static_cast<int64_t>(contexts.size());
+  const int64_t bs = shape.block_size, d = shape.head_dim;
+  RandomPagedPool r;
+  int64_t total_pages = 0;
+  for (int64_t ctx : contexts) total_pages += (ctx + bs - 1) / bs;
+  r.num_blocks = total_pages + spare;
+  std::vector<int32_t> perm(r.num_blocks);
+  for (int64_t i = 0; i < r.num_blocks; ++i) perm[i] = static_cast<int32_t>(i);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  r.tables.assign(batch * max_blocks, -1);  // -1: never read
+  int64_t next = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t page = 0; page < (contexts[b] + bs - 1) / bs; ++page) {
+      r.tables[b * max_blocks + page] = perm[next++];
+    }
+  }
+  PagedKvBf16 sized = shape;
+  sized.num_blocks = r.num_blocks;
+  r.pool.assign(r.num_blocks * sized.block_stride(), std::numeric_limits<float>::quiet_NaN());
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t pos = 0; pos < contexts[b]; ++pos) {
+      const int64_t block = r.tables[b * max_blocks + pos / bs];
+      for (int64_t half = 0; half < 2; ++half) {
+        for (int64_t g = 0; g < shape.num_kv_heads; ++g) {
+          float* row = r.pool.data() + block * sized.block_stride() + half * sized.kv_stride() +
+                       g * sized.head_stride() + (pos % bs) * d;
+          for (int64_t e = 0; e < d; ++e) row[e] = RoundToBf16(uni(rng));
+        }
+      }
+    }
+  }
+  return r;
+}
+
 class CudaDecodeAttentionTest : public CudaKernelTest {
  protected:
   // graph: capture the launch into a CUDA graph while the device holds other context lengths,
@@ -358,39 +423,14 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
   const int64_t max_ctx = *std::max_element(contexts.begin(), contexts.end());
   const int64_t max_blocks = (max_ctx + bs - 1) / bs + 2;  // wider than needed: padding columns
 
-  // Physical blocks: a random permutation over all sequences' pages plus spare blocks.
-  int64_t total_pages = 0;
-  for (int64_t ctx : contexts) total_pages += (ctx + bs - 1) / bs;
-  const int64_t num_blocks = total_pages + 5;
-  std::vector<int32_t> perm(num_blocks);
-  for (int64_t i = 0; i < num_blocks; ++i) perm[i] = static_cast<int32_t>(i);
-  std::shuffle(perm.begin(), perm.end(), rng_);
-  std::vector<int32_t> tables(batch * max_blocks, -1);  // -1: never read
-  int64_t next = 0;
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t page = 0; page < (contexts[b] + bs - 1) / bs; ++page) {
-      tables[b * max_blocks + page] = perm[next++];
-    }
-  }
-
-  // Pool: NaN everywhere, then random bf16 keys and values in the slots the sequences hold, so a
-  // stray read shows up as NaN in the output.
+  // Physical blocks: a random permutation over all sequences' pages plus spare blocks; the pool
+  // NaN but in the slots the sequences hold.
+  RandomPagedPool paged = MakeRandomPagedPool(
+      contexts, max_blocks, PagedKvBf16{nullptr, nullptr, 0, kvh, bs, d}, 5, rng_);
+  const int64_t num_blocks = paged.num_blocks;
+  const std::vector<int32_t>& tables = paged.tables;
+  std::vector<float>& pool = paged.pool;
   PagedKvBf16 shape{nullptr, nullptr, num_blocks, kvh, bs, d};
-  std::vector<float> pool(num_blocks * shape.block_stride(),
-                          std::numeric_limits<float>::quiet_NaN());
-  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t pos = 0; pos < contexts[b]; ++pos) {
-      const int64_t block = tables[b * max_blocks + pos / bs];
-      for (int64_t half = 0; half < 2; ++half) {
-        for (int64_t g = 0; g < kvh; ++g) {
-          float* row = pool.data() + block * shape.block_stride() + half * shape.kv_stride() +
-                       g * shape.head_stride() + (pos % bs) * d;
-          for (int64_t e = 0; e < d; ++e) row[e] = RoundToBf16(uni(rng_));
-        }
-      }
-    }
-  }
   // Queries spread enough that softmax is far from uniform; in the longest sequence one key
   // per kv head is planted along its first query head to make a sharp peak mid-context.
   std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
@@ -603,21 +643,9 @@ void CudaDecodeAttentionTest::RunCase(const AttnCase& c, const std::vector<int64
 
     // LSE in double: log Σ_j exp(scale * q·k_j), natural log.
     for (int64_t head = 0; head < h; ++head) {
-      const float* qh = q.data() + (b * h + head) * d;
-      const int64_t g = head / group;
-      if (in_list[b * kvh + g] == 0) continue;
-      double mx = -INFINITY;
-      std::vector<double> sc(contexts[b]);
-      for (int64_t pos = 0; pos < contexts[b]; ++pos) {
-        const float* k = view.K(tables[b * max_blocks + pos / bs], g) + (pos % bs) * d;
-        double dot = 0.0;
-        for (int64_t e = 0; e < d; ++e) dot += static_cast<double>(qh[e]) * k[e];
-        sc[pos] = dot * p.scale;
-        mx = std::max(mx, sc[pos]);
-      }
-      double sum = 0.0;
-      for (double v : sc) sum += std::exp(v - mx);
-      const double want_lse = mx + std::log(sum);
+      if (in_list[b * kvh + head / group] == 0) continue;
+      const double want_lse = ReferenceLse(q, view, tables.data() + b * max_blocks, contexts[b], b,
+                                           head, h, group, p.scale);
       EXPECT_NEAR(lse[b * h + head], want_lse, 1e-3 * std::max(1.0, std::fabs(want_lse)))
           << "head " << head;
     }
@@ -823,35 +851,12 @@ TEST_F(CudaDecodeAttentionTest, HybridLaunchReadsEachRowsOwnTable) {
                  " d=" + std::to_string(d));
     const int64_t max_ctx = *std::max_element(c.contexts.begin(), c.contexts.end());
     const int64_t max_blocks = (max_ctx + bs - 1) / bs + 1;
-    int64_t total_pages = 0;
-    for (int64_t ctx : c.contexts) total_pages += (ctx + bs - 1) / bs;
-    const int64_t num_blocks = total_pages + 3;
-    std::vector<int32_t> perm(num_blocks);
-    for (int64_t i = 0; i < num_blocks; ++i) perm[i] = static_cast<int32_t>(i);
-    std::shuffle(perm.begin(), perm.end(), rng_);
-    std::vector<int32_t> tables(batch * max_blocks, -1);
-    int64_t next = 0;
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t page = 0; page < (c.contexts[b] + bs - 1) / bs; ++page) {
-        tables[b * max_blocks + page] = perm[next++];
-      }
-    }
+    RandomPagedPool paged = MakeRandomPagedPool(
+        c.contexts, max_blocks, PagedKvBf16{nullptr, nullptr, 0, kvh, bs, d}, 3, rng_);
+    const int64_t num_blocks = paged.num_blocks;
+    const std::vector<int32_t>& tables = paged.tables;
+    std::vector<float>& pool = paged.pool;
     PagedKvBf16 shape{nullptr, nullptr, num_blocks, kvh, bs, d};
-    std::vector<float> pool(num_blocks * shape.block_stride(),
-                            std::numeric_limits<float>::quiet_NaN());
-    std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t pos = 0; pos < c.contexts[b]; ++pos) {
-        const int64_t block = tables[b * max_blocks + pos / bs];
-        for (int64_t half = 0; half < 2; ++half) {
-          for (int64_t g = 0; g < kvh; ++g) {
-            float* row = pool.data() + block * shape.block_stride() + half * shape.kv_stride() +
-                         g * shape.head_stride() + (pos % bs) * d;
-            for (int64_t e = 0; e < d; ++e) row[e] = RoundToBf16(uni(rng_));
-          }
-        }
-      }
-    }
     const std::vector<float> q = RandomBf16Values(rng_, batch * h * d, -2.0f, 2.0f);
 
     // Flags: kv head 0 of every sequence (a retrieval head) and a random quarter of the rest.
@@ -990,19 +995,8 @@ TEST_F(CudaDecodeAttentionTest, HybridLaunchReadsEachRowsOwnTable) {
                              group * d),
                   1e-2);
         for (int64_t head = g * group; head < (g + 1) * group; ++head) {
-          const float* qh = q.data() + (b * h + head) * d;
-          std::vector<double> sc(static_cast<size_t>(len));
-          double mx = -INFINITY;
-          for (int64_t pos = 0; pos < len; ++pos) {
-            const float* k = view.K(ref.block_table[pos / bs], g) + (pos % bs) * d;
-            double dot = 0.0;
-            for (int64_t e = 0; e < d; ++e) dot += static_cast<double>(qh[e]) * k[e];
-            sc[static_cast<size_t>(pos)] = dot * p.scale;
-            mx = std::max(mx, sc[static_cast<size_t>(pos)]);
-          }
-          double sum = 0.0;
-          for (double v : sc) sum += std::exp(v - mx);
-          const double want_lse = mx + std::log(sum);
+          const double want_lse =
+              ReferenceLse(q, view, ref.block_table, len, b, head, h, group, p.scale);
           EXPECT_NEAR(lse[b * h + head], want_lse, 1e-3 * std::max(1.0, std::fabs(want_lse)))
               << "head " << head;
         }
