@@ -467,10 +467,13 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
     return seqs;
   };
 
+  // LycheeDecode's two launches a layer in these three, whatever the default: the hybrid launch
+  // has its own runners below.
   auto gpu = MakeCudaRunner(dir, {.block_size = kBlock,
                                   .max_num_batched_tokens = 256,
                                   .max_num_seqs = 8,
-                                  .sparse_cuda_graphs = false});  // eager: the others' reference
+                                  .sparse_cuda_graphs = false,  // eager: the others' reference
+                                  .lychee_hybrid_launch = false});
   ASSERT_NE(gpu, nullptr);
   const std::vector<SimSeq> dense = run(*gpu, nullptr, nullptr);
   // The same steps again with programmatic dependent launch (scoring, selection, attention and
@@ -478,12 +481,14 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
   auto gpu_pdl = MakeCudaRunner(dir, {.block_size = kBlock,
                                       .max_num_batched_tokens = 256,
                                       .max_num_seqs = 8,
-                                      .programmatic_launch = true});
+                                      .programmatic_launch = true,
+                                      .lychee_hybrid_launch = false});
   ASSERT_NE(gpu_pdl, nullptr);
   auto gpu_graphs = MakeCudaRunner(dir, {.block_size = kBlock,
                                          .max_num_batched_tokens = 256,
                                          .max_num_seqs = 8,
-                                         .sparse_cuda_graphs = true});
+                                         .sparse_cuda_graphs = true,
+                                         .lychee_hybrid_launch = false});
   ASSERT_NE(gpu_graphs, nullptr);
   // LycheeDecode with its hybrid launch (one attention launch a layer over the retrieval heads and
   // the sparse heads, then the selection) against the two launches around the selection: the
