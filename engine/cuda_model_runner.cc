@@ -97,7 +97,9 @@ struct CudaModelRunner::Impl {
   // A hybrid sparse step's second stream: the sparse heads' scoring and bounds run there beside
   // the layer's attention, forked and joined by the two events (captured into graphs as edges).
   cudaStream_t side_stream = nullptr;
-  cudaEvent_t fork_event = nullptr, join_event = nullptr;
+  cudaEvent_t fork_event = nullptr, scored_event = nullptr, attended_event = nullptr,
+              side_done_event = nullptr;
+  bool side_pending = false;  // the side stream has work of this step not yet joined
   std::unique_ptr<CudaWeights> weights;
   std::unique_ptr<cuda::LtGemm> gemm;
 
@@ -176,9 +178,21 @@ struct CudaModelRunner::Impl {
   absl::Status SparseDecodeAttentionPart(int64_t layer, const Forward& f,
                                          const cuda::DecodeAttentionParams& d, int part,
                                          int64_t part1_tokens);
-  // A hybrid step's one launch of `layer` (CudaSparseDecode::hybrid()).
+  // A hybrid step's sparse attention of `layer` (CudaSparseDecode::hybrid()): the one launch on
+  // the main stream, the selection and the dropped mass on the side stream (see there).
+  absl::Status HybridSparseAttention(int64_t layer, const Forward& f,
+                                     const cuda::DecodeAttentionParams& d,
+                                     const cuda::DecodeAttentionParams& dense,
+                                     const cuda::DecodeAttentionPlan& plan);
   absl::Status HybridDecodeAttention(int64_t layer, const Forward& f,
                                      const cuda::DecodeAttentionParams& d);
+  // An audited step's dense attention of the decode rows into the audit buffers: their LSE for
+  // the exact dropped mass, or null when the step is not audited.
+  absl::StatusOr<const float*> AuditAttention(const cuda::DecodeAttentionParams& dense,
+                                              const cuda::DecodeAttentionPlan& plan);
+  // The main stream waits for the side stream's last work of the step (a hybrid step's
+  // selection and dropped mass), before the step's results are read or its capture ends.
+  absl::Status JoinSideStream();
   // d over `rows` rows of `list`, planned as planned_rows rows of planned_tokens tokens alone.
   absl::Status AttendRowList(const cuda::DecodeAttentionParams& d, const int32_t* list,
                              int64_t rows, int64_t planned_rows, int64_t planned_tokens);
@@ -377,8 +391,10 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
   LY_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
   LY_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
   LY_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&impl->side_stream, cudaStreamNonBlocking));
-  LY_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&impl->fork_event, cudaEventDisableTiming));
-  LY_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&impl->join_event, cudaEventDisableTiming));
+  for (cudaEvent_t* e :
+       {&impl->fork_event, &impl->scored_event, &impl->attended_event, &impl->side_done_event}) {
+    LY_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+  }
 
   const int64_t max_len =
       options.max_model_len > 0 ? options.max_model_len : config.max_position_embeddings;
@@ -458,7 +474,8 @@ CudaModelRunner::~CudaModelRunner() {
     cudaStreamSynchronize(s);
     cudaStreamDestroy(s);
   }
-  for (cudaEvent_t e : {impl_->fork_event, impl_->join_event}) {
+  for (cudaEvent_t e :
+       {impl_->fork_event, impl_->scored_event, impl_->attended_event, impl_->side_done_event}) {
     if (e != nullptr) cudaEventDestroy(e);
   }
 }
@@ -653,31 +670,7 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
       // selection).
       const bool scores_from_attention = options.block_size == cuda::kBlockScoresBlockSize;
       if (sparse->hybrid()) {
-        // One launch: the rows that read everything over their sequences' tables (writing the
-        // retrieval heads' exact block scores), the sparse heads over the sets earlier layers
-        // left in tables(); then the retrieval heads' selection, for the next layers. The sparse
-        // heads' scoring and bounds need nothing from this attention: they run beside it on the
-        // side stream, joined before the dropped mass is accumulated.
-        cuda::DecodeAttentionParams hybrid = d;
-        hybrid.full_block_tables = d.block_tables;
-        hybrid.full_context_lens = d.context_lens;
-        hybrid.block_tables = sparse->tables();
-        hybrid.context_lens = sparse->set_lens();
-        hybrid.per_kv_head_tables = true;
-        hybrid.maybe_block_scores = sparse->scores();
-        hybrid.block_scores_row_stride = sparse->width();
-        LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(fork_event, stream));
-        LY_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(side_stream, fork_event, 0));
-        LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, cache, d.block_tables,
-                                          d.context_lens, scale, /*exact_scores_given=*/true,
-                                          side_stream, cuda::SelectRowFilter::kBudgetRows,
-                                          /*programmatic_launch=*/false));
-        LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(join_event, side_stream));
-        LY_RETURN_IF_ERROR(HybridDecodeAttention(layer, f, hybrid));
-        LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, cache, d.block_tables,
-                                          d.context_lens, scale, /*exact_scores_given=*/true,
-                                          stream, cuda::SelectRowFilter::kReadsAllRows));
-        LY_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream, join_event, 0));
+        LY_RETURN_IF_ERROR(HybridSparseAttention(layer, f, d, dense, plan));
       } else {
         if (scores_from_attention) {
           cuda::DecodeAttentionParams full = d;
@@ -695,25 +688,19 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
           LY_RETURN_IF_ERROR(
               SparseDecodeAttentionPart(layer, f, sub, part, sparse->max_sparse_tokens()));
         }
+        // max_dropped_mass: rows whose bound misses it double their budgets and run again. d's
+        // tables are the selection's from here on.
+        for (int64_t round = 1; round <= sparse->widening_rounds(); ++round) {
+          LY_RETURN_IF_ERROR(sparse->Widen(layer, round, qkv.get(), qkv_dim, cache,
+                                           dense.block_tables, dense.context_lens, scale, stream));
+          cuda::DecodeAttentionParams sub = d;
+          sub.context_lens = sparse->split_lens(1);
+          LY_RETURN_IF_ERROR(
+              SparseDecodeAttentionPart(layer, f, sub, 1, sparse->widened_tokens(round)));
+        }
+        LY_ASSIGN_OR_RETURN(const float* dense_lse, AuditAttention(dense, plan));
+        LY_RETURN_IF_ERROR(sparse->Accumulate(dense_lse, stream));
       }
-      // max_dropped_mass: rows whose bound misses it double their budgets and run again (never
-      // in a hybrid step). d's tables are the selection's from here on.
-      for (int64_t round = 1; round <= sparse->widening_rounds(); ++round) {
-        LY_RETURN_IF_ERROR(sparse->Widen(layer, round, qkv.get(), qkv_dim, cache,
-                                         dense.block_tables, dense.context_lens, scale, stream));
-        cuda::DecodeAttentionParams sub = d;
-        sub.context_lens = sparse->split_lens(1);
-        LY_RETURN_IF_ERROR(
-            SparseDecodeAttentionPart(layer, f, sub, 1, sparse->widened_tokens(round)));
-      }
-      const float* dense_lse = nullptr;
-      if (sparse->audited()) {
-        dense.out = sparse->audit_out();
-        dense.maybe_lse = sparse->dense_lse();
-        LY_RETURN_IF_ERROR(cuda::DecodeAttention(dense, plan, stream));
-        dense_lse = sparse->dense_lse();
-      }
-      LY_RETURN_IF_ERROR(sparse->Accumulate(dense_lse, stream));
     }
   }
   if (f.num_tiles > 0) {
@@ -734,6 +721,70 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
     p.scale = scale;
     LY_RETURN_IF_ERROR(cuda::PrefillAttention(p, stream));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const float*> CudaModelRunner::Impl::AuditAttention(
+    const cuda::DecodeAttentionParams& dense, const cuda::DecodeAttentionPlan& plan) {
+  if (!sparse->audited()) return nullptr;
+  cuda::DecodeAttentionParams audit = dense;
+  audit.out = sparse->audit_out();
+  audit.maybe_lse = sparse->dense_lse();
+  LY_RETURN_IF_ERROR(cuda::DecodeAttention(audit, plan, stream));
+  return sparse->dense_lse();
+}
+
+absl::Status CudaModelRunner::Impl::HybridSparseAttention(int64_t layer, const Forward& f,
+                                                          const cuda::DecodeAttentionParams& d,
+                                                          const cuda::DecodeAttentionParams& dense,
+                                                          const cuda::DecodeAttentionPlan& plan) {
+  // The layer's one attention launch on the main stream: the rows that read everything over their
+  // sequences' tables (writing the retrieval heads' exact block scores), the sparse heads over
+  // the sets earlier layers left in tables(). Everything else of the layer's sparse work runs on
+  // the side stream, where nothing on the main stream waits for it until it must:
+  //   side: the sparse heads' scoring and bounds (they read q and this layer's key summaries:
+  //         forked after the KV write, and the next layer's QKV GEMM waits for `scored_event`),
+  //   side: after the attention (and an audit's dense attention): the retrieval heads' top-k from
+  //         its block scores, then the dropped mass of the layer (`side_done_event`: the next
+  //         hybrid attention waits for it, since it reads those sets and rewrites the LSE and
+  //         the scores, and so does the end of the step).
+  // The events are recorded and waited inside the step, so a captured graph holds them as edges.
+  if (side_pending) LY_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream, side_done_event, 0));
+  LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(fork_event, stream));
+  LY_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(side_stream, fork_event, 0));
+  LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, d.cache, d.block_tables,
+                                    d.context_lens, d.scale, /*exact_scores_given=*/true,
+                                    side_stream, cuda::SelectRowFilter::kBudgetRows,
+                                    /*programmatic_launch=*/false));
+  LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(scored_event, side_stream));
+  side_pending = true;
+
+  cuda::DecodeAttentionParams hybrid = d;
+  hybrid.full_block_tables = d.block_tables;
+  hybrid.full_context_lens = d.context_lens;
+  hybrid.block_tables = sparse->tables();
+  hybrid.context_lens = sparse->set_lens();
+  hybrid.per_kv_head_tables = true;
+  hybrid.maybe_block_scores = sparse->scores();
+  hybrid.block_scores_row_stride = sparse->width();
+  LY_RETURN_IF_ERROR(HybridDecodeAttention(layer, f, hybrid));
+  LY_ASSIGN_OR_RETURN(const float* dense_lse, AuditAttention(dense, plan));
+  LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(attended_event, stream));
+
+  LY_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(side_stream, attended_event, 0));
+  LY_RETURN_IF_ERROR(sparse->Select(layer, qkv.get(), qkv_dim, d.cache, d.block_tables,
+                                    d.context_lens, d.scale, /*exact_scores_given=*/true,
+                                    side_stream, cuda::SelectRowFilter::kReadsAllRows,
+                                    /*programmatic_launch=*/false));
+  LY_RETURN_IF_ERROR(sparse->Accumulate(dense_lse, side_stream, /*programmatic_launch=*/false));
+  LY_CUDA_RETURN_IF_ERROR(cudaEventRecord(side_done_event, side_stream));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::Impl::JoinSideStream() {
+  if (!side_pending) return absl::OkStatus();
+  side_pending = false;
+  LY_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream, side_done_event, 0));
   return absl::OkStatus();
 }
 
@@ -808,6 +859,8 @@ absl::Status CudaModelRunner::Impl::Layer(int64_t layer, const Forward& f,
   norm.eps = eps;
   LY_RETURN_IF_ERROR(cuda::RmsNorm(norm, stream));
 
+  // A hybrid step's side stream may still be scoring the previous layer's q.
+  if (side_pending) LY_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream, scored_event, 0));
   LY_RETURN_IF_ERROR(Gemm(h.get(), w.w_qkv, qkv.get(), rows, qkv_dim, hidden));
   if (w.b_qkv != nullptr) {
     cuda::AddBiasParams b;
@@ -1173,7 +1226,9 @@ absl::Status CudaModelRunner::Impl::Run(const Forward& f, const StepLayout& layo
   embed.vocab = config.vocab_size;
   embed.hidden = hidden;
   LY_RETURN_IF_ERROR(cuda::EmbeddingGather(embed, stream));
+  side_pending = false;
   for (int64_t l = 0; l < config.num_layers; ++l) LY_RETURN_IF_ERROR(Layer(l, f, layout));
+  LY_RETURN_IF_ERROR(JoinSideStream());
   if (f.logit_rows == 0) return absl::OkStatus();
   // Final norm (with the last MLP's residual add) over every row, then the wanted rows only.
   cuda::RmsNormParams norm;

@@ -492,7 +492,8 @@ std::vector<int64_t> CudaSparseDecode::GraphKey() const {
   return key;
 }
 
-absl::Status CudaSparseDecode::Accumulate(const float* maybe_dense_lse, cudaStream_t stream) {
+absl::Status CudaSparseDecode::Accumulate(const float* maybe_dense_lse, cudaStream_t stream,
+                                          bool programmatic_launch) {
   cuda::DroppedMassParams p;
   p.lse = lse_.get();
   p.maybe_dense_lse = maybe_dense_lse;
@@ -504,7 +505,7 @@ absl::Status CudaSparseDecode::Accumulate(const float* maybe_dense_lse, cudaStre
   p.batch = rows_;
   p.num_heads = sizes_.num_heads;
   p.num_kv_heads = sizes_.num_kv_heads;
-  p.programmatic_launch = programmatic_launch_;
+  p.programmatic_launch = programmatic_launch_ && programmatic_launch;
   return cuda::AccumulateDroppedMass(p, stream);
 }
 

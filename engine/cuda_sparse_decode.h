@@ -14,7 +14,8 @@
 // each layer's attention as ONE launch before the selection instead: the retrieval heads over
 // every token, the sparse heads over the sets earlier layers left (ALGORITHMS.md 3.2's hybrid
 // kernel; the sparse heads no longer wait for the retrieval heads' attention and selection),
-// with the sparse heads' scoring and bounds beside it on a second stream.
+// and the selection and the dropped mass on a second stream beside the rest of the layer
+// (CudaModelRunner::Impl::HybridSparseAttention).
 //
 // max_dropped_mass < 1, quest, streaming and lychee: as the CPU
 // runner, every kv head starts at the request's budget (every block at max_dropped_mass 0) and,
@@ -131,7 +132,8 @@ class CudaSparseDecode {
   int64_t widened_tokens(int64_t round) const;
   // After the sparse attention wrote lse(): the layer's bounds (and, when dense_lse is given,
   // the exact dropped mass) into the per-sequence stats.
-  absl::Status Accumulate(const float* maybe_dense_lse, cudaStream_t stream);
+  absl::Status Accumulate(const float* maybe_dense_lse, cudaStream_t stream,
+                          bool programmatic_launch = true);
   // Copies the stats to pinned memory on `stream` (after the last layer).
   absl::Status EnqueueStatsCopy(cudaStream_t stream);
   // After the stream was synchronised: the step's per-chunk stats (dense chunks untouched).
