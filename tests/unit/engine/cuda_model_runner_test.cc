@@ -467,43 +467,32 @@ TEST(CudaModelRunnerTest, SparsePoliciesMatchTheCpuRunner) {
     return seqs;
   };
 
-  // LycheeDecode's two launches a layer in these three, whatever the default: the hybrid launch
-  // has its own runners below.
-  auto gpu = MakeCudaRunner(dir, {.block_size = kBlock,
-                                  .max_num_batched_tokens = 256,
-                                  .max_num_seqs = 8,
-                                  .sparse_cuda_graphs = false,  // eager: the others' reference
-                                  .lychee_hybrid_launch = false});
+  // The runners compared below, each naming how it launches (programmatic launch, sparse steps
+  // in graphs, LycheeDecode's hybrid launch), whatever the defaults are.
+  auto sparse_runner = [&](bool programmatic, bool graphs, bool hybrid) {
+    return MakeCudaRunner(dir, {.block_size = kBlock,
+                                .max_num_batched_tokens = 256,
+                                .max_num_seqs = 8,
+                                .programmatic_launch = programmatic,
+                                .sparse_cuda_graphs = graphs,
+                                .lychee_hybrid_launch = hybrid});
+  };
+  // Eager, two launches a layer for LycheeDecode: the others' reference.
+  auto gpu = sparse_runner(false, false, false);
   ASSERT_NE(gpu, nullptr);
   const std::vector<SimSeq> dense = run(*gpu, nullptr, nullptr);
   // The same steps again with programmatic dependent launch (scoring, selection, attention and
   // the dropped mass each placed during its predecessor): the same reads, bounds and logits.
-  auto gpu_pdl = MakeCudaRunner(dir, {.block_size = kBlock,
-                                      .max_num_batched_tokens = 256,
-                                      .max_num_seqs = 8,
-                                      .programmatic_launch = true,
-                                      .lychee_hybrid_launch = false});
+  auto gpu_pdl = sparse_runner(true, true, false);
   ASSERT_NE(gpu_pdl, nullptr);
-  auto gpu_graphs = MakeCudaRunner(dir, {.block_size = kBlock,
-                                         .max_num_batched_tokens = 256,
-                                         .max_num_seqs = 8,
-                                         .sparse_cuda_graphs = true,
-                                         .lychee_hybrid_launch = false});
+  auto gpu_graphs = sparse_runner(false, true, false);
   ASSERT_NE(gpu_graphs, nullptr);
   // LycheeDecode with its hybrid launch (one attention launch a layer over the retrieval heads and
-  // the sparse heads, then the selection) against the two launches around the selection: the
-  // same reads, bounds and logits.
-  auto gpu_hybrid = MakeCudaRunner(dir, {.block_size = kBlock,
-                                         .max_num_batched_tokens = 256,
-                                         .max_num_seqs = 8,
-                                         .sparse_cuda_graphs = false,
-                                         .lychee_hybrid_launch = true});
+  // the sparse heads; the selection and the dropped mass on a second stream) against the two
+  // launches around the selection: the same reads, bounds and logits.
+  auto gpu_hybrid = sparse_runner(false, false, true);
   ASSERT_NE(gpu_hybrid, nullptr);
-  auto gpu_hybrid_graphs = MakeCudaRunner(dir, {.block_size = kBlock,
-                                                .max_num_batched_tokens = 256,
-                                                .max_num_seqs = 8,
-                                                .sparse_cuda_graphs = true,
-                                                .lychee_hybrid_launch = true});
+  auto gpu_hybrid_graphs = sparse_runner(false, true, true);
   ASSERT_NE(gpu_hybrid_graphs, nullptr);
 
   PolicySpec streaming, quest, lychee, prhs_reuse, prhs_rescore;
