@@ -94,8 +94,9 @@ struct CudaModelRunner::Impl {
   CudaModelRunnerOptions options;
   cuda::DeviceInfo device;
   cudaStream_t stream = nullptr;
-  // A hybrid sparse step's second stream: the sparse heads' scoring and bounds run there beside
-  // the layer's attention, forked and joined by the two events (captured into graphs as edges).
+  // A hybrid sparse step's second stream: each layer's selection and dropped mass run there
+  // beside the main stream's work, ordered by the four events (HybridSparseAttention; captured
+  // into graphs as edges).
   cudaStream_t side_stream = nullptr;
   cudaEvent_t fork_event = nullptr, scored_event = nullptr, attended_event = nullptr,
               side_done_event = nullptr;
@@ -170,7 +171,9 @@ struct CudaModelRunner::Impl {
   };
   absl::Status UploadPaddedDecode(const SchedulerOutput& step, int64_t bucket, int64_t* max_ctx,
                                   StepLayout* layout);
+  // The step's forward pass (RunForward), then the side stream joined, whatever happened.
   absl::Status Run(const Forward& f, const StepLayout& layout);
+  absl::Status RunForward(const Forward& f, const StepLayout& layout);
   absl::Status Layer(int64_t layer, const Forward& f, const StepLayout& layout);
   absl::Status Attention(int64_t layer, const Forward& f, const StepLayout& layout);
   // One part of a sparse step's decode attention (see there); d's tables and lengths are the
@@ -1217,6 +1220,14 @@ absl::StatusOr<absl::Span<const float>> CudaModelRunner::Impl::CopyLogits(int64_
 // Everything a step enqueues after its inputs are on the device; only enqueues (no sync), so a
 // decode step can be captured into a graph.
 absl::Status CudaModelRunner::Impl::Run(const Forward& f, const StepLayout& layout) {
+  side_pending = false;
+  const absl::Status forward = RunForward(f, layout);
+  // Joined even after an error: the next step's uploads must not race the side stream.
+  const absl::Status joined = JoinSideStream();
+  return forward.ok() ? joined : forward;
+}
+
+absl::Status CudaModelRunner::Impl::RunForward(const Forward& f, const StepLayout& layout) {
   const int64_t hidden = config.hidden_size;
   cuda::EmbeddingGatherParams embed;
   embed.table = weights->embed_tokens();
@@ -1226,9 +1237,8 @@ absl::Status CudaModelRunner::Impl::Run(const Forward& f, const StepLayout& layo
   embed.vocab = config.vocab_size;
   embed.hidden = hidden;
   LY_RETURN_IF_ERROR(cuda::EmbeddingGather(embed, stream));
-  side_pending = false;
   for (int64_t l = 0; l < config.num_layers; ++l) LY_RETURN_IF_ERROR(Layer(l, f, layout));
-  LY_RETURN_IF_ERROR(JoinSideStream());
+  // (A hybrid step's last selection runs beside the final norm and the LM head: Run joins it.)
   if (f.logit_rows == 0) return absl::OkStatus();
   // Final norm (with the last MLP's residual add) over every row, then the wanted rows only.
   cuda::RmsNormParams norm;
