@@ -9,7 +9,7 @@
 //              top-k of --budget tokens (sink block and last block forced);
 //   quest      the sparse attention over that selection (per_kv_head_tables);
 //   lychee     the LycheeDecode shape as the CUDA runner serves it
-//              (CudaModelRunner::Impl::SparseDecodeAttention): kv head 0 reads every token (a
+//              (CudaModelRunner::Impl::Attention): kv head 0 reads every token (a
 //              retrieval head: one in eight) and the other seven the budget, in TWO launches back
 //              to back on one stream (one timed sample covers both): part 0 the rows that read
 //              everything, planned alone for the full context, part 1 the budget-bound rows,
@@ -146,15 +146,20 @@ struct Attention {
 };
 
 // The decode attention of `base` with tables `width` blocks wide, planned for `max_len` tokens.
-// With a row list of plan_rows rows the launch covers only those (sequence, kv head) rows, planned
-// alone, its splits capped by `reserved` workspace bytes, as the CUDA runner launches each part of
-// a sparse step (CudaModelRunner::Impl::SparseDecodeAttention). Grows `workspace` to what the plan
-// needs (earlier Attentions' pointers then go stale).
+// With a row list of plan_rows rows (or list_rows, more) the launch covers only those (sequence,
+// kv head) rows, planned for the first plan_rows alone, its splits capped by `reserved` workspace
+// bytes, as the CUDA runner launches each part of a sparse step
+// (CudaModelRunner::Impl::AttendRowList). Grows `workspace` to what the plan needs (earlier
+// Attentions' pointers then go stale).
 absl::StatusOr<Attention> MakeAttention(const DecodeAttentionParams& base, int64_t width,
                                         int64_t max_len, int num_sms,
                                         const DecodeAttentionPlanOptions& plan_options,
                                         DeviceBuffer<uint8_t>& workspace, int64_t plan_rows = 0,
-                                        size_t reserved = 0, const int32_t* row_list = nullptr) {
+                                        size_t reserved = 0, const int32_t* row_list = nullptr,
+                                        int64_t list_rows = 0) {
+  // The row list's rows, if more than the plan is made for (LycheeDecode's hybrid launch: every
+  // row, planned for the retrieval rows alone).
+  const int64_t rows = std::max(list_rows, plan_rows);
   Attention a;
   a.params = base;
   a.params.shape.max_blocks_per_seq = width;
@@ -166,47 +171,16 @@ absl::StatusOr<Attention> MakeAttention(const DecodeAttentionParams& base, int64
     planned.batch = plan_rows;
     planned.num_kv_heads = 1;
     a.params.maybe_row_list = row_list;
-    a.params.row_list_len = plan_rows;
+    a.params.row_list_len = rows;
     const int64_t per_split =
-        plan_rows * (kHeads / kKvHeads) * (kHeadDim + 1) * static_cast<int64_t>(sizeof(float));
+        rows * (kHeads / kKvHeads) * (kHeadDim + 1) * static_cast<int64_t>(sizeof(float));
     options.max_splits = static_cast<int>(
         std::clamp<int64_t>(static_cast<int64_t>(reserved) / per_split, 1, options.max_splits));
   }
   a.plan = PlanDecodeAttention(planned, num_sms, options);
   const size_t ws = plan_rows > 0
-                        ? DecodeAttentionWorkspaceBytesForRows(a.params.shape, a.plan, plan_rows)
+                        ? DecodeAttentionWorkspaceBytesForRows(a.params.shape, a.plan, rows)
                         : DecodeAttentionWorkspaceBytes(a.params.shape, a.plan);
-  if (ws > workspace.bytes()) LY_CUDA_RETURN_IF_NOT_OK(workspace.Allocate(ws));
-  a.params.workspace = workspace.get();
-  return a;
-}
-
-// LycheeDecode's hybrid launch: the `rows` rows of `row_list` (per-kv-head tables in `base`;
-// flagged rows read full_block_tables) in one launch planned for the `long_rows` rows that read
-// everything alone, its splits capped by `reserved` workspace bytes for all the rows.
-absl::StatusOr<Attention> MakeHybridAttention(const DecodeAttentionParams& base, int64_t width,
-                                              int64_t max_len, int num_sms,
-                                              const DecodeAttentionPlanOptions& plan_options,
-                                              DeviceBuffer<uint8_t>& workspace, int64_t long_rows,
-                                              size_t reserved, const int32_t* row_list,
-                                              int64_t rows) {
-  Attention a;
-  a.params = base;
-  a.params.shape.max_blocks_per_seq = width;
-  a.params.shape.max_context_len = max_len;
-  a.params.maybe_row_list = row_list;
-  a.params.row_list_len = rows;
-  if (absl::Status st = CanImplementDecodeAttention(a.params.shape); !st.ok()) return st;
-  DecodeAttentionShape planned = a.params.shape;
-  planned.batch = long_rows;
-  planned.num_kv_heads = 1;
-  DecodeAttentionPlanOptions options = plan_options;
-  const int64_t per_split =
-      rows * (kHeads / kKvHeads) * (kHeadDim + 1) * static_cast<int64_t>(sizeof(float));
-  options.max_splits = static_cast<int>(
-      std::clamp<int64_t>(static_cast<int64_t>(reserved) / per_split, 1, options.max_splits));
-  a.plan = PlanDecodeAttention(planned, num_sms, options);
-  const size_t ws = DecodeAttentionWorkspaceBytesForRows(a.params.shape, a.plan, rows);
   if (ws > workspace.bytes()) LY_CUDA_RETURN_IF_NOT_OK(workspace.Allocate(ws));
   a.params.workspace = workspace.get();
   return a;
@@ -390,8 +364,8 @@ absl::Status Run(const Options& o, const DeviceInfo& dev, nlohmann::json& json) 
       hybrid_base.full_block_tables = tables.get();
       hybrid_base.full_context_lens = lens.get();
       auto lychee_hybrid =
-          MakeHybridAttention(hybrid_base, pages, ctx, dev.num_sms, plan_options, workspace, batch,
-                              reserved, hybrid_list.get(), batch * kKvHeads);
+          MakeAttention(hybrid_base, pages, ctx, dev.num_sms, plan_options, workspace, batch,
+                        reserved, hybrid_list.get(), batch * kKvHeads);
       for (auto* a :
            {&dense, &quest, &every, &lychee1, &lychee_full, &lychee_budget, &lychee_hybrid}) {
         if (!a->ok()) return a->status();

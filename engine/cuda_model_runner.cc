@@ -666,15 +666,15 @@ absl::Status CudaModelRunner::Impl::Attention(int64_t layer, const Forward& f,
       // audit also runs the dense attention (into scratch) for the exact dropped mass.
       cuda::DecodeAttentionParams dense = d;
       d.maybe_lse = sparse->lse();
-      // With 16-token blocks the rows that read everything (dense requests, LycheeDecode's
-      // retrieval heads) attend first, over the sequences' own tables, and write their exact
-      // block scores on the way: selection then ranks the retrieval heads without reading their
-      // keys a second time (at 3 x 128K that second read was the largest part of lychee's
-      // selection).
-      const bool scores_from_attention = options.block_size == cuda::kBlockScoresBlockSize;
       if (sparse->hybrid()) {
         LY_RETURN_IF_ERROR(HybridSparseAttention(layer, f, d, dense, plan));
       } else {
+        // With 16-token blocks the rows that read everything (dense requests, LycheeDecode's
+        // retrieval heads) attend first, over the sequences' own tables, and write their exact
+        // block scores on the way: selection then ranks the retrieval heads without reading their
+        // keys a second time (at 3 x 128K that second read was the largest part of lychee's
+        // selection).
+        const bool scores_from_attention = options.block_size == cuda::kBlockScoresBlockSize;
         if (scores_from_attention) {
           cuda::DecodeAttentionParams full = d;
           full.maybe_block_scores = sparse->scores();

@@ -75,6 +75,24 @@ void Fill(std::mt19937_64& rng, int64_t ctx, int64_t bs, RandomCache* c) {
   }
 }
 
+// One randomized trial's sequence: blocks of 16 tokens on even trials and 32 on odd ones, a
+// length from ctx_dist, its cache, and `q_heads` query heads from qd (drawn in this order, so a
+// seed replays the same trial).
+struct Trial {
+  int64_t bs = 0, ctx = 0, n = 0;  // block size, keys, blocks
+  RandomCache cache;
+  std::vector<float> q;  // [q_heads, kDim]
+};
+void MakeTrial(std::mt19937_64& rng, int trial, std::uniform_int_distribution<int64_t>& ctx_dist,
+               std::uniform_real_distribution<float>& qd, int64_t q_heads, Trial* t) {
+  t->bs = trial % 2 == 0 ? 16 : 32;
+  t->ctx = ctx_dist(rng);
+  t->n = (t->ctx + t->bs - 1) / t->bs;
+  Fill(rng, t->ctx, t->bs, &t->cache);
+  t->q.resize(static_cast<size_t>(q_heads * kDim));
+  for (float& v : t->q) v = qd(rng);
+}
+
 // The box bounds of every block for each query head of `query` ([heads, n]; the cache has no
 // balls, so these are what Quest ranks by on both backends), and their lower bounds into
 // `maybe_lower` when given.
@@ -136,13 +154,11 @@ TEST(CudaSparseRulesTest, RulesReproduceTheCpuPolicies) {
   std::uniform_real_distribution<float> qd(-2.0f, 2.0f);
   int64_t compared = 0, ranked = 0;
   for (int trial = 0; trial < 300; ++trial) {
-    const int64_t bs = trial % 2 == 0 ? 16 : 32;
-    const int64_t ctx = ctx_dist(rng);
-    const int64_t n = (ctx + bs - 1) / bs;
-    RandomCache cache;
-    Fill(rng, ctx, bs, &cache);
-    std::vector<float> q(kHeads * kDim);
-    for (float& v : q) v = qd(rng);
+    Trial trial_data;
+    MakeTrial(rng, trial, ctx_dist, qd, kHeads, &trial_data);
+    const int64_t bs = trial_data.bs, ctx = trial_data.ctx, n = trial_data.n;
+    const RandomCache& cache = trial_data.cache;
+    const std::vector<float>& q = trial_data.q;
     sparsity::DecodeQuery query = MakeQuery(q, cache, ctx, kHeads);
     const int64_t budget = budget_dist(rng), sinks = sink_dist(rng), local = local_dist(rng);
     SCOPED_TRACE("trial " + std::to_string(trial) + ": context " + std::to_string(ctx) + " block " +
@@ -245,13 +261,11 @@ TEST(CudaSparseRulesTest, WideningAsTheGpuRunsItMatchesTheCpuRunner) {
   constexpr int64_t kGroupOne = kKvHeads;  // query heads: one per kv head
   int64_t trials = 0, widened = 0, lychee_widened = 0, ambiguous = 0;
   for (int trial = 0; trial < 240; ++trial) {
-    const int64_t bs = trial % 2 == 0 ? 16 : 32;
-    const int64_t ctx = ctx_dist(rng);
-    const int64_t n = (ctx + bs - 1) / bs;
-    RandomCache cache;
-    Fill(rng, ctx, bs, &cache);
-    std::vector<float> q(kGroupOne * kDim);
-    for (float& v : q) v = qd(rng);
+    Trial trial_data;
+    MakeTrial(rng, trial, ctx_dist, qd, kGroupOne, &trial_data);
+    const int64_t bs = trial_data.bs, ctx = trial_data.ctx, n = trial_data.n;
+    const RandomCache& cache = trial_data.cache;
+    const std::vector<float>& q = trial_data.q;
     const int64_t budget = budget_dist(rng), sinks = sink_dist(rng);
     const double max_mass = masses[(trial / 3) % 6];
     // Quest, streaming, and LycheeDecode at its layer 1 (kv head 0 retrieval, kv head 1 inheriting
@@ -444,13 +458,11 @@ TEST(CudaSparseRulesTest, PrhsControlAsTheGpuRunsItMatchesTheCpuPolicy) {
   constexpr int64_t kGroupOne = kKvHeads;  // query heads: one per kv head
   int64_t heads = 0, grown = 0, fell_back = 0, met = 0, ambiguous = 0;
   for (int trial = 0; trial < 240; ++trial) {
-    const int64_t bs = trial % 2 == 0 ? 16 : 32;
-    const int64_t ctx = ctx_dist(rng);
-    const int64_t n = (ctx + bs - 1) / bs;
-    RandomCache cache;
-    Fill(rng, ctx, bs, &cache);
-    std::vector<float> q(kGroupOne * kDim);
-    for (float& v : q) v = qd(rng);
+    Trial trial_data;
+    MakeTrial(rng, trial, ctx_dist, qd, kGroupOne, &trial_data);
+    const int64_t bs = trial_data.bs, ctx = trial_data.ctx, n = trial_data.n;
+    const RandomCache& cache = trial_data.cache;
+    const std::vector<float>& q = trial_data.q;
     // Every fourth trial reads most of its context from the start under a loose bound, so that
     // some meet it at once.
     const bool most = trial % 4 == 3;
